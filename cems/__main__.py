@@ -1,0 +1,5 @@
+import sys
+
+from cems.cli import main
+
+sys.exit(main())

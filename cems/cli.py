@@ -1,0 +1,231 @@
+"""The ``cems`` command line.  Every option that names a service can also come from an environment variable
+(shown in ``--help``), so the service can be configured by a process manager or a container."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cems import __version__
+from cems.errors import CemsError
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def state_dir() -> Path:
+    """Where local services and demo state live: $CEMS_STATE_DIR, else ~/.local/state/cems."""
+    return Path(os.environ.get("CEMS_STATE_DIR") or Path.home() / ".local" / "state" / "cems")
+
+
+def _add_influx_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("InfluxDB (v1 API by default; v2 for InfluxDB 2.x/3.x)")
+    g.add_argument("--influx-url", default=env("CEMS_INFLUX_URL"), help="e.g. http://127.0.0.1:8086 [CEMS_INFLUX_URL]")
+    g.add_argument("--influx-api", choices=["v1", "v2"], default=env("CEMS_INFLUX_API", "v1"), help="[CEMS_INFLUX_API]")
+    g.add_argument("--influx-db", default=env("CEMS_INFLUX_DB", "cems"), help="v1 database [CEMS_INFLUX_DB]")
+    g.add_argument("--influx-org", default=env("CEMS_INFLUX_ORG", ""), help="v2 organisation [CEMS_INFLUX_ORG]")
+    g.add_argument("--influx-bucket", default=env("CEMS_INFLUX_BUCKET", ""), help="v2 bucket [CEMS_INFLUX_BUCKET]")
+    g.add_argument(
+        "--influx-token",
+        default=env("CEMS_INFLUX_TOKEN", ""),
+        help="v2 token, or v1 user:password; prefer the environment variable [CEMS_INFLUX_TOKEN]",
+    )
+
+
+def _add_mqtt_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("MQTT")
+    g.add_argument("--mqtt-url", default=env("CEMS_MQTT_URL"), help="mqtt://HOST:PORT or mqtts:// [CEMS_MQTT_URL]")
+    g.add_argument("--client-id", default=env("CEMS_CLIENT_ID", "cems-ingester"), help="fixed id of the persistent session [CEMS_CLIENT_ID]")
+    g.add_argument("--mqtt-username", default=env("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
+    g.add_argument("--mqtt-password", default=env("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
+    g.add_argument("--mqtt-ca-file", default=env("CEMS_MQTT_CA_FILE"), help="CA certificate for TLS [CEMS_MQTT_CA_FILE]")
+
+
+def _influx_config(a: argparse.Namespace) -> object:
+    from cems.sinks.influx import InfluxConfig
+
+    if not a.influx_url:
+        raise CemsError("--influx-url (or CEMS_INFLUX_URL) is required")
+    return InfluxConfig(
+        url=a.influx_url, api=a.influx_api, db=a.influx_db, org=a.influx_org, bucket=a.influx_bucket, token=a.influx_token
+    )
+
+
+def _mqtt_settings(a: argparse.Namespace) -> object:
+    from cems.service.mqtt import MqttSettings
+
+    if not a.mqtt_url:
+        raise CemsError("--mqtt-url (or CEMS_MQTT_URL) is required")
+    return MqttSettings(
+        url=a.mqtt_url,
+        client_id=a.client_id,
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+
+
+# -- commands -------------------------------------------------------------------------------------------
+def cmd_run(a: argparse.Namespace) -> int:
+    from cems.registry import load_registry
+    from cems.service.ingest import IngestService, IngestSettings
+    from cems.service.mqtt import MqttSettings
+    from cems.sinks.influx import InfluxConfig
+
+    registry = load_registry(a.config)
+    mqtt = _mqtt_settings(a)
+    influx = _influx_config(a)
+    assert isinstance(mqtt, MqttSettings) and isinstance(influx, InfluxConfig)
+    settings = IngestSettings(batch_max=a.batch_max, require_crc=not a.accept_bad_crc)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        service = IngestService(registry, mqtt, influx, settings)
+        await service.run(stop)
+        print(json.dumps(service.stats.as_dict()), file=sys.stderr)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_registry_check(a: argparse.Namespace) -> int:
+    from cems.registry import load_registry
+
+    r = load_registry(a.config)
+    n = len(r.outlets())
+    print(f"{a.config}: OK — {len(r.district)} districts, {len(r.enterprise)} enterprises, {n} outlets, "
+          f"{len(r.grid_sensor)} grid sensors")
+    return 0
+
+
+def cmd_services(a: argparse.Namespace) -> int:
+    from cems.service.local import LocalServices, format_status
+
+    svc = LocalServices(state_dir() / "services")
+    if a.action == "up":
+        infos = svc.up(influx_db=a.influx_db)
+        print(format_status(infos))
+    elif a.action == "down":
+        svc.down()
+        print("local services stopped")
+    else:
+        status = svc.status()
+        print(format_status(status))
+        return 0 if all(status.values()) else 3
+    return 0
+
+
+def cmd_query(a: argparse.Namespace) -> int:
+    from cems.service.local import LocalServices, influx_query
+
+    url = a.influx_url
+    if not url:
+        info = LocalServices(state_dir() / "services").status().get("influxdb")
+        if info is None:
+            raise CemsError("no --influx-url given and the local InfluxDB is not running (cems services up)")
+        url = info.url
+    for row in influx_query(url, a.influx_db, a.query):
+        print(json.dumps(row, ensure_ascii=False, default=str))
+    return 0
+
+
+def cmd_hj212(a: argparse.Namespace) -> int:
+    from cems.protocol import hj212
+
+    stream = sys.stdin if a.file in (None, "-") else open(a.file, encoding="utf-8", errors="replace")  # noqa: SIM115
+    try:
+        fn = hj212.decode_lines if a.action == "decode" else hj212.encode_lines
+        for out in fn(line.rstrip("\r\n") for line in stream):
+            sys.stdout.write(out.rstrip("\r\n") + "\n")
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from cems.demo import run_demo
+
+    return run_demo(a, state_dir())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cems",
+        description="cems: continuous-emission monitoring ingester (HJ 212 / MQTT → compliance → InfluxDB).",
+    )
+    p.add_argument("--version", action="version", version=f"cems {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the ingest service (MQTT → InfluxDB)")
+    r.add_argument("--config", default=env("CEMS_CONFIG"), required=env("CEMS_CONFIG") is None,
+                   help="registry TOML [CEMS_CONFIG]")
+    _add_mqtt_args(r)
+    _add_influx_args(r)
+    r.add_argument("--batch-max", type=int, default=int(env("CEMS_BATCH_MAX", "5000") or 5000),
+                   help="most messages per InfluxDB write [CEMS_BATCH_MAX]")
+    r.add_argument("--accept-bad-crc", action="store_true",
+                   help="accept HJ 212 packets whose CRC does not match (reported as a deviation)")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("services", help="start/stop the project-owned local Mosquitto and InfluxDB")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--influx-db", default="cems", help="database to create (default cems)")
+    s.set_defaults(func=cmd_services)
+
+    q = sub.add_parser("query", help="run an InfluxQL query (default: against the local InfluxDB)")
+    q.add_argument("query")
+    q.add_argument("--influx-url", default=env("CEMS_INFLUX_URL"))
+    q.add_argument("--influx-db", default=env("CEMS_INFLUX_DB", "cems"))
+    q.set_defaults(func=cmd_query)
+
+    g = sub.add_parser("registry", help="validate a registry file")
+    g.add_argument("action", choices=["check"])
+    g.add_argument("config")
+    g.set_defaults(func=cmd_registry_check)
+
+    h = sub.add_parser("hj212", help="decode/encode HJ 212 packets, one per line")
+    h.add_argument("action", choices=["decode", "encode"],
+                   help="decode: packet per line → JSON per line; encode: JSON per line → packet per line")
+    h.add_argument("file", nargs="?", default="-", help="input file, or - for standard input")
+    h.set_defaults(func=cmd_hj212)
+
+    d = sub.add_parser("demo", help="start local services, a sample fleet and the ingester; show live figures")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    d.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")
+    d.add_argument("--enterprises", type=int, default=12, help="size of the sample fleet (default 12)")
+    d.add_argument("--protocol", choices=["json", "hj212", "mixed"], default="mixed")
+    d.add_argument("--stop-services", action="store_true", help="stop the local services at the end")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(a.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc: int = a.func(a)
+        return rc
+    except CemsError as e:
+        print(f"cems: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

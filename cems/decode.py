@@ -1,0 +1,71 @@
+"""Decode stage: MQTT topic + payload → domain objects.  Pure; raises RejectedMessage with a reason.
+
+Topics (defaults; the registry's ``[topics]`` table changes the prefixes):
+- ``cems/v1/{mn}/{rtd|min|hour|day}``: JSON reading (schema ``cems.reading/1``, docs/payload.md)
+- ``cems/v1/{mn}/hj212``: a raw HJ 212 packet (its MN must match the topic; password checked)
+- ``grid/v1/{sensor_id}``: a grid air-quality micro-station reading (same JSON schema, stream rtd)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cems.errors import RejectedMessage
+from cems.model import Reading, Stream
+from cems.protocol import hj212
+from cems.protocol.payload import decode_payload
+from cems.registry import Registry
+
+_STREAMS = {s.value: s for s in Stream}
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded message: a plant reading or a grid-sensor reading."""
+
+    reading: Reading
+    grid: bool = False
+
+
+def decode_message(topic: str, payload: bytes, registry: Registry, *, require_crc: bool = True) -> Decoded:
+    t = registry.topics
+    tz: Any = registry.tz
+    if topic.startswith(t.prefix + "/"):
+        rest = topic[len(t.prefix) + 1 :].split("/")
+        if len(rest) != 2 or not rest[0]:
+            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {t.prefix}/{{mn}}/{{stream}}")
+        mn, kind = rest
+        if kind == "hj212":
+            return Decoded(decode_hj212(payload, mn, registry, require_crc=require_crc))
+        stream = _STREAMS.get(kind)
+        if stream is None:
+            raise RejectedMessage("bad_topic", f"topic {topic!r}: stream {kind!r} is not rtd|min|hour|day|hj212")
+        return Decoded(decode_payload(payload, mn=mn, stream=stream, tz=tz))
+    if topic.startswith(t.grid_prefix + "/"):
+        sensor = topic[len(t.grid_prefix) + 1 :]
+        if not sensor or "/" in sensor:
+            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {t.grid_prefix}/{{sensor_id}}")
+        return Decoded(decode_payload(payload, mn=sensor, stream=Stream.RTD, tz=tz), grid=True)
+    raise RejectedMessage("bad_topic", f"topic {topic!r} is not a data topic")
+
+
+def decode_hj212(payload: bytes, topic_mn: str, registry: Registry, *, require_crc: bool = True) -> Reading:
+    """Decode a raw HJ 212 packet published for ``topic_mn``; check MN, registry and password."""
+    try:
+        text = payload.decode("ascii")
+    except UnicodeDecodeError:
+        try:
+            text = payload.decode("gbk")  # some DAS send Chinese text in vendor fields
+        except UnicodeDecodeError:
+            raise RejectedMessage("hj212_encoding", "packet is neither ASCII nor GBK text") from None
+    packet = hj212.decode(text, require_crc=require_crc)
+    if packet.mn != topic_mn:
+        raise RejectedMessage("mn_mismatch", f"packet MN {packet.mn!r} does not match topic MN {topic_mn!r}")
+    info = registry.outlet(topic_mn)
+    if info is None:
+        raise RejectedMessage("unknown_mn", f"MN {topic_mn!r} is not in the registry")
+    expected = info.outlet.hj212_password
+    if expected is not None and packet.pw != expected:
+        raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {topic_mn!r}")
+    return hj212.to_reading(packet, tz=registry.tz)

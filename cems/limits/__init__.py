@@ -1,0 +1,42 @@
+"""Built-in emission-limit profiles, loaded from ``profiles.toml`` (data, not code; DOMAIN.md §4)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class LimitProfile:
+    """A named set of hourly limits (mg/m³ at ``ref_o2`` % O2, dry, standard state) with its citation."""
+
+    name: str
+    title: str
+    ref_o2: float
+    basis: str
+    citation: str
+    limits: Mapping[str, float]
+    verify: bool = False
+
+
+@cache
+def builtin_profiles() -> Mapping[str, LimitProfile]:
+    """All built-in profiles by name."""
+    text = resources.files(__package__).joinpath("profiles.toml").read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
+    out: dict[str, LimitProfile] = {}
+    for name, p in raw.items():
+        out[name] = LimitProfile(
+            name=name,
+            title=str(p["title"]),
+            ref_o2=float(p["ref_o2"]),
+            basis=str(p["basis"]),
+            citation=str(p["citation"]),
+            limits=MappingProxyType({k: float(v) for k, v in p["limits"].items()}),
+            verify=bool(p.get("verify", False)),
+        )
+    return MappingProxyType(out)

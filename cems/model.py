@@ -1,0 +1,117 @@
+"""The domain model shared by every pipeline stage: readings from an outlet (排放口).
+
+A *reading* is what one DAS message carries: the values of several pollutant codes for one outlet, one
+stream (real-time, minute, hour, day) and one data time.  It is the same whether it arrived as JSON over
+MQTT or as an HJ 212 packet; decoders produce it, the validator checks it, rules and sinks consume it.
+
+Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Final
+
+#: Beijing time: the Chinese standards (HJ 212, HJ 75) use UTC+8 without daylight saving.
+BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+class Stream(StrEnum):
+    """Kind of DAS record.  HJ 212 command numbers in brackets (DOMAIN.md §2)."""
+
+    RTD = "rtd"  # real-time data, CN=2011; DataTime is the sampling instant
+    MIN = "min"  # minute data, CN=2051; DataTime is the start of the period
+    HOUR = "hour"  # hourly data, CN=2061
+    DAY = "day"  # daily data, CN=2031
+
+
+#: HJ 212 CN → stream.
+CN_STREAM: Final[dict[str, Stream]] = {
+    "2011": Stream.RTD,
+    "2051": Stream.MIN,
+    "2061": Stream.HOUR,
+    "2031": Stream.DAY,
+}
+STREAM_CN: Final[dict[Stream, str]] = {v: k for k, v in CN_STREAM.items()}
+
+#: HJ 212 data flags (DOMAIN.md §2).  Only N is valid for averages.
+DATA_FLAGS: Final[dict[str, str]] = {
+    "N": "normal",
+    "F": "stopped (停运)",
+    "M": "maintenance",
+    "S": "manual value",
+    "D": "fault",
+    "C": "calibration",
+    "T": "over range",
+    "B": "analyser-logger communication failure",
+}
+VALID_FLAG: Final = "N"
+
+#: Suffixes that carry a number (the rest, e.g. ``Flag``, carry text).  ``RS`` is a facility state.
+NUMERIC_SUFFIXES: Final = frozenset(
+    {"Rtd", "Min", "Avg", "Max", "ZsRtd", "ZsMin", "ZsAvg", "ZsMax", "Cou", "RS", "ValidNum", "TotalNum"}
+)
+
+#: Key pollutant codes (DOMAIN.md §2).
+O2: Final = "a19001"
+SO2: Final = "a21026"
+NOX: Final = "a21002"
+PM: Final = "a34013"
+FLOW: Final = "a00000"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """The values of one pollutant code in one reading, e.g. ``a21026: Avg=12.5, ZsAvg=15.1, Flag=N``.
+
+    ``values`` maps the suffix exactly as sent (``Rtd``, ``Avg``, ``ZsAvg``, ``Cou``, ...) to a number.
+    ``flag`` is the data flag (``N`` normal, ...), or ``None`` when the device sent none.
+    """
+
+    code: str
+    values: dict[str, float]
+    flag: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """A value is valid for averaging only when flagged N (a missing flag counts as N)."""
+        return self.flag is None or self.flag == VALID_FLAG
+
+    def primary(self, stream: Stream) -> float | None:
+        """The main value for the stream: ``Rtd`` for real-time data, ``Avg`` otherwise."""
+        return self.values.get("Rtd" if stream is Stream.RTD else "Avg")
+
+    def corrected(self, stream: Stream) -> float | None:
+        """The DAS's own reference-O2-corrected (折算) value, if it sent one."""
+        return self.values.get("ZsRtd" if stream is Stream.RTD else "ZsAvg")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One DAS record of one outlet: a stream, a data time and the measurements of several codes.
+
+    ``data_time`` is timezone-aware.  For minute/hour/day streams it is the start of the period.
+    """
+
+    mn: str
+    stream: Stream
+    data_time: datetime
+    measurements: dict[str, Measurement]
+    qn: str | None = None
+    origin: str = "json"  # "json" or "hj212"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def timestamp_s(self) -> int:
+        """Data time as whole Unix seconds (the InfluxDB point time)."""
+        return int(self.data_time.timestamp())
+
+    @property
+    def value_count(self) -> int:
+        return sum(len(m.values) for m in self.measurements.values())
+
+    def key(self) -> tuple[str, Stream, int]:
+        """The identity of the record: (outlet, stream, data time).  Writes with the same key overwrite."""
+        return (self.mn, self.stream, self.timestamp_s)

@@ -1,0 +1,117 @@
+"""JSON reading payload, schema ``cems.reading/1`` (documented in docs/payload.md).
+
+Gateways publish it to ``cems/v1/{mn}/{stream}``.  It carries per pollutant code the same information as
+an HJ 212 data packet: a value per suffix exactly as HJ 212 names it (``Rtd``, ``Avg``, ``ZsAvg``, ``Cou``,
+...) and the data flag::
+
+    {"schema": "cems.reading/1", "mn": "010000A8900016F000169DC0", "stream": "rtd",
+     "data_time": "2026-11-22T08:00:30+08:00", "qn": "20261122080030123",
+     "values": {"a21026": {"Rtd": 12.5, "ZsRtd": 15.1, "Flag": "N"}, "a19001": {"Rtd": 8.2, "Flag": "N"}}}
+
+Decoding is strict about types (numbers must be JSON numbers, finite; flags must be HJ 212 flags) and
+raises :class:`cems.errors.RejectedMessage` with a specific reason.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from cems.errors import RejectedMessage
+from cems.model import BEIJING, DATA_FLAGS, Measurement, Reading, Stream
+
+SCHEMA: Final = "cems.reading/1"
+#: Largest payload accepted, bytes (HJ 212 caps a data segment at 1024 bytes; JSON is wordier).
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+
+_Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_: Annotated[str | None, Field(alias="schema")] = None
+    mn: Annotated[str | None, Field(max_length=24)] = None
+    stream: Stream | None = None
+    data_time: Annotated[str, Field(min_length=8, max_length=40)]
+    qn: Annotated[str | None, Field(max_length=20)] = None
+    values: Annotated[dict[str, dict[str, _Number | str]], Field(max_length=256)]
+
+
+def parse_data_time(text: str, tz: Any = BEIJING) -> datetime:
+    """ISO 8601 (offset optional) or HJ 212 ``YYYYMMDDhhmmss[zzz]``.  Without an offset: Beijing time."""
+    t = text.strip()
+    if t.isdigit() and len(t) in (14, 17):
+        dt = datetime.strptime(t[:14], "%Y%m%d%H%M%S")
+        if len(t) == 17:
+            dt = dt.replace(microsecond=int(t[14:]) * 1000)
+    else:
+        try:
+            dt = datetime.fromisoformat(t)
+        except ValueError:
+            raise RejectedMessage("bad_data_time", f"data_time {text!r} is not ISO 8601 or YYYYMMDDhhmmss") from None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)
+
+
+def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING) -> Reading:
+    """Decode a JSON payload published on ``cems/v1/{mn}/{stream}`` into a :class:`Reading`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise RejectedMessage("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        p = _Payload.model_validate_json(payload)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "payload"
+        kind = "malformed_json" if err["type"] == "json_invalid" else "bad_field"
+        raise RejectedMessage(kind, f"{where}: {err['msg']}") from None
+    if p.schema_ is not None and p.schema_ != SCHEMA:
+        raise RejectedMessage("bad_schema", f"schema {p.schema_!r} is not {SCHEMA!r}")
+    if p.mn is not None and p.mn != mn:
+        raise RejectedMessage("mn_mismatch", f"payload MN {p.mn!r} does not match topic MN {mn!r}")
+    if p.stream is not None and p.stream is not stream:
+        raise RejectedMessage("stream_mismatch", f"payload stream {p.stream!r} does not match topic {stream!r}")
+    measurements: dict[str, Measurement] = {}
+    for code, fields in p.values.items():
+        flag: str | None = None
+        nums: dict[str, float] = {}
+        for suffix, v in fields.items():
+            if suffix == "Flag":
+                if not isinstance(v, str) or v not in DATA_FLAGS:
+                    raise RejectedMessage("bad_flag", f"{code}-Flag {v!r} is not an HJ 212 data flag")
+                flag = v
+            elif isinstance(v, str):
+                raise RejectedMessage("bad_field", f"{code}-{suffix}: {v!r} is not a number")
+            else:
+                nums[suffix] = v
+        measurements[code] = Measurement(code, nums, flag)
+    return Reading(
+        mn=mn,
+        stream=stream,
+        data_time=parse_data_time(p.data_time, tz),
+        measurements=measurements,
+        qn=p.qn,
+        origin="json",
+    )
+
+
+def encode_payload(reading: Reading) -> bytes:
+    """The JSON payload for a reading (used by gateways and the simulator)."""
+    values: dict[str, dict[str, float | str]] = {}
+    for code, m in reading.measurements.items():
+        d: dict[str, float | str] = dict(m.values)
+        if m.flag is not None:
+            d["Flag"] = m.flag
+        values[code] = d
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "mn": reading.mn,
+        "stream": reading.stream.value,
+        "data_time": reading.data_time.isoformat(),
+        "values": values,
+    }
+    if reading.qn is not None:
+        doc["qn"] = reading.qn
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,34 @@
+"""The registry: the city, its districts, enterprises and their monitored outlets, loaded from TOML.
+
+``load_registry(path)`` validates everything and raises :class:`cems.errors.RegistryError` listing every
+problem with its TOML location; a bad registry never starts the service.
+"""
+
+from cems.registry._model import (
+    City,
+    District,
+    Enterprise,
+    GridSensor,
+    LimitChange,
+    Outlet,
+    OutletInfo,
+    Registry,
+    Stop,
+    Topics,
+)
+from cems.registry._loader import load_registry, parse_registry
+
+__all__ = [
+    "City",
+    "District",
+    "Enterprise",
+    "GridSensor",
+    "LimitChange",
+    "Outlet",
+    "OutletInfo",
+    "Registry",
+    "Stop",
+    "Topics",
+    "load_registry",
+    "parse_registry",
+]

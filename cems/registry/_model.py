@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from cems.limits import builtin_profiles
+from cems.model import BEIJING
+
+#: HJ 212 MN: up to 24 characters; real devices use letters, digits, '-' and '_'.
+_MN_RE = re.compile(r"^[A-Za-z0-9_\-]{1,24}$")
+_CODE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,16}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _aware(v: datetime | date, tz: Any = BEIJING) -> datetime:
+    """A registry date/datetime without an offset is Beijing time (DOMAIN.md: all standard times are UTC+8)."""
+    if not isinstance(v, datetime):
+        v = datetime.combine(v, time(0))
+    return v if v.tzinfo is not None else v.replace(tzinfo=tz)
+
+
+class City(_Strict):
+    name: str
+    transmission_rate_target: Annotated[float, Field(gt=0, le=1)] = 0.90
+    supervision_enterprise_threshold: Annotated[int, Field(ge=1)] = 5
+    ack_sla_hours: Annotated[float, Field(gt=0)] = 2.0
+    #: Assessed factors of the 90 % rule (DOMAIN.md §5): particulate, SO2, NOx by default.
+    assessed_factors: list[str] = Field(default_factory=lambda: ["a34013", "a21026", "a21002"])
+
+
+class District(_Strict):
+    code: str
+    name: str
+
+
+class Stop(_Strict):
+    """A declared stop (停产/停运): hours inside it are not expected and silence is not an interruption."""
+
+    from_: Annotated[datetime | date, Field(alias="from")]
+    to: datetime | date
+    reason: str = ""
+
+    @property
+    def start(self) -> datetime:
+        return _aware(self.from_)
+
+    @property
+    def end(self) -> datetime:
+        return _aware(self.to)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Stop:
+        if self.end <= self.start:
+            raise ValueError(f"stop ends ({self.end.isoformat()}) before it starts ({self.start.isoformat()})")
+        return self
+
+
+class LimitChange(_Strict):
+    """From a date on, another profile, reference O2 or permit limits apply (e.g. an ultra-low retrofit)."""
+
+    from_: Annotated[datetime | date, Field(alias="from")]
+    profile: str | None = None
+    ref_o2: Annotated[float, Field(ge=0, lt=21)] | None = None
+    limits: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def start(self) -> datetime:
+        return _aware(self.from_)
+
+
+class Outlet(_Strict):
+    mn: str
+    name: str
+    profile: str
+    #: HJ 212 PW.  Prefer ``password_env`` (name of an environment variable) in production registries.
+    password: str | None = None
+    password_env: str | None = None
+    rtd_interval_s: Annotated[int, Field(gt=0, le=3600)] = 30
+    ref_o2: Annotated[float, Field(ge=0, lt=21)] | None = None
+    #: Permit (排污许可证) or local-standard limits, mg/m³; stricter-wins with the profile.
+    limits: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    #: Units the device sends, per code, e.g. ``a00000 = "m3/h"``.
+    units: dict[str, str] = Field(default_factory=dict)
+    since: date | None = None
+    interruption_threshold_s: Annotated[int, Field(gt=0)] | None = None
+    stop: list[Stop] = Field(default_factory=list)
+    limit_change: list[LimitChange] = Field(default_factory=list)
+
+    @field_validator("mn")
+    @classmethod
+    def _mn(cls, v: str) -> str:
+        if not _MN_RE.match(v):
+            raise ValueError(f"MN {v!r} must be 1-24 letters, digits, '-' or '_' (HJ 212)")
+        return v
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        known = builtin_profiles()
+        if v not in known:
+            raise ValueError(f"unknown limit profile {v!r}; built-in profiles: {', '.join(sorted(known))}")
+        return v
+
+    @field_validator("limits", "units")
+    @classmethod
+    def _codes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for code in v:
+            if not _CODE_RE.match(code):
+                raise ValueError(f"{code!r} is not a pollutant code")
+        return v
+
+    @model_validator(mode="after")
+    def _changes(self) -> Outlet:
+        known = builtin_profiles()
+        for ch in self.limit_change:
+            if ch.profile is not None and ch.profile not in known:
+                raise ValueError(f"limit_change: unknown limit profile {ch.profile!r}")
+        return self
+
+    @property
+    def hj212_password(self) -> str | None:
+        """The HJ 212 PW: from ``password_env`` (an environment variable) when set, else ``password``."""
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        return self.password
+
+    @property
+    def interruption_threshold(self) -> int:
+        """Seconds of silence that make a data interruption (DOMAIN.md §5): max(10 min, 3 × interval)."""
+        if self.interruption_threshold_s is not None:
+            return self.interruption_threshold_s
+        return max(600, 3 * self.rtd_interval_s)
+
+    def in_stop(self, t: datetime) -> bool:
+        return any(s.start <= t < s.end for s in self.stop)
+
+
+class Enterprise(_Strict):
+    id: str
+    name: str
+    district: str
+    sector: str = ""
+    outlet: list[Outlet] = Field(default_factory=list)
+
+
+class GridSensor(_Strict):
+    """A grid air-quality micro-station (网格化监测微站)."""
+
+    id: str
+    name: str = ""
+    district: str
+    township: str = ""
+
+
+class Topics(_Strict):
+    """MQTT topic layout (defaults documented in docs/payload.md)."""
+
+    prefix: str = "cems/v1"
+    grid_prefix: str = "grid/v1"
+    alerts_prefix: str = "cems/alerts/v1"
+    deadletter_prefix: str = "cems/deadletter/v1"
+    command_prefix: str = "cems/cmd/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class OutletInfo:
+    """An outlet with the enterprise and district it belongs to (what the sinks tag points with)."""
+
+    outlet: Outlet
+    enterprise: Enterprise
+    district: District
+
+
+class Registry(_Strict):
+    timezone: str = "Asia/Shanghai"
+    city: City
+    district: list[District] = Field(default_factory=list)
+    enterprise: list[Enterprise] = Field(default_factory=list)
+    grid_sensor: list[GridSensor] = Field(default_factory=list)
+    topics: Topics = Field(default_factory=Topics)
+
+    _by_mn: dict[str, OutletInfo] = PrivateAttr(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> Registry:
+        problems: list[str] = []
+        districts: dict[str, District] = {}
+        for i, d in enumerate(self.district):
+            if d.code in districts:
+                problems.append(f"district[{i}].code: duplicate district code {d.code!r}")
+            districts[d.code] = d
+        ids: set[str] = set()
+        by_mn: dict[str, OutletInfo] = {}
+        for i, e in enumerate(self.enterprise):
+            if e.id in ids:
+                problems.append(f"enterprise[{i}].id: duplicate enterprise id {e.id!r}")
+            ids.add(e.id)
+            if e.district not in districts:
+                problems.append(
+                    f"enterprise[{i}].district: {e.district!r} is not a [[district]] code "
+                    f"(known: {', '.join(sorted(districts)) or 'none'})"
+                )
+                continue
+            for j, o in enumerate(e.outlet):
+                if o.mn in by_mn:
+                    other = by_mn[o.mn].enterprise.id
+                    problems.append(
+                        f"enterprise[{i}].outlet[{j}].mn: duplicate MN {o.mn!r} (also in enterprise {other!r})"
+                    )
+                by_mn[o.mn] = OutletInfo(o, e, districts[e.district])
+        for i, g in enumerate(self.grid_sensor):
+            if g.district not in districts:
+                problems.append(f"grid_sensor[{i}].district: {g.district!r} is not a [[district]] code")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._by_mn = by_mn
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def outlet(self, mn: str) -> OutletInfo | None:
+        return self._by_mn.get(mn)
+
+    def outlets(self) -> list[OutletInfo]:
+        return list(self._by_mn.values())
+
+    def district_by_code(self, code: str) -> District | None:
+        return next((d for d in self.district if d.code == code), None)

@@ -1,0 +1,1 @@
+"""Async adapters: the MQTT consumer, the ingest service and the project-owned local services."""

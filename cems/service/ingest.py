@@ -1,0 +1,247 @@
+"""The ingest service: MQTT → decode → validate → (rules) → InfluxDB, with dead letters.
+
+Delivery guarantee: at least once.  A message is acknowledged to the broker only after its point is
+written to InfluxDB (or, for a rejected message, after its dead letter was acknowledged by the broker).
+Writes are idempotent (one point per outlet, stream and data time), so redelivery after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cems.decode import decode_message
+from cems.errors import RejectedMessage
+from cems.model import Reading
+from cems.registry import OutletInfo, Registry
+from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
+from cems.sinks.influx import InfluxConfig, InfluxWriteError, InfluxWriter
+from cems.sinks.lineprotocol import point, reading_line
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
+
+log = logging.getLogger(__name__)
+
+GRID_MEASUREMENT = "grid_reading"
+
+
+@dataclass
+class IngestStats:
+    """Counters of the running service (also shown by ``cems demo`` and exported as metrics)."""
+
+    received: int = 0
+    accepted: int = 0
+    values: int = 0
+    points_written: int = 0
+    batches: int = 0
+    write_retries: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_data_time: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "values": self.values,
+            "points_written": self.points_written,
+            "batches": self.batches,
+            "write_retries": self.write_retries,
+            "rejected": dict(self.rejected),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    batch_max: int = 5000
+    queue_size: int = 20000
+    require_crc: bool = True
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    policy: ValidationPolicy = DEFAULT_POLICY
+
+
+class IngestService:
+    def __init__(
+        self,
+        registry: Registry,
+        mqtt: MqttSettings,
+        influx: InfluxConfig,
+        settings: IngestSettings | None = None,
+        *,
+        on_readings: Callable[[list[tuple[Reading, OutletInfo]]], object] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings or IngestSettings()
+        self.stats = IngestStats()
+        self.writer = InfluxWriter(influx)
+        t = registry.topics
+        self.conn = MqttConnection(
+            mqtt, [(f"{t.prefix}/+/+", 1), (f"{t.grid_prefix}/+", 1)], queue_size=self.settings.queue_size
+        )
+        self.on_readings = on_readings
+        self._grid = {g.id: g for g in registry.grid_sensor}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then process what was received, acknowledge it, and disconnect."""
+        await self._retry(self.writer.ensure_database, stop)
+        await self.conn.start()
+        log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
+        try:
+            while not stop.is_set():
+                batch = await self._next_batch(stop)
+                if batch:
+                    await self.process(batch, stop)
+            # graceful shutdown: what is already queued is written and acknowledged
+            while not self.conn.queue.empty():
+                await self.process(self._drain(), stop)
+        finally:
+            await self.conn.stop()
+            await self.writer.aclose()
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[InboundMessage]:
+        q = self.conn.queue
+        if q.empty():
+            getter = asyncio.ensure_future(q.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter not in done:
+                getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    return [getter.result(), *self._drain()]
+                return []
+            return [getter.result(), *self._drain()]
+        return self._drain()
+
+    def _drain(self) -> list[InboundMessage]:
+        q = self.conn.queue
+        out: list[InboundMessage] = []
+        while len(out) < self.settings.batch_max and not q.empty():
+            out.append(q.get_nowait())
+        return out
+
+    # -- one batch ------------------------------------------------------------------------------------
+    async def process(self, batch: list[InboundMessage], stop: asyncio.Event | None) -> None:
+        now = datetime.now(UTC)
+        lines: list[str] = []
+        good: list[InboundMessage] = []
+        readings: list[tuple[Reading, OutletInfo]] = []
+        rejects: list[tuple[InboundMessage, RejectedMessage]] = []
+        self.stats.received += len(batch)
+        for msg in batch:
+            try:
+                line, item = self._accept(msg, now)
+            except RejectedMessage as e:
+                rejects.append((msg, e))
+                continue
+            lines.append(line)
+            good.append(msg)
+            if item is not None:
+                readings.append(item)
+        if lines:
+            bad_lines = await self._write_durable(lines, stop)
+            if bad_lines is None:
+                return  # stopping while the database is down: leave unacknowledged, the broker redelivers
+            for i in sorted(bad_lines, reverse=True):
+                rejects.append((good[i], RejectedMessage("database_rejected", bad_lines[i])))
+                del good[i]
+        for msg in good:
+            self.conn.ack(msg)
+        self.stats.accepted += len(good)
+        self.stats.batches += 1
+        if rejects:
+            await asyncio.gather(*(self._dead_letter(m, e) for m, e in rejects))
+        if readings and self.on_readings is not None:
+            res = self.on_readings(readings)
+            if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+                await res
+
+    def _accept(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
+        d = decode_message(msg.topic, msg.payload, self.registry, require_crc=self.settings.require_crc)
+        r = d.reading
+        if d.grid:
+            g = self._grid.get(r.mn)
+            if g is None:
+                raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
+            fields: dict[str, float | int | str | bool | None] = {}
+            for code, m in r.measurements.items():
+                for suffix, v in m.values.items():
+                    fields[f"{code}_{suffix}"] = v
+                if m.flag is not None:
+                    fields[f"{code}_Flag"] = m.flag
+            if not fields:
+                raise RejectedMessage("empty_reading", "the reading carries no values")
+            tags = {"sensor": g.id, "district": g.district, "township": g.township}
+            self.stats.values += r.value_count
+            return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
+        info = validate(r, self.registry, now, self.settings.policy)
+        self.stats.values += r.value_count
+        self.stats.last_data_time[r.mn] = r.data_time.timestamp()
+        return reading_line(r, info.enterprise.id, info.district.code), (r, info)
+
+    async def _write_durable(self, lines: list[str], stop: asyncio.Event | None) -> dict[int, str] | None:
+        """Write until durable.  Returns {index: reason} of lines the database refused (4xx), or None when
+        asked to stop while the database is unreachable."""
+        refused: dict[int, str] = {}
+
+        async def write(chunk: list[int]) -> None:
+            try:
+                await self._retry(lambda: self.writer.write([lines[i] for i in chunk]), stop)
+            except InfluxWriteError as e:  # not retryable: find the refused lines by bisection
+                if len(chunk) == 1:
+                    refused[chunk[0]] = str(e)
+                    return
+                mid = len(chunk) // 2
+                await write(chunk[:mid])
+                await write(chunk[mid:])
+
+        try:
+            await write(list(range(len(lines))))
+        except asyncio.CancelledError:
+            return None
+        self.stats.points_written += len(lines) - len(refused)
+        return refused
+
+    async def _retry(self, op: Callable[[], object], stop: asyncio.Event | None) -> None:
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                res = op()
+                if asyncio.iscoroutine(res):
+                    await res
+                return
+            except InfluxWriteError as e:
+                if not e.retryable:
+                    raise
+                self.stats.write_retries += 1
+                log.warning("InfluxDB write failed (%s); retrying in %.1fs", e, delay)
+                if stop is not None and stop.is_set():
+                    raise asyncio.CancelledError from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+    async def _dead_letter(self, msg: InboundMessage, err: RejectedMessage) -> None:
+        self.stats.rejected[err.reason] += 1
+        log.info("rejected %s: %s", msg.topic, err)
+        try:
+            text = msg.payload.decode("utf-8")
+            body: dict[str, object] = {"payload": text}
+        except UnicodeDecodeError:
+            body = {"payload_hex": msg.payload[:4096].hex()}
+        doc = {
+            "reason": err.reason,
+            "detail": err.detail,
+            "topic": msg.topic,
+            "received_at": datetime.fromtimestamp(msg.received, UTC).isoformat(),
+            **body,
+        }
+        topic = f"{self.registry.topics.deadletter_prefix}/{err.reason}"
+        await self.conn.publish(topic, json.dumps(doc, ensure_ascii=False), qos=1)
+        self.conn.ack(msg)

@@ -1,0 +1,98 @@
+"""Async InfluxDB writer: gzip-compressed line protocol over HTTP, v1 (``/write``) or v2 (``/api/v2/write``).
+
+Line protocol is the same for InfluxDB 1.x, 2.x, 3.x and VictoriaMetrics; only the endpoint and the
+authentication differ.  The writer is a thin adapter: it raises :class:`SinkError` with ``retryable`` set
+so the service can back off and retry (5xx, connection errors) or dead-letter (4xx: the data are bad).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from cems.errors import SinkError
+
+
+class InfluxWriteError(SinkError):
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxConfig:
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v1"
+    db: str = "cems"  # v1 database
+    org: str = ""  # v2
+    bucket: str = ""  # v2
+    token: str = ""  # v2 token, or v1 "user:password"
+    precision: Literal["ms", "s"] = "ms"
+    gzip: bool = True
+    timeout_s: float = 30.0
+
+    def write_request(self) -> tuple[str, dict[str, str], dict[str, str]]:
+        """(url, query params, headers) of a write."""
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        base = self.url.rstrip("/")
+        if self.api == "v2":
+            if self.token:
+                headers["Authorization"] = f"Token {self.token}"
+            params = {"org": self.org, "bucket": self.bucket or self.db, "precision": self.precision}
+            return f"{base}/api/v2/write", params, headers
+        params = {"db": self.db, "precision": self.precision}
+        if self.token:
+            user, _, pw = self.token.partition(":")
+            params.update(u=user, p=pw)
+        return f"{base}/write", params, headers
+
+
+class InfluxWriter:
+    """Writes batches of line-protocol lines.  One instance per service; reuses its HTTP connections."""
+
+    def __init__(self, config: InfluxConfig) -> None:
+        self.config = config
+        self._url, self._params, self._headers = config.write_request()
+        self._client = httpx.AsyncClient(timeout=config.timeout_s)
+
+    async def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        body = "\n".join(lines).encode("utf-8")
+        if self.config.gzip:
+            body = gzip.compress(body, compresslevel=1)
+        try:
+            r = await self._client.post(self._url, params=self._params, headers=self._headers, content=body)
+        except httpx.HTTPError as e:
+            raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
+        if r.status_code in (200, 204):
+            return
+        text = r.text[:500]
+        retryable = r.status_code >= 500 or r.status_code == 429
+        raise InfluxWriteError(
+            f"InfluxDB write answered {r.status_code}: {text}", retryable=retryable, status=r.status_code
+        )
+
+    async def ensure_database(self) -> None:
+        """v1 only: create the database if it does not exist (a no-op on an existing one)."""
+        if self.config.api != "v1":
+            return
+        params = {"q": f'CREATE DATABASE "{self.config.db}"'}
+        if self.config.token:
+            user, _, pw = self.config.token.partition(":")
+            params.update(u=user, p=pw)
+        try:
+            r = await self._client.post(f"{self.config.url.rstrip('/')}/query", params=params)
+        except httpx.HTTPError as e:
+            raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
+        if r.status_code != 200:
+            raise InfluxWriteError(f"CREATE DATABASE answered {r.status_code}: {r.text[:300]}", retryable=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
