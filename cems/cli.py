@@ -43,10 +43,16 @@ def _add_influx_args(p: argparse.ArgumentParser) -> None:
 def _add_mqtt_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MQTT")
     g.add_argument("--mqtt-url", default=env("CEMS_MQTT_URL"), help="mqtt://HOST:PORT or mqtts:// [CEMS_MQTT_URL]")
-    g.add_argument("--client-id", default=env("CEMS_CLIENT_ID", "cems-ingester"), help="fixed id of the persistent session [CEMS_CLIENT_ID]")
+    g.add_argument(
+        "--client-id",
+        default=env("CEMS_CLIENT_ID", "cems-ingester"),
+        help="fixed id of the persistent session [CEMS_CLIENT_ID]",
+    )
     g.add_argument("--mqtt-username", default=env("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
     g.add_argument("--mqtt-password", default=env("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
-    g.add_argument("--mqtt-ca-file", default=env("CEMS_MQTT_CA_FILE"), help="CA certificate for TLS [CEMS_MQTT_CA_FILE]")
+    g.add_argument(
+        "--mqtt-ca-file", default=env("CEMS_MQTT_CA_FILE"), help="CA certificate for TLS [CEMS_MQTT_CA_FILE]"
+    )
 
 
 def _influx_config(a: argparse.Namespace) -> object:
@@ -55,7 +61,12 @@ def _influx_config(a: argparse.Namespace) -> object:
     if not a.influx_url:
         raise CemsError("--influx-url (or CEMS_INFLUX_URL) is required")
     return InfluxConfig(
-        url=a.influx_url, api=a.influx_api, db=a.influx_db, org=a.influx_org, bucket=a.influx_bucket, token=a.influx_token
+        url=a.influx_url,
+        api=a.influx_api,
+        db=a.influx_db,
+        org=a.influx_org,
+        bucket=a.influx_bucket,
+        token=a.influx_token,
     )
 
 
@@ -104,8 +115,10 @@ def cmd_registry_check(a: argparse.Namespace) -> int:
 
     r = load_registry(a.config)
     n = len(r.outlets())
-    print(f"{a.config}: OK — {len(r.district)} districts, {len(r.enterprise)} enterprises, {n} outlets, "
-          f"{len(r.grid_sensor)} grid sensors")
+    print(
+        f"{a.config}: OK — {len(r.district)} districts, {len(r.enterprise)} enterprises, {n} outlets, "
+        f"{len(r.grid_sensor)} grid sensors"
+    )
     return 0
 
 
@@ -170,14 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the ingest service (MQTT → InfluxDB)")
-    r.add_argument("--config", default=env("CEMS_CONFIG"), required=env("CEMS_CONFIG") is None,
-                   help="registry TOML [CEMS_CONFIG]")
+    r.add_argument(
+        "--config", default=env("CEMS_CONFIG"), required=env("CEMS_CONFIG") is None, help="registry TOML [CEMS_CONFIG]"
+    )
     _add_mqtt_args(r)
     _add_influx_args(r)
-    r.add_argument("--batch-max", type=int, default=int(env("CEMS_BATCH_MAX", "5000") or 5000),
-                   help="most messages per InfluxDB write [CEMS_BATCH_MAX]")
-    r.add_argument("--accept-bad-crc", action="store_true",
-                   help="accept HJ 212 packets whose CRC does not match (reported as a deviation)")
+    r.add_argument(
+        "--batch-max",
+        type=int,
+        default=int(env("CEMS_BATCH_MAX", "5000") or 5000),
+        help="most messages per InfluxDB write [CEMS_BATCH_MAX]",
+    )
+    r.add_argument(
+        "--accept-bad-crc",
+        action="store_true",
+        help="accept HJ 212 packets whose CRC does not match (reported as a deviation)",
+    )
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("services", help="start/stop the project-owned local Mosquitto and InfluxDB")
@@ -197,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_registry_check)
 
     h = sub.add_parser("hj212", help="decode/encode HJ 212 packets, one per line")
-    h.add_argument("action", choices=["decode", "encode"],
-                   help="decode: packet per line → JSON per line; encode: JSON per line → packet per line")
+    h.add_argument(
+        "action",
+        choices=["decode", "encode"],
+        help="decode: packet per line → JSON per line; encode: JSON per line → packet per line",
+    )
     h.add_argument("file", nargs="?", default="-", help="input file, or - for standard input")
     h.set_defaults(func=cmd_hj212)
 

@@ -134,7 +134,7 @@ class MqttConnection:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         assert self._loop is not None
-        m = InboundMessage(msg.topic, msg.payload, msg.mid, msg.qos, time.time())
+        m = InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time())
         fut = asyncio.run_coroutine_threadsafe(self.queue.put(m), self._loop)
         while not self._closing:
             try:
