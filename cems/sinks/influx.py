@@ -74,9 +74,17 @@ class InfluxWriter:
         if r.status_code in (200, 204):
             return
         text = r.text[:500]
-        retryable = r.status_code >= 500 or r.status_code == 429
+        # Only 400/413/422 say "these data cannot be written".  Everything else (5xx, 429, and 401/403/404
+        # from a wrong token, database or API version) is a condition the operator must fix: the data are
+        # kept (not acknowledged) and the write retried, never dead-lettered.
+        retryable = r.status_code not in (400, 413, 422)
+        hint = ""
+        if r.status_code == 404 and self.config.api == "v2":
+            hint = " (is this an InfluxDB 1.x server? use --influx-api v1)"
+        elif r.status_code in (401, 403):
+            hint = " (check --influx-token / CEMS_INFLUX_TOKEN)"
         raise InfluxWriteError(
-            f"InfluxDB write answered {r.status_code}: {text}", retryable=retryable, status=r.status_code
+            f"InfluxDB write answered {r.status_code}{hint}: {text}", retryable=retryable, status=r.status_code
         )
 
     async def ensure_database(self) -> None:

@@ -1,0 +1,87 @@
+"""The InfluxDB writer against real servers: v1 API on InfluxDB 1.6, v2 API on VictoriaMetrics (which serves
+``/api/v2/write``; InfluxDB 1.6 answers 404 there)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from cems.model import BEIJING, Measurement, Reading, Stream
+from cems.sinks.influx import InfluxConfig, InfluxWriteError, InfluxWriter
+from cems.sinks.lineprotocol import reading_line
+
+pytestmark = pytest.mark.integration
+
+
+def _line() -> str:
+    r = Reading(
+        mn="MN 1,x",  # needs escaping
+        stream=Stream.HOUR,
+        data_time=datetime(2026, 11, 22, 8, 0, tzinfo=BEIJING),
+        measurements={"a21026": Measurement("a21026", {"Avg": 31.5, "ZsAvg": 33.0}, "N")},
+        qn='q"1',
+    )
+    return reading_line(r, "E 1", "130602")
+
+
+async def test_v1_write_gzip_and_query_back(influxdb: Any, influx_db: str) -> None:
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db))
+    await w.write([_line()])
+    await w.aclose()
+    rows = influxdb.query(influx_db, "SELECT * FROM cems_reading", epoch="ms")
+    assert rows == [
+        {
+            "time": 1795305600000,
+            "a21026_Avg": 31.5,
+            "a21026_Flag": "N",
+            "a21026_ZsAvg": 33.0,
+            "qn": 'q"1',
+            "mn": "MN 1,x",
+            "stream": "hour",
+            "enterprise": "E 1",
+            "district": "130602",
+        }
+    ]
+
+
+async def test_v1_bad_line_is_not_retryable_and_unreachable_is_retryable(influxdb: Any, influx_db: str) -> None:
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db))
+    with pytest.raises(InfluxWriteError) as e:
+        await w.write(["cems_reading,mn=x this is not line protocol"])
+    assert e.value.retryable is False and e.value.status == 400
+    await w.aclose()
+    w = InfluxWriter(InfluxConfig(url="http://127.0.0.1:9", db=influx_db, timeout_s=2))
+    with pytest.raises(InfluxWriteError) as e:
+        await w.write([_line()])
+    assert e.value.retryable is True
+    await w.aclose()
+
+
+async def test_v2_write_api_on_a_real_v2_server(victoria: Any) -> None:
+    w = InfluxWriter(InfluxConfig(url=victoria.url, api="v2", org="bureau", bucket="cems", token="secret"))
+    await w.write([_line()])
+    await w.aclose()
+    deadline = time.monotonic() + 15
+    while True:
+        httpx.get(f"{victoria.url}/internal/force_flush", timeout=5)
+        r = httpx.get(f"{victoria.url}/api/v1/export", params={"match[]": '{__name__="cems_reading_a21026_Avg"}'})
+        if r.text.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    series = json.loads(r.text.splitlines()[0])
+    assert series["metric"]["mn"] == "MN 1,x" and series["metric"]["stream"] == "hour"
+    assert series["values"] == [31.5] and series["timestamps"] == [1795305600000]
+
+
+async def test_v2_path_on_influxdb_1_6_is_a_clear_retryable_error(influxdb: Any) -> None:
+    """A configuration error must never dead-letter data: it is retried (data kept) and explained."""
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, api="v2", org="o", bucket="b"))
+    with pytest.raises(InfluxWriteError) as e:
+        await w.write([_line()])
+    assert e.value.status == 404 and e.value.retryable and "--influx-api v1" in str(e.value)
+    await w.aclose()
