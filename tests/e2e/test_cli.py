@@ -1,0 +1,131 @@
+"""The ``cems`` command end to end, as a user runs it (subprocesses, real services)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+pytestmark = pytest.mark.e2e
+
+REGISTRY = """
+timezone = "Asia/Shanghai"
+[city]
+name = "测试市"
+[[district]]
+code = "130602"
+name = "竞秀区"
+[[enterprise]]
+id = "E001"
+name = "示例热电有限公司"
+district = "130602"
+[[enterprise.outlet]]
+mn = "MN0001"
+name = "1#机组排放口"
+profile = "coal_power_ultra_low"
+password = "123456"
+"""
+
+
+def cems(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cems", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    out = cems("--help").stdout
+    for command in ("run", "services", "demo", "hj212", "registry", "query"):
+        assert command in out
+    assert "CEMS_MQTT_URL" in cems("run", "--help").stdout
+
+
+def test_registry_check_reports_every_problem_with_its_location(tmp_path: Path) -> None:
+    bad = REGISTRY.replace('profile = "coal_power_ultra_low"', 'profile = "no_such_profile"\nrtd_interval_s = 0')
+    p = tmp_path / "bad.toml"
+    p.write_text(bad, encoding="utf-8")
+    r = cems("registry", "check", str(p))
+    assert r.returncode == 2
+    assert "enterprise[0](E001).outlet[0](MN0001).profile: unknown limit profile 'no_such_profile'" in r.stderr
+    assert "enterprise[0](E001).outlet[0](MN0001).rtd_interval_s" in r.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(REGISTRY, encoding="utf-8")
+    r = cems("registry", "check", str(good))
+    assert r.returncode == 0 and "1 outlets" in r.stdout
+
+
+def test_bad_registry_never_starts_the_service(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(
+        REGISTRY.replace('district = "130602"\n[[enterprise.outlet]]', 'district = "999"\n[[enterprise.outlet]]')
+    )
+    r = cems("run", "--config", str(p), "--mqtt-url", "mqtt://127.0.0.1:9", "--influx-url", "http://127.0.0.1:9")
+    assert r.returncode == 2 and "'999' is not a [[district]] code" in r.stderr
+
+
+def test_services_up_status_down(tmp_path: Path) -> None:
+    env = {"CEMS_STATE_DIR": str(tmp_path)}
+    up = cems("services", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "mqtt://127.0.0.1:" in up.stdout and "http://127.0.0.1:" in up.stdout
+        assert ":1883" not in up.stdout and ":8086" not in up.stdout
+        st = cems("services", "status", env=env)
+        assert st.returncode == 0
+        q = cems("query", "SHOW DATABASES", env=env)
+        assert q.returncode == 0 and "cems" in q.stdout
+    finally:
+        down = cems("services", "down", env=env)
+    assert down.returncode == 0
+    assert cems("services", "status", env=env).returncode == 3
+
+
+def test_run_ingests_and_flushes_on_sigterm(tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str) -> None:
+    reg = tmp_path / "registry.toml"
+    reg.write_text(REGISTRY, encoding="utf-8")
+    env = {
+        **os.environ,
+        "CEMS_CONFIG": str(reg),
+        "CEMS_MQTT_URL": mosquitto.url,
+        "CEMS_INFLUX_URL": influxdb.url,
+        "CEMS_INFLUX_DB": influx_db,
+        "CEMS_CLIENT_ID": f"cems-e2e-{uuid.uuid4().hex[:6]}",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "cems", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        pub.connect(mosquitto.host, mosquitto.port)
+        pub.loop_start()
+        time.sleep(2.0)  # the ingester connects and subscribes
+        for i in range(50):
+            body = {
+                "data_time": f"2026-11-22T08:{i:02d}:00+08:00",
+                "values": {"a21026": {"Rtd": float(i), "Flag": "N"}},
+            }
+            pub.publish("cems/v1/MN0001/rtd", json.dumps(body), qos=1).wait_for_publish(10)
+        pub.publish("cems/v1/MN0001/rtd", b"garbage", qos=1).wait_for_publish(10)
+        pub.disconnect()
+        pub.loop_stop()
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    stats = json.loads(err.strip().splitlines()[-1])
+    assert stats["accepted"] == 50 and stats["rejected"] == {"malformed_json": 1}
+    rows = influxdb.query(influx_db, "SELECT count(a21026_Rtd) FROM cems_reading")
+    assert rows[0]["count"] == 50
