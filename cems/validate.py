@@ -58,7 +58,7 @@ def validate(
     info = registry.outlet(reading.mn)
     if info is None:
         raise RejectedMessage("unknown_mn", f"MN {reading.mn!r} is not in the registry")
-    if not reading.measurements:
+    if not any(m.values or m.flag is not None for m in reading.measurements.values()):
         raise RejectedMessage("empty_reading", "the reading carries no pollutant values")
     if reading.data_time > now + policy.max_future:
         raise RejectedMessage(

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cems.errors import RejectedMessage
+from cems.model import BEIJING, Measurement, Reading, Stream
+from cems.protocol.payload import decode_payload, encode_payload, parse_data_time
+from cems.registry import parse_registry
+from cems.sinks.lineprotocol import point, reading_line
+from cems.validate import validate
+
+REG = parse_registry(
+    """
+[city]
+name = "c"
+[[district]]
+code = "D1"
+name = "d"
+[[enterprise]]
+id = "E1"
+name = "e"
+district = "D1"
+[[enterprise.outlet]]
+mn = "MN1"
+name = "o"
+profile = "cement_kiln"
+"""
+)
+NOW = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+
+
+def reading(**values: dict[str, float]) -> Reading:
+    return Reading("MN1", Stream.RTD, NOW, {c: Measurement(c, v, "N") for c, v in values.items()})
+
+
+def test_data_time_forms() -> None:
+    assert parse_data_time("20261122080000") == datetime(2026, 11, 22, 8, tzinfo=BEIJING)
+    assert parse_data_time("20261122080000123").microsecond == 123000
+    assert parse_data_time("2026-11-22T00:00:00Z") == datetime(2026, 11, 22, tzinfo=UTC)
+    assert parse_data_time("2026-11-22T08:00:00").utcoffset() == timedelta(hours=8)
+    with pytest.raises(RejectedMessage, match="bad_data_time"):
+        parse_data_time("yesterday")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[1,2]", "bad_field"),
+        (b'{"values":{}}', "bad_field"),
+        (b'{"data_time":"20261122080000","values":{"a21026":{"Rtd":true}}}', "bad_field"),
+        (b'{"data_time":"20261122080000","values":{"a21026":{"Rtd":Infinity}}}', "bad_field"),
+        (b'{"data_time":"20261122080000","values":{"a21026":{"Flag":1}}}', "bad_flag"),
+        (b'{"schema":"cems.reading/9","data_time":"20261122080000","values":{}}', "bad_schema"),
+        (b'{"stream":"hour","data_time":"20261122080000","values":{}}', "stream_mismatch"),
+        (b"\xff\xfe", "malformed_json"),
+        (b" " * 70000, "too_large"),
+    ],
+)
+def test_bad_payloads_are_rejected_with_specific_reasons(body: bytes, reason: str) -> None:
+    with pytest.raises(RejectedMessage) as e:
+        decode_payload(body, mn="MN1", stream=Stream.RTD)
+    assert e.value.reason == reason and e.value.detail
+
+
+codes = st.sampled_from(["a21026", "a21002", "a34013", "a19001", "a00000"])
+suffixes = st.sampled_from(["Rtd", "Avg", "Min", "Max", "ZsRtd", "ZsAvg", "Cou"])
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@given(
+    st.dictionaries(
+        codes, st.tuples(st.dictionaries(suffixes, finite, max_size=4), st.sampled_from([None, "N", "M", "D"]))
+    ),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(BEIJING)),
+    st.sampled_from(list(Stream)),
+)
+def test_payload_round_trip(
+    values: dict[str, tuple[dict[str, float], str | None]], t: datetime, stream: Stream
+) -> None:
+    r = Reading("MN1", stream, t, {c: Measurement(c, v, f) for c, (v, f) in values.items()}, qn="1")
+    assert decode_payload(encode_payload(r), mn="MN1", stream=stream) == r
+
+
+def test_validate_accepts_and_returns_the_outlet() -> None:
+    info = validate(reading(a21026={"Rtd": 10.0}), REG, NOW)
+    assert info.enterprise.id == "E1" and info.district.code == "D1"
+
+
+@pytest.mark.parametrize(
+    ("r", "reason"),
+    [
+        (Reading("X", Stream.RTD, NOW, {"a": Measurement("a", {"Rtd": 1.0})}), "unknown_mn"),
+        (Reading("MN1", Stream.RTD, NOW, {}), "empty_reading"),
+        (Reading("MN1", Stream.RTD, NOW, {"a": Measurement("a", {})}), "empty_reading"),
+        (
+            Reading("MN1", Stream.RTD, NOW + timedelta(minutes=11), {"a": Measurement("a", {"Rtd": 1.0})}),
+            "future_data_time",
+        ),
+        (
+            Reading("MN1", Stream.RTD, NOW - timedelta(days=401), {"a": Measurement("a", {"Rtd": 1.0})}),
+            "stale_data_time",
+        ),
+        (reading(a21026={"Rtd": float("nan")}), "not_finite"),
+        (reading(a21026={"Rtd": -6.0}), "negative_value"),
+        (reading(a34013={"Avg": 2e6}), "absurd_value"),
+        (reading(a19001={"Rtd": 30.0}), "absurd_value"),
+    ],
+)
+def test_validate_rejects(r: Reading, reason: str) -> None:
+    with pytest.raises(RejectedMessage) as e:
+        validate(r, REG, NOW)
+    assert e.value.reason == reason
+
+
+def test_validate_allows_negative_temperature_and_small_zero_drift() -> None:
+    validate(reading(a01012={"Rtd": -20.0}, a21026={"Rtd": -0.4}), REG, NOW)
+
+
+def test_line_protocol_escaping_and_types() -> None:
+    line = point("m x", {"t,a": "v=1 2", "empty": ""}, {"f": 1.5, "i": 3, "b": True, "s": 'a"b\\c', "n": None}, 5)
+    assert line == 'm\\ x,t\\,a=v\\=1\\ 2 f=1.5,i=3i,b=true,s="a\\"b\\\\c" 5'
+    r = Reading(
+        "MN1",
+        Stream.MIN,
+        datetime(2026, 1, 1, 8, tzinfo=BEIJING),
+        {"a21026": Measurement("a21026", {"Avg": 1e-7, "Max": 12.0}, "N")},
+    )
+    assert reading_line(r, "E1", "D1") == (
+        'cems_reading,district=D1,enterprise=E1,mn=MN1,stream=min a21026_Avg=1e-07,a21026_Max=12.0,a21026_Flag="N" '
+        "1767225600000"
+    )
+    assert json.loads(encode_payload(r))["data_time"] == "2026-01-01T08:00:00+08:00"
