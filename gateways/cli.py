@@ -32,6 +32,7 @@ def _bridge(a: argparse.Namespace) -> int:
             max_connections=a.max_connections,
             max_packets_per_s=a.max_packets_per_s,
             require_crc=not a.accept_bad_crc,
+            max_data_bytes=a.max_data_bytes,
         )
     )
     return 0
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-timeout", type=float, default=300.0, help="close a connection idle this long (s)")
     b.add_argument("--max-connections", type=int, default=10000)
     b.add_argument("--max-packets-per-s", type=float, default=20.0, help="per-connection rate limit")
+    b.add_argument(
+        "--max-data-bytes",
+        type=int,
+        default=9999,
+        help="largest data segment accepted (HJ 212 says 1024, real DAS send more; longer ones are reported)",
+    )
     b.add_argument("--accept-bad-crc", action="store_true", help="accept packets whose CRC does not match")
     b.set_defaults(func=_bridge)
     return p

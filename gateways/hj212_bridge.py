@@ -1,0 +1,450 @@
+"""HJ 212 TCP → MQTT bridge: the TCP server that plant DAS (数采仪) keep connected to.
+
+Per connection: :class:`cems.protocol.hj212.StreamFramer` frames the byte stream, each packet is decoded
+(CRC checked), its MN looked up in the registry and its PW compared with the outlet's password.  Accepted
+packets are published, as received, to ``{topic_prefix}/{mn}/hj212`` with QoS 1; **only after the broker's
+PUBACK** does the device get its 9014 data reply (when the Flag's A bit asks for one).  If the broker does
+not acknowledge within ``ack_timeout_s`` the device gets no reply and will resend (HJ 212: 10 s, 3 retries).
+
+Rejections are answered with 9011: unknown MN → QnRtn 4, wrong PW → 3, CRC error → 9; nothing is published.
+HJ 212-2025 heartbeats (CN 9015) are answered (9014, when asked) but not published.
+
+One bad device cannot hurt the others: idle connections are closed, the number of connections is capped,
+and each connection has a token-bucket rate limit that slows reading from its socket (TCP back-pressure)
+instead of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from cems.errors import CemsError
+from cems.protocol.hj212 import (
+    MAX_DATA_BYTES,
+    QNRTN_CRC_ERROR,
+    QNRTN_MN_ERROR,
+    QNRTN_PW_ERROR,
+    FramingError,
+    HJ212Error,
+    StreamFramer,
+    decode,
+    is_heartbeat,
+    reply_9011,
+    reply_9014,
+)
+from cems.registry import Registry, load_registry
+from cems.service.mqtt import MqttSettings, make_client
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HJ212Bridge", "MqttPublisher", "TokenBucket", "add_bridge_arguments", "bridge_command", "run_bridge"]
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved.  :meth:`reserve` returns the wait (s) for one."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, 2 * rate)
+        self.tokens = self.burst
+        self.last: float | None = None
+
+    def reserve(self, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class MqttPublisher:
+    """paho-mqtt client in its own network thread (``loop_start``); :meth:`publish` awaits the PUBACK."""
+
+    def __init__(self, mqtt_url: str, *, client_id: str | None = None, max_queued: int = 10_000) -> None:
+        settings = MqttSettings(
+            url=mqtt_url,
+            client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            clean_session=True,
+        )
+        self._client, self._host, self._port = make_client(settings, manual_ack=False)
+        self._client.max_queued_messages_set(max_queued)
+        self._client.on_publish = self._on_publish
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._lock = threading.Lock()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._early: set[int] = set()  # PUBACK arrived before publish() registered its future
+        self._abandoned: set[int] = set()  # publish() timed out: a late PUBACK is ignored
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connected = threading.Event()
+        self._stopping = False
+
+    # paho thread
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("MQTT connect to %s:%s refused: %s", self._host, self._port, rc)
+            return
+        log.info("MQTT connected to %s:%s", self._host, self._port)
+        self.connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connected.clear()
+        level = logging.INFO if self._stopping else logging.WARNING
+        log.log(level, "MQTT disconnected from %s:%s: %s", self._host, self._port, rc)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self._lock:
+            fut = self._pending.pop(mid, None)
+            if fut is None:
+                if mid in self._abandoned:
+                    self._abandoned.discard(mid)
+                else:
+                    self._early.add(mid)
+                return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    # event loop
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    async def publish(self, topic: str, payload: bytes, *, timeout: float) -> bool:
+        """True once the broker acknowledged (PUBACK) within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+        except (ValueError, OSError) as e:  # pragma: no cover - paho raises only on misuse
+            log.warning("MQTT publish to %s failed: %s", topic, e)
+            return False
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
+            return False
+        mid = info.mid
+        with self._lock:
+            self._abandoned.discard(mid)  # message ids wrap around
+            if mid in self._early:
+                self._early.discard(mid)
+                return True
+            self._pending[mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                if self._pending.get(mid) is fut:
+                    del self._pending[mid]
+                    if len(self._abandoned) > 65536:
+                        self._abandoned.clear()
+                    self._abandoned.add(mid)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        await loop.run_in_executor(None, self._client.loop_stop)
+        with self._lock:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.cancel()
+            self._pending.clear()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Conn:
+    __slots__ = ("busy", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.busy = False
+
+
+class HJ212Bridge:
+    """The bridge server.  ``await start(host, port)`` (port 0 picks a free port: see :attr:`port`),
+    ``await close()`` for a graceful shutdown.  :attr:`stats` counts what happened."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        mqtt_url: str,
+        *,
+        topic_prefix: str | None = None,
+        idle_timeout_s: float = 300.0,
+        max_connections: int = 10_000,
+        max_packets_per_s: float = 20.0,
+        require_crc: bool = True,
+        ack_timeout_s: float = 10.0,
+        max_data_bytes: int = MAX_DATA_BYTES,
+        write_timeout_s: float = 10.0,
+        client_id: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.topic_prefix = (topic_prefix or registry.topics.prefix).rstrip("/")
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+        self.max_packets_per_s = max_packets_per_s
+        self.require_crc = require_crc
+        self.ack_timeout_s = ack_timeout_s
+        self.max_data_bytes = max_data_bytes
+        self.write_timeout_s = write_timeout_s
+        self.publisher = MqttPublisher(mqtt_url, client_id=client_id)
+        self.stats: Counter[str] = Counter()
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[Any], _Conn] = {}
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    async def start(self, host: str, port: int) -> None:
+        await self.publisher.start()
+        self._server = await asyncio.start_server(self._on_client, host, port, limit=64 * 1024)
+        log.info("HJ 212 bridge listening on %s:%d → %s/+/hj212", host, self.port, self.topic_prefix)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let connections finish the packet in hand, then close them and MQTT."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in self._conns.values():
+            if not conn.busy:  # waiting for data: close now; busy ones finish their packets first
+                conn.writer.close()
+        tasks = list(self._conns)
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=grace_s)
+            for t in still:
+                t.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        await self.publisher.close()
+
+    # ---------------------------------------------------------------------------------- connections
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if self._closing or len(self._conns) >= self.max_connections:
+            self.stats["connections_refused"] += 1
+            log.warning("refusing connection from %s: %d connections open", peer, len(self._conns))
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        conn = self._conns[task] = _Conn(writer)
+        self.stats["connections"] += 1
+        try:
+            await self._serve(reader, conn, peer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as e:
+            log.info("connection %s lost: %s", peer, e)
+        except asyncio.CancelledError:
+            # cancelled by close() after the grace period: end quietly (the server's callback would
+            # otherwise log the cancellation as an error)
+            log.info("connection %s cancelled at shutdown", peer)
+        finally:
+            self._conns.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, conn: _Conn, peer: Any) -> None:
+        writer = conn.writer
+        loop = asyncio.get_running_loop()
+        framer = StreamFramer(self.max_data_bytes)
+        bucket = TokenBucket(self.max_packets_per_s)
+        while not self._closing:
+            try:
+                data = await asyncio.wait_for(reader.read(4096), self.idle_timeout_s)
+            except TimeoutError:
+                self.stats["idle_closed"] += 1
+                log.info("closing idle connection %s", peer)
+                return
+            if not data:
+                return
+            conn.busy = True
+            for item in framer.feed(data):
+                if isinstance(item, FramingError):
+                    self.stats[item.reason] += 1
+                    log.warning("%s: %s", peer, item)
+                    continue
+                wait = bucket.reserve(loop.time())
+                if wait > 0:
+                    self.stats["rate_limited"] += 1
+                    await asyncio.sleep(wait)
+                await self._packet(item, writer, peer)
+            conn.busy = False
+
+    async def _reply(self, writer: asyncio.StreamWriter, text: str) -> None:
+        writer.write(text.encode("ascii", "replace"))
+        await asyncio.wait_for(writer.drain(), self.write_timeout_s)
+
+    def _password(self, mn: str) -> tuple[bool, str | None]:
+        """(known MN, expected password or None when none is configured)."""
+        info = self.registry.outlet(mn)
+        if info is None:
+            return False, None
+        o = info.outlet
+        if o.password is not None:
+            return True, o.password
+        if o.password_env:
+            return True, os.environ.get(o.password_env)
+        return True, None
+
+    async def _packet(self, frame: bytes, writer: asyncio.StreamWriter, peer: Any) -> None:
+        try:
+            p = decode(frame, require_crc=self.require_crc)
+        except HJ212Error as e:
+            self.stats[e.reason] += 1
+            log.warning("%s: rejected packet: %s", peer, e)
+            if e.reason == "hj212_crc":
+                with contextlib.suppress(HJ212Error):
+                    bad = decode(frame, require_crc=False)
+                    if bad.mn is not None:
+                        await self._reply(writer, reply_9011(bad, QNRTN_CRC_ERROR))
+            return
+        known, expected = self._password(p.mn or "")
+        if not known:
+            self.stats["unknown_mn"] += 1
+            log.warning("%s: unknown MN %r", peer, p.mn)
+            await self._reply(writer, reply_9011(p, QNRTN_MN_ERROR))
+            return
+        if expected is not None and p.pw != expected:
+            self.stats["wrong_password"] += 1
+            log.warning("%s: wrong PW for MN %s", peer, p.mn)
+            await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
+            return
+        if is_heartbeat(p):
+            self.stats["heartbeats"] += 1
+            if p.needs_reply:
+                await self._reply(writer, reply_9014(p))
+            return
+        if p.deviations:
+            log.debug("%s: MN %s packet deviations: %s", peer, p.mn, "; ".join(p.deviations))
+        topic = f"{self.topic_prefix}/{p.mn}/hj212"
+        if not await self.publisher.publish(topic, frame, timeout=self.ack_timeout_s):
+            self.stats["publish_failed"] += 1
+            log.warning("%s: broker did not acknowledge MN %s QN %s: device gets no reply", peer, p.mn, p.qn)
+            return
+        self.stats["published"] += 1
+        if p.needs_reply:
+            await self._reply(writer, reply_9014(p))
+
+
+async def run_bridge(
+    registry: Registry,
+    listen_host: str,
+    listen_port: int,
+    mqtt_url: str,
+    *,
+    topic_prefix: str | None = None,
+    idle_timeout_s: float = 300.0,
+    max_connections: int = 10_000,
+    max_packets_per_s: float = 20.0,
+    require_crc: bool = True,
+    ack_timeout_s: float = 10.0,
+    max_data_bytes: int = MAX_DATA_BYTES,
+    stop_event: asyncio.Event | None = None,
+    started: asyncio.Future[HJ212Bridge] | None = None,
+) -> None:
+    """Run the bridge until ``stop_event`` is set (or SIGINT/SIGTERM when no event is given).
+
+    ``topic_prefix`` defaults to the registry's ``[topics] prefix`` ("cems/v1").  ``started``, if given,
+    receives the running :class:`HJ212Bridge` (e.g. to read the port when ``listen_port`` is 0).
+    """
+    bridge = HJ212Bridge(
+        registry,
+        mqtt_url,
+        topic_prefix=topic_prefix,
+        idle_timeout_s=idle_timeout_s,
+        max_connections=max_connections,
+        max_packets_per_s=max_packets_per_s,
+        require_crc=require_crc,
+        ack_timeout_s=ack_timeout_s,
+        max_data_bytes=max_data_bytes,
+    )
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if stop_event is None:
+        stop_event = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop_event.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-main thread
+                pass
+    try:
+        await bridge.start(listen_host, listen_port)
+        if started is not None and not started.done():
+            started.set_result(bridge)
+        await stop_event.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await bridge.close()
+        log.info("HJ 212 bridge stopped: %s", dict(bridge.stats))
+
+
+def add_bridge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", default="0.0.0.0:9212", help="HOST:PORT to listen on")
+    p.add_argument("--config", required=True, help="registry TOML (MN → password)")
+    p.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--topic-prefix", default=None, help="default: the registry's [topics] prefix")
+    p.add_argument("--idle-timeout", type=float, default=300.0)
+    p.add_argument("--max-connections", type=int, default=10_000)
+    p.add_argument("--max-packets-per-s", type=float, default=20.0)
+    p.add_argument("--ack-timeout", type=float, default=10.0)
+    p.add_argument("--accept-bad-crc", action="store_true")
+
+
+def bridge_command(args: argparse.Namespace) -> int:
+    """``cems-gateway hj212-bridge`` (arguments from :func:`add_bridge_arguments`)."""
+    host, _, port = str(args.listen).rpartition(":")
+    if not port.isdigit():
+        raise CemsError(f"--listen {args.listen!r} must be HOST:PORT")
+    registry = load_registry(args.config)
+    asyncio.run(
+        run_bridge(
+            registry,
+            host.strip("[]") or "0.0.0.0",
+            int(port),
+            args.mqtt_url,
+            topic_prefix=getattr(args, "topic_prefix", None),
+            idle_timeout_s=getattr(args, "idle_timeout", 300.0),
+            max_connections=getattr(args, "max_connections", 10_000),
+            max_packets_per_s=getattr(args, "max_packets_per_s", 20.0),
+            require_crc=not getattr(args, "accept_bad_crc", False),
+            ack_timeout_s=getattr(args, "ack_timeout", 10.0),
+        )
+    )
+    return 0
