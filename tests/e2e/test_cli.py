@@ -129,3 +129,31 @@ def test_run_ingests_and_flushes_on_sigterm(tmp_path: Path, mosquitto: Any, infl
     assert stats["accepted"] == 50 and stats["rejected"] == {"malformed_json": 1}
     rows = influxdb.query(influx_db, "SELECT count(a21026_Rtd) FROM cems_reading")
     assert rows[0]["count"] == 50
+
+
+def test_hj212_decode_every_line_and_never_stops(tmp_path: Path) -> None:
+    real = Path(__file__).resolve().parents[1] / "data" / "hj212_real_packets.jsonl"
+    packets = [json.loads(line)["packet"] for line in real.read_text(encoding="utf-8").splitlines() if line.strip()]
+    inp = tmp_path / "packets.txt"
+    inp.write_text("\n".join([*packets[:5], "this is not a packet", "##00", *packets[5:]]) + "\n", encoding="utf-8")
+    r = cems("hj212", "decode", str(inp))
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(out) == len(packets) + 2
+    assert out[5]["ok"] is False and out[5]["error"] and out[6]["ok"] is False
+    first = out[0]
+    assert first["ok"] and first["crc_ok"] and first["version"] == "2017" and first["cn"] == "2061"
+    assert first["data_time"] == "2019-09-24T22:00:00+08:00"
+    assert first["values"]["a34006"] == {"Avg": 2.697, "Flag": "N"}
+    # encode rebuilds packets with a correct CRC and length from the decoded JSON
+    good = [line for line in r.stdout.splitlines() if json.loads(line)["ok"]]
+    enc = subprocess.run(
+        [sys.executable, "-m", "cems", "hj212", "encode", "-"], input="\n".join(good), capture_output=True, text=True
+    )
+    assert enc.returncode == 0, enc.stderr
+    back = subprocess.run(
+        [sys.executable, "-m", "cems", "hj212", "decode"], input=enc.stdout, capture_output=True, text=True
+    )
+    again = [json.loads(line) for line in back.stdout.splitlines()]
+    assert len(again) == len(good) and all(d["ok"] and d["crc_ok"] for d in again)
+    assert [d["values"] for d in again] == [json.loads(g)["values"] for g in good]

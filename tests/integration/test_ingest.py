@@ -215,3 +215,45 @@ async def test_message_is_redelivered_when_ingester_stops_before_it_is_durable(
     assert svc.stats.accepted == 5
     rows = influxdb.query(influx_db, "SELECT a21026_Rtd FROM cems_reading")
     assert sorted(r["a21026_Rtd"] for r in rows) == [10.0, 11.0, 12.0, 13.0, 14.0]
+
+
+async def test_raw_hj212_packets_are_ingested_and_checked(
+    service: IngestService, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    from cems.protocol.hj212 import encode
+
+    pub = Mqtt(mosquitto.url)
+    dl = Mqtt(mosquitto.url)
+    dl.subscribe("cems/deadletter/v1/#")
+
+    def packet(mn: str = "MN0001", pw: str = "123456", minute: int = 0) -> str:
+        return encode(
+            cn="2051",
+            qn=f"20261122080{minute}00000",
+            st="31",
+            pw=pw,
+            mn=mn,
+            flag=5,
+            data_time=f"202611220{8}{minute:02d}00",
+            values={
+                "a21026": {"Min": 10.0, "Avg": 12.0, "Max": 14.0, "Flag": "N"},
+                "a19001": {"Avg": 7.5, "Flag": "N"},
+            },
+        )
+
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/hj212", packet())
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/hj212", packet(pw="wrong", minute=1))
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/hj212", packet(mn="MN0002", minute=2))
+    bad_crc = packet(minute=3).replace("\r\n", "")[:-4] + "0000"
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/hj212", bad_crc)
+    got = await asyncio.to_thread(wait_until, lambda: len(dl.got) >= 3 and list(dl.got))
+    assert sorted(json.loads(p)["reason"] for _, p in got) == ["bad_password", "hj212_crc", "mn_mismatch"]
+    rows = await asyncio.to_thread(
+        wait_until, lambda: influxdb.query(influx_db, "SELECT * FROM cems_reading", epoch="s")
+    )
+    pub.close()
+    dl.close()
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["stream"], r["a21026_Avg"], r["a21026_Flag"], r["a19001_Avg"]) == ("min", 12.0, "N", 7.5)
+    assert r["time"] == 1795305600  # DataTime 2026-11-22 08:00 Beijing
