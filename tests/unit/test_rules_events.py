@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -317,3 +318,42 @@ def test_interruption_snapshot_restore_never_duplicates_nor_loses_the_close() ->
     closed = b.on_data(T0 + 30 * M)
     assert kinds(closed) == ["closed"] and closed[0].event.event_id == opened[0].event.event_id
     assert Event.from_json(closed[0].event.to_json()) == closed[0].event
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    gaps=st.lists(st.integers(1, 40), min_size=1, max_size=25),
+    stop_from=st.integers(0, 300),
+    stop_len=st.integers(1, 120),
+)
+def test_interruption_live_equals_replay_and_respects_stops(gaps: list[int], stop_from: int, stop_len: int) -> None:
+    """Data every ``gap`` minutes, one declared stop: every event is longer than the 10-min threshold,
+    lies outside the stop, and the live tracker (clock every minute) closes exactly the replay's events."""
+    t0 = datetime(2026, 3, 1, tzinfo=BEIJING)
+    s0, s1 = t0 + stop_from * M, t0 + (stop_from + stop_len) * M
+    o = outlet(stop=[{"from": s0, "to": s1}])
+    times = [t0]
+    for g in gaps:
+        times.append(times[-1] + g * M)
+    replay = InterruptionTracker(o, "E1", "D1")
+    rep = [u for t in times for u in replay.on_data(t)]
+    live = InterruptionTracker(o, "E1", "D1")
+    liv: list[EventUpdate] = list(live.on_data(times[0]))
+    for prev, t in pairwise(times):
+        c = prev + M
+        while c < t:  # the live clock ticks every minute
+            liv += live.on_clock(c)
+            c += M
+        liv += live.on_data(t)
+    closed_rep = [u.event for u in rep if u.kind == "closed"]
+    closed_live = [u.event for u in liv if u.kind == "closed"]
+    assert [e.to_json() for e in closed_live] == [e.to_json() for e in closed_rep]
+    assert sum(u.kind == "opened" for u in liv) == len(closed_live)  # every opened event was closed once
+    for e in closed_rep:
+        assert e.end is not None and e.end - e.start > timedelta(minutes=10)
+        assert e.end <= s0 or e.start >= s1  # never inside the stop
+    # Every silence outside the stop longer than 10 min is reported.
+    silent = sum(
+        1 for a, b in pairwise(times) for x, y in ((a, min(b, s0)), (max(a, s1), b)) if y - x > timedelta(minutes=10)
+    )
+    assert len(closed_rep) == silent

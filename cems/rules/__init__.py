@@ -1,0 +1,89 @@
+"""The pure functional core of the compliance engine: no I/O, no asyncio, no clock reads.
+
+* :mod:`cems.rules.o2` — reference-O2 correction (折算) and the check of a DAS's corrected value.
+* :mod:`cems.rules.limits` — the limit that applies to an outlet, a pollutant and a time (从严, dated changes).
+* :mod:`cems.rules.hourly` — hourly validity and averaging (HJ 75-2017, HJ 212 appendix D).
+* :mod:`cems.rules.events` — exceedance, real-time warning and data-interruption state machines.
+* :mod:`cems.rules.transmission` — the 90 % data-transmission effective rate and district supervision.
+
+Per outlet the service keeps one :class:`OutletHourly`, :class:`ExceedanceTracker`,
+:class:`RealtimeWarningTracker` and :class:`InterruptionTracker`, and one :class:`RateCounter` per registry.
+"""
+
+from cems.rules.events import (
+    CLOSED,
+    DATA_INTERRUPTION,
+    HOURLY_EXCEEDANCE,
+    OPENED,
+    REALTIME_WARNING,
+    UPDATED,
+    Event,
+    EventUpdate,
+    ExceedanceTracker,
+    InterruptionTracker,
+    RealtimeWarningTracker,
+    event_id,
+)
+from cems.rules.hourly import (
+    DEFAULT_LATENESS,
+    SOURCE_DAS,
+    SOURCE_MINUTES,
+    SOURCE_REALTIME,
+    HourlyRecord,
+    OutletHourly,
+    beijing_hour,
+    is_concentration,
+    unit_factor,
+    unit_factors,
+)
+from cems.rules.limits import AppliedLimit, LimitSchedule, active_profile, limit_at, ref_o2_at
+from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
+from cems.rules.transmission import (
+    DistrictMonthRate,
+    OutletDayRate,
+    OutletMonthRate,
+    RateCounter,
+    RateCounts,
+    day_bounds,
+    month_bounds,
+)
+
+__all__ = [
+    "CLOSED",
+    "DATA_INTERRUPTION",
+    "DEFAULT_LATENESS",
+    "DEFAULT_MAX_O2",
+    "HOURLY_EXCEEDANCE",
+    "OPENED",
+    "REALTIME_WARNING",
+    "SOURCE_DAS",
+    "SOURCE_MINUTES",
+    "SOURCE_REALTIME",
+    "UPDATED",
+    "AppliedLimit",
+    "DistrictMonthRate",
+    "Event",
+    "EventUpdate",
+    "ExceedanceTracker",
+    "HourlyRecord",
+    "InterruptionTracker",
+    "LimitSchedule",
+    "OutletDayRate",
+    "OutletHourly",
+    "OutletMonthRate",
+    "RateCounter",
+    "RateCounts",
+    "RealtimeWarningTracker",
+    "active_profile",
+    "beijing_hour",
+    "correct",
+    "day_bounds",
+    "event_id",
+    "is_concentration",
+    "limit_at",
+    "month_bounds",
+    "ref_o2_at",
+    "unit_factor",
+    "unit_factors",
+    "zs_agrees",
+]

@@ -1,0 +1,589 @@
+"""Event state machines: exceedances, real-time warnings and data interruptions (DOMAIN.md §3, §5).
+
+Deterministic (no clock reads: live time comes in through ``on_clock``), with stable ids
+(:attr:`Event.event_id` = sha1 of type, MN, pollutant and start), and with ``snapshot()``/``restore()`` of
+their state as JSON-able dicts so that a restarted service neither duplicates an event nor loses its close.
+
+* ``hourly_exceedance`` (超标, HJ 76-2017: the 1-h corrected mean above the limit): a maximal run of
+  consecutive hours whose :class:`~cems.rules.hourly.HourlyRecord` ``exceeds``; any other hour (compliant,
+  invalid, flagged, missing) ends it.  ``end`` is the start of the first non-exceeding hour.
+* ``realtime_warning`` (预警; a real-time value above the limit is an early warning, not an exceedance,
+  DOMAIN.md §3): debounced, one event per episode.
+* ``data_interruption`` (数据中断, DOMAIN.md §5): silence longer than the outlet's threshold outside
+  declared stops.
+
+Every method returns a list of :class:`EventUpdate` (``opened``/``updated``/``closed``) carrying an
+immutable :class:`Event` snapshot.  Times in events are Beijing time (+08:00); ``end`` is exclusive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from cems.model import BEIJING, O2, Reading, Stream
+from cems.registry import Outlet
+from cems.rules.hourly import HourlyRecord, is_concentration, unit_factors
+from cems.rules.limits import LimitSchedule
+from cems.rules.o2 import DEFAULT_MAX_O2, correct
+
+HOURLY_EXCEEDANCE: Final = "hourly_exceedance"
+REALTIME_WARNING: Final = "realtime_warning"
+DATA_INTERRUPTION: Final = "data_interruption"
+
+OPENED: Final = "opened"
+UPDATED: Final = "updated"
+CLOSED: Final = "closed"
+
+_N_FLAGS: Final = frozenset({None, "N", "n"})
+
+
+def _ts(t: datetime) -> float:
+    return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, BEIJING)
+
+
+def event_id(type_: str, mn: str, pollutant: str | None, start: datetime) -> str:
+    """Stable id: sha1 hex[:16] of ``type|mn|pollutant|start`` (start as ISO 8601 in Beijing time)."""
+    iso = start.astimezone(BEIJING).isoformat()
+    return hashlib.sha1(f"{type_}|{mn}|{pollutant or ''}|{iso}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event.  ``hours``: run length for exceedances; duration in hours (so far, while open) otherwise."""
+
+    type: str
+    mn: str
+    enterprise: str
+    district: str
+    pollutant: str | None
+    start: datetime
+    end: datetime | None
+    hours: float
+    peak: float | None
+    limit: float | None
+    ref_o2: float | None
+    profile: str | None
+    status: str  # "open" | "closed"
+
+    @property
+    def event_id(self) -> str:
+        return event_id(self.type, self.mn, self.pollutant, self.start)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "mn": self.mn,
+            "enterprise": self.enterprise,
+            "district": self.district,
+            "pollutant": self.pollutant,
+            "start": self.start.astimezone(BEIJING).isoformat(),
+            "end": None if self.end is None else self.end.astimezone(BEIJING).isoformat(),
+            "hours": self.hours,
+            "peak": self.peak,
+            "limit": self.limit,
+            "ref_o2": self.ref_o2,
+            "profile": self.profile,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Event:
+        end = d.get("end")
+        return cls(
+            type=str(d["type"]),
+            mn=str(d["mn"]),
+            enterprise=str(d["enterprise"]),
+            district=str(d["district"]),
+            pollutant=d.get("pollutant"),
+            start=datetime.fromisoformat(d["start"]),
+            end=None if end is None else datetime.fromisoformat(end),
+            hours=d["hours"],
+            peak=d.get("peak"),
+            limit=d.get("limit"),
+            ref_o2=d.get("ref_o2"),
+            profile=d.get("profile"),
+            status=str(d["status"]),
+        )
+
+    def closed_at(self, end: datetime, hours: float | None = None) -> Event:
+        return replace(self, end=end, status="closed", hours=self.hours if hours is None else hours)
+
+
+@dataclass(frozen=True, slots=True)
+class EventUpdate:
+    """``kind``: "opened", "updated" or "closed"; ``event``: the event as it is after the update."""
+
+    kind: str
+    event: Event
+
+
+def _duration_h(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds() / 3600.0, 4)
+
+
+def _check_version(state: dict[str, Any], kind: str, mn: str) -> None:
+    if state.get("version") != 1 or state.get("kind") != kind:
+        raise ValueError(f"not a version-1 {kind} state")
+    if state.get("mn") != mn:
+        raise ValueError(f"{kind} state of outlet {state.get('mn')!r} restored into {mn!r}")
+
+
+# ---------------------------------------------------------------------------------------------- exceedance
+
+
+class ExceedanceTracker:
+    """``hourly_exceedance`` events of one outlet, all pollutants.
+
+    Feed the outlet's hourly records in hour order (as :class:`~cems.rules.hourly.OutletHourly` emits them).
+    A record for an hour at or before the last one seen for that pollutant is ignored (duplicate).  A gap
+    (a record for h+2 after h) closes the run at h+1.  ``on_clock(until)`` closes a run whose next hour has
+    ended without a record: call it with the same ``until`` given to ``OutletHourly.flush``.
+    """
+
+    def __init__(self, mn: str, enterprise: str, district: str) -> None:
+        self.mn = mn
+        self.enterprise = enterprise
+        self.district = district
+        self._runs: dict[str, Event] = {}
+        self._last: dict[str, float] = {}
+
+    @property
+    def open_events(self) -> list[Event]:
+        return [self._runs[p] for p in sorted(self._runs)]
+
+    @staticmethod
+    def _next_hour(run: Event) -> float:
+        """Start of the hour after the run's last hour."""
+        return _ts(run.start) + 3600.0 * run.hours
+
+    def on_hour(self, rec: HourlyRecord) -> list[EventUpdate]:
+        if rec.mn != self.mn:
+            raise ValueError(f"record of {rec.mn!r} fed to the tracker of {self.mn!r}")
+        p = rec.pollutant
+        h = _ts(rec.hour_start)
+        last = self._last.get(p)
+        if last is not None and h <= last:
+            return []
+        self._last[p] = h
+        ups: list[EventUpdate] = []
+        run = self._runs.get(p)
+        if run is not None and h > self._next_hour(run):
+            # Missing hour(s): the hour after the run's last hour has no record, so the run ends there.
+            ups.append(EventUpdate(CLOSED, run.closed_at(_dt(self._next_hour(run)))))
+            del self._runs[p]
+            run = None
+        if rec.exceeds:
+            zs = rec.zs_avg
+            if run is None:
+                ev = Event(
+                    type=HOURLY_EXCEEDANCE,
+                    mn=self.mn,
+                    enterprise=self.enterprise,
+                    district=self.district,
+                    pollutant=p,
+                    start=rec.hour_start.astimezone(BEIJING),
+                    end=None,
+                    hours=1,
+                    peak=zs,
+                    limit=rec.limit,
+                    ref_o2=rec.ref_o2,
+                    profile=rec.profile,
+                    status="open",
+                )
+                self._runs[p] = ev
+                ups.append(EventUpdate(OPENED, ev))
+            else:
+                peak = run.peak if zs is None or (run.peak is not None and run.peak >= zs) else zs
+                ev = replace(run, hours=run.hours + 1, peak=peak)
+                self._runs[p] = ev
+                ups.append(EventUpdate(UPDATED, ev))
+        elif run is not None:
+            ups.append(EventUpdate(CLOSED, run.closed_at(rec.hour_start.astimezone(BEIJING))))
+            del self._runs[p]
+        return ups
+
+    def on_clock(self, until: datetime) -> list[EventUpdate]:
+        """Close runs whose next hour ended at or before ``until`` without a record (a missing hour)."""
+        u = _ts(until)
+        ups: list[EventUpdate] = []
+        for p in sorted(self._runs):
+            run = self._runs[p]
+            nxt = self._next_hour(run)
+            if nxt + 3600.0 <= u:
+                ups.append(EventUpdate(CLOSED, run.closed_at(_dt(nxt))))
+                del self._runs[p]
+                self._last[p] = max(self._last.get(p, nxt), nxt)
+        return ups
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "kind": "exceedance",
+            "mn": self.mn,
+            "runs": {p: ev.to_json() for p, ev in sorted(self._runs.items())},
+            "last": dict(sorted(self._last.items())),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        _check_version(state, "exceedance", self.mn)
+        self._runs = {p: Event.from_json(d) for p, d in state["runs"].items()}
+        self._last = {p: float(v) for p, v in state["last"].items()}
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+@dataclass(slots=True)
+class _WarnState:
+    above: int = 0
+    above_start: float = 0.0
+    above_peak: float = 0.0
+    below: int = 0
+    below_start: float = 0.0
+    event: Event | None = None
+
+
+class RealtimeWarningTracker:
+    """``realtime_warning`` (预警) events of one outlet, from real-time (CN=2011) readings.
+
+    Per pollutant with a limit: the real-time value is corrected with the O2 of the same reading and the
+    outlet's reference O2 (the DAS's ``-ZsRtd`` is used only when the reading has no O2 at all).  An event
+    opens when ``n_open`` consecutive corrected values exceed the limit (start = the first of them) and closes
+    when ``n_close`` consecutive values are not above it (end = the first of them).  A value that is flagged
+    (not N), missing its number or not correctable counts as not above.  When data stops for longer than
+    ``stop_after`` (default: the outlet's interruption threshold) the event closes at the last value's time
+    plus ``rtd_interval_s`` and the debounce starts again.  Readings at or before the last one are ignored.
+    """
+
+    def __init__(
+        self,
+        outlet: Outlet,
+        enterprise: str,
+        district: str,
+        *,
+        n_open: int = 3,
+        n_close: int = 3,
+        stop_after: timedelta | None = None,
+        schedule: LimitSchedule | None = None,
+        max_o2: float = DEFAULT_MAX_O2,
+    ) -> None:
+        if n_open < 1 or n_close < 1:
+            raise ValueError("n_open and n_close must be ≥ 1")
+        self.outlet = outlet
+        self.mn = outlet.mn
+        self.enterprise = enterprise
+        self.district = district
+        self.n_open = n_open
+        self.n_close = n_close
+        self._stop_after = (
+            stop_after.total_seconds() if stop_after is not None else float(outlet.interruption_threshold)
+        )
+        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
+        self._factors = unit_factors(outlet)
+        self._max_o2 = max_o2
+        self._last_t: float | None = None
+        self._states: dict[str, _WarnState] = {}
+
+    @property
+    def open_events(self) -> list[Event]:
+        return [s.event for _, s in sorted(self._states.items()) if s.event is not None]
+
+    def _stop(self, last_t: float) -> list[EventUpdate]:
+        ups: list[EventUpdate] = []
+        end = _dt(last_t + self.outlet.rtd_interval_s)
+        for code in sorted(self._states):
+            st = self._states[code]
+            if st.event is not None:
+                ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
+            self._states[code] = _WarnState()
+        return ups
+
+    def on_reading(self, reading: Reading) -> list[EventUpdate]:
+        if reading.stream is not Stream.RTD:
+            return []
+        if reading.mn != self.mn:
+            raise ValueError(f"reading of {reading.mn!r} fed to the tracker of {self.mn!r}")
+        t = _ts(reading.data_time)
+        if self._last_t is not None and t <= self._last_t:
+            return []
+        ups: list[EventUpdate] = []
+        if self._last_t is not None and t - self._last_t > self._stop_after:
+            ups.extend(self._stop(self._last_t))
+        self._last_t = t
+        dt = _dt(t)
+        ms = reading.measurements
+        o2m = ms.get(O2)
+        o2: float | None = None
+        if o2m is not None and o2m.flag in _N_FLAGS:
+            o2 = o2m.values.get("Rtd")
+        for code in sorted(ms):
+            if not is_concentration(code):
+                continue
+            al = self._schedule.at(code, dt)
+            if al is None:
+                continue
+            m = ms[code]
+            zs: float | None = None
+            v = m.values.get("Rtd")
+            f = self._factors.get(code, 1.0)
+            if m.flag in _N_FLAGS and v is not None and math.isfinite(v):
+                if o2 is not None:
+                    zs = correct(v * f, o2, al.ref_o2, max_o2=self._max_o2)
+                elif o2m is None:
+                    das = m.values.get("ZsRtd")
+                    zs = das * f if das is not None and math.isfinite(das) else None
+            st = self._states.get(code)
+            if st is None:
+                st = self._states[code] = _WarnState()
+            if zs is not None and zs > al.limit:
+                st.below = 0
+                if st.event is not None:
+                    if st.event.peak is None or zs > st.event.peak:
+                        st.event = replace(st.event, peak=zs, hours=_duration_h(st.event.start, dt))
+                        ups.append(EventUpdate(UPDATED, st.event))
+                    continue
+                if st.above == 0:
+                    st.above_start, st.above_peak = t, zs
+                else:
+                    st.above_peak = max(st.above_peak, zs)
+                st.above += 1
+                if st.above >= self.n_open:
+                    start = _dt(st.above_start)
+                    st.event = Event(
+                        type=REALTIME_WARNING,
+                        mn=self.mn,
+                        enterprise=self.enterprise,
+                        district=self.district,
+                        pollutant=code,
+                        start=start,
+                        end=None,
+                        hours=_duration_h(start, dt),
+                        peak=st.above_peak,
+                        limit=al.limit,
+                        ref_o2=al.ref_o2,
+                        profile=al.profile,
+                        status="open",
+                    )
+                    st.above = 0
+                    ups.append(EventUpdate(OPENED, st.event))
+            else:
+                st.above = 0
+                if st.event is None:
+                    continue
+                if st.below == 0:
+                    st.below_start = t
+                st.below += 1
+                if st.below >= self.n_close:
+                    end = _dt(st.below_start)
+                    ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
+                    self._states[code] = _WarnState()
+        return ups
+
+    def on_clock(self, now: datetime) -> list[EventUpdate]:
+        """Close open warnings when no real-time data came for longer than ``stop_after``."""
+        if self._last_t is None or _ts(now) - self._last_t <= self._stop_after:
+            return []
+        return self._stop(self._last_t)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "kind": "realtime_warning",
+            "mn": self.mn,
+            "last_t": self._last_t,
+            "states": {
+                code: {
+                    "above": st.above,
+                    "above_start": st.above_start,
+                    "above_peak": st.above_peak,
+                    "below": st.below,
+                    "below_start": st.below_start,
+                    "event": None if st.event is None else st.event.to_json(),
+                }
+                for code, st in sorted(self._states.items())
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        _check_version(state, "realtime_warning", self.mn)
+        last = state["last_t"]
+        self._last_t = None if last is None else float(last)
+        self._states = {}
+        for code, d in state["states"].items():
+            ev = d["event"]
+            self._states[code] = _WarnState(
+                above=int(d["above"]),
+                above_start=float(d["above_start"]),
+                above_peak=float(d["above_peak"]),
+                below=int(d["below"]),
+                below_start=float(d["below_start"]),
+                event=None if ev is None else Event.from_json(ev),
+            )
+
+
+# ---------------------------------------------------------------------------------------------- interruption
+
+
+def _merged_stops(outlet: Outlet) -> list[tuple[float, float]]:
+    spans = sorted((s.start.timestamp(), s.end.timestamp()) for s in outlet.stop)
+    out: list[tuple[float, float]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+class InterruptionTracker:
+    """``data_interruption`` (数据中断, DOMAIN.md §5) events of one outlet.
+
+    Silence = the time between two data times of the outlet (any stream).  Silence inside a declared stop
+    (停产/停运, ``outlet.stop``) is not an interruption, so a silent span is cut into its parts outside stops;
+    each part longer than the threshold (default ``outlet.interruption_threshold``) is an event from the part's
+    start (the last data time, or the end of a stop) to its end (the first data time after it, or the start
+    of a stop).
+
+    * ``on_data(t)``: a data time.  Closes an open event at ``t``; in replay (no clock), opens and closes in
+      one call the events of the silence that just ended.  Data times at or before the last one are ignored.
+    * ``on_clock(now)``: live; opens an event as soon as the silence outside stops exceeds the threshold, and
+      closes it at the start of a declared stop.
+
+    Before the first data time nothing is known and nothing is reported.
+    """
+
+    def __init__(self, outlet: Outlet, enterprise: str, district: str, *, threshold: timedelta | None = None) -> None:
+        self.outlet = outlet
+        self.mn = outlet.mn
+        self.enterprise = enterprise
+        self.district = district
+        self.threshold_s = threshold.total_seconds() if threshold is not None else float(outlet.interruption_threshold)
+        self._stops = _merged_stops(outlet)
+        self._last: float | None = None
+        self._closed_until: float | None = None  # silence before this is accounted for
+        self._open: Event | None = None
+
+    @property
+    def open_event(self) -> Event | None:
+        return self._open
+
+    @property
+    def last_data(self) -> datetime | None:
+        return None if self._last is None else _dt(self._last)
+
+    def _segments(self, a: float, b: float) -> list[tuple[float, float]]:
+        """Parts of (a, b) outside declared stops."""
+        out: list[tuple[float, float]] = []
+        cur = a
+        for s, e in self._stops:
+            if e <= cur:
+                continue
+            if s >= b:
+                break
+            if s > cur:
+                out.append((cur, s))
+            cur = max(cur, e)
+            if cur >= b:
+                break
+        if cur < b:
+            out.append((cur, b))
+        return out
+
+    def _new(self, start: float, now: float) -> Event:
+        s = _dt(start)
+        return Event(
+            type=DATA_INTERRUPTION,
+            mn=self.mn,
+            enterprise=self.enterprise,
+            district=self.district,
+            pollutant=None,
+            start=s,
+            end=None,
+            hours=_duration_h(s, _dt(now)),
+            peak=None,
+            limit=None,
+            ref_o2=None,
+            profile=None,
+            status="open",
+        )
+
+    def _advance(self, to: float, data: bool) -> list[EventUpdate]:
+        assert self._last is not None
+        base = self._last if self._closed_until is None else max(self._last, self._closed_until)
+        segments = self._segments(base, to)
+        ups: list[EventUpdate] = []
+        if self._open is not None and all(abs(s - _ts(self._open.start)) > 1e-3 for s, _ in segments):
+            # The open event's silence is no longer outside stops (a stop was declared over it): close it.
+            end = _dt(max(_ts(self._open.start), min(to, base)))
+            ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
+            self._open = None
+        for s, e in segments:
+            ended = e < to or data  # cut by the start of a stop, or by data
+            if self._open is not None and abs(s - _ts(self._open.start)) <= 1e-3:
+                if ended:
+                    end = _dt(e)
+                    ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
+                    self._open = None
+                    self._closed_until = e
+            elif e - s > self.threshold_s:
+                ev = self._new(s, e)
+                ups.append(EventUpdate(OPENED, ev))
+                if ended:
+                    end = _dt(e)
+                    ups.append(EventUpdate(CLOSED, ev.closed_at(end, _duration_h(ev.start, end))))
+                    self._closed_until = e
+                else:
+                    self._open = ev
+        return ups
+
+    def on_data(self, t: datetime) -> list[EventUpdate]:
+        ts = _ts(t)
+        if self._last is None:
+            self._last = ts
+            return []
+        if ts <= self._last:
+            return []
+        ups = self._advance(ts, data=True)
+        if self._open is not None:  # defensive: data always ends the silence
+            end = _dt(ts)
+            ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
+            self._open = None
+        self._last = ts
+        self._closed_until = None
+        return ups
+
+    def on_clock(self, now: datetime) -> list[EventUpdate]:
+        ts = _ts(now)
+        if self._last is None or ts <= self._last:
+            return []
+        return self._advance(ts, data=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "kind": "interruption",
+            "mn": self.mn,
+            "last": self._last,
+            "closed_until": self._closed_until,
+            "open": None if self._open is None else self._open.to_json(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        _check_version(state, "interruption", self.mn)
+        self._last = None if state["last"] is None else float(state["last"])
+        cu = state["closed_until"]
+        self._closed_until = None if cu is None else float(cu)
+        self._open = None if state["open"] is None else Event.from_json(state["open"])

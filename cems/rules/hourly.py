@@ -1,0 +1,556 @@
+"""Hourly validity and averaging (HJ 75-2017 / HJ 76-2017; HJ 212 appendix D; DOMAIN.md §3).
+
+:class:`OutletHourly` is an incremental per-outlet aggregator.  Feed it the outlet's :class:`Reading`s of
+any stream in data-time order; it returns an :class:`HourlyRecord` per pollutant code for every hour it
+closes.  No I/O, no clock: the caller says when time has passed (:meth:`OutletHourly.flush`).
+
+Rules, per code and Beijing hour (UTC+8 has no DST and a whole-hour offset, so Beijing hours are aligned
+with UTC hours; ``hour_start`` is reported with the +08:00 offset):
+
+* Source precedence: the DAS's own hourly record (HJ 212 CN=2061) wins for its hour; otherwise the hour is
+  computed from minute records (CN=2051), otherwise from real-time values (CN=2011).
+* Only flag N (or no flag) is valid for averages (HJ 212 data flags, DOMAIN.md §2/§3).
+* A minute mean is valid with ≥ 12 valid instantaneous values (HJ 75-2017).  The 12 are the analyser's
+  instantaneous samples (one per ≤ 5 s); CN=2011 real-time values are a sub-sample of them at the outlet's
+  ``rtd_interval_s``.  When fewer than 12 real-time values per minute are expected (``60 // interval``),
+  every expected value must be there: ``need = min(12, max(1, 60 // rtd_interval_s))`` (configurable).
+* An hourly mean is valid with ≥ 45 valid minutes (HJ 75-2017).  Minute records (CN=2051) may have a
+  period of 1–10 min (HJ 212 ``MinInterval``): each counts for its period, inferred from the spacing of the
+  minute records (rounded to whole minutes).
+* A minute/hour is flagged N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).  A
+  real-time minute counts as an N sub-value of the hour only when it is valid (N and ≥ ``need`` values).
+* The corrected (折算) hourly value is computed from the hourly mean of C and the hourly mean of O2 with
+  the outlet's reference O2 at that hour (:mod:`cems.rules.o2`); a DAS ``-ZsAvg`` is used only when it agrees
+  with the formula, otherwise the computed value is used and ``note`` says so.  The O2 mean is taken from
+  flag-N O2 data only; when the O2 hour itself is not valid (or flagged) the corrected value is reported for
+  information but cannot make an exceedance.
+* An exceedance (超标) is a valid, flag-N hour whose corrected mean is above the limit (HJ 76-2017).  Hours
+  flagged F/M/D/C/S/T/B are never exceedances.
+
+Closing hours: an hour is closed when data ``lateness`` past its end arrives (:meth:`OutletHourly.feed`
+returns the records), or on :meth:`OutletHourly.flush`.  ``lateness`` (default 5 min) exists because a DAS
+sends the CN=2061 record of 08:00–09:00 and the CN=2051 record of 08:59 *after* real-time data of 09:00
+may have arrived; with ``lateness=0`` an hour closes as soon as data of a later hour arrives.  Data for an
+already-closed hour is not aggregated (records are emitted once and never revised): it is counted in
+``late_readings`` and the caller keeps the raw data (the sinks store it unaltered).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any, Final
+
+from cems.model import BEIJING, FLOW, O2, Reading, Stream
+from cems.registry import Outlet
+from cems.rules.limits import LimitSchedule
+from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, correct, zs_agrees
+
+#: Thresholds of HJ 75-2017 (DOMAIN.md §3).
+MIN_VALUES_PER_MINUTE: Final = 12
+MIN_VALID_MINUTES_PER_HOUR: Final = 45
+N_FLAG_SHARE: Final = 0.75
+
+#: Default time an hour stays open after its end for late data of that hour (see module docstring).
+DEFAULT_LATENESS: Final = timedelta(minutes=5)
+
+SOURCE_DAS: Final = "das_2061"
+SOURCE_MINUTES: Final = "minutes"
+SOURCE_REALTIME: Final = "realtime"
+
+_N_FLAGS: Final = frozenset({None, "N", "n"})
+_NAN: Final = float("nan")
+_NEVER: Final = -(1 << 62)
+
+# ---------------------------------------------------------------------------------------------- units
+
+#: Unit the standard uses for each non-concentration code (HJ 212-2017 appendix B; DOMAIN.md §2).
+#: Every other code is a concentration in mg/m³.
+CANONICAL_UNIT: Final[dict[str, str]] = {
+    FLOW: "m3/s",
+    "a01011": "m/s",  # velocity
+    "a01012": "degC",  # temperature
+    "a01013": "kPa",  # pressure
+    "a01014": "%",  # humidity
+    O2: "%",
+}
+
+#: Accepted unit spellings (normalised: lower case, ³→3, µ/μ→u, ℃/°c→degc) → (canonical unit, factor).
+UNIT_TABLE: Final[dict[str, tuple[str, float]]] = {
+    "m3/s": ("m3/s", 1.0),
+    "m3/min": ("m3/s", 1.0 / 60.0),
+    "m3/h": ("m3/s", 1.0 / 3600.0),
+    "kpa": ("kPa", 1.0),
+    "pa": ("kPa", 1e-3),
+    "hpa": ("kPa", 0.1),
+    "mpa": ("kPa", 1000.0),
+    "mg/m3": ("mg/m3", 1.0),
+    "ug/m3": ("mg/m3", 1e-3),
+    "g/m3": ("mg/m3", 1000.0),
+    "%": ("%", 1.0),
+    "m/s": ("m/s", 1.0),
+    "degc": ("degC", 1.0),
+}
+
+#: Molar volume at the standard state of the standards (273.15 K, 101.325 kPa), L/mol.
+MOLAR_VOLUME_L: Final = 22.414
+#: Molar masses (g/mol) for ppm → mg/m³ (mg/m³ = ppm × M / 22.414).  NOx is expressed as NO2 (DOMAIN.md §3).
+PPM_MOLAR_MASS: Final[dict[str, float]] = {
+    "a21026": 64.066,  # SO2
+    "a21002": 46.006,  # NOx as NO2
+    "a21003": 30.006,  # NO
+    "a21004": 46.006,  # NO2
+    "a21005": 28.010,  # CO
+}
+
+
+def _norm_unit(unit: str) -> str:
+    u = unit.strip().lower().replace("³", "3").replace("µ", "u").replace("μ", "u")
+    return u.replace("℃", "degc").replace("°c", "degc").replace(" ", "")
+
+
+def is_concentration(code: str) -> bool:
+    """Codes whose values are concentrations (corrected to reference O2 and compared with limits)."""
+    return code not in CANONICAL_UNIT and not code.startswith(("a00", "a01"))
+
+
+def unit_factor(code: str, unit: str) -> float:
+    """Factor that turns a value of ``code`` sent in ``unit`` into the standard's unit.
+
+    Raises ``ValueError`` for an unknown unit or one of the wrong kind (e.g. ``m3/h`` for SO2).
+    """
+    u = _norm_unit(unit)
+    want = CANONICAL_UNIT.get(code, "mg/m3")
+    if u == "ppm":
+        mass = PPM_MOLAR_MASS.get(code)
+        if mass is None:
+            raise ValueError(f"{code}: no molar mass to convert ppm to mg/m3")
+        return mass / MOLAR_VOLUME_L
+    entry = UNIT_TABLE.get(u)
+    if entry is None:
+        raise ValueError(f"{code}: unknown unit {unit!r} (known: {', '.join(sorted(UNIT_TABLE))}, ppm)")
+    if entry[0] != want:
+        raise ValueError(f"{code}: unit {unit!r} is {entry[0]}, but {code} is measured in {want}")
+    return entry[1]
+
+
+def unit_factors(outlet: Outlet) -> dict[str, float]:
+    """Conversion factors of an outlet (``outlet.units``); codes with factor 1 are left out."""
+    out: dict[str, float] = {}
+    for code, unit in outlet.units.items():
+        f = unit_factor(code, unit)
+        if f != 1.0:
+            out[code] = f
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyRecord:
+    """The hourly result of one pollutant code of one outlet.
+
+    ``hour_start``: aware, Beijing time, aligned on the hour.  ``avg``/``o2_avg``: hourly means in the
+    standard's units.  ``zs_avg``: corrected to ``ref_o2`` (``zs_source`` "computed" or "das"; ``None`` when
+    no valid correction exists or the code is not a concentration).  ``das_zs_avg``: what the DAS sent.
+    ``valid``: the hour meets the validity rules; ``flag``: "N", "D" or the DAS's flag.  ``source``:
+    "das_2061", "minutes" or "realtime".  ``valid_minutes``: ``None`` for a DAS record.  ``note``: why a
+    corrected value is missing or why the DAS's value was not used.
+    """
+
+    mn: str
+    pollutant: str
+    hour_start: datetime
+    avg: float | None
+    o2_avg: float | None
+    zs_avg: float | None
+    das_zs_avg: float | None
+    zs_source: str | None
+    valid: bool
+    flag: str
+    source: str
+    valid_minutes: int | None
+    limit: float | None
+    ref_o2: float | None
+    profile: str | None
+    exceeds: bool
+    note: str = ""
+
+    @property
+    def hour_end(self) -> datetime:
+        return self.hour_start + timedelta(hours=1)
+
+    @property
+    def counts_valid(self) -> bool:
+        """Valid for the 有效率 of the transmission rule (DOMAIN.md §5): a valid hour flagged N."""
+        return self.valid and self.flag == "N"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mn": self.mn,
+            "pollutant": self.pollutant,
+            "hour_start": self.hour_start.astimezone(BEIJING).isoformat(),
+            "avg": self.avg,
+            "o2_avg": self.o2_avg,
+            "zs_avg": self.zs_avg,
+            "das_zs_avg": self.das_zs_avg,
+            "zs_source": self.zs_source,
+            "valid": self.valid,
+            "flag": self.flag,
+            "source": self.source,
+            "valid_minutes": self.valid_minutes,
+            "limit": self.limit,
+            "ref_o2": self.ref_o2,
+            "profile": self.profile,
+            "exceeds": self.exceeds,
+            "note": self.note,
+        }
+
+
+def beijing_hour(t: datetime) -> datetime:
+    """The start of the Beijing hour containing ``t`` (naive = Beijing time)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=BEIJING)
+    ts = math.floor(t.timestamp())
+    return datetime.fromtimestamp(ts - ts % 3600, BEIJING)
+
+
+# ---------------------------------------------------------------------------------------------- aggregator
+
+# (value, is N) of one sub-value; value is NaN for a flagged code sent without a number.
+_Sub = tuple[float, bool]
+# (avg, valid, flag, source, valid_minutes, das_zs)
+_HourValue = tuple[float | None, bool, str, str, int | None, float | None]
+
+
+class _HourAcc:
+    __slots__ = ("das", "mins", "rtd")
+
+    def __init__(self) -> None:
+        self.das: dict[str, tuple[float | None, float | None, str]] = {}
+        self.mins: dict[str, dict[int, _Sub]] = {}  # code → second within the hour → sub-value
+        self.rtd: dict[str, dict[int, _Sub]] = {}
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else v
+
+
+class OutletHourly:
+    """Incremental hourly aggregator of one outlet (see the module docstring for the rules).
+
+    Drive it with ``feed(reading)`` in (roughly) data-time order and ``flush(until)``; both return the
+    records of the hours they close, in hour order then code order.  ``snapshot()``/``restore()`` keep the
+    open hours across a restart.
+    """
+
+    def __init__(
+        self,
+        outlet: Outlet,
+        *,
+        lateness: timedelta = DEFAULT_LATENESS,
+        schedule: LimitSchedule | None = None,
+        min_rtd_per_minute: int | None = None,
+        max_o2: float = DEFAULT_MAX_O2,
+        zs_rel_tol: float = 0.02,
+        zs_abs_tol: float = DEFAULT_ZS_ABS_TOL,
+    ) -> None:
+        if lateness < timedelta(0):
+            raise ValueError("lateness must be ≥ 0")
+        self.outlet = outlet
+        self.mn = outlet.mn
+        self._lateness_s = int(lateness.total_seconds())
+        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
+        self._factors = unit_factors(outlet)
+        if min_rtd_per_minute is None:
+            min_rtd_per_minute = min(MIN_VALUES_PER_MINUTE, max(1, 60 // outlet.rtd_interval_s))
+        if min_rtd_per_minute < 1:
+            raise ValueError("min_rtd_per_minute must be ≥ 1")
+        self._need = min_rtd_per_minute
+        self._max_o2 = max_o2
+        self._rel_tol = zs_rel_tol
+        self._abs_tol = zs_abs_tol
+        self._open: dict[int, _HourAcc] = {}
+        self._closed_before = _NEVER  # every hour starting before this (epoch s) is closed
+        self._min_interval = 60  # last inferred CN=2051 period, seconds
+        #: Readings that arrived for an already-closed hour (not aggregated).
+        self.late_readings = 0
+
+    # -- input
+
+    def feed(self, reading: Reading) -> list[HourlyRecord]:
+        """Add one reading of this outlet; return the records of the hours this closes.
+
+        The caller rejects data times in the future (validator): a far-future data time would close every
+        open hour and make the real data that follows late.
+        """
+        stream = reading.stream
+        if stream is Stream.DAY:
+            return []
+        if reading.mn != self.mn:
+            raise ValueError(f"reading of {reading.mn!r} fed to the aggregator of {self.mn!r}")
+        dt = reading.data_time
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=BEIJING)
+        ts = math.floor(dt.timestamp())
+        hour = ts - ts % 3600
+        if hour < self._closed_before:
+            self.late_readings += 1
+        else:
+            acc = self._open.get(hour)
+            if acc is None:
+                acc = self._open[hour] = _HourAcc()
+            factors = self._factors
+            isfinite = math.isfinite
+            if stream is Stream.HOUR:
+                das = acc.das
+                for code, m in reading.measurements.items():
+                    avg = _num(m.values.get("Avg"))
+                    zs = _num(m.values.get("ZsAvg"))
+                    if avg is None and zs is None and m.flag is None:
+                        continue
+                    f = factors.get(code)
+                    if f is not None:
+                        avg = None if avg is None else avg * f
+                        zs = None if zs is None else zs * f
+                    das[code] = (avg, zs, "N" if m.flag is None else m.flag.upper())
+            else:
+                key = "Rtd" if stream is Stream.RTD else "Avg"
+                target = acc.rtd if stream is Stream.RTD else acc.mins
+                sec = ts - hour
+                for code, m in reading.measurements.items():
+                    v = m.values.get(key)
+                    ok = m.flag in _N_FLAGS
+                    if v is None or not isfinite(v):
+                        if ok:
+                            continue  # no number and no flag: nothing was sent for this code
+                        v = _NAN
+                    else:
+                        f = factors.get(code)
+                        if f is not None:
+                            v *= f
+                    d = target.get(code)
+                    if d is None:
+                        d = target[code] = {}
+                    d[sec] = (v, ok)
+        wm = ts - self._lateness_s
+        wm -= wm % 3600
+        if wm > self._closed_before:
+            return self._close(wm)
+        return []
+
+    def flush(self, until: datetime | None = None) -> list[HourlyRecord]:
+        """Close every hour that ended at or before ``until`` (all open hours when ``None``).
+
+        Live: ``until`` = wall clock minus a grace period.  Replay: ``flush()`` at the end of the input.
+        """
+        if until is None:
+            if not self._open:
+                return []
+            before = max(self._open) + 3600
+        else:
+            if until.tzinfo is None:
+                until = until.replace(tzinfo=BEIJING)
+            ts = math.floor(until.timestamp())
+            before = ts - ts % 3600
+        if before <= self._closed_before:
+            return []
+        return self._close(before)
+
+    @property
+    def open_hours(self) -> list[datetime]:
+        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open)]
+
+    @property
+    def closed_before(self) -> datetime | None:
+        """Every hour starting before this is closed (``None`` before anything was closed)."""
+        if self._closed_before == _NEVER:
+            return None
+        return datetime.fromtimestamp(self._closed_before, BEIJING)
+
+    # -- closing
+
+    def _close(self, before: int) -> list[HourlyRecord]:
+        self._closed_before = before
+        hours = sorted(h for h in self._open if h < before)
+        out: list[HourlyRecord] = []
+        for h in hours:
+            out.extend(self._build(h, self._open.pop(h)))
+        return out
+
+    def _infer_interval(self, secs: list[int]) -> int:
+        """Period of the CN=2051 records (s), from their spacing, whole minutes; else the last one seen."""
+        if len(secs) < 2:
+            return self._min_interval
+        step = min(b - a for a, b in pairwise(secs))
+        step = min(3600, max(60, round(step / 60) * 60))
+        self._min_interval = step
+        return step
+
+    def _minutes_value(self, d: dict[int, _Sub]) -> _HourValue:
+        secs = sorted(d)
+        interval = self._infer_interval(secs)
+        total = 0
+        n_cov = 0
+        wsum = 0.0
+        last = len(secs) - 1
+        for i, s in enumerate(secs):
+            cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
+            v, ok = d[s]
+            total += cov
+            if ok:
+                n_cov += cov
+                wsum += v * cov
+        flag = "N" if n_cov >= N_FLAG_SHARE * total else "D"
+        valid_minutes = n_cov // 60
+        avg = wsum / n_cov if n_cov else None
+        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_MINUTES, valid_minutes, None)
+
+    def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
+        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid]
+        for s, (v, ok) in d.items():
+            acc = minutes.get(s // 60)
+            if acc is None:
+                acc = minutes[s // 60] = [0.0, 0.0, 0.0]
+            acc[0] += 1.0
+            if ok:
+                acc[1] += 1.0
+                acc[2] += v
+        need = self._need
+        valid_minutes = 0
+        wsum = 0.0
+        for total, n, s_ in minutes.values():
+            # Minute valid: ≥ need valid values and flagged N (≥ 75 % of its values N).
+            if n >= need and n >= N_FLAG_SHARE * total:
+                valid_minutes += 1
+                wsum += s_ / n
+        flag = "N" if valid_minutes >= N_FLAG_SHARE * len(minutes) else "D"
+        avg = wsum / valid_minutes if valid_minutes else None
+        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_REALTIME, valid_minutes, None)
+
+    def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
+        das = acc.das.get(code)
+        if das is not None:
+            avg, zs, flag = das
+            return (avg, flag == "N" and avg is not None, flag, SOURCE_DAS, None, zs)
+        mins = acc.mins.get(code)
+        if mins:
+            return self._minutes_value(mins)
+        return self._rtd_value(acc.rtd[code])
+
+    def _build(self, hour: int, acc: _HourAcc) -> list[HourlyRecord]:
+        codes = sorted(set(acc.das) | set(acc.mins) | set(acc.rtd))
+        values = {code: self._hour_value(code, acc) for code in codes}
+        hour_dt = datetime.fromtimestamp(hour, BEIJING)
+        o2 = values.get(O2)
+        o2_avg = o2[0] if o2 is not None else None
+        o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"  # a valid, flag-N O2 hour
+        out: list[HourlyRecord] = []
+        for code in codes:
+            avg, valid, flag, source, vmin, das_zs = values[code]
+            limit: float | None = None
+            ref: float | None = None
+            profile: str | None = None
+            zs: float | None = None
+            zs_source: str | None = None
+            note = ""
+            if is_concentration(code):
+                al = self._schedule.at(code, hour_dt)
+                if al is not None:
+                    limit, ref, profile = al.limit, al.ref_o2, al.profile
+                else:
+                    ref = self._schedule.ref_o2(hour_dt)
+                computed: float | None = None
+                if avg is None:
+                    note = "no valid mean"
+                elif o2_avg is None:
+                    note = "no valid O2 (a19001) mean for the hour: no corrected value"
+                else:
+                    computed = correct(avg, o2_avg, ref, max_o2=self._max_o2)
+                    if computed is None:
+                        note = f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > {self._max_o2} %)"
+                    elif not o2_ok:
+                        note = "O2 hour not valid: corrected value for information only, not an exceedance"
+                if computed is not None:
+                    if das_zs is not None and zs_agrees(das_zs, computed, self._rel_tol, self._abs_tol):
+                        zs, zs_source = das_zs, "das"
+                    else:
+                        zs, zs_source = computed, "computed"
+                        if das_zs is not None:
+                            note = (note + "; " if note else "") + (
+                                f"DAS ZsAvg {das_zs:g} disagrees with C×(21−{ref:g})/(21−O2) = {computed:.3f}: "
+                                "computed value used"
+                            )
+            # HJ 76-2017: an exceedance is a valid 1-h corrected mean above the limit; flagged hours never are.
+            # The corrected mean is only valid when the O2 hour it uses is valid too.
+            exceeds = valid and flag == "N" and o2_ok and zs is not None and limit is not None and zs > limit
+            out.append(
+                HourlyRecord(
+                    mn=self.mn,
+                    pollutant=code,
+                    hour_start=hour_dt,
+                    avg=avg,
+                    o2_avg=o2_avg,
+                    zs_avg=zs,
+                    das_zs_avg=das_zs,
+                    zs_source=zs_source,
+                    valid=valid,
+                    flag=flag,
+                    source=source,
+                    valid_minutes=vmin,
+                    limit=limit,
+                    ref_o2=ref,
+                    profile=profile,
+                    exceeds=exceeds,
+                    note=note,
+                )
+            )
+        return out
+
+    # -- persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state (open hours and the closed-hour mark)."""
+
+        def subs(d: dict[str, dict[int, _Sub]]) -> dict[str, list[list[Any]]]:
+            return {
+                code: [[s, None if math.isnan(v) else v, ok] for s, (v, ok) in sorted(vals.items())]
+                for code, vals in d.items()
+            }
+
+        return {
+            "version": 1,
+            "mn": self.mn,
+            "closed_before": self._closed_before,
+            "min_interval": self._min_interval,
+            "late_readings": self.late_readings,
+            "open": {
+                str(h): {
+                    "das": {c: [a, z, f] for c, (a, z, f) in acc.das.items()},
+                    "mins": subs(acc.mins),
+                    "rtd": subs(acc.rtd),
+                }
+                for h, acc in sorted(self._open.items())
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the state with a :meth:`snapshot` (of the same outlet)."""
+        if state.get("version") != 1:
+            raise ValueError(f"unsupported OutletHourly state version {state.get('version')!r}")
+        if state.get("mn") != self.mn:
+            raise ValueError(f"state of outlet {state.get('mn')!r} restored into {self.mn!r}")
+        self._closed_before = int(state["closed_before"])
+        self._min_interval = int(state["min_interval"])
+        self.late_readings = int(state["late_readings"])
+        self._open = {}
+        for h, raw in state["open"].items():
+            acc = _HourAcc()
+            acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
+            for name, target in (("mins", acc.mins), ("rtd", acc.rtd)):
+                for code, rows in raw[name].items():
+                    target[code] = {int(s): (_NAN if v is None else float(v), bool(ok)) for s, v, ok in rows}
+            self._open[int(h)] = acc

@@ -1,0 +1,63 @@
+"""Reference-oxygen correction (折算) of a concentration (DOMAIN.md §3).
+
+HJ 75-2017 / HJ 76-2017 and the emission standards (GB 13223-2011, GB 13271-2014, GB 4915-2013, ...) give
+limits for dry flue gas at a reference O2 content.  A measured concentration is brought to that reference by
+
+    C_ref = C × (21 − O2_ref) / (21 − O2_measured)          (O2 in %, dry basis)
+
+21 % is the O2 content of air.  Pure functions, no state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+#: O2 content of dry air, % (the "21" of the correction formula).
+O2_AIR: Final = 21.0
+
+#: Default dilution cut-off, % O2.  The standards do not give a figure (DOMAIN.md §3 only says to guard "very
+#: high O2 (dilution)"), so this is an engineering choice, kept as a parameter:
+#: the relative error of the corrected value is dO2 / (21 − O2).  At 19.5 % O2 an O2 error of ±0.3 %-points
+#: (the order of a CEMS O2 analyser's accuracy) already moves the corrected value by ±20 %, and the factor
+#: itself is 10× for a 6 % reference.  Above it the flue gas is mostly air (stack purged, burner off, leaking
+#: sampling line): the result says more about the O2 analyser than about the emission, so no corrected value
+#: is produced.  The highest reference O2 in DOMAIN.md §4 is 16 % (sinter), whose normal flue gas
+#: (16–18 %) stays below the cut-off.
+DEFAULT_MAX_O2: Final = 19.5
+
+
+def correct(c: float, o2_measured: float, o2_ref: float, *, max_o2: float = DEFAULT_MAX_O2) -> float | None:
+    """The concentration ``c`` corrected to ``o2_ref`` % O2: ``C × (21 − O2ref) / (21 − O2meas)``.
+
+    Returns ``None`` when no valid correction exists:
+
+    * ``o2_measured ≥ 21`` (no combustion; the formula divides by zero or flips sign),
+    * ``o2_measured < 0`` (impossible reading),
+    * ``o2_measured > max_o2`` (dilution, see :data:`DEFAULT_MAX_O2`),
+    * any input not finite, or ``o2_ref`` outside ``[0, 21)``.
+    """
+    if not (math.isfinite(c) and math.isfinite(o2_measured) and math.isfinite(o2_ref)):
+        return None
+    if o2_measured < 0.0 or o2_measured >= O2_AIR or o2_measured > max_o2:
+        return None
+    if o2_ref < 0.0 or o2_ref >= O2_AIR:
+        return None
+    return c * (O2_AIR - o2_ref) / (O2_AIR - o2_measured)
+
+
+#: Default absolute tolerance (mg/m³) of :func:`zs_agrees`: DAS values are usually sent with 1–3 decimals;
+#: near zero a relative tolerance alone would reject a DAS value that only differs by its rounding.
+DEFAULT_ZS_ABS_TOL: Final = 0.1
+
+
+def zs_agrees(das_zs: float, computed: float, rel_tol: float = 0.02, abs_tol: float = DEFAULT_ZS_ABS_TOL) -> bool:
+    """Whether a DAS's own corrected value (``-ZsAvg``) agrees with the formula (DOMAIN.md §3: prefer the
+    DAS's value "only after checking it against this formula").
+
+    Agreement: ``|das − computed| ≤ max(rel_tol × max(|das|, |computed|), abs_tol)``.  2 % covers a DAS that
+    averages instantaneous corrected values instead of correcting the hourly means, and O2 rounded to 0.1 %.
+    """
+    if not (math.isfinite(das_zs) and math.isfinite(computed)):
+        return False
+    return math.isclose(das_zs, computed, rel_tol=rel_tol, abs_tol=abs_tol)

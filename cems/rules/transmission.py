@@ -1,0 +1,495 @@
+"""Data transmission effective rate (数据传输有效率) and district supervision (DOMAIN.md §5).
+
+* 传输有效率 = 传输率 × 有效率; 传输率 = received ÷ expected hourly records; 有效率 = valid (flag N) ÷
+  received.  Counted on hourly records per outlet and assessed factor (``city.assessed_factors``;
+  particulate, SO2, NOx by default), per hour in Beijing time.  The effective rate equals valid ÷ expected,
+  so it is also defined (0) when nothing was received.
+* Hours in a declared stop (停产/停运) are removed from the expected count (and what arrived for them is not
+  counted either).  A partly stopped hour is removed when less than 45 minutes of it are outside the stop:
+  such an hour cannot reach the 45 valid minutes of HJ 75-2017, so it cannot be expected.
+* Duplicates and late arrivals count once (one slot per outlet, factor and hour).  When several records
+  arrive for a slot, a DAS CN=2061 record outranks a computed one (the precedence of the hourly rules);
+  among records of the same rank the last one wins (a repair, 修约, replaces the original).
+* Aggregates (per day, month, district) sum the counts first, then divide; no expected hours → ``None``.
+* A district is put under listed supervision (挂牌督办) for a month when its effective rate is below
+  ``city.transmission_rate_target`` (90 %), or when ``city.supervision_enterprise_threshold`` or more
+  (含, inclusive) distinct enterprises of the district had an hourly exceedance that month (seeds 000, 001,
+  003, 004).  Month and day boundaries are Beijing time.
+
+Assessed period of an outlet: from Beijing midnight of ``outlet.since`` if set, else from its first record
+(``whole_days=True``, the replay default: from Beijing midnight of that day; ``False``: from that hour), to
+the ``end`` given to the report (replay: :meth:`RateCounter.replay_window`, whole Beijing days from the first
+to the last day present; live: the current hour, i.e. what has been flushed).  An outlet without ``since``
+and without any record is not assessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Final
+
+from cems.model import BEIJING
+from cems.registry import Outlet, OutletInfo, Registry
+from cems.rules.hourly import SOURCE_DAS, SOURCE_MINUTES, HourlyRecord
+
+_BJ_OFFSET: Final = 8 * 3600
+_DAY: Final = 86400
+#: Minutes of an hour that must lie outside a stop for the hour to be expected (HJ 75-2017, 45 minutes).
+MIN_EXPECTED_MINUTES: Final = 45
+
+_RANK: Final[dict[str, int]] = {SOURCE_DAS: 2, SOURCE_MINUTES: 1}
+
+
+def _ts(t: datetime) -> int:
+    return math.floor((t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp())
+
+
+def _day_index(ts: int) -> int:
+    """Beijing calendar day number of an epoch second."""
+    return (ts + _BJ_OFFSET) // _DAY
+
+
+def _day_date(index: int) -> date:
+    return datetime.fromtimestamp(index * _DAY - _BJ_OFFSET, BEIJING).date()
+
+
+def _midnight(d: date) -> int:
+    return math.floor(datetime.combine(d, time(0), BEIJING).timestamp())
+
+
+class _Rates:
+    __slots__ = ()
+    expected: int
+    received: int
+    valid: int
+
+    @property
+    def transmission_rate(self) -> float | None:
+        """传输率 = received ÷ expected."""
+        return self.received / self.expected if self.expected else None
+
+    @property
+    def validity_rate(self) -> float | None:
+        """有效率 = valid ÷ received."""
+        return self.valid / self.received if self.received else None
+
+    @property
+    def effective_rate(self) -> float | None:
+        """传输有效率 = 传输率 × 有效率 (= valid ÷ expected)."""
+        return self.valid / self.expected if self.expected else None
+
+    def rates_json(self) -> dict[str, Any]:
+        return {
+            "expected": self.expected,
+            "received": self.received,
+            "valid": self.valid,
+            "transmission_rate": self.transmission_rate,
+            "validity_rate": self.validity_rate,
+            "effective_rate": self.effective_rate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RateCounts(_Rates):
+    expected: int = 0
+    received: int = 0
+    valid: int = 0
+
+    def __add__(self, other: RateCounts) -> RateCounts:
+        return RateCounts(self.expected + other.expected, self.received + other.received, self.valid + other.valid)
+
+
+@dataclass(frozen=True, slots=True)
+class OutletDayRate(_Rates):
+    """One outlet, one Beijing calendar day, all assessed factors summed (``by_factor`` per factor)."""
+
+    mn: str
+    enterprise: str
+    district: str
+    day: date
+    expected: int
+    received: int
+    valid: int
+    by_factor: dict[str, RateCounts] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mn": self.mn,
+            "enterprise": self.enterprise,
+            "district": self.district,
+            "day": self.day.isoformat(),
+            **self.rates_json(),
+            "by_factor": {f: c.rates_json() for f, c in sorted(self.by_factor.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OutletMonthRate(_Rates):
+    """One outlet, one Beijing calendar month (every monitored source must reach ≥ 90 %, DOMAIN.md §5)."""
+
+    mn: str
+    enterprise: str
+    district: str
+    month: str  # "YYYY-MM"
+    expected: int
+    received: int
+    valid: int
+    meets_target: bool | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mn": self.mn,
+            "enterprise": self.enterprise,
+            "district": self.district,
+            "month": self.month,
+            **self.rates_json(),
+            "meets_target": self.meets_target,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DistrictMonthRate(_Rates):
+    """One district, one Beijing calendar month, with the supervision (挂牌督办) decision and its reasons."""
+
+    district: str
+    month: str  # "YYYY-MM"
+    expected: int
+    received: int
+    valid: int
+    outlets: int
+    exceeding_enterprises: tuple[str, ...]
+    supervised: bool
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "district": self.district,
+            "month": self.month,
+            **self.rates_json(),
+            "outlets": self.outlets,
+            "exceeding_enterprises": list(self.exceeding_enterprises),
+            "supervised": self.supervised,
+            "reasons": list(self.reasons),
+        }
+
+
+def _month_key(d: date) -> str:
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def _months(start: int, end: int) -> list[str]:
+    """Month keys of the Beijing days in [start, end)."""
+    if end <= start:
+        return []
+    first = _day_date(_day_index(start))
+    last = _day_date(_day_index(end - 1))
+    out: list[str] = []
+    y, m = first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+class RateCounter:
+    """Counts hourly records for the 90 % rule and decides district supervision.
+
+    ``add(record)`` every hourly record (any outlet, any code: only assessed factors are counted, and any
+    exceeding record marks its enterprise for the month).  Reports: :meth:`outlet_days`,
+    :meth:`outlet_months`, :meth:`district_months` over a ``[start, end)`` window.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        factors: Sequence[str] | None = None,
+        whole_days: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.city = registry.city
+        self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
+        self._factor_set = frozenset(self.factors)
+        self.whole_days = whole_days
+        # mn → factor → hour epoch → rank * 2 + valid
+        self._seen: dict[str, dict[str, dict[int, int]]] = {}
+        self._first: dict[str, int] = {}  # mn → first hour with a record
+        self._min_hour: int | None = None
+        self._max_hour: int | None = None
+        # (district, "YYYY-MM") → enterprise ids with an exceeding hour
+        self._exceed: dict[tuple[str, str], set[str]] = {}
+        #: Records of outlets not in the registry (ignored).
+        self.unknown = 0
+
+    # -- input
+
+    def add(self, rec: HourlyRecord) -> None:
+        info = self.registry.outlet(rec.mn)
+        if info is None:
+            self.unknown += 1
+            return
+        h = _ts(rec.hour_start)
+        h -= h % 3600
+        mn = rec.mn
+        first = self._first.get(mn)
+        if first is None or h < first:
+            self._first[mn] = h
+        if self._min_hour is None or h < self._min_hour:
+            self._min_hour = h
+        if self._max_hour is None or h > self._max_hour:
+            self._max_hour = h
+        if rec.exceeds:
+            key = (info.district.code, _month_key(_day_date(_day_index(h))))
+            self._exceed.setdefault(key, set()).add(info.enterprise.id)
+        if rec.pollutant not in self._factor_set:
+            return
+        slots = self._seen.setdefault(mn, {}).setdefault(rec.pollutant, {})
+        code = _RANK.get(rec.source, 0) * 2 + (1 if rec.counts_valid else 0)
+        old = slots.get(h)
+        if old is None or code >> 1 >= old >> 1:
+            slots[h] = code
+
+    def add_all(self, records: Iterable[HourlyRecord]) -> None:
+        for rec in records:
+            self.add(rec)
+
+    def replay_window(self) -> tuple[datetime, datetime] | None:
+        """Whole Beijing calendar days from the first to the last day with a record (``None`` if none)."""
+        if self._min_hour is None or self._max_hour is None:
+            return None
+        a = _day_index(self._min_hour) * _DAY - _BJ_OFFSET
+        b = (_day_index(self._max_hour) + 1) * _DAY - _BJ_OFFSET
+        return datetime.fromtimestamp(a, BEIJING), datetime.fromtimestamp(b, BEIJING)
+
+    # -- counting
+
+    def _outlet_start(self, o: Outlet) -> int | None:
+        if o.since is not None:
+            return _midnight(o.since)
+        first = self._first.get(o.mn)
+        if first is None:
+            return None
+        if self.whole_days:
+            return _day_index(first) * _DAY - _BJ_OFFSET
+        return first
+
+    @staticmethod
+    def _stopped_hours(o: Outlet, lo: int, hi: int) -> set[int]:
+        """Hours in [lo, hi) with less than 45 minutes outside declared stops."""
+        spans: list[tuple[int, int]] = []
+        for a, b in sorted((_ts(s.start), _ts(s.end)) for s in o.stop):
+            if spans and a <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+            else:
+                spans.append((a, b))
+        covered: dict[int, int] = {}
+        for a0, b0 in spans:
+            a, b = max(a0, lo), min(b0, hi)
+            if b <= a:
+                continue
+            h = a - a % 3600
+            while h < b:
+                ov = min(b, h + 3600) - max(a, h)
+                if ov > 0:
+                    covered[h] = covered.get(h, 0) + ov
+                h += 3600
+        return {h for h, sec in covered.items() if 3600 - sec < MIN_EXPECTED_MINUTES * 60}
+
+    def _outlet_counts(self, info: OutletInfo, start: int, end: int) -> dict[int, dict[str, list[int]]] | None:
+        """day index → factor → [expected, received, valid], or ``None`` when not assessed."""
+        o = info.outlet
+        ostart = self._outlet_start(o)
+        if ostart is None:
+            return None
+        lo = max(start, ostart)
+        lo += -lo % 3600
+        hi = end - end % 3600
+        if hi <= lo:
+            return {}
+        stopped = self._stopped_hours(o, lo, hi)
+        days: dict[int, dict[str, list[int]]] = {}
+        d = _day_index(lo)
+        while True:
+            d0 = d * _DAY - _BJ_OFFSET
+            if d0 >= hi:
+                break
+            a, b = max(lo, d0), min(hi, d0 + _DAY)
+            n = (b - a) // 3600 - sum(1 for h in stopped if a <= h < b)
+            days[d] = {f: [n, 0, 0] for f in self.factors}
+            d += 1
+        seen = self._seen.get(o.mn, {})
+        for f in self.factors:
+            for h, code in seen.get(f, {}).items():
+                if lo <= h < hi and h not in stopped:
+                    c = days[_day_index(h)][f]
+                    c[1] += 1
+                    c[2] += code & 1
+        return days
+
+    def _window(self, start: datetime | None, end: datetime | None) -> tuple[int, int] | None:
+        if start is None or end is None:
+            w = self.replay_window()
+            if w is None:
+                return None
+            start = w[0] if start is None else start
+            end = w[1] if end is None else end
+        return _ts(start), _ts(end)
+
+    def outlet_days(self, start: datetime | None = None, end: datetime | None = None) -> list[OutletDayRate]:
+        """Per outlet per Beijing day in [start, end) (default: :meth:`replay_window`)."""
+        win = self._window(start, end)
+        if win is None:
+            return []
+        out: list[OutletDayRate] = []
+        for info in sorted(self.registry.outlets(), key=lambda i: i.outlet.mn):
+            days = self._outlet_counts(info, *win)
+            if not days:
+                continue
+            for d in sorted(days):
+                by = {f: RateCounts(*c) for f, c in days[d].items()}
+                tot = sum(by.values(), RateCounts())
+                out.append(
+                    OutletDayRate(
+                        info.outlet.mn,
+                        info.enterprise.id,
+                        info.district.code,
+                        _day_date(d),
+                        tot.expected,
+                        tot.received,
+                        tot.valid,
+                        by,
+                    )
+                )
+        return out
+
+    def _monthly(self, win: tuple[int, int]) -> dict[tuple[str, str], RateCounts]:
+        """(mn, month) → counts."""
+        out: dict[tuple[str, str], RateCounts] = {}
+        for info in self.registry.outlets():
+            days = self._outlet_counts(info, *win)
+            if days is None:
+                continue
+            for d, by in days.items():
+                key = (info.outlet.mn, _month_key(_day_date(d)))
+                c = RateCounts(*(sum(x[i] for x in by.values()) for i in range(3)))
+                out[key] = out.get(key, RateCounts()) + c
+        return out
+
+    def outlet_months(self, start: datetime | None = None, end: datetime | None = None) -> list[OutletMonthRate]:
+        win = self._window(start, end)
+        if win is None:
+            return []
+        monthly = self._monthly(win)
+        target = self.city.transmission_rate_target
+        out: list[OutletMonthRate] = []
+        for (mn, month), c in sorted(monthly.items()):
+            info = self.registry.outlet(mn)
+            assert info is not None
+            eff = c.effective_rate
+            out.append(
+                OutletMonthRate(
+                    mn,
+                    info.enterprise.id,
+                    info.district.code,
+                    month,
+                    c.expected,
+                    c.received,
+                    c.valid,
+                    None if eff is None else eff >= target,
+                )
+            )
+        return out
+
+    def district_months(self, start: datetime | None = None, end: datetime | None = None) -> list[DistrictMonthRate]:
+        """Per registry district per Beijing month in [start, end), with the supervision decision."""
+        win = self._window(start, end)
+        if win is None:
+            return []
+        monthly = self._monthly(win)
+        target = self.city.transmission_rate_target
+        threshold = self.city.supervision_enterprise_threshold
+        agg: dict[tuple[str, str], RateCounts] = {}
+        outlets: dict[tuple[str, str], int] = {}
+        for (mn, month), c in monthly.items():
+            info = self.registry.outlet(mn)
+            assert info is not None
+            key = (info.district.code, month)
+            agg[key] = agg.get(key, RateCounts()) + c
+            outlets[key] = outlets.get(key, 0) + 1
+        out: list[DistrictMonthRate] = []
+        for month in _months(*win):
+            for dist in sorted(d.code for d in self.registry.district):
+                key = (dist, month)
+                c = agg.get(key, RateCounts())
+                ents = tuple(sorted(self._exceed.get(key, set())))
+                reasons: list[str] = []
+                eff = c.effective_rate
+                if eff is not None and eff < target:
+                    reasons.append(
+                        f"effective transmission rate {eff:.2%} below the target {target:.0%} "
+                        f"({c.valid} valid of {c.expected} expected hourly records; 传输有效率, DOMAIN.md §5)"
+                    )
+                if len(ents) >= threshold:
+                    reasons.append(
+                        f"{len(ents)} enterprises with hourly exceedances (threshold {threshold}, 含): "
+                        f"{', '.join(ents)}"
+                    )
+                out.append(
+                    DistrictMonthRate(
+                        dist,
+                        month,
+                        c.expected,
+                        c.received,
+                        c.valid,
+                        outlets.get(key, 0),
+                        ents,
+                        bool(reasons),
+                        tuple(reasons),
+                    )
+                )
+        return out
+
+    # -- persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "kind": "rate_counter",
+            "seen": {
+                mn: {f: [[h, c] for h, c in sorted(slots.items())] for f, slots in by_f.items()}
+                for mn, by_f in sorted(self._seen.items())
+            },
+            "first": dict(sorted(self._first.items())),
+            "min_hour": self._min_hour,
+            "max_hour": self._max_hour,
+            "exceed": [[d, m, sorted(e)] for (d, m), e in sorted(self._exceed.items())],
+            "unknown": self.unknown,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1 or state.get("kind") != "rate_counter":
+            raise ValueError("not a version-1 rate_counter state")
+        self._seen = {
+            mn: {f: {int(h): int(c) for h, c in rows} for f, rows in by_f.items()} for mn, by_f in state["seen"].items()
+        }
+        self._first = {mn: int(h) for mn, h in state["first"].items()}
+        self._min_hour = state["min_hour"]
+        self._max_hour = state["max_hour"]
+        self._exceed = {(d, m): set(e) for d, m, e in state["exceed"]}
+        self.unknown = int(state["unknown"])
+
+
+def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
+    """[start, end) of a Beijing calendar month."""
+    a = datetime(year, month, 1, tzinfo=BEIJING)
+    b = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=BEIJING)
+    return a, b
+
+
+def day_bounds(d: date) -> tuple[datetime, datetime]:
+    """[start, end) of a Beijing calendar day."""
+    a = datetime.combine(d, time(0), BEIJING)
+    return a, a + timedelta(days=1)
