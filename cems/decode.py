@@ -50,8 +50,8 @@ def decode_message(topic: str, payload: bytes, registry: Registry, *, require_cr
     raise RejectedMessage("bad_topic", f"topic {topic!r} is not a data topic")
 
 
-def decode_hj212(payload: bytes, topic_mn: str, registry: Registry, *, require_crc: bool = True) -> Reading:
-    """Decode a raw HJ 212 packet published for ``topic_mn``; check MN, registry and password."""
+def decode_hj212(payload: bytes, topic_mn: str | None, registry: Registry, *, require_crc: bool = True) -> Reading:
+    """Decode a raw HJ 212 packet (published for ``topic_mn``, when given); check MN, registry and password."""
     try:
         text = payload.decode("ascii")
     except UnicodeDecodeError:
@@ -60,12 +60,13 @@ def decode_hj212(payload: bytes, topic_mn: str, registry: Registry, *, require_c
         except UnicodeDecodeError:
             raise RejectedMessage("hj212_encoding", "packet is neither ASCII nor GBK text") from None
     packet = hj212.decode(text, require_crc=require_crc)
-    if packet.mn != topic_mn:
+    if topic_mn is not None and packet.mn != topic_mn:
         raise RejectedMessage("mn_mismatch", f"packet MN {packet.mn!r} does not match topic MN {topic_mn!r}")
-    info = registry.outlet(topic_mn)
+    mn = packet.mn or ""
+    info = registry.outlet(mn)
     if info is None:
-        raise RejectedMessage("unknown_mn", f"MN {topic_mn!r} is not in the registry")
+        raise RejectedMessage("unknown_mn", f"MN {mn!r} is not in the registry")
     expected = info.outlet.hj212_password
     if expected is not None and packet.pw != expected:
-        raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {topic_mn!r}")
+        raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
     return hj212.to_reading(packet, tz=registry.tz)

@@ -120,7 +120,7 @@ class OutletDayRate(_Rates):
             "mn": self.mn,
             "enterprise": self.enterprise,
             "district": self.district,
-            "day": self.day.isoformat(),
+            "date": self.day.isoformat(),
             **self.rates_json(),
             "by_factor": {f: c.rates_json() for f, c in sorted(self.by_factor.items())},
         }
@@ -170,8 +170,9 @@ class DistrictMonthRate(_Rates):
             "month": self.month,
             **self.rates_json(),
             "outlets": self.outlets,
+            "enterprises_exceeding": len(self.exceeding_enterprises),
             "exceeding_enterprises": list(self.exceeding_enterprises),
-            "supervised": self.supervised,
+            "supervision": self.supervised,
             "reasons": list(self.reasons),
         }
 

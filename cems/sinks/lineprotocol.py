@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Final
 
-from cems.model import Reading
+from cems.model import BEIJING, Reading
+from cems.rules.events import Event
+from cems.rules.hourly import HourlyRecord
 
 READING_MEASUREMENT: Final = "cems_reading"
 
@@ -72,3 +75,53 @@ def reading_line(reading: Reading, enterprise: str, district: str) -> str:
         fields.append(f'qn="{escape_str(reading.qn)}"')
     ts_ms = round(reading.data_time.timestamp() * 1000)
     return f"{tags} {','.join(fields)} {ts_ms}"
+
+
+HOURLY_MEASUREMENT: Final = "cems_hourly"
+EVENT_MEASUREMENT: Final = "cems_event"
+
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
+    """``cems_hourly``: one point per (outlet, pollutant, hour); time = start of the hour."""
+    tags = {"mn": rec.mn, "pollutant": rec.pollutant, "enterprise": enterprise, "district": district,
+            "source": rec.source}
+    fields: dict[str, float | int | str | bool | None] = {
+        "avg": rec.avg,
+        "o2_avg": rec.o2_avg,
+        "zs_avg": rec.zs_avg,
+        "das_zs_avg": rec.das_zs_avg,
+        "zs_source": rec.zs_source,
+        "valid": rec.valid,
+        "flag": rec.flag,
+        "valid_minutes": rec.valid_minutes,
+        "limit": rec.limit,
+        "ref_o2": rec.ref_o2,
+        "profile": rec.profile,
+        "exceeds": rec.exceeds,
+        "note": rec.note or None,
+    }
+    return point(HOURLY_MEASUREMENT, tags, fields, _ms(rec.hour_start))
+
+
+def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
+    """``cems_event``: one point per event (its key is type, outlet, pollutant and start, exactly what the
+    event id hashes), overwritten by every update so the latest state is what is stored."""
+    tags = {"type": ev.type, "mn": ev.mn, "enterprise": ev.enterprise, "district": ev.district,
+            "pollutant": ev.pollutant or ""}
+    fields: dict[str, float | int | str | bool | None] = {
+        "event_id": ev.event_id,
+        "status": ev.status,
+        "start": ev.start.astimezone(BEIJING).isoformat(),
+        "end": ev.end.astimezone(BEIJING).isoformat() if ev.end is not None else "",
+        "hours": float(ev.hours),
+        "peak": ev.peak,
+        "limit": ev.limit,
+        "ref_o2": ev.ref_o2,
+        "profile": ev.profile,
+        **extra,
+    }
+    return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))

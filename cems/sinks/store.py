@@ -1,0 +1,31 @@
+"""Backfill: write a replay's readings, hourly records and events to InfluxDB (``cems replay --store``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cems.sinks.influx import InfluxConfig, InfluxWriter
+from cems.sinks.lineprotocol import event_line, hourly_line, reading_line
+
+if TYPE_CHECKING:
+    from cems.replay import ReplayResult
+
+BATCH = 5000
+
+
+async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
+    """Write everything; returns the number of points.  Idempotent: a second run overwrites the same points."""
+    writer = InfluxWriter(config)
+    try:
+        await writer.ensure_database()
+        lines = [reading_line(r, i.enterprise.id, i.district.code) for r, i in res.accepted]
+        where = {i.outlet.mn: (i.enterprise.id, i.district.code) for _, i in res.accepted}
+        for h in res.hourly:
+            ent, dist = where.get(h.mn, ("", ""))
+            lines.append(hourly_line(h, ent, dist))
+        lines += [event_line(e) for e in res.events]
+        for i in range(0, len(lines), BATCH):
+            await writer.write(lines[i : i + BATCH])
+        return len(lines)
+    finally:
+        await writer.aclose()

@@ -1,0 +1,158 @@
+"""``cems replay`` end to end on recorded HJ 212 minute data with hand-computed expectations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from cems.model import BEIJING
+from cems.protocol.hj212 import encode
+
+REGISTRY = """
+timezone = "Asia/Shanghai"
+[city]
+name = "测试市"
+[[district]]
+code = "130602"
+name = "竞秀区"
+[[enterprise]]
+id = "E001"
+name = "示例热电有限公司"
+district = "130602"
+[[enterprise.outlet]]
+mn = "MN0001"
+name = "1#机组排放口"
+profile = "coal_power_ultra_low"
+password = "123456"
+rtd_interval_s = 60
+"""
+
+# Hour (Beijing) → (SO2 measured mg/m³, O2 %, number of valid minutes).  Reference O2 6 %:
+# corrected = C × (21 − 6) / (21 − O2).  With O2 = 11 %, the factor is 1.5.
+HOURS = {
+    8: (30.0, 11.0, 60),  # 45.0 > 35: exceeds
+    9: (28.0, 11.0, 60),  # 42.0 > 35: exceeds
+    10: (20.0, 11.0, 60),  # 30.0: compliant → the run 08:00–10:00 closes
+    11: (40.0, 11.0, 44),  # 60.0 but only 44 valid minutes → invalid hour, no exceedance
+    12: (40.0, 11.0, 45),  # 45 valid minutes → valid, 60.0 > 35: a new run, still open at the end
+}
+
+
+def packets() -> list[str]:
+    out = []
+    for hour, (so2, o2, valid) in HOURS.items():
+        for minute in range(60):
+            t = datetime(2026, 11, 20, hour, minute, tzinfo=BEIJING)
+            flag = "N" if minute < valid else "M"
+            out.append(
+                encode(
+                    cn="2051",
+                    st="31",
+                    pw="123456",
+                    mn="MN0001",
+                    flag=5,
+                    qn=t.strftime("%Y%m%d%H%M%S000"),
+                    data_time=t,
+                    values={"a21026": {"Avg": so2, "Flag": flag}, "a19001": {"Avg": o2, "Flag": flag}},
+                    crlf=False,
+                )
+            )
+    # shuffled order in the file: replay orders by data time
+    wrong_pw = encode(
+        cn="2051",
+        st="31",
+        pw="000000",
+        mn="MN0001",
+        flag=5,
+        data_time="20261120080000",
+        values={"a21026": {"Avg": 999.0, "Flag": "N"}},
+        crlf=False,
+    )
+    return out[::2] + out[1::2] + ["garbage line", wrong_pw]
+
+
+def run_replay(tmp_path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]], str]:
+    reg = tmp_path / "r.toml"
+    reg.write_text(REGISTRY, encoding="utf-8")
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(packets()) + "\n", encoding="utf-8")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cems",
+            "replay",
+            "--config",
+            str(reg),
+            "--input",
+            str(inp),
+            "--format",
+            "auto",
+            "--events-out",
+            str(tmp_path / "ev.jsonl"),
+            "--hourly-out",
+            str(tmp_path / "h.jsonl"),
+            "--rates-out",
+            str(tmp_path / "rates.jsonl"),
+            "--districts-out",
+            str(tmp_path / "d.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    hourly = [json.loads(x) for x in (tmp_path / "h.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    return hourly, events, r.stderr
+
+
+def test_replay_hourly_records_and_events(tmp_path: Path) -> None:
+    hourly, events, summary = run_replay(tmp_path)
+    so2 = {h["hour_start"]: h for h in hourly if h["pollutant"] == "a21026"}
+    assert sorted(so2) == [f"2026-11-20T{h:02d}:00:00+08:00" for h in HOURS]
+    h8 = so2["2026-11-20T08:00:00+08:00"]
+    assert h8["avg"] == 30.0 and h8["o2_avg"] == 11.0 and abs(h8["zs_avg"] - 45.0) < 1e-9
+    assert h8["valid"] is True and h8["limit"] == 35.0 and h8["exceeds"] is True
+    assert so2["2026-11-20T10:00:00+08:00"]["exceeds"] is False
+    h11 = so2["2026-11-20T11:00:00+08:00"]
+    assert h11["valid"] is False and h11["exceeds"] is False
+    assert so2["2026-11-20T12:00:00+08:00"]["valid"] is True and so2["2026-11-20T12:00:00+08:00"]["exceeds"] is True
+
+    exc = [e for e in events if e["type"] == "hourly_exceedance"]
+    assert [(e["start"], e["end"], e["hours"], e["status"]) for e in exc] == [
+        ("2026-11-20T08:00:00+08:00", "2026-11-20T10:00:00+08:00", 2, "closed"),
+        ("2026-11-20T12:00:00+08:00", None, 1, "open"),
+    ]
+    first = exc[0]
+    assert first["peak"] == 45.0 and first["limit"] == 35.0 and first["ref_o2"] == 6.0
+    assert first["profile"] == "coal_power_ultra_low" and first["mn"] == "MN0001"
+    assert first["enterprise"] == "E001" and first["district"] == "130602" and first["pollutant"] == "a21026"
+    assert len(first["event_id"]) >= 12
+    assert "rejected: bad_password 1, malformed_json 1" in summary
+
+
+def test_replay_is_deterministic(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = run_replay(tmp_path / "a")
+    b = run_replay(tmp_path / "b")
+    assert a[0] == b[0] and a[1] == b[1]
+
+
+def test_replay_rates_and_district_supervision(tmp_path: Path) -> None:
+    run_replay(tmp_path)
+    rates = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
+    # one Beijing day; 3 assessed factors × 24 hours expected; only SO2 was sent for 5 hours, 4 of them valid
+    assert len(rates) == 1
+    r = rates[0]
+    assert (r["mn"], r["date"], r["expected"], r["received"], r["valid"]) == ("MN0001", "2026-11-20", 72, 5, 4)
+    assert abs(r["transmission_rate"] - 5 / 72) < 1e-12 and abs(r["validity_rate"] - 4 / 5) < 1e-12
+    assert abs(r["effective_rate"] - 4 / 72) < 1e-12
+    (d,) = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert (d["district"], d["month"], d["expected"], d["received"], d["valid"]) == ("130602", "2026-11", 72, 5, 4)
+    assert d["enterprises_exceeding"] == 1 and d["supervision"] is True
+    assert len(d["reasons"]) == 1 and "below the target 90%" in d["reasons"][0]
