@@ -4,6 +4,7 @@
 problem with its TOML location; a bad registry never starts the service.
 """
 
+from cems.registry._loader import load_registry, parse_registry
 from cems.registry._model import (
     City,
     District,
@@ -16,7 +17,6 @@ from cems.registry._model import (
     Stop,
     Topics,
 )
-from cems.registry._loader import load_registry, parse_registry
 
 __all__ = [
     "City",

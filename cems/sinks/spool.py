@@ -1,0 +1,128 @@
+"""A bounded on-disk spool (write-ahead log) of line-protocol batches for when InfluxDB is down.
+
+Batches are appended to segment files and fsync'd before :meth:`Spool.append` returns, so a message whose
+data are in the spool may be acknowledged to the broker: a crash (even SIGKILL) loses nothing, the spool
+is replayed on start.  The drainer writes segments to InfluxDB in order, oldest first, and deletes a
+segment only after all of it was written.  Writes are idempotent (same point key overwrites), so a
+segment partly written before a crash is simply written again.
+
+Bounded: when the spool holds ``max_bytes``, :meth:`append` raises :class:`SpoolFull`, and the service
+stops acknowledging (back-pressure to the broker) instead of losing data.  ``warn_fraction`` of the bound
+logs a warning.
+
+Format of a segment: records of ``<length:8 hex>\\n<payload>\\n`` where payload is UTF-8 line protocol;
+a torn last record (crash mid-write, before fsync returned) is detected and ignored — its messages were
+never acknowledged, the broker redelivers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+class SpoolFull(Exception):
+    """The spool is at its bound; the caller must apply back-pressure (not acknowledge)."""
+
+
+class Spool:
+    """Blocking file operations: call them from a worker thread (``asyncio.to_thread``)."""
+
+    def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, warn_fraction: float = 0.8) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.warn_bytes = int(max_bytes * warn_fraction)
+        self._warned = False
+        self._current: Path | None = None
+        self._fd: int | None = None
+        self._seq = max((self._seq_of(p) for p in self._segments()), default=0)
+
+    @staticmethod
+    def _seq_of(p: Path) -> int:
+        return int(p.stem.split("-")[-1])
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.dir.glob("spool-*.seg"), key=self._seq_of)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._segments())
+
+    def __len__(self) -> int:
+        return len(self._segments())
+
+    def empty(self) -> bool:
+        return self.size_bytes == 0
+
+    def append(self, lines: list[str]) -> None:
+        """Append one batch durably (fsync).  Raises :class:`SpoolFull` at the bound."""
+        payload = "\n".join(lines).encode("utf-8")
+        size = self.size_bytes
+        if size + len(payload) > self.max_bytes:
+            raise SpoolFull(f"spool {self.dir} holds {size} bytes of at most {self.max_bytes}")
+        if size + len(payload) > self.warn_bytes and not self._warned:
+            self._warned = True
+            log.warning("spool %s is above %d%% of its bound (%d bytes): InfluxDB has been down for a while",
+                        self.dir, round(100 * self.warn_bytes / self.max_bytes), self.max_bytes)
+        if self._fd is None or self._current is None or self._current.stat().st_size > _SEGMENT_BYTES:
+            self._roll()
+        assert self._fd is not None
+        os.write(self._fd, f"{len(payload):08x}\n".encode() + payload + b"\n")
+        os.fsync(self._fd)
+
+    def _roll(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._seq += 1
+        self._current = self.dir / f"spool-{self._seq:012d}.seg"
+        self._fd = os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        dfd = os.open(self.dir, os.O_RDONLY)  # make the new file's directory entry durable too
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def oldest(self) -> tuple[Path, list[list[str]]] | None:
+        """The oldest segment and its batches (closing it for appends if it is the current one)."""
+        segs = self._segments()
+        if not segs:
+            return None
+        seg = segs[0]
+        if seg == self._current and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._current = None
+        return seg, list(self._read(seg))
+
+    @staticmethod
+    def _read(seg: Path) -> Iterator[list[str]]:
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 9 <= len(data):
+            try:
+                n = int(data[pos : pos + 8], 16)
+            except ValueError:
+                log.error("spool segment %s is corrupt at byte %d; the rest is skipped", seg, pos)
+                return
+            start, end = pos + 9, pos + 9 + n
+            if end + 1 > len(data):
+                return  # torn record: never acknowledged
+            yield data[start:end].decode("utf-8").split("\n")
+            pos = end + 1
+
+    def remove(self, seg: Path) -> None:
+        seg.unlink(missing_ok=True)
+        if self.size_bytes < self.warn_bytes:
+            self._warned = False
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
