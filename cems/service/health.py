@@ -42,7 +42,9 @@ class StatsCollector(Collector):
         yield rej
         conn = getattr(self.service, "conn", None)
         if conn is not None:
-            yield GaugeMetricFamily("cems_queue_depth", "messages waiting in the ingest queue", value=conn.queue.qsize())
+            yield GaugeMetricFamily(
+                "cems_queue_depth", "messages waiting in the ingest queue", value=conn.queue.qsize()
+            )
             yield GaugeMetricFamily("cems_mqtt_connected", "1 when connected to the broker", value=int(conn.connected))
         # write latency as a summary: rate(sum)/rate(count) is the mean latency over any window
         yield SummaryMetricFamily(

@@ -69,8 +69,12 @@ class Spool:
             raise SpoolFull(f"spool {self.dir} holds {size} bytes of at most {self.max_bytes}")
         if size + len(payload) > self.warn_bytes and not self._warned:
             self._warned = True
-            log.warning("spool %s is above %d%% of its bound (%d bytes): InfluxDB has been down for a while",
-                        self.dir, round(100 * self.warn_bytes / self.max_bytes), self.max_bytes)
+            log.warning(
+                "spool %s is above %d%% of its bound (%d bytes): InfluxDB has been down for a while",
+                self.dir,
+                round(100 * self.warn_bytes / self.max_bytes),
+                self.max_bytes,
+            )
         if self._fd is None or self._current is None or self._current.stat().st_size > _SEGMENT_BYTES:
             self._roll()
         assert self._fd is not None
