@@ -282,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_influx_args(rp)
     rp.set_defaults(func=cmd_replay)
 
+    from cems.security import add_broker_config_arguments, broker_config_command
+
+    bc = sub.add_parser(
+        "broker-config",
+        help="write Mosquitto acl, passwd and a secured listener config from the registry (docs/security.md)",
+    )
+    add_broker_config_arguments(bc)
+    bc.set_defaults(func=broker_config_command)
+
     d = sub.add_parser("demo", help="start local services, a sample fleet and the ingester; show live figures")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     d.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")

@@ -9,6 +9,8 @@ Every service runs on 127.0.0.1 with a GENERATED config file, its own data direc
       mosquitto/mosquitto.conf   mosquitto/data/   mosquitto/mosquitto.log
       influxdb/influxdb.conf     influxdb/data/{meta,data,wal}/   influxdb/influxdb.log
       victoria-metrics/data/     victoria-metrics/victoria-metrics.log
+      mosquitto-secure/...       optional second broker with passwords, ACL and TLS
+                                 (``start_mosquitto_secure``; docs/security.md)
 
 Processes are detached (own session, stdout/stderr appended to the log file) and outlive the Python
 process that started them until ``down()``/``stop_service()``. ``restart()`` reuses the same port and data
@@ -44,6 +46,7 @@ __all__ = [
     "HOST",
     "INFLUXDB",
     "MOSQUITTO",
+    "MOSQUITTO_SECURE",
     "SERVICE_NAMES",
     "VICTORIA",
     "LocalServices",
@@ -66,6 +69,10 @@ MOSQUITTO = "mosquitto"
 INFLUXDB = "influxdb"
 VICTORIA = "victoria-metrics"
 SERVICE_NAMES: tuple[str, ...] = (MOSQUITTO, INFLUXDB, VICTORIA)
+MOSQUITTO_SECURE = "mosquitto-secure"
+"""A second, secured broker (passwords, ACL, optional TLS): ``LocalServices.start_mosquitto_secure``.
+Not part of ``SERVICE_NAMES``/``up()``: only started on request, next to the plain one."""
+_ALL_NAMES: tuple[str, ...] = (*SERVICE_NAMES, MOSQUITTO_SECURE)
 _ALIASES = {
     "mqtt": MOSQUITTO,
     "broker": MOSQUITTO,
@@ -75,7 +82,7 @@ _ALIASES = {
     "victoriametrics": VICTORIA,
     "vm": VICTORIA,
 }
-_SCHEMES = {MOSQUITTO: "mqtt", INFLUXDB: "http", VICTORIA: "http"}
+_SCHEMES = {MOSQUITTO: "mqtt", MOSQUITTO_SECURE: "mqtt", INFLUXDB: "http", VICTORIA: "http"}
 
 START_TIMEOUT = 60.0
 """Seconds a service may take to answer its health check after being spawned."""
@@ -94,6 +101,7 @@ class _Binary:
 
 _BINARIES = {
     MOSQUITTO: _Binary("mosquitto", "mosquitto", "CEMS_MOSQUITTO_BIN"),
+    MOSQUITTO_SECURE: _Binary("mosquitto", "mosquitto", "CEMS_MOSQUITTO_BIN"),
     INFLUXDB: _Binary("influxd", "influxdb", "CEMS_INFLUXD_BIN"),
     VICTORIA: _Binary("victoria-metrics", "victoria-metrics", "CEMS_VICTORIA_METRICS_BIN"),
 }
@@ -128,6 +136,8 @@ class _Record:
     exe: str | None = None
     extra_ports: dict[str, int] = field(default_factory=dict)
     databases: list[str] = field(default_factory=list)
+    #: mosquitto-secure only: passwd_file, acl_file and (TLS) tls_ca, tls_cert, tls_key.
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -166,8 +176,8 @@ def canonical_name(name: str) -> str:
     """Map aliases (``victoria``, ``influx``...) to a service name; ServiceError if unknown."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in SERVICE_NAMES:
-        raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+    if key not in _ALL_NAMES:
+        raise ServiceError(f"unknown service {name!r}; known: {', '.join(_ALL_NAMES)}")
     return key
 
 
@@ -396,8 +406,11 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join("    " + line for line in tail) or "(log empty)"
 
 
-def _mqtt_probe(host: str, port: int, timeout: float) -> bool:
-    """MQTT 3.1.1 CONNECT (clean session, broker-assigned id) → CONNACK accepted → DISCONNECT."""
+def _mqtt_probe(host: str, port: int, timeout: float, *, refused_ok: bool = False) -> bool:
+    """MQTT 3.1.1 CONNECT (clean session, broker-assigned id) → CONNACK accepted → DISCONNECT.
+
+    ``refused_ok``: a CONNACK refusing the anonymous probe (bad credentials / not authorised) also counts
+    as healthy (the secured broker answers, and refuses anonymous clients as it should)."""
     connect = bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 0])
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
@@ -411,6 +424,8 @@ def _mqtt_probe(host: str, port: int, timeout: float) -> bool:
                 ack += chunk
             with contextlib.suppress(OSError):
                 s.sendall(b"\xe0\x00")
+            if refused_ok and ack[:3] == b"\x20\x02\x00" and ack[3] in (4, 5):
+                return True
             return ack == b"\x20\x02\x00\x00"
     except OSError:
         return False
@@ -426,6 +441,8 @@ def _http_status(url: str, timeout: float) -> int | None:
 def _probe(rec: _Record, timeout: float = 2.0) -> bool:
     if rec.name == MOSQUITTO:
         return _mqtt_probe(rec.host, rec.port, timeout)
+    if rec.name == MOSQUITTO_SECURE:
+        return _mqtt_probe(rec.host, rec.port, timeout, refused_ok=True)
     if rec.name == INFLUXDB:
         return _http_status(f"{rec.url}/ping", timeout) == 204
     return _http_status(f"{rec.url}/health", timeout) == 200
@@ -442,14 +459,33 @@ def _mosquitto_conf(rec: _Record) -> str:
             "\n# Running as root: mosquitto 2.0 would otherwise drop to user 'mosquitto', which cannot\n"
             "# write the persistence file in this root-owned state directory.\nuser root\n"
         )
+    if rec.name == MOSQUITTO_SECURE:
+        from cems.security import mosquitto_auth_conf
+
+        opts = rec.options
+        tls = (opts["tls_ca"], opts["tls_cert"], opts["tls_key"]) if "tls_ca" in opts else None
+        listeners = (
+            "# Secured broker: no anonymous clients, per-user passwords and ACL (docs/security.md).\n"
+            + mosquitto_auth_conf(
+                passwd_file=opts["passwd_file"],
+                acl_file=opts["acl_file"],
+                port=rec.port,
+                bind=rec.host,
+                tls=tls,
+                tls_port=rec.extra_ports.get("tls", 0),
+            )
+        )
+    else:
+        listeners = (
+            f"listener {rec.port} {rec.host}\n"
+            "# Local development broker bound to 127.0.0.1 only: no credentials needed.\n"
+            "allow_anonymous true\n"
+        )
     return f"""\
 # Generated by cems.service.local on every start: edits are overwritten.
 # Project-owned broker for cems development and tests: loopback only, free port (never 1883).
 
-listener {rec.port} {rec.host}
-# Local development broker bound to 127.0.0.1 only: no credentials needed.
-allow_anonymous true
-{user}
+{listeners}{user}
 # Persistence: persistent sessions (clean_session=False subscribers), their subscriptions, queued
 # QoS 1/2 messages and retained messages survive a broker restart. The database is written on clean
 # shutdown (SIGTERM) and every {MOSQUITTO_AUTOSAVE_SECONDS} s, so a SIGKILL loses at most that much.
@@ -703,22 +739,61 @@ class LocalServices:
     def start_victoria(self, port: int | None = None) -> ServiceInfo:
         return self.start(VICTORIA, port)
 
+    def start_mosquitto_secure(
+        self,
+        port: int | None = None,
+        *,
+        passwd_file: str | Path,
+        acl_file: str | Path,
+        tls: tuple[str | Path, str | Path, str | Path] | None = None,
+        tls_port: int | None = None,
+    ) -> ServiceInfo:
+        """Start the secured broker ``mosquitto-secure`` (a separate service next to the plain one):
+        ``allow_anonymous false``, ``password_file``/``acl_file`` (see :mod:`cems.security`) and, with
+        ``tls`` = (ca, cert, key), a TLS listener on ``tls_port`` (default: a free port), reported as
+        ``extra_ports["tls"]``. ``url`` is the plain listener (credentials needed). Idempotent; a running
+        instance started with other files is restarted with the new ones."""
+        options = {"passwd_file": str(Path(passwd_file).resolve()), "acl_file": str(Path(acl_file).resolve())}
+        if tls is not None:
+            ca, cert, key = (str(Path(f).resolve()) for f in tls)
+            options.update(tls_ca=ca, tls_cert=cert, tls_key=key)
+        return self._start(MOSQUITTO_SECURE, port, options=options, tls_port=tls_port)
+
     def start(self, name: str, port: int | None = None, *, databases: Iterable[str] = ()) -> ServiceInfo:
         """Start one service (idempotent). A stopped service restarts on its recorded port and data dir
         when that port is still free; ``port`` forces a port (error if it is busy)."""
+        return self._start(name, port, databases=databases)
+
+    def _start(
+        self,
+        name: str,
+        port: int | None = None,
+        *,
+        databases: Iterable[str] = (),
+        options: dict[str, str] | None = None,
+        tls_port: int | None = None,
+    ) -> ServiceInfo:
         name = canonical_name(name)
         exe = find_binary(name)
         with self._lock.hold():
             rec = self._load().get(name)
+            if name == MOSQUITTO_SECURE and options is None and (rec is None or not rec.options):
+                raise ServiceError(f"{name} was never configured: use start_mosquitto_secure()")
+            changed = (
+                options is not None
+                and rec is not None
+                and (options != rec.options or (tls_port is not None and rec.extra_ports.get("tls") != tls_port))
+            )
             if rec is not None and rec.pid is not None:
-                if _pid_alive(rec.pid, rec.exe) and self._wait_healthy(rec, 10.0, spawned=False):
+                # (started with other password/ACL/TLS files: terminated below and started again)
+                if not changed and _pid_alive(rec.pid, rec.exe) and self._wait_healthy(rec, 10.0, spawned=False):
                     if port is not None and port != rec.port:
                         raise ServiceError(
                             f"{name} already runs on port {rec.port} (pid {rec.pid}); stop it first"
                         )
                     self._ensure_databases(rec, databases)
                     return rec.info()
-                self._terminate(rec, kill=False)  # dead, or alive but not answering
+                self._terminate(rec, kill=False)  # dead, not answering, or reconfigured
             fixed = port is not None
             if rec is None:
                 rec = self._new_record(name, port)
@@ -728,6 +803,16 @@ class LocalServices:
                 rec.port = _free_ports(1)[0]
             rec.pid = None
             rec.exe = exe
+            if options is not None:
+                rec.options = dict(options)
+            if name == MOSQUITTO_SECURE:
+                if "tls_ca" not in rec.options:
+                    rec.extra_ports.pop("tls", None)
+                elif tls_port is not None:
+                    rec.extra_ports["tls"] = tls_port
+                elif "tls" not in rec.extra_ports or not _port_bindable(rec.extra_ports["tls"]):
+                    rec.extra_ports["tls"] = next(p for p in _free_ports(2) if p != rec.port)
+                fixed = fixed or tls_port is not None
             for db in databases:
                 if db not in rec.databases:
                     rec.databases.append(db)
@@ -818,7 +903,7 @@ class LocalServices:
 
     def _argv(self, rec: _Record) -> list[str]:
         assert rec.exe is not None
-        if rec.name == MOSQUITTO:
+        if rec.name in (MOSQUITTO, MOSQUITTO_SECURE):
             assert rec.config_file is not None
             Path(rec.config_file).write_text(_mosquitto_conf(rec))
             return [rec.exe, "-c", rec.config_file]
