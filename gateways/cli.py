@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_arguments(s)
     s.set_defaults(func=simulate_command)
 
-    b = sub.add_parser("hj212-bridge", help="HJ 212 TCP server for DAS → MQTT (QoS 1)")
+    b = sub.add_parser(
+        "hj212-bridge",
+        help="HJ 212 TCP server for DAS → MQTT (QoS 1)",
+        epilog="Broker credentials and TLS CA come from CEMS_MQTT_USERNAME, CEMS_MQTT_PASSWORD, CEMS_MQTT_CA_FILE.",
+    )
     b.add_argument(
         "--listen",
         default=os.environ.get("CEMS_BRIDGE_LISTEN", "0.0.0.0:9212"),

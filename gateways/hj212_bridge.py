@@ -78,6 +78,10 @@ class MqttPublisher:
             url=mqtt_url,
             client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
             clean_session=True,
+            # broker credentials and CA from the environment, never on the command line (docs/security.md)
+            username=os.environ.get("CEMS_MQTT_USERNAME") or None,
+            password=os.environ.get("CEMS_MQTT_PASSWORD") or None,
+            ca_file=os.environ.get("CEMS_MQTT_CA_FILE") or None,
         )
         self._client, self._host, self._port = make_client(settings, manual_ack=False)
         self._client.max_queued_messages_set(max_queued)
