@@ -14,9 +14,8 @@ from cems.errors import CemsError
 def _bridge(a: argparse.Namespace) -> int:
     import asyncio
 
-    from gateways.hj212_bridge import run_bridge
-
     from cems.registry import load_registry
+    from gateways.hj212_bridge import run_bridge
 
     host, _, port = a.listen.rpartition(":")
     if not port.isdigit():
