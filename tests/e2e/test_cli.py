@@ -157,3 +157,22 @@ def test_hj212_decode_every_line_and_never_stops(tmp_path: Path) -> None:
     again = [json.loads(line) for line in back.stdout.splitlines()]
     assert len(again) == len(good) and all(d["ok"] and d["crc_ok"] for d in again)
     assert [d["values"] for d in again] == [json.loads(g)["values"] for g in good]
+
+
+def test_demo_runs_for_a_duration_cleans_up_and_leaves_data(tmp_path: Path) -> None:
+    env = {"CEMS_STATE_DIR": str(tmp_path)}
+    r = cems("demo", "--duration", "12", "--speed", "120", env=env, timeout=180)
+    try:
+        assert r.returncode == 0, r.stderr[-3000:]
+        done = next(line for line in r.stdout.splitlines() if line.startswith("Done:"))
+        accepted = int(done.split()[1])
+        assert accepted > 50, r.stdout
+        assert "rejected none" in done
+        q = cems("query", "SELECT count(a21026_Rtd) FROM cems_reading", env=env)
+        assert q.returncode == 0 and json.loads(q.stdout.splitlines()[0])["count"] > 0
+        # the demo's own simulator process is gone
+        sim_pid = int(r.stdout.split("Simulator started (pid ", 1)[1].split(",", 1)[0])
+        with pytest.raises(ProcessLookupError):
+            os.kill(sim_pid, 0)
+    finally:
+        cems("services", "down", env=env)
