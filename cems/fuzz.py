@@ -119,10 +119,7 @@ def run(count: int, seed: int = 0, *, progress: bool = False) -> Counter[str]:
     t0 = time.monotonic()
     for i in range(count):
         r = rng.random()
-        if r < 0.1:
-            payload = rng.randbytes(rng.randint(0, 300))
-        else:
-            payload = mutate(rng, rng.choice(base))
+        payload = rng.randbytes(rng.randint(0, 300)) if r < 0.1 else mutate(rng, rng.choice(base))
         topic = rng.choice(_TOPICS)
         try:
             outcomes[one(registry, topic, payload)] += 1
