@@ -96,13 +96,16 @@ def cmd_run(a: argparse.Namespace) -> int:
     influx = _influx_config(a)
     assert isinstance(mqtt, MqttSettings) and isinstance(influx, InfluxConfig)
     settings = IngestSettings(batch_max=a.batch_max, require_crc=not a.accept_bad_crc)
+    from cems.service.compliance import build_compliance
+
+    compliance = build_compliance(a)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        service = IngestService(registry, mqtt, influx, settings)
+        service = IngestService(registry, mqtt, influx, settings, compliance=compliance)
         await service.run(stop)
         print(json.dumps(service.stats.as_dict()), file=sys.stderr)
 
@@ -141,16 +144,49 @@ def cmd_services(a: argparse.Namespace) -> int:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    from cems.service.local import LocalServices, influx_query
+    from cems.service.local import influx_query
 
-    url = a.influx_url
-    if not url:
-        info = LocalServices(state_dir() / "services").status().get("influxdb")
-        if info is None:
-            raise CemsError("no --influx-url given and the local InfluxDB is not running (cems services up)")
-        url = info.url
-    for row in influx_query(url, a.influx_db, a.query):
+    for row in influx_query(a.influx_url or _local_url("influxdb"), a.influx_db, a.query):
         print(json.dumps(row, ensure_ascii=False, default=str))
+    return 0
+
+
+def _local_url(name: str) -> str:
+    from cems.service.local import LocalServices
+
+    info = LocalServices(state_dir() / "services").status().get(name)
+    if info is None:
+        raise CemsError(f"no URL given and the local {name} is not running (cems services up)")
+    return info.url
+
+
+def cmd_events_list(a: argparse.Namespace) -> int:
+    from cems.service.compliance import format_events, list_events
+
+    rows = list_events(a.influx_url or _local_url("influxdb"), a.influx_db, only_open=not a.all, only_unacked=a.unacked)
+    if a.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+    else:
+        print(format_events(rows))
+    return 0
+
+
+def cmd_events_ack(a: argparse.Namespace) -> int:
+    from cems.registry import Topics, load_registry
+    from cems.service.compliance import ack_event
+    from cems.service.mqtt import MqttSettings
+
+    topics = load_registry(a.config).topics if a.config else Topics()
+    settings = MqttSettings(
+        url=a.mqtt_url or _local_url("mosquitto"),
+        client_id="cems-cli",
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+    asyncio.run(ack_event(settings, topics.command_prefix, a.event_id, a.by))
+    print(f"acknowledgement of {a.event_id} by {a.by} sent to the ingester")
     return 0
 
 
@@ -239,7 +275,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept HJ 212 packets whose CRC does not match (reported as a deviation)",
     )
+    from cems.service.compliance import add_run_compliance_arguments
+
+    add_run_compliance_arguments(r)
     r.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("events", help="list events, or acknowledge one (monitoring room)")
+    ev_sub = ev.add_subparsers(dest="events_action", required=True, metavar="ACTION")
+    el = ev_sub.add_parser("list", help="open / unacknowledged events (from InfluxDB)")
+    el.add_argument("--all", action="store_true", help="closed events too")
+    el.add_argument("--unacked", action="store_true", help="only events not yet acknowledged")
+    el.add_argument("--json", action="store_true", help="one JSON object per line")
+    el.add_argument("--influx-url", default=env("CEMS_INFLUX_URL"), help="[CEMS_INFLUX_URL] (default: local services)")
+    el.add_argument("--influx-db", default=env("CEMS_INFLUX_DB", "cems"), help="[CEMS_INFLUX_DB]")
+    el.set_defaults(func=cmd_events_list)
+    ea = ev_sub.add_parser("ack", help="acknowledge an event (sent to the ingester over MQTT, QoS 1)")
+    ea.add_argument("event_id")
+    ea.add_argument("--by", required=True, help="who acknowledges (name of the duty officer)")
+    ea.add_argument("--mqtt-url", default=env("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: local services)")
+    ea.add_argument("--config", default=env("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
+    ea.add_argument("--mqtt-username", default=env("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
+    ea.add_argument("--mqtt-password", default=env("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
+    ea.add_argument("--mqtt-ca-file", default=env("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+    ea.set_defaults(func=cmd_events_ack)
 
     s = sub.add_parser("services", help="start/stop the project-owned local Mosquitto and InfluxDB")
     s.add_argument("action", choices=["up", "down", "status"])
@@ -272,8 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--config", required=True, help="registry TOML")
     rp.add_argument("--input", required=True, help="recorded data, one HJ 212 packet or JSON reading per line")
-    rp.add_argument("--format", choices=["auto", "hj212", "jsonl"], default="auto",
-                    help="input format (auto: lines starting with ## are HJ 212, others JSON)")
+    rp.add_argument(
+        "--format",
+        choices=["auto", "hj212", "jsonl"],
+        default="auto",
+        help="input format (auto: lines starting with ## are HJ 212, others JSON)",
+    )
     rp.add_argument("--hourly-out", help="write hourly records (JSON lines)")
     rp.add_argument("--events-out", help="write events, final state, still-open ones with status open (JSON lines)")
     rp.add_argument("--rates-out", help="write transmission rates per outlet and Beijing day (JSON lines)")
@@ -281,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
     _add_influx_args(rp)
     rp.set_defaults(func=cmd_replay)
+
+    from cems.report import add_report_arguments, report_command
+
+    rpt = sub.add_parser(
+        "report", help="monthly/weekly/daily transmission-rate and exceedance report (self-contained HTML + CSV)"
+    )
+    add_report_arguments(rpt)
+    rpt.set_defaults(func=report_command)
 
     from cems.security import add_broker_config_arguments, broker_config_command
 

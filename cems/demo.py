@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,13 +145,23 @@ def run_demo(a: argparse.Namespace, state: Path) -> int:
         "1",
         "--start",
         sim_start.isoformat(),
+        "--eventful",
     ]
     log_path = demo_dir / "simulator.log"
     with open(log_path, "wb") as log:
         sim = subprocess.Popen(sim_cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"Simulator started (pid {sim.pid}, speed ×{a.speed:g}, log {log_path})", flush=True)
+    seen: dict[str, float] = {}  # the ingester's latest data time per outlet (filled by the service)
+
+    def sim_clock() -> datetime:
+        """The rules' clock (hour closing, silence, SLA) is the fleet's simulated time: the newest data time
+        received, as in replay.  A wall clock would run ahead of a fleet simulated faster than real time."""
+        return datetime.fromtimestamp(max(seen.values()), UTC) if seen else sim_start
+
     try:
-        stats = asyncio.run(_ingest_and_show(registry, mqtt_url, influx_url, a.duration, sim))
+        stats = asyncio.run(
+            _ingest_and_show(registry, mqtt_url, influx_url, a.duration, sim, demo_dir / "ingester", sim_clock, seen)
+        )
     finally:
         if sim.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -167,6 +178,7 @@ def run_demo(a: argparse.Namespace, state: Path) -> int:
     )
     print("The data stay in InfluxDB. Query them with, for example:")
     print("  cems query 'SELECT count(a21026_Rtd) FROM cems_reading GROUP BY district'")
+    print("  cems events list --all")
     print(
         f"  curl -G {influx_url}/query --data-urlencode db=cems "
         '--data-urlencode "q=SELECT * FROM cems_reading ORDER BY time DESC LIMIT 5"'
@@ -180,9 +192,17 @@ def run_demo(a: argparse.Namespace, state: Path) -> int:
 
 
 async def _ingest_and_show(
-    registry: object, mqtt_url: str, influx_url: str, duration: float | None, sim: subprocess.Popen[bytes]
+    registry: object,
+    mqtt_url: str,
+    influx_url: str,
+    duration: float | None,
+    sim: subprocess.Popen[bytes],
+    state: Path,
+    clock: Callable[[], datetime],
+    seen: dict[str, float],
 ) -> dict[str, object]:
     from cems.registry import Registry
+    from cems.service.compliance import ComplianceConfig
     from cems.service.ingest import IngestService
     from cems.service.mqtt import MqttSettings
     from cems.sinks.influx import InfluxConfig
@@ -193,8 +213,12 @@ async def _ingest_and_show(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     service = IngestService(
-        registry, MqttSettings(url=mqtt_url, client_id="cems-demo"), InfluxConfig(url=influx_url, db="cems")
+        registry,
+        MqttSettings(url=mqtt_url, client_id="cems-demo"),
+        InfluxConfig(url=influx_url, db="cems"),
+        compliance=ComplianceConfig(state_dir=state, clock=clock, clock_interval_s=1.0),
     )
+    service.stats.last_data_time = seen  # share the dict the simulated clock reads
     task = asyncio.create_task(service.run(stop))
     t0 = time.monotonic()
     last_n, last_t = 0, t0
@@ -206,7 +230,8 @@ async def _ingest_and_show(
         st = service.stats
         rate = (st.received - last_n) / max(now - last_t, 1e-6)
         last_n, last_t = st.received, now
-        events = getattr(service, "events_summary", lambda: "")()
+        c = service.compliance.stats if service.compliance is not None else None
+        events = f"hours {c.hourly_records}  alerts {c.alerts}  acks {c.acks}" if c is not None else ""
         print(
             f"{now - t0:6.0f} {rate:8.1f} {st.accepted:9d} {st.values:9d} {st.points_written:9d} "
             f"{sum(st.rejected.values()):9d}  {events}",
@@ -219,4 +244,7 @@ async def _ingest_and_show(
         if sim.poll() is not None and duration is None:
             stop.set()
     await task
-    return service.stats.as_dict()
+    out = service.stats.as_dict()
+    if service.compliance is not None:
+        out["compliance"] = service.compliance.stats.as_dict()
+    return out

@@ -73,10 +73,12 @@ class _OutletEngine:
 class ComplianceEngine:
     """Hourly records, exceedances, real-time warnings, data interruptions and transmission counts."""
 
-    def __init__(self, registry: Registry, *, lateness: timedelta = DEFAULT_LATENESS) -> None:
+    def __init__(
+        self, registry: Registry, *, lateness: timedelta = DEFAULT_LATENESS, include_silent_outlets: bool = False
+    ) -> None:
         self.registry = registry
         self.lateness = lateness
-        self.rates = RateCounter(registry)
+        self.rates = RateCounter(registry, include_silent=include_silent_outlets)
         self._outlets: dict[str, _OutletEngine] = {}
         #: Outlets whose state changed since :meth:`take_dirty` was last called (for incremental snapshots).
         self._dirty: set[str] = set()

@@ -88,7 +88,7 @@ def replay(
     """Run the compliance engine over recorded data and return hourly records, events and rates."""
     res = ReplayResult()
     items = load_readings(registry, lines, fmt, res)
-    engine = ComplianceEngine(registry)
+    engine = ComplianceEngine(registry, include_silent_outlets=True)
     events: dict[str, Event] = {}
     for reading, info in items:
         res.readings += 1

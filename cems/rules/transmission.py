@@ -209,8 +209,13 @@ class RateCounter:
         *,
         factors: Sequence[str] | None = None,
         whole_days: bool = True,
+        include_silent: bool = False,
     ) -> None:
         self.registry = registry
+        #: Assess outlets that have neither ``since`` nor any record from the window start (0 % received).
+        #: Replay sets it: every registered outlet is expected over the replayed days.  Live, an outlet is
+        #: assessed from its ``since`` date, else its first data (DOMAIN.md §5, issue definition).
+        self.include_silent = include_silent
         self.city = registry.city
         self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
         self._factor_set = frozenset(self.factors)
@@ -304,7 +309,9 @@ class RateCounter:
         o = info.outlet
         ostart = self._outlet_start(o)
         if ostart is None:
-            return None
+            if not self.include_silent:
+                return None
+            ostart = start
         lo = max(start, ostart)
         lo += -lo % 3600
         hi = end - end % 3600

@@ -1,8 +1,13 @@
-"""The ingest service: MQTT → decode → validate → (rules) → InfluxDB, with dead letters.
+"""The ingest service: MQTT → decode → validate → InfluxDB → compliance rules, with dead letters.
 
 Delivery guarantee: at least once.  A message is acknowledged to the broker only after its point is
 written to InfluxDB (or, for a rejected message, after its dead letter was acknowledged by the broker).
 Writes are idempotent (one point per outlet, stream and data time), so redelivery after a crash is harmless.
+
+With a :class:`~cems.service.compliance.ComplianceConfig` (``cems run`` default) every durable batch also
+goes through the compliance engine: hourly records and event updates are written to InfluxDB and the
+engine state, events and alert outbox are committed to SQLite before the batch is acknowledged
+(:mod:`cems.service.compliance`); acknowledgement commands arrive on ``{command_prefix}/ack``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cems.decode import decode_message
 from cems.errors import RejectedMessage
 from cems.model import Reading
 from cems.registry import OutletInfo, Registry
+from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.influx import InfluxConfig, InfluxWriteError, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
@@ -75,15 +81,24 @@ class IngestService:
         settings: IngestSettings | None = None,
         *,
         on_readings: Callable[[list[tuple[Reading, OutletInfo]]], object] | None = None,
+        compliance: ComplianceConfig | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings or IngestSettings()
         self.stats = IngestStats()
         self.writer = InfluxWriter(influx)
         t = registry.topics
-        self.conn = MqttConnection(
-            mqtt, [(f"{t.prefix}/+/+", 1), (f"{t.grid_prefix}/+", 1)], queue_size=self.settings.queue_size
-        )
+        subs = [(f"{t.prefix}/+/+", 1), (f"{t.grid_prefix}/+", 1)]
+        #: The compliance rules (``None``: readings are stored only).
+        self.compliance: ComplianceRuntime | None = None
+        self._command_topic: str | None = None
+        if compliance is not None:
+            self.compliance = ComplianceRuntime(
+                registry, compliance, write=self._write_derived, publish=self._publish_alert
+            )
+            self._command_topic = self.compliance.ack_topic
+            subs.append((self._command_topic, 1))
+        self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.on_readings = on_readings
         self._grid = {g.id: g for g in registry.grid_sensor}
 
@@ -91,19 +106,33 @@ class IngestService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then process what was received, acknowledge it, and disconnect."""
         await self._retry(self.writer.ensure_database, stop)
-        await self.conn.start()
-        log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
+        comp = self.compliance
+        if comp is not None:
+            await comp.open()  # restore the engine before the first message is consumed
         try:
-            while not stop.is_set():
-                batch = await self._next_batch(stop)
-                if batch:
-                    await self.process(batch, stop)
-            # graceful shutdown: what is already queued is written and acknowledged
-            while not self.conn.queue.empty():
-                await self.process(self._drain(), stop)
+            await self.conn.start()
+            log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
+            if comp is not None:
+                comp.start(stop)
+            try:
+                while not stop.is_set():
+                    if comp is not None:
+                        comp.check()
+                    batch = await self._next_batch(stop)
+                    if batch:
+                        await self.process(batch, stop)
+                # graceful shutdown: what is already queued is written and acknowledged
+                while not self.conn.queue.empty():
+                    await self.process(self._drain(), stop)
+            finally:
+                if comp is not None:
+                    stop.set()  # also on an error: the clock and the dispatcher end
+                    await comp.shutdown()
+                await self.conn.stop()
         finally:
-            await self.conn.stop()
             await self.writer.aclose()
+            if comp is not None:
+                await comp.close()
 
     async def _next_batch(self, stop: asyncio.Event) -> list[InboundMessage]:
         q = self.conn.queue
@@ -132,10 +161,14 @@ class IngestService:
         now = datetime.now(UTC)
         lines: list[str] = []
         good: list[InboundMessage] = []
-        readings: list[tuple[Reading, OutletInfo]] = []
+        items: list[tuple[Reading, OutletInfo] | None] = []
+        commands: list[InboundMessage] = []
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         self.stats.received += len(batch)
         for msg in batch:
+            if msg.topic == self._command_topic:
+                commands.append(msg)
+                continue
             try:
                 line, item = self._accept(msg, now)
             except RejectedMessage as e:
@@ -143,8 +176,7 @@ class IngestService:
                 continue
             lines.append(line)
             good.append(msg)
-            if item is not None:
-                readings.append(item)
+            items.append(item)
         if lines:
             bad_lines = await self._write_durable(lines, stop)
             if bad_lines is None:
@@ -152,9 +184,20 @@ class IngestService:
             for i in sorted(bad_lines, reverse=True):
                 rejects.append((good[i], RejectedMessage("database_rejected", bad_lines[i])))
                 del good[i]
+                del items[i]
+        readings = [it for it in items if it is not None]
+        n_data = len(good)
+        if self.compliance is not None and (readings or commands):
+            # hourly records, events, engine state and alerts durable before the batch is acknowledged
+            bad_commands = await self.compliance.on_batch(readings, commands, stop)
+            if bad_commands is None:
+                return  # stopping before the results are durable: the broker redelivers the batch
+            bad_ids = {id(m) for m, _ in bad_commands}
+            good.extend(m for m in commands if id(m) not in bad_ids)
+            rejects.extend(bad_commands)
         for msg in good:
             self.conn.ack(msg)
-        self.stats.accepted += len(good)
+        self.stats.accepted += n_data
         self.stats.batches += 1
         if rejects:
             await asyncio.gather(*(self._dead_letter(m, e) for m, e in rejects))
@@ -208,6 +251,18 @@ class IngestService:
             return None
         self.stats.points_written += len(lines) - len(refused)
         return refused
+
+    async def _write_derived(self, lines: list[str], stop: asyncio.Event | None) -> bool:
+        """Write the compliance results durably; ``False`` when stopping while the database is down."""
+        refused = await self._write_durable(lines, stop)
+        if refused is None:
+            return False
+        for i, reason in refused.items():
+            log.error("InfluxDB refused a compliance point (%s): %s", reason, lines[i][:300])
+        return True
+
+    async def _publish_alert(self, topic: str, body: bytes) -> None:
+        await self.conn.publish(topic, body, qos=1)
 
     async def _retry(self, op: Callable[[], object], stop: asyncio.Event | None) -> None:
         delay = self.settings.retry_initial_s

@@ -278,3 +278,33 @@ def test_snapshot_restore() -> None:
     rc2.restore(json.loads(json.dumps(rc.snapshot())))
     a, b = rc.district_months(D1, D1 + 24 * H), rc2.district_months(D1, D1 + 24 * H)
     assert a == b and rc.outlet_days() == rc2.outlet_days()
+
+
+def test_silent_outlet_is_assessed_at_zero_when_asked() -> None:
+    """Replay: an outlet with no `since` and no data in the window is expected (0 % received), not skipped."""
+    from cems.registry import parse_registry
+    from cems.rules import RateCounter
+    from cems.rules.hourly import HourlyRecord
+
+    reg = parse_registry(
+        '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+        '[[enterprise.outlet]]\nmn="A"\nname="a"\nprofile="cement_kiln"\n'
+        '[[enterprise.outlet]]\nmn="SILENT"\nname="s"\nprofile="cement_kiln"\n'
+    )
+    from datetime import datetime
+
+    from cems.model import BEIJING
+
+    def rec(h: int) -> HourlyRecord:
+        return HourlyRecord("A", "a21026", datetime(2026, 3, 1, h, tzinfo=BEIJING), 1.0, 8.0, 1.0, None, "computed",
+                            True, "N", "minutes", 60, 200.0, 10.0, "cement_kiln", False)
+
+    for include, expected_mns in [(False, ["A"]), (True, ["A", "SILENT"])]:
+        rc = RateCounter(reg, include_silent=include)
+        rc.add(rec(0))
+        rc.add(rec(1))
+        days = rc.outlet_days()
+        assert sorted(d.mn for d in days) == expected_mns
+        silent = [d for d in days if d.mn == "SILENT"]
+        if include:
+            assert (silent[0].expected, silent[0].received, silent[0].effective_rate) == (72, 0, 0.0)

@@ -1,0 +1,837 @@
+"""Live compliance: the :class:`~cems.engine.ComplianceEngine` inside the ingest service.
+
+For every durable batch of readings (and on a clock tick every few seconds) the runtime
+
+1. feeds the engine (batches and clock ticks hold one lock, so they never interleave);
+2. writes the closed hours (``cems_hourly``) and the event updates (``cems_event``) to InfluxDB, durably;
+3. commits, in **one SQLite transaction**, the changed per-outlet engine snapshots, the rate counter, the
+   events table and the alert outbox rows (MQTT + webhooks) — all before the batch's MQTT messages are
+   acknowledged;
+4. lets the :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts.
+
+Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
+the previous snapshot) produces the same updates again; if it dies after step 3 the engine state already
+contains the readings, so redelivered duplicates produce nothing.  Either way each event transition is
+alerted once (the events table remembers the last transition alerted, ``alerted_key``), and a pending
+alert is delivered after the restart.
+
+Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO}``.
+Escalation: an ``hourly_exceedance`` not acknowledged ``city.ack_sla_hours`` after it was first alerted
+raises one ``ack_escalation`` alert.  See docs/events.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Final
+
+from cems.engine import ComplianceEngine, EngineOutput
+from cems.errors import CemsError, RejectedMessage, ServiceError
+from cems.model import BEIJING, Reading
+from cems.registry import OutletInfo, Registry
+from cems.rules import DEFAULT_LATENESS
+from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, OPENED, UPDATED, Event
+from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
+from cems.service.outbox import (
+    MQTT,
+    OUTBOX_SCHEMA,
+    WEBHOOK,
+    OutboxDispatcher,
+    OutboxRow,
+    Publish,
+    StateDB,
+    WebhookSettings,
+    enqueue,
+    transaction,
+)
+from cems.sinks.lineprotocol import event_line, hourly_line
+
+log = logging.getLogger(__name__)
+
+ACKNOWLEDGED: Final = "acknowledged"
+ESCALATED: Final = "escalated"
+#: Topic suffix (in place of the event type) of escalation alerts.
+ESCALATION_TOPIC: Final = "ack_escalation"
+DB_FILE: Final = "compliance.sqlite3"
+
+STATE_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outlet_state(
+    mn TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events(
+    event_id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    mn TEXT NOT NULL,
+    enterprise TEXT NOT NULL,
+    district TEXT NOT NULL,
+    status TEXT NOT NULL,
+    json TEXT NOT NULL,
+    alerted_status TEXT NOT NULL,
+    alerted_key TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    opened_ts REAL NOT NULL,
+    updated_ts REAL NOT NULL,
+    acked_by TEXT,
+    acked_at TEXT,
+    escalated_at TEXT
+);
+CREATE INDEX IF NOT EXISTS events_unacked ON events(type, acked_at, escalated_at);
+"""
+
+WriteFn = Callable[[list[str], asyncio.Event | None], Awaitable[bool]]
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(BEIJING)
+
+
+def default_state_dir() -> Path:
+    """``$CEMS_STATE_DIR/ingester``, else ``~/.local/state/cems/ingester``."""
+    base = os.environ.get("CEMS_STATE_DIR") or str(Path.home() / ".local" / "state" / "cems")
+    return Path(base) / "ingester"
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """How the ingest service runs the compliance rules (build it with :func:`build_compliance`)."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: bytes = field(default=b"", repr=False)
+    #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
+    clock: Clock = wall_clock
+    clock_interval_s: float = 5.0
+    outbox_poll_s: float = 1.0
+    webhook_timeout_s: float = 10.0
+    webhook_base_delay_s: float = 2.0
+    webhook_max_delay_s: float = 3600.0
+    lateness: timedelta = DEFAULT_LATENESS
+
+    def webhook_settings(self) -> WebhookSettings:
+        return WebhookSettings(
+            urls=self.webhooks,
+            secret=self.webhook_secret,
+            timeout_s=self.webhook_timeout_s,
+            base_delay_s=self.webhook_base_delay_s,
+            max_delay_s=self.webhook_max_delay_s,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ events table
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    event_id: str
+    type: str
+    mn: str
+    enterprise: str
+    district: str
+    status: str
+    json: dict[str, Any]
+    alerted_status: str
+    alerted_key: str
+    opened_at: str
+    opened_ts: float
+    acked_by: str | None = None
+    acked_at: str | None = None
+    escalated_at: str | None = None
+
+    def ack_fields(self) -> dict[str, str | None]:
+        return {"acked_by": self.acked_by, "acked_at": self.acked_at, "escalated_at": self.escalated_at}
+
+    def event(self) -> Event:
+        return Event.from_json(self.json)
+
+
+_EVENT_COLS: Final = (
+    "event_id, type, mn, enterprise, district, status, json, alerted_status, alerted_key, opened_at, opened_ts, "
+    "acked_by, acked_at, escalated_at"
+)
+
+
+def _row(t: Sequence[Any]) -> EventRow:
+    return EventRow(
+        event_id=t[0],
+        type=t[1],
+        mn=t[2],
+        enterprise=t[3],
+        district=t[4],
+        status=t[5],
+        json=json.loads(t[6]),
+        alerted_status=t[7],
+        alerted_key=t[8],
+        opened_at=t[9],
+        opened_ts=float(t[10]),
+        acked_by=t[11],
+        acked_at=t[12],
+        escalated_at=t[13],
+    )
+
+
+def load_events(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, EventRow]:
+    out: dict[str, EventRow] = {}
+    idl = list(ids)
+    for i in range(0, len(idl), 500):
+        chunk = idl[i : i + 500]
+        q = f"SELECT {_EVENT_COLS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+        for t in conn.execute(q, chunk):
+            r = _row(t)
+            out[r.event_id] = r
+    return out
+
+
+def all_events(conn: sqlite3.Connection) -> list[EventRow]:
+    return [_row(t) for t in conn.execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY opened_ts, event_id")]
+
+
+def transition_key(kind: str, ev_json: dict[str, Any]) -> str:
+    """What makes an update a new transition: opened/closed once; each distinct (hours, peak) update."""
+    if kind == UPDATED:
+        return f"{UPDATED}:{ev_json.get('hours')}:{ev_json.get('peak')}"
+    return kind
+
+
+def alert_id(event_id: str, key: str) -> str:
+    """Stable id of one alert (event + transition): what receivers deduplicate on."""
+    return hashlib.sha1(f"{event_id}|{key}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class ComplianceStats:
+    hourly_records: int = 0
+    event_updates: int = 0
+    alerts: int = 0
+    duplicates_suppressed: int = 0
+    acks: int = 0
+    escalations: int = 0
+    clock_ticks: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------- worker functions
+
+
+def _load_state(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], str | None, dict[str, float]]:
+    outlets = [(str(mn), str(s)) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")]
+    r = conn.execute("SELECT value FROM kv WHERE key = 'rates'").fetchone()
+    unacked = {
+        str(eid): float(ts)
+        for eid, ts in conn.execute(
+            "SELECT event_id, opened_ts FROM events WHERE type = ? AND acked_at IS NULL AND escalated_at IS NULL",
+            (HOURLY_EXCEEDANCE,),
+        )
+    }
+    return outlets, None if r is None else str(r[0]), unacked
+
+
+def _commit_state(
+    conn: sqlite3.Connection,
+    dirty: dict[str, dict[str, Any]],
+    rates: dict[str, Any] | None,
+    upserts: Sequence[EventRow],
+    rows: Sequence[OutboxRow],
+    now_ts: float,
+) -> None:
+    states = [(mn, json.dumps(s, separators=(",", ":")), now_ts) for mn, s in dirty.items()]
+    with transaction(conn):
+        if states:
+            conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
+        if rates is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO kv(key, value) VALUES ('rates', ?)", (json.dumps(rates, separators=(",", ":")),)
+            )
+        for r in upserts:
+            conn.execute(
+                f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                    ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
+                      alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
+                      updated_ts=excluded.updated_ts""",
+                (
+                    r.event_id,
+                    r.type,
+                    r.mn,
+                    r.enterprise,
+                    r.district,
+                    r.status,
+                    json.dumps(r.json, ensure_ascii=False),
+                    r.alerted_status,
+                    r.alerted_key,
+                    r.opened_at,
+                    r.opened_ts,
+                    r.acked_by,
+                    r.acked_at,
+                    r.escalated_at,
+                    now_ts,
+                ),
+            )
+        if rows:
+            enqueue(conn, rows, now_ts)
+
+
+def _record_ack(
+    conn: sqlite3.Connection, event_id: str, by: str, at: str, rows: Sequence[OutboxRow], now_ts: float
+) -> bool:
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE events SET acked_by=?, acked_at=?, updated_ts=? WHERE event_id=? AND acked_at IS NULL",
+            (by, at, now_ts, event_id),
+        )
+        if cur.rowcount != 1:
+            return False
+        enqueue(conn, rows, now_ts)
+    return True
+
+
+def _record_escalations(
+    conn: sqlite3.Connection, done: Sequence[tuple[str, str]], rows: Sequence[OutboxRow], now_ts: float
+) -> None:
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE events SET escalated_at=?, updated_ts=? WHERE event_id=? AND escalated_at IS NULL",
+            [(at, now_ts, eid) for eid, at in done],
+        )
+        enqueue(conn, rows, now_ts)
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+
+
+class ComplianceRuntime:
+    """The engine, its durable state, alerts, acknowledgements and escalations (one per ingest service).
+
+    ``write(lines, stop)`` must write line protocol durably and return ``False`` only when asked to stop
+    while the database is unreachable; ``publish(topic, body)`` publishes QoS 1 and waits for the PUBACK.
+    """
+
+    def __init__(self, registry: Registry, config: ComplianceConfig, *, write: WriteFn, publish: Publish) -> None:
+        if config.webhooks and not config.webhook_secret:
+            raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
+        self.registry = registry
+        self.config = config
+        self.engine = ComplianceEngine(registry, lateness=config.lateness)
+        self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
+        self.dispatcher = OutboxDispatcher(
+            self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
+        )
+        self.stats = ComplianceStats()
+        self.lock = asyncio.Lock()
+        self._write = write
+        self._alerts_prefix = registry.topics.alerts_prefix
+        self.ack_topic = f"{registry.topics.command_prefix}/ack"
+        #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
+        self._unacked: dict[str, float] = {}
+        self._broken = False
+        self._lockfile: IO[str] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Lock the state dir, open the database and restore the engine's state."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        lf = open(self.config.state_dir / "lock", "w")  # noqa: SIM115 - held for the runtime's life
+        try:
+            fcntl.flock(lf.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            lf.close()
+            raise ServiceError(f"state dir {self.config.state_dir} is in use by another ingester") from e
+        self._lockfile = lf
+        await self.db.open()
+        outlets, rates, unacked = await self.db.call(_load_state)
+        restored = 0
+        for mn, raw in outlets:
+            try:
+                self.engine.restore_outlet(mn, json.loads(raw))
+                restored += 1
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("cannot restore the engine state of outlet %s (%s): starting it afresh", mn, e)
+        if rates is not None:
+            try:
+                self.engine.restore_rates(json.loads(rates))
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("cannot restore the transmission-rate counter (%s): starting it afresh", e)
+        self._unacked = unacked
+        log.info(
+            "compliance state restored from %s: %d outlets, %d unacknowledged exceedances",
+            self.db.path,
+            restored,
+            len(unacked),
+        )
+
+    def start(self, stop: asyncio.Event) -> None:
+        """Start the clock and the outbox dispatcher (call after the MQTT connection is up)."""
+        self._clock_task = asyncio.create_task(self._clock_loop(stop), name="cems-compliance-clock")
+        self._dispatch_task = asyncio.create_task(self.dispatcher.run(stop), name="cems-outbox")
+
+    async def shutdown(self) -> None:
+        """After ``stop`` was set: finish the clock task, then make a last delivery pass (best effort)."""
+        if self._clock_task is not None:
+            with contextlib.suppress(Exception):  # already logged, and raised by check()
+                await self._clock_task
+            self._clock_task = None
+        if self._dispatch_task is not None:
+            try:
+                await asyncio.wait_for(self._dispatch_task, 5.0)
+            except TimeoutError:
+                log.warning("outbox dispatcher did not finish in time; pending alerts are kept")
+            self._dispatch_task = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.dispatcher.run_once(), 5.0)
+
+    def check(self) -> None:
+        """Raise the error that stopped the clock task (the service must restart from the durable state)."""
+        t = self._clock_task
+        if t is not None and t.done() and not t.cancelled() and t.exception() is not None:
+            raise ServiceError("the compliance clock failed; restart from the durable state") from t.exception()
+
+    async def close(self) -> None:
+        await self.dispatcher.aclose()
+        await self.db.close()
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+    # -- the batch ----------------------------------------------------------------------------------------
+    async def on_batch(
+        self,
+        readings: list[tuple[Reading, OutletInfo]],
+        commands: list[InboundMessage],
+        stop: asyncio.Event | None,
+    ) -> list[tuple[InboundMessage, RejectedMessage]] | None:
+        """Process a durable batch.  Returns the rejected commands, or ``None`` when stopping before the
+        results are durable (the caller must then not acknowledge the batch)."""
+        if self._broken:
+            return None
+        rejects: list[tuple[InboundMessage, RejectedMessage]] = []
+        async with self.lock:
+            if readings:
+                out = self.engine.on_readings(readings)
+                if not await self._commit(out, stop):
+                    return None
+            for msg in commands:
+                res = await self._ack_command(msg, stop)
+                if res is False:
+                    return None
+                if isinstance(res, RejectedMessage):
+                    rejects.append((msg, res))
+        return rejects
+
+    async def tick(self, stop: asyncio.Event | None = None) -> bool:
+        """One clock pass: close hours/events that time has ended, then escalate overdue exceedances."""
+        if self._broken:
+            return False
+        async with self.lock:
+            now = self.config.clock()
+            self.stats.clock_ticks += 1
+            out = self.engine.on_clock(now)
+            if out and not await self._commit(out, stop):
+                return False
+            return await self._escalate(now, stop)
+
+    async def _clock_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.clock_interval_s)
+            if stop.is_set():
+                return
+            try:
+                await self.tick(stop)
+            except Exception:
+                log.exception("compliance clock tick failed")
+                self._broken = True
+                raise
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _alert_rows(
+        self,
+        row: EventRow,
+        update: str,
+        key: str,
+        *,
+        topic_type: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> list[OutboxRow]:
+        aid = alert_id(row.event_id, key)
+        body = {
+            **row.json,
+            "update": update,
+            "alert_id": aid,
+            "opened_at": row.opened_at,
+            "acked_by": row.acked_by,
+            "acked_at": row.acked_at,
+            "escalated_at": row.escalated_at,
+            **(extra or {}),
+        }
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        topic = f"{self._alerts_prefix}/{row.district}/{row.enterprise}/{topic_type or row.type}"
+        rows = [OutboxRow(MQTT, topic, row.event_id, aid, data)]
+        rows += [OutboxRow(WEBHOOK, url, row.event_id, aid, data) for url in self.config.webhooks]
+        self.stats.alerts += 1
+        return rows
+
+    async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
+        now_dt = self.config.clock()
+        dirty = self.engine.take_dirty()
+        rates = self.engine.snapshot_rates() if out.hourly else None
+        lines: list[str] = []
+        for rec in out.hourly:
+            info = self.registry.outlet(rec.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(hourly_line(rec, ent, dist))
+        upserts: dict[str, EventRow] = {}
+        rows: list[OutboxRow] = []
+        new_unacked: dict[str, float] = {}
+        if out.events:
+            ids = {u.event.event_id for u in out.events}
+            known = await self.db.call(lambda c: load_events(c, ids))
+            for u in out.events:
+                ev = u.event
+                eid = ev.event_id
+                j = ev.to_json()
+                key = transition_key(u.kind, j)
+                row = known.get(eid)
+                if row is not None and (row.status == "closed" or row.alerted_key == key or u.kind == OPENED):
+                    # already alerted (redelivery after a crash) or stale: never alert twice, never reopen
+                    self.stats.duplicates_suppressed += 1
+                    continue
+                if row is None:
+                    row = EventRow(
+                        event_id=eid,
+                        type=ev.type,
+                        mn=ev.mn,
+                        enterprise=ev.enterprise,
+                        district=ev.district,
+                        status=ev.status,
+                        json=j,
+                        alerted_status=u.kind,
+                        alerted_key=key,
+                        opened_at=now_dt.astimezone(BEIJING).isoformat(),
+                        opened_ts=now_dt.timestamp(),
+                    )
+                    if ev.type == HOURLY_EXCEEDANCE:
+                        new_unacked[eid] = row.opened_ts
+                else:
+                    row = replace(row, status=ev.status, json=j, alerted_status=u.kind, alerted_key=key)
+                known[eid] = upserts[eid] = row
+                lines.append(event_line(ev, **row.ack_fields()))
+                rows += self._alert_rows(row, u.kind, key)
+                self.stats.event_updates += 1
+        if lines and not await self._write(lines, stop):
+            # the engine has advanced past what is durable: refuse everything until restarted
+            self._broken = True
+            return False
+        if dirty or rates is not None or upserts or rows:
+            ups = list(upserts.values())
+            ts = time.time()
+            try:
+                await self.db.call(lambda c: _commit_state(c, dirty, rates, ups, rows, ts))
+            except BaseException:
+                self._broken = True
+                raise
+        self.stats.hourly_records += len(out.hourly)
+        self._unacked.update(new_unacked)
+        if rows:
+            self.dispatcher.kick()
+        return True
+
+    async def _ack_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
+        try:
+            event_id, by, at = parse_ack(msg.payload, self.config.clock)
+        except ValueError as e:
+            return RejectedMessage("bad_command", str(e))
+        known = await self.db.call(lambda c: load_events(c, [event_id]))
+        row = known.get(event_id)
+        if row is None:
+            return RejectedMessage("unknown_event", f"no event {event_id!r} to acknowledge")
+        if row.acked_at is not None:
+            log.info(
+                "event %s already acknowledged by %s at %s; ignoring the ack of %s",
+                event_id,
+                row.acked_by,
+                row.acked_at,
+                by,
+            )
+            return True
+        row = replace(row, acked_by=by, acked_at=at)
+        if not await self._write([event_line(row.event(), **row.ack_fields())], stop):
+            return False
+        rows = self._alert_rows(row, ACKNOWLEDGED, ACKNOWLEDGED)
+        ts = time.time()
+        if await self.db.call(lambda c: _record_ack(c, event_id, by, at, rows, ts)):
+            self.stats.acks += 1
+            self._unacked.pop(event_id, None)
+            self.dispatcher.kick()
+            log.info("event %s acknowledged by %s", event_id, by)
+        return True
+
+    async def _escalate(self, now: datetime, stop: asyncio.Event | None) -> bool:
+        sla_s = self.registry.city.ack_sla_hours * 3600.0
+        now_ts = now.timestamp()
+        due = [eid for eid, ts in self._unacked.items() if ts + sla_s <= now_ts]
+        if not due:
+            return True
+        known = await self.db.call(lambda c: load_events(c, due))
+        at = now.astimezone(BEIJING).isoformat()
+        lines: list[str] = []
+        rows: list[OutboxRow] = []
+        done: list[tuple[str, str]] = []
+        for eid in due:
+            row = known.get(eid)
+            if row is None or row.acked_at is not None or row.escalated_at is not None:
+                self._unacked.pop(eid, None)
+                continue
+            row = replace(row, escalated_at=at)
+            lines.append(event_line(row.event(), **row.ack_fields()))
+            due_at = datetime.fromtimestamp(row.opened_ts + sla_s, BEIJING).isoformat()
+            rows += self._alert_rows(
+                row,
+                ESCALATED,
+                ESCALATED,
+                topic_type=ESCALATION_TOPIC,
+                extra={"ack_sla_hours": self.registry.city.ack_sla_hours, "ack_due_at": due_at},
+            )
+            done.append((eid, at))
+        if lines and not await self._write(lines, stop):
+            return False
+        if done:
+            ts = time.time()
+            await self.db.call(lambda c: _record_escalations(c, done, rows, ts))
+            for eid, _ in done:
+                self._unacked.pop(eid, None)
+                log.warning("event %s not acknowledged within %g h: escalated", eid, self.registry.city.ack_sla_hours)
+            self.stats.escalations += len(done)
+            self.dispatcher.kick()
+        return True
+
+
+def parse_ack(payload: bytes, clock: Clock = wall_clock) -> tuple[str, str, str]:
+    """``{"event_id": …, "by": …, "at": optional ISO 8601}`` → (event_id, by, at ISO in Beijing time)."""
+    try:
+        d = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"ack command is not JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise ValueError("ack command must be a JSON object")
+    eid, by, at = d.get("event_id"), d.get("by"), d.get("at")
+    if not isinstance(eid, str) or not eid.strip():
+        raise ValueError("ack command needs a non-empty string event_id")
+    if not isinstance(by, str) or not by.strip() or len(by) > 200:
+        raise ValueError("ack command needs 'by': who acknowledges (1-200 characters)")
+    if at is None:
+        t = clock()
+    elif isinstance(at, str):
+        try:
+            t = datetime.fromisoformat(at)
+        except ValueError as e:
+            raise ValueError(f"ack command 'at' is not ISO 8601: {at!r}") from e
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=BEIJING)
+    else:
+        raise ValueError("ack command 'at' must be an ISO 8601 string")
+    return eid.strip(), by.strip(), t.astimezone(BEIJING).isoformat()
+
+
+# ------------------------------------------------------------------------------------------------ CLI helpers
+
+
+def add_run_compliance_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--state-dir``, ``--webhook``, ``--webhook-secret-file`` and ``--no-rules`` to ``cems run``."""
+    g = parser.add_argument_group("compliance rules, alerts and webhooks")
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="durable engine state, events and alert outbox (SQLite) [default: $CEMS_STATE_DIR/ingester, "
+        "else ~/.local/state/cems/ingester]",
+    )
+    g.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST every alert to URL (repeatable) [CEMS_WEBHOOKS, comma-separated]",
+    )
+    g.add_argument(
+        "--webhook-secret-file",
+        default=os.environ.get("CEMS_WEBHOOK_SECRET_FILE"),
+        help="file holding the HMAC secret that signs webhooks (else $CEMS_WEBHOOK_SECRET) [CEMS_WEBHOOK_SECRET_FILE]",
+    )
+    g.add_argument(
+        "--no-rules",
+        action="store_true",
+        help="store readings only: no hourly records, events, alerts or webhooks",
+    )
+
+
+def build_compliance(args: argparse.Namespace) -> ComplianceConfig | None:
+    """The :class:`ComplianceConfig` of ``cems run`` (``None`` with ``--no-rules``)."""
+    if getattr(args, "no_rules", False):
+        return None
+    urls: list[str] = list(args.webhook or [])
+    if not urls:
+        urls = [u.strip() for u in os.environ.get("CEMS_WEBHOOKS", "").split(",") if u.strip()]
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise CemsError(f"--webhook {u!r}: must be an http:// or https:// URL")
+    secret = b""
+    if args.webhook_secret_file:
+        try:
+            secret = Path(args.webhook_secret_file).read_bytes().strip()
+        except OSError as e:
+            raise CemsError(f"cannot read --webhook-secret-file: {e}") from e
+    elif os.environ.get("CEMS_WEBHOOK_SECRET"):
+        secret = os.environ["CEMS_WEBHOOK_SECRET"].encode("utf-8")
+    if urls and not secret:
+        raise CemsError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
+    state = Path(args.state_dir) if args.state_dir else default_state_dir()
+    return ComplianceConfig(state_dir=state, webhooks=tuple(urls), webhook_secret=secret)
+
+
+async def ack_event(
+    mqtt_settings: MqttSettings,
+    command_prefix: str,
+    event_id: str,
+    by: str,
+    *,
+    at: datetime | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Publish an acknowledgement command (QoS 1) and wait for the broker's PUBACK.
+
+    Uses its own clean-session client id, never the ingester's persistent session.
+    """
+    settings = replace(mqtt_settings, client_id=f"cems-ack-{uuid.uuid4().hex[:10]}", clean_session=True)
+    conn = MqttConnection(settings, [], manual_ack=False)
+    payload: dict[str, str] = {"event_id": event_id, "by": by}
+    if at is not None:
+        payload["at"] = (at if at.tzinfo is not None else at.replace(tzinfo=BEIJING)).isoformat()
+    await conn.start(wait_s=timeout_s)
+    try:
+        body = json.dumps(payload, ensure_ascii=False)
+        await asyncio.wait_for(conn.publish(f"{command_prefix}/ack", body, qos=1), timeout_s)
+    except TimeoutError as e:
+        raise ServiceError(f"the MQTT broker did not acknowledge the ack command within {timeout_s}s") from e
+    finally:
+        await conn.stop()
+
+
+EVENT_COLUMNS: Final = (
+    "event_id",
+    "type",
+    "status",
+    "mn",
+    "enterprise",
+    "district",
+    "pollutant",
+    "start",
+    "end",
+    "hours",
+    "peak",
+    "limit",
+    "ref_o2",
+    "profile",
+    "acked_by",
+    "acked_at",
+    "escalated_at",
+)
+
+
+def list_events(
+    influx_url: str, db: str, *, only_open: bool = True, only_unacked: bool = False
+) -> list[dict[str, Any]]:
+    """The latest state of the events stored in ``cems_event`` (InfluxDB 1.x API), oldest first."""
+    from cems.service.local import influx_query
+
+    q = "SELECT * FROM cems_event"
+    if only_open:
+        q += " WHERE \"status\" = 'open'"
+    out: list[dict[str, Any]] = []
+    for r in influx_query(influx_url, db, q):
+        if only_unacked and r.get("acked_by"):
+            continue
+        row = {k: r.get(k) for k in EVENT_COLUMNS}
+        for k in ("end", "pollutant", "acked_by", "acked_at", "escalated_at"):
+            if row[k] == "":
+                row[k] = None
+        out.append(row)
+    out.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("event_id") or "")))
+    return out
+
+
+def format_events(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`list_events` rows."""
+    if not rows:
+        return "no events"
+    cols = [
+        "event_id",
+        "type",
+        "status",
+        "enterprise",
+        "mn",
+        "pollutant",
+        "start",
+        "end",
+        "hours",
+        "peak",
+        "limit",
+        "acked_by",
+    ]
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:g}"
+        s = str(v)
+        with contextlib.suppress(ValueError):
+            if len(s) >= 19 and s[4] == "-" and "T" in s:
+                s = datetime.fromisoformat(s).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+        return s
+
+    table = [[c.upper() for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip() for t in table)
+
+
+__all__ = [
+    "ACKNOWLEDGED",
+    "CLOSED",
+    "ESCALATED",
+    "ESCALATION_TOPIC",
+    "ComplianceConfig",
+    "ComplianceRuntime",
+    "ack_event",
+    "add_run_compliance_arguments",
+    "build_compliance",
+    "default_state_dir",
+    "format_events",
+    "list_events",
+    "parse_ack",
+]

@@ -1,0 +1,407 @@
+"""Durable alert outbox (MQTT alerts and signed webhooks) on a small SQLite database.
+
+* :class:`StateDB`: one SQLite file (WAL, ``synchronous=FULL``) used from a single worker thread, so no
+  SQLite call ever runs on the event loop and every call is serialised.  The compliance runtime keeps its
+  engine snapshots and events table in the same file (:mod:`cems.service.compliance`), so an event's
+  state change and the alerts it causes are committed in one transaction.
+* The ``outbox`` table: one row per (alert, channel, target).  ``channel`` is ``mqtt`` (``target`` = the
+  topic) or ``webhook`` (``target`` = the URL).  Rows are delivered by :class:`OutboxDispatcher`, retried
+  with exponential back-off and jitter until delivered (``done``), and survive restarts.  Rows of the same
+  event and target are delivered in order (a later row waits while an earlier one is pending).
+* Webhooks: ``POST`` of the JSON body with ``X-Cems-Signature: sha256=<hex HMAC-SHA256 of the body>``
+  (:func:`sign`, :func:`verify`), ``X-Cems-Event-Id`` and ``X-Cems-Alert-Id``.  Any 2xx is delivered;
+  anything else (or a network error) is retried.  A row still undelivered after ``give_up_after_s`` is
+  marked ``failed`` (logged) and kept for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MQTT: Final = "mqtt"
+WEBHOOK: Final = "webhook"
+
+PENDING: Final = "pending"
+DONE: Final = "done"
+FAILED: Final = "failed"
+
+SIGNATURE_HEADER: Final = "X-Cems-Signature"
+EVENT_ID_HEADER: Final = "X-Cems-Event-Id"
+ALERT_ID_HEADER: Final = "X-Cems-Alert-Id"
+
+OUTBOX_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ts REAL NOT NULL,
+    created_ts REAL NOT NULL,
+    done_ts REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_ts);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox(channel, target, event_id, status, id);
+"""
+
+
+# ------------------------------------------------------------------------------------------------ database
+
+
+class StateDB:
+    """A SQLite database used from one dedicated worker thread (``await db.call(fn)`` runs ``fn(conn)``)."""
+
+    def __init__(self, path: Path, schema: Sequence[str] = (OUTBOX_SCHEMA,)) -> None:
+        self.path = path
+        self._schema = tuple(schema)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions (see transaction())
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed alert/event survives a power loss
+        conn.execute("PRAGMA busy_timeout=10000")
+        for script in self._schema:
+            conn.executescript(script)
+        return conn
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cems-state")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._connect)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the database thread."""
+        if self._executor is None or self._conn is None:
+            raise RuntimeError("StateDB is not open")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# ------------------------------------------------------------------------------------------------- signing
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    """The ``X-Cems-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the exact body bytes."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, secret: bytes, signature: str) -> bool:
+    """Constant-time check of an ``X-Cems-Signature`` header (what a receiver does)."""
+    return hmac.compare_digest(sign(body, secret), signature.strip())
+
+
+def backoff_delay(
+    attempt: int, *, base_s: float = 2.0, max_s: float = 3600.0, rng: random.Random | None = None
+) -> float:
+    """Delay before retry number ``attempt`` (1 = after the first failure): exponential with "equal jitter".
+
+    ``d = min(max_s, base_s × 2^(attempt−1))``; the delay is uniform in ``[d/2, d]`` so that many failing
+    deliveries do not retry in lock-step.
+    """
+    if attempt < 1:
+        raise ValueError("attempt must be ≥ 1")
+    d = min(max_s, base_s * 2.0 ** min(attempt - 1, 60))
+    r = rng.random() if rng is not None else random.random()
+    return d / 2.0 + r * d / 2.0
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A delivery to make: ``channel`` mqtt/webhook, ``target`` topic/URL, ``body`` the exact bytes."""
+
+    channel: str
+    target: str
+    event_id: str
+    alert_id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    channel: str
+    target: str
+    event_id: str
+    alert_id: str
+    body: bytes
+    attempts: int
+    created_ts: float
+
+
+def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now_ts: float) -> None:
+    """Insert rows (call inside the caller's transaction so they commit with the state that caused them)."""
+    conn.executemany(
+        "INSERT INTO outbox(channel, target, event_id, alert_id, body, next_ts, created_ts) VALUES (?,?,?,?,?,?,?)",
+        [(r.channel, r.target, r.event_id, r.alert_id, r.body, now_ts, now_ts) for r in rows],
+    )
+
+
+def due_rows(conn: sqlite3.Connection, now_ts: float, limit: int = 200) -> list[OutboxItem]:
+    """Pending rows due now, oldest first, skipping a row while an earlier row of the same event and target
+    is still pending (per-event order)."""
+    cur = conn.execute(
+        """SELECT o.id, o.channel, o.target, o.event_id, o.alert_id, o.body, o.attempts, o.created_ts
+           FROM outbox o
+           WHERE o.status = 'pending' AND o.next_ts <= ?
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.channel = o.channel AND p.target = o.target AND p.event_id = o.event_id
+                               AND p.status = 'pending' AND p.id < o.id)
+           ORDER BY o.id LIMIT ?""",
+        (now_ts, limit),
+    )
+    return [
+        OutboxItem(int(a), str(b), str(c), str(d), str(e), bytes(f), int(g), float(h)) for a, b, c, d, e, f, g, h in cur
+    ]
+
+
+def pending_count(conn: sqlite3.Connection, channel: str | None = None) -> int:
+    if channel is None:
+        row = conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
+    else:
+        row = conn.execute(
+            "SELECT count(*) FROM outbox WHERE status = 'pending' AND channel = ?", (channel,)
+        ).fetchone()
+    return int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    id: int
+    ok: bool
+    error: str = ""
+    attempts: int = 0
+    next_ts: float = 0.0
+    failed: bool = False
+
+
+def _record(conn: sqlite3.Connection, results: Sequence[_Result], now_ts: float) -> None:
+    with transaction(conn):
+        for r in results:
+            if r.ok:
+                conn.execute(
+                    "UPDATE outbox SET status='done', done_ts=?, attempts=attempts+1 WHERE id=?", (now_ts, r.id)
+                )
+            else:
+                conn.execute(
+                    "UPDATE outbox SET status=?, attempts=?, next_ts=?, last_error=? WHERE id=?",
+                    (FAILED if r.failed else PENDING, r.attempts, r.next_ts, r.error[:1000], r.id),
+                )
+
+
+def prune_done(conn: sqlite3.Connection, before_ts: float) -> int:
+    """Delete delivered rows older than ``before_ts``."""
+    with transaction(conn):
+        cur = conn.execute("DELETE FROM outbox WHERE status='done' AND done_ts < ?", (before_ts,))
+        return cur.rowcount
+
+
+# --------------------------------------------------------------------------------------------- dispatcher
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Webhook delivery.  ``secret`` signs every body (never stored in the registry)."""
+
+    urls: tuple[str, ...] = ()
+    secret: bytes = b""
+    timeout_s: float = 10.0
+    base_delay_s: float = 2.0
+    max_delay_s: float = 3600.0
+    give_up_after_s: float = 7 * 86400.0
+    concurrency: int = 8
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"WebhookSettings(urls={self.urls!r}, secret=<{len(self.secret)} bytes>)"
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class OutboxDispatcher:
+    """Delivers due outbox rows: MQTT alerts through ``publish`` (QoS 1, waits for PUBACK) and webhooks.
+
+    ``run(stop)`` polls every ``poll_s`` or when :meth:`kick` is called.  Delivery is at least once: a row is
+    marked done after the broker's PUBACK / the receiver's 2xx, so a crash in between sends it again
+    (receivers deduplicate on ``X-Cems-Alert-Id``).
+    """
+
+    def __init__(
+        self,
+        db: StateDB,
+        webhooks: WebhookSettings,
+        *,
+        publish: Publish | None = None,
+        client: httpx.AsyncClient | None = None,
+        poll_s: float = 1.0,
+        mqtt_timeout_s: float = 60.0,
+        time_fn: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.webhooks = webhooks
+        self.publish = publish
+        self.poll_s = poll_s
+        self.mqtt_timeout_s = mqtt_timeout_s
+        self._time = time_fn
+        self._rng = rng or random.Random()
+        self._client = client
+        self._own_client = client is None
+        self._kick = asyncio.Event()
+        self._sem = asyncio.Semaphore(max(1, webhooks.concurrency))
+        self._lock = asyncio.Lock()
+        self._last_prune = 0.0
+        self.delivered = 0
+        self.failures = 0
+
+    def kick(self) -> None:
+        """Deliver now (new rows were committed)."""
+        self._kick.set()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.webhooks.timeout_s)
+        return self._client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # keep delivering whatever happens to one pass
+                log.exception("outbox pass failed")
+            self._kick.clear()
+            kicker = asyncio.ensure_future(self._kick.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({kicker, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            kicker.cancel()
+            stopper.cancel()
+
+    async def run_once(self) -> int:
+        """One pass over the due rows; returns how many were delivered."""
+        async with self._lock:
+            now = self._time()
+            rows = await self.db.call(lambda c: due_rows(c, now))
+            if not rows:
+                if now - self._last_prune > 3600.0:
+                    self._last_prune = now
+                    await self.db.call(lambda c: prune_done(c, now - 7 * 86400.0))
+                return 0
+            results = await asyncio.gather(*(self._deliver(r) for r in rows))
+            done_now = self._time()
+            await self.db.call(lambda c: _record(c, results, done_now))
+            ok = sum(1 for r in results if r.ok)
+            self.delivered += ok
+            self.failures += len(results) - ok
+            return ok
+
+    async def _deliver(self, item: OutboxItem) -> _Result:
+        try:
+            if item.channel == MQTT:
+                if self.publish is None:
+                    raise RuntimeError("no MQTT connection")
+                await asyncio.wait_for(self.publish(item.target, item.body), self.mqtt_timeout_s)
+            elif item.channel == WEBHOOK:
+                async with self._sem:
+                    await self._post(item)
+            else:
+                raise RuntimeError(f"unknown outbox channel {item.channel!r}")
+        except Exception as e:
+            attempts = item.attempts + 1
+            now = self._time()
+            failed = item.channel == WEBHOOK and now - item.created_ts > self.webhooks.give_up_after_s
+            delay = backoff_delay(
+                attempts, base_s=self.webhooks.base_delay_s, max_s=self.webhooks.max_delay_s, rng=self._rng
+            )
+            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if failed:
+                log.error(
+                    "giving up %s delivery %d to %s after %d attempts: %s",
+                    item.channel,
+                    item.id,
+                    item.target,
+                    attempts,
+                    err,
+                )
+            else:
+                log.warning(
+                    "%s delivery %d to %s failed (%s); retry %d in %.1fs",
+                    item.channel,
+                    item.id,
+                    item.target,
+                    err,
+                    attempts,
+                    delay,
+                )
+            return _Result(item.id, False, err, attempts, now + delay, failed)
+        return _Result(item.id, True)
+
+    async def _post(self, item: OutboxItem) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(item.body, self.webhooks.secret),
+            EVENT_ID_HEADER: item.event_id,
+            ALERT_ID_HEADER: item.alert_id,
+            "User-Agent": "cems-webhook/1",
+        }
+        r = await self._http().post(item.target, content=item.body, headers=headers)
+        if not 200 <= r.status_code < 300:
+            raise WebhookError(f"HTTP {r.status_code}: {r.text[:200]}")
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class WebhookError(Exception):
+    """A webhook receiver answered something other than 2xx."""
