@@ -1225,6 +1225,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--start", default=None, help="simulated start time, ISO 8601 (default now, Beijing time)")
     parser.add_argument("--no-grid", action="store_true", help="do not simulate grid sensors")
+    parser.add_argument(
+        "--eventful",
+        action="store_true",
+        help="many more exceedance episodes, gaps, calibrations and maintenance (for demos)",
+    )
 
 
 def simulate_command(args: argparse.Namespace) -> int:
@@ -1232,6 +1237,10 @@ def simulate_command(args: argparse.Namespace) -> int:
     registry = load_registry(args.config)
     start = parse_data_time(args.start) if args.start else None
     config = SimConfig(grid=not getattr(args, "no_grid", False))
+    if getattr(args, "eventful", False):
+        config = replace(
+            config, exceedances_per_day=4.0, gaps_per_day=1.0, calibrations_per_day=2.0, maintenance_per_day=1.0
+        )
     grid_only_via_mqtt = (
         args.bridge is not None and args.protocol == "hj212" and (not config.grid or not registry.grid_sensor)
     )

@@ -1,0 +1,145 @@
+"""``cems report``: the city office's transmission-rate and exceedance report for a month, ISO week or day.
+
+Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting: the same
+:class:`~cems.rules.transmission.RateCounter` as the service and ``cems replay``.  Output: ``report.html``
+(self-contained) and CSV tables (UTF-8 with BOM) in ``--out``.
+
+* :mod:`cems.report._period` — the report period (Beijing time).
+* :mod:`cems.report._data` — loading from InfluxDB.
+* :mod:`cems.report._tables` — the tables (pure).
+* :mod:`cems.report._html`, :mod:`cems.report._csv` — rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cems.errors import CemsError
+from cems.model import BEIJING
+from cems.registry import Registry
+from cems.report._csv import CSV_FILES, write_csvs
+from cems.report._data import Query, ReportInput, influx_loader, load_report_input
+from cems.report._html import render_html
+from cems.report._period import Period
+from cems.report._tables import (
+    AvailabilityCell,
+    AvailabilityRow,
+    DistrictRow,
+    ExceedanceRow,
+    OutletRow,
+    Report,
+    Summary,
+    build_report,
+)
+
+__all__ = [
+    "CSV_FILES",
+    "AvailabilityCell",
+    "AvailabilityRow",
+    "DistrictRow",
+    "ExceedanceRow",
+    "OutletRow",
+    "Period",
+    "Query",
+    "Report",
+    "ReportInput",
+    "Summary",
+    "add_report_arguments",
+    "build_report",
+    "counted_until",
+    "influx_loader",
+    "load_report",
+    "load_report_input",
+    "render_html",
+    "report_command",
+    "write_report",
+]
+
+HTML_FILE = "report.html"
+
+
+#: Hours are written when they close (the service keeps an hour open a few minutes for late data).
+FLUSH_MARGIN = timedelta(minutes=10)
+
+
+def counted_until(now: datetime) -> datetime:
+    """For a period in progress: the start of the last hour that has surely been closed and written."""
+    t = now.astimezone(BEIJING) - FLUSH_MARGIN
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def load_report(registry: Registry, period: Period, query: Query, *, now: datetime | None = None) -> Report:
+    """Load the period's data with ``query`` and build the report.  With ``now``, a period still in progress
+    is counted only up to :func:`counted_until` (hours not yet due are not expected)."""
+    until = None if now is None else counted_until(now)
+    if until is not None and until <= period.start:
+        raise CemsError(f"the period {period.key} has not started yet (data up to {until.isoformat()})")
+    data = load_report_input(query, period, registry.city.assessed_factors)
+    return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
+
+
+def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:
+    """Write ``report.html`` and the CSV tables into ``out_dir`` (created if needed); return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = out / HTML_FILE
+    html_path.write_text(render_html(report, generated=generated), encoding="utf-8")
+    return [html_path, *write_csvs(report, out)]
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cems report`` (its own --influx-url/--influx-db, like ``cems query``)."""
+    parser.add_argument("--config", required=True, help="registry TOML")
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--month", help="Beijing calendar month, YYYY-MM")
+    when.add_argument("--week", help="ISO week, YYYY-Www (Monday to Sunday, Beijing time)")
+    when.add_argument("--day", help="Beijing calendar day, YYYY-MM-DD")
+    parser.add_argument("--out", required=True, help="output directory (report.html and CSV files)")
+    parser.add_argument(
+        "--influx-url",
+        default=os.environ.get("CEMS_INFLUX_URL"),
+        help="InfluxDB v1 URL (default: the local InfluxDB of `cems services`) [CEMS_INFLUX_URL]",
+    )
+    parser.add_argument(
+        "--influx-db", default=os.environ.get("CEMS_INFLUX_DB", "cems"), help="database [CEMS_INFLUX_DB]"
+    )
+
+
+def period_from_args(args: argparse.Namespace) -> Period:
+    if getattr(args, "month", None):
+        return Period.month(args.month)
+    if getattr(args, "week", None):
+        return Period.week(args.week)
+    if getattr(args, "day", None):
+        return Period.day(args.day)
+    raise CemsError("one of --month, --week or --day is required")
+
+
+def _influx_url(args: argparse.Namespace) -> str:
+    url: str | None = getattr(args, "influx_url", None)
+    if url:
+        return url
+    from cems.cli import state_dir
+    from cems.service.local import LocalServices
+
+    info = LocalServices(state_dir() / "services").status().get("influxdb")
+    if info is None:
+        raise CemsError("no --influx-url given and the local InfluxDB is not running (cems services up)")
+    return info.url
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """``cems report``: load, build, write; print the written paths."""
+    from cems.registry import load_registry
+
+    registry = load_registry(args.config)
+    period = period_from_args(args)
+    query = influx_loader(_influx_url(args), args.influx_db)
+    now = datetime.now(BEIJING)
+    report = load_report(registry, period, query, now=now)
+    for p in write_report(report, args.out, generated=now):
+        print(p)
+    return 0

@@ -1,0 +1,141 @@
+"""Load a report's inputs from InfluxDB (v1 ``/query``, InfluxQL): ``cems_hourly`` and ``cems_event`` as
+:mod:`cems.sinks.lineprotocol` writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from cems.model import BEIJING
+from cems.report._period import Period
+from cems.rules.events import HOURLY_EXCEEDANCE, Event
+from cems.rules.hourly import HourlyRecord
+from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
+
+#: ``(q, epoch) -> rows`` (e.g. :func:`cems.service.local.influx_query` bound to a URL and database).
+Query = Callable[[str, str | None], list[dict[str, Any]]]
+
+#: How far before the period an event may start and still overlap it (exceedance runs are hours long).
+EVENT_LOOKBACK: Final = timedelta(days=92)
+#: Hourly rows are fetched one day at a time (bounded answers; InfluxDB may cap rows per answer).
+CHUNK: Final = timedelta(days=1)
+
+
+@dataclass
+class ReportInput:
+    records: list[HourlyRecord] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    #: MN → its first ``cems_hourly`` point before the end of the period.
+    first_seen: dict[str, datetime] = field(default_factory=dict)
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000_000
+
+
+def _lit(v: str) -> str:
+    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _time(v: Any) -> datetime:
+    return datetime.fromtimestamp(int(v), BEIJING)
+
+
+def record_from_row(row: dict[str, Any]) -> HourlyRecord:
+    """An :class:`HourlyRecord` with what the rate rule needs (mn, pollutant, hour, valid, flag, source,
+    exceeds) from a ``cems_hourly`` row queried with ``epoch="s"``; the measured values are left out."""
+    return HourlyRecord(
+        mn=str(row["mn"]),
+        pollutant=str(row["pollutant"]),
+        hour_start=_time(row["time"]),
+        avg=None,
+        o2_avg=None,
+        zs_avg=None,
+        das_zs_avg=None,
+        zs_source=None,
+        valid=row.get("valid") is True,
+        flag=str(row.get("flag") or ""),
+        source=str(row.get("source") or ""),
+        valid_minutes=None,
+        limit=None,
+        ref_o2=None,
+        profile=None,
+        exceeds=row.get("exceeds") is True,
+    )
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def event_from_row(row: dict[str, Any]) -> Event:
+    """An :class:`Event` from a ``cems_event`` row."""
+    end = row.get("end") or None
+    return Event(
+        type=str(row["type"]),
+        mn=str(row["mn"]),
+        enterprise=str(row.get("enterprise") or ""),
+        district=str(row.get("district") or ""),
+        pollutant=row.get("pollutant") or None,
+        start=datetime.fromisoformat(str(row["start"])) if row.get("start") else _time(row["time"]),
+        end=None if end is None else datetime.fromisoformat(str(end)),
+        hours=float(row.get("hours") or 0.0),
+        peak=_opt_float(row.get("peak")),
+        limit=_opt_float(row.get("limit")),
+        ref_o2=_opt_float(row.get("ref_o2")),
+        profile=row.get("profile") or None,
+        status=str(row.get("status") or ""),
+    )
+
+
+def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> ReportInput:
+    """Hourly records of the period (assessed factors, plus exceeding records of any factor), the first
+    hourly point of every outlet before the end of the period, and the exceedance events overlapping it."""
+    out = ReportInput()
+    start, end = period.start, period.end
+    fset = set(factors)
+    pol = " OR ".join(f'"pollutant" = {_lit(f)}' for f in sorted(fset))
+    t = start
+    while t < end:
+        u = min(end, t + CHUNK)
+        window = f"time >= {_ns(t)} AND time < {_ns(u)}"
+        if pol:
+            rows = query(
+                f'SELECT "valid", "flag", "exceeds" FROM "{HOURLY_MEASUREMENT}" WHERE {window} AND ({pol}) '
+                'GROUP BY "mn", "pollutant", "source"',
+                "s",
+            )
+            out.records.extend(record_from_row(r) for r in rows)
+        rows = query(
+            f'SELECT "valid", "flag", "exceeds" FROM "{HOURLY_MEASUREMENT}" WHERE {window} AND "exceeds" = true '
+            'GROUP BY "mn", "pollutant", "source"',
+            "s",
+        )
+        out.records.extend(record_from_row(r) for r in rows if r.get("pollutant") not in fset)
+        t = u
+    for r in query(f'SELECT first("valid") FROM "{HOURLY_MEASUREMENT}" WHERE time < {_ns(end)} GROUP BY "mn"', "s"):
+        out.first_seen[str(r["mn"])] = _time(r["time"])
+    rows = query(
+        f'SELECT * FROM "{EVENT_MEASUREMENT}" WHERE "type" = {_lit(HOURLY_EXCEEDANCE)} '
+        f"AND time >= {_ns(start - EVENT_LOOKBACK)} AND time < {_ns(end)}",
+        "s",
+    )
+    for r in rows:
+        ev = event_from_row(r)
+        ev_end = ev.end if ev.end is not None else ev.start + timedelta(hours=ev.hours)
+        if ev_end > start:
+            out.events.append(ev)
+    out.events.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
+    return out
+
+
+def influx_loader(url: str, db: str) -> Query:
+    """A :data:`Query` on the v1 API of the InfluxDB at ``url``."""
+    from cems.service.local import influx_query
+
+    def q(text: str, epoch: str | None) -> list[dict[str, Any]]:
+        return influx_query(url, db, text, epoch=epoch)
+
+    return q
