@@ -95,9 +95,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     mqtt = _mqtt_settings(a)
     influx = _influx_config(a)
     assert isinstance(mqtt, MqttSettings) and isinstance(influx, InfluxConfig)
-    settings = IngestSettings(batch_max=a.batch_max, require_crc=not a.accept_bad_crc)
-    from cems.service.compliance import build_compliance
+    from cems.service.compliance import build_compliance, default_state_dir
 
+    spool_dir = None
+    if not a.no_spool:
+        spool_dir = Path(a.spool_dir) if a.spool_dir else Path(a.state_dir or default_state_dir()) / "spool"
+    settings = IngestSettings(
+        batch_max=a.batch_max,
+        require_crc=not a.accept_bad_crc,
+        spool_dir=spool_dir,
+        spool_max_bytes=int(a.spool_max_mb * 1024 * 1024),
+    )
     compliance = build_compliance(a)
 
     async def main() -> None:
@@ -106,7 +114,26 @@ def cmd_run(a: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         service = IngestService(registry, mqtt, influx, settings, compliance=compliance)
-        await service.run(stop)
+        health = None
+        if a.health_port is not None:
+            from cems.service.health import HealthServer
+
+            def healthy() -> tuple[bool, dict[str, object]]:
+                ok = service.conn.connected
+                return ok, {
+                    "mqtt_connected": ok,
+                    "queue": service.conn.queue.qsize(),
+                    "spool_bytes": service.stats.spool_bytes,
+                    **service.stats.as_dict(),
+                }
+
+            health = HealthServer(service, healthy)
+            await health.start(a.health_host, a.health_port)
+        try:
+            await service.run(stop)
+        finally:
+            if health is not None:
+                await health.stop()
         print(json.dumps(service.stats.as_dict()), file=sys.stderr)
 
     asyncio.run(main())
@@ -270,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("CEMS_BATCH_MAX", "5000") or 5000),
         help="most messages per InfluxDB write [CEMS_BATCH_MAX]",
     )
+    r.add_argument(
+        "--spool-dir",
+        default=env("CEMS_SPOOL_DIR"),
+        help="on-disk spool for InfluxDB outages [CEMS_SPOOL_DIR] (default: STATE_DIR/spool)",
+    )
+    r.add_argument("--spool-max-mb", type=float, default=1024.0, help="spool bound; back-pressure beyond it")
+    r.add_argument("--no-spool", action="store_true", help="no spool: retry InfluxDB without acknowledging")
+    r.add_argument("--health-port", type=int, default=None, help="serve /healthz and /metrics on this port")
+    r.add_argument("--health-host", default="127.0.0.1", help="address for --health-port (default 127.0.0.1)")
     r.add_argument(
         "--accept-bad-crc",
         action="store_true",

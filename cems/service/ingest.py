@@ -4,6 +4,12 @@ Delivery guarantee: at least once.  A message is acknowledged to the broker only
 written to InfluxDB (or, for a rejected message, after its dead letter was acknowledged by the broker).
 Writes are idempotent (one point per outlet, stream and data time), so redelivery after a crash is harmless.
 
+InfluxDB outages: with a spool directory (``cems run`` default), a batch that cannot be written is appended
+to a bounded, fsync'd on-disk spool (:mod:`cems.sinks.spool`) and then acknowledged; a drainer writes the
+spool to InfluxDB in order when it returns, and until the spool is empty new batches queue behind it (order
+is kept).  When the spool is full the service stops acknowledging (back-pressure to the broker) instead of
+losing anything.  Without a spool the service retries with back-off and does not acknowledge meanwhile.
+
 With a :class:`~cems.service.compliance.ComplianceConfig` (``cems run`` default) every durable batch also
 goes through the compliance engine: hourly records and event updates are written to InfluxDB and the
 engine state, events and alert outbox are committed to SQLite before the batch is acknowledged
@@ -13,6 +19,7 @@ engine state, events and alert outbox are committed to SQLite before the batch i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -20,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cems.decode import decode_message
 from cems.errors import RejectedMessage
@@ -29,6 +37,7 @@ from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.influx import InfluxConfig, InfluxWriteError, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
+from cems.sinks.spool import Spool, SpoolFull
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,10 @@ class IngestStats:
     points_written: int = 0
     batches: int = 0
     write_retries: int = 0
+    writes: int = 0
+    write_seconds: float = 0.0
+    spooled_points: int = 0
+    spool_bytes: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_data_time: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -58,6 +71,7 @@ class IngestStats:
             "points_written": self.points_written,
             "batches": self.batches,
             "write_retries": self.write_retries,
+            "spooled_points": self.spooled_points,
             "rejected": dict(self.rejected),
         }
 
@@ -70,6 +84,9 @@ class IngestSettings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     policy: ValidationPolicy = DEFAULT_POLICY
+    #: Where batches wait while InfluxDB is down (None: no spool, retry without acknowledging).
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 1 << 30
 
 
 class IngestService:
@@ -99,6 +116,12 @@ class IngestService:
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
+        self.spool: Spool | None = None
+        if self.settings.spool_dir is not None:
+            self.spool = Spool(self.settings.spool_dir, max_bytes=self.settings.spool_max_bytes)
+            self.stats.spool_bytes = self.spool.size_bytes
+        self._spool_pending = False  # the spool holds batches not yet in InfluxDB: new ones queue behind
+        self._spool_wake = asyncio.Event()
         self.on_readings = on_readings
         self._grid = {g.id: g for g in registry.grid_sensor}
 
@@ -109,6 +132,14 @@ class IngestService:
         comp = self.compliance
         if comp is not None:
             await comp.open()  # restore the engine before the first message is consumed
+        drainer: asyncio.Task[None] | None = None
+        if self.spool is not None:
+            self._spool_pending = not self.spool.empty()
+            if self._spool_pending:
+                log.warning(
+                    "spool %s holds %d bytes from before: writing them first", self.spool.dir, self.spool.size_bytes
+                )
+            drainer = asyncio.create_task(self._drain_spool(stop))
         try:
             await self.conn.start()
             log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
@@ -130,9 +161,15 @@ class IngestService:
                     await comp.shutdown()
                 await self.conn.stop()
         finally:
+            if drainer is not None:
+                stop.set()
+                self._spool_wake.set()
+                await drainer
             await self.writer.aclose()
             if comp is not None:
                 await comp.close()
+            if self.spool is not None:
+                self.spool.close()
 
     async def _next_batch(self, stop: asyncio.Event) -> list[InboundMessage]:
         q = self.conn.queue
@@ -229,15 +266,96 @@ class IngestService:
         self.stats.last_data_time[r.mn] = r.data_time.timestamp()
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
 
+    async def _timed_write(self, lines: list[str]) -> None:
+        t0 = time.perf_counter()
+        await self.writer.write(lines)
+        self.stats.writes += 1
+        self.stats.write_seconds += time.perf_counter() - t0
+
     async def _write_durable(self, lines: list[str], stop: asyncio.Event | None) -> dict[int, str] | None:
-        """Write until durable.  Returns {index: reason} of lines the database refused (4xx), or None when
-        asked to stop while the database is unreachable."""
+        """Write until durable (InfluxDB, or the spool).  Returns {index: reason} of lines the database
+        refused (4xx), or None when asked to stop while the database is unreachable."""
+        if self.spool is not None:
+            if not self._spool_pending:
+                try:
+                    await self._timed_write(lines)
+                    self.stats.points_written += len(lines)
+                    return {}
+                except InfluxWriteError as e:
+                    if not e.retryable:
+                        return await self._write_bisect(lines, stop)
+                    log.warning("InfluxDB write failed (%s): spooling to %s", e, self.spool.dir)
+            return await self._to_spool(lines, stop)
+        return await self._write_bisect(lines, stop)
+
+    async def _to_spool(self, lines: list[str], stop: asyncio.Event | None) -> dict[int, str] | None:
+        assert self.spool is not None
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.append, lines)
+                break
+            except SpoolFull as e:  # back-pressure: no acknowledgement until the drainer makes room
+                log.error("%s: not acknowledging until InfluxDB accepts writes again", e)
+                if stop is not None and stop.is_set():
+                    return None
+                await asyncio.sleep(1.0)
+        self._spool_pending = True
+        self.stats.spooled_points += len(lines)
+        self.stats.spool_bytes = await asyncio.to_thread(lambda: self.spool.size_bytes if self.spool else 0)
+        self._spool_wake.set()
+        return {}
+
+    async def _drain_spool(self, stop: asyncio.Event) -> None:
+        """Write the spool to InfluxDB, oldest batch first, whenever it holds something."""
+        spool = self.spool
+        assert spool is not None
+        delay = self.settings.retry_initial_s
+        while not stop.is_set():
+            item = await asyncio.to_thread(spool.oldest) if self._spool_pending else None
+            if item is None:
+                self._spool_pending = False
+                self._spool_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._spool_wake.wait(), timeout=1.0)
+                continue
+            seg, batches = item
+            try:
+                for batch in batches:
+                    refused = await self._write_bisect(batch, None, retry=False)
+                    assert refused is not None
+                    for i, reason in refused.items():
+                        log.error("InfluxDB refused a spooled point (%s): %s", reason, batch[i][:300])
+                    self.stats.points_written += len(batch) - len(refused)
+            except InfluxWriteError as e:  # still down: try the segment again later (writes are idempotent)
+                self.stats.write_retries += 1
+                log.warning("spool drain: InfluxDB still unavailable (%s); retrying in %.1fs", e, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+                continue
+            delay = self.settings.retry_initial_s
+            await asyncio.to_thread(spool.remove, seg)
+            self.stats.spool_bytes = await asyncio.to_thread(lambda: spool.size_bytes)
+            if self.stats.spool_bytes == 0:
+                log.info("spool drained: InfluxDB is up to date")
+
+    async def _write_bisect(
+        self, lines: list[str], stop: asyncio.Event | None, *, retry: bool = True
+    ) -> dict[int, str] | None:
+        """Write (retrying while the database is unavailable, when ``retry``).  Returns {index: reason} of
+        lines the database refused (4xx), or None when asked to stop while the database is unreachable."""
         refused: dict[int, str] = {}
 
         async def write(chunk: list[int]) -> None:
             try:
-                await self._retry(lambda: self.writer.write([lines[i] for i in chunk]), stop)
+                part = [lines[i] for i in chunk]
+                if retry:
+                    await self._retry(lambda: self._timed_write(part), stop)
+                else:
+                    await self._timed_write(part)
             except InfluxWriteError as e:  # not retryable: find the refused lines by bisection
+                if e.retryable:
+                    raise  # (only without ``retry``) an outage, not bad data: the caller handles it
                 if len(chunk) == 1:
                     refused[chunk[0]] = str(e)
                     return
@@ -249,7 +367,8 @@ class IngestService:
             await write(list(range(len(lines))))
         except asyncio.CancelledError:
             return None
-        self.stats.points_written += len(lines) - len(refused)
+        if retry:
+            self.stats.points_written += len(lines) - len(refused)
         return refused
 
     async def _write_derived(self, lines: list[str], stop: asyncio.Event | None) -> bool:

@@ -104,6 +104,7 @@ def test_run_ingests_and_flushes_on_sigterm(tmp_path: Path, mosquitto: Any, infl
         "CEMS_INFLUX_URL": influxdb.url,
         "CEMS_INFLUX_DB": influx_db,
         "CEMS_CLIENT_ID": f"cems-e2e-{uuid.uuid4().hex[:6]}",
+        "CEMS_STATE_DIR": str(tmp_path),
     }
     proc = subprocess.Popen([sys.executable, "-m", "cems", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
