@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ingest import REGISTRY, Mqtt, wait_until  # same directory (pytest prepend import mode)
 
 from cems.registry import parse_registry
 from cems.service.ingest import IngestService, IngestSettings
 from cems.service.mqtt import MqttSettings
 from cems.sinks.influx import InfluxConfig
-
-from test_ingest import REGISTRY, Mqtt, wait_until  # same directory (pytest prepend import mode)
 
 pytestmark = pytest.mark.integration
 
