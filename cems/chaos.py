@@ -16,11 +16,13 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +61,9 @@ class ChaosReport:
     events_extra: list[str] = field(default_factory=list)
     opened_alert_duplicates: int = 0
     actions: list[str] = field(default_factory=list)
+    action_times: list[float] = field(default_factory=list)
+    #: Data times (Unix ms) of the first and last missing keys, to place a loss among the actions.
+    missing_span: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -152,6 +157,26 @@ class _AlertWatcher:
         self.c.loop_stop()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    time.sleep(0.5)  # SUBACK
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the ingester did not become healthy")
+
+
 def _stored_keys(url: str) -> set[tuple[str, int]]:
     rows = influx_query(url, "cems", "SELECT a21026_Rtd FROM cems_reading GROUP BY mn", epoch="ms")
     return {(r["mn"], int(r["time"])) for r in rows}
@@ -169,6 +194,7 @@ def run_chaos(
     infos = services.up(influx_db="cems")
     murl, iurl = infos["mosquitto"].url, infos["influxdb"].url
     env = {**os.environ, "CEMS_STATE_DIR": str(tmp / "state")}
+    health = _free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -184,6 +210,8 @@ def run_chaos(
         "cems",
         "--client-id",
         "chaos-ingester",
+        "--health-port",
+        str(health),
     ]
     errlog = open(tmp / "ingester.log", "ab")  # noqa: SIM115
 
@@ -192,7 +220,7 @@ def run_chaos(
 
     ingester = start()
     watcher = _AlertWatcher(murl)
-    time.sleep(2.0)
+    _wait_healthy(health, 60)  # subscribed: from now on the broker keeps every message for the ingester
     pub = _Publisher(murl, outlets, rate, duration)
     try:
         pub.start()
@@ -201,17 +229,21 @@ def run_chaos(
         os.killpg(ingester.pid, signal.SIGKILL)
         ingester.wait()
         report.actions.append("ingester SIGKILL")
+        report.action_times.append(time.time())
         time.sleep(2)
         ingester = start()
         time.sleep(step - 2)
         services.restart("mosquitto")
         report.actions.append("broker restart")
+        report.action_times.append(time.time())
         time.sleep(step)
         services.stop_service("influxdb")
         report.actions.append("database stop")
+        report.action_times.append(time.time())
         time.sleep(min(8.0, step / 2))
         services.start("influxdb", infos["influxdb"].port)
         report.actions.append("database start")
+        report.action_times.append(time.time())
         pub.join()
         pub.finish()
         report.published = len(pub.keys)
@@ -223,7 +255,10 @@ def run_chaos(
                 break
             time.sleep(1.0)
         report.stored = len(stored)
-        report.missing = len(pub.keys - stored)
+        missing = pub.keys - stored
+        report.missing = len(missing)
+        if missing:
+            report.missing_span = [min(t for _, t in missing), max(t for _, t in missing)]
         report.unexpected = len(stored - pub.keys)
         time.sleep(3.0)  # last batch's events and alerts
         live = {r["event_id"] for r in influx_query(iurl, "cems", 'SELECT "event_id", "type" FROM cems_event')}
@@ -236,6 +271,13 @@ def run_chaos(
         report.events_live, report.events_replay = len(live), len(expected)
         report.events_missing = sorted(expected - live_warn)
         report.events_extra = sorted(live_warn - expected)
+        if report.events_missing or report.events_extra:
+            by_id = {e.event_id: e.to_json() for e in res.events}
+            for eid in report.events_missing:
+                log(f"missing live: {json.dumps(by_id[eid])}")
+            for r in influx_query(iurl, "cems", "SELECT * FROM cems_event"):
+                if r["event_id"] in report.events_extra:
+                    log(f"extra live: {json.dumps(r, default=str)}")
         report.opened_alert_duplicates = sum(n - 1 for n in watcher.opened.values() if n > 1)
     finally:
         watcher.close()

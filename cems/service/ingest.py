@@ -120,7 +120,6 @@ class IngestService:
         if self.settings.spool_dir is not None:
             self.spool = Spool(self.settings.spool_dir, max_bytes=self.settings.spool_max_bytes)
             self.stats.spool_bytes = self.spool.size_bytes
-        self._spool_pending = False  # the spool holds batches not yet in InfluxDB: new ones queue behind
         self._spool_wake = asyncio.Event()
         self.on_readings = on_readings
         self._grid = {g.id: g for g in registry.grid_sensor}
@@ -134,8 +133,7 @@ class IngestService:
             await comp.open()  # restore the engine before the first message is consumed
         drainer: asyncio.Task[None] | None = None
         if self.spool is not None:
-            self._spool_pending = not self.spool.empty()
-            if self._spool_pending:
+            if not self.spool.empty():
                 log.warning(
                     "spool %s holds %d bytes from before: writing them first", self.spool.dir, self.spool.size_bytes
                 )
@@ -276,7 +274,7 @@ class IngestService:
         """Write until durable (InfluxDB, or the spool).  Returns {index: reason} of lines the database
         refused (4xx), or None when asked to stop while the database is unreachable."""
         if self.spool is not None:
-            if not self._spool_pending:
+            if self.spool.empty():  # otherwise queue behind what is spooled: InfluxDB gets data in order
                 try:
                     await self._timed_write(lines)
                     self.stats.points_written += len(lines)
@@ -299,9 +297,8 @@ class IngestService:
                 if stop is not None and stop.is_set():
                     return None
                 await asyncio.sleep(1.0)
-        self._spool_pending = True
         self.stats.spooled_points += len(lines)
-        self.stats.spool_bytes = await asyncio.to_thread(lambda: self.spool.size_bytes if self.spool else 0)
+        self.stats.spool_bytes = self.spool.size_bytes
         self._spool_wake.set()
         return {}
 
@@ -311,9 +308,8 @@ class IngestService:
         assert spool is not None
         delay = self.settings.retry_initial_s
         while not stop.is_set():
-            item = await asyncio.to_thread(spool.oldest) if self._spool_pending else None
+            item = await asyncio.to_thread(spool.oldest) if not spool.empty() else None
             if item is None:
-                self._spool_pending = False
                 self._spool_wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._spool_wake.wait(), timeout=1.0)
@@ -335,7 +331,7 @@ class IngestService:
                 continue
             delay = self.settings.retry_initial_s
             await asyncio.to_thread(spool.remove, seg)
-            self.stats.spool_bytes = await asyncio.to_thread(lambda: spool.size_bytes)
+            self.stats.spool_bytes = spool.size_bytes
             if self.stats.spool_bytes == 0:
                 log.info("spool drained: InfluxDB is up to date")
 

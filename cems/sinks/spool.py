@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,9 @@ class SpoolFull(Exception):
 
 
 class Spool:
-    """Blocking file operations: call them from a worker thread (``asyncio.to_thread``)."""
+    """Blocking file operations: call them from a worker thread (``asyncio.to_thread``).  Thread-safe: the
+    writer appends while the drainer reads and removes segments; sizes are tracked in memory, so
+    :meth:`empty` and :attr:`size_bytes` cost no I/O."""
 
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, warn_fraction: float = 0.8) -> None:
         self.dir = directory
@@ -42,7 +45,12 @@ class Spool:
         self._warned = False
         self._current: Path | None = None
         self._fd: int | None = None
-        self._seq = max((self._seq_of(p) for p in self._segments()), default=0)
+        self._lock = threading.Lock()
+        self._sizes: dict[Path, int] = {p: p.stat().st_size for p in self._segments()}
+        for p in [p for p, n in self._sizes.items() if n == 0]:
+            p.unlink()
+            del self._sizes[p]
+        self._seq = max((self._seq_of(p) for p in self._sizes), default=0)
 
     @staticmethod
     def _seq_of(p: Path) -> int:
@@ -53,16 +61,20 @@ class Spool:
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._segments())
+        return sum(self._sizes.values())
 
     def __len__(self) -> int:
-        return len(self._segments())
+        return len(self._sizes)
 
     def empty(self) -> bool:
-        return self.size_bytes == 0
+        return not self._sizes
 
     def append(self, lines: list[str]) -> None:
         """Append one batch durably (fsync).  Raises :class:`SpoolFull` at the bound."""
+        with self._lock:
+            self._append(lines)
+
+    def _append(self, lines: list[str]) -> None:
         payload = "\n".join(lines).encode("utf-8")
         size = self.size_bytes
         if size + len(payload) > self.max_bytes:
@@ -75,11 +87,13 @@ class Spool:
                 round(100 * self.warn_bytes / self.max_bytes),
                 self.max_bytes,
             )
-        if self._fd is None or self._current is None or self._current.stat().st_size > _SEGMENT_BYTES:
+        if self._fd is None or self._current is None or self._sizes.get(self._current, 0) > _SEGMENT_BYTES:
             self._roll()
-        assert self._fd is not None
-        os.write(self._fd, f"{len(payload):08x}\n".encode() + payload + b"\n")
+        assert self._fd is not None and self._current is not None
+        record = f"{len(payload):08x}\n".encode() + payload + b"\n"
+        os.write(self._fd, record)
         os.fsync(self._fd)
+        self._sizes[self._current] = self._sizes.get(self._current, 0) + len(record)
 
     def _roll(self) -> None:
         if self._fd is not None:
@@ -87,6 +101,7 @@ class Spool:
         self._seq += 1
         self._current = self.dir / f"spool-{self._seq:012d}.seg"
         self._fd = os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes[self._current] = 0
         dfd = os.open(self.dir, os.O_RDONLY)  # make the new file's directory entry durable too
         try:
             os.fsync(dfd)
@@ -94,16 +109,20 @@ class Spool:
             os.close(dfd)
 
     def oldest(self) -> tuple[Path, list[list[str]]] | None:
-        """The oldest segment and its batches (closing it for appends if it is the current one)."""
-        segs = self._segments()
-        if not segs:
+        """The oldest segment and its batches.  If it is the one being appended to, it is closed first, so
+        later appends go to a new segment and nothing is appended to a segment after it was read."""
+        with self._lock:
+            for seg in sorted(self._sizes, key=self._seq_of):
+                if seg == self._current and self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                    self._current = None
+                batches = list(self._read(seg))
+                if batches:
+                    return seg, batches
+                seg.unlink(missing_ok=True)  # nothing complete in it (torn write only): never acknowledged
+                del self._sizes[seg]
             return None
-        seg = segs[0]
-        if seg == self._current and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._current = None
-        return seg, list(self._read(seg))
 
     @staticmethod
     def _read(seg: Path) -> Iterator[list[str]]:
@@ -122,11 +141,19 @@ class Spool:
             pos = end + 1
 
     def remove(self, seg: Path) -> None:
-        seg.unlink(missing_ok=True)
-        if self.size_bytes < self.warn_bytes:
-            self._warned = False
+        """Delete a drained segment."""
+        with self._lock:
+            seg.unlink(missing_ok=True)
+            self._sizes.pop(seg, None)
+            if self.size_bytes < self.warn_bytes:
+                self._warned = False
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                if self._current is not None and self._sizes.get(self._current) == 0:
+                    self._current.unlink(missing_ok=True)
+                    del self._sizes[self._current]
+                self._current = None
