@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -44,7 +44,7 @@ from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry
-from cems.rules import DEFAULT_LATENESS
+from cems.rules import DEFAULT_LATENESS, day_bounds, month_bounds
 from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, OPENED, UPDATED, Event
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.service.outbox import (
@@ -59,7 +59,7 @@ from cems.service.outbox import (
     enqueue,
     transaction,
 )
-from cems.sinks.lineprotocol import event_line, hourly_line
+from cems.sinks.lineprotocol import district_month_rate_line, event_line, hourly_line, outlet_day_rate_line
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class ComplianceConfig:
     #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
     clock: Clock = wall_clock
     clock_interval_s: float = 5.0
+    #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
+    rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
     webhook_timeout_s: float = 10.0
     webhook_base_delay_s: float = 2.0
@@ -231,6 +233,7 @@ class ComplianceStats:
     acks: int = 0
     escalations: int = 0
     clock_ticks: int = 0
+    rate_points: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -349,6 +352,9 @@ class ComplianceRuntime:
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
         self._broken = False
+        #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
+        self._rate_days: set[date] = set()
+        self._rates_written = 0.0
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -397,6 +403,10 @@ class ComplianceRuntime:
             with contextlib.suppress(Exception):  # already logged, and raised by check()
                 await self._clock_task
             self._clock_task = None
+        if not self._broken:
+            with contextlib.suppress(Exception):  # best effort: rewritten when the next hours complete
+                async with self.lock:
+                    await self._write_rates(None, force=True)
         if self._dispatch_task is not None:
             try:
                 await asyncio.wait_for(self._dispatch_task, 5.0)
@@ -454,7 +464,33 @@ class ComplianceRuntime:
             out = self.engine.on_clock(now)
             if out and not await self._commit(out, stop):
                 return False
+            if not await self._write_rates(stop):
+                return False
             return await self._escalate(now, stop)
+
+    async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
+        """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
+        the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless)."""
+        if not self._rate_days or (not force and time.monotonic() - self._rates_written < self.config.rates_interval_s):
+            return True
+        days = sorted(self._rate_days)
+        # hours not yet over (plus the lateness) are not expected yet: a day or month is counted to date
+        now = self.config.clock() - self.config.lateness
+        cap = now.replace(minute=0, second=0, microsecond=0)
+        start, end = day_bounds(days[0])[0], min(day_bounds(days[-1])[1], cap)
+        lines: list[str] = []
+        if end > start:
+            lines += [outlet_day_rate_line(r) for r in self.engine.rates.outlet_days(start, end)]
+        for y, m in sorted({(d.year, d.month) for d in days}):
+            a, b = month_bounds(y, m)
+            if min(b, cap) > a:
+                lines += [district_month_rate_line(r) for r in self.engine.rates.district_months(a, min(b, cap))]
+        if lines and not await self._write(lines, stop):
+            return False
+        self._rate_days.clear()
+        self._rates_written = time.monotonic()
+        self.stats.rate_points += len(lines)
+        return True
 
     async def _clock_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -557,6 +593,7 @@ class ComplianceRuntime:
                 self._broken = True
                 raise
         self.stats.hourly_records += len(out.hourly)
+        self._rate_days.update(rec.hour_start.astimezone(BEIJING).date() for rec in out.hourly)
         self._unacked.update(new_unacked)
         if rows:
             self.dispatcher.kick()

@@ -15,6 +15,7 @@ from typing import Final
 from cems.model import BEIJING, Reading
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.transmission import DistrictMonthRate, OutletDayRate
 
 READING_MEASUREMENT: Final = "cems_reading"
 
@@ -87,8 +88,13 @@ def _ms(t: datetime) -> int:
 
 def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
     """``cems_hourly``: one point per (outlet, pollutant, hour); time = start of the hour."""
-    tags = {"mn": rec.mn, "pollutant": rec.pollutant, "enterprise": enterprise, "district": district,
-            "source": rec.source}
+    tags = {
+        "mn": rec.mn,
+        "pollutant": rec.pollutant,
+        "enterprise": enterprise,
+        "district": district,
+        "source": rec.source,
+    }
     fields: dict[str, float | int | str | bool | None] = {
         "avg": rec.avg,
         "o2_avg": rec.o2_avg,
@@ -110,8 +116,13 @@ def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
 def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
     """``cems_event``: one point per event (its key is type, outlet, pollutant and start, exactly what the
     event id hashes), overwritten by every update so the latest state is what is stored."""
-    tags = {"type": ev.type, "mn": ev.mn, "enterprise": ev.enterprise, "district": ev.district,
-            "pollutant": ev.pollutant or ""}
+    tags = {
+        "type": ev.type,
+        "mn": ev.mn,
+        "enterprise": ev.enterprise,
+        "district": ev.district,
+        "pollutant": ev.pollutant or "",
+    }
     fields: dict[str, float | int | str | bool | None] = {
         "event_id": ev.event_id,
         "status": ev.status,
@@ -125,3 +136,38 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         **extra,
     }
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
+
+
+RATE_MEASUREMENT: Final = "cems_rate"
+
+
+def outlet_day_rate_line(r: OutletDayRate) -> str:
+    """``cems_rate`` of one outlet and Beijing day (tag ``level=outlet``); time = the day's Beijing midnight."""
+    tags = {"level": "outlet", "mn": r.mn, "enterprise": r.enterprise, "district": r.district}
+    fields: dict[str, float | int | str | bool | None] = {
+        "expected": r.expected,
+        "received": r.received,
+        "valid": r.valid,
+        "transmission_rate": r.transmission_rate,
+        "validity_rate": r.validity_rate,
+        "effective_rate": r.effective_rate,
+    }
+    return point(RATE_MEASUREMENT, tags, fields, _ms(datetime.combine(r.day, datetime.min.time(), BEIJING)))
+
+
+def district_month_rate_line(r: DistrictMonthRate) -> str:
+    """``cems_rate`` of one district and Beijing month (``level=district``), with the supervision decision."""
+    y, m = (int(x) for x in r.month.split("-"))
+    tags = {"level": "district", "district": r.district}
+    fields: dict[str, float | int | str | bool | None] = {
+        "expected": r.expected,
+        "received": r.received,
+        "valid": r.valid,
+        "transmission_rate": r.transmission_rate,
+        "validity_rate": r.validity_rate,
+        "effective_rate": r.effective_rate,
+        "enterprises_exceeding": len(r.exceeding_enterprises),
+        "supervision": r.supervised,
+        "reasons": "; ".join(r.reasons),
+    }
+    return point(RATE_MEASUREMENT, tags, fields, _ms(datetime(y, m, 1, tzinfo=BEIJING)))

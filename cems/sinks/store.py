@@ -1,11 +1,18 @@
-"""Backfill: write a replay's readings, hourly records and events to InfluxDB (``cems replay --store``)."""
+"""Backfill: write a replay's readings, hourly records, events and transmission rates to InfluxDB
+(``cems replay --store``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from cems.sinks.influx import InfluxConfig, InfluxWriter
-from cems.sinks.lineprotocol import event_line, hourly_line, reading_line
+from cems.sinks.lineprotocol import (
+    district_month_rate_line,
+    event_line,
+    hourly_line,
+    outlet_day_rate_line,
+    reading_line,
+)
 
 if TYPE_CHECKING:
     from cems.replay import ReplayResult
@@ -24,6 +31,8 @@ async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
             ent, dist = where.get(h.mn, ("", ""))
             lines.append(hourly_line(h, ent, dist))
         lines += [event_line(e) for e in res.events]
+        lines += [outlet_day_rate_line(r) for r in res.outlet_days]
+        lines += [district_month_rate_line(r) for r in res.district_months]
         for i in range(0, len(lines), BATCH):
             await writer.write(lines[i : i + BATCH])
         return len(lines)
