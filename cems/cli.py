@@ -388,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(rpt)
     rpt.set_defaults(func=report_command)
 
+    from cems.stops import add_stops_arguments, stops_command
+
+    stp = sub.add_parser("stops", help="declare and list outlet stops (停产/停运) beside the registry")
+    add_stops_arguments(stp)
+    stp.set_defaults(func=stops_command)
+
     from cems.security import add_broker_config_arguments, broker_config_command
 
     bc = sub.add_parser(

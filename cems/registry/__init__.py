@@ -4,7 +4,7 @@
 problem with its TOML location; a bad registry never starts the service.
 """
 
-from cems.registry._loader import load_registry, parse_registry
+from cems.registry._loader import load_registry, parse_registry, read_stops, stops_path
 from cems.registry._model import (
     City,
     District,
@@ -31,4 +31,6 @@ __all__ = [
     "Topics",
     "load_registry",
     "parse_registry",
+    "read_stops",
+    "stops_path",
 ]

@@ -33,12 +33,17 @@ def _location(loc: tuple[int | str, ...], doc: dict[str, Any]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def parse_registry(text: str, source: str = "<registry>") -> Registry:
-    """Parse and validate registry TOML text.  Raises :class:`RegistryError` listing every problem."""
+def parse_registry(text: str, source: str = "<registry>", *, stops: list[dict[str, Any]] | None = None) -> Registry:
+    """Parse and validate registry TOML text.  Raises :class:`RegistryError` listing every problem.
+
+    ``stops``: declared stops kept outside the registry (``cems stops add``), each with an ``mn``; they are
+    added to their outlets' ``[[enterprise.outlet.stop]]`` lists."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RegistryError(source, [f"TOML syntax: {e}"]) from e
+    if stops:
+        _merge_stops(doc, stops, source)
     try:
         return Registry.model_validate(doc)
     except ValidationError as e:
@@ -49,11 +54,53 @@ def parse_registry(text: str, source: str = "<registry>") -> Registry:
         raise RegistryError(source, problems) from None
 
 
+def stops_path(registry_path: str | Path) -> Path:
+    """Where ``cems stops add`` keeps declared stops: ``<registry>.stops.toml`` beside the registry."""
+    p = Path(registry_path)
+    return p.with_name(p.stem + ".stops.toml")
+
+
+def read_stops(path: Path) -> list[dict[str, Any]]:
+    """The ``[[stop]]`` entries of a stops file (none when it does not exist)."""
+    if not path.exists():
+        return []
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RegistryError(str(path), [f"cannot read declared stops: {e}"]) from e
+    stops = doc.get("stop", [])
+    if not isinstance(stops, list):
+        raise RegistryError(str(path), ["stop: must be an array of tables ([[stop]])"])
+    return stops
+
+
+def _merge_stops(doc: dict[str, Any], stops: list[dict[str, Any]], source: str) -> None:
+    outlets = {
+        o.get("mn"): o
+        for e in doc.get("enterprise", [])
+        if isinstance(e, dict)
+        for o in e.get("outlet", [])
+        if isinstance(o, dict)
+    }
+    problems = []
+    for i, st in enumerate(stops):
+        entry = dict(st)
+        mn = entry.pop("mn", None)
+        for k in ("declared_by", "declared_at"):
+            entry.pop(k, None)
+        if mn not in outlets:
+            problems.append(f"stops file: stop[{i}].mn: {mn!r} is not an outlet of the registry")
+            continue
+        outlets[mn].setdefault("stop", []).append(entry)
+    if problems:
+        raise RegistryError(source, problems)
+
+
 def load_registry(path: str | Path) -> Registry:
-    """Load and validate a registry TOML file."""
+    """Load and validate a registry TOML file (with the declared stops of ``<registry>.stops.toml``)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise RegistryError(str(p), [f"cannot read: {e.strerror}"]) from e
-    return parse_registry(text, str(p))
+    return parse_registry(text, str(p), stops=read_stops(stops_path(p)))

@@ -156,3 +156,84 @@ def test_replay_rates_and_district_supervision(tmp_path: Path) -> None:
     assert (d["district"], d["month"], d["expected"], d["received"], d["valid"]) == ("130602", "2026-11", 72, 5, 4)
     assert d["enterprises_exceeding"] == 1 and d["supervision"] is True
     assert len(d["reasons"]) == 1 and "below the target 90%" in d["reasons"][0]
+
+
+def test_declared_stop_removes_hours_from_expected(tmp_path: Path) -> None:
+    reg = tmp_path / "r.toml"
+    reg.write_text(REGISTRY, encoding="utf-8")
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cems",
+            "stops",
+            "add",
+            "--config",
+            str(reg),
+            "--mn",
+            "MN0001",
+            "--from",
+            "2026-11-20T00:00",
+            "--to",
+            "2026-11-20T08:00",
+            "--reason",
+            "停产检修",
+            "--by",
+            "值班员",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert add.returncode == 0, add.stderr
+    assert (tmp_path / "r.stops.toml").exists()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cems",
+            "stops",
+            "add",
+            "--config",
+            str(reg),
+            "--mn",
+            "NOPE",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--reason",
+            "x",
+            "--by",
+            "y",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "'NOPE' is not an outlet" in bad.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "cems", "stops", "list", "--config", str(reg)], capture_output=True, text=True
+    )
+    (row,) = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert row["from"] == "2026-11-20T00:00:00+08:00" and row["reason"] == "停产检修"
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(packets()) + "\n", encoding="utf-8")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cems",
+            "replay",
+            "--config",
+            str(reg),
+            "--input",
+            str(inp),
+            "--rates-out",
+            str(tmp_path / "rates.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    (day,) = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
+    # 8 stopped hours are not expected: (24 − 8) × 3 factors
+    assert (day["expected"], day["received"], day["valid"]) == (48, 5, 4)
