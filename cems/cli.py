@@ -388,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(rpt)
     rpt.set_defaults(func=report_command)
 
+    from cems.bench import add_bench_arguments, bench_command
+
+    bn = sub.add_parser(
+        "bench", help="benchmark against the broker's and a bare Python consumer's limits (docs/benchmark.md)"
+    )
+    add_bench_arguments(bn)
+    bn.set_defaults(func=bench_command)
+
     from cems.stops import add_stops_arguments, stops_command
 
     stp = sub.add_parser("stops", help="declare and list outlet stops (停产/停运) beside the registry")

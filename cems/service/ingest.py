@@ -87,6 +87,8 @@ class IngestSettings:
     #: Where batches wait while InfluxDB is down (None: no spool, retry without acknowledging).
     spool_dir: Path | None = None
     spool_max_bytes: int = 1 << 30
+    #: Identical messages (topic and payload) seen among this many recent stored ones are duplicates.
+    dedupe_window: int = 200_000
 
 
 class IngestService:
@@ -123,6 +125,9 @@ class IngestService:
         self._spool_wake = asyncio.Event()
         self.on_readings = on_readings
         self._grid = {g.id: g for g in registry.grid_sensor}
+        #: Fingerprints of recently stored messages (insertion-ordered, bounded): a DAS resending a packet
+        #: it got no reply for, or a broker redelivering one whose PUBACK was lost, is a ``duplicate``.
+        self._recent: dict[int, None] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -200,9 +205,15 @@ class IngestService:
         commands: list[InboundMessage] = []
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         self.stats.received += len(batch)
+        in_batch: set[int] = set()
+        fingerprints: list[int] = []
         for msg in batch:
             if msg.topic == self._command_topic:
                 commands.append(msg)
+                continue
+            fp = hash((msg.topic, msg.payload))
+            if fp in self._recent or fp in in_batch:
+                rejects.append((msg, RejectedMessage("duplicate", "an identical message was already stored")))
                 continue
             try:
                 line, item = self._accept(msg, now)
@@ -212,6 +223,8 @@ class IngestService:
             lines.append(line)
             good.append(msg)
             items.append(item)
+            in_batch.add(fp)
+            fingerprints.append(fp)
         if lines:
             bad_lines = await self._write_durable(lines, stop)
             if bad_lines is None:
@@ -220,6 +233,7 @@ class IngestService:
                 rejects.append((good[i], RejectedMessage("database_rejected", bad_lines[i])))
                 del good[i]
                 del items[i]
+                del fingerprints[i]
         readings = [it for it in items if it is not None]
         n_data = len(good)
         if self.compliance is not None and (readings or commands):
@@ -232,6 +246,11 @@ class IngestService:
             rejects.extend(bad_commands)
         for msg in good:
             self.conn.ack(msg)
+        recent = self._recent
+        for fp in fingerprints:  # only what is durable: a message whose batch failed is not a duplicate
+            recent[fp] = None
+        while len(recent) > self.settings.dedupe_window:
+            del recent[next(iter(recent))]
         self.stats.accepted += n_data
         self.stats.batches += 1
         if rejects:

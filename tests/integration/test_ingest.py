@@ -257,3 +257,25 @@ async def test_raw_hj212_packets_are_ingested_and_checked(
     r = rows[0]
     assert (r["stream"], r["a21026_Avg"], r["a21026_Flag"], r["a19001_Avg"]) == ("min", 12.0, "N", 7.5)
     assert r["time"] == 1795305600  # DataTime 2026-11-22 08:00 Beijing
+
+
+async def test_identical_resent_message_is_a_counted_duplicate(
+    service: IngestService, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    pub = Mqtt(mosquitto.url)
+    dl = Mqtt(mosquitto.url)
+    dl.subscribe("cems/deadletter/v1/#")
+    body = json.dumps({"data_time": "2026-11-22T11:00:00+08:00", "values": {"a21026": {"Rtd": 5.0}}})
+    corrected = json.dumps({"data_time": "2026-11-22T11:00:00+08:00", "values": {"a21026": {"Rtd": 6.0}}})
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", body)
+    await asyncio.to_thread(wait_until, lambda: service.stats.accepted == 1)
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", body)  # a DAS resending: duplicate
+    await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", corrected)  # same key, new content: a revision
+    got = await asyncio.to_thread(wait_until, lambda: list(dl.got))
+    await asyncio.to_thread(wait_until, lambda: service.stats.accepted == 2)
+    pub.close()
+    dl.close()
+    assert [json.loads(p)["reason"] for _, p in got] == ["duplicate"]
+    assert service.stats.rejected["duplicate"] == 1
+    rows = influxdb.query(influx_db, "SELECT a21026_Rtd FROM cems_reading")
+    assert [r["a21026_Rtd"] for r in rows] == [6.0]  # one point per key; the revision overwrote it

@@ -1,0 +1,49 @@
+"""``cems bench --smoke``: the benchmark runs end to end (own Mosquitto + InfluxDB, load generator process,
+``cems run``, ``cems replay``) and reports every figure.  Only checks that it works, not the figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cems.bench import KEYS, add_bench_arguments, bench_command
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+COMPLIANCE = Path(__file__).resolve().parents[2] / "cems" / "service" / "compliance.py"
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
+    out = tmp_path / "bench.json"
+    p = argparse.ArgumentParser()
+    add_bench_arguments(p)
+    args = p.parse_args(["--smoke", "--json", str(out)])
+
+    rc = bench_command(args)
+
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert rc == 0, doc["notes"]
+    for key in KEYS:
+        assert key in doc, key
+    assert doc["lost"] == 0, doc["notes"]
+    for key in ("broker_msgs_per_s", "baseline_msgs_per_s", "cems_msgs_per_s", "cems_values_per_s",
+                "ratio_vs_baseline", "replay_values_per_s"):  # fmt: skip
+        assert _positive(doc[key]), (key, doc[key], doc["notes"])
+    assert doc["rss_mb"] and all(_positive(v) for v in doc["rss_mb"].values()), doc["rss_mb"]
+    assert set(doc["rss_mb"]) == {"200", "1000"}
+    if COMPLIANCE.exists():
+        for key in ("alert_latency_p50_s", "alert_latency_p99_s"):
+            assert _positive(doc[key]), (key, doc[key], doc["notes"])
+        assert doc["alert_latency_p50_s"] <= doc["alert_latency_p99_s"]
+    else:
+        assert doc["alert_latency_p99_s"] is None or _positive(doc["alert_latency_p99_s"])
+    assert doc["targets"]["lost"]["result"] == "PASS"
+    assert doc["machine"]["nproc"] >= 1
