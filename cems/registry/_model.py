@@ -240,7 +240,9 @@ class Registry(_Strict):
         return ZoneInfo(self.timezone)
 
     def outlet(self, mn: str) -> OutletInfo | None:
-        return self._by_mn.get(mn)
+        # hot path (every message): read the private dict directly, not through pydantic's __getattr__
+        by_mn: dict[str, OutletInfo] = self.__pydantic_private__["_by_mn"]  # type: ignore[index]
+        return by_mn.get(mn)
 
     def outlets(self) -> list[OutletInfo]:
         return list(self._by_mn.values())

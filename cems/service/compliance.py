@@ -126,6 +126,8 @@ class ComplianceConfig:
     #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
     clock: Clock = wall_clock
     clock_interval_s: float = 5.0
+    #: Group commit: engine state is committed (and the batches acknowledged) at least this often.
+    commit_interval_s: float = 0.25
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -352,6 +354,9 @@ class ComplianceRuntime:
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
         self._broken = False
+        self._pending = EngineOutput()  # engine output not yet committed
+        self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
+        self._last_commit = time.monotonic()
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
@@ -404,8 +409,12 @@ class ComplianceRuntime:
                 await self._clock_task
             self._clock_task = None
         if not self._broken:
-            with contextlib.suppress(Exception):  # best effort: rewritten when the next hours complete
-                async with self.lock:
+            async with self.lock:
+                # release what is held (its acknowledgements go out before the connection closes); if the
+                # database is down now, nothing is acknowledged and the broker redelivers after a restart
+                with contextlib.suppress(Exception):
+                    await self._flush(None)
+                with contextlib.suppress(Exception):  # best effort: rewritten when the next hours complete
                     await self._write_rates(None, force=True)
         if self._dispatch_task is not None:
             try:
@@ -435,17 +444,27 @@ class ComplianceRuntime:
         readings: list[tuple[Reading, OutletInfo]],
         commands: list[InboundMessage],
         stop: asyncio.Event | None,
+        *,
+        release: Callable[[], None] | None = None,
     ) -> list[tuple[InboundMessage, RejectedMessage]] | None:
-        """Process a durable batch.  Returns the rejected commands, or ``None`` when stopping before the
-        results are durable (the caller must then not acknowledge the batch)."""
+        """Process a batch whose readings are durable in InfluxDB.
+
+        ``release`` acknowledges the batch's messages; it is called once the engine state that includes
+        them is committed: at once when the batch produced hourly records or events (alert latency), else
+        at the next commit, at most ``commit_interval_s`` later (group commit: the per-outlet snapshots
+        are the costly part and are taken once per interval, not once per batch).  Returns the rejected
+        commands, or ``None`` when stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         async with self.lock:
             if readings:
-                out = self.engine.on_readings(readings)
-                if not await self._commit(out, stop):
-                    return None
+                self._pending.extend(self.engine.on_readings(readings))
+            if release is not None:
+                self._held.append(release)
+            due = time.monotonic() - self._last_commit >= self.config.commit_interval_s
+            if (self._pending or commands or due) and not await self._flush(stop):
+                return None
             for msg in commands:
                 res = await self._ack_command(msg, stop)
                 if res is False:
@@ -454,6 +473,17 @@ class ComplianceRuntime:
                     rejects.append((msg, res))
         return rejects
 
+    async def _flush(self, stop: asyncio.Event | None) -> bool:
+        """Commit what the engine produced since the last commit, then release the held batches."""
+        out, self._pending = self._pending, EngineOutput()
+        if not await self._commit(out, stop):
+            return False
+        self._last_commit = time.monotonic()
+        held, self._held = self._held, []
+        for release in held:
+            release()
+        return True
+
     async def tick(self, stop: asyncio.Event | None = None) -> bool:
         """One clock pass: close hours/events that time has ended, then escalate overdue exceedances."""
         if self._broken:
@@ -461,8 +491,8 @@ class ComplianceRuntime:
         async with self.lock:
             now = self.config.clock()
             self.stats.clock_ticks += 1
-            out = self.engine.on_clock(now)
-            if out and not await self._commit(out, stop):
+            self._pending.extend(self.engine.on_clock(now))
+            if (self._pending or self._held) and not await self._flush(stop):
                 return False
             if not await self._write_rates(stop):
                 return False

@@ -237,8 +237,17 @@ class IngestService:
         readings = [it for it in items if it is not None]
         n_data = len(good)
         if self.compliance is not None and (readings or commands):
-            # hourly records, events, engine state and alerts durable before the batch is acknowledged
-            bad_commands = await self.compliance.on_batch(readings, commands, stop)
+            # hourly records, events, engine state and alerts durable before the batch is acknowledged:
+            # the runtime releases (acknowledges) the data messages once the state including them is
+            # committed, at once or at its next group commit
+            data = good
+            good = []
+
+            def release() -> None:
+                for m in data:
+                    self.conn.ack(m)
+
+            bad_commands = await self.compliance.on_batch(readings, commands, stop, release=release)
             if bad_commands is None:
                 return  # stopping before the results are durable: the broker redelivers the batch
             bad_ids = {id(m) for m, _ in bad_commands}

@@ -496,9 +496,10 @@ autosave_interval {MOSQUITTO_AUTOSAVE_SECONDS}
 autosave_on_changes false
 # persistent_client_expiration is left unset: persistent clients never expire (MQTT spec behaviour).
 
-# Up to 1000 unacknowledged outgoing QoS 1/2 messages per client (default 20), so a fast ingester
-# subscription is not throttled to 20 messages per round trip under load.
-max_inflight_messages 1000
+# Up to 20000 unacknowledged outgoing QoS 1/2 messages per client (default 20).  The ingester acknowledges
+# a message only once its data and the rules' state are durable (a group commit every 0.25 s), so the
+# window must hold what arrives in that time at full rate; 20 would cap it near 80 messages/s.
+max_inflight_messages 20000
 # No byte cap on the in-flight window; the message count above is the limit.
 max_inflight_bytes 0
 # Queue up to 100000 QoS 1/2 messages per offline or slow persistent client (default 1000) so an

@@ -4,8 +4,12 @@ Why paho and not aiomqtt: aiomqtt 2.x acknowledges QoS 1 messages on receipt, bu
 message only after its data are durable (DEVELOPERS.md, issue 7).  paho-mqtt 2.x has ``manual_ack``.
 
 Back-pressure: the broker sends at most its in-flight window of unacknowledged QoS 1 messages to this
-client (Mosquitto ``max_inflight_messages``); messages wait in a bounded asyncio queue; if it is ever full
-the paho thread blocks, which stops reading the socket (TCP back-pressure) instead of dropping anything.
+client (Mosquitto ``max_inflight_messages``); messages wait in a bounded :class:`Inbox`; if it is ever full
+the paho thread waits, which stops reading the socket (TCP back-pressure) instead of dropping anything.
+
+The hand-off from the paho thread to the event loop costs one deque append per message and one loop
+wake-up per burst (measured: a cross-thread coroutine round trip per message made the paho thread spend
+~80 % of its time waiting; docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -84,6 +90,63 @@ def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Clien
     return client, host, port
 
 
+class Inbox:
+    """Bounded hand-off of inbound messages from the paho thread to the event loop.
+
+    Same consumer interface as :class:`asyncio.Queue` (``get``, ``get_nowait``, ``empty``, ``qsize``).
+    ``deque.append``/``popleft`` are atomic in CPython; the loop is woken once per burst, not per message.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._dq: deque[InboundMessage] = deque()
+        self._event = asyncio.Event()
+        self._signalled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- producer (paho thread) -------------------------------------------------------------------------
+    def put_blocking(self, m: InboundMessage, closing: Callable[[], bool]) -> bool:
+        """Append; wait while full (back-pressure).  ``False`` if the connection is closing."""
+        while len(self._dq) >= self.maxsize:
+            if closing():
+                return False
+            time.sleep(0.005)
+        self._dq.append(m)
+        if not self._signalled and self._loop is not None:
+            self._signalled = True
+            try:
+                self._loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:  # loop closed
+                return False
+        return True
+
+    # -- consumer (event loop) --------------------------------------------------------------------------
+    def empty(self) -> bool:
+        return not self._dq
+
+    def qsize(self) -> int:
+        return len(self._dq)
+
+    def get_nowait(self) -> InboundMessage:
+        try:
+            return self._dq.popleft()
+        except IndexError:
+            raise asyncio.QueueEmpty from None
+
+    async def get(self) -> InboundMessage:
+        while True:
+            if self._dq:
+                return self._dq.popleft()
+            self._event.clear()
+            self._signalled = False  # the next put wakes us; re-check before waiting (no lost wake-up)
+            if self._dq:
+                continue
+            await self._event.wait()
+
+
 class MqttConnection:
     """A persistent-session MQTT connection delivering messages into a bounded asyncio queue.
 
@@ -100,7 +163,7 @@ class MqttConnection:
     ) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
-        self.queue: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=queue_size)
+        self.queue = Inbox(queue_size)
         self._client, self._host, self._port = make_client(settings, manual_ack=manual_ack)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
@@ -133,17 +196,8 @@ class MqttConnection:
             log.warning("MQTT disconnected (%s); paho reconnects with back-off", rc)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
         m = InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time())
-        fut = asyncio.run_coroutine_threadsafe(self.queue.put(m), self._loop)
-        while not self._closing:
-            try:
-                fut.result(timeout=1.0)  # blocks this thread when the queue is full: back-pressure
-                return
-            except TimeoutError:
-                continue
-            except Exception:  # loop closed
-                return
+        self.queue.put_blocking(m, lambda: self._closing)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -159,6 +213,7 @@ class MqttConnection:
 
     async def start(self, *, wait_s: float = 30.0) -> None:
         self._loop = asyncio.get_running_loop()
+        self.queue.bind(self._loop)
         # jitter the first connection so a restarted fleet of ingesters does not hit the broker at once
         await asyncio.sleep(random.uniform(0, 0.05))
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Final
 
 from cems.model import BEIJING, Reading
@@ -23,9 +24,23 @@ _TAG_ESCAPE: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": ""
 _STR_ESCAPE: Final = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": "", "\r": ""})
 
 
+@lru_cache(maxsize=1 << 16)
 def escape_tag(v: str) -> str:
-    """Escape a measurement name, tag key, tag value or field key."""
+    """Escape a measurement name, tag key, tag value or field key (cached: codes, suffixes and MNs repeat)."""
     return v.translate(_TAG_ESCAPE)
+
+
+@lru_cache(maxsize=1 << 18)
+def _reading_prefix(mn: str, stream: str, enterprise: str, district: str) -> str:
+    return (
+        f"{READING_MEASUREMENT},district={escape_tag(district)},enterprise={escape_tag(enterprise)}"
+        f",mn={escape_tag(mn)},stream={stream}"
+    )
+
+
+@lru_cache(maxsize=1 << 14)
+def _field_key(code: str, suffix: str) -> str:
+    return f"{escape_tag(code)}_{escape_tag(suffix)}="
 
 
 def escape_str(v: str) -> str:
@@ -61,17 +76,13 @@ def point(
 
 def reading_line(reading: Reading, enterprise: str, district: str) -> str:
     """The ``cems_reading`` point of a reading.  Fields are ``{code}_{suffix}`` and ``{code}_Flag``."""
-    tags = (
-        f"{READING_MEASUREMENT},district={escape_tag(district)},enterprise={escape_tag(enterprise)}"
-        f",mn={escape_tag(reading.mn)},stream={reading.stream.value}"
-    )
+    tags = _reading_prefix(reading.mn, reading.stream.value, enterprise, district)
     fields: list[str] = []
     for code, m in reading.measurements.items():
-        c = escape_tag(code)
         for suffix, v in m.values.items():
-            fields.append(f"{c}_{escape_tag(suffix)}={v!r}")
+            fields.append(f"{_field_key(code, suffix)}{v!r}")
         if m.flag is not None:
-            fields.append(f'{c}_Flag="{escape_str(m.flag)}"')
+            fields.append(f'{_field_key(code, "Flag")}"{escape_str(m.flag)}"')
     if reading.qn:
         fields.append(f'qn="{escape_str(reading.qn)}"')
     ts_ms = round(reading.data_time.timestamp() * 1000)
