@@ -357,6 +357,7 @@ class ComplianceRuntime:
         self._pending = EngineOutput()  # engine output not yet committed
         self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
         self._last_commit = time.monotonic()
+        self._commit_every = config.commit_interval_s
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
@@ -462,7 +463,7 @@ class ComplianceRuntime:
                 self._pending.extend(self.engine.on_readings(readings))
             if release is not None:
                 self._held.append(release)
-            due = time.monotonic() - self._last_commit >= self.config.commit_interval_s
+            due = time.monotonic() - self._last_commit >= self._commit_every
             if (self._pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
@@ -476,9 +477,14 @@ class ComplianceRuntime:
     async def _flush(self, stop: asyncio.Event | None) -> bool:
         """Commit what the engine produced since the last commit, then release the held batches."""
         out, self._pending = self._pending, EngineOutput()
+        t0 = time.monotonic()
         if not await self._commit(out, stop):
             return False
         self._last_commit = time.monotonic()
+        # adaptive group commit: snapshots cost grows with the outlets touched and their open hours; keep
+        # commits to about a fifth of the time (between commit_interval_s and 8× it)
+        cost = self._last_commit - t0
+        self._commit_every = min(max(self.config.commit_interval_s, 4 * cost), 8 * self.config.commit_interval_s)
         held, self._held = self._held, []
         for release in held:
             release()
