@@ -437,12 +437,15 @@ class RateCounter:
                 eff = c.effective_rate
                 if eff is not None and eff < target:
                     reasons.append(
-                        f"effective transmission rate {eff:.2%} below the target {target:.0%} "
-                        f"({c.valid} valid of {c.expected} expected hourly records; 传输有效率, DOMAIN.md §5)"
+                        f"传输有效率 {eff:.2%} 低于考核目标 {target:.0%}"
+                        f"（应收小时记录 {c.expected} 条，有效 {c.valid} 条）"
+                        f" / effective transmission rate {eff:.2%} below the target {target:.0%} "
+                        f"({c.valid} valid of {c.expected} expected hourly records; DOMAIN.md §5)"
                     )
                 if len(ents) >= threshold:
                     reasons.append(
-                        f"{len(ents)} enterprises with hourly exceedances (threshold {threshold}, 含): "
+                        f"当月 {len(ents)} 家企业小时均值超标（阈值 {threshold} 家，含）"
+                        f" / {len(ents)} enterprises with hourly exceedances (threshold {threshold}, inclusive): "
                         f"{', '.join(ents)}"
                     )
                 out.append(
