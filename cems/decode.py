@@ -15,7 +15,7 @@ from cems.errors import RejectedMessage
 from cems.model import Reading, Stream
 from cems.protocol import hj212
 from cems.protocol.payload import decode_payload
-from cems.registry import Registry
+from cems.registry import OutletInfo, Registry
 
 _STREAMS = {s.value: s for s in Stream}
 
@@ -59,6 +59,26 @@ def decode_hj212(payload: bytes, topic_mn: str | None, registry: Registry, *, re
             text = payload.decode("gbk")  # some DAS send Chinese text in vendor fields
         except UnicodeDecodeError:
             raise RejectedMessage("hj212_encoding", "packet is neither ASCII nor GBK text") from None
+    return decode_hj212_text(text, topic_mn, registry, require_crc=require_crc)[0]
+
+
+def decode_hj212_text(
+    text: str, topic_mn: str | None, registry: Registry, *, require_crc: bool = True
+) -> tuple[Reading, OutletInfo]:
+    """:func:`decode_hj212` of the packet's text; also returns the outlet (``cems replay``)."""
+    tz: Any = registry.tz
+    fast = hj212.fast_reading(text, tz)
+    if fast is not None:  # the common, well-formed data packet: same checks, no intermediate Packet
+        mn, pw, reading = fast
+        if topic_mn is not None and mn != topic_mn:
+            raise RejectedMessage("mn_mismatch", f"packet MN {mn!r} does not match topic MN {topic_mn!r}")
+        info = registry.outlet(mn)
+        if info is None:
+            raise RejectedMessage("unknown_mn", f"MN {mn!r} is not in the registry")
+        expected = info.outlet.hj212_password
+        if expected is not None and pw != expected:
+            raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
+        return reading, info
     packet = hj212.decode(text, require_crc=require_crc)
     if topic_mn is not None and packet.mn != topic_mn:
         raise RejectedMessage("mn_mismatch", f"packet MN {packet.mn!r} does not match topic MN {topic_mn!r}")
@@ -69,4 +89,4 @@ def decode_hj212(payload: bytes, topic_mn: str | None, registry: Registry, *, re
     expected = info.outlet.hj212_password
     if expected is not None and packet.pw != expected:
         raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
-    return hj212.to_reading(packet, tz=registry.tz)
+    return hj212.to_reading(packet, tz=tz), info

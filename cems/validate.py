@@ -45,10 +45,23 @@ DEFAULT_POLICY: Final = ValidationPolicy()
 
 
 def _range(code: str) -> tuple[float, float] | None:
+    try:
+        return _RANGE_CACHE[code]
+    except KeyError:
+        pass
+    rng: tuple[float, float] | None = None
     for prefix, lo, hi in _RANGES:
         if code.startswith(prefix):
-            return lo, hi
-    return None
+            rng = (lo, hi)
+            break
+    if len(_RANGE_CACHE) < _RANGE_CACHE_MAX:
+        _RANGE_CACHE[code] = rng
+    return rng
+
+
+#: ``_range`` by code (hot path: every value of every reading); bounded against floods of odd codes.
+_RANGE_CACHE: dict[str, tuple[float, float] | None] = {}
+_RANGE_CACHE_MAX: Final = 4096
 
 
 def validate(
@@ -75,14 +88,21 @@ def validate(
 
 def check_values(reading: Reading) -> None:
     """Reject NaN/Inf, negative or absurd concentrations."""
+    isfinite = math.isfinite
+    ranged = _RANGED_SUFFIXES
     for code, m in reading.measurements.items():
         rng = _range(code)
+        if rng is None:
+            for suffix, v in m.values.items():
+                if not isfinite(v):
+                    raise RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
+            continue
+        lo, hi = rng
         for suffix, v in m.values.items():
-            if not math.isfinite(v):
+            if not isfinite(v):
                 raise RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
-            if rng is None or suffix not in _RANGED_SUFFIXES:
+            if suffix not in ranged:
                 continue
-            lo, hi = rng
             if v < lo:
                 raise RejectedMessage("negative_value", f"{code}-{suffix}={v} is below {lo}")
             if v > hi:

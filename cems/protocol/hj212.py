@@ -53,6 +53,7 @@ __all__ = [
     "encode_json",
     "encode_lines",
     "encode_packet",
+    "fast_reading",
     "frame",
     "is_heartbeat",
     "packet_json",
@@ -123,19 +124,64 @@ def _make_table() -> tuple[list[int], list[int]]:
 _T, _H = _make_table()
 
 
+def _make_fold_tables() -> tuple[list[list[bytes]], list[int], list[int]]:
+    # The per-byte step h -> _H[h ^ b] is linear over GF(2)^8 (h ^ b, then a CRC table) and _H has order 8
+    # (_H applied 8 times is the identity: asserted below).  After m bytes from h0:
+    #     h_m = _H^m(h0) ^ XOR_k _H^(m-k)(b_k)       and  _H^j = _H^(j mod 8)
+    # so the bytes only matter XOR-ed together by k mod 8: fold the data, read as a little-endian integer,
+    # down to 64 bits (C-level big-int operations), then 8 look-ups.
+    powers = [list(range(256))]
+    for _ in range(8):
+        powers.append([_H[x] for x in powers[-1]])
+    if powers[8] != powers[0]:  # pragma: no cover - a property of the HJ 212 CRC, checked at import
+        raise AssertionError("HJ 212 CRC byte step does not have order 8")
+    tables = [[bytes(powers[(m8 - s) % 8]) for s in range(8)] for m8 in range(8)]
+    init = [powers[m8][0xFF] for m8 in range(8)]
+    masks = [(1 << (64 << i)) - 1 for i in range(16)]
+    return tables, init, masks
+
+
+_FOLD_TABLES, _FOLD_INIT, _FOLD_MASKS = _make_fold_tables()
+
+
 def crc16(data: bytes) -> int:
     """HJ 212 "ANSI CRC16" (appendix A) of the data segment.
 
     Per byte ``crc = (crc >> 8) ^ byte`` then eight reflected shifts with 0xA001; because the first step
-    leaves only 8 significant bits, each byte reduces to one table look-up: ``crc = T[(crc >> 8) ^ byte]``.
+    leaves only 8 significant bits, each byte reduces to one table look-up: ``crc = T[(crc >> 8) ^ byte]``,
+    i.e. ``h = H[h ^ byte]`` on the high byte ``h``.  ``H`` is linear and of order 8, so all but the last
+    byte are XOR-folded by position mod 8 with big-integer operations and finished with 8 look-ups
+    (equivalent to the byte loop; see ``_make_fold_tables``).
     """
-    if not data:
-        return 0xFFFF
-    h = 0xFF
-    table_h = _H
-    for b in data[:-1]:
-        h = table_h[h ^ b]
-    return _T[h ^ data[-1]]
+    n = len(data)
+    if n < 2:
+        return _T[0xFF ^ data[0]] if n else 0xFFFF
+    m = n - 1
+    x = int.from_bytes(data[:m], "little")
+    t = ((m - 1) >> 3).bit_length()  # 64 << t bits hold the m bytes
+    masks = _FOLD_MASKS
+    if t >= len(masks):  # more than 256 KiB: plain table loop
+        h = 0xFF
+        table_h = _H
+        for b in data[:m]:
+            h = table_h[h ^ b]
+        return _T[h ^ data[m]]
+    while t:
+        t -= 1
+        x = (x >> (64 << t)) ^ (x & masks[t])
+    t0, t1, t2, t3, t4, t5, t6, t7 = _FOLD_TABLES[m & 7]
+    h = (
+        _FOLD_INIT[m & 7]
+        ^ t0[x & 255]
+        ^ t1[(x >> 8) & 255]
+        ^ t2[(x >> 16) & 255]
+        ^ t3[(x >> 24) & 255]
+        ^ t4[(x >> 32) & 255]
+        ^ t5[(x >> 40) & 255]
+        ^ t6[(x >> 48) & 255]
+        ^ t7[x >> 56]
+    )
+    return _T[h ^ data[m]]
 
 
 def crc16_modbus_swapped(data: bytes) -> int:
@@ -234,12 +280,236 @@ def decode(line: str | bytes, *, require_crc: bool = True, accept_modbus_crc: bo
     instead of raising.  ``accept_modbus_crc=True`` accepts a byte-swapped CRC-16/MODBUS (still
     ``crc_ok`` False, with a deviation).  Raises only :class:`HJ212Error`.
     """
+    if isinstance(line, str):
+        text: str | None = line
+    elif isinstance(line, bytes):
+        try:
+            text = line.decode("ascii")  # ASCII: the same text and bytes as the UTF-8 path below
+        except UnicodeDecodeError:
+            text = None
+    else:
+        text = None
+    if text is not None:
+        try:
+            fast = _decode_fast(text)
+        except Exception:  # pragma: no cover - the fast path never raises; the full decoder decides
+            fast = None
+        if fast is not None:
+            return fast
     try:
         return _decode(line, require_crc, accept_modbus_crc)
     except HJ212Error:
         raise
     except Exception as e:  # pragma: no cover - safety net: the contract is "only HJ212Error"
         raise HJ212Error("hj212_field", f"cannot interpret packet: {type(e).__name__}: {e}") from None
+
+
+#: What the fast path parsed: (cn, qn, st, pw, mn, flag, segment, CP body).
+_Head = tuple[str, str, str, str, str, int, str, str]
+
+
+def _fast_head(text: str) -> _Head | None:
+    """Framing, CRC and header of a packet that :func:`_decode` accepts *without any deviation*, else ``None``.
+
+    The fast path (:func:`_decode_fast`, :func:`fast_reading`) takes only: ASCII, a 4-digit length field equal
+    to the segment length (≤ :data:`MAX_DATA_BYTES`), the matching upper-case 4-digit CRC, no whitespace,
+    the header ``QN;ST;CN;PW;MN;Flag`` in this order with valid values (no PNUM/PNO, D bit clear, known
+    version bits).  Everything else goes to the full, lenient :func:`_decode`, so reasons and deviations
+    stay exactly its own.  Must not raise.
+    """
+    s = text.rstrip("\r\n")
+    if s[:2] != "##":
+        return None
+    rest = s[6:]
+    cp_at = rest.find("CP=&&")
+    if cp_at < 0:
+        return None
+    j = rest.rfind("&&")
+    if j < cp_at + 5 or len(rest) != j + 6:
+        return None
+    segment = rest[: j + 2]
+    n = len(segment)
+    if n > MAX_DATA_BYTES or s[2:6] != f"{n:04d}" or not segment.isascii():
+        return None
+    if " " in segment or "\t" in segment:
+        return None
+    if rest[j + 2 :] != f"{crc16(segment.encode('ascii')):04X}":
+        return None
+    h = segment[:cp_at].split(";")
+    if len(h) != 7 or h[6]:
+        return None
+    h_qn, h_st, h_cn, h_pw, h_mn, h_flag, _ = h
+    if (
+        h_qn[:3] != "QN="
+        or h_st[:3] != "ST="
+        or h_cn[:3] != "CN="
+        or h_pw[:3] != "PW="
+        or h_mn[:3] != "MN="
+        or h_flag[:5] != "Flag="
+    ):
+        return None
+    qn = h_qn[3:]
+    st = h_st[3:]
+    cn = h_cn[3:]
+    pw = h_pw[3:]
+    mn = h_mn[3:]
+    flag_text = h_flag[5:]
+    # (str.isdigit is ASCII-only here: the segment is ASCII)
+    if not (
+        len(qn) == 17
+        and qn.isdigit()
+        and st.isdigit()
+        and cn.isdigit()
+        and pw
+        and mn
+        and len(flag_text) <= 3
+        and flag_text.isdigit()
+    ):
+        return None
+    flag = int(flag_text)
+    if flag > 255 or flag & 2 or (flag >> 2) not in _VERSIONS:
+        return None
+    cp_body = segment[cp_at + 5 : n - 2]
+    if cp_body[-1:] == ";":
+        return None
+    return cn, qn, st, pw, mn, flag, segment, cp_body
+
+
+def _fast_datatime(raw: str, tz: tzinfo) -> datetime | None:
+    if len(raw) != 14 or not raw.isdigit():
+        return None
+    try:
+        return datetime(
+            int(raw[0:4]), int(raw[4:6]), int(raw[6:8]), int(raw[8:10]), int(raw[10:12]), int(raw[12:14]), tzinfo=tz
+        )
+    except ValueError:
+        return None
+
+
+def _decode_fast(text: str) -> Packet | None:
+    """:func:`_decode` of a packet without deviations (see :func:`_fast_head`), else ``None``."""
+    head = _fast_head(text)
+    if head is None:
+        return None
+    cn, qn, st, pw, mn, flag, segment, cp_body = head
+    values: dict[str, dict[str, float | str]] = {}
+    cp_other: dict[str, str] = {}
+    dt_raw: str | None = None
+    if cp_body:
+        if "_" in cp_body:  # float() takes "1_0", the decoder does not: leave it to the full path
+            return None
+        values_get = values.get
+        text_suffixes = _TEXT_SUFFIXES
+        for item in cp_body.replace(";", ",").split(","):
+            k, sep, v = item.partition("=")
+            if not sep:
+                return None
+            code, dash, suffix = k.rpartition("-")
+            if dash:
+                if not code or not suffix:
+                    return None
+                d = values_get(code)
+                if d is None:
+                    d = values[code] = {}
+                elif suffix in d:
+                    return None
+                if suffix in text_suffixes or suffix[-4:] == "Flag":
+                    d[suffix] = v
+                    continue
+                try:
+                    x = float(v)
+                except ValueError:
+                    return None
+                if x - x != 0.0:  # not finite
+                    return None
+                d[suffix] = x
+            elif k == "DataTime":
+                if dt_raw is not None:
+                    return None
+                dt_raw = v
+            else:
+                if not k or k in cp_other:
+                    return None
+                cp_other[k] = v
+    data_time: datetime | None = None
+    if dt_raw is not None:
+        data_time = _fast_datatime(dt_raw, BEIJING)
+        if data_time is None:
+            return None
+    return Packet(
+        cn=cn,
+        qn=qn,
+        st=st,
+        pw=pw,
+        mn=mn,
+        flag=flag,
+        data_time=data_time,
+        values=values,
+        cp_other=cp_other,
+        raw=segment,
+    )
+
+
+def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | None:
+    """``(MN, PW, to_reading(decode(text), tz))`` for the common, deviation-free data packet, else ``None``.
+
+    For hot paths (``cems replay``): skips the :class:`Packet`.  ``None`` means "use :func:`decode` and
+    :func:`to_reading`" (which give the reason of a rejection); it never means the packet is bad.  Only
+    ``Flag`` text values are taken (other text suffixes go to ``None``).  Must not raise.
+    """
+    try:
+        head = _fast_head(text)
+        if head is None:
+            return None
+        cn, qn, _st, pw, mn, _flag, _segment, cp_body = head
+        stream = CN_STREAM.get(cn)
+        if stream is None or not cp_body or "_" in cp_body:
+            return None
+        nums: dict[str, dict[str, float]] = {}
+        flags: dict[str, str] = {}
+        extra: dict[str, str] = {}
+        dt_raw: str | None = None
+        nums_get = nums.get
+        for item in cp_body.replace(";", ",").split(","):
+            k, sep, v = item.partition("=")
+            if not sep:
+                return None
+            code, dash, suffix = k.rpartition("-")
+            if dash:
+                if not code or not suffix:
+                    return None
+                d = nums_get(code)
+                if d is None:
+                    d = nums[code] = {}
+                if suffix == "Flag":
+                    if code in flags:
+                        return None
+                    flags[code] = v
+                    continue
+                if suffix in d or suffix in _TEXT_SUFFIXES or suffix[-4:] == "Flag":
+                    return None
+                x = float(v)  # ValueError: not a number, the full path decides
+                if x - x != 0.0:
+                    return None
+                d[suffix] = x
+            elif k == "DataTime":
+                if dt_raw is not None:
+                    return None
+                dt_raw = v
+            else:
+                if not k or k in extra:
+                    return None
+                extra[k] = v
+        if dt_raw is None:
+            return None
+        dt = _fast_datatime(dt_raw, tz)
+        if dt is None:
+            return None
+        flags_get = flags.get
+        measurements = {code: Measurement(code, d, flags_get(code)) for code, d in nums.items()}
+        return mn, pw, Reading(mn, stream, dt, measurements, qn, "hj212", extra)
+    except Exception:
+        return None
 
 
 def _decode(line: str | bytes, require_crc: bool, accept_modbus_crc: bool) -> Packet:
