@@ -124,6 +124,8 @@ class LimitSchedule:
         return self._outlet
 
     def _segment(self, t: datetime) -> int:
+        if not self._bounds:  # no dated change (most outlets): one segment, no clock arithmetic
+            return 0
         return bisect_right(self._bounds, _aware(t).timestamp())
 
     def at(self, code: str, t: datetime) -> AppliedLimit | None:
