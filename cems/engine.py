@@ -8,7 +8,7 @@ Each call returns what changed: closed hourly records and event updates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,34 @@ class _OutletEngine:
         self.interruption.restore(s["interruption"])
 
 
+def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
+    """Merge readings of one record that arrived in parts (HJ 212 split packets, PNUM/PNO, or a DAS sending
+    one code per message): same outlet, stream and data time → one reading with all codes, so the rules see
+    O2 and the pollutants together.  ``items`` must be sorted by data time; the order is kept."""
+    out: list[tuple[Reading, OutletInfo]] = []
+    i, n = 0, len(items)
+    while i < n:
+        j = i + 1
+        t = items[i][0].data_time
+        while j < n and items[j][0].data_time == t:
+            j += 1
+        if j == i + 1:
+            out.append(items[i])
+        else:
+            run: dict[tuple[str, str], tuple[Reading, OutletInfo]] = {}
+            for r, info in items[i:j]:
+                key = (r.mn, r.stream.value)
+                prev = run.get(key)
+                if prev is None:
+                    run[key] = (r, info)
+                else:
+                    merged = {**prev[0].measurements, **r.measurements}
+                    run[key] = (replace(prev[0], measurements=merged), info)
+            out.extend(run.values())
+        i = j
+    return out
+
+
 class ComplianceEngine:
     """Hourly records, exceedances, real-time warnings, data interruptions and transmission counts."""
 
@@ -110,7 +138,7 @@ class ComplianceEngine:
 
     def on_readings(self, items: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
         out = EngineOutput()
-        for reading, info in sorted(items, key=lambda it: it[0].data_time):
+        for reading, info in merge_parts(sorted(items, key=lambda it: it[0].data_time)):
             out.extend(self.on_reading(reading, info))
         return out
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cems.decode import decode_hj212, decode_hj212_text
-from cems.engine import ComplianceEngine
+from cems.engine import ComplianceEngine, merge_parts
 from cems.errors import RejectedMessage
 from cems.model import Reading, Stream
 from cems.protocol.payload import decode_payload
@@ -128,7 +128,7 @@ def replay(
         hourly = res.hourly
         on_reading = engine.on_reading
         n_values = 0
-        for reading, info in items:
+        for reading, info in merge_parts(items):
             for m in reading.measurements.values():
                 n_values += len(m.values)
             out = on_reading(reading, info)
