@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run the ingest service (MQTT → InfluxDB)")
+    r = sub.add_parser("run", help="run the ingest service: MQTT → validate → InfluxDB → compliance rules → alerts")
     r.add_argument(
         "--config", default=env("CEMS_CONFIG"), required=env("CEMS_CONFIG") is None, help="registry TOML [CEMS_CONFIG]"
     )
