@@ -55,9 +55,9 @@ class _OutletEngine:
         self.warnings = RealtimeWarningTracker(o, e, d)
         self.interruption = InterruptionTracker(o, e, d)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
-            "hourly": self.hourly.snapshot(),
+            "hourly": self.hourly.snapshot(open_hours=open_hours),
             "exceedance": self.exceedance.snapshot(),
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
@@ -173,8 +173,20 @@ class ComplianceEngine:
 
     # -- persistence ------------------------------------------------------------------------------------
     def take_dirty(self) -> dict[str, dict[str, Any]]:
-        """Snapshots of the outlets changed since the last call (the service persists them)."""
+        """Full snapshots of the outlets changed since the last call."""
         out = {mn: self._outlets[mn].snapshot() for mn in self._dirty if mn in self._outlets}
+        self._dirty.clear()
+        return out
+
+    def take_changes(self) -> dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]]:
+        """Incremental persistence: per outlet changed since the last call, its state without the open
+        hours' sub-values, the sub-values added (``OutletHourly.take_journal``), and the closed-hour mark
+        (persisted sub-values of hours before it can be deleted)."""
+        out: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]] = {}
+        for mn in self._dirty:
+            oe = self._outlets.get(mn)
+            if oe is not None:
+                out[mn] = (oe.snapshot(open_hours=False), oe.hourly.take_journal(), oe.hourly.closed_before_ts)
         self._dirty.clear()
         return out
 

@@ -278,6 +278,9 @@ class OutletHourly:
         self._min_interval = 60  # last inferred CN=2051 period, seconds
         #: Readings that arrived for an already-closed hour (not aggregated).
         self.late_readings = 0
+        #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
+        #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``.
+        self._journal: list[tuple[Any, ...]] = []
 
     # -- input
 
@@ -305,6 +308,7 @@ class OutletHourly:
                 acc = self._open[hour] = _HourAcc()
             factors = self._factors
             isfinite = math.isfinite
+            journal = self._journal
             if stream is Stream.HOUR:
                 das = acc.das
                 for code, m in reading.measurements.items():
@@ -316,10 +320,12 @@ class OutletHourly:
                     if f is not None:
                         avg = None if avg is None else avg * f
                         zs = None if zs is None else zs * f
-                    das[code] = (avg, zs, "N" if m.flag is None else m.flag.upper())
+                    das[code] = dv = (avg, zs, "N" if m.flag is None else m.flag.upper())
+                    journal.append(("d", hour, code, *dv))
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 target = acc.rtd if stream is Stream.RTD else acc.mins
+                kind = "rtd" if stream is Stream.RTD else "mins"
                 sec = ts - hour
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
@@ -336,6 +342,7 @@ class OutletHourly:
                     if d is None:
                         d = target[code] = {}
                     d[sec] = (v, ok)
+                    journal.append(("s", hour, kind, code, sec, v, ok))
         wm = ts - self._lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
@@ -512,8 +519,20 @@ class OutletHourly:
 
     # -- persistence
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state (open hours and the closed-hour mark)."""
+    def take_journal(self) -> list[tuple[Any, ...]]:
+        """The sub-values added since the last call (the service persists them row by row, so a commit
+        costs what was added, not the size of the open hours)."""
+        j, self._journal = self._journal, []
+        return j
+
+    @property
+    def closed_before_ts(self) -> int:
+        """Every hour starting before this (Unix s) is closed: its persisted sub-values can go."""
+        return self._closed_before
+
+    def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
+        """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
+        hours' content out (persisted incrementally from :meth:`take_journal` instead)."""
 
         def subs(d: dict[str, dict[int, _Sub]]) -> dict[str, list[list[Any]]]:
             return {
@@ -534,7 +553,9 @@ class OutletHourly:
                     "rtd": subs(acc.rtd),
                 }
                 for h, acc in sorted(self._open.items())
-            },
+            }
+            if open_hours
+            else {},
         }
 
     def restore(self, state: dict[str, Any]) -> None:

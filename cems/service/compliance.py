@@ -46,6 +46,7 @@ from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry
 from cems.rules import DEFAULT_LATENESS, day_bounds, month_bounds
 from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, OPENED, UPDATED, Event
+from cems.rules.hourly import HourlyRecord
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.service.outbox import (
     MQTT,
@@ -97,6 +98,22 @@ CREATE TABLE IF NOT EXISTS events(
     escalated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS events_unacked ON events(type, acked_at, escalated_at);
+-- incremental engine state: the open hours' sub-values (OutletHourly.take_journal), deleted when the hour
+-- closes, and the hourly records that the transmission-rate counter has counted
+CREATE TABLE IF NOT EXISTS hour_subs(
+    mn TEXT NOT NULL, hour INTEGER NOT NULL, kind TEXT NOT NULL, code TEXT NOT NULL, sec INTEGER NOT NULL,
+    v REAL, ok INTEGER NOT NULL,
+    PRIMARY KEY(mn, hour, kind, code, sec)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hour_das(
+    mn TEXT NOT NULL, hour INTEGER NOT NULL, code TEXT NOT NULL, avg REAL, zs REAL, flag TEXT NOT NULL,
+    PRIMARY KEY(mn, hour, code)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_records(
+    mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
+    valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
+    PRIMARY KEY(mn, pollutant, hour, source)
+) WITHOUT ROWID;
 """
 
 WriteFn = Callable[[list[str], asyncio.Event | None], Awaitable[bool]]
@@ -244,9 +261,24 @@ class ComplianceStats:
 # ----------------------------------------------------------------------------------------- worker functions
 
 
-def _load_state(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], str | None, dict[str, float]]:
+@dataclass
+class _Stored:
+    outlets: list[tuple[str, str]]
+    subs: dict[str, list[tuple[Any, ...]]]
+    das: dict[str, list[tuple[Any, ...]]]
+    rate_rows: list[tuple[Any, ...]]
+    unacked: dict[str, float]
+
+
+def _load_state(conn: sqlite3.Connection) -> _Stored:
     outlets = [(str(mn), str(s)) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")]
-    r = conn.execute("SELECT value FROM kv WHERE key = 'rates'").fetchone()
+    subs: dict[str, list[tuple[Any, ...]]] = {}
+    for row in conn.execute("SELECT mn, hour, kind, code, sec, v, ok FROM hour_subs"):
+        subs.setdefault(row[0], []).append(row[1:])
+    das: dict[str, list[tuple[Any, ...]]] = {}
+    for row in conn.execute("SELECT mn, hour, code, avg, zs, flag FROM hour_das"):
+        das.setdefault(row[0], []).append(row[1:])
+    rate_rows = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
     unacked = {
         str(eid): float(ts)
         for eid, ts in conn.execute(
@@ -254,25 +286,67 @@ def _load_state(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], str | 
             (HOURLY_EXCEEDANCE,),
         )
     }
-    return outlets, None if r is None else str(r[0]), unacked
+    return _Stored(outlets, subs, das, rate_rows, unacked)
+
+
+def _rate_record(mn: str, pollutant: str, hour: int, source: str, valid: bool, exceeds: bool) -> HourlyRecord:
+    """A stored rate row as the hourly record the rate counter counts (only the fields it reads)."""
+    return HourlyRecord(
+        mn, pollutant, datetime.fromtimestamp(hour, BEIJING), None, None, None, None, None,
+        valid, "N" if valid else "D", source, None, None, None, None, exceeds,
+    )  # fmt: skip
+
+
+def _with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: list[tuple[Any, ...]]) -> None:
+    """Put the persisted sub-values back into an outlet state saved without them."""
+    hourly = state["hourly"]
+    closed = int(hourly["closed_before"])
+    open_: dict[str, dict[str, Any]] = {}
+
+    def hour_of(h: int) -> dict[str, Any]:
+        return open_.setdefault(str(h), {"das": {}, "mins": {}, "rtd": {}})
+
+    for hour, kind, code, sec, v, ok in subs:
+        if hour >= closed:
+            hour_of(hour)[kind].setdefault(code, []).append([sec, v, bool(ok)])
+    for hour, code, avg, zs, flag in das:
+        if hour >= closed:
+            hour_of(hour)["das"][code] = [avg, zs, flag]
+    hourly["open"] = open_
 
 
 def _commit_state(
     conn: sqlite3.Connection,
-    dirty: dict[str, dict[str, Any]],
-    rates: dict[str, Any] | None,
+    changes: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]],
+    rate_rows: Sequence[tuple[Any, ...]],
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
 ) -> None:
-    states = [(mn, json.dumps(s, separators=(",", ":")), now_ts) for mn, s in dirty.items()]
+    states = [(mn, json.dumps(st, separators=(",", ":")), now_ts) for mn, (st, _, _) in changes.items()]
+    subs: list[tuple[Any, ...]] = []
+    das: list[tuple[Any, ...]] = []
+    closed: list[tuple[str, int]] = []
+    for mn, (_, journal, closed_before) in changes.items():
+        for e in journal:
+            if e[0] == "s":  # ("s", hour, kind, code, sec, v, ok)
+                v = e[5]
+                subs.append((mn, e[1], e[2], e[3], e[4], None if v != v else v, int(e[6])))
+            else:  # ("d", hour, code, avg, zs, flag)
+                das.append((mn, e[1], e[2], e[3], e[4], e[5]))
+        closed.append((mn, closed_before))
     with transaction(conn):
         if states:
             conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
-        if rates is not None:
-            conn.execute(
-                "INSERT OR REPLACE INTO kv(key, value) VALUES ('rates', ?)", (json.dumps(rates, separators=(",", ":")),)
-            )
+        if subs:
+            conn.executemany("INSERT OR REPLACE INTO hour_subs VALUES (?,?,?,?,?,?,?)", subs)
+        if das:
+            conn.executemany("INSERT OR REPLACE INTO hour_das VALUES (?,?,?,?,?,?)", das)
+        if closed:
+            conn.executemany("DELETE FROM hour_subs WHERE mn = ? AND hour < ?", closed)
+            conn.executemany("DELETE FROM hour_das WHERE mn = ? AND hour < ?", closed)
+        if rate_rows:
+            conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
             conn.execute(
                 f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -377,19 +451,19 @@ class ComplianceRuntime:
             raise ServiceError(f"state dir {self.config.state_dir} is in use by another ingester") from e
         self._lockfile = lf
         await self.db.open()
-        outlets, rates, unacked = await self.db.call(_load_state)
+        stored = await self.db.call(_load_state)
         restored = 0
-        for mn, raw in outlets:
+        for mn, raw in stored.outlets:
             try:
-                self.engine.restore_outlet(mn, json.loads(raw))
+                state = json.loads(raw)
+                _with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
+                self.engine.restore_outlet(mn, state)
                 restored += 1
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("cannot restore the engine state of outlet %s (%s): starting it afresh", mn, e)
-        if rates is not None:
-            try:
-                self.engine.restore_rates(json.loads(rates))
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("cannot restore the transmission-rate counter (%s): starting it afresh", e)
+        for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
+            self.engine.rates.add(_rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+        unacked = stored.unacked
         self._unacked = unacked
         log.info(
             "compliance state restored from %s: %d outlets, %d unacknowledged exceedances",
@@ -571,8 +645,13 @@ class ComplianceRuntime:
 
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
         now_dt = self.config.clock()
-        dirty = self.engine.take_dirty()
-        rates = self.engine.snapshot_rates() if out.hourly else None
+        changes = self.engine.take_changes()
+        factors = self.engine.rates.factors
+        rate_rows = [
+            (r.mn, r.pollutant, int(r.hour_start.timestamp()), r.source, int(r.counts_valid), int(r.exceeds))
+            for r in out.hourly
+            if r.exceeds or r.pollutant in factors
+        ]
         lines: list[str] = []
         for rec in out.hourly:
             info = self.registry.outlet(rec.mn)
@@ -620,11 +699,11 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if dirty or rates is not None or upserts or rows:
+        if changes or rate_rows or upserts or rows:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: _commit_state(c, dirty, rates, ups, rows, ts))
+                await self.db.call(lambda c: _commit_state(c, changes, rate_rows, ups, rows, ts))
             except BaseException:
                 self._broken = True
                 raise
