@@ -91,6 +91,18 @@ class IngestSettings:
     dedupe_window: int = 200_000
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A batch after the CPU stage: what to write, to acknowledge, to feed the rules, to dead-letter."""
+
+    lines: list[str]
+    good: list[InboundMessage]
+    items: list[tuple[Reading, OutletInfo] | None]
+    commands: list[InboundMessage]
+    rejects: list[tuple[InboundMessage, RejectedMessage]]
+    fingerprints: list[int]
+
+
 class IngestService:
     def __init__(
         self,
@@ -148,17 +160,35 @@ class IngestService:
             log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
             if comp is not None:
                 comp.start(stop)
+            # Two-stage pipeline: the CPU work of a batch (decode, validate, line protocol) overlaps the I/O of
+            # the previous one (InfluxDB write, SQLite commit); batches are committed and acknowledged in order.
+            prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
+
+            async def committer() -> None:
+                while (p := await prepared.get()) is not None:
+                    await self.commit(p, stop)
+
+            ctask = asyncio.create_task(committer())
             try:
                 while not stop.is_set():
                     if comp is not None:
                         comp.check()
+                    if ctask.done():
+                        break
                     batch = await self._next_batch(stop)
                     if batch:
-                        await self.process(batch, stop)
+                        await prepared.put(self.prepare(batch))
                 # graceful shutdown: what is already queued is written and acknowledged
-                while not self.conn.queue.empty():
-                    await self.process(self._drain(), stop)
+                while not self.conn.queue.empty() and not ctask.done():
+                    await prepared.put(self.prepare(self._drain()))
+                if not ctask.done():
+                    await prepared.put(None)
+                await ctask  # raises what failed in the committer
             finally:
+                if not ctask.done():
+                    ctask.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ctask
                 if comp is not None:
                     stop.set()  # also on an error: the clock and the dispatcher end
                     await comp.shutdown()
@@ -198,6 +228,11 @@ class IngestService:
 
     # -- one batch ------------------------------------------------------------------------------------
     async def process(self, batch: list[InboundMessage], stop: asyncio.Event | None) -> None:
+        """Prepare and commit one batch (the run loop pipelines the two stages)."""
+        await self.commit(self.prepare(batch), stop)
+
+    def prepare(self, batch: list[InboundMessage]) -> _Prepared:
+        """The CPU stage: decode, validate and build line protocol; no I/O."""
         now = datetime.now(UTC)
         lines: list[str] = []
         good: list[InboundMessage] = []
@@ -225,6 +260,18 @@ class IngestService:
             items.append(item)
             in_batch.add(fp)
             fingerprints.append(fp)
+        return _Prepared(lines, good, items, commands, rejects, fingerprints)
+
+    async def commit(self, p: _Prepared, stop: asyncio.Event | None) -> None:
+        """The I/O stage: write durably, run the rules, acknowledge, dead-letter."""
+        lines, good, items, commands, rejects, fingerprints = (
+            p.lines,
+            p.good,
+            p.items,
+            p.commands,
+            p.rejects,
+            p.fingerprints,
+        )
         if lines:
             bad_lines = await self._write_durable(lines, stop)
             if bad_lines is None:
