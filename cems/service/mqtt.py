@@ -86,7 +86,9 @@ def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Clien
         client.tls_set_context(ctx)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # exponential back-off between reconnects (paho doubles the delay); a random start and cap per client
+    # spread a fleet's reconnections after a broker restart (jitter)
+    client.reconnect_delay_set(min_delay=random.randint(1, 3), max_delay=random.randint(30, 60))
     return client, host, port
 
 
