@@ -219,10 +219,11 @@ def run_chaos(
         return subprocess.Popen(cmd, env=env, stdout=errlog, stderr=errlog, start_new_session=True)
 
     ingester = start()
-    watcher = _AlertWatcher(murl)
-    _wait_healthy(health, 60)  # subscribed: from now on the broker keeps every message for the ingester
-    pub = _Publisher(murl, outlets, rate, duration)
+    watcher: _AlertWatcher | None = None
     try:
+        watcher = _AlertWatcher(murl)
+        _wait_healthy(health, 60)  # subscribed: from now on the broker keeps every message for the ingester
+        pub = _Publisher(murl, outlets, rate, duration)
         pub.start()
         step = duration / 4
         time.sleep(step)
@@ -280,7 +281,8 @@ def run_chaos(
                     log(f"extra live: {json.dumps(r, default=str)}")
         report.opened_alert_duplicates = sum(n - 1 for n in watcher.opened.values() if n > 1)
     finally:
-        watcher.close()
+        if watcher is not None:
+            watcher.close()
         if ingester.poll() is None:
             ingester.send_signal(signal.SIGTERM)
             try:
