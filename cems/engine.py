@@ -8,8 +8,10 @@ Each call returns what changed: closed hourly records and event updates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cems.model import Reading
@@ -178,15 +180,18 @@ class ComplianceEngine:
         self._dirty.clear()
         return out
 
-    def take_changes(self) -> dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]]:
-        """Incremental persistence: per outlet changed since the last call, its state without the open
-        hours' sub-values, the sub-values added (``OutletHourly.take_journal``), and the closed-hour mark
-        (persisted sub-values of hours before it can be deleted)."""
-        out: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]] = {}
+    def take_changes(self) -> dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]]:
+        """Incremental persistence: per outlet changed since the last call, a function giving its state
+        without the open hours' sub-values (called at commit time, while the engine is not being fed, so
+        that a commit of many outlets never holds all their states at once), the sub-values added
+        (``OutletHourly.take_journal``), and the closed-hour mark (persisted sub-values of hours before it
+        can be deleted)."""
+        out: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]] = {}
         for mn in self._dirty:
             oe = self._outlets.get(mn)
             if oe is not None:
-                out[mn] = (oe.snapshot(open_hours=False), oe.hourly.take_journal(), oe.hourly.closed_before_ts)
+                out[mn] = (partial(oe.snapshot, open_hours=False), oe.hourly.take_journal(),
+                           oe.hourly.closed_before_ts)  # fmt: skip
         self._dirty.clear()
         return out
 

@@ -317,32 +317,32 @@ def _with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: li
 
 def _commit_state(
     conn: sqlite3.Connection,
-    changes: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], int]],
+    changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
     rate_rows: Sequence[tuple[Any, ...]],
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
 ) -> None:
-    states = [(mn, json.dumps(st, separators=(",", ":")), now_ts) for mn, (st, _, _) in changes.items()]
-    subs: list[tuple[Any, ...]] = []
-    das: list[tuple[Any, ...]] = []
-    closed: list[tuple[str, int]] = []
-    for mn, (_, journal, closed_before) in changes.items():
-        for e in journal:
-            if e[0] == "s":  # ("s", hour, kind, code, sec, v, ok)
-                v = e[5]
-                subs.append((mn, e[1], e[2], e[3], e[4], None if v != v else v, int(e[6])))
-            else:  # ("d", hour, code, avg, zs, flag)
-                das.append((mn, e[1], e[2], e[3], e[4], e[5]))
-        closed.append((mn, closed_before))
+    # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
+    states = ((mn, json.dumps(state(), separators=(",", ":")), now_ts) for mn, (state, _, _) in changes.items())
+    subs = (
+        (mn, e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], int(e[6]))  # ("s", hour, kind, code, sec, v, ok)
+        for mn, (_, journal, _) in changes.items()
+        for e in journal
+        if e[0] == "s"
+    )
+    das = (
+        (mn, e[1], e[2], e[3], e[4], e[5])  # ("d", hour, code, avg, zs, flag)
+        for mn, (_, journal, _) in changes.items()
+        for e in journal
+        if e[0] == "d"
+    )
+    closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
     with transaction(conn):
-        if states:
+        if changes:
             conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
-        if subs:
             conn.executemany("INSERT OR REPLACE INTO hour_subs VALUES (?,?,?,?,?,?,?)", subs)
-        if das:
             conn.executemany("INSERT OR REPLACE INTO hour_das VALUES (?,?,?,?,?,?)", das)
-        if closed:
             conn.executemany("DELETE FROM hour_subs WHERE mn = ? AND hour < ?", closed)
             conn.executemany("DELETE FROM hour_das WHERE mn = ? AND hour < ?", closed)
         if rate_rows:
