@@ -258,6 +258,28 @@ class RateCounter:
         if old is None or code >> 1 >= old >> 1:
             slots[h] = code
 
+    def newest_hour(self) -> datetime | None:
+        """Start of the newest hour counted (``None`` before any)."""
+        return None if self._max_hour is None else datetime.fromtimestamp(self._max_hour, BEIJING)
+
+    def prune(self, before: datetime) -> int:
+        """Forget counted hours before ``before`` (the live service keeps the current and previous month;
+        older figures are in InfluxDB's ``cems_rate``).  Returns how many hour slots were dropped."""
+        cut = _ts(before)
+        dropped = 0
+        for by_f in self._seen.values():
+            for slots in by_f.values():
+                old = [h for h in slots if h < cut]
+                for h in old:
+                    del slots[h]
+                dropped += len(old)
+        month = _month_key(_day_date(_day_index(int(cut))))
+        for key in [k for k in self._exceed if k[1] < month]:
+            del self._exceed[key]
+        if self._min_hour is not None and self._min_hour < cut:
+            self._min_hour = int(cut)
+        return dropped
+
     def add_all(self, records: Iterable[HourlyRecord]) -> None:
         for rec in records:
             self.add(rec)

@@ -289,6 +289,11 @@ def _load_state(conn: sqlite3.Connection) -> _Stored:
     return _Stored(outlets, subs, das, rate_rows, unacked)
 
 
+def _prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM rate_records WHERE hour < ?", (before,))
+
+
 def _rate_record(mn: str, pollutant: str, hour: int, source: str, valid: bool, exceeds: bool) -> HourlyRecord:
     """A stored rate row as the hourly record the rate counter counts (only the fields it reads)."""
     return HourlyRecord(
@@ -584,6 +589,16 @@ class ComplianceRuntime:
         if not self._rate_days or (not force and time.monotonic() - self._rates_written < self.config.rates_interval_s):
             return True
         days = sorted(self._rate_days)
+        newest = self.engine.rates.newest_hour()
+        keep_from: datetime | None = None
+        if newest is not None:
+            first = newest.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            keep_from = (first - timedelta(days=1)).replace(day=1)
+            # days of pruned months are final (DOMAIN.md §5): late data there do not rewrite their figures
+            days = [d for d in days if day_bounds(d)[0] >= keep_from]
+        if not days:
+            self._rate_days.clear()
+            return True
         # hours not yet over (plus the lateness) are not expected yet: a day or month is counted to date
         now = self.config.clock() - self.config.lateness
         cap = now.replace(minute=0, second=0, microsecond=0)
@@ -599,6 +614,11 @@ class ComplianceRuntime:
             return False
         self._rate_days.clear()
         self._rates_written = time.monotonic()
+        # keep the month of the newest counted hour and the one before in memory and in SQLite (bounded
+        # state); relative to the data, not the clock, so that a backfill of old months still counts whole
+        if keep_from is not None and self.engine.rates.prune(keep_from):
+            cut = int(keep_from.timestamp())
+            await self.db.call(lambda c: _prune_rate_records(c, cut))
         self.stats.rate_points += len(lines)
         return True
 

@@ -296,8 +296,24 @@ def test_silent_outlet_is_assessed_at_zero_when_asked() -> None:
     from cems.model import BEIJING
 
     def rec(h: int) -> HourlyRecord:
-        return HourlyRecord("A", "a21026", datetime(2026, 3, 1, h, tzinfo=BEIJING), 1.0, 8.0, 1.0, None, "computed",
-                            True, "N", "minutes", 60, 200.0, 10.0, "cement_kiln", False)
+        return HourlyRecord(
+            "A",
+            "a21026",
+            datetime(2026, 3, 1, h, tzinfo=BEIJING),
+            1.0,
+            8.0,
+            1.0,
+            None,
+            "computed",
+            True,
+            "N",
+            "minutes",
+            60,
+            200.0,
+            10.0,
+            "cement_kiln",
+            False,
+        )
 
     for include, expected_mns in [(False, ["A"]), (True, ["A", "SILENT"])]:
         rc = RateCounter(reg, include_silent=include)
@@ -308,3 +324,47 @@ def test_silent_outlet_is_assessed_at_zero_when_asked() -> None:
         silent = [d for d in days if d.mn == "SILENT"]
         if include:
             assert (silent[0].expected, silent[0].received, silent[0].effective_rate) == (72, 0, 0.0)
+
+
+def test_prune_forgets_old_months_only() -> None:
+    from datetime import datetime
+
+    from cems.model import BEIJING
+    from cems.registry import parse_registry
+    from cems.rules import RateCounter
+    from cems.rules.hourly import HourlyRecord
+
+    reg = parse_registry(
+        '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+        '[[enterprise.outlet]]\nmn="A"\nname="a"\nprofile="cement_kiln"\nsince=2026-01-01\n'
+    )
+
+    def rec(month: int, exceeds: bool) -> HourlyRecord:
+        return HourlyRecord(
+            "A",
+            "a21026",
+            datetime(2026, month, 10, 5, tzinfo=BEIJING),
+            1.0,
+            8.0,
+            1.0,
+            None,
+            "computed",
+            True,
+            "N",
+            "minutes",
+            60,
+            200.0,
+            10.0,
+            "cement_kiln",
+            exceeds,
+        )
+
+    rc = RateCounter(reg)
+    for m in (1, 2, 3):
+        rc.add(rec(m, True))
+    assert rc.prune(datetime(2026, 2, 1, tzinfo=BEIJING)) == 1
+    march = datetime(2026, 3, 1, tzinfo=BEIJING), datetime(2026, 4, 1, tzinfo=BEIJING)
+    (d,) = rc.district_months(*march)
+    assert d.received == 1 and d.exceeding_enterprises == ("E",)
+    (jan,) = rc.district_months(datetime(2026, 1, 1, tzinfo=BEIJING), datetime(2026, 2, 1, tzinfo=BEIJING))
+    assert jan.received == 0 and jan.exceeding_enterprises == ()
