@@ -15,26 +15,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from registries import one_outlet  # tests/registries.py
 
 pytestmark = pytest.mark.e2e
 
-REGISTRY = """
-timezone = "Asia/Shanghai"
-[city]
-name = "测试市"
-[[district]]
-code = "130602"
-name = "竞秀区"
-[[enterprise]]
-id = "E001"
-name = "示例热电有限公司"
-district = "130602"
-[[enterprise.outlet]]
-mn = "MN0001"
-name = "1#机组排放口"
-profile = "coal_power_ultra_low"
-password = "123456"
-"""
+REGISTRY = one_outlet()
 
 
 def cems(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

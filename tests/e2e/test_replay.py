@@ -8,27 +8,12 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from registries import one_outlet  # tests/registries.py
+
 from cems.model import BEIJING
 from cems.protocol.hj212 import encode
 
-REGISTRY = """
-timezone = "Asia/Shanghai"
-[city]
-name = "测试市"
-[[district]]
-code = "130602"
-name = "竞秀区"
-[[enterprise]]
-id = "E001"
-name = "示例热电有限公司"
-district = "130602"
-[[enterprise.outlet]]
-mn = "MN0001"
-name = "1#机组排放口"
-profile = "coal_power_ultra_low"
-password = "123456"
-rtd_interval_s = 60
-"""
+REGISTRY = one_outlet(outlet="rtd_interval_s = 60\n")
 
 # Hour (Beijing) → (SO2 measured mg/m³, O2 %, number of valid minutes).  Reference O2 6 %:
 # corrected = C × (21 − 6) / (21 − O2).  With O2 = 11 %, the factor is 1.5.
@@ -74,36 +59,27 @@ def packets() -> list[str]:
     return out[::2] + out[1::2] + ["garbage line", wrong_pw]
 
 
-def run_replay(tmp_path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]], str]:
+def cems(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``cems`` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "cems", *args], capture_output=True, text=True, timeout=120)
+
+
+def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """The registry (unless already written) and the recorded packets."""
     reg = tmp_path / "r.toml"
-    reg.write_text(REGISTRY, encoding="utf-8")
+    if not reg.exists():
+        reg.write_text(REGISTRY, encoding="utf-8")
     inp = tmp_path / "in.txt"
     inp.write_text("\n".join(packets()) + "\n", encoding="utf-8")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cems",
-            "replay",
-            "--config",
-            str(reg),
-            "--input",
-            str(inp),
-            "--format",
-            "auto",
-            "--events-out",
-            str(tmp_path / "ev.jsonl"),
-            "--hourly-out",
-            str(tmp_path / "h.jsonl"),
-            "--rates-out",
-            str(tmp_path / "rates.jsonl"),
-            "--districts-out",
-            str(tmp_path / "d.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return reg, inp
+
+
+def run_replay(tmp_path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]], str]:
+    reg, inp = write_inputs(tmp_path)
+    out = {name: str(tmp_path / f"{name}.jsonl") for name in ("ev", "h", "rates", "d")}
+    r = cems("replay", "--config", str(reg), "--input", str(inp), "--format", "auto",
+             "--events-out", out["ev"], "--hourly-out", out["h"],
+             "--rates-out", out["rates"], "--districts-out", out["d"])  # fmt: skip
     assert r.returncode == 0, r.stderr
     hourly = [json.loads(x) for x in (tmp_path / "h.jsonl").read_text().splitlines()]
     events = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
@@ -161,78 +137,18 @@ def test_replay_rates_and_district_supervision(tmp_path: Path) -> None:
 def test_declared_stop_removes_hours_from_expected(tmp_path: Path) -> None:
     reg = tmp_path / "r.toml"
     reg.write_text(REGISTRY, encoding="utf-8")
-    add = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cems",
-            "stops",
-            "add",
-            "--config",
-            str(reg),
-            "--mn",
-            "MN0001",
-            "--from",
-            "2026-11-20T00:00",
-            "--to",
-            "2026-11-20T08:00",
-            "--reason",
-            "停产检修",
-            "--by",
-            "值班员",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    add = cems("stops", "add", "--config", str(reg), "--mn", "MN0001", "--from", "2026-11-20T00:00",
+               "--to", "2026-11-20T08:00", "--reason", "停产检修", "--by", "值班员")  # fmt: skip
     assert add.returncode == 0, add.stderr
     assert (tmp_path / "r.stops.toml").exists()
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cems",
-            "stops",
-            "add",
-            "--config",
-            str(reg),
-            "--mn",
-            "NOPE",
-            "--from",
-            "2026-11-20",
-            "--to",
-            "2026-11-21",
-            "--reason",
-            "x",
-            "--by",
-            "y",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = cems("stops", "add", "--config", str(reg), "--mn", "NOPE", "--from", "2026-11-20",
+               "--to", "2026-11-21", "--reason", "x", "--by", "y")  # fmt: skip
     assert bad.returncode == 2 and "'NOPE' is not an outlet" in bad.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "cems", "stops", "list", "--config", str(reg)], capture_output=True, text=True
-    )
+    listed = cems("stops", "list", "--config", str(reg))
     (row,) = [json.loads(x) for x in listed.stdout.splitlines()]
     assert row["from"] == "2026-11-20T00:00:00+08:00" and row["reason"] == "停产检修"
-    inp = tmp_path / "in.txt"
-    inp.write_text("\n".join(packets()) + "\n", encoding="utf-8")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cems",
-            "replay",
-            "--config",
-            str(reg),
-            "--input",
-            str(inp),
-            "--rates-out",
-            str(tmp_path / "rates.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    reg, inp = write_inputs(tmp_path)
+    r = cems("replay", "--config", str(reg), "--input", str(inp), "--rates-out", str(tmp_path / "rates.jsonl"))
     assert r.returncode == 0, r.stderr
     (day,) = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
     # 8 stopped hours are not expected: (24 − 8) × 3 factors

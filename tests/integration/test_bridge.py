@@ -12,6 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from registries import one_outlet  # tests/registries.py
 
 from cems.protocol.hj212 import decode, encode
 from cems.registry import Registry, parse_registry
@@ -19,28 +20,10 @@ from gateways.hj212_bridge import HJ212Bridge, TokenBucket
 
 pytestmark = pytest.mark.integration
 
-REGISTRY = """
-timezone = "Asia/Shanghai"
-[city]
-name = "测试市"
-[[district]]
-code = "130602"
-name = "竞秀区"
-[[enterprise]]
-id = "E001"
-name = "示例热电有限公司"
-district = "130602"
-[[enterprise.outlet]]
-mn = "MN0001"
-name = "1#机组排放口"
-profile = "coal_power_ultra_low"
-password = "123456"
-[[enterprise.outlet]]
-mn = "MN0002"
-name = "2#机组排放口"
-profile = "coal_power_ultra_low"
-password = "654321"
-"""
+REGISTRY = one_outlet(
+    tail='[[enterprise.outlet]]\nmn = "MN0002"\nname = "2#机组排放口"\n'
+    'profile = "coal_power_ultra_low"\npassword = "654321"\n'
+)
 
 
 def packet(qn: str, *, mn: str = "MN0001", pw: str = "123456", flag: int = 5, cn: str = "2011") -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from registries import one_outlet  # tests/registries.py
 
 from cems.model import BEIJING
 from cems.registry import Registry, parse_registry
@@ -38,25 +39,7 @@ pytestmark = pytest.mark.integration
 
 SECRET = b"test-webhook-secret"
 
-REGISTRY = """
-timezone = "Asia/Shanghai"
-[city]
-name = "测试市"
-ack_sla_hours = 2.0
-[[district]]
-code = "130602"
-name = "竞秀区"
-[[enterprise]]
-id = "E001"
-name = "示例热电有限公司"
-district = "130602"
-sector = "power"
-[[enterprise.outlet]]
-mn = "MN0001"
-name = "1#机组排放口"
-profile = "coal_power_ultra_low"
-password = "123456"
-"""
+REGISTRY = one_outlet(city="ack_sla_hours = 2.0\n", enterprise='sector = "power"\n')
 
 # Beijing 08:00 two days ago: in the past for the validator, well inside its maximum age.
 T0 = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)

@@ -14,6 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from registries import one_outlet  # tests/registries.py
 
 from cems.registry import Registry, parse_registry
 from cems.service.ingest import IngestService
@@ -22,28 +23,10 @@ from cems.sinks.influx import InfluxConfig
 
 pytestmark = pytest.mark.integration
 
-REGISTRY = """
-timezone = "Asia/Shanghai"
-[city]
-name = "测试市"
-[[district]]
-code = "130602"
-name = "竞秀区"
-[[enterprise]]
-id = "E001"
-name = "示例热电有限公司"
-district = "130602"
-sector = "power"
-[[enterprise.outlet]]
-mn = "MN0001"
-name = "1#机组排放口"
-profile = "coal_power_ultra_low"
-password = "123456"
-[[grid_sensor]]
-id = "G001"
-district = "130602"
-township = "先锋街道"
-"""
+REGISTRY = one_outlet(
+    enterprise='sector = "power"\n',
+    tail='[[grid_sensor]]\nid = "G001"\ndistrict = "130602"\ntownship = "先锋街道"\n',
+)
 
 
 class Mqtt:

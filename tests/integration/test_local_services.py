@@ -124,9 +124,7 @@ def test_influx_ping_write_query(influxdb: Any, influx_db: str) -> None:
     )
     assert resp.status_code == 204, resp.text
     rows = influxdb.query(influx_db, "SELECT value, flag FROM emission GROUP BY site, pollutant")
-    assert rows == [
-        {"time": "2023-11-14T22:13:20Z", "value": 12.5, "flag": "N", "site": "S1", "pollutant": "SO2"}
-    ]
+    assert rows == [{"time": "2023-11-14T22:13:20Z", "value": 12.5, "flag": "N", "site": "S1", "pollutant": "SO2"}]
     rows = influxdb.query(influx_db, "SELECT * FROM emission", epoch="ns")
     assert rows[0]["time"] == 1700000000000000000
 
