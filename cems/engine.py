@@ -110,7 +110,7 @@ class ComplianceEngine:
         self.lateness = lateness
         self.rates = RateCounter(registry, include_silent=include_silent_outlets)
         self._outlets: dict[str, _OutletEngine] = {}
-        #: Outlets whose state changed since :meth:`take_dirty` was last called (for incremental snapshots).
+        #: Outlets whose state changed since :meth:`take_changes` was last called (incremental persistence).
         self._dirty: set[str] = set()
 
     def _outlet(self, info: OutletInfo) -> _OutletEngine:
@@ -174,12 +174,6 @@ class ComplianceEngine:
         return evs
 
     # -- persistence ------------------------------------------------------------------------------------
-    def take_dirty(self) -> dict[str, dict[str, Any]]:
-        """Full snapshots of the outlets changed since the last call."""
-        out = {mn: self._outlets[mn].snapshot() for mn in self._dirty if mn in self._outlets}
-        self._dirty.clear()
-        return out
-
     def take_changes(self) -> dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]]:
         """Incremental persistence: per outlet changed since the last call, a function giving its state
         without the open hours' sub-values (called at commit time, while the engine is not being fed, so
@@ -200,8 +194,3 @@ class ComplianceEngine:
         if info is not None:
             self._outlet(info).restore(state)
 
-    def snapshot_rates(self) -> dict[str, Any]:
-        return self.rates.snapshot()
-
-    def restore_rates(self, state: dict[str, Any]) -> None:
-        self.rates.restore(state)

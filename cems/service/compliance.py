@@ -76,10 +76,6 @@ CREATE TABLE IF NOT EXISTS outlet_state(
     state TEXT NOT NULL,
     updated_ts REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS kv(
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS events(
     event_id TEXT PRIMARY KEY,
     type TEXT NOT NULL,

@@ -111,7 +111,6 @@ class IngestService:
         influx: InfluxConfig,
         settings: IngestSettings | None = None,
         *,
-        on_readings: Callable[[list[tuple[Reading, OutletInfo]]], object] | None = None,
         compliance: ComplianceConfig | None = None,
     ) -> None:
         self.registry = registry
@@ -135,7 +134,6 @@ class IngestService:
             self.spool = Spool(self.settings.spool_dir, max_bytes=self.settings.spool_max_bytes)
             self.stats.spool_bytes = self.spool.size_bytes
         self._spool_wake = asyncio.Event()
-        self.on_readings = on_readings
         self._grid = {g.id: g for g in registry.grid_sensor}
         #: Fingerprints of recently stored messages (insertion-ordered, bounded): a DAS resending a packet
         #: it got no reply for, or a broker redelivering one whose PUBACK was lost, is a ``duplicate``.
@@ -227,10 +225,6 @@ class IngestService:
         return out
 
     # -- one batch ------------------------------------------------------------------------------------
-    async def process(self, batch: list[InboundMessage], stop: asyncio.Event | None) -> None:
-        """Prepare and commit one batch (the run loop pipelines the two stages)."""
-        await self.commit(self.prepare(batch), stop)
-
     def prepare(self, batch: list[InboundMessage]) -> _Prepared:
         """The CPU stage: decode, validate and build line protocol; no I/O."""
         now = datetime.now(UTC)
@@ -311,10 +305,6 @@ class IngestService:
         self.stats.batches += 1
         if rejects:
             await asyncio.gather(*(self._dead_letter(m, e) for m, e in rejects))
-        if readings and self.on_readings is not None:
-            res = self.on_readings(readings)
-            if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
-                await res
 
     def _accept(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
         d = decode_message(msg.topic, msg.payload, self.registry, require_crc=self.settings.require_crc)
