@@ -34,7 +34,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -94,17 +94,14 @@ CREATE TABLE IF NOT EXISTS events(
     escalated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS events_unacked ON events(type, acked_at, escalated_at);
--- incremental engine state: the open hours' sub-values (OutletHourly.take_journal), deleted when the hour
--- closes, and the hourly records that the transmission-rate counter has counted
-CREATE TABLE IF NOT EXISTS hour_subs(
-    mn TEXT NOT NULL, hour INTEGER NOT NULL, kind TEXT NOT NULL, code TEXT NOT NULL, sec INTEGER NOT NULL,
-    v REAL, ok INTEGER NOT NULL,
-    PRIMARY KEY(mn, hour, kind, code, sec)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS hour_das(
-    mn TEXT NOT NULL, hour INTEGER NOT NULL, code TEXT NOT NULL, avg REAL, zs REAL, flag TEXT NOT NULL,
-    PRIMARY KEY(mn, hour, code)
-) WITHOUT ROWID;
+-- incremental engine state: what OutletHourly.take_journal gave since the last commit, one row per outlet
+-- and commit (a JSON list of sub-values, in feed order: replayed in id order, the later value of the same
+-- second wins), deleted once every hour it touches has closed; and the hourly records that the
+-- transmission-rate counter has counted
+CREATE TABLE IF NOT EXISTS hour_log(
+    id INTEGER PRIMARY KEY, mn TEXT NOT NULL, last_hour INTEGER NOT NULL, entries TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
 CREATE TABLE IF NOT EXISTS rate_records(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
     valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
@@ -267,13 +264,18 @@ class _Stored:
 
 
 def _load_state(conn: sqlite3.Connection) -> _Stored:
+    _migrate_hour_rows(conn)
     outlets = [(str(mn), str(s)) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")]
     subs: dict[str, list[tuple[Any, ...]]] = {}
-    for row in conn.execute("SELECT mn, hour, kind, code, sec, v, ok FROM hour_subs"):
-        subs.setdefault(row[0], []).append(row[1:])
     das: dict[str, list[tuple[Any, ...]]] = {}
-    for row in conn.execute("SELECT mn, hour, code, avg, zs, flag FROM hour_das"):
-        das.setdefault(row[0], []).append(row[1:])
+    for mn, entries in conn.execute("SELECT mn, entries FROM hour_log ORDER BY id"):
+        s_rows = subs.setdefault(mn, [])
+        d_rows = das.setdefault(mn, [])
+        for e in json.loads(entries):
+            if e[0] == "s":  # ["s", hour, kind, code, sec, v, ok]
+                s_rows.append((e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], e[6]))
+            else:  # ["d", hour, code, avg, zs, flag]
+                d_rows.append(tuple(e[1:]))
     rate_rows = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
     unacked = {
         str(eid): float(ts)
@@ -283,6 +285,29 @@ def _load_state(conn: sqlite3.Connection) -> _Stored:
         )
     }
     return _Stored(outlets, subs, das, rate_rows, unacked)
+
+
+def _migrate_hour_rows(conn: sqlite3.Connection) -> None:
+    """State directories of cems 0.1.0 before the journal rows: move their per-value rows into ``hour_log``."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"hour_subs", "hour_das"} <= tables:
+        return
+    journals: dict[str, list[tuple[Any, ...]]] = {}
+    for mn, hour, kind, code, sec, v, ok in conn.execute("SELECT * FROM hour_subs ORDER BY mn, hour, sec"):
+        journals.setdefault(mn, []).append(("s", hour, kind, code, sec, v, bool(ok)))
+    for mn, hour, code, avg, zs, flag in conn.execute("SELECT * FROM hour_das"):
+        journals.setdefault(mn, []).append(("d", hour, code, avg, zs, flag))
+    with transaction(conn):
+        conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", _log_rows(journals.items()))
+        conn.execute("DROP TABLE hour_subs")
+        conn.execute("DROP TABLE hour_das")
+
+
+def _log_rows(journals: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[tuple[str, int, str]]:
+    """``hour_log`` rows (mn, last hour, JSON entries) of the outlets' journals (NaN is kept as JSON NaN)."""
+    for mn, journal in journals:
+        if journal:
+            yield mn, max(e[1] for e in journal), json.dumps(journal, separators=(",", ":"))
 
 
 def _prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
@@ -326,26 +351,15 @@ def _commit_state(
 ) -> None:
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, json.dumps(state(), separators=(",", ":")), now_ts) for mn, (state, _, _) in changes.items())
-    subs = (
-        (mn, e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], int(e[6]))  # ("s", hour, kind, code, sec, v, ok)
-        for mn, (_, journal, _) in changes.items()
-        for e in journal
-        if e[0] == "s"
-    )
-    das = (
-        (mn, e[1], e[2], e[3], e[4], e[5])  # ("d", hour, code, avg, zs, flag)
-        for mn, (_, journal, _) in changes.items()
-        for e in journal
-        if e[0] == "d"
-    )
     closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
     with transaction(conn):
         if changes:
             conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
-            conn.executemany("INSERT OR REPLACE INTO hour_subs VALUES (?,?,?,?,?,?,?)", subs)
-            conn.executemany("INSERT OR REPLACE INTO hour_das VALUES (?,?,?,?,?,?)", das)
-            conn.executemany("DELETE FROM hour_subs WHERE mn = ? AND hour < ?", closed)
-            conn.executemany("DELETE FROM hour_das WHERE mn = ? AND hour < ?", closed)
+            # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
+            # thousands: docs/benchmark.md)
+            logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
+            conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
+            conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:

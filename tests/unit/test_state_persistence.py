@@ -89,5 +89,36 @@ def test_restore_at_any_cut_points_gives_the_same_results(cuts: list[int]) -> No
     assert got == expected
     assert [d.to_json() for d in engine.rates.outlet_days()] == [d.to_json() for d in reference.rates.outlet_days()]
     # closed hours' sub-values were deleted: only the open hour remains
-    hours = {h for (h,) in conn.execute("SELECT DISTINCT hour FROM hour_subs")}
+    hours = {h for (h,) in conn.execute("SELECT DISTINCT last_hour FROM hour_log")}
     assert len(hours) <= 2
+
+
+def test_state_of_the_per_value_layout_is_migrated_into_the_journal() -> None:
+    """A state directory written before ``hour_log`` (one row per sub-value) restores the same open hour."""
+    rs = readings(30)  # 07:50 to 08:19: the 08:00 hour is open
+    reference = ComplianceEngine(REG)
+    run(reference, rs)
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(STATE_SCHEMA)
+    conn.executescript(
+        "CREATE TABLE hour_subs(mn TEXT, hour INTEGER, kind TEXT, code TEXT, sec INTEGER, v REAL, ok INTEGER);"
+        "CREATE TABLE hour_das(mn TEXT, hour INTEGER, code TEXT, avg REAL, zs REAL, flag TEXT);"
+    )
+    engine = ComplianceEngine(REG)
+    run(engine, rs)
+    changes = engine.take_changes()
+    for mn, (state, journal, _) in changes.items():
+        conn.execute("INSERT INTO outlet_state VALUES (?,?,0)", (mn, json.dumps(state())))
+        for e in journal:
+            if e[0] == "s":
+                v = None if e[5] != e[5] else e[5]
+                conn.execute("INSERT INTO hour_subs VALUES (?,?,?,?,?,?,?)", (mn, *e[1:5], v, int(e[6])))
+            else:
+                conn.execute("INSERT INTO hour_das VALUES (?,?,?,?,?,?)", (mn, *e[1:]))
+    conn.commit()
+    e2 = restored(conn)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "hour_subs" not in tables and "hour_das" not in tables
+    tail = readings(90)[60:]  # closes the 08:00 hour in both engines
+    assert run(e2, tail) == run(reference, tail) != []
+    assert conn.execute("SELECT count(*) FROM hour_log").fetchone()[0] == 2
