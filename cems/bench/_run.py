@@ -55,10 +55,14 @@ TARGET_REPLAY = 300_000.0
 KEYS = (
     "broker_msgs_per_s",
     "baseline_msgs_per_s",
+    "database_msgs_per_s",
     "cems_msgs_per_s",
     "cems_values_per_s",
     "lost",
     "ratio_vs_baseline",
+    "ratio_vs_database",
+    "baseline_cpu_us_per_msg",
+    "cems_cpu_us_per_msg",
     "alert_latency_p50_s",
     "alert_latency_p99_s",
     "rss_mb",
@@ -86,7 +90,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-days", type=int, default=None, help="days of minute-by-minute HJ 212 to replay (30)")
     p.add_argument("--json", dest="json_file", default=None, help="write the figures to this JSON file")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark works (well under 1 min)")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: broker,baseline,cems,alert,rss,replay")
+    p.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: broker,baseline,database,cems,alert,rss,replay"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
     p.add_argument("--profile", default=None, help="py-spy raw profile of `cems run` during the throughput run")
     p.add_argument("--cems-arg", action="append", default=[], help="extra argument passed to `cems run` (repeatable)")
@@ -433,6 +439,41 @@ class Bench:
                                  90.0 + n / 500.0)  # fmt: skip
         self._record_drain("baseline", d, pub, n)
         self.res.figures["baseline_msgs_per_s"] = d.rate
+        if d.cpu_s is not None and d.count:
+            self.res.figures["baseline_cpu_us_per_msg"] = d.cpu_s / d.count * 1e6
+
+    def database(self) -> None:
+        """InfluxDB's own limit for this load: the same ``cems_reading`` lines posted with nothing in front."""
+        db = "bench_database"
+        create_database(self.influx_url, db)
+        out = self.dir / "logs" / "database.json"
+        argv = self._py("-m", "cems.bench._write", "--influx-url", self.influx_url, "--db", db,
+                        "--config", str(self.registry), "--file", str(self.tp_file), "--out", str(out))  # fmt: skip
+        i0 = _cpu_s(self.influx_pid)
+        proc = self.procs.spawn("database-writer", argv)
+        rc = self.procs.wait(proc, 120.0 + self.tp_n / 500.0)
+        i1 = _cpu_s(self.influx_pid)
+        if rc is None:
+            self.procs.stop(proc)
+            self.res.notes.append("database: the writer did not finish in time")
+            return
+        if not out.exists():
+            err = (self.dir / "logs" / "database-writer.err").read_text(errors="replace")[-500:]
+            self.res.notes.append(f"database: the writer failed (exit {rc}): {err!r}")
+            return
+        s = json.loads(out.read_text())
+        stored = self._count(db)
+        span = float(s["last"]) - float(s["first"])
+        rate = int(s["lines"]) / span if span > 0 and stored == int(s["lines"]) else None
+        if stored != int(s["lines"]):
+            self.res.notes.append(f"database: {stored} of {s['lines']} lines stored ({s.get('errors')})")
+        self.res.figures["database_msgs_per_s"] = rate
+        self.res.details["database"] = {
+            "lines": s["lines"], "batches": s["batches"], "stored": stored, "write_s": span, "msgs_per_s": rate,
+            "influxdb_cores": None if i0 is None or i1 is None or span <= 0 else (i1 - i0) / span,
+            "writer_cpu_s": s["post_cpu_s"],
+        }  # fmt: skip
+        self.log(f"database: {stored}/{s['lines']} lines stored in {span:.2f} s, {rate or 0:,.0f} readings/s")
 
     def _record_drain(self, name: str, d: _Drain, pub: dict[str, Any], n: int) -> None:
         span = None if d.first is None or d.last is None else d.last - d.first
@@ -529,6 +570,10 @@ class Bench:
         self.res.figures["lost"] = lost
         base = self.res.figures.get("baseline_msgs_per_s")
         self.res.figures["ratio_vs_baseline"] = rate / base if rate and base else None
+        dbr = self.res.figures.get("database_msgs_per_s")
+        self.res.figures["ratio_vs_database"] = rate / dbr if rate and dbr else None
+        if w.get("cems_cores") is not None and n:
+            self.res.figures["cems_cpu_us_per_msg"] = w["cems_cores"] * w["seconds"] / n * 1e6
         self.res.details["cems"] = {"messages": n, **w, "stored_after_stop": stored, "ingest_stats": stats,
                                     "loadgen_msgs_per_s": pub.get("msgs_per_s")}  # fmt: skip
         if stats and stats.get("rejected"):
@@ -680,7 +725,7 @@ class Bench:
     # -- all ----------------------------------------------------------------------------------------------
     def run(self) -> _Result:
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("broker", self.broker), ("baseline", self.baseline), ("cems", self.cems),
+            ("broker", self.broker), ("baseline", self.baseline), ("database", self.database), ("cems", self.cems),
             ("alert", self.alert), ("rss", self.rss), ("replay", self.replay),
         ]  # fmt: skip
         try:
@@ -749,11 +794,15 @@ def evaluate(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         ("broker_msgs_per_s", num(fig.get("broker_msgs_per_s")), "(broker limit)", "-"),
         ("baseline_msgs_per_s", num(fig.get("baseline_msgs_per_s")), "(Python consumer limit)", "-"),
+        ("database_msgs_per_s", num(fig.get("database_msgs_per_s")), "(InfluxDB limit)", "-"),
         ("cems_msgs_per_s", num(fig.get("cems_msgs_per_s")), "", "-"),
         ("cems_values_per_s", num(fig.get("cems_values_per_s")), "", "-"),
         ("lost", num(lost, "{}"), "= 0", verdict(None if lost is None else lost == 0)),
         ("ratio_vs_baseline", num(ratio, "{:.2f}"), f">= {TARGET_RATIO} (lost = 0)",
          verdict(None if ratio is None else (ratio >= TARGET_RATIO and lost == 0))),
+        ("ratio_vs_database", num(fig.get("ratio_vs_database"), "{:.2f}"), "", "-"),
+        ("baseline_cpu_us_per_msg", num(fig.get("baseline_cpu_us_per_msg"), "{:.1f}"), "", "-"),
+        ("cems_cpu_us_per_msg", num(fig.get("cems_cpu_us_per_msg"), "{:.1f}"), "", "-"),
         ("alert_latency_p50_s", num(fig.get("alert_latency_p50_s"), "{:.3f}"), "", "-"),
         ("alert_latency_p99_s", num(p99, "{:.3f}"), f"<= {TARGET_P99_S}",
          verdict(None if p99 is None else p99 <= TARGET_P99_S)),

@@ -34,8 +34,9 @@ def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
     for key in KEYS:
         assert key in doc, key
     assert doc["lost"] == 0, doc["notes"]
-    for key in ("broker_msgs_per_s", "baseline_msgs_per_s", "cems_msgs_per_s", "cems_values_per_s",
-                "ratio_vs_baseline", "replay_values_per_s"):  # fmt: skip
+    for key in ("broker_msgs_per_s", "baseline_msgs_per_s", "database_msgs_per_s", "cems_msgs_per_s",
+                "cems_values_per_s", "ratio_vs_baseline", "ratio_vs_database", "baseline_cpu_us_per_msg",
+                "cems_cpu_us_per_msg", "replay_values_per_s"):  # fmt: skip
         assert _positive(doc[key]), (key, doc[key], doc["notes"])
     assert doc["rss_mb"] and all(_positive(v) for v in doc["rss_mb"].values()), doc["rss_mb"]
     assert set(doc["rss_mb"]) == {"200", "1000"}
@@ -46,4 +47,6 @@ def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
     else:
         assert doc["alert_latency_p99_s"] is None or _positive(doc["alert_latency_p99_s"])
     assert doc["targets"]["lost"]["result"] == "PASS"
+    db = doc["details"]["database"]
+    assert db["stored"] == db["lines"] == doc["details"]["cems"]["messages"]
     assert doc["machine"]["nproc"] >= 1
