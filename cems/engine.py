@@ -8,7 +8,7 @@ Each call returns what changed: closed hourly records and event updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,9 +23,11 @@ from cems.rules import (
     ExceedanceTracker,
     HourlyRecord,
     InterruptionTracker,
+    LimitSchedule,
     OutletHourly,
     RateCounter,
     RealtimeWarningTracker,
+    limit_key,
 )
 
 STATE_VERSION = 1
@@ -49,12 +51,12 @@ class EngineOutput:
 class _OutletEngine:
     __slots__ = ("exceedance", "hourly", "info", "interruption", "warnings")
 
-    def __init__(self, info: OutletInfo, lateness: timedelta) -> None:
+    def __init__(self, info: OutletInfo, lateness: timedelta, schedule: LimitSchedule) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
-        self.hourly = OutletHourly(o, lateness=lateness)
+        self.hourly = OutletHourly(o, lateness=lateness, schedule=schedule)
         self.exceedance = ExceedanceTracker(o.mn, e, d)
-        self.warnings = RealtimeWarningTracker(o, e, d)
+        self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule)
         self.interruption = InterruptionTracker(o, e, d)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
@@ -110,13 +112,21 @@ class ComplianceEngine:
         self.lateness = lateness
         self.rates = RateCounter(registry, include_silent=include_silent_outlets)
         self._outlets: dict[str, _OutletEngine] = {}
+        #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
+        #: by the outlets that have it (memory: a schedule and its cached limits per outlet add up).
+        self._schedules: dict[Hashable, LimitSchedule] = {}
         #: Outlets whose state changed since :meth:`take_changes` was last called (incremental persistence).
         self._dirty: set[str] = set()
 
     def _outlet(self, info: OutletInfo) -> _OutletEngine:
         oe = self._outlets.get(info.outlet.mn)
         if oe is None:
-            oe = self._outlets[info.outlet.mn] = _OutletEngine(info, self.lateness)
+            o = info.outlet
+            key = limit_key(o)
+            schedule = self._schedules.get(key)
+            if schedule is None:
+                schedule = self._schedules[key] = LimitSchedule(o)
+            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule)
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:
@@ -193,4 +203,3 @@ class ComplianceEngine:
         info = self.registry.outlet(mn)
         if info is not None:
             self._outlet(info).restore(state)
-

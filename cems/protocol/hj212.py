@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -506,7 +507,8 @@ def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | 
         if dt is None:
             return None
         flags_get = flags.get
-        measurements = {code: Measurement(code, d, flags_get(code)) for code, d in nums.items()}
+        intern = sys.intern  # codes are kept as keys in per-outlet state: one copy each, not one per message
+        measurements = {(c := intern(code)): Measurement(c, d, flags_get(code)) for code, d in nums.items()}
         return mn, pw, Reading(mn, stream, dt, measurements, qn, "hj212", extra)
     except Exception:
         return None
@@ -1170,6 +1172,7 @@ def to_reading(packet: Packet, tz: tzinfo = BEIJING) -> Reading:
                 flag = v
             else:
                 extra[f"{code}-{suffix}"] = v
+        code = sys.intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
         measurements[code] = Measurement(code, nums, flag)
     return Reading(
         mn=packet.mn,

@@ -15,6 +15,7 @@ raises :class:`cems.errors.RejectedMessage` with a specific reason.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -86,6 +87,7 @@ def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING
                 raise RejectedMessage("bad_field", f"{code}-{suffix}: {v!r} is not a number")
             else:
                 nums[suffix] = v
+        code = sys.intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
         measurements[code] = Measurement(code, nums, flag)
     return Reading(
         mn=mn,

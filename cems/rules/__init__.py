@@ -36,7 +36,7 @@ from cems.rules.hourly import (
     unit_factor,
     unit_factors,
 )
-from cems.rules.limits import AppliedLimit, LimitSchedule, active_profile, limit_at, ref_o2_at
+from cems.rules.limits import AppliedLimit, LimitSchedule, active_profile, limit_at, limit_key, ref_o2_at
 from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
 from cems.rules.transmission import (
     DistrictMonthRate,
@@ -81,6 +81,7 @@ __all__ = [
     "event_id",
     "is_concentration",
     "limit_at",
+    "limit_key",
     "month_bounds",
     "ref_o2_at",
     "unit_factor",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -153,16 +154,21 @@ class ExceedanceTracker:
     ended without a record: call it with the same ``until`` given to ``OutletHourly.flush``.
     """
 
+    # Memory (one tracker per outlet): slots, and the dicts are made on first use (``None`` = empty); most
+    # outlets never have a run.
+    __slots__ = ("_last", "_runs", "district", "enterprise", "mn")
+
     def __init__(self, mn: str, enterprise: str, district: str) -> None:
         self.mn = mn
         self.enterprise = enterprise
         self.district = district
-        self._runs: dict[str, Event] = {}
-        self._last: dict[str, float] = {}
+        self._runs: dict[str, Event] | None = None
+        self._last: dict[str, float] | None = None
 
     @property
     def open_events(self) -> list[Event]:
-        return [self._runs[p] for p in sorted(self._runs)]
+        runs = self._runs
+        return [runs[p] for p in sorted(runs)] if runs else []
 
     @staticmethod
     def _next_hour(run: Event) -> float:
@@ -174,16 +180,20 @@ class ExceedanceTracker:
             raise ValueError(f"record of {rec.mn!r} fed to the tracker of {self.mn!r}")
         p = rec.pollutant
         h = _ts(rec.hour_start)
-        last = self._last.get(p)
+        lasts = self._last
+        if lasts is None:
+            lasts = self._last = {}
+        last = lasts.get(p)
         if last is not None and h <= last:
             return []
-        self._last[p] = h
+        lasts[p] = h
         ups: list[EventUpdate] = []
-        run = self._runs.get(p)
+        runs = self._runs
+        run = None if runs is None else runs.get(p)
         if run is not None and h > self._next_hour(run):
             # Missing hour(s): the hour after the run's last hour has no record, so the run ends there.
             ups.append(EventUpdate(CLOSED, run.closed_at(_dt(self._next_hour(run)))))
-            del self._runs[p]
+            del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
             run = None
         if rec.exceeds:
             zs = rec.zs_avg
@@ -203,29 +213,37 @@ class ExceedanceTracker:
                     profile=rec.profile,
                     status="open",
                 )
-                self._runs[p] = ev
+                if runs is None:
+                    runs = self._runs = {}
+                runs[p] = ev
                 ups.append(EventUpdate(OPENED, ev))
             else:
                 peak = run.peak if zs is None or (run.peak is not None and run.peak >= zs) else zs
                 ev = replace(run, hours=run.hours + 1, peak=peak)
-                self._runs[p] = ev
+                runs[p] = ev  # type: ignore[index]  # run is not None: runs is a dict
                 ups.append(EventUpdate(UPDATED, ev))
         elif run is not None:
             ups.append(EventUpdate(CLOSED, run.closed_at(rec.hour_start.astimezone(BEIJING))))
-            del self._runs[p]
+            del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
         return ups
 
     def on_clock(self, until: datetime) -> list[EventUpdate]:
         """Close runs whose next hour ended at or before ``until`` without a record (a missing hour)."""
+        runs = self._runs
+        if not runs:
+            return []
         u = _ts(until)
         ups: list[EventUpdate] = []
-        for p in sorted(self._runs):
-            run = self._runs[p]
+        for p in sorted(runs):
+            run = runs[p]
             nxt = self._next_hour(run)
             if nxt + 3600.0 <= u:
                 ups.append(EventUpdate(CLOSED, run.closed_at(_dt(nxt))))
-                del self._runs[p]
-                self._last[p] = max(self._last.get(p, nxt), nxt)
+                del runs[p]
+                lasts = self._last
+                if lasts is None:
+                    lasts = self._last = {}
+                lasts[p] = max(lasts.get(p, nxt), nxt)
         return ups
 
     def snapshot(self) -> dict[str, Any]:
@@ -233,14 +251,14 @@ class ExceedanceTracker:
             "version": 1,
             "kind": "exceedance",
             "mn": self.mn,
-            "runs": {p: ev.to_json() for p, ev in sorted(self._runs.items())},
-            "last": dict(sorted(self._last.items())),
+            "runs": {p: ev.to_json() for p, ev in sorted((self._runs or {}).items())},
+            "last": dict(sorted((self._last or {}).items())),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         _check_version(state, "exceedance", self.mn)
-        self._runs = {p: Event.from_json(d) for p, d in state["runs"].items()}
-        self._last = {p: float(v) for p, v in state["last"].items()}
+        self._runs = {p: Event.from_json(d) for p, d in state["runs"].items()} or None
+        self._last = {p: float(v) for p, v in state["last"].items()} or None
 
 
 # ---------------------------------------------------------------------------------------------- warnings
@@ -256,6 +274,15 @@ class _WarnState:
     event: Event | None = None
 
 
+#: The state of a pollutant that is not above its limit and has no event (what a new ``_WarnState()`` is):
+#: shared by every outlet and pollutant in that state (memory: one tracker per outlet), so it is never
+#: mutated: a pollutant that goes above its limit gets its own ``_WarnState`` first.
+_IDLE: Final = _WarnState()
+
+#: Unit factors of an outlet sending every code in the standard's units (most outlets): shared, read-only.
+_NO_FACTORS: Final[Mapping[str, float]] = {}
+
+
 class RealtimeWarningTracker:
     """``realtime_warning`` (预警) events of one outlet, from real-time (CN=2011) readings.
 
@@ -267,6 +294,21 @@ class RealtimeWarningTracker:
     ``stop_after`` (default: the outlet's interruption threshold) the event closes at the last value's time
     plus ``rtd_interval_s`` and the debounce starts again.  Readings at or before the last one are ignored.
     """
+
+    __slots__ = (
+        "_factors",
+        "_last_t",
+        "_max_o2",
+        "_schedule",
+        "_states",
+        "_stop_after",
+        "district",
+        "enterprise",
+        "mn",
+        "n_close",
+        "n_open",
+        "outlet",
+    )
 
     def __init__(
         self,
@@ -292,7 +334,7 @@ class RealtimeWarningTracker:
             stop_after.total_seconds() if stop_after is not None else float(outlet.interruption_threshold)
         )
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
-        self._factors = unit_factors(outlet)
+        self._factors: Mapping[str, float] = unit_factors(outlet) or _NO_FACTORS
         self._max_o2 = max_o2
         self._last_t: float | None = None
         self._states: dict[str, _WarnState] = {}
@@ -308,7 +350,7 @@ class RealtimeWarningTracker:
             st = self._states[code]
             if st.event is not None:
                 ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-            self._states[code] = _WarnState()
+            self._states[code] = _IDLE
         return ups
 
     def on_reading(self, reading: Reading) -> list[EventUpdate]:
@@ -346,9 +388,9 @@ class RealtimeWarningTracker:
                     das = m.values.get("ZsRtd")
                     zs = das * f if das is not None and math.isfinite(das) else None
             st = self._states.get(code)
-            if st is None:
-                st = self._states[code] = _WarnState()
             if zs is not None and zs > al.limit:
+                if st is None or st is _IDLE:
+                    st = self._states[code] = _WarnState()
                 st.below = 0
                 if st.event is not None:
                     if st.event.peak is None or zs > st.event.peak:
@@ -380,6 +422,11 @@ class RealtimeWarningTracker:
                     st.above = 0
                     ups.append(EventUpdate(OPENED, st.event))
             else:
+                if st is None:
+                    self._states[code] = _IDLE
+                    continue
+                if st is _IDLE:
+                    continue
                 st.above = 0
                 if st.event is None:
                     continue
@@ -389,7 +436,7 @@ class RealtimeWarningTracker:
                 if st.below >= self.n_close:
                     end = _dt(st.below_start)
                     ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-                    self._states[code] = _WarnState()
+                    self._states[code] = _IDLE
         return ups
 
     def on_clock(self, now: datetime) -> list[EventUpdate]:
@@ -424,7 +471,7 @@ class RealtimeWarningTracker:
         self._states = {}
         for code, d in state["states"].items():
             ev = d["event"]
-            self._states[code] = _WarnState(
+            st = _WarnState(
                 above=int(d["above"]),
                 above_start=float(d["above_start"]),
                 above_peak=float(d["above_peak"]),
@@ -432,12 +479,15 @@ class RealtimeWarningTracker:
                 below_start=float(d["below_start"]),
                 event=None if ev is None else Event.from_json(ev),
             )
+            self._states[code] = _IDLE if st == _IDLE else st
 
 
 # ---------------------------------------------------------------------------------------------- interruption
 
 
-def _merged_stops(outlet: Outlet) -> list[tuple[float, float]]:
+def _merged_stops(outlet: Outlet) -> Sequence[tuple[float, float]]:
+    if not outlet.stop:
+        return ()  # most outlets: no list per outlet
     spans = sorted((s.start.timestamp(), s.end.timestamp()) for s in outlet.stop)
     out: list[tuple[float, float]] = []
     for a, b in spans:
@@ -464,6 +514,8 @@ class InterruptionTracker:
 
     Before the first data time nothing is known and nothing is reported.
     """
+
+    __slots__ = ("_closed_until", "_last", "_open", "_stops", "district", "enterprise", "mn", "outlet", "threshold_s")
 
     def __init__(self, outlet: Outlet, enterprise: str, district: str, *, threshold: timedelta | None = None) -> None:
         self.outlet = outlet

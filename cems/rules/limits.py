@@ -13,6 +13,7 @@ real-time warnings).
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -105,10 +106,24 @@ def limit_at(outlet: Outlet, code: str, t: datetime) -> AppliedLimit | None:
     return best
 
 
+def limit_key(outlet: Outlet) -> Hashable:
+    """Everything of ``outlet`` that :func:`limit_at`, :func:`ref_o2_at` and :func:`active_profile` read.
+
+    Outlets with equal keys have the same limits at every time, so they can share one :class:`LimitSchedule`
+    (the engine keeps one schedule per distinct key, not one per outlet: most outlets of a city differ only
+    by their profile).  The changes keep their registry order (it breaks ties between equal start dates).
+    """
+    changes = tuple(
+        (ch.start, ch.profile, ch.ref_o2, tuple(sorted(ch.limits.items())), ch.reason) for ch in outlet.limit_change
+    )
+    return (outlet.profile, outlet.ref_o2, tuple(sorted(outlet.limits.items())), changes)
+
+
 class LimitSchedule:
     """:func:`limit_at` / :func:`ref_o2_at` for one outlet, cached per interval between change dates.
 
-    Build a new schedule when the registry is reloaded.
+    One schedule may serve every outlet with the same :func:`limit_key` (``outlet`` is then the outlet it
+    was built for).  Build a new schedule when the registry is reloaded.
     """
 
     __slots__ = ("_bounds", "_cache", "_outlet", "_ref_cache")
