@@ -51,10 +51,10 @@ class EngineOutput:
 class _OutletEngine:
     __slots__ = ("exceedance", "hourly", "info", "interruption", "warnings")
 
-    def __init__(self, info: OutletInfo, lateness: timedelta, schedule: LimitSchedule) -> None:
+    def __init__(self, info: OutletInfo, lateness: timedelta, schedule: LimitSchedule, journal: bool) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
-        self.hourly = OutletHourly(o, lateness=lateness, schedule=schedule)
+        self.hourly = OutletHourly(o, lateness=lateness, schedule=schedule, journal=journal)
         self.exceedance = ExceedanceTracker(o.mn, e, d)
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule)
         self.interruption = InterruptionTracker(o, e, d)
@@ -106,10 +106,18 @@ class ComplianceEngine:
     """Hourly records, exceedances, real-time warnings, data interruptions and transmission counts."""
 
     def __init__(
-        self, registry: Registry, *, lateness: timedelta = DEFAULT_LATENESS, include_silent_outlets: bool = False
+        self,
+        registry: Registry,
+        *,
+        lateness: timedelta = DEFAULT_LATENESS,
+        include_silent_outlets: bool = False,
+        journal: bool = True,
     ) -> None:
+        """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
+        service persists it); ``cems replay`` persists nothing and turns it off."""
         self.registry = registry
         self.lateness = lateness
+        self.journal = journal
         self.rates = RateCounter(registry, include_silent=include_silent_outlets)
         self._outlets: dict[str, _OutletEngine] = {}
         #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
@@ -126,7 +134,7 @@ class ComplianceEngine:
             schedule = self._schedules.get(key)
             if schedule is None:
                 schedule = self._schedules[key] = LimitSchedule(o)
-            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule)
+            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule, self.journal)
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:

@@ -257,6 +257,7 @@ class OutletHourly:
         max_o2: float = DEFAULT_MAX_O2,
         zs_rel_tol: float = 0.02,
         zs_abs_tol: float = DEFAULT_ZS_ABS_TOL,
+        journal: bool = True,
     ) -> None:
         if lateness < timedelta(0):
             raise ValueError("lateness must be ≥ 0")
@@ -279,8 +280,9 @@ class OutletHourly:
         #: Readings that arrived for an already-closed hour (not aggregated).
         self.late_readings = 0
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
-        #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``.
-        self._journal: list[tuple[Any, ...]] = []
+        #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
+        #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
+        self._journal: list[tuple[Any, ...]] | None = [] if journal else None
 
     # -- input
 
@@ -321,7 +323,8 @@ class OutletHourly:
                         avg = None if avg is None else avg * f
                         zs = None if zs is None else zs * f
                     das[code] = dv = (avg, zs, "N" if m.flag is None else m.flag.upper())
-                    journal.append(("d", hour, code, *dv))
+                    if journal is not None:
+                        journal.append(("d", hour, code, *dv))
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 target = acc.rtd if stream is Stream.RTD else acc.mins
@@ -342,7 +345,8 @@ class OutletHourly:
                     if d is None:
                         d = target[code] = {}
                     d[sec] = (v, ok)
-                    journal.append(("s", hour, kind, code, sec, v, ok))
+                    if journal is not None:
+                        journal.append(("s", hour, kind, code, sec, v, ok))
         wm = ts - self._lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
@@ -522,7 +526,10 @@ class OutletHourly:
     def take_journal(self) -> list[tuple[Any, ...]]:
         """The sub-values added since the last call (the service persists them row by row, so a commit
         costs what was added, not the size of the open hours)."""
-        j, self._journal = self._journal, []
+        j = self._journal
+        if j is None:
+            return []
+        self._journal = []
         return j
 
     @property
