@@ -3,10 +3,16 @@
 Line protocol is the same for InfluxDB 1.x, 2.x, 3.x and VictoriaMetrics; only the endpoint and the
 authentication differ.  The writer is a thin adapter: it raises :class:`SinkError` with ``retryable`` set
 so the service can back off and retry (5xx, connection errors) or dead-letter (4xx: the data are bad).
+
+A large batch is posted as ``write_concurrency`` requests at once, split by series (all lines of one series,
+i.e. one measurement and tag set, go to the same request, in their order): InfluxDB parses each request on
+one core, so one request at a time leaves the database's other cores idle (measured: docs/benchmark.md).
+Points with the same key are always in the same request, so their last-write-wins order is kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +40,10 @@ class InfluxConfig:
     precision: Literal["ms", "s"] = "ms"
     gzip: bool = True
     timeout_s: float = 30.0
+    #: Requests a large batch is split into (by series), posted at once.
+    write_concurrency: int = 2
+    #: Batches smaller than this go in one request.
+    split_min_lines: int = 1000
 
     def write_request(self) -> tuple[str, dict[str, str], dict[str, str]]:
         """(url, query params, headers) of a write."""
@@ -62,8 +72,27 @@ class InfluxWriter:
         self._client = httpx.AsyncClient(timeout=config.timeout_s)
 
     async def write(self, lines: list[str]) -> None:
+        """Write every line (raises :class:`InfluxWriteError`; parts that succeeded stay written, and a
+        rewrite is harmless: points are keyed)."""
         if not lines:
             return
+        n = self.config.write_concurrency
+        if n <= 1 or len(lines) < self.config.split_min_lines:
+            await self._post(lines)
+            return
+        parts: list[list[str]] = [[] for _ in range(n)]
+        for line in lines:
+            parts[hash(_series(line)) % n].append(line)
+        results = await asyncio.gather(*(self._post(p) for p in parts if p), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # bad data (4xx) wins over an outage: the caller then bisects to find the refused lines
+            for e in errors:
+                if isinstance(e, InfluxWriteError) and not e.retryable:
+                    raise e
+            raise errors[0]
+
+    async def _post(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode("utf-8")
         if self.config.gzip:
             body = gzip.compress(body, compresslevel=1)
@@ -104,3 +133,11 @@ class InfluxWriter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _series(line: str) -> str:
+    """The series key of a line-protocol line: measurement and tag set (up to the first unescaped space)."""
+    i = line.find(" ")
+    while i > 0 and line[i - 1] == "\\":
+        i = line.find(" ", i + 1)
+    return line if i < 0 else line[:i]

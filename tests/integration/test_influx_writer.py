@@ -85,3 +85,46 @@ async def test_v2_path_on_influxdb_1_6_is_a_clear_retryable_error(influxdb: Any)
         await w.write([_line()])
     assert e.value.status == 404 and e.value.retryable and "--influx-api v1" in str(e.value)
     await w.aclose()
+
+
+def _lines(n_outlets: int, per_outlet: int, *, rewrite: bool = False) -> list[str]:
+    out = []
+    for k in range(per_outlet):
+        for i in range(n_outlets):
+            so2 = float(k) + (0.5 if rewrite else 0.0)
+            r = Reading(
+                mn=f"MN {i}",  # an escaped space in the series key
+                stream=Stream.RTD,
+                data_time=datetime(2026, 11, 22, 8, 0, k, tzinfo=BEIJING),
+                measurements={"a21026": Measurement("a21026", {"Rtd": so2}, "N")},
+            )
+            out.append(reading_line(r, "E", "130602"))
+    return out
+
+
+async def test_a_large_batch_is_split_by_series_and_written_whole(influxdb: Any, influx_db: str) -> None:
+    """2400 lines go as 3 concurrent requests; every point is stored, and a later batch that rewrites the same
+    keys wins everywhere (a series is never split across requests, so its points keep their order)."""
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db, write_concurrency=3))
+    lines = _lines(120, 20)
+    # the same key twice in one batch: the later line must win even though the batch is split
+    lines.append(_lines(1, 1, rewrite=True)[0])
+    await w.write(lines)
+    rows = influxdb.query(influx_db, "SELECT count(a21026_Rtd) FROM cems_reading")
+    assert rows[0]["count"] == 2400
+    first = influxdb.query(influx_db, "SELECT a21026_Rtd FROM cems_reading WHERE mn = 'MN 0' ORDER BY time LIMIT 1")
+    assert first[0]["a21026_Rtd"] == 0.5
+    await w.write(_lines(120, 20, rewrite=True))
+    rows = influxdb.query(influx_db, "SELECT sum(a21026_Rtd) FROM cems_reading")
+    assert rows[0]["sum"] == pytest.approx(120 * sum(k + 0.5 for k in range(20)))
+    await w.aclose()
+
+
+async def test_a_bad_line_in_a_split_batch_is_not_retryable(influxdb: Any, influx_db: str) -> None:
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db, write_concurrency=2, split_min_lines=10))
+    lines = _lines(10, 5)
+    lines.insert(17, "cems_reading,mn=x this is not line protocol")
+    with pytest.raises(InfluxWriteError) as e:
+        await w.write(lines)
+    assert e.value.retryable is False and e.value.status == 400
+    await w.aclose()
