@@ -738,6 +738,11 @@ class Bench:
             self.start_services()
             self.prepare()
             for name, fn in steps:
+                if name == "replay":
+                    # offline: the broker and the database are not needed, and their background work
+                    # (InfluxDB compactions of the earlier phases) would share the cores
+                    with contextlib.suppress(CemsError):
+                        self.services.down()
                 if name in self.cfg.skip:
                     self.res.notes.append(f"{name}: skipped (--skip)")
                     continue
