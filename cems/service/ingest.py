@@ -24,7 +24,7 @@ import gc
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,7 +154,9 @@ class IngestService:
         self._grid = {g.id: g for g in registry.grid_sensor}
         #: Fingerprints of recently stored messages (insertion-ordered, bounded): a DAS resending a packet
         #: it got no reply for, or a broker redelivering one whose PUBACK was lost, is a ``duplicate``.
-        self._recent: dict[int, None] = {}
+        #: (An OrderedDict: evicting the oldest of a plain dict with ``next(iter(d))`` walks every deleted slot
+        #: before it, ≈ 18 µs per message once the window is full.)
+        self._recent: OrderedDict[int, None] = OrderedDict()
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -318,7 +320,7 @@ class IngestService:
         for fp in fingerprints:  # only what is durable: a message whose batch failed is not a duplicate
             recent[fp] = None
         while len(recent) > self.settings.dedupe_window:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
         self.stats.accepted += n_data
         self.stats.batches += 1
         if rejects:
