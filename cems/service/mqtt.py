@@ -1,29 +1,41 @@
-"""MQTT adapter: paho-mqtt in its own network thread, bridged to asyncio.
+"""MQTT adapter of the ingester: a small MQTT 3.1.1 client on asyncio (:class:`MqttConnection`).
 
-Why paho and not aiomqtt: aiomqtt 2.x acknowledges QoS 1 messages on receipt, but cems must acknowledge a
-message only after its data are durable (DEVELOPERS.md, issue 7).  paho-mqtt 2.x has ``manual_ack``.
+Why not a library here.  The ingester needs QoS 1 with *manual* acknowledgement (a message is acknowledged
+only once its data are durable, DEVELOPERS.md and issue 7): aiomqtt 2.x acknowledges on receipt, so it cannot
+be used; paho-mqtt 2.x can (``manual_ack``) and was used until measured: in ``cems bench`` the paho adapter
+alone cost ≈ 40 µs of CPU per message of the ingester's ≈ 100 µs — its network thread parses every packet in
+Python with four ``recv`` calls, each acknowledgement from the event loop wakes that thread through a socket
+pair and goes out in its own ``send``, and the two threads contend for the GIL.  This client parses every
+packet of a received chunk in one pass on the event loop and writes a burst of PUBACKs in one ``write``
+(docs/benchmark.md).  It implements only what the ingester uses: CONNECT (persistent session, credentials,
+TLS), SUBSCRIBE, PUBLISH in at QoS 0/1 with manual PUBACK, PUBLISH out at QoS 0/1 with retransmission after
+a reconnect, keep-alive, and reconnection with exponential back-off and jitter.  Plant-side programs
+(simulator, HJ 212 bridge) and the benchmark's baseline consumer keep paho-mqtt (:func:`make_client`).
+
+Acknowledgement is safe across reconnections: a message carries the number of the connection it arrived
+on, and is acknowledged only on that connection.  After a reconnection the broker redelivers what was not
+acknowledged (same packet identifiers), and the copy is acknowledged instead: an old acknowledgement can
+never acknowledge a different message that the broker gave a freed identifier.
 
 Back-pressure: the broker sends at most its in-flight window of unacknowledged QoS 1 messages to this
-client (Mosquitto ``max_inflight_messages``); messages wait in a bounded :class:`Inbox`; if it is ever full
-the paho thread waits, which stops reading the socket (TCP back-pressure) instead of dropping anything.
-
-The hand-off from the paho thread to the event loop costs one deque append per message and one loop
-wake-up per burst (measured: a cross-thread coroutine round trip per message made the paho thread spend
-~80 % of its time waiting; docs/benchmark.md).
+client (Mosquitto ``max_inflight_messages``); messages wait in a bounded :class:`Inbox`; when it is full
+the client stops reading the socket (TCP back-pressure) instead of dropping anything, and resumes once
+the consumer has taken half of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
-import threading
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Final
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
@@ -41,6 +53,8 @@ class InboundMessage:
     mid: int
     qos: int
     received: float  # time.time() at arrival
+    #: The connection it arrived on (acknowledged only on that connection).
+    connection: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +69,23 @@ class MqttSettings:
     cert_file: str | None = None
     key_file: str | None = None
 
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password) from the settings, else from the URL."""
+        u = urlparse(self.url)
+        user = self.username or (unquote(u.username) if u.username else None)
+        pw = self.password or (unquote(u.password) if u.password else None)
+        return user, pw
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context when the URL is mqtts:// or a CA file is given (server certificate and host checked)."""
+        tls = self.host_port[2]
+        if not (tls or self.ca_file):
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
     @property
     def host_port(self) -> tuple[str, int, bool]:
         u = urlparse(self.url)
@@ -65,8 +96,9 @@ class MqttSettings:
 
 
 def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Client, str, int]:
-    """A configured paho client (not yet connected), with credentials and TLS from the settings/URL."""
-    host, port, tls = settings.host_port
+    """A configured paho client (not yet connected), with credentials and TLS from the settings/URL (for the
+    plant-side programs: simulator, HJ 212 bridge)."""
+    host, port, _ = settings.host_port
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
@@ -74,15 +106,11 @@ def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Clien
         protocol=mqtt.MQTTv311,
         manual_ack=manual_ack,
     )
-    u = urlparse(settings.url)
-    user = settings.username or (unquote(u.username) if u.username else None)
-    pw = settings.password or (unquote(u.password) if u.password else None)
+    user, pw = settings.credentials()
     if user:
         client.username_pw_set(user, pw)
-    if tls or settings.ca_file:
-        ctx = ssl.create_default_context(cafile=settings.ca_file)
-        if settings.cert_file:
-            ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    ctx = settings.tls_context()
+    if ctx is not None:
         client.tls_set_context(ctx)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -92,65 +120,220 @@ def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Clien
     return client, host, port
 
 
-class Inbox:
-    """Bounded hand-off of inbound messages from the paho thread to the event loop.
+# -- MQTT 3.1.1 packet types (OASIS MQTT 3.1.1, section 2.2.1) ------------------------------------------------
+_CONNECT: Final = 0x10
+_CONNACK: Final = 0x20
+_PUBLISH: Final = 0x30
+_PUBACK: Final = 0x40
+_SUBSCRIBE: Final = 0x82  # with the reserved flags 0010
+_SUBACK: Final = 0x90
+_PINGREQ: Final = b"\xc0\x00"
+_PINGRESP: Final = 0xD0
+_DISCONNECT: Final = b"\xe0\x00"
+_CONNACK_CODES: Final = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+#: Topic filters per SUBSCRIBE packet.
+_SUBSCRIBE_CHUNK: Final = 1000
 
-    Same consumer interface as :class:`asyncio.Queue` (``get``, ``get_nowait``, ``empty``, ``qsize``).
-    ``deque.append``/``popleft`` are atomic in CPython; the loop is woken once per burst, not per message.
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _utf8(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return struct.pack("!H", len(b)) + b
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + _remaining_length(len(body)) + body
+
+
+def _connect_packet(s: MqttSettings) -> bytes:
+    user, pw = s.credentials()
+    flags = 0 if not s.clean_session else 0x02
+    payload = _utf8(s.client_id)
+    if user:
+        flags |= 0x80
+        payload += _utf8(user)
+        if pw is not None:
+            flags |= 0x40
+            payload += _utf8(pw)
+    return _packet(_CONNECT, _utf8("MQTT") + bytes((4, flags)) + struct.pack("!H", s.keepalive_s) + payload)
+
+
+def _publish_packet(topic: str, payload: bytes, qos: int, mid: int, *, retain: bool, dup: bool) -> bytes:
+    first = _PUBLISH | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup else 0)
+    return _packet(first, _utf8(topic) + (struct.pack("!H", mid) if qos else b"") + payload)
+
+
+class MqttProtocolError(ServiceError):
+    """The broker sent something this client cannot interpret: the connection is dropped and re-made."""
+
+
+class Inbox:
+    """Bounded queue of inbound messages between the MQTT connection and the ingest pipeline (one event loop).
+
+    Same consumer interface as :class:`asyncio.Queue` (``get``, ``get_nowait``, ``empty``, ``qsize``).  When it
+    holds ``maxsize`` messages the connection stops reading (``full``); once the consumer has taken it down
+    to half, ``on_room`` is called and reading resumes.
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._dq: deque[InboundMessage] = deque()
         self._event = asyncio.Event()
-        self._signalled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_room: Callable[[], None] | None = None
+        self._waiting_room = False
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    # -- producer (the connection) ------------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        return len(self._dq) >= self.maxsize
 
-    # -- producer (paho thread) -------------------------------------------------------------------------
-    def put_blocking(self, m: InboundMessage, closing: Callable[[], bool]) -> bool:
-        """Append; wait while full (back-pressure).  ``False`` if the connection is closing."""
-        while len(self._dq) >= self.maxsize:
-            if closing():
-                return False
-            time.sleep(0.005)
+    def put(self, m: InboundMessage) -> None:
         self._dq.append(m)
-        if not self._signalled and self._loop is not None:
-            self._signalled = True
-            try:
-                self._loop.call_soon_threadsafe(self._event.set)
-            except RuntimeError:  # loop closed
-                return False
-        return True
+        if not self._event.is_set():
+            self._event.set()
 
-    # -- consumer (event loop) --------------------------------------------------------------------------
+    def wait_for_room(self) -> None:
+        self._waiting_room = True
+
+    # -- consumer (the ingest pipeline) -------------------------------------------------------------------
     def empty(self) -> bool:
         return not self._dq
 
     def qsize(self) -> int:
         return len(self._dq)
 
+    def _taken(self) -> None:
+        if self._waiting_room and len(self._dq) <= self.maxsize // 2:
+            self._waiting_room = False
+            if self.on_room is not None:
+                self.on_room()
+
     def get_nowait(self) -> InboundMessage:
         try:
-            return self._dq.popleft()
+            m = self._dq.popleft()
         except IndexError:
             raise asyncio.QueueEmpty from None
+        if self._waiting_room:
+            self._taken()
+        return m
 
     async def get(self) -> InboundMessage:
-        while True:
-            if self._dq:
-                return self._dq.popleft()
+        while not self._dq:
             self._event.clear()
-            self._signalled = False  # the next put wakes us; re-check before waiting (no lost wake-up)
-            if self._dq:
-                continue
             await self._event.wait()
+        return self.get_nowait()
+
+
+class _Protocol(asyncio.Protocol):
+    """One TCP (or TLS) connection to the broker: frames packets, hands them to the :class:`MqttConnection`."""
+
+    def __init__(self, owner: MqttConnection, number: int) -> None:
+        self.owner = owner
+        self.number = number
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buf = b""
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf = self._buf + data if self._buf else data
+        if not self._paused:
+            self._parse()
+
+    def resume(self) -> None:
+        """The inbox has room again: parse what is buffered, then read the socket again."""
+        if self._paused and self.transport is not None and not self.transport.is_closing():
+            self._paused = False
+            self._parse()
+            if not self._paused:
+                self.transport.resume_reading()
+
+    def _parse(self) -> None:
+        buf = self._buf
+        n = len(buf)
+        pos = 0
+        owner = self.owner
+        inbox = owner.queue
+        try:
+            while n - pos >= 2:
+                first = buf[pos]
+                length = 0
+                mult = 1
+                i = pos + 1
+                while True:
+                    if i >= n:
+                        self._buf = buf[pos:]
+                        return
+                    b = buf[i]
+                    i += 1
+                    length += (b & 0x7F) * mult
+                    if b < 0x80:
+                        break
+                    mult *= 128
+                    if mult > 128**3:
+                        raise MqttProtocolError("malformed remaining length")
+                end = i + length
+                if end > n:
+                    break
+                if first & 0xF0 == _PUBLISH:
+                    qos = (first >> 1) & 3
+                    tlen = (buf[i] << 8) | buf[i + 1]
+                    j = i + 2 + tlen
+                    topic = buf[i + 2 : j].decode("utf-8")
+                    mid = 0
+                    if qos:
+                        if qos > 1:
+                            raise MqttProtocolError("QoS 2 PUBLISH on a QoS 1 subscription")
+                        mid = (buf[j] << 8) | buf[j + 1]
+                        j += 2
+                    inbox.put(InboundMessage(topic, buf[j:end], mid, qos, time.time(), self.number))
+                    pos = end
+                    if inbox.full:
+                        self._pause()
+                        break
+                    continue
+                owner._control(self, first, buf[i:end])
+                pos = end
+        except (IndexError, UnicodeDecodeError, MqttProtocolError) as e:
+            log.error("MQTT: unreadable packet from the broker (%s): reconnecting", e)
+            self._buf = b""
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._buf = buf[pos:]
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+            self.owner.queue.wait_for_room()
 
 
 class MqttConnection:
-    """A persistent-session MQTT connection delivering messages into a bounded asyncio queue.
+    """A persistent-session MQTT connection delivering messages into a bounded :class:`Inbox`.
 
     Call :meth:`ack` once a message's data are durable.  :meth:`publish` waits for the broker's PUBACK.
     """
@@ -166,101 +349,214 @@ class MqttConnection:
         self.settings = settings
         self.subscriptions = subscriptions
         self.queue = Inbox(queue_size)
-        self._client, self._host, self._port = make_client(settings, manual_ack=manual_ack)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connected = threading.Event()
+        self.queue.on_room = self._room
+        self._host, self._port, _ = settings.host_port
+        self._manual_ack = manual_ack
+        self._proto: _Protocol | None = None
+        self._number = 0
+        self._connected = asyncio.Event()
         self._closing = False
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._early: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._acks = bytearray()
+        self._ack_flush_scheduled = False
+        self._next_mid = 0
+        #: Outgoing QoS 1 publishes not yet acknowledged by the broker: mid → (packet, waiter).
+        self._outgoing: dict[int, tuple[bytes, asyncio.Future[None] | None]] = {}
+        self._last_write = 0.0
+        self._ping_sent: float | None = None
         self.connects = 0
         self.disconnects = 0
-        c = self._client
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_publish = self._on_publish
+        self.min_delay_s = float(random.randint(1, 3))
+        self.max_delay_s = float(random.randint(30, 60))
 
-    # -- paho thread callbacks -------------------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        if getattr(rc, "is_failure", False):
-            log.error("MQTT connect refused: %s", rc)
-            return
-        self.connects += 1
-        log.info("MQTT connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
-        if self.subscriptions:
-            client.subscribe(self.subscriptions)
-        self._connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._connected.clear()
-        if not self._closing:
-            self.disconnects += 1
-            log.warning("MQTT disconnected (%s); paho reconnects with back-off", rc)
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        m = InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time())
-        self.queue.put_blocking(m, lambda: self._closing)
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._published, mid)
-
-    # -- event-loop side ------------------------------------------------------------------------------
-    def _published(self, mid: int) -> None:
-        fut = self._pending.pop(mid, None)
-        if fut is None:
-            self._early.add(mid)
-        elif not fut.done():
-            fut.set_result(None)
-
+    # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self, *, wait_s: float = 30.0) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.queue.bind(self._loop)
         # jitter the first connection so a restarted fleet of ingesters does not hit the broker at once
         await asyncio.sleep(random.uniform(0, 0.05))
+        self._task = asyncio.create_task(self._run())
         try:
-            self._client.connect_async(self._host, self._port, keepalive=self.settings.keepalive_s)
-        except (OSError, ValueError) as e:
-            raise ServiceError(f"cannot connect to MQTT broker {self.settings.url}: {e}") from e
-        self._client.loop_start()
-        ok = await asyncio.to_thread(self._connected.wait, wait_s)
-        if not ok:
-            self._closing = True
-            self._client.loop_stop()
-            raise ServiceError(f"MQTT broker {self.settings.url} did not accept a connection within {wait_s}s")
+            await asyncio.wait_for(self._connected.wait(), wait_s)
+        except TimeoutError:
+            await self.stop()
+            raise ServiceError(
+                f"MQTT broker {self.settings.url} did not accept a connection within {wait_s}s"
+            ) from None
+
+    async def stop(self) -> None:
+        self._closing = True
+        proto = self._proto
+        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+            self._flush_acks()
+            proto.transport.write(_DISCONNECT)
+            proto.transport.close()
+        for t in (self._task, self._keepalive):
+            if t is not None and not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        for _, fut in self._outgoing.values():
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self._connected.clear()
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def _run(self) -> None:
+        """Connect, and reconnect with exponential back-off and jitter, until stopped."""
+        loop = asyncio.get_running_loop()
+        delay = self.min_delay_s
+        ctx = self.settings.tls_context()
+        while not self._closing:
+            self._number += 1
+            proto: _Protocol | None = None
+            try:
+                _, proto = await loop.create_connection(
+                    lambda: _Protocol(self, self._number),
+                    self._host,
+                    self._port,
+                    ssl=ctx,
+                    server_hostname=self._host if ctx is not None else None,
+                )
+                self._proto = proto
+                self._write(_connect_packet(self.settings))
+                await proto.closed
+            except (OSError, ssl.SSLError) as e:
+                log.warning("MQTT: cannot connect to %s:%s (%s)", self._host, self._port, e)
+            finally:
+                if proto is not None and proto.transport is not None:
+                    proto.transport.abort()
+                was = self._connected.is_set()
+                self._connected.clear()
+                self._proto = None
+                self._acks.clear()  # unsent acknowledgements belong to the lost connection
+                if self._keepalive is not None:
+                    self._keepalive.cancel()
+            if self._closing:
+                return
+            if was:
+                self.disconnects += 1
+                delay = self.min_delay_s
+                log.warning("MQTT disconnected from %s:%s; reconnecting with back-off", self._host, self._port)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.max_delay_s)
+
+    async def _keep_alive(self, proto: _Protocol) -> None:
+        """PINGREQ when nothing was sent for a while; drop the connection when the broker stops answering."""
+        k = float(self.settings.keepalive_s)
+        if k <= 0:
+            return
+        while self._proto is proto:
+            await asyncio.sleep(min(1.0, k / 4))
+            now = time.monotonic()
+            if self._ping_sent is not None and now - self._ping_sent > k:
+                log.warning("MQTT: no PINGRESP within %.0fs: the connection is dead", k)
+                if proto.transport is not None:
+                    proto.transport.abort()
+                return
+            if self._ping_sent is None and now - self._last_write >= k / 2:
+                self._ping_sent = now
+                self._write(_PINGREQ)
+
+    # -- packets from the broker --------------------------------------------------------------------------
+    def _control(self, proto: _Protocol, first: int, body: bytes) -> None:
+        kind = first & 0xF0
+        if kind == _PUBACK:
+            fut = self._outgoing.pop((body[0] << 8) | body[1], (None, None))[1]
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif kind == _PINGRESP:
+            self._ping_sent = None
+        elif kind == _CONNACK:
+            self._connack(proto, body)
+        elif kind == _SUBACK:
+            if any(code == 0x80 for code in body[2:]):
+                log.error("MQTT: the broker refused a subscription (SUBACK 0x80): check the ACL")
+        else:
+            raise MqttProtocolError(f"unexpected packet type 0x{first:02x}")
+
+    def _connack(self, proto: _Protocol, body: bytes) -> None:
+        rc = body[1]
+        if rc != 0:
+            log.error("MQTT connect refused: %s", _CONNACK_CODES.get(rc, f"code {rc}"))
+            if proto.transport is not None:
+                proto.transport.close()
+            return
+        self.connects += 1
+        log.info("MQTT connected to %s:%s (session present: %s)", self._host, self._port, bool(body[0] & 1))
+        subs = self.subscriptions
+        for k in range(0, len(subs), _SUBSCRIBE_CHUNK):
+            filters = b"".join(_utf8(t) + bytes((q,)) for t, q in subs[k : k + _SUBSCRIBE_CHUNK])
+            self._write(_packet(_SUBSCRIBE, struct.pack("!H", self._new_mid()) + filters))
+        for packet, _ in list(self._outgoing.values()):  # not acknowledged before: again, with DUP
+            self._write(bytes((packet[0] | 0x08,)) + packet[1:])
+        self._ping_sent = None
+        self._keepalive = asyncio.create_task(self._keep_alive(proto))
+        self._connected.set()
+
+    def _room(self) -> None:
+        if self._proto is not None:
+            self._proto.resume()
+
+    # -- to the broker ------------------------------------------------------------------------------------
+    def _write(self, data: bytes) -> bool:
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            return False
+        proto.transport.write(data)
+        self._last_write = time.monotonic()
+        return True
+
+    def _new_mid(self) -> int:
+        for _ in range(65535):
+            self._next_mid = self._next_mid % 65535 + 1
+            if self._next_mid not in self._outgoing:
+                return self._next_mid
+        raise ServiceError("MQTT: 65 535 publishes await acknowledgement")
+
     def ack(self, msg: InboundMessage) -> None:
-        """Acknowledge a message to the broker (PUBACK for QoS 1)."""
-        if msg.qos > 0:
-            self._client.ack(msg.mid, msg.qos)
+        """Acknowledge a message to the broker (PUBACK for QoS 1), on the connection it arrived on; the
+        acknowledgements of a burst go out in one write."""
+        if msg.qos == 0 or not self._manual_ack or self._proto is None or msg.connection != self._proto.number:
+            return  # (another connection: the broker redelivers it, and the copy is acknowledged)
+        self._acks += b"\x40\x02" + msg.mid.to_bytes(2, "big")
+        if not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_flush_scheduled = False
+        if self._acks:
+            self._write(bytes(self._acks))
+            self._acks.clear()
 
     async def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
-        """Publish and wait until the broker acknowledged (QoS 1) or the message was sent (QoS 0)."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if qos == 0:
-            return
-        if info.mid in self._early:
-            self._early.discard(info.mid)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = fut
-        await fut
+        """Publish and wait until the broker acknowledged (QoS 1; sent again after a reconnection until it is)
+        or the message was written (QoS 0)."""
+        fut = self._send(topic, payload, qos, retain, wait=True)
+        if fut is not None:
+            await fut
 
     def publish_nowait(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
-        """Queue a publish without waiting (paho retries QoS 1 until acknowledged while running)."""
-        info = self._client.publish(topic, payload, qos=qos)
-        if qos and info.mid not in self._early:
-            self._pending[info.mid] = asyncio.get_running_loop().create_future()
-        self._early.discard(info.mid)
+        """Queue a publish without waiting (QoS 1 is sent again after a reconnection until acknowledged)."""
+        self._send(topic, payload, qos, False, wait=False)
 
-    async def stop(self) -> None:
-        self._closing = True
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.cancel()
+    def _send(
+        self, topic: str, payload: bytes | str, qos: int, retain: bool, *, wait: bool
+    ) -> asyncio.Future[None] | None:
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        if qos == 0:
+            if not self._write(_publish_packet(topic, data, 0, 0, retain=retain, dup=False)):
+                log.warning("MQTT: not connected, QoS 0 message to %s dropped", topic)
+            return None
+        if qos != 1:
+            raise ValueError("this client publishes at QoS 0 or 1")
+        mid = self._new_mid()
+        packet = _publish_packet(topic, data, 1, mid, retain=retain, dup=False)
+        fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
+        self._outgoing[mid] = (packet, fut)
+        if self._connected.is_set():
+            self._write(packet)  # else sent when the connection is back (_connack)
+        return fut
