@@ -138,6 +138,10 @@ class ComplianceConfig:
     clock_interval_s: float = 5.0
     #: Group commit: engine state is committed (and the batches acknowledged) at least this often.
     commit_interval_s: float = 0.25
+    #: ... and as soon as this many messages wait for it: keep it well below the broker's in-flight window
+    #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
+    #: sending while the ingester waits to commit (measured: docs/benchmark.md).
+    commit_max_messages: int = 8000
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -445,6 +449,7 @@ class ComplianceRuntime:
         self._broken = False
         self._pending = EngineOutput()  # engine output not yet committed
         self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
+        self._held_messages = 0
         self._last_commit = time.monotonic()
         self._commit_every = config.commit_interval_s
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
@@ -541,8 +546,9 @@ class ComplianceRuntime:
 
         ``release`` acknowledges the batch's messages; it is called once the engine state that includes
         them is committed: at once when the batch produced hourly records or events (alert latency), else
-        at the next commit, at most ``commit_interval_s`` later (group commit: the per-outlet snapshots
-        are the costly part and are taken once per interval, not once per batch).  Returns the rejected
+        at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
+        commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
+        batch).  Returns the rejected
         commands, or ``None`` when stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
@@ -552,7 +558,11 @@ class ComplianceRuntime:
                 self._pending.extend(self.engine.on_readings(readings))
             if release is not None:
                 self._held.append(release)
-            due = time.monotonic() - self._last_commit >= self._commit_every
+                self._held_messages += len(readings)
+            due = (
+                time.monotonic() - self._last_commit >= self._commit_every
+                or self._held_messages >= self.config.commit_max_messages
+            )
             if (self._pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
@@ -575,6 +585,7 @@ class ComplianceRuntime:
         cost = self._last_commit - t0
         self._commit_every = min(max(self.config.commit_interval_s, 4 * cost), 8 * self.config.commit_interval_s)
         held, self._held = self._held, []
+        self._held_messages = 0
         for release in held:
             release()
         return True

@@ -103,6 +103,7 @@ class _Prepared:
     commands: list[InboundMessage]
     rejects: list[tuple[InboundMessage, RejectedMessage]]
     fingerprints: list[int]
+    in_batch: set[int]
 
 
 def _tune_gc() -> None:
@@ -178,13 +179,39 @@ class IngestService:
             log.info("ingesting from %s into %s", self.conn.settings.url, self.writer.config.url)
             if comp is not None:
                 comp.start(stop)
-            # Two-stage pipeline: the CPU work of a batch (decode, validate, line protocol) overlaps the I/O of
-            # the previous one (InfluxDB write, SQLite commit); batches are committed and acknowledged in order.
+            # Three-stage pipeline: the CPU work of a batch (decode, validate, line protocol), the InfluxDB write
+            # of the batch before it and the rules of the one before that overlap.  Each stage takes the batches
+            # in order (writes never overtake each other, so a later value of a key is written later), and a
+            # batch is acknowledged only after its own rules.
             prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
 
             async def committer() -> None:
-                while (p := await prepared.get()) is not None:
-                    await self.commit(p, stop)
+                rules: asyncio.Task[None] | None = None
+                try:
+                    while True:
+                        getter = asyncio.ensure_future(prepared.get())
+                        if rules is not None and not rules.done():
+                            await asyncio.wait({getter, rules}, return_when=asyncio.FIRST_COMPLETED)
+                        if rules is not None and rules.done():
+                            rules.result()  # raises what failed in the rules stage
+                            rules = None
+                        p = await getter
+                        if p is None:
+                            break
+                        written = await self.write_stage(p, stop)
+                        if rules is not None:
+                            await rules  # the previous batch's rules finish first: rules and acks stay in order
+                            rules = None
+                        if written:
+                            rules = asyncio.create_task(self.rules_stage(p, stop))
+                    if rules is not None:
+                        await rules
+                        rules = None
+                finally:
+                    if rules is not None and not rules.done():  # failing or cancelled: stop the rules too
+                        rules.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await rules
 
             ctask = asyncio.create_task(committer())
             try:
@@ -195,7 +222,7 @@ class IngestService:
                         break
                     batch = await self._next_batch(stop)
                     if batch:
-                        await prepared.put(self.prepare(batch))
+                        await prepared.put(await self.prepare_yielding(batch))
                 # graceful shutdown: what is already queued is written and acknowledged
                 while not self.conn.queue.empty() and not ctask.done():
                     await prepared.put(self.prepare(self._drain()))
@@ -245,17 +272,24 @@ class IngestService:
         return out
 
     # -- one batch ------------------------------------------------------------------------------------
-    def prepare(self, batch: list[InboundMessage]) -> _Prepared:
-        """The CPU stage: decode, validate and build line protocol; no I/O."""
+    async def prepare_yielding(self, batch: list[InboundMessage], slice_size: int = 1000) -> _Prepared:
+        """:meth:`prepare`, letting the event loop run between slices of the batch (acknowledgements from
+        the broker, alerts, the health endpoint wait at most one slice, not a whole batch)."""
+        p = self.prepare(batch[:slice_size])
+        for k in range(slice_size, len(batch), slice_size):
+            await asyncio.sleep(0)
+            self.prepare(batch[k : k + slice_size], into=p)
+        return p
+
+    def prepare(self, batch: list[InboundMessage], *, into: _Prepared | None = None) -> _Prepared:
+        """The CPU stage: decode, validate and build line protocol; no I/O.  ``into``: add to a batch
+        prepared before (identical messages within it are duplicates too)."""
         now = datetime.now(UTC)
-        lines: list[str] = []
-        good: list[InboundMessage] = []
-        items: list[tuple[Reading, OutletInfo] | None] = []
-        commands: list[InboundMessage] = []
-        rejects: list[tuple[InboundMessage, RejectedMessage]] = []
+        p = into if into is not None else _Prepared([], [], [], [], [], [], set())
+        lines, good, items, commands, rejects = p.lines, p.good, p.items, p.commands, p.rejects
         self.stats.received += len(batch)
-        in_batch: set[int] = set()
-        fingerprints: list[int] = []
+        in_batch = p.in_batch
+        fingerprints = p.fingerprints
         for msg in batch:
             if msg.topic == self._command_topic:
                 commands.append(msg)
@@ -274,27 +308,31 @@ class IngestService:
             items.append(item)
             in_batch.add(fp)
             fingerprints.append(fp)
-        return _Prepared(lines, good, items, commands, rejects, fingerprints)
+        return p
 
     async def commit(self, p: _Prepared, stop: asyncio.Event | None) -> None:
-        """The I/O stage: write durably, run the rules, acknowledge, dead-letter."""
-        lines, good, items, commands, rejects, fingerprints = (
-            p.lines,
-            p.good,
-            p.items,
-            p.commands,
-            p.rejects,
-            p.fingerprints,
-        )
-        if lines:
-            bad_lines = await self._write_durable(lines, stop)
+        """The I/O stages of a batch: write durably, then run the rules, acknowledge, dead-letter."""
+        if await self.write_stage(p, stop):
+            await self.rules_stage(p, stop)
+
+    async def write_stage(self, p: _Prepared, stop: asyncio.Event | None) -> bool:
+        """Write the batch's readings durably (InfluxDB or the spool); lines the database refuses become
+        ``database_rejected``.  ``False`` when stopping while the database is down: nothing of the batch is
+        acknowledged, the broker redelivers it."""
+        if p.lines:
+            bad_lines = await self._write_durable(p.lines, stop)
             if bad_lines is None:
-                return  # stopping while the database is down: leave unacknowledged, the broker redelivers
+                return False
             for i in sorted(bad_lines, reverse=True):
-                rejects.append((good[i], RejectedMessage("database_rejected", bad_lines[i])))
-                del good[i]
-                del items[i]
-                del fingerprints[i]
+                p.rejects.append((p.good[i], RejectedMessage("database_rejected", bad_lines[i])))
+                del p.good[i]
+                del p.items[i]
+                del p.fingerprints[i]
+        return True
+
+    async def rules_stage(self, p: _Prepared, stop: asyncio.Event | None) -> None:
+        """After :meth:`write_stage`: the compliance rules, then acknowledge and dead-letter."""
+        good, items, commands, rejects, fingerprints = p.good, p.items, p.commands, p.rejects, p.fingerprints
         readings = [it for it in items if it is not None]
         n_data = len(good)
         if self.compliance is not None and (readings or commands):
