@@ -389,7 +389,9 @@ class MqttConnection:
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
             self._flush_acks()
             proto.transport.write(_DISCONNECT)
-            proto.transport.close()
+            proto.transport.close()  # after what is buffered (the last acknowledgements) has been sent
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.closed), 5.0)
         for t in (self._task, self._keepalive):
             if t is not None and not t.done():
                 t.cancel()
@@ -426,7 +428,7 @@ class MqttConnection:
             except (OSError, ssl.SSLError) as e:
                 log.warning("MQTT: cannot connect to %s:%s (%s)", self._host, self._port, e)
             finally:
-                if proto is not None and proto.transport is not None:
+                if proto is not None and proto.transport is not None and not proto.transport.is_closing():
                     proto.transport.abort()
                 was = self._connected.is_set()
                 self._connected.clear()
