@@ -367,6 +367,9 @@ class MqttConnection:
         self._ping_sent: float | None = None
         self.connects = 0
         self.disconnects = 0
+        #: QoS 1 publishes the broker has acknowledged.
+        self.acknowledged = 0
+        self._puback = asyncio.Event()
         self.min_delay_s = float(random.randint(1, 3))
         self.max_delay_s = float(random.randint(30, 60))
 
@@ -466,9 +469,13 @@ class MqttConnection:
     def _control(self, proto: _Protocol, first: int, body: bytes) -> None:
         kind = first & 0xF0
         if kind == _PUBACK:
-            fut = self._outgoing.pop((body[0] << 8) | body[1], (None, None))[1]
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            entry = self._outgoing.pop((body[0] << 8) | body[1], None)
+            if entry is not None:
+                self.acknowledged += 1
+                self._puback.set()
+                fut = entry[1]
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
         elif kind == _PINGRESP:
             self._ping_sent = None
         elif kind == _CONNACK:
@@ -540,6 +547,17 @@ class MqttConnection:
         fut = self._send(topic, payload, qos, retain, wait=True)
         if fut is not None:
             await fut
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 publishes not yet acknowledged by the broker."""
+        return len(self._outgoing)
+
+    async def wait_unacknowledged_below(self, n: int) -> None:
+        """Wait until fewer than ``n`` publishes await the broker's acknowledgement (a publishing window)."""
+        while len(self._outgoing) >= n:
+            self._puback.clear()
+            await self._puback.wait()
 
     def publish_nowait(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
         """Queue a publish without waiting (QoS 1 is sent again after a reconnection until acknowledged)."""
