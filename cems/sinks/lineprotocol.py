@@ -43,6 +43,12 @@ def _field_key(code: str, suffix: str) -> str:
     return f"{escape_tag(code)}_{escape_tag(suffix)}="
 
 
+@lru_cache(maxsize=1 << 14)
+def _flag_field(code: str, flag: str) -> str:
+    """``{code}_Flag="{flag}"`` (a handful of codes times a handful of flags: cached)."""
+    return f'{_field_key(code, "Flag")}"{escape_str(flag)}"'
+
+
 def escape_str(v: str) -> str:
     return v.translate(_STR_ESCAPE)
 
@@ -82,7 +88,7 @@ def reading_line(reading: Reading, enterprise: str, district: str) -> str:
         for suffix, v in m.values.items():
             fields.append(f"{_field_key(code, suffix)}{v!r}")
         if m.flag is not None:
-            fields.append(f'{_field_key(code, "Flag")}"{escape_str(m.flag)}"')
+            fields.append(_flag_field(code, m.flag))
     if reading.qn:
         fields.append(f'qn="{escape_str(reading.qn)}"')
     ts_ms = round(reading.data_time.timestamp() * 1000)
