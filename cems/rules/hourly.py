@@ -524,8 +524,8 @@ class OutletHourly:
     # -- persistence
 
     def take_journal(self) -> list[tuple[Any, ...]]:
-        """The sub-values added since the last call (the service persists them row by row, so a commit
-        costs what was added, not the size of the open hours)."""
+        """The sub-values added since the last call (the service persists them as one row per outlet and
+        commit, so a commit costs what was added, not the size of the open hours)."""
         j = self._journal
         if j is None:
             return []

@@ -103,7 +103,6 @@ class _Prepared:
     commands: list[InboundMessage]
     rejects: list[tuple[InboundMessage, RejectedMessage]]
     fingerprints: list[int]
-    in_batch: set[int]
 
 
 def _tune_gc() -> None:
@@ -223,7 +222,7 @@ class IngestService:
                         break
                     batch = await self._next_batch(stop)
                     if batch:
-                        await prepared.put(await self.prepare_yielding(batch))
+                        await prepared.put(self.prepare(batch))
                 # graceful shutdown: what is already queued is written and acknowledged
                 while not self.conn.queue.empty() and not ctask.done():
                     await prepared.put(self.prepare(self._drain()))
@@ -273,24 +272,20 @@ class IngestService:
         return out
 
     # -- one batch ------------------------------------------------------------------------------------
-    async def prepare_yielding(self, batch: list[InboundMessage], slice_size: int = 1000) -> _Prepared:
-        """:meth:`prepare`, letting the event loop run between slices of the batch (acknowledgements from
-        the broker, alerts, the health endpoint wait at most one slice, not a whole batch)."""
-        p = self.prepare(batch[:slice_size])
-        for k in range(slice_size, len(batch), slice_size):
-            await asyncio.sleep(0)
-            self.prepare(batch[k : k + slice_size], into=p)
-        return p
-
-    def prepare(self, batch: list[InboundMessage], *, into: _Prepared | None = None) -> _Prepared:
-        """The CPU stage: decode, validate and build line protocol; no I/O.  ``into``: add to a batch
-        prepared before (identical messages within it are duplicates too)."""
+    def prepare(self, batch: list[InboundMessage]) -> _Prepared:
+        """The CPU stage: decode, validate and build line protocol; no I/O."""
         now = datetime.now(UTC)
-        p = into if into is not None else _Prepared([], [], [], [], [], [], set())
-        lines, good, items, commands, rejects = p.lines, p.good, p.items, p.commands, p.rejects
+        p = _Prepared([], [], [], [], [], [])
+        lines, good, items, commands, rejects, fingerprints = (
+            p.lines,
+            p.good,
+            p.items,
+            p.commands,
+            p.rejects,
+            p.fingerprints,
+        )
         self.stats.received += len(batch)
-        in_batch = p.in_batch
-        fingerprints = p.fingerprints
+        in_batch: set[int] = set()
         for msg in batch:
             if msg.topic == self._command_topic:
                 commands.append(msg)
@@ -310,11 +305,6 @@ class IngestService:
             in_batch.add(fp)
             fingerprints.append(fp)
         return p
-
-    async def commit(self, p: _Prepared, stop: asyncio.Event | None) -> None:
-        """The I/O stages of a batch: write durably, then run the rules, acknowledge, dead-letter."""
-        if await self.write_stage(p, stop):
-            await self.rules_stage(p, stop)
 
     async def write_stage(self, p: _Prepared, stop: asyncio.Event | None) -> bool:
         """Write the batch's readings durably (InfluxDB or the spool); lines the database refuses become
