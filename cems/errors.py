@@ -27,6 +27,10 @@ class RejectedMessage(CemsError):
         super().__init__(f"{reason}: {detail}")
 
 
+class ConfigError(CemsError):
+    """A setting (environment variable, command-line value, settings file) is invalid; the message names it."""
+
+
 class ServiceError(CemsError):
     """A local service (Mosquitto, InfluxDB) could not be started, reached or stopped."""
 
