@@ -40,11 +40,11 @@ class Env:
         value = self.values.get(name)
         return value if value else default
 
-    def str(self, name: str, default: str) -> str:
+    def string(self, name: str, default: str) -> str:
         value = self.values.get(name)
         return value if value else default
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
         raw = self.values.get(name)
         if not raw:
             return default
@@ -56,7 +56,7 @@ class Env:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
         raw = self.values.get(name)
         if not raw:
             return default
@@ -71,12 +71,12 @@ class Env:
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default)
+        value = self.string(name, default)
         if value not in choices:
             raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def csv(self, name: str) -> tuple[str, ...]:
         """A comma-separated list, blanks dropped."""
         return tuple(part.strip() for part in (self.values.get(name) or "").split(",") if part.strip())
 

@@ -22,7 +22,6 @@ Everything here is a pure function or a small file writer; the external tools (`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cems.config import environ as config_environ
 from cems.errors import CemsError, ServiceError
 
 if TYPE_CHECKING:
@@ -45,10 +45,9 @@ __all__ = [
     "DEFAULT_BRIDGE_USER",
     "DEFAULT_INGESTER_USER",
     "SECRET_ENV_PREFIX",
+    "BrokerConfigOptions",
     "BrokerUsers",
     "TlsFiles",
-    "add_broker_config_arguments",
-    "broker_config_command",
     "broker_users",
     "generate_test_ca",
     "load_secrets",
@@ -56,6 +55,7 @@ __all__ = [
     "mosquitto_auth_conf",
     "parse_secrets",
     "secret_env_var",
+    "write_broker_config",
     "write_password_file",
 ]
 
@@ -292,7 +292,7 @@ def load_secrets(
     entry ``NAME``.  Missing names are simply absent from the result (callers decide whether that is an
     error).  Raises CemsError when the file cannot be read or is malformed.
     """
-    env = os.environ if environ is None else environ
+    env = config_environ() if environ is None else environ
     secrets: dict[str, str] = {}
     if path is not None:
         p = Path(path)
@@ -329,12 +329,13 @@ def load_secrets(
 
 
 def _which(exe: str, env_var: str, apt_package: str) -> str:
-    override = os.environ.get(env_var)
+    env = config_environ()
+    override = env.get(env_var)
     if override:
         if Path(override).is_file() and os.access(override, os.X_OK):
             return override
         raise ServiceError(f"{env_var}={override!r} is not an executable file")
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/bin", "/usr/sbin", "/usr/local/bin"])
+    search = os.pathsep.join([env.get("PATH", os.defpath), "/usr/bin", "/usr/sbin", "/usr/local/bin"])
     found = shutil.which(exe, path=search)
     if found is None:
         raise ServiceError(
@@ -498,55 +499,45 @@ def mosquitto_auth_conf(
 # `cems broker-config`
 
 
-def add_broker_config_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``cems broker-config`` (see :func:`broker_config_command`)."""
-    env = os.environ.get
-    p.add_argument("--config", required=True, help="registry TOML (MNs, grid sensor ids, topic prefixes)")
-    p.add_argument("--out-dir", required=True, help="directory to write acl, passwd and mosquitto-secure.conf to")
-    p.add_argument(
-        "--secrets",
-        default=env("CEMS_SECRETS_FILE"),
-        help="NAME=secret file, mode 0600; CEMS_SECRET_<NAME> variables override it [CEMS_SECRETS_FILE]",
-    )
-    p.add_argument("--ingester-user", default=DEFAULT_INGESTER_USER)
-    p.add_argument("--bridge-user", default=DEFAULT_BRIDGE_USER, help="'' leaves the HJ 212 bridge out")
-    p.add_argument("--monitor-user", default=None, help="read-only user for alerts (optional)")
-    p.add_argument("--command-user", default=None, help="user allowed to write commands (optional)")
-    p.add_argument(
-        "--skip-missing",
-        action="store_true",
-        help="leave users without a secret out of the password file (they cannot log in) instead of failing",
-    )
-    p.add_argument(
-        "--install-dir",
-        default=None,
-        help="directory where acl/passwd will live on the broker host (paths in the conf; default: --out-dir)",
-    )
-    p.add_argument("--port", type=int, default=1883, help="plain listener port; 0 = TLS only")
-    p.add_argument("--bind", default=None, help="listen address (default: all)")
-    p.add_argument("--tls-port", type=int, default=8883)
-    p.add_argument("--tls-ca", default=None, help="CA certificate (enables the TLS listener with the two below)")
-    p.add_argument("--tls-cert", default=None, help="server certificate")
-    p.add_argument("--tls-key", default=None, help="server private key")
+@dataclass(frozen=True)
+class BrokerConfigOptions:
+    """What ``cems broker-config`` writes: see :func:`write_broker_config`."""
+
+    config: str
+    out_dir: str
+    secrets: str | None = None
+    ingester_user: str = DEFAULT_INGESTER_USER
+    #: ``None`` or ``""`` leaves the HJ 212 bridge out.
+    bridge_user: str | None = DEFAULT_BRIDGE_USER
+    monitor_user: str | None = None
+    command_user: str | None = None
+    skip_missing: bool = False
+    install_dir: str | None = None
+    port: int = 1883
+    bind: str | None = None
+    tls_port: int = 8883
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
-def broker_config_command(args: argparse.Namespace) -> int:
-    """``cems broker-config``: write ``acl``, ``passwd`` and ``mosquitto-secure.conf`` into ``--out-dir``.
+def write_broker_config(o: BrokerConfigOptions, environ: Mapping[str, str] | None = None) -> str:
+    """Write ``acl``, ``passwd`` and ``mosquitto-secure.conf`` into ``o.out_dir``; return a one-line summary.
 
-    Usernames come from the registry (MNs, grid sensor ids) and the service-user options; passwords from
-    ``--secrets`` and ``CEMS_SECRET_<NAME>``. Raises CemsError for a missing secret (unless
-    ``--skip-missing``), an invalid registry/username or a failing ``mosquitto_passwd``.
+    Usernames come from the registry (MNs, grid sensor ids) and the service users; passwords from
+    ``o.secrets`` and ``CEMS_SECRET_<NAME>`` in ``environ``. Raises CemsError for a missing secret (unless
+    ``skip_missing``), an invalid registry/username or a failing ``mosquitto_passwd``.
     """
     from cems.registry import load_registry
 
-    registry = load_registry(args.config)
-    tls_parts: list[str] = [str(getattr(args, f"tls_{k}", None) or "") for k in ("ca", "cert", "key")]
+    registry = load_registry(o.config)
+    tls_parts = [o.tls_ca or "", o.tls_cert or "", o.tls_key or ""]
     if any(tls_parts) and not all(tls_parts):
         raise CemsError("--tls-ca, --tls-cert and --tls-key go together")
-    ingester = str(getattr(args, "ingester_user", None) or DEFAULT_INGESTER_USER)
-    bridge: str | None = getattr(args, "bridge_user", DEFAULT_BRIDGE_USER) or None
-    monitor: str | None = getattr(args, "monitor_user", None) or None
-    command: str | None = getattr(args, "command_user", None) or None
+    ingester = o.ingester_user or DEFAULT_INGESTER_USER
+    bridge = o.bridge_user or None
+    monitor = o.monitor_user or None
+    command = o.command_user or None
     try:
         users = broker_users(
             registry, ingester_user=ingester, bridge_user=bridge, monitor_user=monitor, command_user=command
@@ -557,9 +548,9 @@ def broker_config_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CemsError(f"cannot build the broker ACL: {exc}") from exc
     names = users.all()
-    secrets = load_secrets(getattr(args, "secrets", None), names=names)
+    secrets = load_secrets(o.secrets, names=names, environ=environ)
     missing = [n for n in names if n not in secrets]
-    if missing and not getattr(args, "skip_missing", False):
+    if missing and not o.skip_missing:
         shown = ", ".join(missing[:20]) + (f" … ({len(missing)} in all)" if len(missing) > 20 else "")
         raise CemsError(
             f"no broker password for: {shown}. Add NAME=secret lines to the secrets file or set "
@@ -571,30 +562,27 @@ def broker_config_command(args: argparse.Namespace) -> int:
     if not passwords:
         raise CemsError("no user has a secret: the password file would be empty")
 
-    out = Path(args.out_dir)
+    out = Path(o.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    install = Path(args.install_dir) if getattr(args, "install_dir", None) else out.resolve()
+    install = Path(o.install_dir) if o.install_dir else out.resolve()
     (out / "acl").write_text(acl, encoding="utf-8")
     try:
         write_password_file(out / "passwd", passwords)
     except ValueError as exc:
         raise CemsError(f"cannot write the password file: {exc}") from exc
-    port = getattr(args, "port", 1883)
     conf = mosquitto_auth_conf(
         passwd_file=install / "passwd",
         acl_file=install / "acl",
-        port=port or None,
-        bind=getattr(args, "bind", None),
+        port=o.port or None,
+        bind=o.bind,
         tls=(tls_parts[0], tls_parts[1], tls_parts[2]) if all(tls_parts) else None,
-        tls_port=getattr(args, "tls_port", 8883),
+        tls_port=o.tls_port,
     )
     header = (
-        f"# Generated by `cems broker-config --config {args.config}`: include it from mosquitto.conf\n"
+        f"# Generated by `cems broker-config --config {o.config}`: include it from mosquitto.conf\n"
         "# (`include_dir`) or append it; then `kill -HUP` the broker after regenerating acl/passwd.\n\n"
     )
     (out / "mosquitto-secure.conf").write_text(header + conf, encoding="utf-8")
-    print(
-        f"wrote {out / 'acl'}, {out / 'passwd'} ({len(passwords)} user(s)) and {out / 'mosquitto-secure.conf'}"
-        + (f"; {len(missing)} user(s) without a secret left out" if missing else "")
+    return f"wrote {out / 'acl'}, {out / 'passwd'} ({len(passwords)} user(s)) and {out / 'mosquitto-secure.conf'}" + (
+        f"; {len(missing)} user(s) without a secret left out" if missing else ""
     )
-    return 0

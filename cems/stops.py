@@ -7,16 +7,16 @@ stays visible; ``cems run`` and ``cems replay`` read it with the registry (resta
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import datetime
 
 from cems.errors import CemsError
 from cems.model import BEIJING
-from cems.registry import load_registry, read_stops, stops_path
+from cems.registry import load_registry, stops_path
 
 
-def _when(text: str) -> datetime:
+def parse_when(text: str) -> datetime:
+    """An ISO 8601 date or time; Beijing time when it has no offset."""
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
@@ -48,40 +48,17 @@ def add_stop(config: str, mn: str, start: datetime, end: datetime, reason: str, 
     return str(path)
 
 
-def stops_command(a: argparse.Namespace) -> int:
-    if a.stops_action == "add":
-        path = add_stop(a.config, a.mn, _when(getattr(a, "from")), _when(a.to), a.reason, a.by)
-        print(f"stop of {a.mn} declared in {path}; restart running ingesters to apply it")
-        return 0
-    registry = load_registry(a.config)
-    for info in registry.outlets():
-        for s in info.outlet.stop:
-            print(
-                json.dumps(
-                    {
-                        "mn": info.outlet.mn,
-                        "enterprise": info.enterprise.id,
-                        "from": s.start.isoformat(),
-                        "to": s.end.isoformat(),
-                        "reason": s.reason,
-                    },
-                    ensure_ascii=False,
-                )
-            )
-    extra = read_stops(stops_path(a.config))
-    if not extra and not any(info.outlet.stop for info in registry.outlets()):
-        print("no declared stops")
-    return 0
-
-
-def add_stops_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="stops_action", required=True, metavar="ACTION")
-    a = sub.add_parser("add", help="declare a stop of an outlet (hours inside are not expected)")
-    a.add_argument("--config", required=True, help="registry TOML")
-    a.add_argument("--mn", required=True, help="the outlet's MN")
-    a.add_argument("--from", required=True, help="start, ISO 8601 (Beijing time without an offset)")
-    a.add_argument("--to", required=True, help="end (exclusive), ISO 8601")
-    a.add_argument("--reason", required=True, help="e.g. 停产检修, 错峰生产")
-    a.add_argument("--by", required=True, help="who declares it")
-    ls = sub.add_parser("list", help="declared stops (registry and stops file)")
-    ls.add_argument("--config", required=True, help="registry TOML")
+def declared_stops(config: str) -> list[dict[str, str]]:
+    """Every declared stop of the registry's outlets (registry and stops file): mn, enterprise, from, to, reason."""
+    registry = load_registry(config)
+    return [
+        {
+            "mn": info.outlet.mn,
+            "enterprise": info.enterprise.id,
+            "from": s.start.isoformat(),
+            "to": s.end.isoformat(),
+            "reason": s.reason,
+        }
+        for info in registry.outlets()
+        for s in info.outlet.stop
+    ]

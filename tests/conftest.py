@@ -1,4 +1,4 @@
-"""Shared fixtures: the project-owned Mosquitto / InfluxDB / VictoriaMetrics of ``cems.service.local``.
+"""Shared fixtures: the project-owned Mosquitto / InfluxDB / VictoriaMetrics of ``cems.devtools.local``.
 
 Everything listens on 127.0.0.1 on free ports (never 1883/8086/8088), with generated configs and data
 under a per-session tmp dir. Use the fixtures by name:
@@ -35,18 +35,15 @@ from typing import Any
 
 import pytest
 
-from cems.service.local import (
+from cems.devtools.local import (
     INFLUXDB,
     MOSQUITTO,
     VICTORIA,
     LocalServices,
     ServiceInfo,
-    create_database,
-    drop_database,
-    influx_query,
-    influx_write,
     missing_binaries,
 )
+from cems.sinks.influx import create_database, drop_database, influx_query, influx_write
 
 
 def _in_ci() -> bool:

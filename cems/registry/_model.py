@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from cems.config import environ
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
 
@@ -158,7 +158,7 @@ class Outlet(_Strict):
     def hj212_password(self) -> str | None:
         """The HJ 212 PW: from ``password_env`` (an environment variable) when set, else ``password``."""
         if self.password_env:
-            return os.environ.get(self.password_env)
+            return environ().get(self.password_env)
         return self.password
 
     @property

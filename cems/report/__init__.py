@@ -12,8 +12,6 @@ Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting
 
 from __future__ import annotations
 
-import argparse
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,14 +45,12 @@ __all__ = [
     "Report",
     "ReportInput",
     "Summary",
-    "add_report_arguments",
     "build_report",
     "counted_until",
     "influx_loader",
     "load_report",
     "load_report_input",
     "render_html",
-    "report_command",
     "write_report",
 ]
 
@@ -88,58 +84,3 @@ def write_report(report: Report, out_dir: str | Path, *, generated: datetime | N
     html_path = out / HTML_FILE
     html_path.write_text(render_html(report, generated=generated), encoding="utf-8")
     return [html_path, *write_csvs(report, out)]
-
-
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``cems report`` (its own --influx-url/--influx-db, like ``cems query``)."""
-    parser.add_argument("--config", required=True, help="registry TOML")
-    when = parser.add_mutually_exclusive_group(required=True)
-    when.add_argument("--month", help="Beijing calendar month, YYYY-MM")
-    when.add_argument("--week", help="ISO week, YYYY-Www (Monday to Sunday, Beijing time)")
-    when.add_argument("--day", help="Beijing calendar day, YYYY-MM-DD")
-    parser.add_argument("--out", required=True, help="output directory (report.html and CSV files)")
-    parser.add_argument(
-        "--influx-url",
-        default=os.environ.get("CEMS_INFLUX_URL"),
-        help="InfluxDB v1 URL (default: the local InfluxDB of `cems services`) [CEMS_INFLUX_URL]",
-    )
-    parser.add_argument(
-        "--influx-db", default=os.environ.get("CEMS_INFLUX_DB", "cems"), help="database [CEMS_INFLUX_DB]"
-    )
-
-
-def period_from_args(args: argparse.Namespace) -> Period:
-    if getattr(args, "month", None):
-        return Period.month(args.month)
-    if getattr(args, "week", None):
-        return Period.week(args.week)
-    if getattr(args, "day", None):
-        return Period.day(args.day)
-    raise CemsError("one of --month, --week or --day is required")
-
-
-def _influx_url(args: argparse.Namespace) -> str:
-    url: str | None = getattr(args, "influx_url", None)
-    if url:
-        return url
-    from cems.cli import state_dir
-    from cems.service.local import LocalServices
-
-    info = LocalServices(state_dir() / "services").status().get("influxdb")
-    if info is None:
-        raise CemsError("no --influx-url given and the local InfluxDB is not running (cems services up)")
-    return info.url
-
-
-def report_command(args: argparse.Namespace) -> int:
-    """``cems report``: load, build, write; print the written paths."""
-    from cems.registry import load_registry
-
-    registry = load_registry(args.config)
-    period = period_from_args(args)
-    query = influx_loader(_influx_url(args), args.influx_db)
-    now = datetime.now(BEIJING)
-    report = load_report(registry, period, query, now=now)
-    for p in write_report(report, args.out, generated=now):
-        print(p)
-    return 0

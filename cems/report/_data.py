@@ -14,7 +14,7 @@ from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
 
-#: ``(q, epoch) -> rows`` (e.g. :func:`cems.service.local.influx_query` bound to a URL and database).
+#: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
 Query = Callable[[str, str | None], list[dict[str, Any]]]
 
 #: How far before the period an event may start and still overlap it (exceedance runs are hours long).
@@ -133,7 +133,7 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
 
 def influx_loader(url: str, db: str) -> Query:
     """A :data:`Query` on the v1 API of the InfluxDB at ``url``."""
-    from cems.service.local import influx_query
+    from cems.sinks.influx import influx_query
 
     def q(text: str, epoch: str | None) -> list[dict[str, Any]]:
         return influx_query(url, db, text, epoch=epoch)

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
 from cems.errors import SinkError
+
+
+class InfluxQueryError(SinkError):
+    """An InfluxQL query (v1 ``/query``) failed: HTTP error, connection error or an InfluxQL error."""
 
 
 class InfluxWriteError(SinkError):
@@ -141,3 +146,79 @@ def _series(line: str) -> str:
     while i > 0 and line[i - 1] == "\\":
         i = line.find(" ", i + 1)
     return line if i < 0 else line[:i]
+
+
+# ------------------------------------------------------------------------------ reads and administration
+# The read side of the same adapter: InfluxQL over the v1 ``/query`` endpoint, which InfluxDB 1.x serves,
+# 2.x serves through its v1 compatibility API and 3.x through its InfluxQL API.  Used by ``cems report``,
+# ``cems events list``, ``cems query`` and the developer tools; synchronous (command-line programs).
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def influx_query(
+    url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Run InfluxQL ``q`` against the v1 ``/query`` endpoint (POST) and flatten the answer.
+
+    Returns one dict per row of every series of every statement: column → value, plus the series
+    tags (``GROUP BY``) merged in. ``epoch`` ("ns", "ms", "s"...) returns integer times instead of
+    RFC 3339 strings. Raises InfluxQueryError on an HTTP or InfluxQL error.
+    """
+    params = {"db": db} if db else {}
+    if epoch:
+        params["epoch"] = epoch
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/query", params=params, data={"q": q}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise InfluxQueryError(f"InfluxDB query at {url} failed: {exc}") from exc
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code != 200 or not isinstance(body, dict):
+        raise InfluxQueryError(f"InfluxDB query {q!r} at {url}: HTTP {resp.status_code}: {resp.text[:500]}")
+    if "error" in body:
+        raise InfluxQueryError(f"InfluxDB query {q!r} at {url}: {body['error']}")
+    rows: list[dict[str, Any]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise InfluxQueryError(f"InfluxDB query {q!r} at {url}: {result['error']}")
+        for series in result.get("series", []):
+            columns: list[str] = series.get("columns", [])
+            tags: dict[str, Any] = series.get("tags") or {}
+            for values in series.get("values", []):
+                row = dict(zip(columns, values, strict=False))
+                row.update(tags)
+                rows.append(row)
+    return rows
+
+
+def influx_write(
+    url: str, db: str, lines: str | Iterable[str], *, precision: str = "ns", timeout: float = 30.0
+) -> None:
+    """Write line protocol to the v1 ``/write`` endpoint; InfluxQueryError unless InfluxDB answers 204."""
+    body = lines if isinstance(lines, str) else "\n".join(lines)
+    try:
+        resp = httpx.post(
+            f"{url.rstrip('/')}/write",
+            params={"db": db, "precision": precision},
+            content=body.encode(),
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise InfluxQueryError(f"InfluxDB write at {url} failed: {exc}") from exc
+    if resp.status_code != 204:
+        raise InfluxQueryError(f"InfluxDB write to {db!r} at {url}: HTTP {resp.status_code}: {resp.text[:500]}")
+
+
+def create_database(url: str, db: str) -> None:
+    """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
+    influx_query(url, "", f"CREATE DATABASE {_quote_ident(db)}")
+
+
+def drop_database(url: str, db: str) -> None:
+    """``DROP DATABASE`` (no error if it does not exist)."""
+    influx_query(url, "", f"DROP DATABASE {_quote_ident(db)}")

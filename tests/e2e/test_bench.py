@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from cems.bench import KEYS, add_bench_arguments, bench_command
+from cems.cli import main as cli_main
+from cems.devtools.bench import KEYS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-COMPLIANCE = Path(__file__).resolve().parents[2] / "cems" / "service" / "compliance.py"
+COMPLIANCE = Path(__file__).resolve().parents[2] / "cems" / "service" / "compliance"
 
 
 def _positive(v: object) -> bool:
@@ -23,11 +23,7 @@ def _positive(v: object) -> bool:
 
 def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
     out = tmp_path / "bench.json"
-    p = argparse.ArgumentParser()
-    add_bench_arguments(p)
-    args = p.parse_args(["--smoke", "--json", str(out)])
-
-    rc = bench_command(args)
+    rc = cli_main(["bench", "--smoke", "--json", str(out)])
 
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert rc == 0, doc["notes"]

@@ -1,7 +1,7 @@
 """Broker security on a real Mosquitto: per-gateway credentials (username = MN), the cems ACL, TLS.
 
 A private ``LocalServices`` runs the secured broker (``mosquitto-secure``) with the files written by
-``cems.security.broker_config_command`` (the ``cems broker-config`` command) and a CA made by
+``cems.security.write_broker_config`` (the ``cems broker-config`` command) and a CA made by
 ``generate_test_ca``.  Mosquitto 2.0 drops an unauthorised PUBLISH silently (a QoS 1 publish is still
 PUBACKed under MQTT 3.1.1), so non-delivery is asserted with a privileged subscriber: the forbidden
 publish is sent FIRST and an allowed marker after it on the same connection; the broker handles one
@@ -11,7 +11,6 @@ forbidden message would already be there.
 
 from __future__ import annotations
 
-import argparse
 import os
 import ssl
 import threading
@@ -26,8 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cems.security import broker_config_command, generate_test_ca
-from cems.service.local import MOSQUITTO, MOSQUITTO_SECURE, LocalServices, ServiceInfo, missing_binaries
+from cems.devtools.local import MOSQUITTO, MOSQUITTO_SECURE, LocalServices, ServiceInfo, missing_binaries
+from cems.security import BrokerConfigOptions, generate_test_ca, write_broker_config
 from cems.service.mqtt import MqttSettings, make_client
 
 pytestmark = pytest.mark.integration
@@ -107,8 +106,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     secrets.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()), encoding="utf-8")
     secrets.chmod(0o600)
     out = root / "broker"
-    args = argparse.Namespace(config=str(registry), out_dir=str(out), secrets=str(secrets), monitor_user="cems-monitor")
-    assert broker_config_command(args) == 0
+    options = BrokerConfigOptions(
+        config=str(registry), out_dir=str(out), secrets=str(secrets), monitor_user="cems-monitor"
+    )
+    assert write_broker_config(options).startswith("wrote ")
     ca, cert, key = generate_test_ca(root / "tls")
     services = LocalServices(root / "services")
     try:

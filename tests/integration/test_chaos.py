@@ -1,4 +1,4 @@
-"""Shortened CI variant of ``python -m cems.chaos``: kill and restart the ingester (SIGKILL), the broker and
+"""Shortened CI variant of ``python -m cems.devtools.chaos``: kill and restart the ingester (SIGKILL), the broker and
 the database in turn under steady load; nothing lost, no event duplicated or lost."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cems.chaos import run_chaos
+from cems.devtools.chaos import run_chaos
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from registries import one_outlet  # tests/registries.py
 
+from cems.cli.events import format_events
 from cems.model import BEIJING
 from cems.registry import Registry, parse_registry
 from cems.replay import replay
-from cems.service.compliance import ComplianceConfig, ack_event, format_events, list_events
+from cems.service.compliance import ComplianceConfig, ack_event, list_events
 from cems.service.ingest import IngestService
 from cems.service.mqtt import MqttSettings
 from cems.service.outbox import SIGNATURE_HEADER, verify

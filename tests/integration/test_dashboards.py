@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cems.demo import sample_registry_toml
+from cems.devtools.demo import sample_registry_toml
 from cems.protocol.payload import encode_payload
 from cems.registry import parse_registry
 from cems.replay import replay

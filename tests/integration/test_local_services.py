@@ -1,4 +1,4 @@
-"""Real Mosquitto / InfluxDB processes started by cems.service.local (through the conftest fixtures)."""
+"""Real Mosquitto / InfluxDB processes started by cems.devtools.local (through the conftest fixtures)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cems.errors import ServiceError
-from cems.service.local import (
+from cems.devtools.local import (
     INFLUXDB,
     MOSQUITTO,
     LocalServices,
@@ -28,6 +27,7 @@ from cems.service.local import (
     port_open,
     wait_for_port,
 )
+from cems.errors import ServiceError, SinkError
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +129,8 @@ def test_influx_ping_write_query(influxdb: Any, influx_db: str) -> None:
     assert rows[0]["time"] == 1700000000000000000
 
 
-def test_influx_query_error_is_service_error(influxdb: Any, influx_db: str) -> None:
-    with pytest.raises(ServiceError, match="InfluxDB query"):
+def test_influx_query_error_is_sink_error(influxdb: Any, influx_db: str) -> None:
+    with pytest.raises(SinkError, match="InfluxDB query"):
         influxdb.query(influx_db, "SELEKT nonsense")
 
 
@@ -215,7 +215,7 @@ def test_lifecycle_up_twice_status_down_from_another_process(tmp_path: Path, ser
         assert state["services"][MOSQUITTO]["pid"] == mq.pid
 
         code = (
-            "import sys, json; from pathlib import Path; from cems.service.local import LocalServices;"
+            "import sys, json; from pathlib import Path; from cems.devtools.local import LocalServices;"
             "s = LocalServices(Path(sys.argv[1])); st = s.status();"
             "print(json.dumps({k: (v.pid if v else None) for k, v in st.items()}));"
             "s.down()"

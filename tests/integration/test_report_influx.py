@@ -3,7 +3,6 @@ the report's figures equal the replay's own RateCounter figures."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
@@ -13,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from cems.cli import main as cli_main
 from cems.model import BEIJING
 from cems.protocol.hj212 import encode
 from cems.registry import Registry, parse_registry
 from cems.replay import ReplayResult, replay
-from cems.report import Period, add_report_arguments, influx_loader, load_report, report_command
+from cems.report import Period, influx_loader, load_report
 from cems.report._tables import PARTIAL_STOP, STOP
 from cems.rules.events import HOURLY_EXCEEDANCE
 from cems.sinks.influx import InfluxConfig
@@ -197,16 +197,12 @@ def test_month_report_matches_replay(
     assert heat["MN0002"][11].effective_rate == 0.0 and heat["MN0002"][9].effective_rate == 1.0
 
     # The CLI writes the files and they say the same.
-    parser = argparse.ArgumentParser()
-    add_report_arguments(parser)
     cfg = tmp_path / "registry.toml"
     cfg.write_text(REGISTRY, encoding="utf-8")
     out = tmp_path / "out"
-    args = parser.parse_args(
-        ["--config", str(cfg), "--month", "2025-11", "--out", str(out), "--influx-url", influxdb.url,
-         "--influx-db", influx_db]
-    )  # fmt: skip
-    assert report_command(args) == 0
+    argv = ["report", "--config", str(cfg), "--month", "2025-11", "--out", str(out), "--influx-url", influxdb.url,
+            "--influx-db", influx_db]  # fmt: skip
+    assert cli_main(argv) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "测试市" in page and "2025年11月" in page
     assert page.index("莲池区") < page.index("竞秀区")

@@ -1,12 +1,12 @@
 """The service's per-message stages never crash: only clean RejectedMessage results (CI variant of
-``python -m cems.fuzz``, which runs ≥ 1 million inputs)."""
+``python -m cems.devtools.fuzz``, which runs ≥ 1 million inputs)."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cems import fuzz
+from cems.devtools import fuzz
 from cems.registry import parse_registry
 
 REG = parse_registry(fuzz.REGISTRY)

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from cems.cli.report import add_report_arguments
+from cems.config import Env
 from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Registry, parse_registry
 from cems.report import (
     Period,
-    add_report_arguments,
     build_report,
     counted_until,
     load_report,
@@ -439,7 +440,7 @@ def test_add_report_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CEMS_INFLUX_URL", "http://127.0.0.1:18086")
     monkeypatch.delenv("CEMS_INFLUX_DB", raising=False)
     p = argparse.ArgumentParser()
-    add_report_arguments(p)
+    add_report_arguments(p, Env())
     a = p.parse_args(["--config", "r.toml", "--week", "2026-W45", "--out", "o"])
     assert (a.week, a.month, a.day, a.influx_url, a.influx_db) == (
         "2026-W45",

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cems.errors import CemsError, ServiceError
 from cems.registry import Registry, parse_registry
 from cems.security import (
-    broker_config_command,
+    BrokerConfigOptions,
     broker_users,
     generate_test_ca,
     load_secrets,
@@ -21,6 +21,7 @@ from cems.security import (
     mosquitto_auth_conf,
     parse_secrets,
     secret_env_var,
+    write_broker_config,
     write_password_file,
 )
 
@@ -293,18 +294,16 @@ def test_generate_test_ca(tmp_path: Path) -> None:
 # ---- cems broker-config
 
 
-def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
+def _args(tmp_path: Path, **kw: Any) -> BrokerConfigOptions:
     reg = tmp_path / "registry.toml"
     reg.write_text(BASE)
-    base: dict[str, object] = {"config": str(reg), "out_dir": str(tmp_path / "out"), "secrets": None}
-    base.update(kw)
-    return argparse.Namespace(**base)
+    return BrokerConfigOptions(config=str(reg), out_dir=str(tmp_path / "out"), **kw)
 
 
 def test_broker_config_requires_every_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CEMS_SECRET_13060200001001", "pw1")
     with pytest.raises(CemsError, match="no broker password for: 13060200001002, cems-ingester, cems-bridge"):
-        broker_config_command(_args(tmp_path))
+        write_broker_config(_args(tmp_path))
     assert not (tmp_path / "out").exists()
 
 
@@ -328,7 +327,7 @@ def test_broker_config_writes_three_files(
         tls_cert="/etc/ssl/srv.crt",
         tls_key="/etc/ssl/srv.key",
     )
-    assert broker_config_command(args) == 0
+    summary = write_broker_config(args)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["acl", "mosquitto-secure.conf", "passwd"]
     assert [line.split(":")[0] for line in (out / "passwd").read_text().splitlines()] == [
@@ -339,9 +338,9 @@ def test_broker_config_writes_three_files(
     conf = (out / "mosquitto-secure.conf").read_text()
     assert "password_file /etc/mosquitto/cems/passwd" in conf and "acl_file /etc/mosquitto/cems/acl" in conf
     assert "listener 8884" in conf and "listener 1883" not in conf and "certfile /etc/ssl/srv.crt" in conf
-    assert "1 user(s) without a secret left out" in capsys.readouterr().out
+    assert summary.endswith("; 1 user(s) without a secret left out")
 
 
 def test_broker_config_tls_options_go_together(tmp_path: Path) -> None:
     with pytest.raises(CemsError, match="go together"):
-        broker_config_command(_args(tmp_path, tls_ca="ca.crt"))
+        write_broker_config(_args(tmp_path, tls_ca="ca.crt"))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cems.engine import ComplianceEngine
 from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
-from cems.service.compliance import STATE_SCHEMA, _commit_state, _load_state, _rate_record, _with_open_hours
+from cems.service.compliance._state import STATE_SCHEMA, commit_state, load_state, rate_record, with_open_hours
 
 REG = parse_registry(
     '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
@@ -54,18 +54,18 @@ def persist(engine: ComplianceEngine, conn: sqlite3.Connection, hourly: list[obj
             rows.append(
                 (h["mn"], h["pollutant"], ts, h["source"], int(h["valid"] and h["flag"] == "N"), int(h["exceeds"]))
             )
-    _commit_state(conn, engine.take_changes(), rows, [], [], 0.0)
+    commit_state(conn, engine.take_changes(), rows, [], [], 0.0)
 
 
 def restored(conn: sqlite3.Connection) -> ComplianceEngine:
     e = ComplianceEngine(REG)
-    stored = _load_state(conn)
+    stored = load_state(conn)
     for mn, raw in stored.outlets:
         state = json.loads(raw)
-        _with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
+        with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
         e.restore_outlet(mn, state)
     for row in stored.rate_rows:
-        e.rates.add(_rate_record(row[0], row[1], int(row[2]), row[3], bool(row[4]), bool(row[5])))
+        e.rates.add(rate_record(row[0], row[1], int(row[2]), row[3], bool(row[4]), bool(row[5])))
     return e
 
 

@@ -1,5 +1,5 @@
 """Database limit: InfluxDB ingesting the benchmark's readings with nothing else in the way
-(``python -m cems.bench._write``).
+(``python -m cems.devtools.bench._write``).
 
 It turns the throughput backlog into exactly the ``cems_reading`` lines that ``cems run`` writes (same
 decoder, validator and line protocol; this part is not timed), gzips them in batches of ``--batch`` lines
@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from cems.bench import _data
 from cems.decode import decode_message
+from cems.devtools.bench import _data
 from cems.registry import load_registry
 from cems.sinks.influx import InfluxConfig
 from cems.sinks.lineprotocol import reading_line
@@ -41,11 +41,11 @@ def build_lines(registry_path: str, messages_path: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cems.bench._write")
+    p = argparse.ArgumentParser(prog="python -m cems.devtools.bench._write")
     p.add_argument("--influx-url", required=True)
     p.add_argument("--db", required=True)
     p.add_argument("--config", required=True, help="the benchmark registry")
-    p.add_argument("--file", required=True, help="the throughput backlog (cems.bench._data.write_messages)")
+    p.add_argument("--file", required=True, help="the throughput backlog (cems.devtools.bench._data.write_messages)")
     p.add_argument("--batch", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--out", required=True)

@@ -1,4 +1,4 @@
-"""Long-running fuzz of the service's decode and validate stages: ``python -m cems.fuzz --count 1000000``.
+"""Long-running fuzz of the service's decode and validate stages: ``python -m cems.devtools.fuzz --count 1000000``.
 
 Feeds random and mutated messages (JSON readings and HJ 212 packets, on valid and invalid topics) through
 exactly what the ingester runs per message — :func:`cems.decode.decode_message`, then
@@ -133,7 +133,7 @@ def run(count: int, seed: int = 0, *, progress: bool = False) -> Counter[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cems.fuzz", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m cems.devtools.fuzz", description=__doc__)
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)

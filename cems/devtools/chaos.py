@@ -1,7 +1,7 @@
 """Chaos test: under steady load, kill and restart the ingester, the broker and the database in turn, then
 prove nothing was lost and no event was duplicated or lost.
 
-    python -m cems.chaos --outlets 50 --rate 200 --duration 300      # the long run
+    python -m cems.devtools.chaos --outlets 50 --rate 200 --duration 300      # the long run
     (tests/integration/test_chaos.py runs a shortened variant in CI)
 
 Everything runs on loopback with project-owned services in a temporary directory.  Checks:
@@ -32,9 +32,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cems.config import environ
+from cems.devtools.local import LocalServices
 from cems.registry import parse_registry
 from cems.replay import replay
-from cems.service.local import LocalServices, influx_query
+from cems.sinks.influx import influx_query
 
 _PROFILE_LIMIT_SO2 = 35.0  # coal_power_ultra_low SO2 limit at 6 % O2 (cems/limits/profiles.toml)
 
@@ -193,7 +195,7 @@ def run_chaos(
     reg_path.write_text(reg_text, encoding="utf-8")
     infos = services.up(influx_db="cems")
     murl, iurl = infos["mosquitto"].url, infos["influxdb"].url
-    env = {**os.environ, "CEMS_STATE_DIR": str(tmp / "state")}
+    env = {**environ(), "CEMS_STATE_DIR": str(tmp / "state")}
     health = _free_port()
     cmd = [
         sys.executable,
@@ -297,7 +299,7 @@ def run_chaos(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m cems.chaos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m cems.devtools.chaos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--outlets", type=int, default=50)
     ap.add_argument("--rate", type=float, default=200.0, help="messages per second")

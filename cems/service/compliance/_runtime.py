@@ -18,35 +18,50 @@ alert is delivered after the restart.
 Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO}``.
 Escalation: an ``hourly_exceedance`` not acknowledged ``city.ack_sla_hours`` after it was first alerted
 raises one ``ack_escalation`` alert.  See docs/events.md.
+
+The SQLite side lives in :mod:`cems.service.compliance._state`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
-import os
-import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any
 
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry
 from cems.rules import DEFAULT_LATENESS, day_bounds, month_bounds
-from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, OPENED, UPDATED, Event
-from cems.rules.hourly import HourlyRecord
+from cems.rules.events import HOURLY_EXCEEDANCE, OPENED
+from cems.service.compliance._state import (
+    ACKNOWLEDGED,
+    DB_FILE,
+    ESCALATED,
+    ESCALATION_TOPIC,
+    STATE_SCHEMA,
+    ComplianceStats,
+    EventRow,
+    alert_id,
+    commit_state,
+    load_events,
+    load_state,
+    prune_rate_records,
+    rate_record,
+    record_ack,
+    record_escalations,
+    transition_key,
+    with_open_hours,
+)
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.service.outbox import (
     MQTT,
@@ -57,57 +72,10 @@ from cems.service.outbox import (
     Publish,
     StateDB,
     WebhookSettings,
-    enqueue,
-    transaction,
 )
 from cems.sinks.lineprotocol import district_month_rate_line, event_line, hourly_line, outlet_day_rate_line
 
 log = logging.getLogger(__name__)
-
-ACKNOWLEDGED: Final = "acknowledged"
-ESCALATED: Final = "escalated"
-#: Topic suffix (in place of the event type) of escalation alerts.
-ESCALATION_TOPIC: Final = "ack_escalation"
-DB_FILE: Final = "compliance.sqlite3"
-
-STATE_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS outlet_state(
-    mn TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated_ts REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events(
-    event_id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    mn TEXT NOT NULL,
-    enterprise TEXT NOT NULL,
-    district TEXT NOT NULL,
-    status TEXT NOT NULL,
-    json TEXT NOT NULL,
-    alerted_status TEXT NOT NULL,
-    alerted_key TEXT NOT NULL,
-    opened_at TEXT NOT NULL,
-    opened_ts REAL NOT NULL,
-    updated_ts REAL NOT NULL,
-    acked_by TEXT,
-    acked_at TEXT,
-    escalated_at TEXT
-);
-CREATE INDEX IF NOT EXISTS events_unacked ON events(type, acked_at, escalated_at);
--- incremental engine state: what OutletHourly.take_journal gave since the last commit, one row per outlet
--- and commit (a JSON list of sub-values, in feed order: replayed in id order, the later value of the same
--- second wins), deleted once every hour it touches has closed; and the hourly records that the
--- transmission-rate counter has counted
-CREATE TABLE IF NOT EXISTS hour_log(
-    id INTEGER PRIMARY KEY, mn TEXT NOT NULL, last_hour INTEGER NOT NULL, entries TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
-CREATE TABLE IF NOT EXISTS rate_records(
-    mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
-    valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
-    PRIMARY KEY(mn, pollutant, hour, source)
-) WITHOUT ROWID;
-"""
 
 WriteFn = Callable[[list[str], asyncio.Event | None], Awaitable[bool]]
 Clock = Callable[[], datetime]
@@ -117,20 +85,15 @@ def wall_clock() -> datetime:
     return datetime.now(BEIJING)
 
 
-def default_state_dir() -> Path:
-    """``$CEMS_STATE_DIR/ingester``, else ``~/.local/state/cems/ingester``."""
-    base = os.environ.get("CEMS_STATE_DIR") or str(Path.home() / ".local" / "state" / "cems")
-    return Path(base) / "ingester"
-
-
 # ------------------------------------------------------------------------------------------------ config
 
 
 @dataclass(frozen=True)
 class ComplianceConfig:
-    """How the ingest service runs the compliance rules (build it with :func:`build_compliance`)."""
+    """How the ingest service runs the compliance rules (``cems run`` builds it from its options)."""
 
-    state_dir: Path = field(default_factory=default_state_dir)
+    #: Durable engine state, events and alert outbox (SQLite); the CLI default is ``STATE_DIR/ingester``.
+    state_dir: Path
     webhooks: tuple[str, ...] = ()
     webhook_secret: bytes = field(default=b"", repr=False)
     #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
@@ -158,270 +121,6 @@ class ComplianceConfig:
             base_delay_s=self.webhook_base_delay_s,
             max_delay_s=self.webhook_max_delay_s,
         )
-
-
-# ------------------------------------------------------------------------------------------------ events table
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    event_id: str
-    type: str
-    mn: str
-    enterprise: str
-    district: str
-    status: str
-    json: dict[str, Any]
-    alerted_status: str
-    alerted_key: str
-    opened_at: str
-    opened_ts: float
-    acked_by: str | None = None
-    acked_at: str | None = None
-    escalated_at: str | None = None
-
-    def ack_fields(self) -> dict[str, str | None]:
-        return {"acked_by": self.acked_by, "acked_at": self.acked_at, "escalated_at": self.escalated_at}
-
-    def event(self) -> Event:
-        return Event.from_json(self.json)
-
-
-_EVENT_COLS: Final = (
-    "event_id, type, mn, enterprise, district, status, json, alerted_status, alerted_key, opened_at, opened_ts, "
-    "acked_by, acked_at, escalated_at"
-)
-
-
-def _row(t: Sequence[Any]) -> EventRow:
-    return EventRow(
-        event_id=t[0],
-        type=t[1],
-        mn=t[2],
-        enterprise=t[3],
-        district=t[4],
-        status=t[5],
-        json=json.loads(t[6]),
-        alerted_status=t[7],
-        alerted_key=t[8],
-        opened_at=t[9],
-        opened_ts=float(t[10]),
-        acked_by=t[11],
-        acked_at=t[12],
-        escalated_at=t[13],
-    )
-
-
-def load_events(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, EventRow]:
-    out: dict[str, EventRow] = {}
-    idl = list(ids)
-    for i in range(0, len(idl), 500):
-        chunk = idl[i : i + 500]
-        q = f"SELECT {_EVENT_COLS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
-        for t in conn.execute(q, chunk):
-            r = _row(t)
-            out[r.event_id] = r
-    return out
-
-
-def all_events(conn: sqlite3.Connection) -> list[EventRow]:
-    return [_row(t) for t in conn.execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY opened_ts, event_id")]
-
-
-def transition_key(kind: str, ev_json: dict[str, Any]) -> str:
-    """What makes an update a new transition: opened/closed once; each distinct (hours, peak) update."""
-    if kind == UPDATED:
-        return f"{UPDATED}:{ev_json.get('hours')}:{ev_json.get('peak')}"
-    return kind
-
-
-def alert_id(event_id: str, key: str) -> str:
-    """Stable id of one alert (event + transition): what receivers deduplicate on."""
-    return hashlib.sha1(f"{event_id}|{key}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class ComplianceStats:
-    hourly_records: int = 0
-    event_updates: int = 0
-    alerts: int = 0
-    duplicates_suppressed: int = 0
-    acks: int = 0
-    escalations: int = 0
-    clock_ticks: int = 0
-    rate_points: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
-# ----------------------------------------------------------------------------------------- worker functions
-
-
-@dataclass
-class _Stored:
-    outlets: list[tuple[str, str]]
-    subs: dict[str, list[tuple[Any, ...]]]
-    das: dict[str, list[tuple[Any, ...]]]
-    rate_rows: list[tuple[Any, ...]]
-    unacked: dict[str, float]
-
-
-def _load_state(conn: sqlite3.Connection) -> _Stored:
-    _migrate_hour_rows(conn)
-    outlets = [(str(mn), str(s)) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")]
-    subs: dict[str, list[tuple[Any, ...]]] = {}
-    das: dict[str, list[tuple[Any, ...]]] = {}
-    for mn, entries in conn.execute("SELECT mn, entries FROM hour_log ORDER BY id"):
-        s_rows = subs.setdefault(mn, [])
-        d_rows = das.setdefault(mn, [])
-        for e in json.loads(entries):
-            if e[0] == "s":  # ["s", hour, kind, code, sec, v, ok]
-                s_rows.append((e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], e[6]))
-            else:  # ["d", hour, code, avg, zs, flag]
-                d_rows.append(tuple(e[1:]))
-    rate_rows = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
-    unacked = {
-        str(eid): float(ts)
-        for eid, ts in conn.execute(
-            "SELECT event_id, opened_ts FROM events WHERE type = ? AND acked_at IS NULL AND escalated_at IS NULL",
-            (HOURLY_EXCEEDANCE,),
-        )
-    }
-    return _Stored(outlets, subs, das, rate_rows, unacked)
-
-
-#: Engine state and journal rows: compact, and without the circular-reference check (plain data; ≈ 20 %
-#: faster, and these are encoded for every outlet at every commit).
-_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
-def _migrate_hour_rows(conn: sqlite3.Connection) -> None:
-    """State directories of cems 0.1.0 before the journal rows: move their per-value rows into ``hour_log``."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"hour_subs", "hour_das"} <= tables:
-        return
-    journals: dict[str, list[tuple[Any, ...]]] = {}
-    for mn, hour, kind, code, sec, v, ok in conn.execute("SELECT * FROM hour_subs ORDER BY mn, hour, sec"):
-        journals.setdefault(mn, []).append(("s", hour, kind, code, sec, v, bool(ok)))
-    for mn, hour, code, avg, zs, flag in conn.execute("SELECT * FROM hour_das"):
-        journals.setdefault(mn, []).append(("d", hour, code, avg, zs, flag))
-    with transaction(conn):
-        conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", _log_rows(journals.items()))
-        conn.execute("DROP TABLE hour_subs")
-        conn.execute("DROP TABLE hour_das")
-
-
-def _log_rows(journals: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[tuple[str, int, str]]:
-    """``hour_log`` rows (mn, last hour, JSON entries) of the outlets' journals (NaN is kept as JSON NaN)."""
-    for mn, journal in journals:
-        if journal:
-            yield mn, max(e[1] for e in journal), _COMPACT_JSON.encode(journal)
-
-
-def _prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
-    with transaction(conn):
-        conn.execute("DELETE FROM rate_records WHERE hour < ?", (before,))
-
-
-def _rate_record(mn: str, pollutant: str, hour: int, source: str, valid: bool, exceeds: bool) -> HourlyRecord:
-    """A stored rate row as the hourly record the rate counter counts (only the fields it reads)."""
-    return HourlyRecord(
-        mn, pollutant, datetime.fromtimestamp(hour, BEIJING), None, None, None, None, None,
-        valid, "N" if valid else "D", source, None, None, None, None, exceeds,
-    )  # fmt: skip
-
-
-def _with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: list[tuple[Any, ...]]) -> None:
-    """Put the persisted sub-values back into an outlet state saved without them."""
-    hourly = state["hourly"]
-    closed = int(hourly["closed_before"])
-    open_: dict[str, dict[str, Any]] = {}
-
-    def hour_of(h: int) -> dict[str, Any]:
-        return open_.setdefault(str(h), {"das": {}, "mins": {}, "rtd": {}})
-
-    for hour, kind, code, sec, v, ok in subs:
-        if hour >= closed:
-            hour_of(hour)[kind].setdefault(code, []).append([sec, v, bool(ok)])
-    for hour, code, avg, zs, flag in das:
-        if hour >= closed:
-            hour_of(hour)["das"][code] = [avg, zs, flag]
-    hourly["open"] = open_
-
-
-def _commit_state(
-    conn: sqlite3.Connection,
-    changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
-    rate_rows: Sequence[tuple[Any, ...]],
-    upserts: Sequence[EventRow],
-    rows: Sequence[OutboxRow],
-    now_ts: float,
-) -> None:
-    # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
-    states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
-    closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
-    with transaction(conn):
-        if changes:
-            conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
-            # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
-            # thousands: docs/benchmark.md)
-            logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
-            conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
-            conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
-        if rate_rows:
-            conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
-        for r in upserts:
-            conn.execute(
-                f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                    ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
-                      alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
-                      updated_ts=excluded.updated_ts""",
-                (
-                    r.event_id,
-                    r.type,
-                    r.mn,
-                    r.enterprise,
-                    r.district,
-                    r.status,
-                    json.dumps(r.json, ensure_ascii=False),
-                    r.alerted_status,
-                    r.alerted_key,
-                    r.opened_at,
-                    r.opened_ts,
-                    r.acked_by,
-                    r.acked_at,
-                    r.escalated_at,
-                    now_ts,
-                ),
-            )
-        if rows:
-            enqueue(conn, rows, now_ts)
-
-
-def _record_ack(
-    conn: sqlite3.Connection, event_id: str, by: str, at: str, rows: Sequence[OutboxRow], now_ts: float
-) -> bool:
-    with transaction(conn):
-        cur = conn.execute(
-            "UPDATE events SET acked_by=?, acked_at=?, updated_ts=? WHERE event_id=? AND acked_at IS NULL",
-            (by, at, now_ts, event_id),
-        )
-        if cur.rowcount != 1:
-            return False
-        enqueue(conn, rows, now_ts)
-    return True
-
-
-def _record_escalations(
-    conn: sqlite3.Connection, done: Sequence[tuple[str, str]], rows: Sequence[OutboxRow], now_ts: float
-) -> None:
-    with transaction(conn):
-        conn.executemany(
-            "UPDATE events SET escalated_at=?, updated_ts=? WHERE event_id=? AND escalated_at IS NULL",
-            [(at, now_ts, eid) for eid, at in done],
-        )
-        enqueue(conn, rows, now_ts)
 
 
 # ------------------------------------------------------------------------------------------------ runtime
@@ -476,18 +175,18 @@ class ComplianceRuntime:
             raise ServiceError(f"state dir {self.config.state_dir} is in use by another ingester") from e
         self._lockfile = lf
         await self.db.open()
-        stored = await self.db.call(_load_state)
+        stored = await self.db.call(load_state)
         restored = 0
         for mn, raw in stored.outlets:
             try:
                 state = json.loads(raw)
-                _with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
+                with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
                 self.engine.restore_outlet(mn, state)
                 restored += 1
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("cannot restore the engine state of outlet %s (%s): starting it afresh", mn, e)
         for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
-            self.engine.rates.add(_rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+            self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
         unacked = stored.unacked
         self._unacked = unacked
         log.info(
@@ -644,7 +343,7 @@ class ComplianceRuntime:
         # state); relative to the data, not the clock, so that a backfill of old months still counts whole
         if keep_from is not None and self.engine.rates.prune(keep_from):
             cut = int(keep_from.timestamp())
-            await self.db.call(lambda c: _prune_rate_records(c, cut))
+            await self.db.call(lambda c: prune_rate_records(c, cut))
         self.stats.rate_points += len(lines)
         return True
 
@@ -749,7 +448,7 @@ class ComplianceRuntime:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: _commit_state(c, changes, rate_rows, ups, rows, ts))
+                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts))
             except BaseException:
                 self._broken = True
                 raise
@@ -783,7 +482,7 @@ class ComplianceRuntime:
             return False
         rows = self._alert_rows(row, ACKNOWLEDGED, ACKNOWLEDGED)
         ts = time.time()
-        if await self.db.call(lambda c: _record_ack(c, event_id, by, at, rows, ts)):
+        if await self.db.call(lambda c: record_ack(c, event_id, by, at, rows, ts)):
             self.stats.acks += 1
             self._unacked.pop(event_id, None)
             self.dispatcher.kick()
@@ -821,7 +520,7 @@ class ComplianceRuntime:
             return False
         if done:
             ts = time.time()
-            await self.db.call(lambda c: _record_escalations(c, done, rows, ts))
+            await self.db.call(lambda c: record_escalations(c, done, rows, ts))
             for eid, _ in done:
                 self._unacked.pop(eid, None)
                 log.warning("event %s not acknowledged within %g h: escalated", eid, self.registry.city.ack_sla_hours)
@@ -857,61 +556,6 @@ def parse_ack(payload: bytes, clock: Clock = wall_clock) -> tuple[str, str, str]
     return eid.strip(), by.strip(), t.astimezone(BEIJING).isoformat()
 
 
-# ------------------------------------------------------------------------------------------------ CLI helpers
-
-
-def add_run_compliance_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--state-dir``, ``--webhook``, ``--webhook-secret-file`` and ``--no-rules`` to ``cems run``."""
-    g = parser.add_argument_group("compliance rules, alerts and webhooks")
-    g.add_argument(
-        "--state-dir",
-        default=None,
-        help="durable engine state, events and alert outbox (SQLite) [default: $CEMS_STATE_DIR/ingester, "
-        "else ~/.local/state/cems/ingester]",
-    )
-    g.add_argument(
-        "--webhook",
-        action="append",
-        default=None,
-        metavar="URL",
-        help="POST every alert to URL (repeatable) [CEMS_WEBHOOKS, comma-separated]",
-    )
-    g.add_argument(
-        "--webhook-secret-file",
-        default=os.environ.get("CEMS_WEBHOOK_SECRET_FILE"),
-        help="file holding the HMAC secret that signs webhooks (else $CEMS_WEBHOOK_SECRET) [CEMS_WEBHOOK_SECRET_FILE]",
-    )
-    g.add_argument(
-        "--no-rules",
-        action="store_true",
-        help="store readings only: no hourly records, events, alerts or webhooks",
-    )
-
-
-def build_compliance(args: argparse.Namespace) -> ComplianceConfig | None:
-    """The :class:`ComplianceConfig` of ``cems run`` (``None`` with ``--no-rules``)."""
-    if getattr(args, "no_rules", False):
-        return None
-    urls: list[str] = list(args.webhook or [])
-    if not urls:
-        urls = [u.strip() for u in os.environ.get("CEMS_WEBHOOKS", "").split(",") if u.strip()]
-    for u in urls:
-        if not u.startswith(("http://", "https://")):
-            raise CemsError(f"--webhook {u!r}: must be an http:// or https:// URL")
-    secret = b""
-    if args.webhook_secret_file:
-        try:
-            secret = Path(args.webhook_secret_file).read_bytes().strip()
-        except OSError as e:
-            raise CemsError(f"cannot read --webhook-secret-file: {e}") from e
-    elif os.environ.get("CEMS_WEBHOOK_SECRET"):
-        secret = os.environ["CEMS_WEBHOOK_SECRET"].encode("utf-8")
-    if urls and not secret:
-        raise CemsError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
-    state = Path(args.state_dir) if args.state_dir else default_state_dir()
-    return ComplianceConfig(state_dir=state, webhooks=tuple(urls), webhook_secret=secret)
-
-
 async def ack_event(
     mqtt_settings: MqttSettings,
     command_prefix: str,
@@ -938,98 +582,3 @@ async def ack_event(
         raise ServiceError(f"the MQTT broker did not acknowledge the ack command within {timeout_s}s") from e
     finally:
         await conn.stop()
-
-
-EVENT_COLUMNS: Final = (
-    "event_id",
-    "type",
-    "status",
-    "mn",
-    "enterprise",
-    "district",
-    "pollutant",
-    "start",
-    "end",
-    "hours",
-    "peak",
-    "limit",
-    "ref_o2",
-    "profile",
-    "acked_by",
-    "acked_at",
-    "escalated_at",
-)
-
-
-def list_events(
-    influx_url: str, db: str, *, only_open: bool = True, only_unacked: bool = False
-) -> list[dict[str, Any]]:
-    """The latest state of the events stored in ``cems_event`` (InfluxDB 1.x API), oldest first."""
-    from cems.service.local import influx_query
-
-    q = "SELECT * FROM cems_event"
-    if only_open:
-        q += " WHERE \"status\" = 'open'"
-    out: list[dict[str, Any]] = []
-    for r in influx_query(influx_url, db, q):
-        if only_unacked and r.get("acked_by"):
-            continue
-        row = {k: r.get(k) for k in EVENT_COLUMNS}
-        for k in ("end", "pollutant", "acked_by", "acked_at", "escalated_at"):
-            if row[k] == "":
-                row[k] = None
-        out.append(row)
-    out.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("event_id") or "")))
-    return out
-
-
-def format_events(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of :func:`list_events` rows."""
-    if not rows:
-        return "no events"
-    cols = [
-        "event_id",
-        "type",
-        "status",
-        "enterprise",
-        "mn",
-        "pollutant",
-        "start",
-        "end",
-        "hours",
-        "peak",
-        "limit",
-        "acked_by",
-    ]
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:g}"
-        s = str(v)
-        with contextlib.suppress(ValueError):
-            if len(s) >= 19 and s[4] == "-" and "T" in s:
-                s = datetime.fromisoformat(s).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
-        return s
-
-    table = [[c.upper() for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip() for t in table)
-
-
-__all__ = [
-    "ACKNOWLEDGED",
-    "CLOSED",
-    "ESCALATED",
-    "ESCALATION_TOPIC",
-    "ComplianceConfig",
-    "ComplianceRuntime",
-    "ack_event",
-    "add_run_compliance_arguments",
-    "build_compliance",
-    "default_state_dir",
-    "format_events",
-    "list_events",
-    "parse_ack",
-]

@@ -1,7 +1,7 @@
 """``cems bench``: throughput, loss, alert latency, memory and replay speed against the physical limits.
 
 Everything runs on this machine, on loopback: a project-owned Mosquitto and InfluxDB in a temporary state
-directory (``LocalServices``), the load generator as a separate process (``python -m cems.bench.loadgen``),
+directory (``LocalServices``), the load generator as a separate process (``python -m cems.devtools.bench.loadgen``),
 and the ingester as ``cems run`` in a subprocess.  Every wait is bounded in time; every process started
 here is killed (its process group) in ``finally``.  See docs/benchmark.md.
 
@@ -13,7 +13,7 @@ queued by the broker while the consumer is away) with three consumers, from the 
 * ``cems run`` (decode, validate, rules, InfluxDB write, ack after write): first to last reading
   queryable in InfluxDB (``SELECT count(a21026_Rtd)`` polled).
 
-and InfluxDB's own limit for the same readings (``python -m cems.bench._write``: the lines ``cems run`` would
+and InfluxDB's own limit for the same readings (``python -m cems.devtools.bench._write``: the lines ``cems run`` would
 write, posted with nothing in front), run after the ingester phases so that its compactions do not disturb
 them.  CPU per message (consumer process CPU ÷ messages) is reported beside the rates: on a shared machine
 it moves far less than wall-clock rates.
@@ -21,7 +21,6 @@ it moves far less than wall-clock rates.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -41,9 +40,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cems.bench import _data
+from cems.config import environ
+from cems.devtools.bench import _data
+from cems.devtools.local import HOST, INFLUXDB, MOSQUITTO, LocalServices
 from cems.errors import CemsError, ServiceError
-from cems.service.local import HOST, INFLUXDB, MOSQUITTO, LocalServices, create_database, influx_query
+from cems.sinks.influx import InfluxQueryError, create_database, influx_query
 
 ALERT_TOPIC = "cems/alerts/v1/#"
 CEMS_TOPICS = ("cems/v1/+/+", "grid/v1/+")
@@ -78,31 +79,6 @@ KEYS = (
 # ----------------------------------------------------------------------------------------- arguments
 
 
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--outlets", type=int, default=2000, help="outlets of the throughput and alert runs (2000)")
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=30.0,
-        help="seconds of load per throughput/alert run (sets the backlog size, at most 95 000 messages) (30)",
-    )
-    p.add_argument("--messages", type=int, default=None, help="backlog size of the throughput runs (overrides)")
-    p.add_argument(
-        "--rss-outlets",
-        default=None,
-        help="comma-separated registry sizes for the memory runs (default 10000,100000; smoke 200,1000)",
-    )
-    p.add_argument("--replay-days", type=int, default=None, help="days of minute-by-minute HJ 212 to replay (30)")
-    p.add_argument("--json", dest="json_file", default=None, help="write the figures to this JSON file")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark works (well under 1 min)")
-    p.add_argument(
-        "--skip", default="", help="comma-separated parts to skip: broker,baseline,database,cems,alert,rss,replay"
-    )
-    p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
-    p.add_argument("--profile", default=None, help="py-spy raw profile of `cems run` during the throughput run")
-    p.add_argument("--cems-arg", action="append", default=[], help="extra argument passed to `cems run` (repeatable)")
-
-
 @dataclass
 class BenchConfig:
     outlets: int = 2000
@@ -117,22 +93,33 @@ class BenchConfig:
     cems_args: tuple[str, ...] = ()
 
     @classmethod
-    def from_args(cls, a: argparse.Namespace) -> BenchConfig:
-        smoke = bool(a.smoke)
-        outlets = a.outlets if a.outlets != 2000 or not smoke else 20
-        duration = a.duration if a.duration != 30.0 or not smoke else 2.0
-        messages = a.messages or int(min(MAX_BACKLOG, max(1000, duration * 3000)))
-        if a.rss_outlets:
-            rss = tuple(int(x) for x in str(a.rss_outlets).split(",") if x.strip())
-        else:
-            rss = (200, 1000) if smoke else (10_000, 100_000)
-        days = a.replay_days or (1 if smoke else 30)
+    def create(
+        cls,
+        *,
+        smoke: bool = False,
+        outlets: int | None = None,
+        duration: float | None = None,
+        messages: int | None = None,
+        rss_outlets: Sequence[int] | None = None,
+        replay_days: int | None = None,
+        skip: Sequence[str] = (),
+        keep: bool = False,
+        profile: str | None = None,
+        cems_args: Sequence[str] = (),
+    ) -> BenchConfig:
+        """The configuration, with the sizes of a full run or, with ``smoke``, tiny ones for what is not given."""
+        outlets = outlets if outlets is not None else (20 if smoke else 2000)
+        duration = duration if duration is not None else (2.0 if smoke else 30.0)
+        messages = messages or int(min(MAX_BACKLOG, max(1000, duration * 3000)))
+        rss = tuple(rss_outlets) if rss_outlets else ((200, 1000) if smoke else (10_000, 100_000))
+        days = replay_days or (1 if smoke else 30)
         if outlets < 1 or messages < 1 or any(n < 1 for n in rss) or days < 1:
             raise CemsError("--outlets, --messages, --rss-outlets and --replay-days must be positive")
         if messages > MAX_BACKLOG:
             raise CemsError(f"--messages must be at most {MAX_BACKLOG} (the broker's per-client queue limit)")
-        skip = frozenset(s.strip() for s in str(a.skip).split(",") if s.strip())
-        return cls(outlets, duration, messages, rss, days, smoke, skip, bool(a.keep), a.profile, tuple(a.cems_arg))
+        return cls(
+            outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args)
+        )
 
 
 # ----------------------------------------------------------------------------------------- processes
@@ -294,7 +281,7 @@ class Bench:
 
     def _loadgen(self, name: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
         out = self.dir / "logs" / f"{name}.json"
-        argv = self._py("-m", "cems.bench.loadgen", *args, "--mqtt-url", self.mqtt_url, "--out", str(out))
+        argv = self._py("-m", "cems.devtools.bench.loadgen", *args, "--mqtt-url", self.mqtt_url, "--out", str(out))
         proc = self.procs.spawn(name, argv)
         rc = self.procs.wait(proc, timeout)
         if rc is None:
@@ -322,7 +309,7 @@ class Bench:
         return res
 
     def _cems_env(self, phase: str) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(environ())
         env["CEMS_STATE_DIR"] = str(self.dir / f"state-{phase}")
         env.pop("CEMS_CONFIG", None)
         return env
@@ -358,7 +345,7 @@ class Bench:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ServiceError(f"cems run ({phase}) exited with {proc.returncode} during start-up")
-            with contextlib.suppress(ServiceError):
+            with contextlib.suppress(InfluxQueryError):
                 if self._count(db) >= 1:
                     return time.monotonic() - t0
             time.sleep(0.1)
@@ -432,7 +419,7 @@ class Bench:
         pub = self._publish_file("baseline", self.tp_file, self.tp_n)
         n = int(pub["acked"])
         out = self.dir / "logs" / "baseline.json"
-        argv = self._py("-m", "cems.bench._sub", "--mqtt-url", self.mqtt_url, "--client-id", cid,
+        argv = self._py("-m", "cems.devtools.bench._sub", "--mqtt-url", self.mqtt_url, "--client-id", cid,
                         "--topic", CEMS_TOPICS[0], "--count", str(n), "--timeout", str(60.0 + n / 500.0),
                         "--out", str(out))  # fmt: skip
 
@@ -452,7 +439,7 @@ class Bench:
         db = "bench_database"
         create_database(self.influx_url, db)
         out = self.dir / "logs" / "database.json"
-        argv = self._py("-m", "cems.bench._write", "--influx-url", self.influx_url, "--db", db,
+        argv = self._py("-m", "cems.devtools.bench._write", "--influx-url", self.influx_url, "--db", db,
                         "--config", str(self.registry), "--file", str(self.tp_file), "--out", str(out))  # fmt: skip
         i0 = _cpu_s(self.influx_pid)
         proc = self.procs.spawn("database-writer", argv)
@@ -522,7 +509,7 @@ class Bench:
                 break
             try:
                 count = self._count(db)
-            except ServiceError:
+            except InfluxQueryError:
                 count = 0
             now = time.time()
             if count != prev:
@@ -838,10 +825,12 @@ def format_table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def bench_command(a: argparse.Namespace) -> int:
-    """``cems bench``: run every measurement, print the table, write ``--json``.  Exit 0 when the benchmark
-    ran (missed performance targets are reported, not errors), 1 if readings were lost, 2 on a setup error."""
-    cfg = BenchConfig.from_args(a)
+def run_bench(cfg: BenchConfig, json_file: str | Path | None = None) -> int:
+    """``cems bench``: run every measurement, print the table, write ``json_file``.
+
+    Returns the exit code: 0 when every target with a verdict passed (a smoke run judges only ``lost``: its
+    sizes are too small for the performance targets), 1 when readings were lost or a target was missed.
+    Set-up errors raise :class:`~cems.errors.CemsError` (exit 2 from the command line)."""
     workdir = Path(tempfile.mkdtemp(prefix="cems-bench-"))
     started = datetime.now(UTC)
 
@@ -870,9 +859,16 @@ def bench_command(a: argparse.Namespace) -> int:
         "notes": res.notes,
         "workdir": str(workdir) if cfg.keep else None,
     }  # fmt: skip
-    if a.json_file:
-        Path(a.json_file).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    if json_file:
+        Path(json_file).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     if cfg.keep:
         print(f"state kept in {workdir}")
     lost = res.figures.get("lost")
-    return 1 if isinstance(lost, int) and lost != 0 else 0
+    if isinstance(lost, int) and lost != 0:
+        print(f"cems bench: {lost} readings lost", file=sys.stderr)
+        return 1
+    failed = [r[0] for r in rows if r[3] == "FAIL"]
+    if failed and not cfg.smoke:
+        print(f"cems bench: targets missed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,12 +1,13 @@
-"""The benchmark's load generator, run as a separate process: ``python -m cems.bench.loadgen``.
+"""The benchmark's load generator, run as a separate process: ``python -m cems.devtools.bench.loadgen``.
 
 QoS 1 on cems's asyncio MQTT client, a bounded window of unacknowledged publishes; counts published and
 acknowledged (PUBACK) messages and writes a JSON summary to ``--out`` (or stdout)::
 
-    python -m cems.bench.loadgen publish --mqtt-url mqtt://127.0.0.1:PORT --file msgs.txt [--rate 2000]
-    python -m cems.bench.loadgen alert --mqtt-url ... --outlets 2000 --rate 1500 --rounds 20 --alert-outlets 400
+    python -m cems.devtools.bench.loadgen publish --mqtt-url mqtt://127.0.0.1:PORT --file msgs.txt [--rate 2000]
+    python -m cems.devtools.bench.loadgen alert --mqtt-url ... --outlets 2000 --rate 1500 --rounds 20 \
+        --alert-outlets 400
 
-``publish`` sends the messages of a file (``topic SPACE payload`` per line, see ``cems.bench._data``) as
+``publish`` sends the messages of a file (``topic SPACE payload`` per line, see ``cems.devtools.bench._data``) as
 fast as possible or at ``--rate`` messages/s.  ``alert`` sends real-time readings round robin over the
 outlets at ``--rate``; each of ``--alert-outlets`` outlets sends three consecutive readings with SO2 three
 times its limit, starting at a staggered round, and the summary gives for each of them the wall-clock
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cems.bench import _data
+from cems.devtools.bench import _data
 from cems.errors import ServiceError
 from cems.service.mqtt import MqttConnection, MqttSettings
 
@@ -155,7 +156,7 @@ def _file_messages(path: str) -> Iterator[tuple[str, bytes]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cems.bench.loadgen", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cems.devtools.bench.loadgen", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
     for name in ("publish", "alert"):
         s = sub.add_parser(name)

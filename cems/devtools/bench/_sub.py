@@ -1,4 +1,4 @@
-"""Baseline consumer: a bare paho-mqtt QoS 1 subscriber that only counts (``python -m cems.bench._sub``).
+"""Baseline consumer: a bare paho-mqtt QoS 1 subscriber that only counts (``python -m cems.devtools.bench._sub``).
 
 It resumes a persistent session (``clean_session=False``, fixed client id) whose backlog the benchmark
 queued, counts messages until ``--count`` or ``--timeout``, and writes a JSON summary (count, wall-clock
@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cems.bench._sub")
+    p = argparse.ArgumentParser(prog="python -m cems.devtools.bench._sub")
     p.add_argument("--mqtt-url", required=True)
     p.add_argument("--client-id", required=True)
     p.add_argument("--topic", action="append", required=True)

@@ -36,11 +36,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from cems.config import environ, state_dir
 from cems.errors import ServiceError
+from cems.sinks.influx import create_database
 
 __all__ = [
     "HOST",
@@ -52,13 +53,9 @@ __all__ = [
     "LocalServices",
     "ServiceInfo",
     "canonical_name",
-    "create_database",
     "default_state_dir",
-    "drop_database",
     "find_binary",
     "format_status",
-    "influx_query",
-    "influx_write",
     "missing_binaries",
     "port_open",
     "wait_for_port",
@@ -163,13 +160,8 @@ class _Record:
 
 
 def default_state_dir() -> Path:
-    """``$CEMS_STATE_DIR/services``, else ``$XDG_STATE_HOME/cems/services`` (``~/.local/state/...``)."""
-    env = os.environ.get("CEMS_STATE_DIR")
-    if env:
-        return Path(env).expanduser() / "services"
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
-    return base / "cems" / "services"
+    """``STATE_DIR/services`` (:func:`cems.config.state_dir`)."""
+    return state_dir() / "services"
 
 
 def canonical_name(name: str) -> str:
@@ -184,7 +176,8 @@ def canonical_name(name: str) -> str:
 def find_binary(name: str) -> str:
     """Absolute path of the service's binary; ServiceError naming the apt package if it is missing."""
     spec = _BINARIES[canonical_name(name)]
-    override = os.environ.get(spec.env_var)
+    env = environ()
+    override = env.get(spec.env_var)
     if override:
         if Path(override).is_file() and os.access(override, os.X_OK):
             return override
@@ -192,7 +185,7 @@ def find_binary(name: str) -> str:
             f"{spec.env_var}={override!r} is not an executable file "
             f"(unset it, or install the binary with `apt-get install {spec.apt_package}`)"
         )
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/usr/local/sbin", "/sbin"])
+    search = os.pathsep.join([env.get("PATH", os.defpath), "/usr/sbin", "/usr/local/sbin", "/sbin"])
     found = shutil.which(spec.exe, path=search)
     if found is None:
         raise ServiceError(
@@ -234,76 +227,6 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0, *, open_: bool = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def influx_query(
-    url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0
-) -> list[dict[str, Any]]:
-    """Run InfluxQL ``q`` against the v1 ``/query`` endpoint (POST) and flatten the answer.
-
-    Returns one dict per row of every series of every statement: column → value, plus the series
-    tags (``GROUP BY``) merged in. ``epoch`` ("ns", "ms", "s"...) returns integer times instead of
-    RFC 3339 strings. Raises ServiceError on an HTTP or InfluxQL error.
-    """
-    params = {"db": db} if db else {}
-    if epoch:
-        params["epoch"] = epoch
-    try:
-        resp = httpx.post(f"{url.rstrip('/')}/query", params=params, data={"q": q}, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise ServiceError(f"InfluxDB query at {url} failed: {exc}") from exc
-    try:
-        body: Any = resp.json()
-    except ValueError:
-        body = None
-    if resp.status_code != 200 or not isinstance(body, dict):
-        raise ServiceError(f"InfluxDB query {q!r} at {url}: HTTP {resp.status_code}: {resp.text[:500]}")
-    if "error" in body:
-        raise ServiceError(f"InfluxDB query {q!r} at {url}: {body['error']}")
-    rows: list[dict[str, Any]] = []
-    for result in body.get("results", []):
-        if "error" in result:
-            raise ServiceError(f"InfluxDB query {q!r} at {url}: {result['error']}")
-        for series in result.get("series", []):
-            columns: list[str] = series.get("columns", [])
-            tags: dict[str, Any] = series.get("tags") or {}
-            for values in series.get("values", []):
-                row = dict(zip(columns, values, strict=False))
-                row.update(tags)
-                rows.append(row)
-    return rows
-
-
-def influx_write(
-    url: str, db: str, lines: str | Iterable[str], *, precision: str = "ns", timeout: float = 30.0
-) -> None:
-    """Write line protocol to the v1 ``/write`` endpoint; ServiceError unless InfluxDB answers 204."""
-    body = lines if isinstance(lines, str) else "\n".join(lines)
-    try:
-        resp = httpx.post(
-            f"{url.rstrip('/')}/write",
-            params={"db": db, "precision": precision},
-            content=body.encode(),
-            timeout=timeout,
-        )
-    except httpx.HTTPError as exc:
-        raise ServiceError(f"InfluxDB write at {url} failed: {exc}") from exc
-    if resp.status_code != 204:
-        raise ServiceError(f"InfluxDB write to {db!r} at {url}: HTTP {resp.status_code}: {resp.text[:500]}")
-
-
-def create_database(url: str, db: str) -> None:
-    """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
-    influx_query(url, "", f"CREATE DATABASE {_quote_ident(db)}")
-
-
-def drop_database(url: str, db: str) -> None:
-    """``DROP DATABASE`` (no error if it does not exist)."""
-    influx_query(url, "", f"DROP DATABASE {_quote_ident(db)}")
 
 
 def format_status(infos: Mapping[str, ServiceInfo | None]) -> str:
@@ -482,7 +405,7 @@ def _mosquitto_conf(rec: _Record) -> str:
             "allow_anonymous true\n"
         )
     return f"""\
-# Generated by cems.service.local on every start: edits are overwritten.
+# Generated by cems.devtools.local on every start: edits are overwritten.
 # Project-owned broker for cems development and tests: loopback only, free port (never 1883).
 
 {listeners}{user}
@@ -534,7 +457,7 @@ def _influxdb_conf(rec: _Record) -> str:
     meta_dir, tsm_dir, wal_dir = data / "meta", data / "data", data / "wal"
     rpc = rec.extra_ports["rpc"]
     return f"""\
-# Generated by cems.service.local on every start: edits are overwritten.
+# Generated by cems.devtools.local on every start: edits are overwritten.
 # Project-owned InfluxDB 1.x for cems development and tests: loopback only, free ports.
 
 # Never phone home (upstream key, and the key Debian's build uses).

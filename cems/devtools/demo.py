@@ -3,7 +3,6 @@ ingester — with live figures.  The sample registry is generated so its size ca
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -12,9 +11,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cems.devtools.local import LocalServices, format_status
 from cems.registry import load_registry
 
 #: A sample city: real district codes of 保定市 (Baoding), fictitious enterprises.
@@ -103,9 +104,19 @@ def sample_registry_toml(enterprises: int = 12, grid_per_district: int = 2) -> s
     return "\n".join(out)
 
 
-def run_demo(a: argparse.Namespace, state: Path) -> int:
-    from cems.service.local import LocalServices, format_status
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``cems demo`` runs: see its ``--help``."""
 
+    duration: float | None = None
+    speed: float = 60.0
+    enterprises: int = 12
+    protocol: str = "mixed"
+    stop_services: bool = False
+
+
+def run_demo(a: DemoOptions, state: Path) -> int:
+    """Start local services under ``state/services``, a sample fleet and the ingester; show live figures."""
     svc = LocalServices(state / "services")
     print("Starting local Mosquitto and InfluxDB …", flush=True)
     infos = svc.up(influx_db="cems")

@@ -1,0 +1,115 @@
+"""What the commands share: options that name a service (each also read from an environment variable,
+shown in ``--help``), and turning them into the library's typed settings.
+
+Numeric environment values are read when a command runs, not when the parser is built, so that a bad
+``CEMS_BATCH_MAX`` fails the command that uses it with a :class:`~cems.errors.ConfigError` naming the
+variable, and never ``cems --version``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cems.config import Env, state_dir
+from cems.errors import CemsError, ConfigError
+from cems.service.mqtt import MqttSettings
+from cems.sinks.influx import InfluxConfig
+
+#: The formatter every command's parser uses: keeps the line breaks of epilogs (the examples).
+Formatter = argparse.RawDescriptionHelpFormatter
+
+
+def examples(*lines: str) -> str:
+    """An ``--help`` epilog: ``example:`` followed by the given command lines."""
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_influx_args(p: argparse.ArgumentParser, env: Env) -> None:
+    g = p.add_argument_group("InfluxDB (v1 API by default; v2 for InfluxDB 2.x/3.x)")
+    g.add_argument(
+        "--influx-url", default=env.get("CEMS_INFLUX_URL"), help="e.g. http://127.0.0.1:8086 [CEMS_INFLUX_URL]"
+    )
+    g.add_argument(
+        "--influx-api",
+        choices=["v1", "v2"],
+        default=env.get("CEMS_INFLUX_API", "v1"),
+        help="write API: v1 (/write, InfluxDB 1.x) or v2 (/api/v2/write, 2.x/3.x) [CEMS_INFLUX_API]",
+    )
+    g.add_argument("--influx-db", default=env.get("CEMS_INFLUX_DB", "cems"), help="v1 database [CEMS_INFLUX_DB]")
+    g.add_argument("--influx-org", default=env.get("CEMS_INFLUX_ORG", ""), help="v2 organisation [CEMS_INFLUX_ORG]")
+    g.add_argument("--influx-bucket", default=env.get("CEMS_INFLUX_BUCKET", ""), help="v2 bucket [CEMS_INFLUX_BUCKET]")
+    g.add_argument(
+        "--influx-token",
+        default=env.get("CEMS_INFLUX_TOKEN", ""),
+        help="v2 token, or v1 user:password; prefer the environment variable [CEMS_INFLUX_TOKEN]",
+    )
+
+
+def add_influx_read_args(p: argparse.ArgumentParser, env: Env) -> None:
+    """``--influx-url``/``--influx-db`` of the commands that read (query, events list, report)."""
+    p.add_argument(
+        "--influx-url",
+        default=env.get("CEMS_INFLUX_URL"),
+        help="InfluxDB URL, InfluxQL over /query (default: the local InfluxDB of `cems services`) [CEMS_INFLUX_URL]",
+    )
+    p.add_argument("--influx-db", default=env.get("CEMS_INFLUX_DB", "cems"), help="database [CEMS_INFLUX_DB]")
+
+
+def add_mqtt_args(p: argparse.ArgumentParser, env: Env, *, client_id: bool = True) -> None:
+    g = p.add_argument_group("MQTT")
+    g.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="mqtt://HOST:PORT or mqtts:// [CEMS_MQTT_URL]")
+    if client_id:
+        g.add_argument(
+            "--client-id",
+            default=env.get("CEMS_CLIENT_ID", "cems-ingester"),
+            help="fixed id of the persistent session [CEMS_CLIENT_ID]",
+        )
+    g.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
+    g.add_argument(
+        "--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="prefer the variable [CEMS_MQTT_PASSWORD]"
+    )
+    g.add_argument(
+        "--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="CA certificate for TLS [CEMS_MQTT_CA_FILE]"
+    )
+
+
+def influx_config(a: argparse.Namespace) -> InfluxConfig:
+    if not a.influx_url:
+        raise ConfigError("--influx-url (or CEMS_INFLUX_URL) is required")
+    return InfluxConfig(
+        url=a.influx_url,
+        api=a.influx_api,
+        db=a.influx_db,
+        org=a.influx_org,
+        bucket=a.influx_bucket,
+        token=a.influx_token,
+    )
+
+
+def mqtt_settings(a: argparse.Namespace, *, url: str | None = None, client_id: str | None = None) -> MqttSettings:
+    mqtt_url = url or a.mqtt_url
+    if not mqtt_url:
+        raise ConfigError("--mqtt-url (or CEMS_MQTT_URL) is required")
+    return MqttSettings(
+        url=mqtt_url,
+        client_id=client_id or a.client_id,
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+
+
+def services_dir(env: Env) -> Path:
+    """Where ``cems services`` keeps the project-owned Mosquitto and InfluxDB."""
+    return state_dir(env) / "services"
+
+
+def local_url(name: str, env: Env) -> str:
+    """The URL of a running local service (``cems services up``), for commands given no URL."""
+    from cems.devtools.local import LocalServices
+
+    info = LocalServices(services_dir(env)).status().get(name)
+    if info is None:
+        raise CemsError(f"no URL given and the local {name} is not running (start it with: cems services up)")
+    return info.url

@@ -1,0 +1,79 @@
+"""``cems bench``: the ingester measured against the broker's, a bare consumer's and InfluxDB's limits on this
+machine (docs/benchmark.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cems.cli._common import Formatter, examples
+from cems.config import Env
+from cems.devtools.bench import BenchConfig, run_bench
+from cems.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark against the broker's and a bare Python consumer's limits (docs/benchmark.md)",
+        description="Measure cems against this machine's limits. Exit 0: every target met (a --smoke run "
+        "judges only that nothing was lost); 1: readings lost or a target missed; 2: set-up error.",
+        epilog=examples("cems bench --smoke", "cems bench --json bench.json"),
+        formatter_class=Formatter,
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--outlets", type=int, default=None, help="outlets of the throughput and alert runs (2000; smoke 20)"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load per throughput/alert run (sets the backlog size, at most 95 000 messages) (30; smoke 2)",
+    )
+    p.add_argument("--messages", type=int, default=None, help="backlog size of the throughput runs (overrides)")
+    p.add_argument(
+        "--rss-outlets",
+        default=None,
+        help="comma-separated registry sizes for the memory runs (default 10000,100000; smoke 200,1000)",
+    )
+    p.add_argument("--replay-days", type=int, default=None, help="days of minute-by-minute HJ 212 to replay (30)")
+    p.add_argument("--json", dest="json_file", default=None, help="write the figures to this JSON file")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark works (well under 1 min)")
+    p.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: broker,baseline,database,cems,alert,rss,replay"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
+    p.add_argument("--profile", default=None, help="py-spy raw profile of `cems run` during the throughput run")
+    p.add_argument("--cems-arg", action="append", default=[], help="extra argument passed to `cems run` (repeatable)")
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: expected comma-separated integers") from None
+
+
+def bench_config(a: argparse.Namespace) -> BenchConfig:
+    return BenchConfig.create(
+        smoke=a.smoke,
+        outlets=a.outlets,
+        duration=a.duration,
+        messages=a.messages,
+        rss_outlets=_ints(a.rss_outlets, "--rss-outlets"),
+        replay_days=a.replay_days,
+        skip=[s.strip() for s in a.skip.split(",") if s.strip()],
+        keep=a.keep,
+        profile=a.profile,
+        cems_args=a.cems_arg,
+    )
+
+
+def cmd_bench(a: argparse.Namespace, env: Env) -> int:
+    return run_bench(bench_config(a), a.json_file)

@@ -1,0 +1,115 @@
+"""``cems events list|ack``: what the monitoring room sees and acknowledges."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from cems.cli._common import Formatter, add_influx_read_args, examples, local_url
+from cems.config import Env
+from cems.model import BEIJING
+from cems.registry import Topics, load_registry
+from cems.service.compliance import ack_event, list_events
+from cems.service.mqtt import MqttSettings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
+    ev = sub.add_parser(
+        "events",
+        help="list events, or acknowledge one (monitoring room)",
+        epilog=examples("cems events list --unacked", "cems events ack 3f9c0a1b2c3d4e5f --by 张三"),
+        formatter_class=Formatter,
+    )
+    ev_sub = ev.add_subparsers(dest="events_action", required=True, metavar="ACTION")
+    el = ev_sub.add_parser(
+        "list",
+        help="open / unacknowledged events (from InfluxDB)",
+        epilog=examples("cems events list", "cems events list --all --json | jq .", "cems events list --unacked"),
+        formatter_class=Formatter,
+    )
+    el.add_argument("--all", action="store_true", help="closed events too")
+    el.add_argument("--unacked", action="store_true", help="only events not yet acknowledged")
+    el.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_influx_read_args(el, env)
+    el.set_defaults(func=cmd_events_list)
+    ea = ev_sub.add_parser(
+        "ack",
+        help="acknowledge an event (sent to the ingester over MQTT, QoS 1)",
+        epilog=examples("cems events ack 3f9c0a1b2c3d4e5f --by 张三 --config registry.toml"),
+        formatter_class=Formatter,
+    )
+    ea.add_argument("event_id", help="the event's id, as `cems events list` shows it")
+    ea.add_argument("--by", required=True, help="who acknowledges (name of the duty officer), e.g. 张三")
+    ea.add_argument(
+        "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
+    )
+    ea.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
+    ea.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
+    ea.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
+    ea.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+    ea.set_defaults(func=cmd_events_ack)
+
+
+def cmd_events_list(a: argparse.Namespace, env: Env) -> int:
+    url = a.influx_url or local_url("influxdb", env)
+    rows = list_events(url, a.influx_db, only_open=not a.all, only_unacked=a.unacked)
+    if a.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+    else:
+        print(format_events(rows))
+    return 0
+
+
+def cmd_events_ack(a: argparse.Namespace, env: Env) -> int:
+    topics = load_registry(a.config).topics if a.config else Topics()
+    settings = MqttSettings(
+        url=a.mqtt_url or local_url("mosquitto", env),
+        client_id="cems-cli",
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+    asyncio.run(ack_event(settings, topics.command_prefix, a.event_id, a.by))
+    print(f"acknowledgement of {a.event_id} by {a.by} sent to the ingester")
+    return 0
+
+
+def format_events(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`list_events` rows."""
+    if not rows:
+        return "no events"
+    cols = [
+        "event_id",
+        "type",
+        "status",
+        "enterprise",
+        "mn",
+        "pollutant",
+        "start",
+        "end",
+        "hours",
+        "peak",
+        "limit",
+        "acked_by",
+    ]
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:g}"
+        s = str(v)
+        with contextlib.suppress(ValueError):
+            if len(s) >= 19 and s[4] == "-" and "T" in s:
+                s = datetime.fromisoformat(s).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+        return s
+
+    table = [[c.upper() for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip() for t in table)

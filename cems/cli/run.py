@@ -1,0 +1,161 @@
+"""``cems run``: the ingest service (MQTT → validate → InfluxDB → compliance rules → alerts)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from cems.cli._common import Formatter, add_influx_args, add_mqtt_args, examples, influx_config, mqtt_settings
+from cems.config import Env, state_dir
+from cems.errors import ConfigError
+from cems.registry import load_registry
+from cems.service.compliance import ComplianceConfig
+from cems.service.health import HealthServer
+from cems.service.ingest import IngestService, IngestSettings
+
+EPILOG = examples(
+    "cems run --config registry.toml --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 --influx-db cems",
+    "CEMS_INFLUX_TOKEN=… cems run --config registry.toml --mqtt-url mqtts://broker:8883 --mqtt-ca-file ca.crt \\",
+    "    --influx-url http://influxdb:8086 --influx-api v2 --influx-org bureau --influx-bucket cems",
+)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
+    r = sub.add_parser(
+        "run",
+        help="run the ingest service: MQTT → validate → InfluxDB → compliance rules → alerts",
+        description="Run the ingest service. Every option that names a service can also come from the "
+        "environment variable shown in [brackets].",
+        epilog=EPILOG,
+        formatter_class=Formatter,
+    )
+    r.add_argument(
+        "--config",
+        default=env.get("CEMS_CONFIG"),
+        required=env.get("CEMS_CONFIG") is None,
+        help="registry TOML, e.g. deploy/registry.toml [CEMS_CONFIG]",
+    )
+    add_mqtt_args(r, env)
+    add_influx_args(r, env)
+    r.add_argument(
+        "--batch-max", type=int, default=None, help="most messages per InfluxDB write (default 5000) [CEMS_BATCH_MAX]"
+    )
+    r.add_argument(
+        "--spool-dir",
+        default=env.get("CEMS_SPOOL_DIR"),
+        help="on-disk spool for InfluxDB outages [CEMS_SPOOL_DIR] (default: STATE_DIR/ingester/spool)",
+    )
+    r.add_argument("--spool-max-mb", type=float, default=1024.0, help="spool bound in MB; back-pressure beyond it")
+    r.add_argument("--no-spool", action="store_true", help="no spool: retry InfluxDB without acknowledging")
+    r.add_argument("--health-port", type=int, default=None, help="serve /healthz and /metrics on this port, e.g. 9100")
+    r.add_argument("--health-host", default="127.0.0.1", help="address for --health-port (default 127.0.0.1)")
+    r.add_argument(
+        "--accept-bad-crc",
+        action="store_true",
+        help="accept HJ 212 packets whose CRC does not match (reported as a deviation)",
+    )
+    g = r.add_argument_group("compliance rules, alerts and webhooks")
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="durable engine state, events and alert outbox (SQLite) [default: STATE_DIR/ingester, where "
+        "STATE_DIR is $CEMS_STATE_DIR, else $XDG_STATE_HOME/cems, else ~/.local/state/cems]",
+    )
+    g.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST every alert to URL (repeatable) [CEMS_WEBHOOKS, comma-separated]",
+    )
+    g.add_argument(
+        "--webhook-secret-file",
+        default=env.get("CEMS_WEBHOOK_SECRET_FILE"),
+        help="file holding the HMAC secret that signs webhooks (else $CEMS_WEBHOOK_SECRET) [CEMS_WEBHOOK_SECRET_FILE]",
+    )
+    g.add_argument(
+        "--no-rules",
+        action="store_true",
+        help="store readings only: no hourly records, events, alerts or webhooks",
+    )
+    r.set_defaults(func=cmd_run)
+
+
+def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | None:
+    """The :class:`ComplianceConfig` of ``cems run`` (``None`` with ``--no-rules``)."""
+    if a.no_rules:
+        return None
+    urls: list[str] = list(a.webhook or []) or list(env.csv("CEMS_WEBHOOKS"))
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise ConfigError(f"--webhook {u!r}: must be an http:// or https:// URL")
+    secret = b""
+    if a.webhook_secret_file:
+        try:
+            secret = Path(a.webhook_secret_file).read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read --webhook-secret-file: {e}") from e
+    elif env.get("CEMS_WEBHOOK_SECRET"):
+        secret = env.string("CEMS_WEBHOOK_SECRET", "").encode("utf-8")
+    if urls and not secret:
+        raise ConfigError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
+    state = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
+    return ComplianceConfig(state_dir=state, webhooks=tuple(urls), webhook_secret=secret)
+
+
+def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:
+    spool_dir = None
+    if not a.no_spool:
+        base = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
+        spool_dir = Path(a.spool_dir) if a.spool_dir else base / "spool"
+    batch_max = a.batch_max if a.batch_max is not None else env.integer("CEMS_BATCH_MAX", 5000, minimum=1)
+    if batch_max < 1:
+        raise ConfigError(f"--batch-max {batch_max}: must be at least 1")
+    return IngestSettings(
+        batch_max=batch_max,
+        require_crc=not a.accept_bad_crc,
+        spool_dir=spool_dir,
+        spool_max_bytes=int(a.spool_max_mb * 1024 * 1024),
+    )
+
+
+def cmd_run(a: argparse.Namespace, env: Env) -> int:
+    registry = load_registry(a.config)
+    mqtt = mqtt_settings(a)
+    influx = influx_config(a)
+    settings = ingest_settings(a, env)
+    compliance = compliance_config(a, env)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        service = IngestService(registry, mqtt, influx, settings, compliance=compliance)
+        health = None
+        if a.health_port is not None:
+
+            def healthy() -> tuple[bool, dict[str, object]]:
+                ok = service.conn.connected
+                return ok, {
+                    "mqtt_connected": ok,
+                    "queue": service.conn.queue.qsize(),
+                    "spool_bytes": service.stats.spool_bytes,
+                    **service.stats.as_dict(),
+                }
+
+            health = HealthServer(service, healthy)
+            await health.start(a.health_host, a.health_port)
+        try:
+            await service.run(stop)
+        finally:
+            if health is not None:
+                await health.stop()
+        print(json.dumps(service.stats.as_dict()), file=sys.stderr)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,46 @@
+"""Live compliance: the :class:`~cems.engine.ComplianceEngine` inside the ingest service.
+
+* :mod:`cems.service.compliance._runtime`: :class:`ComplianceRuntime` (feeds the engine, writes to InfluxDB,
+  commits, dispatches alerts), :class:`ComplianceConfig`, the acknowledgement command.
+* :mod:`cems.service.compliance._state`: the durable state in SQLite (schema, events table, commits).
+* :mod:`cems.service.compliance._read`: events as stored in InfluxDB (``cems events list``).
+"""
+
+from cems.rules.events import CLOSED
+from cems.service.compliance._read import EVENT_COLUMNS, list_events
+from cems.service.compliance._runtime import (
+    ComplianceConfig,
+    ComplianceRuntime,
+    ack_event,
+    parse_ack,
+    wall_clock,
+)
+from cems.service.compliance._state import (
+    ACKNOWLEDGED,
+    DB_FILE,
+    ESCALATED,
+    ESCALATION_TOPIC,
+    ComplianceStats,
+    EventRow,
+    alert_id,
+    transition_key,
+)
+
+__all__ = [
+    "ACKNOWLEDGED",
+    "CLOSED",
+    "DB_FILE",
+    "ESCALATED",
+    "ESCALATION_TOPIC",
+    "EVENT_COLUMNS",
+    "ComplianceConfig",
+    "ComplianceRuntime",
+    "ComplianceStats",
+    "EventRow",
+    "ack_event",
+    "alert_id",
+    "list_events",
+    "parse_ack",
+    "transition_key",
+    "wall_clock",
+]
