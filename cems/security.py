@@ -237,8 +237,10 @@ def mosquitto_acl(
         lines += [
             "",
             "# ---- the command sender: writes the ingester's command topics only ----",
+            "# and reads the ingester's answers to its acknowledgements (cems events ack waits for them).",
             f"user {roles['command']}",
             f"topic write {cmd}/#",
+            f"topic read {alerts}/ack_result/#",
             *deny_patterns(roles["command"]),
         ]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         default=env.get("CEMS_SECRETS_FILE"),
         help="NAME=secret file, mode 0600; CEMS_SECRET_<NAME> variables override it [CEMS_SECRETS_FILE]",
     )
-    p.add_argument("--ingester-user", default=DEFAULT_INGESTER_USER)
+    p.add_argument(
+        "--ingester-user", default=DEFAULT_INGESTER_USER, help=f"the ingester's username ({DEFAULT_INGESTER_USER})"
+    )
     p.add_argument("--bridge-user", default=DEFAULT_BRIDGE_USER, help="'' leaves the HJ 212 bridge out")
     p.add_argument("--monitor-user", default=None, help="read-only user for alerts (optional)")
     p.add_argument("--command-user", default=None, help="user allowed to write commands (optional)")
@@ -43,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     )
     p.add_argument("--port", type=int, default=1883, help="plain listener port; 0 = TLS only")
     p.add_argument("--bind", default=None, help="listen address (default: all)")
-    p.add_argument("--tls-port", type=int, default=8883)
+    p.add_argument("--tls-port", type=int, default=8883, help="TLS listener port (8883)")
     p.add_argument("--tls-ca", default=None, help="CA certificate (enables the TLS listener with the two below)")
     p.add_argument("--tls-cert", default=None, help="server certificate")
     p.add_argument("--tls-key", default=None, help="server private key")

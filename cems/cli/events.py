@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -40,11 +41,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     ea = ev_sub.add_parser(
         "ack",
         help="acknowledge an event (sent to the ingester over MQTT, QoS 1)",
-        epilog=examples("cems events ack 3f9c0a1b2c3d4e5f --by 张三 --config registry.toml"),
+        description="Send an acknowledgement to the ingester and wait for its confirmation. Exit 0 when the "
+        "ingester stored it (or it was already acknowledged), 1 when the event is unknown or no confirmation "
+        "came within --wait seconds.",
+        epilog=examples("cems events ack 3f9c0a1b2c3d4e5f --by 张三 --note 已电话通知企业核查 --config registry.toml"),
         formatter_class=Formatter,
     )
     ea.add_argument("event_id", help="the event's id, as `cems events list` shows it")
     ea.add_argument("--by", required=True, help="who acknowledges (name of the duty officer), e.g. 张三")
+    ea.add_argument(
+        "--note", default=None, help="处理意见: what was seen and done, e.g. 已电话通知企业核查 (≤ 1000 characters)"
+    )
+    ea.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the ingester's confirmation (default 10; 0: only wait for the broker)",
+    )
     ea.add_argument(
         "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
     )
@@ -75,9 +89,32 @@ def cmd_events_ack(a: argparse.Namespace, env: Env) -> int:
         password=a.mqtt_password,
         ca_file=a.mqtt_ca_file,
     )
-    asyncio.run(ack_event(settings, topics.command_prefix, a.event_id, a.by))
-    print(f"acknowledgement of {a.event_id} by {a.by} sent to the ingester")
-    return 0
+    reply = asyncio.run(ack_event(settings, topics, a.event_id, a.by, note=a.note, confirm_s=max(a.wait, 0.0)))
+    if a.wait <= 0:
+        print(f"acknowledgement of {a.event_id} by {a.by} sent to the broker (not waiting for the ingester)")
+        return 0
+    if reply is None:
+        print(
+            f"cems: acknowledgement of {a.event_id} sent, but the ingester did not confirm it within {a.wait:g} s "
+            "(is `cems run` running and connected to this broker?); check with: cems events list --unacked",
+            file=sys.stderr,
+        )
+        return 1
+    result = reply.get("result")
+    if result == "acknowledged":
+        print(f"event {a.event_id} acknowledged by {reply.get('acked_by')} at {reply.get('acked_at')}")
+        return 0
+    if result == "already_acknowledged":
+        print(
+            f"event {a.event_id} was already acknowledged by {reply.get('acked_by')} at {reply.get('acked_at')}; "
+            "this acknowledgement was not recorded"
+        )
+        return 0
+    if result == "unknown_event":
+        print(f"cems: the ingester knows no event {a.event_id!r} (see: cems events list --all)", file=sys.stderr)
+        return 1
+    print(f"cems: the ingester refused the acknowledgement: {reply.get('detail') or result}", file=sys.stderr)
+    return 1
 
 
 def format_events(rows: Sequence[dict[str, Any]]) -> str:

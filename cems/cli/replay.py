@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
 from cems.cli._common import Formatter, add_influx_args, examples, influx_config
 from cems.config import Env
@@ -50,16 +53,39 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         "--districts-out", metavar="FILE", help="write district rates and supervision per month (JSON lines)"
     )
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
+    rp.add_argument(
+        "--progress",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="progress of reading the input on stderr every 2 s (auto: when stderr is a terminal)",
+    )
     add_influx_args(rp, env)
     rp.set_defaults(func=cmd_replay)
+
+
+def with_progress(lines: Iterable[str], total_bytes: int, out: TextIO, every_s: float = 2.0) -> Iterator[str]:
+    """The lines, with a progress line on ``out`` every ``every_s`` seconds (share of the file read, lines)."""
+    done = n = 0
+    t0 = last = time.monotonic()
+    for line in lines:
+        done += len(line)
+        n += 1
+        if n % 4096 == 0 and (now := time.monotonic()) - last >= every_s:
+            last = now
+            share = min(done / total_bytes, 1.0) if total_bytes else 1.0
+            print(f"replay: read {share:6.1%} of the input, {n:,} lines, {now - t0:.0f} s", file=out, flush=True)
+        yield line
+    print(f"replay: read the whole input, {n:,} lines; computing", file=out, flush=True)
 
 
 def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     registry = load_registry(a.config)
     influx = influx_config(a) if a.store else None
     t0 = time.perf_counter()
+    show = a.progress == "always" or (a.progress == "auto" and sys.stderr.isatty())
     with open(a.input, encoding="utf-8", errors="replace") as f:
-        res = replay(registry, f, a.format, keep_readings=a.store)
+        lines = with_progress(f, os.fstat(f.fileno()).st_size, sys.stderr) if show else f
+        res = replay(registry, lines, a.format, keep_readings=a.store)
     elapsed = time.perf_counter() - t0
     outputs = [
         (a.hourly_out, (h.to_json() for h in res.hourly)),

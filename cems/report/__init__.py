@@ -73,7 +73,20 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
     until = None if now is None else counted_until(now)
     if until is not None and until <= period.start:
         raise CemsError(f"the period {period.key} has not started yet (data up to {until.isoformat()})")
+    sinces = [i.outlet.since for i in registry.outlets()]
+    first_since = None if None in sinces else min(s for s in sinces if s is not None)
+    if first_since is not None and period.last < first_since:
+        raise CemsError(
+            f"the period {period.key} ends before the registry's first outlet is monitored "
+            f"(since {first_since.isoformat()}): there is nothing to assess"
+        )
     data = load_report_input(query, period, registry.city.assessed_factors)
+    if not data.records and not data.events:
+        raise CemsError(
+            f"no hourly records and no events for {period.key} in the database: nothing was ingested for this "
+            "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
+            "a report would show every district as 挂牌督办"
+        )
     return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
 
 

@@ -264,15 +264,22 @@ async def test_exceedance_lifecycle_with_restart_ack_escalation_and_webhooks(
     assert closed[0][1]["escalated_at"] == clock.t.isoformat()
 
     # --- acknowledgement through the command topic (the CLI's function)
-    await ack_event(MqttSettings(url=mosquitto.url), registry.topics.command_prefix, eid, "值班员张三")
+    reply = await ack_event(
+        MqttSettings(url=mosquitto.url), registry.topics, eid, "值班员张三", note="已电话通知企业核查", confirm_s=20
+    )
+    assert reply is not None and reply["result"] == "acknowledged", reply
+    assert (reply["event_id"], reply["acked_by"], reply["ack_note"]) == (eid, "值班员张三", "已电话通知企业核查")
     ack = await asyncio.to_thread(wait_until, lambda: alerts.alerts("acknowledged"))
     assert ack[0][1]["acked_by"] == "值班员张三" and ack[0][1]["acked_at"] == clock.t.isoformat()
+    assert ack[0][1]["ack_note"] == "已电话通知企业核查"
     assert ack[0][0] == topic
     # a second ack is ignored (the first one stands); an ack of an unknown event is dead-lettered
     dl = Mqtt(mosquitto.url)
     await asyncio.to_thread(dl.subscribe, "cems/deadletter/v1/#")
-    await ack_event(MqttSettings(url=mosquitto.url), "cems/cmd/v1", eid, "someone else")
-    await ack_event(MqttSettings(url=mosquitto.url), "cems/cmd/v1", "0000000000000000", "x")
+    again = await ack_event(MqttSettings(url=mosquitto.url), registry.topics, eid, "someone else", confirm_s=20)
+    assert again is not None and again["result"] == "already_acknowledged" and again["acked_by"] == "值班员张三"
+    unknown = await ack_event(MqttSettings(url=mosquitto.url), registry.topics, "0000000000000000", "x", confirm_s=20)
+    assert unknown is not None and unknown["result"] == "unknown_event"
     got = await asyncio.to_thread(wait_until, lambda: dl.alerts())
     assert got[0][0] == "cems/deadletter/v1/unknown_event"
     dl.close()
@@ -311,10 +318,13 @@ async def test_exceedance_lifecycle_with_restart_ack_escalation_and_webhooks(
     e = evs[0]
     assert (e["event_id"], e["status"], e["hours"], e["acked_by"]) == (eid, "closed", 2.0, "值班员张三")
     assert e["escalated_at"] and e["acked_at"] == (T0 + timedelta(hours=2, minutes=1)).isoformat()
+    assert e["ack_note"] == "已电话通知企业核查"
     # the CLI's listing
     assert list_events(influxdb.url, influx_db) == []
     listed = list_events(influxdb.url, influx_db, only_open=False)
-    assert [(r["event_id"], r["status"], r["acked_by"]) for r in listed] == [(eid, "closed", "值班员张三")]
+    assert [(r["event_id"], r["status"], r["acked_by"], r["ack_note"]) for r in listed] == [
+        (eid, "closed", "值班员张三", "已电话通知企业核查")
+    ]
     assert list_events(influxdb.url, influx_db, only_open=False, only_unacked=True) == []
     table = format_events(listed)
     assert eid in table and "值班员张三" in table and "hourly_exceedance" in table

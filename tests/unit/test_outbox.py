@@ -208,7 +208,11 @@ def test_parse_ack() -> None:
         "e1",
         "张三",
         "2026-01-02T03:04:05+08:00",
+        None,
+        None,
     )
+    cmd = parse_ack('{"event_id":"e1","by":"x","note":" 已通知企业 ","reply_to":"ab-12"}'.encode(), lambda: fixed)
+    assert (cmd.note, cmd.reply_to) == ("已通知企业", "ab-12")
     assert parse_ack(b'{"event_id":"e1","by":"x","at":"2026-01-02T00:00:00Z"}')[2] == "2026-01-02T08:00:00+08:00"
     assert parse_ack(b'{"event_id":"e1","by":"x","at":"2026-01-02T00:00:00"}')[2] == "2026-01-02T00:00:00+08:00"
     for bad in (
@@ -218,6 +222,10 @@ def test_parse_ack() -> None:
         b'{"event_id":"e1"}',
         b'{"event_id":"e1","by":"x","at":5}',
         b'{"event_id":"e1","by":"x","at":"yesterday"}',
+        b'{"event_id":"e1","by":"x","note":5}',
+        b'{"event_id":"e1","by":"x","reply_to":"a/b"}',
+        b'{"event_id":"e1","by":"x","reply_to":"#"}',
+        ('{"event_id":"e1","by":"x","note":"' + "长" * 1001 + '"}').encode(),
     ):
         with pytest.raises(ValueError):
             parse_ack(bad)

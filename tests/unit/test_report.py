@@ -303,6 +303,18 @@ def test_period_in_progress_counts_only_closed_hours(registry: Registry) -> None
         load_report(registry, WEEK, FakeInflux([], [], []), now=datetime(2026, 11, 1, tzinfo=BEIJING))
 
 
+def test_report_refuses_a_period_without_data(registry: Registry) -> None:
+    """No data at all is not a 0 % month: the report refuses instead of listing every district as 挂牌督办."""
+    with pytest.raises(CemsError, match="no hourly records and no events for 2026-W45"):
+        load_report(registry, WEEK, FakeInflux([], [], []))
+
+
+def test_report_refuses_a_period_before_monitoring_began() -> None:
+    late = parse_registry(REGISTRY.replace("[[enterprise.outlet]]\n", "[[enterprise.outlet]]\nsince = 2026-12-01\n"))
+    with pytest.raises(CemsError, match="ends before the registry's first outlet is monitored"):
+        load_report(late, WEEK, FakeInflux([], [], []))
+
+
 # ---------------------------------------------------------------------------------------------- rendering
 
 

@@ -24,6 +24,7 @@ EVENT_COLUMNS: Final = (
     "profile",
     "acked_by",
     "acked_at",
+    "ack_note",
     "escalated_at",
 )
 
@@ -40,7 +41,7 @@ def list_events(
         if only_unacked and r.get("acked_by"):
             continue
         row = {k: r.get(k) for k in EVENT_COLUMNS}
-        for k in ("end", "pollutant", "acked_by", "acked_at", "escalated_at"):
+        for k in ("end", "pollutant", "acked_by", "acked_at", "ack_note", "escalated_at"):
             if row[k] == "":
                 row[k] = None
         out.append(row)

@@ -15,7 +15,9 @@ contains the readings, so redelivered duplicates produce nothing.  Either way ea
 alerted once (the events table remembers the last transition alerted, ``alerted_key``), and a pending
 alert is delivered after the restart.
 
-Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO}``.
+Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO, "note": optional
+处理意见, "reply_to": optional request id}``; with ``reply_to`` the ingester answers on
+``{alerts_prefix}/ack_result/{reply_to}`` once the acknowledgement is stored (``cems events ack`` waits for it).
 Escalation: an ``hourly_exceedance`` not acknowledged ``city.ack_sla_hours`` after it was first alerted
 raises one ``ack_escalation`` alert.  See docs/events.md.
 
@@ -29,18 +31,19 @@ import contextlib
 import fcntl
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final, NamedTuple
 
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
-from cems.registry import OutletInfo, Registry
+from cems.registry import OutletInfo, Registry, Topics
 from cems.rules import DEFAULT_LATENESS, day_bounds, month_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED
 from cems.service.compliance._state import (
@@ -146,6 +149,8 @@ class ComplianceRuntime:
         self.stats = ComplianceStats()
         self.lock = asyncio.Lock()
         self._write = write
+        self._publish = publish
+        self._replies: set[asyncio.Task[None]] = set()
         self._alerts_prefix = registry.topics.alerts_prefix
         self.ack_topic = f"{registry.topics.command_prefix}/ack"
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
@@ -378,6 +383,7 @@ class ComplianceRuntime:
             "opened_at": row.opened_at,
             "acked_by": row.acked_by,
             "acked_at": row.acked_at,
+            "ack_note": row.ack_note,
             "escalated_at": row.escalated_at,
             **(extra or {}),
         }
@@ -461,12 +467,15 @@ class ComplianceRuntime:
 
     async def _ack_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
         try:
-            event_id, by, at = parse_ack(msg.payload, self.config.clock)
+            cmd = parse_ack(msg.payload, self.config.clock)
         except ValueError as e:
+            self._reply(_reply_to(msg.payload), {"result": "bad_command", "detail": str(e)})
             return RejectedMessage("bad_command", str(e))
+        event_id, by, at, note = cmd.event_id, cmd.by, cmd.at, cmd.note
         known = await self.db.call(lambda c: load_events(c, [event_id]))
         row = known.get(event_id)
         if row is None:
+            self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": event_id})
             return RejectedMessage("unknown_event", f"no event {event_id!r} to acknowledge")
         if row.acked_at is not None:
             log.info(
@@ -476,18 +485,38 @@ class ComplianceRuntime:
                 row.acked_at,
                 by,
             )
+            self._reply(cmd.reply_to, {"result": "already_acknowledged", **_ack_view(row)})
             return True
-        row = replace(row, acked_by=by, acked_at=at)
+        row = replace(row, acked_by=by, acked_at=at, ack_note=note)
         if not await self._write([event_line(row.event(), **row.ack_fields())], stop):
             return False
         rows = self._alert_rows(row, ACKNOWLEDGED, ACKNOWLEDGED)
         ts = time.time()
-        if await self.db.call(lambda c: record_ack(c, event_id, by, at, rows, ts)):
+        if await self.db.call(lambda c: record_ack(c, event_id, by, at, note, rows, ts)):
             self.stats.acks += 1
             self._unacked.pop(event_id, None)
             self.dispatcher.kick()
             log.info("event %s acknowledged by %s", event_id, by)
+        self._reply(cmd.reply_to, {"result": "acknowledged", **_ack_view(row)})
         return True
+
+    def _reply(self, request_id: str | None, body: dict[str, Any]) -> None:
+        """Answer an acknowledgement command that asked for it (QoS 1, in the background: a reply lost with
+        a broken connection only makes the sender say it could not confirm; the ack itself is durable)."""
+        if request_id is None:
+            return
+        topic = ack_result_topic(self._alerts_prefix, request_id)
+        data = json.dumps({"request_id": request_id, **body}, ensure_ascii=False).encode("utf-8")
+
+        async def send() -> None:
+            try:
+                await self._publish(topic, data)
+            except Exception as e:
+                log.warning("could not send the ack reply to %s: %s", topic, e)
+
+        task = asyncio.create_task(send())
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     async def _escalate(self, now: datetime, stop: asyncio.Event | None) -> bool:
         sla_s = self.registry.city.ack_sla_hours * 3600.0
@@ -529,8 +558,38 @@ class ComplianceRuntime:
         return True
 
 
-def parse_ack(payload: bytes, clock: Clock = wall_clock) -> tuple[str, str, str]:
-    """``{"event_id": …, "by": …, "at": optional ISO 8601}`` → (event_id, by, at ISO in Beijing time)."""
+def _reply_to(payload: bytes) -> str | None:
+    """The ``reply_to`` of a command that could not be parsed, when it can still be read."""
+    with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+        value = json.loads(payload).get("reply_to")
+        if isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return None
+
+
+def _ack_view(row: EventRow) -> dict[str, Any]:
+    return {"event_id": row.event_id, "acked_by": row.acked_by, "acked_at": row.acked_at, "ack_note": row.ack_note}
+
+
+class AckCommand(NamedTuple):
+    """An acknowledgement command: who acknowledged which event when, with their note (处理意见), and the
+    request id the sender waits on for the ingester's reply (``{alerts_prefix}/ack_result/{reply_to}``)."""
+
+    event_id: str
+    by: str
+    at: str
+    note: str | None = None
+    reply_to: str | None = None
+
+
+#: A request id: letters, digits, ``-`` and ``_`` (it becomes one topic level).
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NOTE_MAX_CHARS: Final = 1000
+
+
+def parse_ack(payload: bytes, clock: Clock = wall_clock) -> AckCommand:
+    """``{"event_id": …, "by": …, "at": optional ISO 8601, "note": optional, "reply_to": optional}`` →
+    :class:`AckCommand` (``at`` in Beijing time). Raises ValueError saying what is wrong."""
     try:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
@@ -538,10 +597,15 @@ def parse_ack(payload: bytes, clock: Clock = wall_clock) -> tuple[str, str, str]
     if not isinstance(d, dict):
         raise ValueError("ack command must be a JSON object")
     eid, by, at = d.get("event_id"), d.get("by"), d.get("at")
+    note, reply_to = d.get("note"), d.get("reply_to")
     if not isinstance(eid, str) or not eid.strip():
         raise ValueError("ack command needs a non-empty string event_id")
     if not isinstance(by, str) or not by.strip() or len(by) > 200:
         raise ValueError("ack command needs 'by': who acknowledges (1-200 characters)")
+    if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX_CHARS):
+        raise ValueError(f"ack command 'note' must be a string of at most {NOTE_MAX_CHARS} characters")
+    if reply_to is not None and (not isinstance(reply_to, str) or not _REQUEST_ID.match(reply_to)):
+        raise ValueError("ack command 'reply_to' must be 1-64 letters, digits, '-' or '_'")
     if at is None:
         t = clock()
     elif isinstance(at, str):
@@ -553,32 +617,64 @@ def parse_ack(payload: bytes, clock: Clock = wall_clock) -> tuple[str, str, str]
             t = t.replace(tzinfo=BEIJING)
     else:
         raise ValueError("ack command 'at' must be an ISO 8601 string")
-    return eid.strip(), by.strip(), t.astimezone(BEIJING).isoformat()
+    return AckCommand(
+        eid.strip(), by.strip(), t.astimezone(BEIJING).isoformat(), (note or "").strip() or None, reply_to
+    )
+
+
+def ack_result_topic(alerts_prefix: str, request_id: str) -> str:
+    """Where the ingester answers an acknowledgement command that carried ``reply_to``."""
+    return f"{alerts_prefix}/ack_result/{request_id}"
 
 
 async def ack_event(
     mqtt_settings: MqttSettings,
-    command_prefix: str,
+    topics: Topics,
     event_id: str,
     by: str,
     *,
+    note: str | None = None,
     at: datetime | None = None,
     timeout_s: float = 30.0,
-) -> None:
-    """Publish an acknowledgement command (QoS 1) and wait for the broker's PUBACK.
+    confirm_s: float = 0.0,
+) -> dict[str, Any] | None:
+    """Publish an acknowledgement command (QoS 1) and wait for the broker's PUBACK; with ``confirm_s`` > 0,
+    also wait that long for the ingester's reply and return it (``{"result": "acknowledged" |
+    "already_acknowledged" | "unknown_event" | "bad_command", …}``), or ``None`` when none came.
 
     Uses its own clean-session client id, never the ingester's persistent session.
     """
-    settings = replace(mqtt_settings, client_id=f"cems-ack-{uuid.uuid4().hex[:10]}", clean_session=True)
-    conn = MqttConnection(settings, [], manual_ack=False)
+    request_id = uuid.uuid4().hex
+    settings = replace(mqtt_settings, client_id=f"cems-ack-{request_id[:10]}", clean_session=True)
+    reply_topic = ack_result_topic(topics.alerts_prefix, request_id)
+    conn = MqttConnection(settings, [(reply_topic, 1)] if confirm_s > 0 else [], manual_ack=False)
     payload: dict[str, str] = {"event_id": event_id, "by": by}
+    if note:
+        payload["note"] = note
+    if confirm_s > 0:
+        payload["reply_to"] = request_id
     if at is not None:
         payload["at"] = (at if at.tzinfo is not None else at.replace(tzinfo=BEIJING)).isoformat()
     await conn.start(wait_s=timeout_s)
     try:
         body = json.dumps(payload, ensure_ascii=False)
-        await asyncio.wait_for(conn.publish(f"{command_prefix}/ack", body, qos=1), timeout_s)
-    except TimeoutError as e:
-        raise ServiceError(f"the MQTT broker did not acknowledge the ack command within {timeout_s}s") from e
+        try:
+            await asyncio.wait_for(conn.publish(f"{topics.command_prefix}/ack", body, qos=1), timeout_s)
+        except TimeoutError as e:
+            raise ServiceError(f"the MQTT broker did not acknowledge the ack command within {timeout_s}s") from e
+        if confirm_s <= 0:
+            return None
+        deadline = time.monotonic() + confirm_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await asyncio.wait_for(conn.queue.get(), left)
+            except TimeoutError:
+                break
+            if msg.topic == reply_topic:
+                with contextlib.suppress(ValueError):
+                    reply = json.loads(msg.payload)
+                    if isinstance(reply, dict):
+                        return reply
+        return None
     finally:
         await conn.stop()

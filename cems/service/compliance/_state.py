@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS events(
     updated_ts REAL NOT NULL,
     acked_by TEXT,
     acked_at TEXT,
-    escalated_at TEXT
+    escalated_at TEXT,
+    ack_note TEXT
 );
 CREATE INDEX IF NOT EXISTS events_unacked ON events(type, acked_at, escalated_at);
 -- incremental engine state: what OutletHourly.take_journal gave since the last commit, one row per outlet
@@ -92,9 +93,14 @@ class EventRow:
     acked_by: str | None = None
     acked_at: str | None = None
     escalated_at: str | None = None
+    #: The duty officer's note with the acknowledgement (处理意见).
+    ack_note: str | None = None
 
     def ack_fields(self) -> dict[str, str | None]:
-        return {"acked_by": self.acked_by, "acked_at": self.acked_at, "escalated_at": self.escalated_at}
+        fields = {"acked_by": self.acked_by, "acked_at": self.acked_at, "escalated_at": self.escalated_at}
+        if self.ack_note is not None:
+            fields["ack_note"] = self.ack_note
+        return fields
 
     def event(self) -> Event:
         return Event.from_json(self.json)
@@ -104,6 +110,7 @@ _EVENT_COLS: Final = (
     "event_id, type, mn, enterprise, district, status, json, alerted_status, alerted_key, opened_at, opened_ts, "
     "acked_by, acked_at, escalated_at"
 )
+_EVENT_READ_COLS: Final = _EVENT_COLS + ", ack_note"
 
 
 def _row(t: Sequence[Any]) -> EventRow:
@@ -122,6 +129,7 @@ def _row(t: Sequence[Any]) -> EventRow:
         acked_by=t[11],
         acked_at=t[12],
         escalated_at=t[13],
+        ack_note=t[14] if len(t) > 14 else None,
     )
 
 
@@ -130,7 +138,7 @@ def load_events(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, Event
     idl = list(ids)
     for i in range(0, len(idl), 500):
         chunk = idl[i : i + 500]
-        q = f"SELECT {_EVENT_COLS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+        q = f"SELECT {_EVENT_READ_COLS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
         for t in conn.execute(q, chunk):
             r = _row(t)
             out[r.event_id] = r
@@ -138,7 +146,7 @@ def load_events(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, Event
 
 
 def all_events(conn: sqlite3.Connection) -> list[EventRow]:
-    return [_row(t) for t in conn.execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY opened_ts, event_id")]
+    return [_row(t) for t in conn.execute(f"SELECT {_EVENT_READ_COLS} FROM events ORDER BY opened_ts, event_id")]
 
 
 def transition_key(kind: str, ev_json: dict[str, Any]) -> str:
@@ -182,6 +190,7 @@ class Stored:
 
 def load_state(conn: sqlite3.Connection) -> Stored:
     _migrate_hour_rows(conn)
+    _migrate_ack_note(conn)
     outlets = [(str(mn), str(s)) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")]
     subs: dict[str, list[tuple[Any, ...]]] = {}
     das: dict[str, list[tuple[Any, ...]]] = {}
@@ -207,6 +216,14 @@ def load_state(conn: sqlite3.Connection) -> Stored:
 #: Engine state and journal rows: compact, and without the circular-reference check (plain data; ≈ 20 %
 #: faster, and these are encoded for every outlet at every commit).
 _COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def _migrate_ack_note(conn: sqlite3.Connection) -> None:
+    """State written before acknowledgements carried a note has no ``ack_note`` column: add it."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    if "ack_note" not in columns:
+        with transaction(conn):
+            conn.execute("ALTER TABLE events ADD COLUMN ack_note TEXT")
 
 
 def _migrate_hour_rows(conn: sqlite3.Connection) -> None:
@@ -313,12 +330,18 @@ def commit_state(
 
 
 def record_ack(
-    conn: sqlite3.Connection, event_id: str, by: str, at: str, rows: Sequence[OutboxRow], now_ts: float
+    conn: sqlite3.Connection,
+    event_id: str,
+    by: str,
+    at: str,
+    note: str | None,
+    rows: Sequence[OutboxRow],
+    now_ts: float,
 ) -> bool:
     with transaction(conn):
         cur = conn.execute(
-            "UPDATE events SET acked_by=?, acked_at=?, updated_ts=? WHERE event_id=? AND acked_at IS NULL",
-            (by, at, now_ts, event_id),
+            "UPDATE events SET acked_by=?, acked_at=?, ack_note=?, updated_ts=? WHERE event_id=? AND acked_at IS NULL",
+            (by, at, note, now_ts, event_id),
         )
         if cur.rowcount != 1:
             return False
