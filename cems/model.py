@@ -117,3 +117,17 @@ class Reading:
     def key(self) -> tuple[str, Stream, int]:
         """The identity of the record: (outlet, stream, data time).  Writes with the same key overwrite."""
         return (self.mn, self.stream, self.timestamp_s)
+
+
+#: Display names of common codes (DOMAIN.md §2).
+POLLUTANT_NAMES: Final[dict[str, str]] = {
+    "a34013": "颗粒物",
+    "a21026": "二氧化硫",
+    "a21002": "氮氧化物",
+    "a00000": "烟气流量",
+    "a19001": "氧含量",
+    "a21005": "一氧化碳",
+    "a24088": "非甲烷总烃",
+    "a20057": "汞",
+    "a21024": "氯化氢",
+}

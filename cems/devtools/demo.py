@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cems.devtools.local import LocalServices, format_status
-from cems.registry import load_registry
+from cems.model import BEIJING, POLLUTANT_NAMES
+from cems.registry import Registry, load_registry
+from cems.service.compliance import ComplianceConfig
+from cems.service.ingest import IngestService
+from cems.service.mqtt import MqttConnection, MqttSettings
+from cems.sinks.influx import InfluxConfig
 
 #: A sample city: real district codes of 保定市 (Baoding), fictitious enterprises.
 _DISTRICTS = [("130602", "竞秀区"), ("130606", "莲池区"), ("130607", "满城区"), ("130608", "清苑区")]
@@ -189,7 +195,8 @@ def run_demo(a: DemoOptions, state: Path) -> int:
     )
     print("The data stay in InfluxDB. Query them with, for example:")
     print("  cems query 'SELECT count(a21026_Rtd) FROM cems_reading GROUP BY district'")
-    print("  cems events list --all")
+    print("  cems events list --all                  # every exceedance, warning and interruption")
+    print(f"  cems report --config {reg_path} --month {datetime.now(BEIJING).strftime('%Y-%m')} --out report/")
     print(
         f"  curl -G {influx_url}/query --data-urlencode db=cems "
         '--data-urlencode "q=SELECT * FROM cems_reading ORDER BY time DESC LIMIT 5"'
@@ -202,8 +209,51 @@ def run_demo(a: DemoOptions, state: Path) -> int:
     return 0
 
 
+_EVENT_LABELS = {
+    "hourly_exceedance": "小时超标",
+    "realtime_warning": "实时预警",
+    "data_interruption": "数据中断",
+}
+_UPDATE_LABELS = {
+    "opened": "开始",
+    "closed": "结束",
+    "acknowledged": "已确认",
+    "escalated": "超时未确认",
+}
+
+
+def format_alert(topic: str, payload: bytes, registry: Registry) -> str | None:
+    """One line per alert, for people: data time, what happened, enterprise and outlet by name, pollutant,
+    corrected value against the limit.  ``None`` for what is not an alert (e.g. an acknowledgement reply)."""
+    try:
+        a = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(a, dict) or "event_id" not in a or "type" not in a:
+        return None
+    if a.get("update") == "updated":
+        return None  # a running event's new peak or length: shown when it closes
+    info = registry.outlet(str(a.get("mn")))
+    enterprise = info.enterprise.name if info is not None else a.get("enterprise", "?")
+    outlet = info.outlet.name if info is not None else a.get("mn", "?")
+    what = _EVENT_LABELS.get(str(a["type"]), str(a["type"]))
+    update = _UPDATE_LABELS.get(str(a.get("update")), str(a.get("update")))
+    when = str(a.get("start", ""))[:16].replace("T", " ")
+    line = f"  ▶ {when} {what}{update}  {enterprise} / {outlet} ({a.get('mn')})"
+    code = a.get("pollutant")
+    if code:
+        line += f"  {POLLUTANT_NAMES.get(code, code)}"
+    peak, limit = a.get("peak"), a.get("limit")
+    if isinstance(peak, int | float) and isinstance(limit, int | float):
+        o2 = f" @ {a['ref_o2']:g}% O2" if isinstance(a.get("ref_o2"), int | float) else ""
+        line += f"  折算 {peak:.1f} mg/m³ {'>' if peak > limit else '≤'} 限值 {limit:g}{o2}"
+    if a.get("hours"):
+        line += f"  {a['hours']:g} h"
+    return line
+
+
 async def _ingest_and_show(
-    registry: object,
+    registry: Registry,
     mqtt_url: str,
     influx_url: str,
     duration: float | None,
@@ -212,13 +262,6 @@ async def _ingest_and_show(
     clock: Callable[[], datetime],
     seen: dict[str, float],
 ) -> dict[str, object]:
-    from cems.registry import Registry
-    from cems.service.compliance import ComplianceConfig
-    from cems.service.ingest import IngestService
-    from cems.service.mqtt import MqttSettings
-    from cems.sinks.influx import InfluxConfig
-
-    assert isinstance(registry, Registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -231,6 +274,13 @@ async def _ingest_and_show(
     )
     service.stats.last_data_time = seen  # share the dict the simulated clock reads
     task = asyncio.create_task(service.run(stop))
+    watcher = MqttConnection(
+        MqttSettings(url=mqtt_url, client_id="cems-demo-alerts", clean_session=True),
+        [(f"{registry.topics.alerts_prefix}/#", 1)],
+        manual_ack=False,
+    )
+    await watcher.start(wait_s=30)
+    alerts_shown = 0
     t0 = time.monotonic()
     last_n, last_t = 0, t0
     print(f"{'time':>6} {'msg/s':>8} {'accepted':>9} {'values':>9} {'points':>9} {'rejected':>9}  events")
@@ -248,6 +298,12 @@ async def _ingest_and_show(
             f"{sum(st.rejected.values()):9d}  {events}",
             flush=True,
         )
+        while not watcher.queue.empty():
+            msg = watcher.queue.get_nowait()
+            line = format_alert(msg.topic, msg.payload, registry)
+            if line:
+                alerts_shown += 1
+                print(line, flush=True)
         if task.done():
             break
         if duration is not None and now - t0 >= duration:
@@ -255,7 +311,9 @@ async def _ingest_and_show(
         if sim.poll() is not None and duration is None:
             stop.set()
     await task
+    await watcher.stop()
     out = service.stats.as_dict()
+    out["alerts_shown"] = alerts_shown
     if service.compliance is not None:
         out["compliance"] = service.compliance.stats.as_dict()
     return out

@@ -20,25 +20,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from cems.model import BEIJING
+from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
 from cems.report._period import Period
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate, RateCounter, RateCounts
-
-#: Display names of common codes (DOMAIN.md §2).
-POLLUTANT_NAMES: dict[str, str] = {
-    "a34013": "颗粒物",
-    "a21026": "二氧化硫",
-    "a21002": "氮氧化物",
-    "a00000": "烟气流量",
-    "a19001": "氧含量",
-    "a21005": "一氧化碳",
-    "a24088": "非甲烷总烃",
-    "a20057": "汞",
-    "a21024": "氯化氢",
-}
 
 # Heat-map cell states.
 DATA = "data"
