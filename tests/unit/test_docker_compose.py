@@ -72,3 +72,34 @@ def test_sample_registry_and_grafana_provisioning() -> None:
     assert ds["datasources"][0]["jsonData"]["dbName"] == COMPOSE["services"]["influxdb"]["environment"]["INFLUXDB_DB"]
     conf = (ROOT / "deploy/mosquitto.conf").read_text()
     assert "max_inflight_messages" in conf and "persistence true" in conf
+
+
+def test_dockerfile_installs_pinned_versions() -> None:
+    """The image installs exactly the tested versions: every runtime dependency, and theirs, is pinned."""
+    import tomllib
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "constraints.txt" in dockerfile and "-c constraints.txt" in dockerfile
+    pinned: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned with =="
+            pinned[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    todo = [Requirement(r).name for r in project["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in pinned, f"runtime dependency {name} is not pinned in constraints.txt"
+        for r in distribution(name).requires or []:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    assert "numpy" not in seen, "numpy is not used at run time"
