@@ -12,6 +12,7 @@ The state directory (local services, the ingester's SQLite state and spool, the 
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +45,7 @@ class Env:
         value = self.values.get(name)
         return value if value else default
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: int, *, minimum: int | None = None) -> int:
         raw = self.values.get(name)
         if not raw:
             return default
@@ -56,7 +57,7 @@ class Env:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def float(self, name: builtins.str, default: float, *, minimum: float | None = None) -> float:
         raw = self.values.get(name)
         if not raw:
             return default
@@ -70,17 +71,17 @@ class Env:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
         return value
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default)
         if value not in choices:
             raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
         """A comma-separated list, blanks dropped."""
         return tuple(part.strip() for part in (self.values.get(name) or "").split(",") if part.strip())
 
-    def path(self, name: str) -> Path | None:
+    def path(self, name: builtins.str) -> Path | None:
         value = self.values.get(name)
         return Path(value).expanduser() if value else None
 
