@@ -44,7 +44,8 @@ from cems.protocol.hj212 import (
     reply_9014,
 )
 from cems.registry import Registry, load_registry
-from cems.service.mqtt import MqttSettings, make_client
+from cems.service.mqtt import MqttSettings
+from gateways._paho import make_client
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,8 @@ from cems.protocol import hj212
 from cems.protocol.payload import encode_payload, parse_data_time
 from cems.registry import GridSensor, Outlet, OutletInfo, Registry, load_registry
 from cems.rules.limits import LimitSchedule
-from cems.service.mqtt import MqttSettings, make_client
+from cems.service.mqtt import MqttSettings
+from gateways._paho import make_client
 
 log = logging.getLogger(__name__)
 

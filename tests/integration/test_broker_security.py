@@ -28,7 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cems.security import broker_config_command, generate_test_ca
 from cems.service.local import MOSQUITTO, MOSQUITTO_SECURE, LocalServices, ServiceInfo, missing_binaries
-from cems.service.mqtt import MqttSettings, make_client
+from cems.service.mqtt import MqttSettings
+from gateways._paho import make_client
 
 pytestmark = pytest.mark.integration
 
