@@ -3,7 +3,8 @@
 The entry point of ``gateways/``: the only module here that reads argv and the environment (through
 :class:`cems.config.Env`, so a bad value is ``cems-gateway: error: ...``, exit 2, never a traceback).  It turns
 them into typed settings and hands those to the library: :func:`gateways.simulator.run_simulator` and
-:func:`gateways.hj212_bridge.run_bridge`.
+:func:`gateways.hj212_bridge.run_bridge` (with :class:`~cems.service.mqtt.MqttSettings` and an environ
+mapping for the registry's ``password_env``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cems.config import Env
 from cems.errors import CemsError
 from cems.protocol.payload import parse_data_time
 from cems.registry import load_registry
-from gateways.hj212_bridge import run_bridge
+from gateways.hj212_bridge import bridge_mqtt_settings, run_bridge
 from gateways.simulator import PROTOCOLS, SimConfig, SimStats, run_simulator
 
 Command = Callable[[argparse.Namespace, Env], int]
@@ -137,17 +138,25 @@ def _bridge(a: argparse.Namespace, env: Env) -> int:
     if not port.isdigit():
         raise CemsError(f"--listen {a.listen!r} must be HOST:PORT")
     registry = load_registry(a.config)
+    # broker credentials and CA from the environment, never on the command line (docs/security.md)
+    mqtt = bridge_mqtt_settings(
+        a.mqtt_url,
+        username=env.get("CEMS_MQTT_USERNAME"),
+        password=env.get("CEMS_MQTT_PASSWORD"),
+        ca_file=env.get("CEMS_MQTT_CA_FILE"),
+    )
     asyncio.run(
         run_bridge(
             registry,
             host or "0.0.0.0",
             int(port),
-            a.mqtt_url,
+            mqtt,
             idle_timeout_s=a.idle_timeout,
             max_connections=a.max_connections,
             max_packets_per_s=a.max_packets_per_s,
             require_crc=not a.accept_bad_crc,
             max_data_bytes=a.max_data_bytes,
+            environ=env.values,
         )
     )
     return 0
