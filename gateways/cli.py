@@ -1,96 +1,217 @@
-"""The ``cems-gateway`` command line: programs that run at or near the plant."""
+"""The ``cems-gateway`` command line: programs that run at or near the plant.
+
+The entry point of ``gateways/``: the only module here that reads argv and the environment (through
+:class:`cems.config.Env`, so a bad value is ``cems-gateway: error: ...``, exit 2, never a traceback).  It turns
+them into typed settings and hands those to the library: :func:`gateways.simulator.run_simulator` and
+:func:`gateways.hj212_bridge.run_bridge` (with :class:`~cems.service.mqtt.MqttSettings` and an environ
+mapping for the registry's ``password_env``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
-import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from cems.config import Env
 from cems.errors import CemsError
+from cems.protocol.payload import parse_data_time
+from cems.registry import load_registry
+from gateways.hj212_bridge import bridge_mqtt_settings, run_bridge
+from gateways.simulator import PROTOCOLS, SimConfig, SimStats, run_simulator
+
+Command = Callable[[argparse.Namespace, Env], int]
+
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 
 
-def _bridge(a: argparse.Namespace) -> int:
-    import asyncio
+# ------------------------------------------------------------------------------------------ simulate
 
-    from cems.registry import load_registry
-    from gateways.hj212_bridge import run_bridge
 
-    host, _, port = a.listen.rpartition(":")
-    if not port.isdigit():
-        raise CemsError(f"--listen {a.listen!r} must be HOST:PORT")
+def _speed(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"speed {text!r} must be > 0 (inf: as fast as possible)")
+    return v
+
+
+def add_simulate_arguments(parser: argparse.ArgumentParser, env: Env | None = None) -> None:
+    """Options of ``cems-gateway simulate``; defaults from the environment (``env``, else the process's)."""
+    e = env or Env()
+    env_config = e.get("CEMS_CONFIG")
+    parser.add_argument("--config", default=env_config, required=env_config is None, help="registry TOML [CEMS_CONFIG]")
+    parser.add_argument(
+        "--mqtt-url",
+        default=e.string("CEMS_MQTT_URL", DEFAULT_MQTT_URL),
+        help="broker URL [CEMS_MQTT_URL] (default mqtt://127.0.0.1:1883)",
+    )
+    parser.add_argument(
+        "--speed", type=_speed, default=1.0, help="simulated seconds per real second (60: a minute per second; inf)"
+    )
+    parser.add_argument("--duration", type=float, default=None, help="simulated seconds to run (default: forever)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="json", help="what outlets send (default json)")
+    parser.add_argument("--bridge", default=None, metavar="HOST:PORT", help="send HJ 212 over TCP to the bridge")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--start", default=None, help="simulated start time, ISO 8601 (default now, Beijing time)")
+    parser.add_argument("--no-grid", action="store_true", help="do not simulate grid sensors")
+    parser.add_argument(
+        "--eventful",
+        action="store_true",
+        help="many more exceedance episodes, gaps, calibrations and maintenance (for demos)",
+    )
+
+
+def _simulate(a: argparse.Namespace, env: Env) -> int:
+    """``cems-gateway simulate``: run until --duration is simulated or SIGINT/SIGTERM; print the counters."""
     registry = load_registry(a.config)
-    asyncio.run(
-        run_bridge(
-            registry,
-            host or "0.0.0.0",
-            int(port),
-            a.mqtt_url,
-            idle_timeout_s=a.idle_timeout,
-            max_connections=a.max_connections,
-            max_packets_per_s=a.max_packets_per_s,
-            require_crc=not a.accept_bad_crc,
-            max_data_bytes=a.max_data_bytes,
+    start = parse_data_time(a.start) if a.start else None
+    config = SimConfig(grid=not a.no_grid)
+    if a.eventful:
+        config = replace(
+            config, exceedances_per_day=4.0, gaps_per_day=1.0, calibrations_per_day=2.0, maintenance_per_day=1.0
         )
+    grid_only_via_mqtt = (
+        a.bridge is not None and a.protocol == "hj212" and (not config.grid or not registry.grid_sensor)
     )
-    return 0
+    mqtt_url: str | None = None if grid_only_via_mqtt else a.mqtt_url
+
+    async def main() -> SimStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        return await run_simulator(
+            registry,
+            mqtt_url,
+            speed=a.speed,
+            duration_s=a.duration,
+            protocol=a.protocol,
+            bridge=a.bridge,
+            seed=a.seed,
+            start=start,
+            stop_event=stop,
+            config=config,
+        )
+
+    stats = asyncio.run(main())
+    print(stats.summary())
+    return 1 if stats.failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from gateways.simulator import add_simulate_arguments, simulate_command
+# ------------------------------------------------------------------------------------------ hj212-bridge
 
-    p = argparse.ArgumentParser(
-        prog="cems-gateway", description="cems plant-side programs: simulator and HJ 212 bridge"
-    )
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("simulate", help="simulate a fleet of plant DAS publishing readings")
-    add_simulate_arguments(s)
-    s.set_defaults(func=simulate_command)
-
-    b = sub.add_parser(
-        "hj212-bridge",
-        help="HJ 212 TCP server for DAS → MQTT (QoS 1)",
-        epilog="Broker credentials and TLS CA come from CEMS_MQTT_USERNAME, CEMS_MQTT_PASSWORD, CEMS_MQTT_CA_FILE.",
-    )
-    b.add_argument(
+def add_bridge_arguments(parser: argparse.ArgumentParser, env: Env | None = None) -> None:
+    """Options of ``cems-gateway hj212-bridge``; defaults from the environment (``env``, else the process's)."""
+    e = env or Env()
+    env_config = e.get("CEMS_CONFIG")
+    parser.add_argument(
         "--listen",
-        default=os.environ.get("CEMS_BRIDGE_LISTEN", "0.0.0.0:9212"),
+        default=e.string("CEMS_BRIDGE_LISTEN", "0.0.0.0:9212"),
         help="HOST:PORT to listen on [CEMS_BRIDGE_LISTEN] (default 0.0.0.0:9212)",
     )
-    b.add_argument(
-        "--config",
-        default=os.environ.get("CEMS_CONFIG"),
-        required=os.environ.get("CEMS_CONFIG") is None,
-        help="registry TOML (MN → password) [CEMS_CONFIG]",
+    parser.add_argument(
+        "--config", default=env_config, required=env_config is None, help="registry TOML (MN → password) [CEMS_CONFIG]"
     )
-    b.add_argument(
-        "--mqtt-url", default=os.environ.get("CEMS_MQTT_URL", "mqtt://127.0.0.1:1883"), help="[CEMS_MQTT_URL]"
-    )
-    b.add_argument("--idle-timeout", type=float, default=300.0, help="close a connection idle this long (s)")
-    b.add_argument("--max-connections", type=int, default=10000)
-    b.add_argument("--max-packets-per-s", type=float, default=20.0, help="per-connection rate limit")
-    b.add_argument(
+    parser.add_argument("--mqtt-url", default=e.string("CEMS_MQTT_URL", DEFAULT_MQTT_URL), help="[CEMS_MQTT_URL]")
+    parser.add_argument("--idle-timeout", type=float, default=300.0, help="close a connection idle this long (s)")
+    parser.add_argument("--max-connections", type=int, default=10000)
+    parser.add_argument("--max-packets-per-s", type=float, default=20.0, help="per-connection rate limit")
+    parser.add_argument(
         "--max-data-bytes",
         type=int,
         default=9999,
         help="largest data segment accepted (HJ 212 says 1024, real DAS send more; longer ones are reported)",
     )
-    b.add_argument("--accept-bad-crc", action="store_true", help="accept packets whose CRC does not match")
+    parser.add_argument("--accept-bad-crc", action="store_true", help="accept packets whose CRC does not match")
+
+
+def _bridge(a: argparse.Namespace, env: Env) -> int:
+    """``cems-gateway hj212-bridge``: serve until SIGINT/SIGTERM."""
+    host, _, port = a.listen.rpartition(":")
+    if not port.isdigit():
+        raise CemsError(f"--listen {a.listen!r} must be HOST:PORT")
+    registry = load_registry(a.config)
+    # broker credentials and CA from the environment, never on the command line (docs/security.md)
+    mqtt = bridge_mqtt_settings(
+        a.mqtt_url,
+        username=env.get("CEMS_MQTT_USERNAME"),
+        password=env.get("CEMS_MQTT_PASSWORD"),
+        ca_file=env.get("CEMS_MQTT_CA_FILE"),
+    )
+    asyncio.run(
+        run_bridge(
+            registry,
+            host or "0.0.0.0",
+            int(port),
+            mqtt,
+            idle_timeout_s=a.idle_timeout,
+            max_connections=a.max_connections,
+            max_packets_per_s=a.max_packets_per_s,
+            require_crc=not a.accept_bad_crc,
+            max_data_bytes=a.max_data_bytes,
+            environ=env.values,
+        )
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser, main
+
+
+def build_parser(env: Env | None = None) -> argparse.ArgumentParser:
+    """The ``cems-gateway`` parser; option defaults from the environment (``env``, else the process's)."""
+    e = env or Env()
+    p = argparse.ArgumentParser(
+        prog="cems-gateway",
+        description="cems plant-side programs: simulator and HJ 212 bridge",
+        epilog="example: cems-gateway simulate --help",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "simulate",
+        help="simulate a fleet of plant DAS publishing readings",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: cems-gateway simulate --config registry.toml --speed 60 --duration 86400 --protocol mixed",
+    )
+    add_simulate_arguments(s, e)
+    s.set_defaults(func=_simulate)
+
+    b = sub.add_parser(
+        "hj212-bridge",
+        help="HJ 212 TCP server for DAS → MQTT (QoS 1)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Broker credentials and TLS CA come from CEMS_MQTT_USERNAME, CEMS_MQTT_PASSWORD, CEMS_MQTT_CA_FILE.\n"
+            "example: cems-gateway hj212-bridge --config registry.toml --listen 0.0.0.0:9212"
+        ),
+    )
+    add_bridge_arguments(b, e)
     b.set_defaults(func=_bridge)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    try:
+        env = Env()
+        a = build_parser(env).parse_args(argv)
+    except CemsError as e:  # a bad environment variable (ConfigError names it)
+        print(f"cems-gateway: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.WARNING - 10 * min(a.verbose, 2), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        rc: int = a.func(a)
-        return rc
+        func: Command = a.func
+        return func(a, env)
     except CemsError as e:
         print(f"cems-gateway: error: {e}", file=sys.stderr)
         return 2

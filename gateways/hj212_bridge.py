@@ -12,11 +12,13 @@ HJ 212-2025 heartbeats (CN 9015) are answered (9014, when asked) but not publish
 One bad device cannot hurt the others: idle connections are closed, the number of connections is capped,
 and each connection has a token-bucket rate limit that slows reading from its socket (TCP back-pressure)
 instead of buffering without bound.
+
+The bridge reads neither argv nor the environment: the command line (``gateways/cli.py``) passes typed
+settings (:func:`bridge_mqtt_settings`, an ``environ`` mapping for the registry's ``password_env``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -25,11 +27,13 @@ import signal
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from cems.errors import CemsError
 from cems.protocol.hj212 import (
     MAX_DATA_BYTES,
     QNRTN_CRC_ERROR,
@@ -43,12 +47,37 @@ from cems.protocol.hj212 import (
     reply_9011,
     reply_9014,
 )
-from cems.registry import Registry, load_registry
-from cems.service.mqtt import MqttSettings, make_client
+from cems.registry import Registry
+from cems.service.mqtt import MqttSettings
+from gateways._paho import make_client
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HJ212Bridge", "MqttPublisher", "TokenBucket", "add_bridge_arguments", "bridge_command", "run_bridge"]
+__all__ = ["HJ212Bridge", "MqttPublisher", "TokenBucket", "bridge_mqtt_settings", "run_bridge"]
+
+#: No environment: the entry point passes one (``cems.config.environ()``).
+_NO_ENVIRON: Mapping[str, str] = MappingProxyType({})
+
+
+def bridge_mqtt_settings(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    client_id: str | None = None,
+) -> MqttSettings:
+    """The bridge's MQTT settings: a clean session under a client id of its own (unique per process unless
+    given), credentials and CA as given (the command line reads them from the environment, never from argv:
+    docs/security.md)."""
+    return MqttSettings(
+        url=url,
+        client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        clean_session=True,
+        username=username or None,
+        password=password or None,
+        ca_file=ca_file or None,
+    )
 
 
 class TokenBucket:
@@ -71,18 +100,12 @@ class TokenBucket:
 
 
 class MqttPublisher:
-    """paho-mqtt client in its own network thread (``loop_start``); :meth:`publish` awaits the PUBACK."""
+    """paho-mqtt client in its own network thread (``loop_start``); :meth:`publish` awaits the PUBACK.
 
-    def __init__(self, mqtt_url: str, *, client_id: str | None = None, max_queued: int = 10_000) -> None:
-        settings = MqttSettings(
-            url=mqtt_url,
-            client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-            clean_session=True,
-            # broker credentials and CA from the environment, never on the command line (docs/security.md)
-            username=os.environ.get("CEMS_MQTT_USERNAME") or None,
-            password=os.environ.get("CEMS_MQTT_PASSWORD") or None,
-            ca_file=os.environ.get("CEMS_MQTT_CA_FILE") or None,
-        )
+    ``settings`` as :func:`bridge_mqtt_settings` makes them (clean session, a client id of its own).
+    """
+
+    def __init__(self, settings: MqttSettings, *, max_queued: int = 10_000) -> None:
         self._client, self._host, self._port = make_client(settings, manual_ack=False)
         self._client.max_queued_messages_set(max_queued)
         self._client.on_publish = self._on_publish
@@ -188,12 +211,18 @@ class _Conn:
 
 class HJ212Bridge:
     """The bridge server.  ``await start(host, port)`` (port 0 picks a free port: see :attr:`port`),
-    ``await close()`` for a graceful shutdown.  :attr:`stats` counts what happened."""
+    ``await close()`` for a graceful shutdown.  :attr:`stats` counts what happened.
+
+    ``mqtt`` is the broker's settings (:func:`bridge_mqtt_settings`) or just its URL (no credentials);
+    ``client_id``, if given, replaces the settings' client id.  ``environ`` holds the environment variables
+    an outlet's ``password_env`` names: the bridge reads no environment itself (the command line passes
+    :func:`cems.config.environ`); an outlet whose variable is missing has no expected password, as before.
+    """
 
     def __init__(
         self,
         registry: Registry,
-        mqtt_url: str,
+        mqtt: MqttSettings | str,
         *,
         topic_prefix: str | None = None,
         idle_timeout_s: float = 300.0,
@@ -204,8 +233,10 @@ class HJ212Bridge:
         max_data_bytes: int = MAX_DATA_BYTES,
         write_timeout_s: float = 10.0,
         client_id: str | None = None,
+        environ: Mapping[str, str] = _NO_ENVIRON,
     ) -> None:
         self.registry = registry
+        self.environ = environ
         self.topic_prefix = (topic_prefix or registry.topics.prefix).rstrip("/")
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
@@ -214,7 +245,10 @@ class HJ212Bridge:
         self.ack_timeout_s = ack_timeout_s
         self.max_data_bytes = max_data_bytes
         self.write_timeout_s = write_timeout_s
-        self.publisher = MqttPublisher(mqtt_url, client_id=client_id)
+        settings = bridge_mqtt_settings(mqtt, client_id=client_id) if isinstance(mqtt, str) else mqtt
+        if client_id is not None:
+            settings = replace(settings, client_id=client_id)
+        self.publisher = MqttPublisher(settings)
         self.stats: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
@@ -322,7 +356,7 @@ class HJ212Bridge:
         if o.password is not None:
             return True, o.password
         if o.password_env:
-            return True, os.environ.get(o.password_env)
+            return True, self.environ.get(o.password_env)
         return True, None
 
     async def _packet(self, frame: bytes, writer: asyncio.StreamWriter, peer: Any) -> None:
@@ -369,7 +403,7 @@ async def run_bridge(
     registry: Registry,
     listen_host: str,
     listen_port: int,
-    mqtt_url: str,
+    mqtt: MqttSettings | str,
     *,
     topic_prefix: str | None = None,
     idle_timeout_s: float = 300.0,
@@ -380,15 +414,17 @@ async def run_bridge(
     max_data_bytes: int = MAX_DATA_BYTES,
     stop_event: asyncio.Event | None = None,
     started: asyncio.Future[HJ212Bridge] | None = None,
+    environ: Mapping[str, str] = _NO_ENVIRON,
 ) -> None:
     """Run the bridge until ``stop_event`` is set (or SIGINT/SIGTERM when no event is given).
 
     ``topic_prefix`` defaults to the registry's ``[topics] prefix`` ("cems/v1").  ``started``, if given,
-    receives the running :class:`HJ212Bridge` (e.g. to read the port when ``listen_port`` is 0).
+    receives the running :class:`HJ212Bridge` (e.g. to read the port when ``listen_port`` is 0).  ``mqtt`` and
+    ``environ`` as for :class:`HJ212Bridge`.
     """
     bridge = HJ212Bridge(
         registry,
-        mqtt_url,
+        mqtt,
         topic_prefix=topic_prefix,
         idle_timeout_s=idle_timeout_s,
         max_connections=max_connections,
@@ -396,6 +432,7 @@ async def run_bridge(
         require_crc=require_crc,
         ack_timeout_s=ack_timeout_s,
         max_data_bytes=max_data_bytes,
+        environ=environ,
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -417,38 +454,3 @@ async def run_bridge(
             loop.remove_signal_handler(sig)
         await bridge.close()
         log.info("HJ 212 bridge stopped: %s", dict(bridge.stats))
-
-
-def add_bridge_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", default="0.0.0.0:9212", help="HOST:PORT to listen on")
-    p.add_argument("--config", required=True, help="registry TOML (MN → password)")
-    p.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
-    p.add_argument("--topic-prefix", default=None, help="default: the registry's [topics] prefix")
-    p.add_argument("--idle-timeout", type=float, default=300.0)
-    p.add_argument("--max-connections", type=int, default=10_000)
-    p.add_argument("--max-packets-per-s", type=float, default=20.0)
-    p.add_argument("--ack-timeout", type=float, default=10.0)
-    p.add_argument("--accept-bad-crc", action="store_true")
-
-
-def bridge_command(args: argparse.Namespace) -> int:
-    """``cems-gateway hj212-bridge`` (arguments from :func:`add_bridge_arguments`)."""
-    host, _, port = str(args.listen).rpartition(":")
-    if not port.isdigit():
-        raise CemsError(f"--listen {args.listen!r} must be HOST:PORT")
-    registry = load_registry(args.config)
-    asyncio.run(
-        run_bridge(
-            registry,
-            host.strip("[]") or "0.0.0.0",
-            int(port),
-            args.mqtt_url,
-            topic_prefix=getattr(args, "topic_prefix", None),
-            idle_timeout_s=getattr(args, "idle_timeout", 300.0),
-            max_connections=getattr(args, "max_connections", 10_000),
-            max_packets_per_s=getattr(args, "max_packets_per_s", 20.0),
-            require_crc=not getattr(args, "accept_bad_crc", False),
-            ack_timeout_s=getattr(args, "ack_timeout", 10.0),
-        )
-    )
-    return 0

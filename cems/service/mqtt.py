@@ -1,16 +1,18 @@
 """MQTT adapter of the ingester: a small MQTT 3.1.1 client on asyncio (:class:`MqttConnection`).
 
 Why not a library here.  The ingester needs QoS 1 with *manual* acknowledgement (a message is acknowledged
-only once its data are durable, DEVELOPERS.md and issue 7): aiomqtt 2.x acknowledges on receipt, so it cannot
-be used; paho-mqtt 2.x can (``manual_ack``) and was used until measured: in ``cems bench`` the paho adapter
-alone cost ≈ 40 µs of CPU per message of the ingester's ≈ 100 µs — its network thread parses every packet in
-Python with four ``recv`` calls, each acknowledgement from the event loop wakes that thread through a socket
-pair and goes out in its own ``send``, and the two threads contend for the GIL.  This client parses every
-packet of a received chunk in one pass on the event loop and writes a burst of PUBACKs in one ``write``
-(docs/benchmark.md).  It implements only what the ingester uses: CONNECT (persistent session, credentials,
-TLS), SUBSCRIBE, PUBLISH in at QoS 0/1 with manual PUBACK, PUBLISH out at QoS 0/1 with retransmission after
-a reconnect, keep-alive, and reconnection with exponential back-off and jitter.  Plant-side programs
-(simulator, HJ 212 bridge) and the benchmark's baseline consumer keep paho-mqtt (:func:`make_client`).
+only once its data are durable: README, "Reliability and security", and issue 7): aiomqtt 2.x acknowledges on
+receipt, so it cannot be used; paho-mqtt 2.x can (``manual_ack``) and was used until measured: in ``cems
+bench`` the paho adapter alone cost ≈ 40 µs of CPU per message of the ingester's ≈ 100 µs — its network thread
+parses every packet in Python with four ``recv`` calls, each acknowledgement from the event loop wakes that
+thread through a socket pair and goes out in its own ``send``, and the two threads contend for the GIL.  This
+client parses every packet of a received chunk in one pass on the event loop and writes a burst of PUBACKs in
+one ``write`` (docs/benchmark.md).  It implements only what the ingester uses: CONNECT (persistent session,
+credentials, TLS), SUBSCRIBE, PUBLISH in at QoS 0/1 with manual PUBACK, PUBLISH out at QoS 0/1 with
+retransmission after a reconnect, keep-alive, and reconnection with exponential back-off and jitter.  The
+ingester does not import paho: the plant-side programs (simulator, HJ 212 bridge) keep paho-mqtt behind their
+own adapter (``gateways/_paho.py``), and the benchmark's baseline consumer uses it directly
+(``cems/bench/_sub.py``).
 
 Acknowledgement is safe across reconnections: a message carries the number of the connection it arrived
 on, and is acknowledged only on that connection.  After a reconnection the broker redelivers what was not
@@ -37,9 +39,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlparse
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from cems.errors import ServiceError
 
@@ -93,31 +92,6 @@ class MqttSettings:
             raise ServiceError(f"MQTT URL {self.url!r}: scheme must be mqtt:// or mqtts://")
         tls = u.scheme in ("mqtts", "ssl")
         return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls
-
-
-def make_client(settings: MqttSettings, *, manual_ack: bool) -> tuple[mqtt.Client, str, int]:
-    """A configured paho client (not yet connected), with credentials and TLS from the settings/URL (for the
-    plant-side programs: simulator, HJ 212 bridge)."""
-    host, port, _ = settings.host_port
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=settings.client_id,
-        clean_session=settings.clean_session,
-        protocol=mqtt.MQTTv311,
-        manual_ack=manual_ack,
-    )
-    user, pw = settings.credentials()
-    if user:
-        client.username_pw_set(user, pw)
-    ctx = settings.tls_context()
-    if ctx is not None:
-        client.tls_set_context(ctx)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    # exponential back-off between reconnects (paho doubles the delay); a random start and cap per client
-    # spread a fleet's reconnections after a broker restart (jitter)
-    client.reconnect_delay_set(min_delay=random.randint(1, 3), max_delay=random.randint(30, 60))
-    return client, host, port
 
 
 # -- MQTT 3.1.1 packet types (OASIS MQTT 3.1.1, section 2.2.1) ------------------------------------------------

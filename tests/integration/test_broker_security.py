@@ -27,7 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cems.devtools.local import MOSQUITTO, MOSQUITTO_SECURE, LocalServices, ServiceInfo, missing_binaries
 from cems.security import BrokerConfigOptions, generate_test_ca, write_broker_config
-from cems.service.mqtt import MqttSettings, make_client
+from cems.service.mqtt import MqttSettings
+from gateways._paho import make_client
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ from cems.protocol.payload import decode_payload, encode_payload
 from cems.registry import Registry, parse_registry
 from cems.rules.hourly import HourlyRecord, OutletHourly
 from cems.rules.limits import LimitSchedule, limit_at, ref_o2_at
+from gateways.cli import add_simulate_arguments
 from gateways.simulator import (
     POLLUTANTS,
     Emission,
     FleetModel,
     SimConfig,
-    add_simulate_arguments,
     correct,
     hj212_packet,
     run_simulator,
