@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from registries import one_outlet  # tests/registries.py
 
@@ -74,7 +75,7 @@ def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return reg, inp
 
 
-def run_replay(tmp_path: Path) -> tuple[list[dict[str, object]], list[dict[str, object]], str]:
+def run_replay(tmp_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     reg, inp = write_inputs(tmp_path)
     out = {name: str(tmp_path / f"{name}.jsonl") for name in ("ev", "h", "rates", "d")}
     r = cems("replay", "--config", str(reg), "--input", str(inp), "--format", "auto",

@@ -43,7 +43,7 @@ class Mqtt:
 
     def _add(self, m: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.got.append((m.topic, m.payload))
+            self.got.append((m.topic, bytes(m.payload)))
 
     def subscribe(self, topic: str) -> None:
         self.c.subscribe(topic, qos=1)[0]
