@@ -1,6 +1,40 @@
-"""One exception hierarchy for cems (httpx-style): catch ``CemsError`` for anything the package raises."""
+"""One exception hierarchy for cems (httpx-style): catch ``CemsError`` for anything the package raises.
+
+Every exception class cems defines is declared here, so the whole tree can be read in one place::
+
+    CemsError
+    ├── ConfigError              a setting (environment variable, flag, settings file) is invalid
+    ├── RegistryError            the registry (sources, limits) is invalid; ``problems`` lists them all
+    ├── RejectedMessage          a message cannot be accepted; ``reason`` (stable code), ``detail``
+    │   └── HJ212Error           an HJ 212 packet cannot be accepted (``hj212_*`` reasons)
+    │       └── FramingError     a problem in a TCP byte stream, reported by ``StreamFramer``
+    ├── ServiceError             a local service (Mosquitto, InfluxDB) cannot be started, reached, stopped
+    │   └── MqttProtocolError    the broker sent something the MQTT client cannot interpret
+    └── SinkError                a sink (InfluxDB, spool, webhook) rejected or could not take a write
+        ├── InfluxWriteError     InfluxDB refused a write or is unreachable (``retryable``, ``status``)
+        ├── SpoolFull            the on-disk spool is at its bound: apply back-pressure
+        └── WebhookError         a webhook receiver answered something other than 2xx
+
+The modules that raise them re-export them (``cems.protocol.hj212.HJ212Error``,
+``cems.sinks.spool.SpoolFull``, ...), so they can be imported from either place.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "CemsError",
+    "ConfigError",
+    "FramingError",
+    "HJ212Error",
+    "InfluxWriteError",
+    "MqttProtocolError",
+    "RegistryError",
+    "RejectedMessage",
+    "ServiceError",
+    "SinkError",
+    "SpoolFull",
+    "WebhookError",
+]
 
 
 class CemsError(Exception):
@@ -27,6 +61,22 @@ class RejectedMessage(CemsError):
         super().__init__(f"{reason}: {detail}")
 
 
+class HJ212Error(RejectedMessage):
+    """An HJ 212 packet that cannot be accepted (``reason`` is a stable ``hj212_*`` code)."""
+
+
+class FramingError(HJ212Error):
+    """A problem in a TCP byte stream reported (not raised) by :class:`cems.protocol.hj212.StreamFramer`.
+
+    ``data`` holds (at most the first 64 of) the discarded bytes.
+    """
+
+    def __init__(self, reason: str, detail: str, data: bytes = b"", discarded: int = 0) -> None:
+        super().__init__(reason, detail)
+        self.data = data[:64]
+        self.discarded = discarded
+
+
 class ConfigError(CemsError):
     """A setting (environment variable, command-line value, settings file) is invalid; the message names it."""
 
@@ -35,5 +85,27 @@ class ServiceError(CemsError):
     """A local service (Mosquitto, InfluxDB) could not be started, reached or stopped."""
 
 
+class MqttProtocolError(ServiceError):
+    """The broker sent something this client cannot interpret: the connection is dropped and re-made."""
+
+
 class SinkError(CemsError):
     """A sink (InfluxDB, webhook) rejected or could not take a write."""
+
+
+class InfluxWriteError(SinkError):
+    """InfluxDB refused a write (``status``) or could not be reached; ``retryable`` says whether to back off
+    and try again (5xx, connection errors) or dead-letter the data (4xx)."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class SpoolFull(SinkError):
+    """The spool is at its bound; the caller must apply back-pressure (not acknowledge)."""
+
+
+class WebhookError(SinkError):
+    """A webhook receiver answered something other than 2xx."""

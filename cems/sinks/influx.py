@@ -19,14 +19,7 @@ from typing import Literal
 
 import httpx
 
-from cems.errors import SinkError
-
-
-class InfluxWriteError(SinkError):
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
+from cems.errors import InfluxWriteError as InfluxWriteError  # declared in cems.errors, re-exported
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 The implementation lives in private modules; this package re-exports its public API.
 """
 
+from cems.errors import FramingError, HJ212Error
 from cems.protocol.hj212._decode import (
     CN_HEARTBEAT,
     MAX_DATA_BYTES,
@@ -16,8 +17,6 @@ from cems.protocol.hj212._decode import (
     QNRTN_REJECTED,
     QNRTN_ST_ERROR,
     QNRTN_UNKNOWN,
-    FramingError,
-    HJ212Error,
     Packet,
     Reassembler,
     StreamFramer,

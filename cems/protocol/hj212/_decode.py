@@ -34,7 +34,7 @@ from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Final
 
-from cems.errors import RejectedMessage
+from cems.errors import FramingError, HJ212Error
 from cems.model import BEIJING, CN_STREAM, Measurement, Reading
 
 __all__ = [
@@ -91,22 +91,6 @@ _DIGITS: Final = frozenset("0123456789")
 _TEXT_SUFFIXES: Final = frozenset({"Flag", "EFlag", "SampleTime", "Info"})
 #: Characters that cannot appear in a written name or value.
 _RESERVED: Final = frozenset(";,=&\r\n")
-
-
-class HJ212Error(RejectedMessage):
-    """An HJ 212 packet that cannot be accepted (``reason`` is a stable ``hj212_*`` code)."""
-
-
-class FramingError(HJ212Error):
-    """A problem in a TCP byte stream reported (not raised) by :class:`StreamFramer`.
-
-    ``data`` holds (at most the first 64 of) the discarded bytes.
-    """
-
-    def __init__(self, reason: str, detail: str, data: bytes = b"", discarded: int = 0) -> None:
-        super().__init__(reason, detail)
-        self.data = data[:64]
-        self.discarded = discarded
 
 
 # --------------------------------------------------------------------------------------------- CRC
