@@ -23,7 +23,7 @@ def test_every_error_is_a_cems_error_and_drawn_in_the_docstring() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.CemsError), name
-        assert re.search(rf"^[ │├└─]*{name}\b", doc, re.M), f"{name} is missing from the tree in cems/errors.py's docstring"
+        assert re.search(rf"^[ │├└─]*{name}\b", doc, re.M), f"{name} not drawn in errors.py's docstring"
 
 
 def test_no_exception_class_is_declared_outside_errors_py() -> None:
