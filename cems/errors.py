@@ -17,17 +17,26 @@ Every exception class cems defines is declared here, so the whole tree can be re
 
 The modules that raise them re-export them (``cems.protocol.hj212.HJ212Error``,
 ``cems.sinks.spool.SpoolFull``, ...), so they can be imported from either place.
+
+A rejection's ``reason`` is one of a closed list, :data:`Reason` (a ``Literal``, so ``mypy --strict`` checks
+every raise site), also available at run time as :data:`REASONS`.  The reasons are documented in
+``docs/payload.md`` ("Dead letters"); ``tests/unit/test_reasons.py`` checks that the list there, this list
+and the raise sites agree.
 """
 
 from __future__ import annotations
 
+from typing import Final, Literal, get_args
+
 __all__ = [
+    "REASONS",
     "CemsError",
     "ConfigError",
     "FramingError",
     "HJ212Error",
     "InfluxWriteError",
     "MqttProtocolError",
+    "Reason",
     "RegistryError",
     "RejectedMessage",
     "ServiceError",
@@ -35,6 +44,56 @@ __all__ = [
     "SpoolFull",
     "WebhookError",
 ]
+
+
+#: Every ``reason`` a :class:`RejectedMessage` can carry: the dead-letter topic ``cems/deadletter/v1/{reason}``
+#: and the ``cems_messages_rejected{reason=...}`` counter.  Stable: a code is never renamed or reused.
+Reason = Literal[
+    # topic and JSON payload (cems.decode, cems.protocol.payload, cems replay)
+    "bad_topic",
+    "too_large",
+    "malformed_json",
+    "bad_field",
+    "bad_schema",
+    "bad_flag",
+    "bad_data_time",
+    "mn_mismatch",
+    "stream_mismatch",
+    # registry and plausibility (cems.validate, cems.service.ingest)
+    "unknown_mn",
+    "unknown_sensor",
+    "empty_reading",
+    "future_data_time",
+    "stale_data_time",
+    "not_finite",
+    "negative_value",
+    "absurd_value",
+    # HJ 212 packet on cems/v1/{mn}/hj212 (cems.decode)
+    "bad_password",
+    "hj212_encoding",
+    # HJ 212 codec (cems.protocol.hj212)
+    "hj212_framing",
+    "hj212_crc",
+    "hj212_length",
+    "hj212_field",
+    "hj212_datatime",
+    "hj212_not_data",
+    "hj212_encode",
+    "hj212_split",
+    # HJ 212 TCP stream (cems.protocol.hj212.StreamFramer, reported by the bridge)
+    "hj212_garbage",
+    "hj212_oversize",
+    "hj212_truncated",
+    # storage (cems.service.ingest)
+    "duplicate",
+    "database_rejected",
+    # event acknowledgements on the command topic (cems.service.compliance)
+    "bad_command",
+    "unknown_event",
+]
+
+#: :data:`Reason` at run time.
+REASONS: Final[frozenset[str]] = frozenset(get_args(Reason))
 
 
 class CemsError(Exception):
@@ -55,8 +114,8 @@ class RejectedMessage(CemsError):
     """A message that cannot be accepted. ``reason`` is a short stable code used in counters and the
     dead-letter topic; ``detail`` says exactly what is wrong."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason: Reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
 
@@ -71,7 +130,7 @@ class FramingError(HJ212Error):
     ``data`` holds (at most the first 64 of) the discarded bytes.
     """
 
-    def __init__(self, reason: str, detail: str, data: bytes = b"", discarded: int = 0) -> None:
+    def __init__(self, reason: Reason, detail: str, data: bytes = b"", discarded: int = 0) -> None:
         super().__init__(reason, detail)
         self.data = data[:64]
         self.discarded = discarded

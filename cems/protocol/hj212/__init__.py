@@ -21,6 +21,8 @@ deviation in :attr:`Packet.deviations`; it rejects what cannot be interpreted wi
 ``hj212_garbage`` / ``hj212_oversize`` / ``hj212_truncated``  reported by :class:`StreamFramer`
 ``hj212_split``    :class:`Reassembler` gave up on an incomplete split packet
 
+(all of them members of the closed list :data:`cems.errors.Reason`, documented in docs/payload.md).
+
 The package is split along the codec's parts, each a private module re-exported here: ``_crc`` (CRC),
 ``_packet`` (:class:`Packet`, constants), ``_decode`` (full decoder, fast path, JSON view, :func:`to_reading`),
 ``_encode`` (encoding, replies), ``_framing`` (:class:`Reassembler`, :class:`StreamFramer`).
