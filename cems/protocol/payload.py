@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
-from cems.errors import RejectedMessage
+from cems.errors import Reason, RejectedMessage
 from cems.model import BEIJING, DATA_FLAGS, Measurement, Reading, Stream
 
 SCHEMA: Final = "cems.reading/1"
@@ -66,7 +66,7 @@ def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "payload"
-        kind = "malformed_json" if err["type"] == "json_invalid" else "bad_field"
+        kind: Reason = "malformed_json" if err["type"] == "json_invalid" else "bad_field"
         raise RejectedMessage(kind, f"{where}: {err['msg']}") from None
     if p.schema_ is not None and p.schema_ != SCHEMA:
         raise RejectedMessage("bad_schema", f"schema {p.schema_!r} is not {SCHEMA!r}")

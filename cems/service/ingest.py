@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Final
 
 from cems.decode import decode_message
-from cems.errors import RejectedMessage
+from cems.errors import InfluxWriteError, RejectedMessage, SpoolFull
 from cems.model import Reading
 from cems.registry import OutletInfo, Registry
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
-from cems.sinks.influx import InfluxConfig, InfluxWriteError, InfluxWriter
+from cems.sinks.influx import InfluxConfig, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
-from cems.sinks.spool import Spool, SpoolFull
+from cems.sinks.spool import Spool
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlparse
 
+from cems.errors import MqttProtocolError as MqttProtocolError  # declared in cems.errors, re-exported
 from cems.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,6 @@ def _connect_packet(s: MqttSettings) -> bytes:
 def _publish_packet(topic: str, payload: bytes, qos: int, mid: int, *, retain: bool, dup: bool) -> bytes:
     first = _PUBLISH | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup else 0)
     return _packet(first, _utf8(topic) + (struct.pack("!H", mid) if qos else b"") + payload)
-
-
-class MqttProtocolError(ServiceError):
-    """The broker sent something this client cannot interpret: the connection is dropped and re-made."""
 
 
 class Inbox:

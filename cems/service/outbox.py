@@ -32,6 +32,8 @@ from typing import Final, TypeVar
 
 import httpx
 
+from cems.errors import WebhookError as WebhookError  # declared in cems.errors, re-exported
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -401,7 +403,3 @@ class OutboxDispatcher:
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-class WebhookError(Exception):
-    """A webhook receiver answered something other than 2xx."""

@@ -20,18 +20,8 @@ from typing import Any, Literal
 
 import httpx
 
-from cems.errors import SinkError
-
-
-class InfluxQueryError(SinkError):
-    """An InfluxQL query (v1 ``/query``) failed: HTTP error, connection error or an InfluxQL error."""
-
-
-class InfluxWriteError(SinkError):
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
+from cems.errors import InfluxQueryError as InfluxQueryError  # declared in cems.errors, re-exported
+from cems.errors import InfluxWriteError as InfluxWriteError  # declared in cems.errors, re-exported
 
 
 @dataclass(frozen=True, slots=True)

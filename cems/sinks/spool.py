@@ -23,13 +23,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from cems.errors import SpoolFull as SpoolFull  # declared in cems.errors, re-exported
+
 log = logging.getLogger(__name__)
 
 _SEGMENT_BYTES = 8 * 1024 * 1024
-
-
-class SpoolFull(Exception):
-    """The spool is at its bound; the caller must apply back-pressure (not acknowledge)."""
 
 
 class Spool:

@@ -103,7 +103,7 @@ def test_fast_path_takes_clean_data_packets() -> None:
     """The common packet does take the fast path (otherwise the optimisation is silently lost)."""
     vals = {"a21026": {"Rtd": 12.5, "ZsRtd": 15.1, "Flag": "N"}, "a19001": {"Rtd": 8.2, "Flag": "N"}}
     for cn in ("2011", "2051", "2061", "2031"):
-        text = _packet(cn, 5, 3600, vals, False)  # type: ignore[arg-type]
+        text = _packet(cn, 5, 3600, vals, False)
         fast = fast_reading(text, BEIJING)
         assert fast is not None, cn
         assert fast[2] == to_reading(decode(text), BEIJING)
