@@ -237,8 +237,7 @@ def format_status(infos: Mapping[str, ServiceInfo | None]) -> str:
             lines.append(f"{name:<17} stopped")
         else:
             lines.append(
-                f"{name:<17} running  {info.url:<24} pid {info.pid:<8} "
-                f"data {info.data_dir}  log {info.log_file}"
+                f"{name:<17} running  {info.url:<24} pid {info.pid:<8} data {info.data_dir}  log {info.log_file}"
             )
     return "\n".join(lines) if lines else "no services"
 
@@ -639,9 +638,7 @@ class LocalServices:
 
     # ---- public API
 
-    def up(
-        self, which: Sequence[str] = (MOSQUITTO, INFLUXDB), *, influx_db: str = "cems"
-    ) -> dict[str, ServiceInfo]:
+    def up(self, which: Sequence[str] = (MOSQUITTO, INFLUXDB), *, influx_db: str = "cems") -> dict[str, ServiceInfo]:
         """Start every service in ``which`` (reusing any that already runs healthy) and, for InfluxDB,
         make sure database ``influx_db`` exists. Returns name → ServiceInfo."""
         infos: dict[str, ServiceInfo] = {}
@@ -712,9 +709,7 @@ class LocalServices:
                 # (started with other password/ACL/TLS files: terminated below and started again)
                 if not changed and _pid_alive(rec.pid, rec.exe) and self._wait_healthy(rec, 10.0, spawned=False):
                     if port is not None and port != rec.port:
-                        raise ServiceError(
-                            f"{name} already runs on port {rec.port} (pid {rec.pid}); stop it first"
-                        )
+                        raise ServiceError(f"{name} already runs on port {rec.port} (pid {rec.pid}); stop it first")
                     self._ensure_databases(rec, databases)
                     return rec.info()
                 self._terminate(rec, kill=False)  # dead, not answering, or reconfigured

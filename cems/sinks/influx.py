@@ -148,9 +148,7 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def influx_query(
-    url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0
-) -> list[dict[str, Any]]:
+def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Run InfluxQL ``q`` against the v1 ``/query`` endpoint (POST) and flatten the answer.
 
     Returns one dict per row of every series of every statement: column → value, plus the series

@@ -65,10 +65,11 @@ def test_remaining_length_round_trips(n: int) -> None:
 
 def test_connect_packet_is_mqtt_3_1_1_with_persistent_session_and_credentials() -> None:
     s = MqttSettings(url="mqtt://u%40x:p%3Aw@127.0.0.1:1883", client_id="cems-ingester", keepalive_s=30)
+    # remaining length 35 = 10 header + 15 client id + 5 user + 5 password
     assert _connect_packet(s) == (
         b"\x10\x23" + b"\x00\x04MQTT\x04" + bytes((0x80 | 0x40,)) + b"\x00\x1e"
         + b"\x00\x0dcems-ingester" + b"\x00\x03u@x" + b"\x00\x03p:w"
-    )  # fmt: skip  (remaining length 35 = 10 header + 15 client id + 5 user + 5 password)
+    )  # fmt: skip
     clean = MqttSettings(client_id="a", clean_session=True)
     assert _connect_packet(clean) == b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x1e\x00\x01a"
 

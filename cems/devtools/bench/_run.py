@@ -117,9 +117,7 @@ class BenchConfig:
             raise CemsError("--outlets, --messages, --rss-outlets and --replay-days must be positive")
         if messages > MAX_BACKLOG:
             raise CemsError(f"--messages must be at most {MAX_BACKLOG} (the broker's per-client queue limit)")
-        return cls(
-            outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args)
-        )
+        return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args))
 
 
 # ----------------------------------------------------------------------------------------- processes
