@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -79,6 +81,26 @@ def test_services_up_status_down(tmp_path: Path) -> None:
     assert cems("services", "status", env=env).returncode == 3
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_healthy(port: int, timeout: float = 60.0) -> None:
+    """Until ``/healthz`` answers 200 (a loaded machine may take seconds to start the ingester)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"cems run was not healthy within {timeout:.0f} s")
+
+
 def test_run_ingests_and_flushes_on_sigterm(tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str) -> None:
     reg = tmp_path / "registry.toml"
     reg.write_text(REGISTRY, encoding="utf-8")
@@ -91,12 +113,16 @@ def test_run_ingests_and_flushes_on_sigterm(tmp_path: Path, mosquitto: Any, infl
         "CEMS_CLIENT_ID": f"cems-e2e-{uuid.uuid4().hex[:6]}",
         "CEMS_STATE_DIR": str(tmp_path),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "cems", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    health = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cems", "run", "--health-port", str(health)], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         pub = mqtt.Client(CallbackAPIVersion.VERSION2)
         pub.connect(mosquitto.host, mosquitto.port)
         pub.loop_start()
-        time.sleep(2.0)  # the ingester connects and subscribes
+        _wait_healthy(health)  # the ingester is connected (it subscribes right after CONNACK)
+        time.sleep(0.5)
         for i in range(50):
             body = {
                 "data_time": f"2026-11-22T08:{i:02d}:00+08:00",
