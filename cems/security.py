@@ -206,8 +206,9 @@ def mosquitto_acl(
         f"topic read {data}/+/+",
         "# Readings of every grid station (the ingester's second subscription).",
         f"topic read {grid}/+",
-        "# Commands addressed to the ingester (read only: it never sends commands).",
+        "# Commands addressed to the ingester (it never sends commands), and its replies to them.",
         f"topic read {cmd}/#",
+        f"topic write {cmd}/reply/#",
         "# Alerts it raises (exceedances, warnings, interruptions): write only.",
         f"topic write {alerts}/#",
         "# Rejected messages with their reason: write only.",
@@ -237,10 +238,10 @@ def mosquitto_acl(
         lines += [
             "",
             "# ---- the command sender: writes the ingester's command topics only ----",
-            "# and reads the ingester's answers to its acknowledgements (cems events ack waits for them).",
+            "# and reads the ingester's replies (cems events ack waits for them).",
             f"user {roles['command']}",
             f"topic write {cmd}/#",
-            f"topic read {alerts}/ack_result/#",
+            f"topic read {cmd}/reply/#",
             *deny_patterns(roles["command"]),
         ]
     return "\n".join(lines) + "\n"

@@ -71,6 +71,7 @@ def test_acl_default_rules() -> None:
         "topic read cems/v1/+/+",
         "topic read grid/v1/+",
         "topic read cems/cmd/v1/#",
+        "topic write cems/cmd/v1/reply/#",
         "topic write cems/alerts/v1/#",
         "topic write cems/deadletter/v1/#",
         "topic deny cems/v1/cems-ingester/#",
@@ -115,6 +116,7 @@ def test_ingester_is_read_only_on_data() -> None:
     assert {line for line in ingester if line.startswith("topic write")} == {
         "topic write cems/alerts/v1/#",
         "topic write cems/deadletter/v1/#",
+        "topic write cems/cmd/v1/reply/#",
     }
 
 

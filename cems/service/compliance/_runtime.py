@@ -17,7 +17,7 @@ alert is delivered after the restart.
 
 Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO, "note": optional
 处理意见, "reply_to": optional request id}``; with ``reply_to`` the ingester answers on
-``{alerts_prefix}/ack_result/{reply_to}`` once the acknowledgement is stored (``cems events ack`` waits for it).
+``{command_prefix}/reply/{reply_to}`` once the acknowledgement is stored (``cems events ack`` waits for it).
 Escalation: an ``hourly_exceedance`` not acknowledged ``city.ack_sla_hours`` after it was first alerted
 raises one ``ack_escalation`` alert.  See docs/events.md.
 
@@ -152,6 +152,7 @@ class ComplianceRuntime:
         self._publish = publish
         self._replies: set[asyncio.Task[None]] = set()
         self._alerts_prefix = registry.topics.alerts_prefix
+        self._command_prefix = registry.topics.command_prefix
         self.ack_topic = f"{registry.topics.command_prefix}/ack"
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
@@ -505,7 +506,7 @@ class ComplianceRuntime:
         a broken connection only makes the sender say it could not confirm; the ack itself is durable)."""
         if request_id is None:
             return
-        topic = ack_result_topic(self._alerts_prefix, request_id)
+        topic = ack_result_topic(self._command_prefix, request_id)
         data = json.dumps({"request_id": request_id, **body}, ensure_ascii=False).encode("utf-8")
 
         async def send() -> None:
@@ -573,7 +574,7 @@ def _ack_view(row: EventRow) -> dict[str, Any]:
 
 class AckCommand(NamedTuple):
     """An acknowledgement command: who acknowledged which event when, with their note (处理意见), and the
-    request id the sender waits on for the ingester's reply (``{alerts_prefix}/ack_result/{reply_to}``)."""
+    request id the sender waits on for the ingester's reply (``{command_prefix}/reply/{reply_to}``)."""
 
     event_id: str
     by: str
@@ -622,9 +623,10 @@ def parse_ack(payload: bytes, clock: Clock = wall_clock) -> AckCommand:
     )
 
 
-def ack_result_topic(alerts_prefix: str, request_id: str) -> str:
-    """Where the ingester answers an acknowledgement command that carried ``reply_to``."""
-    return f"{alerts_prefix}/ack_result/{request_id}"
+def ack_result_topic(command_prefix: str, request_id: str) -> str:
+    """Where the ingester answers an acknowledgement command that carried ``reply_to``: beside the commands,
+    not under the alerts (whose subscribers expect alerts only)."""
+    return f"{command_prefix}/reply/{request_id}"
 
 
 async def ack_event(
@@ -646,7 +648,7 @@ async def ack_event(
     """
     request_id = uuid.uuid4().hex
     settings = replace(mqtt_settings, client_id=f"cems-ack-{request_id[:10]}", clean_session=True)
-    reply_topic = ack_result_topic(topics.alerts_prefix, request_id)
+    reply_topic = ack_result_topic(topics.command_prefix, request_id)
     conn = MqttConnection(settings, [(reply_topic, 1)] if confirm_s > 0 else [], manual_ack=False)
     payload: dict[str, str] = {"event_id": event_id, "by": by}
     if note:
