@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
 from cems.validate import check_values
+
+log = logging.getLogger(__name__)
 
 Format = Literal["auto", "hj212", "jsonl"]
 _STREAMS = {s.value: s for s in Stream}
@@ -109,6 +112,10 @@ def _load(registry: Registry, lines: Iterable[str], fmt: Format, res: ReplayResu
             check_values(r)
         except RejectedMessage as e:
             rejected[e.reason] += 1
+            continue
+        except Exception:  # a bug met by this line: count it, log the traceback, go on with the next line
+            log.exception("internal error on input line %d (counted as internal_error)", n)
+            rejected["internal_error"] += 1
             continue
         append((r, info))
     res.lines += n

@@ -121,6 +121,13 @@ def _tune_gc() -> None:
 GC_THRESHOLDS: Final = (50_000, 100, 100)
 
 
+def internal_error(where: str, exc: BaseException) -> RejectedMessage:
+    """The rejection of a message whose processing raised ``exc`` (a bug): the traceback is logged here, the
+    message is then dead-lettered and acknowledged like any other rejection, and ingestion goes on."""
+    log.exception("internal error processing a message on %s (dead-lettered as internal_error)", where, exc_info=exc)
+    return RejectedMessage("internal_error", f"{type(exc).__name__}: {exc}")
+
+
 class IngestService:
     def __init__(
         self,
@@ -298,6 +305,9 @@ class IngestService:
                 line, item = self._accept(msg, now)
             except RejectedMessage as e:
                 rejects.append((msg, e))
+                continue
+            except Exception as e:  # a bug met by this message: dead-letter it and go on (never a poison message)
+                rejects.append((msg, internal_error(msg.topic, e)))
                 continue
             lines.append(line)
             good.append(msg)
