@@ -128,6 +128,58 @@ def internal_error(where: str, exc: BaseException) -> RejectedMessage:
     return RejectedMessage("internal_error", f"{type(exc).__name__}: {exc}")
 
 
+#: What a dead letter carries at most of the rejected payload (bytes) and of its detail and topic (characters):
+#: a letter must stay far below the broker's packet limit (10 MiB by default), or publishing it would get the
+#: ingester disconnected again and again (issue 13).
+DEAD_LETTER_MAX_PAYLOAD: Final = 4096
+DEAD_LETTER_MAX_TEXT: Final = 1024
+
+
+def _cut(text: str) -> tuple[str, bool]:
+    if len(text) <= DEAD_LETTER_MAX_TEXT:
+        return text, False
+    return text[:DEAD_LETTER_MAX_TEXT] + f"… ({len(text)} characters)", True
+
+
+def dead_letter(topic: str, payload: bytes, received: float, err: RejectedMessage) -> str:
+    """The JSON dead letter of a rejected message (docs/payload.md, "Dead letters"), bounded whatever came in:
+    ``payload`` (UTF-8 text) or ``payload_hex`` holds at most the first :data:`DEAD_LETTER_MAX_PAYLOAD` bytes,
+    ``detail`` and ``topic`` at most :data:`DEAD_LETTER_MAX_TEXT` characters; ``payload_bytes`` is the size
+    received and ``truncated`` says whether anything was cut."""
+    n = len(payload)
+    head = payload[:DEAD_LETTER_MAX_PAYLOAD]
+    cut = n > DEAD_LETTER_MAX_PAYLOAD
+    body: dict[str, object]
+    try:
+        # a cut inside a multi-byte character is not an encoding error: drop its first bytes (at most 3)
+        text = head.decode("utf-8", "strict") if not cut else _utf8_prefix(head)
+        body = {"payload": text}
+    except UnicodeDecodeError:
+        body = {"payload_hex": head.hex()}
+    detail, detail_cut = _cut(err.detail)
+    where, topic_cut = _cut(topic)
+    doc = {
+        "reason": err.reason,
+        "detail": detail,
+        "topic": where,
+        "received_at": datetime.fromtimestamp(received, UTC).isoformat(),
+        **body,
+        "payload_bytes": n,
+        "truncated": cut or detail_cut or topic_cut,
+    }
+    return json.dumps(doc, ensure_ascii=False)
+
+
+def _utf8_prefix(head: bytes) -> str:
+    """``head`` (cut from a longer payload) as UTF-8, without a last character the cut left incomplete."""
+    try:
+        return head.decode("utf-8", "strict")
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.start >= len(head) - 3:
+            return head[: e.start].decode("utf-8", "strict")
+        raise
+
+
 class IngestService:
     def __init__(
         self,
@@ -523,19 +575,7 @@ class IngestService:
 
     async def _dead_letter(self, msg: InboundMessage, err: RejectedMessage) -> None:
         self.stats.rejected[err.reason] += 1
-        log.info("rejected %s: %s", msg.topic, err)
-        try:
-            text = msg.payload.decode("utf-8")
-            body: dict[str, object] = {"payload": text}
-        except UnicodeDecodeError:
-            body = {"payload_hex": msg.payload[:4096].hex()}
-        doc = {
-            "reason": err.reason,
-            "detail": err.detail,
-            "topic": msg.topic,
-            "received_at": datetime.fromtimestamp(msg.received, UTC).isoformat(),
-            **body,
-        }
+        log.info("rejected %s: %s: %s", _cut(msg.topic)[0], err.reason, _cut(err.detail)[0])
         topic = f"{self.registry.topics.deadletter_prefix}/{err.reason}"
-        await self.conn.publish(topic, json.dumps(doc, ensure_ascii=False), qos=1)
+        await self.conn.publish(topic, dead_letter(msg.topic, msg.payload, msg.received, err), qos=1)
         self.conn.ack(msg)

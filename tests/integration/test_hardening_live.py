@@ -99,3 +99,27 @@ async def test_poison_messages_are_dead_lettered_and_ingestion_goes_on(
     finally:
         pub.close()
         dl.close()
+
+
+async def test_a_too_large_payload_is_dead_lettered_small_and_later_readings_are_stored(
+    running: Running, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    pub = Mqtt(mosquitto.url)
+    dl = Mqtt(mosquitto.url)
+    dl.subscribe("cems/deadletter/v1/#")
+    try:
+        # 2 MB of control characters: JSON-escaped whole, the letter was ≈ 12 MB, past Mosquitto's packet limit
+        await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", b"\x01" * 2_000_000)
+        for minute in range(5):
+            body = reading(f"2026-11-22T09:0{minute}:00+08:00", float(minute))
+            await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", body)
+        got = await asyncio.to_thread(wait_until, lambda: list(dl.got))
+        ((topic, letter),) = got
+        doc = json.loads(letter)
+        assert topic == "cems/deadletter/v1/too_large" and len(letter) < 32 * 1024
+        assert doc["truncated"] is True and doc["payload_bytes"] == 2_000_000
+        rows = await stored(influxdb, influx_db, 5)
+        assert len(rows) == 5 and not running.task.done()
+    finally:
+        pub.close()
+        dl.close()
