@@ -38,6 +38,8 @@ class ReplayResult:
     lines: int = 0
     readings: int = 0
     values: int = 0
+    #: HJ 212 values that were not finite numbers (``nan``, ``inf``): left out, the values beside them kept.
+    values_dropped: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     hourly: list[HourlyRecord] = field(default_factory=list)
     #: Final state of every event (closed, or still open at the end of the input), by start time.
@@ -110,6 +112,8 @@ def _load(registry: Registry, lines: Iterable[str], fmt: Format, res: ReplayResu
                 if info is None:
                     raise RejectedMessage("unknown_mn", f"MN {r.mn!r} is not in the registry")
             check_values(r)
+            if r.dropped:
+                res.values_dropped += len(r.dropped)
         except RejectedMessage as e:
             rejected[e.reason] += 1
             continue

@@ -40,7 +40,7 @@ from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.influx import InfluxConfig, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
 from cems.sinks.spool import Spool
-from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class IngestStats:
     received: int = 0
     accepted: int = 0
     values: int = 0
+    #: HJ 212 values that were not finite numbers (``nan``, ``inf``): left out, the values beside them stored.
+    values_dropped: int = 0
     points_written: int = 0
     batches: int = 0
     write_retries: int = 0
@@ -70,6 +72,7 @@ class IngestStats:
             "received": self.received,
             "accepted": self.accepted,
             "values": self.values,
+            "values_dropped": self.values_dropped,
             "points_written": self.points_written,
             "batches": self.batches,
             "write_retries": self.write_retries,
@@ -424,6 +427,7 @@ class IngestService:
             g = self._grid.get(r.mn)
             if g is None:
                 raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
+            validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
             fields: dict[str, float | int | str | bool | None] = {}
             for code, m in r.measurements.items():
                 for suffix, v in m.values.items():
@@ -434,9 +438,13 @@ class IngestService:
                 raise RejectedMessage("empty_reading", "the reading carries no values")
             tags = {"sensor": g.id, "district": g.district, "township": g.township}
             self.stats.values += r.value_count
+            if r.dropped:
+                self.stats.values_dropped += len(r.dropped)
             return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
         info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
+        if r.dropped:
+            self.stats.values_dropped += len(r.dropped)
         self.stats.last_data_time[r.mn] = r.data_time.timestamp()
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
 
