@@ -123,3 +123,33 @@ async def test_a_too_large_payload_is_dead_lettered_small_and_later_readings_are
     finally:
         pub.close()
         dl.close()
+
+
+async def test_ill_formed_fields_and_implausible_grid_readings_are_dead_lettered_not_stored(
+    running: Running, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    pub = Mqtt(mosquitto.url)
+    dl = Mqtt(mosquitto.url)
+    dl.subscribe("cems/deadletter/v1/#")
+    now = "2026-11-22T10:00:00+08:00"
+    future = "2099-01-01T00:00:00+08:00"
+    bad = [
+        # a suffix ending in a backslash: InfluxDB refused the batch, found by bisection (slow for everyone)
+        ("cems/v1/MN0001/rtd", {"data_time": now, "values": {"a21026": {"Rtd\\": 1.0}}}, "bad_field"),
+        ("cems/v1/MN0001/rtd", {"data_time": now, "values": {"x99999": {"Rtd": 1e308}}}, "absurd_value"),
+        ("grid/v1/G001", {"data_time": future, "values": {"a34004": {"Rtd": 1.0}}}, "future_data_time"),
+        ("grid/v1/G001", {"data_time": now, "values": {"a34004": {"Rtd": 1e300}}}, "absurd_value"),
+    ]  # fmt: skip
+    try:
+        for topic, body, _ in bad:
+            await asyncio.to_thread(pub.publish, topic, json.dumps(body))
+        await asyncio.to_thread(pub.publish, "cems/v1/MN0001/rtd", reading(now, 7.0))
+        got = await asyncio.to_thread(wait_until, lambda: len(dl.got) >= len(bad) and list(dl.got))
+        assert sorted(json.loads(p)["reason"] for _, p in got) == sorted(r for _, _, r in bad)
+        rows = await stored(influxdb, influx_db, 1)
+        assert [r["a21026_Rtd"] for r in rows] == [7.0]
+        assert influxdb.query(influx_db, "SELECT * FROM grid_reading") == []
+        assert running.svc.stats.rejected["database_rejected"] == 0
+    finally:
+        pub.close()
+        dl.close()
