@@ -89,6 +89,8 @@ Reason = Literal[
     # storage (cems.service.ingest)
     "duplicate",
     "database_rejected",
+    # a bug met by one message: the per-message guard of cems.service.ingest and cems replay
+    "internal_error",
     # event acknowledgements on the command topic (cems.service.compliance)
     "bad_command",
     "unknown_event",

@@ -104,6 +104,9 @@ class Reading:
     qn: str | None = None
     origin: str = "json"  # "json" or "hj212"
     extra: dict[str, str] = field(default_factory=dict)
+    #: ``code-suffix`` of values the device sent that were not finite numbers (HJ 212 ``nan``, ``inf``): not
+    #: in ``measurements``, the values beside them kept; counted (``values_dropped``) by the ingester and replay.
+    dropped: tuple[str, ...] = ()
 
     @property
     def timestamp_s(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
 from cems.validate import check_values
 
+log = logging.getLogger(__name__)
+
 Format = Literal["auto", "hj212", "jsonl"]
 _STREAMS = {s.value: s for s in Stream}
 
@@ -35,6 +38,8 @@ class ReplayResult:
     lines: int = 0
     readings: int = 0
     values: int = 0
+    #: HJ 212 values that were not finite numbers (``nan``, ``inf``): left out, the values beside them kept.
+    values_dropped: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     hourly: list[HourlyRecord] = field(default_factory=list)
     #: Final state of every event (closed, or still open at the end of the input), by start time.
@@ -107,8 +112,14 @@ def _load(registry: Registry, lines: Iterable[str], fmt: Format, res: ReplayResu
                 if info is None:
                     raise RejectedMessage("unknown_mn", f"MN {r.mn!r} is not in the registry")
             check_values(r)
+            if r.dropped:
+                res.values_dropped += len(r.dropped)
         except RejectedMessage as e:
             rejected[e.reason] += 1
+            continue
+        except Exception:  # a bug met by this line: count it, log the traceback, go on with the next line
+            log.exception("internal error on input line %d (counted as internal_error)", n)
+            rejected["internal_error"] += 1
             continue
         append((r, info))
     res.lines += n

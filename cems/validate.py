@@ -1,13 +1,15 @@
 """Validation stage: is a decoded reading acceptable?  Pure functions; raise RejectedMessage with a reason.
 
 Checks (each with its own reason code, counted and sent to the dead-letter topic by the service):
-``unknown_mn``, ``empty_reading``, ``future_data_time``, ``stale_data_time``, ``not_finite``,
-``negative_value``, ``absurd_value``.
+``unknown_mn``, ``empty_reading``, ``future_data_time``, ``stale_data_time``, ``bad_field`` (a pollutant code or
+suffix outside the grammar, more than :data:`MAX_FIELDS` values), ``not_finite``, ``negative_value``,
+``absurd_value`` (above a code's range, or a magnitude above :data:`MAX_MAGNITUDE` for any code).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -73,6 +75,20 @@ def validate(
         raise RejectedMessage("unknown_mn", f"MN {reading.mn!r} is not in the registry")
     if not any(m.values or m.flag is not None for m in reading.measurements.values()):
         raise RejectedMessage("empty_reading", "the reading carries no pollutant values")
+    check_time(reading, now, policy)
+    check_values(reading)
+    return info
+
+
+def validate_grid(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
+    """The checks of :func:`validate` that do not need the outlet, for a grid micro-station's reading: data
+    time, field names and values (the sensor itself is looked up by the service)."""
+    check_time(reading, now, policy)
+    check_values(reading)
+
+
+def check_time(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
+    """Reject a data time too far ahead of ``now`` (clock skew allowance) or too old."""
     if reading.data_time > now + policy.max_future:
         raise RejectedMessage(
             "future_data_time",
@@ -82,28 +98,66 @@ def validate(
         raise RejectedMessage(
             "stale_data_time", f"data time {reading.data_time.isoformat()} is older than {policy.max_age.days} days"
         )
-    check_values(reading)
-    return info
+
+
+#: Most values (numbers and flags: the fields of one point) a reading may carry.  An HJ 212 data segment
+#: (≤ 1024 bytes) holds fewer than 100; the bound keeps a flood of invented keys out of the database.
+MAX_FIELDS: Final = 200
+#: Largest magnitude of any value, whatever its code and suffix (a lifetime ``Cou`` of a large stack's flow
+#: is ≈ 10¹¹ m³): beyond it a value is garbage (``1e308`` overflows every sum to infinity).
+MAX_MAGNITUDE: Final = 1e12
+#: Pollutant codes: HJ 212-2017/2025 (``a21026``, ``w01018``, ``a34013``), HJ/T 212-2005 (``01``, ``011``,
+#: ``S01``, ``B02``) and the vendor codes real packets carry (``LA``, ``SB1``, ``ua19004``, ``pms_rules``):
+#: ASCII letters, digits and ``_``, nothing InfluxDB line protocol or InfluxQL must escape.
+CODE_GRAMMAR: Final = re.compile(r"[A-Za-z0-9_]{1,24}")
+#: Suffixes: HJ 212's (``Rtd``, ``Min``, ``Avg``, ``Max``, ``ZsRtd``…``ZsMax``, ``ZsCou``, ``Cou``, ``RS``,
+#: ``RT``, ``ValidNum``, ``TotalNum``; text ``Flag``, ``EFlag``, ``SampleTime``, ``Info``) and vendors' (``td``):
+#: an ASCII letter, then letters and digits.  ``_`` is left out: ``{code}_{suffix}`` stays one reading.
+SUFFIX_GRAMMAR: Final = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}")
+
+
+def _name_ok(name: str, grammar: re.Pattern[str], known: set[str]) -> bool:
+    if grammar.fullmatch(name) is None:
+        return False
+    if len(known) < _KNOWN_MAX:
+        known.add(name)
+    return True
+
+
+#: Names already checked (hot path: every value of every reading); bounded against floods of invented names.
+_KNOWN_CODES: set[str] = set()
+_KNOWN_SUFFIXES: set[str] = set()
+_KNOWN_MAX: Final = 4096
 
 
 def check_values(reading: Reading) -> None:
-    """Reject NaN/Inf, negative or absurd concentrations."""
+    """Reject ill-formed field names, too many fields (``bad_field``), NaN/Inf, negative or absurd values."""
     isfinite = math.isfinite
     ranged = _RANGED_SUFFIXES
+    codes, suffixes = _KNOWN_CODES, _KNOWN_SUFFIXES
+    big = MAX_MAGNITUDE
+    n = 0
     for code, m in reading.measurements.items():
+        if code not in codes and not _name_ok(code, CODE_GRAMMAR, codes):
+            raise RejectedMessage("bad_field", f"pollutant code {_show(code)} is not letters, digits and '_' (1-24)")
+        n += len(m.values) + (m.flag is not None)
         rng = _range(code)
-        if rng is None:
-            for suffix, v in m.values.items():
-                if not isfinite(v):
-                    raise RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
-            continue
-        lo, hi = rng
+        lo, hi = rng if rng is not None else (-big, big)
         for suffix, v in m.values.items():
+            if suffix not in suffixes and not _name_ok(suffix, SUFFIX_GRAMMAR, suffixes):
+                raise RejectedMessage("bad_field", f"{_show(code)}: suffix {_show(suffix)} is not a field suffix")
+            if -big <= v <= big and (suffix not in ranged or lo <= v <= hi):
+                continue
             if not isfinite(v):
                 raise RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
-            if suffix not in ranged:
-                continue
+            if suffix not in ranged or rng is None:
+                raise RejectedMessage("absurd_value", f"{code}-{suffix}={v} has a magnitude above {big:g}")
             if v < lo:
                 raise RejectedMessage("negative_value", f"{code}-{suffix}={v} is below {lo}")
-            if v > hi:
-                raise RejectedMessage("absurd_value", f"{code}-{suffix}={v} is above {hi}")
+            raise RejectedMessage("absurd_value", f"{code}-{suffix}={v} is above {hi}")
+    if n > MAX_FIELDS:
+        raise RejectedMessage("bad_field", f"the reading carries {n} values and flags, more than {MAX_FIELDS}")
+
+
+def _show(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:40] + "...")

@@ -45,10 +45,19 @@ class _Payload(BaseModel):
 def parse_data_time(text: str, tz: Any = BEIJING) -> datetime:
     """ISO 8601 (offset optional) or HJ 212 ``YYYYMMDDhhmmss[zzz]``.  Without an offset: Beijing time."""
     t = text.strip()
-    if t.isdigit() and len(t) in (14, 17):
-        dt = datetime.strptime(t[:14], "%Y%m%d%H%M%S")
-        if len(t) == 17:
-            dt = dt.replace(microsecond=int(t[14:]) * 1000)
+    if t.isascii() and t.isdigit() and len(t) in (14, 17):
+        try:  # month 13, 30 February, hour 24 ...: a reject, never an uncaught ValueError (a poison message)
+            dt = datetime(
+                int(t[0:4]),
+                int(t[4:6]),
+                int(t[6:8]),
+                int(t[8:10]),
+                int(t[10:12]),
+                int(t[12:14]),
+                int(t[14:17]) * 1000 if len(t) == 17 else 0,
+            )
+        except ValueError:
+            raise RejectedMessage("bad_data_time", f"data_time {text!r} is not a valid date and time") from None
     else:
         try:
             dt = datetime.fromisoformat(t)

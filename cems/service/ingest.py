@@ -40,7 +40,7 @@ from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.influx import InfluxConfig, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
 from cems.sinks.spool import Spool
-from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class IngestStats:
     received: int = 0
     accepted: int = 0
     values: int = 0
+    #: HJ 212 values that were not finite numbers (``nan``, ``inf``): left out, the values beside them stored.
+    values_dropped: int = 0
     points_written: int = 0
     batches: int = 0
     write_retries: int = 0
@@ -70,6 +72,7 @@ class IngestStats:
             "received": self.received,
             "accepted": self.accepted,
             "values": self.values,
+            "values_dropped": self.values_dropped,
             "points_written": self.points_written,
             "batches": self.batches,
             "write_retries": self.write_retries,
@@ -119,6 +122,65 @@ def _tune_gc() -> None:
 #: (then middle) collections between two of the next generation (default 10, 10): measured with ``cems bench``,
 #: (50 000, 100, 100) costs ≈ 5 % less CPU per message than (50 000, 10, 10), and ≈ 25 % less than the defaults.
 GC_THRESHOLDS: Final = (50_000, 100, 100)
+
+
+def internal_error(where: str, exc: BaseException) -> RejectedMessage:
+    """The rejection of a message whose processing raised ``exc`` (a bug): the traceback is logged here, the
+    message is then dead-lettered and acknowledged like any other rejection, and ingestion goes on."""
+    log.exception("internal error processing a message on %s (dead-lettered as internal_error)", where, exc_info=exc)
+    return RejectedMessage("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+#: What a dead letter carries at most of the rejected payload (bytes) and of its detail and topic (characters):
+#: a letter must stay far below the broker's packet limit (10 MiB by default), or publishing it would get the
+#: ingester disconnected again and again (issue 13).
+DEAD_LETTER_MAX_PAYLOAD: Final = 4096
+DEAD_LETTER_MAX_TEXT: Final = 1024
+
+
+def _cut(text: str) -> tuple[str, bool]:
+    if len(text) <= DEAD_LETTER_MAX_TEXT:
+        return text, False
+    return text[:DEAD_LETTER_MAX_TEXT] + f"… ({len(text)} characters)", True
+
+
+def dead_letter(topic: str, payload: bytes, received: float, err: RejectedMessage) -> str:
+    """The JSON dead letter of a rejected message (docs/payload.md, "Dead letters"), bounded whatever came in:
+    ``payload`` (UTF-8 text) or ``payload_hex`` holds at most the first :data:`DEAD_LETTER_MAX_PAYLOAD` bytes,
+    ``detail`` and ``topic`` at most :data:`DEAD_LETTER_MAX_TEXT` characters; ``payload_bytes`` is the size
+    received and ``truncated`` says whether anything was cut."""
+    n = len(payload)
+    head = payload[:DEAD_LETTER_MAX_PAYLOAD]
+    cut = n > DEAD_LETTER_MAX_PAYLOAD
+    body: dict[str, object]
+    try:
+        # a cut inside a multi-byte character is not an encoding error: drop its first bytes (at most 3)
+        text = head.decode("utf-8", "strict") if not cut else _utf8_prefix(head)
+        body = {"payload": text}
+    except UnicodeDecodeError:
+        body = {"payload_hex": head.hex()}
+    detail, detail_cut = _cut(err.detail)
+    where, topic_cut = _cut(topic)
+    doc = {
+        "reason": err.reason,
+        "detail": detail,
+        "topic": where,
+        "received_at": datetime.fromtimestamp(received, UTC).isoformat(),
+        **body,
+        "payload_bytes": n,
+        "truncated": cut or detail_cut or topic_cut,
+    }
+    return json.dumps(doc, ensure_ascii=False)
+
+
+def _utf8_prefix(head: bytes) -> str:
+    """``head`` (cut from a longer payload) as UTF-8, without a last character the cut left incomplete."""
+    try:
+        return head.decode("utf-8", "strict")
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.start >= len(head) - 3:
+            return head[: e.start].decode("utf-8", "strict")
+        raise
 
 
 class IngestService:
@@ -299,6 +361,9 @@ class IngestService:
             except RejectedMessage as e:
                 rejects.append((msg, e))
                 continue
+            except Exception as e:  # a bug met by this message: dead-letter it and go on (never a poison message)
+                rejects.append((msg, internal_error(msg.topic, e)))
+                continue
             lines.append(line)
             good.append(msg)
             items.append(item)
@@ -362,6 +427,7 @@ class IngestService:
             g = self._grid.get(r.mn)
             if g is None:
                 raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
+            validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
             fields: dict[str, float | int | str | bool | None] = {}
             for code, m in r.measurements.items():
                 for suffix, v in m.values.items():
@@ -372,9 +438,13 @@ class IngestService:
                 raise RejectedMessage("empty_reading", "the reading carries no values")
             tags = {"sensor": g.id, "district": g.district, "township": g.township}
             self.stats.values += r.value_count
+            if r.dropped:
+                self.stats.values_dropped += len(r.dropped)
             return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
         info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
+        if r.dropped:
+            self.stats.values_dropped += len(r.dropped)
         self.stats.last_data_time[r.mn] = r.data_time.timestamp()
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
 
@@ -513,19 +583,7 @@ class IngestService:
 
     async def _dead_letter(self, msg: InboundMessage, err: RejectedMessage) -> None:
         self.stats.rejected[err.reason] += 1
-        log.info("rejected %s: %s", msg.topic, err)
-        try:
-            text = msg.payload.decode("utf-8")
-            body: dict[str, object] = {"payload": text}
-        except UnicodeDecodeError:
-            body = {"payload_hex": msg.payload[:4096].hex()}
-        doc = {
-            "reason": err.reason,
-            "detail": err.detail,
-            "topic": msg.topic,
-            "received_at": datetime.fromtimestamp(msg.received, UTC).isoformat(),
-            **body,
-        }
+        log.info("rejected %s: %s: %s", _cut(msg.topic)[0], err.reason, _cut(err.detail)[0])
         topic = f"{self.registry.topics.deadletter_prefix}/{err.reason}"
-        await self.conn.publish(topic, json.dumps(doc, ensure_ascii=False), qos=1)
+        await self.conn.publish(topic, dead_letter(msg.topic, msg.payload, msg.received, err), qos=1)
         self.conn.ack(msg)

@@ -13,6 +13,7 @@ from registries import one_outlet  # tests/registries.py
 
 from cems.model import BEIJING
 from cems.protocol.hj212 import encode
+from cems.protocol.hj212._crc import crc16
 
 REGISTRY = one_outlet(outlet="rtd_interval_s = 60\n")
 
@@ -154,3 +155,21 @@ def test_declared_stop_removes_hours_from_expected(tmp_path: Path) -> None:
     (day,) = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
     # 8 stopped hours are not expected: (24 − 8) × 3 factors
     assert (day["expected"], day["received"], day["valid"]) == (48, 5, 4)
+
+
+def test_replay_goes_on_past_impossible_data_times(tmp_path: Path) -> None:
+    """Issue 13: a line dated month 13 (JSON or HJ 212) is counted as rejected; the lines after it are replayed."""
+    reg, inp = write_inputs(tmp_path)
+    seg = "QN=20261120080000000;ST=31;CN=2051;PW=123456;MN=MN0001;Flag=5;CP=&&DataTime=20261399000000;a21026-Avg=1&&"
+    poison = [
+        '{"mn":"MN0001","stream":"min","data_time":"20261399000000","values":{"a21026":{"Avg":1.0}}}',
+        f"##{len(seg):04d}{seg}{crc16(seg.encode()):04X}",
+    ]
+    lines = packets()
+    inp.write_text("\n".join(poison[:1] + lines[:150] + poison[1:] + lines[150:]) + "\n", encoding="utf-8")
+    h = tmp_path / "h.jsonl"
+    r = cems("replay", "--config", str(reg), "--input", str(inp), "--hourly-out", str(h))
+    assert r.returncode == 0, r.stderr
+    assert "bad_data_time 1" in r.stderr and "hj212_datatime 1" in r.stderr
+    so2 = [json.loads(x) for x in h.read_text().splitlines() if json.loads(x)["pollutant"] == "a21026"]
+    assert len(so2) == len(HOURS)  # every good line was replayed

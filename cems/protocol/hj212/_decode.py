@@ -489,8 +489,9 @@ def _decode(line: str | bytes, require_crc: bool, accept_modbus_crc: bool) -> Pa
     values: dict[str, dict[str, float | str]] = {}
     cp_other: dict[str, str] = {}
     dt_raw: str | None = None
+    dropped: list[str] = []
     if cp_body:
-        dt_raw = _parse_cp(cp_body, ws, values, cp_other, deviations)
+        dt_raw = _parse_cp(cp_body, ws, values, cp_other, deviations, dropped)
     data_time = _parse_datatime(dt_raw, deviations) if dt_raw is not None else None
 
     return Packet(
@@ -508,6 +509,7 @@ def _decode(line: str | bytes, require_crc: bool, accept_modbus_crc: bool) -> Pa
         crc_ok=crc_ok,
         deviations=deviations,
         raw=segment,
+        dropped=tuple(dropped),
     )
 
 
@@ -520,8 +522,10 @@ def _parse_cp(
     values: dict[str, dict[str, float | str]],
     cp_other: dict[str, str],
     deviations: list[str],
+    dropped: list[str],
 ) -> str | None:
-    """Parse the CP items into ``values`` / ``cp_other``; returns the raw DataTime (hot loop: keep lean)."""
+    """Parse the CP items into ``values`` / ``cp_other`` (numeric items that are not finite numbers into
+    ``dropped``); returns the raw DataTime (hot loop: keep lean)."""
     dt_raw: str | None = None
     if cp_body[-1] == ";":
         deviations.append("trailing ';' before closing '&&'")
@@ -561,6 +565,7 @@ def _parse_cp(
                 d[suffix] = x
             elif suffix[-3:] in _NUMERIC_TAILS or suffix in ("RS", "ValidNum", "TotalNum"):
                 deviations.append(f"{k}={_snippet(v, 20)} is not a number: dropped")
+                dropped.append(k)
             else:
                 d[suffix] = v
         elif k == "DataTime":
@@ -694,4 +699,5 @@ def to_reading(packet: Packet, tz: tzinfo = BEIJING) -> Reading:
         qn=packet.qn,
         origin="hj212",
         extra=extra,
+        dropped=packet.dropped,
     )

@@ -49,7 +49,8 @@ class Packet:
     ``Avg``, ``ZsAvg``, ``Cou``, ``Flag``, ``RS``, ...): numbers as ``float``, flags (and values of unknown
     suffixes that are not numbers) as ``str``.  ``cp_other`` holds CP items that are not ``code-suffix``
     pairs (``QnRtn``, ``ExeRtn``, ``RtdInterval``, ``SystemTime``, ``PolId`` ...).  ``raw`` is the data
-    segment (what the CRC covers).  ``crc_ok`` is true only when the HJ 212 CRC matched.
+    segment (what the CRC covers).  ``crc_ok`` is true only when the HJ 212 CRC matched.  ``dropped`` names
+    the numeric items left out because their value was not a finite number.
     """
 
     cn: str
@@ -66,6 +67,9 @@ class Packet:
     crc_ok: bool = True
     deviations: list[str] = field(default_factory=list)
     raw: str = ""
+    #: ``code-suffix`` of the numeric items whose value was not a finite number (``nan``, ``inf``, ``abc``):
+    #: left out of ``values`` (each also in ``deviations``) and counted by the ingester and ``cems replay``.
+    dropped: tuple[str, ...] = ()
 
     @property
     def version(self) -> str | None:
