@@ -120,8 +120,31 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, env: Env | None = None
         "--config", default=env_config, required=env_config is None, help="registry TOML (MN → password) [CEMS_CONFIG]"
     )
     parser.add_argument("--mqtt-url", default=e.string("CEMS_MQTT_URL", DEFAULT_MQTT_URL), help="[CEMS_MQTT_URL]")
-    parser.add_argument("--idle-timeout", type=float, default=300.0, help="close a connection idle this long (s)")
-    parser.add_argument("--max-connections", type=int, default=10000)
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="close a connection that sent no authenticated packet for this long (s; stray bytes do not count)",
+    )
+    parser.add_argument("--max-connections", type=int, default=10000, help="connections open at once, in all")
+    parser.add_argument("--max-connections-per-ip", type=int, default=64, help="connections open at once per peer IP")
+    parser.add_argument(
+        "--max-junk-bytes",
+        type=int,
+        default=64 * 1024,
+        help="close a connection after this many bytes outside valid frames (default 65536)",
+    )
+    parser.add_argument(
+        "--auth-max-failures",
+        type=int,
+        default=5,
+        help="failed logins (unknown MN, wrong PW) per peer IP, or wrong PWs per MN, within --auth-window "
+        "that start a ban (default 5)",
+    )
+    parser.add_argument("--auth-window", type=float, default=60.0, help="window of --auth-max-failures (s)")
+    parser.add_argument(
+        "--auth-ban", type=float, default=60.0, help="first ban (s); doubles at each further ban, at most 1 h"
+    )
     parser.add_argument("--max-packets-per-s", type=float, default=20.0, help="per-connection rate limit")
     parser.add_argument(
         "--max-data-bytes",
@@ -157,6 +180,11 @@ def _bridge(a: argparse.Namespace, env: Env) -> int:
             require_crc=not a.accept_bad_crc,
             max_data_bytes=a.max_data_bytes,
             environ=env.values,
+            max_connections_per_ip=a.max_connections_per_ip,
+            max_junk_bytes=a.max_junk_bytes,
+            auth_max_failures=a.auth_max_failures,
+            auth_window_s=a.auth_window,
+            auth_ban_s=a.auth_ban,
         )
     )
     return 0

@@ -9,9 +9,25 @@ not acknowledge within ``ack_timeout_s`` the device gets no reply and will resen
 Rejections are answered with 9011: unknown MN → QnRtn 4, wrong PW → 3, CRC error → 9; nothing is published.
 HJ 212-2025 heartbeats (CN 9015) are answered (9014, when asked) but not published.
 
-One bad device cannot hurt the others: idle connections are closed, the number of connections is capped,
-and each connection has a token-bucket rate limit that slows reading from its socket (TCP back-pressure)
-instead of buffering without bound.
+Before the 9014 reply, a data packet (CN 2011/2051/2061/2031) goes through the ingester's own validation
+(:func:`cems.validate.validate`: data time neither in the future nor too old, values finite and plausible):
+data the ingester would reject is not published and is answered 9011 QnRtn 2 (rejected), so a DAS with a
+wrong clock does not believe its data delivered.
+
+One bad device cannot hurt the others: a connection is idle when no authenticated packet arrived for
+``idle_timeout_s`` (stray bytes do not keep it open) and is then closed; the number of connections is capped
+in all and per peer IP; each connection has a token-bucket rate limit that slows reading from its socket (TCP
+back-pressure) instead of buffering without bound; framing errors are logged once per connection (a summary
+when it closes) and the connection is closed after ``max_junk_bytes`` bytes of junk; at most
+``max_warnings_per_connection`` warnings are logged per connection.
+
+Password guessing (the 9011 QnRtn 3/4 answers are an oracle): :class:`FailureGuard` counts failed logins
+(unknown MN, wrong PW) per peer IP and wrong PWs per MN; ``auth_max_failures`` within ``auth_window_s`` ban
+the peer (its connections are closed and refused) or lock the MN (its packets are dropped without an answer)
+for ``auth_ban_s``, doubling at each new ban up to ``auth_max_ban_s``.  A ban is an ERROR log line and is
+counted (``peer_bans``, ``mn_bans``, ``banned_packets``, ``connections_refused_banned`` in :attr:`stats`).  A
+connection that already sent the right password for an MN keeps working through bans (a DAS behind the same
+NAT as the attacker, or whose MN is attacked, is not cut off while connected).
 
 The bridge reads neither argv nor the environment: the command line (``gateways/cli.py``) passes typed
 settings (:func:`bridge_mqtt_settings`, an ``environ`` mapping for the registry's ``password_env``).
@@ -26,19 +42,23 @@ import os
 import signal
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from cems.errors import RejectedMessage
+from cems.model import CN_STREAM
 from cems.protocol.hj212 import (
     MAX_DATA_BYTES,
     QNRTN_CRC_ERROR,
     QNRTN_MN_ERROR,
     QNRTN_PW_ERROR,
+    QNRTN_REJECTED,
     FramingError,
     HJ212Error,
     StreamFramer,
@@ -46,14 +66,16 @@ from cems.protocol.hj212 import (
     is_heartbeat,
     reply_9011,
     reply_9014,
+    to_reading,
 )
 from cems.registry import Registry
 from cems.service.mqtt import MqttSettings
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
 from gateways._paho import make_client
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HJ212Bridge", "MqttPublisher", "TokenBucket", "bridge_mqtt_settings", "run_bridge"]
+__all__ = ["FailureGuard", "HJ212Bridge", "MqttPublisher", "TokenBucket", "bridge_mqtt_settings", "run_bridge"]
 
 #: No environment: the entry point passes one (``cems.config.environ()``).
 _NO_ENVIRON: Mapping[str, str] = MappingProxyType({})
@@ -97,6 +119,73 @@ class TokenBucket:
         self.last = now
         self.tokens -= 1.0
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+@dataclass(slots=True)
+class _Failures:
+    times: deque[float] = field(default_factory=deque)
+    until: float = 0.0  # banned until (monotonic)
+    level: int = 0  # bans so far (the next one lasts twice as long)
+    last: float = 0.0
+
+
+class FailureGuard:
+    """Failed logins per key (a peer IP, an MN): ``max_failures`` within ``window_s`` start a ban of ``ban_s``,
+    twice as long at each further ban (at most ``max_ban_s``; forgotten after ``max_ban_s`` without failures).
+    Pure: the caller passes the time.  Holds at most ``max_keys`` keys (those neither banned nor failing
+    recently go first)."""
+
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window_s: float = 60.0,
+        ban_s: float = 60.0,
+        max_ban_s: float = 3600.0,
+        *,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.ban_s = ban_s
+        self.max_ban_s = max_ban_s
+        self.max_keys = max_keys
+        self._keys: dict[str, _Failures] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def banned(self, key: str, now: float) -> float:
+        """Seconds of ban left for ``key`` (0: not banned)."""
+        f = self._keys.get(key)
+        return max(0.0, f.until - now) if f is not None else 0.0
+
+    def failure(self, key: str, now: float) -> float:
+        """Count a failure; the length of the ban it starts (0: none)."""
+        f = self._keys.get(key)
+        if f is None:
+            if len(self._keys) >= self.max_keys:
+                self._prune(now)
+            f = self._keys[key] = _Failures()
+        elif now - f.last > self.max_ban_s + self.window_s and f.until <= now:
+            f.level = 0  # quiet for long: forgiven
+        f.last = now
+        times = f.times
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        times.append(now)
+        if len(times) < self.max_failures or f.until > now:
+            return 0.0
+        times.clear()
+        length = min(self.ban_s * 2.0**f.level, self.max_ban_s)
+        f.level += 1
+        f.until = now + length
+        return length
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, f in self._keys.items() if f.until <= now and now - f.last > self.window_s]:
+            del self._keys[key]
+        while len(self._keys) >= self.max_keys:  # still full: the oldest first
+            del self._keys[next(iter(self._keys))]
 
 
 class MqttPublisher:
@@ -202,11 +291,19 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class _Conn:
-    __slots__ = ("busy", "writer")
+    __slots__ = ("authed", "busy", "framing_errors", "ip", "junk_bytes", "peer", "suppressed", "warnings", "writer")
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, peer: Any, ip: str) -> None:
         self.writer = writer
+        self.peer = peer
+        self.ip = ip
         self.busy = False
+        #: MNs whose right password this connection has sent.
+        self.authed: set[str] = set()
+        self.framing_errors = 0
+        self.junk_bytes = 0
+        self.warnings = 0
+        self.suppressed = 0
 
 
 class HJ212Bridge:
@@ -234,6 +331,14 @@ class HJ212Bridge:
         write_timeout_s: float = 10.0,
         client_id: str | None = None,
         environ: Mapping[str, str] = _NO_ENVIRON,
+        max_connections_per_ip: int = 64,
+        max_junk_bytes: int = 64 * 1024,
+        max_warnings_per_connection: int = 10,
+        auth_max_failures: int = 5,
+        auth_window_s: float = 60.0,
+        auth_ban_s: float = 60.0,
+        auth_max_ban_s: float = 3600.0,
+        policy: ValidationPolicy = DEFAULT_POLICY,
     ) -> None:
         self.registry = registry
         self.environ = environ
@@ -245,6 +350,14 @@ class HJ212Bridge:
         self.ack_timeout_s = ack_timeout_s
         self.max_data_bytes = max_data_bytes
         self.write_timeout_s = write_timeout_s
+        self.max_connections_per_ip = max_connections_per_ip
+        self.max_junk_bytes = max_junk_bytes
+        self.max_warnings_per_connection = max_warnings_per_connection
+        self.policy = policy
+        guard = (auth_max_failures, auth_window_s, auth_ban_s, auth_max_ban_s)
+        self.peer_guard = FailureGuard(*guard)
+        self.mn_guard = FailureGuard(*guard)
+        self._per_ip: Counter[str] = Counter()
         settings = bridge_mqtt_settings(mqtt, client_id=client_id) if isinstance(mqtt, str) else mqtt
         if client_id is not None:
             settings = replace(settings, client_id=client_id)
@@ -291,19 +404,30 @@ class HJ212Bridge:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        refused = None
         if self._closing or len(self._conns) >= self.max_connections:
-            self.stats["connections_refused"] += 1
-            log.warning("refusing connection from %s: %d connections open", peer, len(self._conns))
+            refused = ("connections_refused", f"{len(self._conns)} connections open")
+        elif self._per_ip[ip] >= self.max_connections_per_ip:
+            refused = ("connections_refused_per_ip", f"{self._per_ip[ip]} connections open from {ip}")
+        elif left := self.peer_guard.banned(ip, asyncio.get_running_loop().time()):
+            refused = ("connections_refused_banned", f"{ip} banned for failed logins ({left:.0f}s left)")
+        if refused is not None:
+            count = self.stats[refused[0]]
+            self.stats[refused[0]] += 1
+            if count < 10 or count & (count - 1) == 0:  # the first ten, then at 16, 32, 64, ...
+                log.warning("refusing connection from %s: %s (%d refused so far)", peer, refused[1], count + 1)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             return
         task = asyncio.current_task()
         assert task is not None
-        conn = self._conns[task] = _Conn(writer)
+        conn = self._conns[task] = _Conn(writer, peer, ip)
+        self._per_ip[ip] += 1
         self.stats["connections"] += 1
         try:
-            await self._serve(reader, conn, peer)
+            await self._serve(reader, conn)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as e:
             log.info("connection %s lost: %s", peer, e)
         except asyncio.CancelledError:
@@ -312,21 +436,46 @@ class HJ212Bridge:
             log.info("connection %s cancelled at shutdown", peer)
         finally:
             self._conns.pop(task, None)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+            if conn.framing_errors > 1 or conn.suppressed:
+                log.warning(
+                    "%s: connection closed after %d framing errors (%d bytes of junk discarded); "
+                    "%d further warnings not logged",
+                    peer,
+                    conn.framing_errors,
+                    conn.junk_bytes,
+                    conn.suppressed,
+                )
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
 
-    async def _serve(self, reader: asyncio.StreamReader, conn: _Conn, peer: Any) -> None:
-        writer = conn.writer
+    def _warn(self, conn: _Conn, msg: str, *args: object) -> None:
+        """A WARNING about one connection: at most ``max_warnings_per_connection``, then counted (summary at
+        close)."""
+        if conn.warnings < self.max_warnings_per_connection:
+            conn.warnings += 1
+            log.warning("%s: " + msg, conn.peer, *args)
+        else:
+            conn.suppressed += 1
+
+    async def _serve(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
         loop = asyncio.get_running_loop()
         framer = StreamFramer(self.max_data_bytes)
         bucket = TokenBucket(self.max_packets_per_s)
+        #: The time of the last authenticated packet: idle means none for idle_timeout_s (bytes do not count).
+        last = loop.time()
         while not self._closing:
+            left = self.idle_timeout_s - (loop.time() - last)
             try:
-                data = await asyncio.wait_for(reader.read(4096), self.idle_timeout_s)
+                if left <= 0:
+                    raise TimeoutError
+                data = await asyncio.wait_for(reader.read(4096), left)
             except TimeoutError:
                 self.stats["idle_closed"] += 1
-                log.info("closing idle connection %s", peer)
+                log.info("closing idle connection %s (no packet for %.0fs)", conn.peer, self.idle_timeout_s)
                 return
             if not data:
                 return
@@ -334,13 +483,24 @@ class HJ212Bridge:
             for item in framer.feed(data):
                 if isinstance(item, FramingError):
                     self.stats[item.reason] += 1
-                    log.warning("%s: %s", peer, item)
+                    conn.framing_errors += 1
+                    conn.junk_bytes += item.discarded or len(item.data)
+                    if conn.framing_errors == 1:
+                        self._warn(conn, "%s (further framing errors: one summary when it closes)", item)
+                    if conn.junk_bytes > self.max_junk_bytes:
+                        self.stats["junk_closed"] += 1
+                        self._warn(conn, "closing: more than %d bytes of junk", self.max_junk_bytes)
+                        return
                     continue
                 wait = bucket.reserve(loop.time())
                 if wait > 0:
                     self.stats["rate_limited"] += 1
                     await asyncio.sleep(wait)
-                await self._packet(item, writer, peer)
+                outcome = await self._packet(item, conn)
+                if outcome is None:
+                    return  # banned: close
+                if outcome:
+                    last = loop.time()
             conn.busy = False
 
     async def _reply(self, writer: asyncio.StreamWriter, text: str) -> None:
@@ -359,44 +519,100 @@ class HJ212Bridge:
             return True, self.environ.get(o.password_env)
         return True, None
 
-    async def _packet(self, frame: bytes, writer: asyncio.StreamWriter, peer: Any) -> None:
+    def _auth_failure(self, conn: _Conn, mn: str | None) -> bool:
+        """Count a failed login of ``conn`` (for ``mn`` when the MN is known); True when it is now banned."""
+        now = asyncio.get_running_loop().time()
+        banned = False
+        length = self.peer_guard.failure(conn.ip, now)
+        if length:
+            banned = True
+            self.stats["peer_bans"] += 1
+            log.error(
+                "HJ 212 password guessing: peer %s banned for %.0fs after %d failed logins within %.0fs "
+                "(its connections are closed and refused)",
+                conn.ip,
+                length,
+                self.peer_guard.max_failures,
+                self.peer_guard.window_s,
+            )
+        if mn is not None and (length := self.mn_guard.failure(mn, now)):
+            banned = True
+            self.stats["mn_bans"] += 1
+            log.error(
+                "HJ 212 password guessing: MN %s locked for %.0fs after %d wrong passwords within %.0fs (last "
+                "from %s); its packets are dropped unanswered except on connections that sent its right password",
+                mn,
+                length,
+                self.mn_guard.max_failures,
+                self.mn_guard.window_s,
+                conn.ip,
+            )
+        return banned
+
+    async def _packet(self, frame: bytes, conn: _Conn) -> bool | None:
+        """Handle one frame: True for an authenticated packet, False otherwise, None to close the connection."""
+        writer = conn.writer
+        now = asyncio.get_running_loop().time()
+        if not conn.authed and self.peer_guard.banned(conn.ip, now):
+            self.stats["banned_packets"] += 1
+            return None
         try:
             p = decode(frame, require_crc=self.require_crc)
         except HJ212Error as e:
             self.stats[e.reason] += 1
-            log.warning("%s: rejected packet: %s", peer, e)
+            self._warn(conn, "rejected packet: %s", e)
             if e.reason == "hj212_crc":
                 with contextlib.suppress(HJ212Error):
                     bad = decode(frame, require_crc=False)
                     if bad.mn is not None:
                         await self._reply(writer, reply_9011(bad, QNRTN_CRC_ERROR))
-            return
-        known, expected = self._password(p.mn or "")
+            return False
+        mn = p.mn or ""
+        if mn not in conn.authed and self.mn_guard.banned(mn, now):
+            self.stats["banned_packets"] += 1
+            self._warn(conn, "packet for MN %s dropped unanswered: MN locked after wrong passwords", mn)
+            return False
+        known, expected = self._password(mn)
         if not known:
             self.stats["unknown_mn"] += 1
-            log.warning("%s: unknown MN %r", peer, p.mn)
+            self._warn(conn, "unknown MN %r", p.mn)
+            if self._auth_failure(conn, None):
+                return None
             await self._reply(writer, reply_9011(p, QNRTN_MN_ERROR))
-            return
+            return False
         if expected is not None and p.pw != expected:
             self.stats["wrong_password"] += 1
-            log.warning("%s: wrong PW for MN %s", peer, p.mn)
+            self._warn(conn, "wrong PW for MN %s", p.mn)
+            if self._auth_failure(conn, mn):
+                return None if self.peer_guard.banned(conn.ip, now) else False
             await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
-            return
+            return False
+        conn.authed.add(mn)
         if is_heartbeat(p):
             self.stats["heartbeats"] += 1
             if p.needs_reply:
                 await self._reply(writer, reply_9014(p))
-            return
+            return True
+        if p.cn in CN_STREAM:
+            # the ingester's own checks: what it would reject is not confirmed (nor published)
+            try:
+                validate(to_reading(p, tz=self.registry.tz), self.registry, datetime.now(UTC), self.policy)
+            except RejectedMessage as e:
+                self.stats[e.reason] += 1
+                self._warn(conn, "MN %s QN %s rejected (%s): %s", p.mn, p.qn, e.reason, e.detail)
+                await self._reply(writer, reply_9011(p, QNRTN_REJECTED))
+                return True
         if p.deviations:
-            log.debug("%s: MN %s packet deviations: %s", peer, p.mn, "; ".join(p.deviations))
+            log.debug("%s: MN %s packet deviations: %s", conn.peer, p.mn, "; ".join(p.deviations))
         topic = f"{self.topic_prefix}/{p.mn}/hj212"
         if not await self.publisher.publish(topic, frame, timeout=self.ack_timeout_s):
             self.stats["publish_failed"] += 1
-            log.warning("%s: broker did not acknowledge MN %s QN %s: device gets no reply", peer, p.mn, p.qn)
-            return
+            self._warn(conn, "broker did not acknowledge MN %s QN %s: device gets no reply", p.mn, p.qn)
+            return True
         self.stats["published"] += 1
         if p.needs_reply:
             await self._reply(writer, reply_9014(p))
+        return True
 
 
 async def run_bridge(
@@ -415,6 +631,11 @@ async def run_bridge(
     stop_event: asyncio.Event | None = None,
     started: asyncio.Future[HJ212Bridge] | None = None,
     environ: Mapping[str, str] = _NO_ENVIRON,
+    max_connections_per_ip: int = 64,
+    max_junk_bytes: int = 64 * 1024,
+    auth_max_failures: int = 5,
+    auth_window_s: float = 60.0,
+    auth_ban_s: float = 60.0,
 ) -> None:
     """Run the bridge until ``stop_event`` is set (or SIGINT/SIGTERM when no event is given).
 
@@ -433,6 +654,11 @@ async def run_bridge(
         ack_timeout_s=ack_timeout_s,
         max_data_bytes=max_data_bytes,
         environ=environ,
+        max_connections_per_ip=max_connections_per_ip,
+        max_junk_bytes=max_junk_bytes,
+        auth_max_failures=auth_max_failures,
+        auth_window_s=auth_window_s,
+        auth_ban_s=auth_ban_s,
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

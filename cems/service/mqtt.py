@@ -22,7 +22,17 @@ never acknowledge a different message that the broker gave a freed identifier.
 Back-pressure: the broker sends at most its in-flight window of unacknowledged QoS 1 messages to this
 client (Mosquitto ``max_inflight_messages``); messages wait in a bounded :class:`Inbox`; when it is full
 the client stops reading the socket (TCP back-pressure) instead of dropping anything, and resumes once
-the consumer has taken half of it.
+the consumer has taken half of it.  While reading is paused, the keep-alive still sends PINGREQ (the broker
+must hear from the client) but the PINGRESP deadline is suspended: the answer waits unread behind the
+messages, and a healthy connection is not dropped for it (the deadline starts again on resume).
+
+Acknowledgements go out in the order the messages were received (MQTT-4.6.0-2): a message acknowledged
+before an earlier one waits until the earlier one is acknowledged too, then both go out in one write.
+
+Client-id takeover: two clients with one client id take the session from each other (the broker closes the
+older connection at once).  A connection the broker closes soon after accepting it is counted; from the
+second in a row the client logs an ERROR naming the client id and backs off longer each time, instead of
+fighting for the session every second and splitting the stream between the two.
 """
 
 from __future__ import annotations
@@ -68,6 +78,9 @@ class MqttSettings:
     ca_file: str | None = None  # TLS when the URL is mqtts:// (or a CA file is given)
     cert_file: str | None = None
     key_file: str | None = None
+    #: Seconds to wait for the TCP (and TLS) connection and then for the broker's CONNACK: a broker that
+    #: accepts TCP but never answers is given up and connected to again (with back-off).
+    connect_timeout_s: float = 10.0
 
     def credentials(self) -> tuple[str | None, str | None]:
         """(username, password) from the settings, else from the URL."""
@@ -220,6 +233,21 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buf = b""
         self._paused = False
+        #: Set at the broker's CONNACK (whatever its return code) or when the connection is lost.
+        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: time.monotonic() of an accepting CONNACK.
+        self.accepted_at: float | None = None
+        #: Why this client closed the connection itself (None: the broker or the network closed it).
+        self.closed_by_us: str | None = None
+        #: The CONNACK's session-present flag.
+        self.session_present = False
+
+    def close_by_us(self, why: str) -> None:
+        """Abort the connection from this side (not counted as a takeover)."""
+        if self.closed_by_us is None:
+            self.closed_by_us = why
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -228,6 +256,8 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+        if not self.answered.done():
+            self.answered.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._buf = self._buf + data if self._buf else data
@@ -238,6 +268,9 @@ class _Protocol(asyncio.Protocol):
         """The inbox has room again: parse what is buffered, then read the socket again."""
         if self._paused and self.transport is not None and not self.transport.is_closing():
             self._paused = False
+            owner = self.owner
+            if owner._ping_sent is not None:  # the PINGRESP deadline was suspended: it starts again now
+                owner._ping_sent = time.monotonic()
             self._parse()
             if not self._paused:
                 self.transport.resume_reading()
@@ -248,6 +281,8 @@ class _Protocol(asyncio.Protocol):
         pos = 0
         owner = self.owner
         inbox = owner.queue
+        unacked = owner._unacked if owner._manual_ack else None
+        order = owner._order
         try:
             while n - pos >= 2:
                 first = buf[pos]
@@ -280,7 +315,12 @@ class _Protocol(asyncio.Protocol):
                             raise MqttProtocolError("QoS 2 PUBLISH on a QoS 1 subscription")
                         mid = (buf[j] << 8) | buf[j + 1]
                         j += 2
-                    inbox.put(InboundMessage(topic, buf[j:end], mid, qos, time.time(), self.number))
+                    m = InboundMessage(topic, buf[j:end], mid, qos, time.time(), self.number)
+                    if qos and unacked is not None:  # acknowledged in this order (MQTT-4.6.0-2)
+                        if mid not in unacked:
+                            order.append(mid)
+                        unacked[mid] = m
+                    inbox.put(m)
                     pos = end
                     if inbox.full:
                         self._pause()
@@ -291,8 +331,7 @@ class _Protocol(asyncio.Protocol):
         except (IndexError, UnicodeDecodeError, MqttProtocolError) as e:
             log.error("MQTT: unreadable packet from the broker (%s): reconnecting", e)
             self._buf = b""
-            if self.transport is not None:
-                self.transport.abort()
+            self.close_by_us("unreadable packet")
             return
         self._buf = buf[pos:]
 
@@ -316,6 +355,7 @@ class MqttConnection:
         *,
         queue_size: int = 20000,
         manual_ack: bool = True,
+        takeover_window_s: float = 10.0,
     ) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
@@ -331,6 +371,17 @@ class MqttConnection:
         self._keepalive: asyncio.Task[None] | None = None
         self._acks = bytearray()
         self._ack_flush_scheduled = False
+        #: QoS 1 messages of the current connection not yet acknowledged: mid → message, and their packet
+        #: identifiers in the order received; ``_done`` those acknowledged but waiting for an earlier one.
+        self._unacked: dict[int, InboundMessage] = {}
+        self._order: deque[int] = deque()
+        self._done: set[int] = set()
+        #: A connection the broker closes within this many seconds of accepting it counts as taken over.
+        self.takeover_window_s = takeover_window_s
+        #: Connections in a row the broker closed soon after accepting them (client-id takeover).
+        self._kicks = 0
+        #: Times a takeover was reported (ERROR logged).
+        self.takeovers = 0
         self._next_mid = 0
         #: Outgoing QoS 1 publishes not yet acknowledged by the broker: mid → (packet, waiter).
         self._outgoing: dict[int, tuple[bytes, asyncio.Future[None] | None]] = {}
@@ -385,39 +436,93 @@ class MqttConnection:
         loop = asyncio.get_running_loop()
         delay = self.min_delay_s
         ctx = self.settings.tls_context()
+        timeout = self.settings.connect_timeout_s
         while not self._closing:
             self._number += 1
             proto: _Protocol | None = None
             try:
-                _, proto = await loop.create_connection(
-                    lambda: _Protocol(self, self._number),
-                    self._host,
-                    self._port,
-                    ssl=ctx,
-                    server_hostname=self._host if ctx is not None else None,
+                _, new = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Protocol(self, self._number),
+                        self._host,
+                        self._port,
+                        ssl=ctx,
+                        server_hostname=self._host if ctx is not None else None,
+                    ),
+                    timeout,
                 )
-                self._proto = proto
+                self._proto = proto = new
                 self._write(_connect_packet(self.settings))
-                await proto.closed
+                await asyncio.wait((new.answered,), timeout=timeout)
+                if not new.answered.done():
+                    log.warning(
+                        "MQTT: %s:%s accepted the connection but sent no CONNACK within %.0fs: reconnecting",
+                        self._host,
+                        self._port,
+                        timeout,
+                    )
+                    new.close_by_us("no CONNACK")
+                await new.closed
+            except TimeoutError:
+                log.warning("MQTT: cannot connect to %s:%s within %.0fs", self._host, self._port, timeout)
             except (OSError, ssl.SSLError) as e:
                 log.warning("MQTT: cannot connect to %s:%s (%s)", self._host, self._port, e)
             finally:
                 if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-                    proto.transport.abort()
+                    proto.close_by_us("stopped")
                 was = self._connected.is_set()
                 self._connected.clear()
                 self._proto = None
                 self._acks.clear()  # unsent acknowledgements belong to the lost connection
+                self._unacked.clear()
+                self._order.clear()
+                self._done.clear()
                 if self._keepalive is not None:
                     self._keepalive.cancel()
             if self._closing:
                 return
-            if was:
+            if was and proto is not None:
                 self.disconnects += 1
-                delay = self.min_delay_s
-                log.warning("MQTT disconnected from %s:%s; reconnecting with back-off", self._host, self._port)
+                delay = self._after_disconnect(proto)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.max_delay_s)
+
+    def _after_disconnect(self, proto: _Protocol) -> float:
+        """Log a lost connection; the delay before the next attempt.  A connection the broker closed soon
+        after accepting it, several times in a row, means another client uses this client id: ERROR, and a
+        longer back-off each time."""
+        lived = time.monotonic() - (proto.accepted_at or 0.0)
+        cid = self.settings.client_id
+        if proto.closed_by_us is None and lived < self.takeover_window_s:
+            self._kicks += 1
+        else:
+            self._kicks = 0
+        delay = min(self.min_delay_s * 2.0**self._kicks, self.max_delay_s)
+        if self._kicks >= 2:
+            self.takeovers += 1
+            log.error(
+                "MQTT: the broker %s:%s closed the connection of client id %r %d times in a row within %.0fs "
+                "of accepting it: another client is connected with the same client id and takes the session "
+                "(and its messages) over (session present: %s); give every ingester its own client id. "
+                "Backing off %.0fs",
+                self._host,
+                self._port,
+                cid,
+                self._kicks,
+                self.takeover_window_s,
+                "yes" if proto.session_present else "no",
+                delay,
+            )
+        else:
+            why = f" ({proto.closed_by_us})" if proto.closed_by_us else ""
+            log.warning(
+                "MQTT disconnected from %s:%s%s (client id %r); reconnecting with back-off",
+                self._host,
+                self._port,
+                why,
+                cid,
+            )
+        return delay
 
     async def _keep_alive(self, proto: _Protocol) -> None:
         """PINGREQ when nothing was sent for a while; drop the connection when the broker stops answering."""
@@ -427,10 +532,17 @@ class MqttConnection:
         while self._proto is proto:
             await asyncio.sleep(min(1.0, k / 4))
             now = time.monotonic()
+            if proto._paused:
+                # reading paused by back-pressure: the PINGRESP waits unread behind the messages, so there
+                # is no deadline; PINGREQ still goes out so that the broker keeps the connection
+                if now - self._last_write >= k / 2:
+                    if self._ping_sent is None:
+                        self._ping_sent = now
+                    self._write(_PINGREQ)
+                continue
             if self._ping_sent is not None and now - self._ping_sent > k:
                 log.warning("MQTT: no PINGRESP within %.0fs: the connection is dead", k)
-                if proto.transport is not None:
-                    proto.transport.abort()
+                proto.close_by_us("keep-alive")
                 return
             if self._ping_sent is None and now - self._last_write >= k / 2:
                 self._ping_sent = now
@@ -459,13 +571,18 @@ class MqttConnection:
 
     def _connack(self, proto: _Protocol, body: bytes) -> None:
         rc = body[1]
+        if not proto.answered.done():
+            proto.answered.set_result(None)
         if rc != 0:
             log.error("MQTT connect refused: %s", _CONNACK_CODES.get(rc, f"code {rc}"))
+            proto.closed_by_us = "connect refused"
             if proto.transport is not None:
                 proto.transport.close()
             return
         self.connects += 1
-        log.info("MQTT connected to %s:%s (session present: %s)", self._host, self._port, bool(body[0] & 1))
+        proto.accepted_at = time.monotonic()
+        proto.session_present = bool(body[0] & 1)
+        log.info("MQTT connected to %s:%s (session present: %s)", self._host, self._port, proto.session_present)
         subs = self.subscriptions
         for k in range(0, len(subs), _SUBSCRIBE_CHUNK):
             filters = b"".join(_utf8(t) + bytes((q,)) for t, q in subs[k : k + _SUBSCRIBE_CHUNK])
@@ -497,20 +614,29 @@ class MqttConnection:
         raise ServiceError("MQTT: 65 535 publishes await acknowledgement")
 
     def ack(self, msg: InboundMessage) -> None:
-        """Acknowledge a message to the broker (PUBACK for QoS 1), on the connection it arrived on; the
-        acknowledgements of a burst go out in one write."""
-        if msg.qos == 0 or not self._manual_ack or self._proto is None or msg.connection != self._proto.number:
-            return  # (another connection: the broker redelivers it, and the copy is acknowledged)
-        self._acks += b"\x40\x02" + msg.mid.to_bytes(2, "big")
+        """Acknowledge a message to the broker (PUBACK for QoS 1), on the connection it arrived on, in the
+        order the messages were received (MQTT-4.6.0-2); the acknowledgements of a burst go out in one write."""
+        proto = self._proto
+        if msg.qos == 0 or proto is None or msg.connection != proto.number or self._unacked.get(msg.mid) is not msg:
+            # QoS 0, acknowledged already, or from another connection: the broker redelivers it, and the
+            # copy is acknowledged
+            return
+        self._done.add(msg.mid)
         if not self._ack_flush_scheduled:
             self._ack_flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_acks)
 
     def _flush_acks(self) -> None:
         self._ack_flush_scheduled = False
-        if self._acks:
-            self._write(bytes(self._acks))
-            self._acks.clear()
+        order, done, unacked, acks = self._order, self._done, self._unacked, self._acks
+        while order and order[0] in done:
+            mid = order.popleft()
+            done.discard(mid)
+            del unacked[mid]
+            acks += b"\x40\x02" + mid.to_bytes(2, "big")
+        if acks:
+            self._write(bytes(acks))
+            acks.clear()
 
     async def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
         """Publish and wait until the broker acknowledged (QoS 1; sent again after a reconnection until it is)

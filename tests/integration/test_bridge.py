@@ -1,12 +1,17 @@
-"""HJ 212 bridge over real TCP with the real Mosquitto of the test session (``mosquitto`` fixture)."""
+"""HJ 212 bridge over real TCP with the real Mosquitto of the test session (``mosquitto`` fixture): framing,
+replies after the PUBACK, rejections; password guessing (bans per peer and per MN), junk floods, idle and
+per-IP limits, and validation before the 9014 (issue 13)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,9 +19,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from registries import one_outlet  # tests/registries.py
 
+from cems.model import BEIJING
 from cems.protocol.hj212 import decode, encode
 from cems.registry import Registry, parse_registry
-from gateways.hj212_bridge import HJ212Bridge, TokenBucket
+from gateways.hj212_bridge import FailureGuard, HJ212Bridge, TokenBucket
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +32,15 @@ REGISTRY = one_outlet(
 )
 
 
-def packet(qn: str, *, mn: str = "MN0001", pw: str = "123456", flag: int = 5, cn: str = "2011") -> bytes:
+def packet(
+    qn: str,
+    *,
+    mn: str = "MN0001",
+    pw: str = "123456",
+    flag: int = 5,
+    cn: str = "2011",
+    data_time: str = "20260101080000",
+) -> bytes:
     return encode(
         qn=qn,
         st="31",
@@ -34,7 +48,7 @@ def packet(qn: str, *, mn: str = "MN0001", pw: str = "123456", flag: int = 5, cn
         pw=pw,
         mn=mn,
         flag=flag,
-        data_time="20260101080000",
+        data_time=data_time,
         values={"a21026": {"Rtd": 12.5, "Flag": "N"}, "a34013": {"Rtd": 3.1, "Flag": "N"}},
     ).encode()
 
@@ -115,8 +129,9 @@ async def bridge(registry: Registry, mosquitto: Any, prefix: str) -> AsyncIterat
     await b.close()
 
 
-async def connect(b: HJ212Bridge) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", b.port)
+async def connect(b: HJ212Bridge, source: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from ``source`` (any 127.x.y.z: on Linux the whole of 127/8 is loopback)."""
+    return await asyncio.open_connection("127.0.0.1", b.port, local_addr=(source, 0))
 
 
 async def read_reply(r: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
@@ -277,3 +292,166 @@ def test_token_bucket() -> None:
     assert tb.reserve(0.0) == 0 and tb.reserve(0.0) == 0
     assert tb.reserve(0.0) == pytest.approx(0.5)
     assert tb.reserve(10.0) == 0
+
+
+# -- issue 13: password guessing, resource limits, validation before the 9014 ------------------------------
+
+
+def now_beijing(minutes_ago: int = 1) -> str:
+    return (datetime.now(BEIJING) - timedelta(minutes=minutes_ago)).strftime("%Y%m%d%H%M%S")
+
+
+async def closed_by_bridge(r: asyncio.StreamReader, timeout: float = 3.0) -> bool:
+    """True when the bridge closes the connection (EOF or reset) within ``timeout`` without answering."""
+    try:
+        return await asyncio.wait_for(r.read(), timeout) == b""
+    except ConnectionError:
+        return True
+
+
+async def test_password_guessing_bans_the_peer_and_alerts(
+    registry: Registry, mosquitto: Any, prefix: str, sub: Sub, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = await start_bridge(registry, mosquitto.url, prefix, auth_max_failures=3, auth_ban_s=1.0)
+    try:
+        # a DAS of the same address that logged in before the attack keeps working through it
+        r0, w0 = await connect(b)
+        w0.write(packet(qn(0), data_time=now_beijing()))
+        assert decode(await read_reply(r0)).cn == "9014"
+        r, w = await connect(b)
+        with caplog.at_level(logging.WARNING, logger="gateways.hj212_bridge"):
+            for i, pw in enumerate(("000001", "000002")):
+                w.write(packet(qn(i + 1), pw=pw))
+                assert decode(await read_reply(r)).cp_other == {"QnRtn": "3"}
+            w.write(packet(qn(3), pw="000003"))  # the third failure within the window: banned
+            assert await closed_by_bridge(r)
+        errors = [x.getMessage() for x in caplog.records if x.levelno == logging.ERROR]
+        assert any("peer 127.0.0.1 banned" in e for e in errors)
+        assert any("MN MN0001 locked" in e for e in errors)
+        assert b.stats["peer_bans"] == 1 and b.stats["mn_bans"] == 1
+        # no oracle: during the ban even the right password gets no answer (the connection is refused)
+        r2, w2 = await connect(b)
+        w2.write(packet(qn(4), data_time=now_beijing()))
+        assert await closed_by_bridge(r2)
+        assert b.stats["connections_refused_banned"] >= 1
+        w0.write(packet(qn(5), data_time=now_beijing()))
+        assert decode(await read_reply(r0)).qn == qn(5)  # the logged-in connection is unaffected
+        await asyncio.sleep(1.2)  # the ban ends
+        r3, w3 = await connect(b)
+        w3.write(packet(qn(6), data_time=now_beijing()))
+        assert decode(await read_reply(r3)).cn == "9014"
+        got = await sub.wait_for(3)
+        assert [decode(p).qn for _, p in got] == [qn(0), qn(5), qn(6)]
+        for x in (w, w0, w2, w3):
+            x.close()
+    finally:
+        await b.close()
+
+
+async def test_guesses_for_one_mn_from_many_peers_lock_the_mn(
+    registry: Registry, mosquitto: Any, prefix: str, sub: Sub
+) -> None:
+    b = await start_bridge(registry, mosquitto.url, prefix, auth_max_failures=3, auth_ban_s=30.0)
+    try:
+        for k in range(3):  # one guess per address: no peer reaches the limit
+            r, w = await connect(b, f"127.0.0.{k + 2}")
+            w.write(packet(qn(k), mn="MN0002", pw=f"00000{k}"))
+            if k < 2:
+                assert decode(await read_reply(r)).cp_other == {"QnRtn": "3"}
+            else:
+                with pytest.raises(TimeoutError):  # no answer: the MN is locked now
+                    await read_reply(r, 0.5)
+            w.close()
+        assert b.stats["mn_bans"] == 1 and b.stats["peer_bans"] == 0
+        r, w = await connect(b, "127.0.0.9")
+        w.write(packet(qn(7), mn="MN0002", pw="654321", data_time=now_beijing()))  # right, but locked: no answer
+        w.write(packet(qn(8), mn="MN0001", data_time=now_beijing()))  # another MN on it works
+        assert decode(await read_reply(r)).qn == qn(8)
+        await asyncio.sleep(0.3)
+        assert [decode(p).qn for _, p in sub.messages()] == [qn(8)]
+        assert b.stats["banned_packets"] == 1
+        w.close()
+    finally:
+        await b.close()
+
+
+async def test_a_flood_of_junk_logs_once_and_is_closed(
+    registry: Registry, mosquitto: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = await start_bridge(registry, mosquitto.url, prefix, max_junk_bytes=10_000)
+    try:
+        r, w = await connect(b)
+        with caplog.at_level(logging.INFO, logger="gateways.hj212_bridge"):
+            with contextlib.suppress(ConnectionError):
+                for _ in range(16):
+                    w.write(b"##" * 32768)  # 1 MB in all
+                    await w.drain()
+            assert await closed_by_bridge(r)
+            await asyncio.sleep(0.2)
+        warnings = [x for x in caplog.records if x.levelno >= logging.WARNING]
+        assert 1 <= len(warnings) <= 3, [x.getMessage() for x in warnings]
+        assert b.stats["junk_closed"] == 1 and b.stats["hj212_truncated"] <= 10_000
+        w.close()
+    finally:
+        await b.close()
+
+
+async def test_bytes_without_packets_do_not_keep_a_connection_open(
+    registry: Registry, mosquitto: Any, prefix: str
+) -> None:
+    b = await start_bridge(registry, mosquitto.url, prefix, idle_timeout_s=1.0)
+    try:
+        r, w = await connect(b)
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            while not r.at_eof() and time.monotonic() - t0 < 4.0:
+                w.write(b"#")  # one byte every 0.2 s: never a packet
+                await w.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(r.read(), 0.2)
+        assert r.at_eof() and time.monotonic() - t0 < 2.5
+        assert b.stats["idle_closed"] == 1
+        w.close()
+    finally:
+        await b.close()
+
+
+async def test_connections_per_ip_are_capped(registry: Registry, mosquitto: Any, prefix: str) -> None:
+    b = await start_bridge(registry, mosquitto.url, prefix, max_connections_per_ip=2)
+    try:
+        held = [await connect(b) for _ in range(2)]
+        r, w = await connect(b)
+        assert await closed_by_bridge(r)
+        assert b.stats["connections_refused_per_ip"] == 1
+        r2, w2 = await connect(b, "127.0.0.2")  # another address is not affected
+        w2.write(packet(qn(1), data_time=now_beijing()))
+        assert decode(await read_reply(r2)).cn == "9014"
+        for _, x in [*held, (r, w), (r2, w2)]:
+            x.close()
+    finally:
+        await b.close()
+
+
+async def test_data_the_ingester_would_reject_is_not_confirmed(bridge: HJ212Bridge, sub: Sub) -> None:
+    r, w = await connect(bridge)
+    w.write(packet(qn(1), data_time="20990101000000"))
+    reply = decode(await read_reply(r))
+    assert (reply.cn, reply.qn, reply.cp_other) == ("9011", qn(1), {"QnRtn": "2"})
+    w.write(packet(qn(2), data_time=now_beijing()))
+    assert decode(await read_reply(r)).cn == "9014"
+    got = await sub.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert [decode(p).qn for _, p in got] == [qn(2)] and len(sub.messages()) == 1
+    assert bridge.stats["future_data_time"] == 1
+    w.close()
+
+
+def test_failure_guard_bans_grow_and_are_bounded() -> None:
+    g = FailureGuard(max_failures=2, window_s=10.0, ban_s=5.0, max_ban_s=12.0, max_keys=3)
+    assert g.failure("a", 0.0) == 0 and g.failure("a", 11.0) == 0  # outside the window
+    assert g.failure("a", 12.0) == 5.0 and g.banned("a", 13.0) == pytest.approx(4.0)
+    assert g.failure("a", 17.0) == 0 and g.failure("a", 18.0) == 10.0  # twice as long
+    assert g.failure("a", 28.5) == 0 and g.failure("a", 29.0) == 12.0  # at most max_ban_s
+    for k in "bcdef":
+        g.failure(k, 100.0)
+    assert len(g) <= 3

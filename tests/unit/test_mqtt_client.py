@@ -1,12 +1,16 @@
 """The ingester's MQTT 3.1.1 client without a broker: packet encoding, framing of any byte split,
-acknowledgement only on the connection a message arrived on, and back-pressure (real-broker behaviour is in
+acknowledgement only on the connection a message arrived on and in receive order, back-pressure, and against a
+fake broker on loopback: a CONNACK that never comes, a client id taken over again and again (real-broker behaviour is in
 tests/integration: reconnection, TLS, ACLs, at-least-once under SIGKILL)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +197,120 @@ def test_a_qos_1_publish_is_sent_again_with_dup_after_a_reconnection_until_ackno
         await conn.stop()
 
     asyncio.run(run())
+
+
+def test_acknowledgements_go_out_in_the_order_the_messages_were_received() -> None:
+    """MQTT-4.6.0-2: PUBACKs in the order of the PUBLISH packets, whatever order the pipeline finishes in."""
+
+    async def run() -> None:
+        conn, proto, t = _connection()
+        conn._connected.set()
+        proto.data_received(_stream([("a/b", bytes([i]), 1, mid) for i, mid in enumerate((5, 9, 2, 7))]))
+        m5, m9, m2, m7 = (conn.queue.get_nowait() for _ in range(4))
+        conn.ack(m9)
+        conn.ack(m2)
+        await asyncio.sleep(0)
+        assert t.written == b""  # 5 came first and is not acknowledged yet
+        conn.ack(m5)
+        await asyncio.sleep(0)
+        assert bytes(t.written) == b"\x40\x02\x00\x05" + b"\x40\x02\x00\x09" + b"\x40\x02\x00\x02"
+        t.written.clear()
+        conn.ack(m5)  # twice: nothing more
+        conn.ack(m7)
+        await asyncio.sleep(0)
+        assert bytes(t.written) == b"\x40\x02\x00\x07"
+        # the broker may reuse an acknowledged identifier at once: the new message is a different one
+        t.written.clear()
+        proto.data_received(_stream([("a/b", b"again", 1, 5)]))
+        again = conn.queue.get_nowait()
+        conn.ack(m5)  # a stale acknowledgement of the old message with that identifier
+        await asyncio.sleep(0)
+        assert t.written == b""
+        conn.ack(again)
+        await asyncio.sleep(0)
+        assert bytes(t.written) == b"\x40\x02\x00\x05"
+
+    asyncio.run(run())
+
+
+class FakeBroker:
+    """An MQTT broker on loopback that answers each connection as ``behaviour(n)`` says: "silent" (accepts TCP,
+    never sends CONNACK), "kick" (CONNACK, then closes at once, as when another client takes the client id),
+    "ok" (CONNACK and PINGRESPs)."""
+
+    def __init__(self, behaviour: Any) -> None:
+        self.behaviour = behaviour
+        self.accepted: list[float] = []
+        self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> FakeBroker:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_a: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self._writers:
+            w.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"mqtt://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self._writers.append(w)
+        self.accepted.append(asyncio.get_running_loop().time())
+        what = self.behaviour(len(self.accepted))
+        await r.readexactly(2)  # CONNECT (short: no remaining-length continuation)
+        if what == "silent":
+            await r.read()
+            return
+        w.write(b"\x20\x02\x01\x00")  # CONNACK, session present
+        await w.drain()
+        if what == "kick":
+            w.close()
+            return
+        while data := await r.read(4096):
+            if b"\xc0\x00" in data:
+                w.write(b"\xd0\x00")
+
+
+def _client_for(url: str, **kw: Any) -> MqttConnection:
+    conn = MqttConnection(MqttSettings(url=url, client_id="cems-ingester-7", keepalive_s=30, **kw), [])
+    conn.min_delay_s, conn.max_delay_s = 0.05, 1.0
+    return conn
+
+
+def test_a_broker_that_never_sends_connack_is_given_up_and_connected_to_again() -> None:
+    async def run() -> None:
+        async with FakeBroker(lambda n: "silent" if n == 1 else "ok") as broker:
+            conn = _client_for(broker.url, connect_timeout_s=0.3)
+            await conn.start(wait_s=3.0)  # today: waits for the first CONNACK forever
+            assert conn.connected and len(broker.accepted) == 2
+            await conn.stop()
+
+    asyncio.run(run())
+
+
+def test_a_client_id_taken_over_again_and_again_is_an_error_and_backs_off_increasingly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def run() -> list[float]:
+        async with FakeBroker(lambda n: "kick") as broker:
+            conn = _client_for(broker.url)
+            with caplog.at_level(logging.WARNING, logger="cems.service.mqtt"):
+                await conn.start(wait_s=3.0)
+                while len(broker.accepted) < 6:
+                    await asyncio.sleep(0.01)
+            await conn.stop()
+            assert conn.takeovers >= 3
+            return broker.accepted
+
+    accepted = asyncio.run(run())
+    gaps = [b - a for a, b in itertools.pairwise(accepted)]
+    assert gaps[3] > 1.5 * gaps[0] and gaps[4] > gaps[1]  # 0.1, 0.2, 0.4, 0.8, 1.0 (±20 % jitter)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and all("'cems-ingester-7'" in r.getMessage() for r in errors)
+    assert "same client id" in errors[0].getMessage()
