@@ -34,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from cems.errors import ConfigError
 from cems.protocol.hj212 import (
     MAX_DATA_BYTES,
     QNRTN_CRC_ERROR,
@@ -47,7 +48,7 @@ from cems.protocol.hj212 import (
     reply_9011,
     reply_9014,
 )
-from cems.registry import Registry
+from cems.registry import Registry, check_credentials, expected_password
 from cems.service.mqtt import MqttSettings
 from gateways._paho import make_client
 
@@ -216,7 +217,9 @@ class HJ212Bridge:
     ``mqtt`` is the broker's settings (:func:`bridge_mqtt_settings`) or just its URL (no credentials);
     ``client_id``, if given, replaces the settings' client id.  ``environ`` holds the environment variables
     an outlet's ``password_env`` names: the bridge reads no environment itself (the command line passes
-    :func:`cems.config.environ`); an outlet whose variable is missing has no expected password, as before.
+    :func:`cems.config.environ`) and resolves passwords with :func:`cems.registry.expected_password`, as the
+    ingester does.  An outlet whose variable is missing or empty makes the constructor raise
+    :class:`~cems.errors.ConfigError` naming every such outlet and variable (fail closed).
     """
 
     def __init__(
@@ -235,6 +238,7 @@ class HJ212Bridge:
         client_id: str | None = None,
         environ: Mapping[str, str] = _NO_ENVIRON,
     ) -> None:
+        check_credentials(registry, environ)
         self.registry = registry
         self.environ = environ
         self.topic_prefix = (topic_prefix or registry.topics.prefix).rstrip("/")
@@ -348,16 +352,12 @@ class HJ212Bridge:
         await asyncio.wait_for(writer.drain(), self.write_timeout_s)
 
     def _password(self, mn: str) -> tuple[bool, str | None]:
-        """(known MN, expected password or None when none is configured)."""
+        """(known MN, expected password or None when none is configured).  Raises :class:`ConfigError` when
+        the outlet's ``password_env`` variable has gone missing since the start (the packet is refused)."""
         info = self.registry.outlet(mn)
         if info is None:
             return False, None
-        o = info.outlet
-        if o.password is not None:
-            return True, o.password
-        if o.password_env:
-            return True, self.environ.get(o.password_env)
-        return True, None
+        return True, expected_password(info.outlet, self.environ)
 
     async def _packet(self, frame: bytes, writer: asyncio.StreamWriter, peer: Any) -> None:
         try:
@@ -371,7 +371,13 @@ class HJ212Bridge:
                     if bad.mn is not None:
                         await self._reply(writer, reply_9011(bad, QNRTN_CRC_ERROR))
             return
-        known, expected = self._password(p.mn or "")
+        try:
+            known, expected = self._password(p.mn or "")
+        except ConfigError as e:
+            self.stats["wrong_password"] += 1
+            log.error("%s: %s: refusing the packet", peer, e)
+            await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
+            return
         if not known:
             self.stats["unknown_mn"] += 1
             log.warning("%s: unknown MN %r", peer, p.mn)

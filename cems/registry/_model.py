@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from cems.config import environ
+from cems.errors import RejectedMessage
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
 
@@ -103,7 +103,8 @@ class Outlet(_Strict):
     mn: str
     name: str
     profile: str
-    #: HJ 212 PW.  Prefer ``password_env`` (name of an environment variable) in production registries.
+    #: HJ 212 PW.  Prefer ``password_env`` (name of an environment variable) in production registries;
+    #: not both.  :func:`cems.registry.with_credentials` resolves ``password_env`` into ``password``.
     password: str | None = None
     password_env: str | None = None
     rtd_interval_s: Annotated[int, Field(gt=0, le=3600)] = 30
@@ -148,6 +149,8 @@ class Outlet(_Strict):
 
     @model_validator(mode="after")
     def _changes(self) -> Outlet:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("password and password_env: give one (password_env names the variable holding the PW)")
         known = builtin_profiles()
         for ch in self.limit_change:
             if ch.profile is not None and ch.profile not in known:
@@ -156,9 +159,13 @@ class Outlet(_Strict):
 
     @property
     def hj212_password(self) -> str | None:
-        """The HJ 212 PW: from ``password_env`` (an environment variable) when set, else ``password``."""
-        if self.password_env:
-            return environ().get(self.password_env)
+        """The HJ 212 PW packets must carry (``None``: no check).  An outlet with ``password_env`` that
+        :func:`cems.registry.with_credentials` has not resolved fails closed: every packet is rejected
+        ``bad_password`` (this reads no environment)."""
+        if self.password is None and self.password_env:
+            raise RejectedMessage(
+                "bad_password", f"MN {self.mn!r}: password_env {self.password_env!r} is not set: no PW can match"
+            )
         return self.password
 
     @property
@@ -266,6 +273,13 @@ class Registry(_Strict):
             raise ValueError("; ".join(problems))
         self._by_mn = by_mn
         return self
+
+    def reindexed(self, enterprises: list[Enterprise]) -> Registry:
+        """A copy with these enterprises (same ids, districts and MNs, e.g. with resolved credentials)."""
+        copy = self.model_copy(update={"enterprise": enterprises})
+        districts = {d.code: d for d in self.district}
+        copy._by_mn = {o.mn: OutletInfo(o, e, districts[e.district]) for e in enterprises for o in e.outlet}
+        return copy
 
     @property
     def tz(self) -> ZoneInfo:

@@ -7,7 +7,7 @@ import pytest
 from cems.errors import RegistryError
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
-from cems.registry import load_registry, parse_registry
+from cems.registry import load_registry, parse_registry, with_credentials
 
 BASE = """
 timezone = "Asia/Shanghai"
@@ -122,10 +122,10 @@ def test_toml_syntax_error_and_missing_file(tmp_path: object) -> None:
         load_registry("/nonexistent/registry.toml")
 
 
-def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_from_environment() -> None:
     text = BASE.replace('password = "123456"', 'password_env = "PW_E001"')
-    monkeypatch.setenv("PW_E001", "s3cret")
-    assert parse_registry(text).enterprise[0].outlet[0].hj212_password == "s3cret"
+    resolved = with_credentials(parse_registry(text), {"PW_E001": "s3cret"})
+    assert resolved.enterprise[0].outlet[0].hj212_password == "s3cret"
 
 
 def test_builtin_profiles_match_domain_table() -> None:
