@@ -22,6 +22,8 @@ import httpx
 
 from cems.errors import InfluxQueryError as InfluxQueryError  # declared in cems.errors, re-exported
 from cems.errors import InfluxWriteError as InfluxWriteError  # declared in cems.errors, re-exported
+from cems.sinks.influxql import quote_ident as quote_ident  # re-exported
+from cems.sinks.influxql import quote_literal as quote_literal  # re-exported
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class InfluxWriter:
         """v1 only: create the database if it does not exist (a no-op on an existing one)."""
         if self.config.api != "v1":
             return
-        params = {"q": f'CREATE DATABASE "{self.config.db}"'}
+        params = {"q": f"CREATE DATABASE {quote_ident(self.config.db)}"}
         if self.config.token:
             user, _, pw = self.config.token.partition(":")
             params.update(u=user, p=pw)
@@ -142,10 +144,6 @@ def _series(line: str) -> str:
 # The read side of the same adapter: InfluxQL over the v1 ``/query`` endpoint, which InfluxDB 1.x serves,
 # 2.x serves through its v1 compatibility API and 3.x through its InfluxQL API.  Used by ``cems report``,
 # ``cems events list``, ``cems query`` and the developer tools; synchronous (command-line programs).
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -204,9 +202,9 @@ def influx_write(
 
 def create_database(url: str, db: str) -> None:
     """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
-    influx_query(url, "", f"CREATE DATABASE {_quote_ident(db)}")
+    influx_query(url, "", f"CREATE DATABASE {quote_ident(db)}")
 
 
 def drop_database(url: str, db: str) -> None:
     """``DROP DATABASE`` (no error if it does not exist)."""
-    influx_query(url, "", f"DROP DATABASE {_quote_ident(db)}")
+    influx_query(url, "", f"DROP DATABASE {quote_ident(db)}")
