@@ -34,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from cems.config import split_url_credentials
 from cems.errors import ConfigError
 from cems.protocol.hj212 import (
     MAX_DATA_BYTES,
@@ -70,13 +71,15 @@ def bridge_mqtt_settings(
 ) -> MqttSettings:
     """The bridge's MQTT settings: a clean session under a client id of its own (unique per process unless
     given), credentials and CA as given (the command line reads them from the environment, never from argv:
-    docs/security.md)."""
+    docs/security.md).  A user and password inside ``url`` are moved out of it (explicit ones win), so the
+    URL that logs and errors show carries no password."""
+    bare, url_user, url_password = split_url_credentials(url)
     return MqttSettings(
-        url=url,
+        url=bare,
         client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         clean_session=True,
-        username=username or None,
-        password=password or None,
+        username=username or url_user or None,
+        password=password or url_password or None,
         ca_file=ca_file or None,
     )
 

@@ -32,6 +32,7 @@ from typing import Final, TypeVar
 
 import httpx
 
+from cems.config import private_dir, private_file
 from cems.errors import WebhookError as WebhookError  # declared in cems.errors, re-exported
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)  # 0600 before SQLite opens it (its -wal/-shm files get the same mode)
         conn = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions (see transaction())
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed alert/event survives a power loss

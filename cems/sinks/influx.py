@@ -13,6 +13,7 @@ Points with the same key are always in the same request, so their last-write-win
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,10 +55,16 @@ class InfluxConfig:
             params = {"org": self.org, "bucket": self.bucket or self.db, "precision": self.precision}
             return f"{base}/api/v2/write", params, headers
         params = {"db": self.db, "precision": self.precision}
-        if self.token:
-            user, _, pw = self.token.partition(":")
-            params.update(u=user, p=pw)
+        headers.update(self.v1_auth_headers())
         return f"{base}/write", params, headers
+
+    def v1_auth_headers(self) -> dict[str, str]:
+        """v1 credentials (``user:password``) as an ``Authorization: Basic`` header, which InfluxDB 1.x
+        accepts like the ``u``/``p`` query parameters but which never lands in a URL (logs, proxies)."""
+        if not self.token:
+            return {}
+        user, _, pw = self.token.partition(":")
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode("ascii")}
 
 
 class InfluxWriter:
@@ -118,11 +125,10 @@ class InfluxWriter:
         if self.config.api != "v1":
             return
         params = {"q": f"CREATE DATABASE {quote_ident(self.config.db)}"}
-        if self.config.token:
-            user, _, pw = self.config.token.partition(":")
-            params.update(u=user, p=pw)
         try:
-            r = await self._client.post(f"{self.config.url.rstrip('/')}/query", params=params)
+            r = await self._client.post(
+                f"{self.config.url.rstrip('/')}/query", params=params, headers=self.config.v1_auth_headers()
+            )
         except httpx.HTTPError as e:
             raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
         if r.status_code != 200:

@@ -40,6 +40,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, NamedTuple
 
+from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
@@ -171,7 +172,7 @@ class ComplianceRuntime:
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def open(self) -> None:
         """Lock the state dir, open the database and restore the engine's state."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.state_dir)  # 0700: events, alert bodies, webhook targets
         lf = open(self.config.state_dir / "lock", "w")  # noqa: SIM115 - held for the runtime's life
         try:
             fcntl.flock(lf.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
