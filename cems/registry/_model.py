@@ -27,7 +27,8 @@ def _intern(v: str | None) -> str | None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: `rtd_interval_s = "30"` is an error, not silently 30 (TOML has real numbers, dates and booleans)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @model_validator(mode="after")
     def _share_fields_set(self) -> Self:
@@ -210,6 +211,15 @@ class Topics(_Strict):
     deadletter_prefix: str = "cems/deadletter/v1"
     command_prefix: str = "cems/cmd/v1"
 
+    @field_validator("prefix", "grid_prefix", "alerts_prefix", "deadletter_prefix", "command_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError(
+                f"topic prefix {v!r} must be non-empty levels separated by '/', without the wildcards '+' and '#'"
+            )
+        return v
+
 
 @dataclass(frozen=True, slots=True)
 class OutletInfo:
@@ -266,7 +276,13 @@ class Registry(_Strict):
                         f"enterprise[{i}].outlet[{j}].mn: duplicate MN {o.mn!r} (also in enterprise {other!r})"
                     )
                 by_mn[o.mn] = OutletInfo(o, e, districts[e.district])
+        grid_ids: set[str] = set()
         for i, g in enumerate(self.grid_sensor):
+            if g.id in by_mn:
+                problems.append(f"grid_sensor[{i}].id: {g.id!r} is also an outlet MN (broker users and topics clash)")
+            if g.id in grid_ids:
+                problems.append(f"grid_sensor[{i}].id: duplicate grid sensor id {g.id!r}")
+            grid_ids.add(g.id)
             if g.district not in districts:
                 problems.append(f"grid_sensor[{i}].district: {g.district!r} is not a [[district]] code")
         if problems:
