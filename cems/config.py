@@ -13,8 +13,10 @@ The state directory (local services, the ingester's SQLite state and spool, the 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cems.errors import ConfigError
 
@@ -96,3 +98,49 @@ def state_dir(env: Env | None = None) -> Path:
         return explicit
     xdg = e.path("XDG_STATE_HOME")
     return (xdg if xdg is not None else Path.home() / ".local" / "state") / "cems"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) if needed and make it ``0700``: state, spool and local services
+    hold secrets (alert bodies, readings, service credentials) that other users must not read."""
+    path.mkdir(parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty if it does not exist and make it ``0600`` (e.g. before SQLite opens it; its
+    ``-wal`` and ``-shm`` files get the same mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if stat.S_IMODE(path.stat().st_mode) != 0o600:
+        path.chmod(0o600)
+    return path
+
+
+def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``(url without user and password, user, password)`` of a URL such as ``mqtt://u:pw@host:1883``
+    (user and password percent-decoded), so that the password is kept out of every message and log that
+    names the URL.  A URL without them is returned as it is."""
+    u = urlsplit(url)
+    if u.username is None and u.password is None:
+        return url, None, None
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if u.port is None else f"{host}:{u.port}"
+    user = unquote(u.username) if u.username else None
+    password = unquote(u.password) if u.password is not None else None
+    return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment)), user, password
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages that must show the URL)."""
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    bare, user, _ = split_url_credentials(url)
+    scheme, rest = bare.split("://", 1) if "://" in bare else ("", bare)
+    who = quote(user or "", safe="") + ":***@"
+    return f"{scheme}://{who}{rest}" if scheme else who + rest

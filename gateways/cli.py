@@ -21,7 +21,7 @@ from dataclasses import replace
 from cems.config import Env
 from cems.errors import CemsError
 from cems.protocol.payload import parse_data_time
-from cems.registry import load_registry
+from cems.registry import check_credentials, load_registry, with_credentials
 from gateways.hj212_bridge import bridge_mqtt_settings, run_bridge
 from gateways.simulator import PROTOCOLS, SimConfig, SimStats, run_simulator
 
@@ -68,7 +68,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser, env: Env | None = No
 
 def _simulate(a: argparse.Namespace, env: Env) -> int:
     """``cems-gateway simulate``: run until --duration is simulated or SIGINT/SIGTERM; print the counters."""
-    registry = load_registry(a.config)
+    # the device side needs the PW too: password_env resolved as the bridge and the ingester do
+    registry = with_credentials(load_registry(a.config), env.values, strict=False)
     start = parse_data_time(a.start) if a.start else None
     config = SimConfig(grid=not a.no_grid)
     if a.eventful:
@@ -161,6 +162,7 @@ def _bridge(a: argparse.Namespace, env: Env) -> int:
     if not port.isdigit():
         raise CemsError(f"--listen {a.listen!r} must be HOST:PORT")
     registry = load_registry(a.config)
+    check_credentials(registry, env.values)  # fail closed: every password_env must be set (docs/security.md)
     # broker credentials and CA from the environment, never on the command line (docs/security.md)
     mqtt = bridge_mqtt_settings(
         a.mqtt_url,

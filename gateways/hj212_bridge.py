@@ -51,7 +51,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from cems.errors import RejectedMessage
+from cems.config import split_url_credentials
+from cems.errors import ConfigError, RejectedMessage
 from cems.model import CN_STREAM
 from cems.protocol.hj212 import (
     MAX_DATA_BYTES,
@@ -68,7 +69,7 @@ from cems.protocol.hj212 import (
     reply_9014,
     to_reading,
 )
-from cems.registry import Registry
+from cems.registry import Registry, check_credentials, expected_password
 from cems.service.mqtt import MqttSettings
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
 from gateways._paho import make_client
@@ -91,13 +92,15 @@ def bridge_mqtt_settings(
 ) -> MqttSettings:
     """The bridge's MQTT settings: a clean session under a client id of its own (unique per process unless
     given), credentials and CA as given (the command line reads them from the environment, never from argv:
-    docs/security.md)."""
+    docs/security.md).  A user and password inside ``url`` are moved out of it (explicit ones win), so the
+    URL that logs and errors show carries no password."""
+    bare, url_user, url_password = split_url_credentials(url)
     return MqttSettings(
-        url=url,
+        url=bare,
         client_id=client_id or f"cems-hj212-bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         clean_session=True,
-        username=username or None,
-        password=password or None,
+        username=username or url_user or None,
+        password=password or url_password or None,
         ca_file=ca_file or None,
     )
 
@@ -313,7 +316,9 @@ class HJ212Bridge:
     ``mqtt`` is the broker's settings (:func:`bridge_mqtt_settings`) or just its URL (no credentials);
     ``client_id``, if given, replaces the settings' client id.  ``environ`` holds the environment variables
     an outlet's ``password_env`` names: the bridge reads no environment itself (the command line passes
-    :func:`cems.config.environ`); an outlet whose variable is missing has no expected password, as before.
+    :func:`cems.config.environ`) and resolves passwords with :func:`cems.registry.expected_password`, as the
+    ingester does.  An outlet whose variable is missing or empty makes the constructor raise
+    :class:`~cems.errors.ConfigError` naming every such outlet and variable (fail closed).
     """
 
     def __init__(
@@ -340,6 +345,7 @@ class HJ212Bridge:
         auth_max_ban_s: float = 3600.0,
         policy: ValidationPolicy = DEFAULT_POLICY,
     ) -> None:
+        check_credentials(registry, environ)
         self.registry = registry
         self.environ = environ
         self.topic_prefix = (topic_prefix or registry.topics.prefix).rstrip("/")
@@ -508,16 +514,12 @@ class HJ212Bridge:
         await asyncio.wait_for(writer.drain(), self.write_timeout_s)
 
     def _password(self, mn: str) -> tuple[bool, str | None]:
-        """(known MN, expected password or None when none is configured)."""
+        """(known MN, expected password or None when none is configured).  Raises :class:`ConfigError` when
+        the outlet's ``password_env`` variable has gone missing since the start (the packet is refused)."""
         info = self.registry.outlet(mn)
         if info is None:
             return False, None
-        o = info.outlet
-        if o.password is not None:
-            return True, o.password
-        if o.password_env:
-            return True, self.environ.get(o.password_env)
-        return True, None
+        return True, expected_password(info.outlet, self.environ)
 
     def _auth_failure(self, conn: _Conn, mn: str | None) -> bool:
         """Count a failed login of ``conn`` (for ``mn`` when the MN is known); True when it is now banned."""
@@ -572,7 +574,13 @@ class HJ212Bridge:
             self.stats["banned_packets"] += 1
             self._warn(conn, "packet for MN %s dropped unanswered: MN locked after wrong passwords", mn)
             return False
-        known, expected = self._password(mn)
+        try:
+            known, expected = self._password(mn)
+        except ConfigError as e:
+            self.stats["wrong_password"] += 1
+            log.error("%s: %s: refusing the packet", conn.ip, e)
+            await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
+            return False
         if not known:
             self.stats["unknown_mn"] += 1
             self._warn(conn, "unknown MN %r", p.mn)

@@ -9,12 +9,17 @@ variable, and never ``cems --version``.
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from cems.config import Env, state_dir
+from cems.config import Env, split_url_credentials, state_dir
 from cems.errors import CemsError, ConfigError
 from cems.service.mqtt import MqttSettings
 from cems.sinks.influx import InfluxConfig
+
+log = logging.getLogger("cems.cli")
 
 #: The formatter every command's parser uses: keeps the line breaks of epilogs (the examples).
 Formatter = argparse.RawDescriptionHelpFormatter
@@ -42,7 +47,14 @@ def add_influx_args(p: argparse.ArgumentParser, env: Env) -> None:
     g.add_argument(
         "--influx-token",
         default=env.get("CEMS_INFLUX_TOKEN", ""),
-        help="v2 token, or v1 user:password; prefer the environment variable [CEMS_INFLUX_TOKEN]",
+        action=SecretOnCommandLine,
+        help="v2 token, or v1 user:password; visible in `ps`: prefer --influx-token-file or the variable "
+        "[CEMS_INFLUX_TOKEN]",
+    )
+    g.add_argument(
+        "--influx-token-file",
+        default=env.get("CEMS_INFLUX_TOKEN_FILE"),
+        help="file holding the token (or user:password), e.g. mode 0600 [CEMS_INFLUX_TOKEN_FILE]",
     )
 
 
@@ -67,35 +79,88 @@ def add_mqtt_args(p: argparse.ArgumentParser, env: Env, *, client_id: bool = Tru
         )
     g.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
     g.add_argument(
-        "--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="prefer the variable [CEMS_MQTT_PASSWORD]"
+        "--mqtt-password",
+        default=env.get("CEMS_MQTT_PASSWORD"),
+        action=SecretOnCommandLine,
+        help="visible in `ps`: prefer --mqtt-password-file or the variable [CEMS_MQTT_PASSWORD]",
+    )
+    g.add_argument(
+        "--mqtt-password-file",
+        default=env.get("CEMS_MQTT_PASSWORD_FILE"),
+        help="file holding the broker password, e.g. mode 0600 [CEMS_MQTT_PASSWORD_FILE]",
     )
     g.add_argument(
         "--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="CA certificate for TLS [CEMS_MQTT_CA_FILE]"
     )
 
 
+class SecretOnCommandLine(argparse.Action):
+    """Stores the value and notes that a secret came from argv (any user can read it with ``ps``), so that
+    the command warns (:func:`warn_secrets_on_command_line`); the variable or a ``*-file`` option does not."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        seen: list[str] = list(getattr(namespace, "secrets_on_command_line", []))
+        namespace.secrets_on_command_line = [*seen, option or self.dest]
+
+
+def warn_secrets_on_command_line(a: argparse.Namespace) -> list[str]:
+    """Log a warning per secret given on the command line; returns their options."""
+    options: Sequence[str] = getattr(a, "secrets_on_command_line", [])
+    for option in options:
+        log.warning(
+            "%s on the command line is visible to every user (ps, /proc): use %s-file or the environment variable",
+            option,
+            option,
+        )
+    return list(options)
+
+
+def read_secret_file(option: str, path: str) -> str:
+    """The secret in a file (surrounding white space stripped); :class:`ConfigError` naming the option."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {option} {path!r}: {e}") from e
+
+
 def influx_config(a: argparse.Namespace) -> InfluxConfig:
     if not a.influx_url:
         raise ConfigError("--influx-url (or CEMS_INFLUX_URL) is required")
+    warn_secrets_on_command_line(a)
+    token = a.influx_token
+    if getattr(a, "influx_token_file", None) and not token:
+        token = read_secret_file("--influx-token-file", a.influx_token_file)
     return InfluxConfig(
         url=a.influx_url,
         api=a.influx_api,
         db=a.influx_db,
         org=a.influx_org,
         bucket=a.influx_bucket,
-        token=a.influx_token,
+        token=token,
     )
 
 
 def mqtt_settings(a: argparse.Namespace, *, url: str | None = None, client_id: str | None = None) -> MqttSettings:
+    """The broker's settings.  A password inside the URL (``mqtt://user:pw@host``) is moved out of it, with a
+    warning, so that no error or log line that shows the URL shows the password."""
     mqtt_url = url or a.mqtt_url
     if not mqtt_url:
         raise ConfigError("--mqtt-url (or CEMS_MQTT_URL) is required")
+    warn_secrets_on_command_line(a)
+    bare, url_user, url_password = split_url_credentials(mqtt_url)
+    if url_password is not None:
+        log.warning("the MQTT URL holds a password: use --mqtt-password-file or CEMS_MQTT_PASSWORD instead")
+    password = a.mqtt_password
+    if getattr(a, "mqtt_password_file", None) and not password:
+        password = read_secret_file("--mqtt-password-file", a.mqtt_password_file)
     return MqttSettings(
-        url=mqtt_url,
+        url=bare,
         client_id=client_id or a.client_id,
-        username=a.mqtt_username,
-        password=a.mqtt_password,
+        username=a.mqtt_username or url_user,
+        password=password or url_password,
         ca_file=a.mqtt_ca_file,
     )
 

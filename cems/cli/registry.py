@@ -6,7 +6,8 @@ import argparse
 
 from cems.cli._common import Formatter, examples
 from cems.config import Env
-from cems.registry import load_registry
+from cems.errors import RegistryError
+from cems.registry import load_registry, missing_credentials
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
@@ -18,11 +19,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     )
     g.add_argument("action", choices=["check"], help="check: load and validate; exit 2 with every problem listed")
     g.add_argument("config", help="registry TOML")
+    g.add_argument(
+        "--no-credentials",
+        action="store_true",
+        help="do not check that every password_env variable is set here (checking on a machine without secrets)",
+    )
     g.set_defaults(func=cmd_registry_check)
 
 
 def cmd_registry_check(a: argparse.Namespace, env: Env) -> int:
     r = load_registry(a.config)
+    if not a.no_credentials:
+        missing = missing_credentials(r, env.values)
+        if missing:  # what `cems run` and the bridge would refuse to start with
+            raise RegistryError(a.config, [f"{m} (cems run and the bridge refuse to start)" for m in missing])
     n = len(r.outlets())
     print(
         f"{a.config}: OK — {len(r.district)} districts, {len(r.enterprise)} enterprises, {n} outlets, "

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from cems.cli._common import Formatter, add_influx_args, examples, influx_config
 from cems.config import Env
-from cems.registry import load_registry
+from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, replay
 from cems.sinks.store import store_replay
 
@@ -80,6 +80,9 @@ def with_progress(lines: Iterable[str], total_bytes: int, out: TextIO, every_s: 
 
 def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     registry = load_registry(a.config)
+    for problem in missing_credentials(registry, env.values):  # offline: their HJ 212 lines are bad_password
+        print(f"replay: warning: {problem}: its HJ 212 packets are rejected as bad_password", file=sys.stderr)
+    registry = with_credentials(registry, env.values, strict=False)
     influx = influx_config(a) if a.store else None
     t0 = time.perf_counter()
     show = a.progress == "always" or (a.progress == "auto" and sys.stderr.isatty())

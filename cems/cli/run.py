@@ -12,7 +12,7 @@ from pathlib import Path
 from cems.cli._common import Formatter, add_influx_args, add_mqtt_args, examples, influx_config, mqtt_settings
 from cems.config import Env, state_dir
 from cems.errors import ConfigError
-from cems.registry import load_registry
+from cems.registry import load_registry, with_credentials
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
@@ -124,7 +124,8 @@ def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:
 
 
 def cmd_run(a: argparse.Namespace, env: Env) -> int:
-    registry = load_registry(a.config)
+    # fail closed: every password_env must be set, resolved the same way as the bridge does
+    registry = with_credentials(load_registry(a.config), env.values)
     mqtt = mqtt_settings(a)
     influx = influx_config(a)
     settings = ingest_settings(a, env)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from cems.config import environ, state_dir
+from cems.config import environ, private_dir, state_dir
 from cems.errors import ServiceError
 from cems.sinks.influx import create_database
 
@@ -581,7 +581,7 @@ class _DirLock:
         with self.rlock:
             if self.depth == 0:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self.fd = fd
             self.depth += 1
@@ -625,7 +625,7 @@ class LocalServices:
         return records
 
     def _save(self, records: Mapping[str, _Record]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)  # 0700: service state, logs and data
         tmp = self.state_file.with_suffix(f".tmp{os.getpid()}")
         payload = {"version": 1, "services": {name: asdict(rec) for name, rec in records.items()}}
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

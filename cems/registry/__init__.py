@@ -4,6 +4,7 @@
 problem with its TOML location; a bad registry never starts the service.
 """
 
+from cems.registry._credentials import check_credentials, expected_password, missing_credentials, with_credentials
 from cems.registry._loader import load_registry, parse_registry, read_stops, stops_path
 from cems.registry._model import (
     City,
@@ -29,8 +30,12 @@ __all__ = [
     "Registry",
     "Stop",
     "Topics",
+    "check_credentials",
+    "expected_password",
     "load_registry",
+    "missing_credentials",
     "parse_registry",
     "read_stops",
     "stops_path",
+    "with_credentials",
 ]

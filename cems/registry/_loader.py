@@ -65,13 +65,36 @@ def read_stops(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RegistryError(str(path), [f"cannot read declared stops: {e}"]) from e
+        doc = tomllib.loads(_read_utf8(path))
+    except tomllib.TOMLDecodeError as e:
+        raise RegistryError(str(path), [f"TOML syntax: {e}"]) from e
     stops = doc.get("stop", [])
     if not isinstance(stops, list):
         raise RegistryError(str(path), ["stop: must be an array of tables ([[stop]])"])
+    problems = [f"stop[{i}]: must be a table ([[stop]])" for i, st in enumerate(stops) if not isinstance(st, dict)]
+    problems += [
+        f"stop[{i}].mn: must be the MN string of an outlet"
+        for i, st in enumerate(stops)
+        if isinstance(st, dict) and not isinstance(st.get("mn"), str)
+    ]
+    if problems:
+        raise RegistryError(str(path), problems)
     return stops
+
+
+def _read_utf8(path: Path) -> str:
+    """The file's text; :class:`RegistryError` when it cannot be read or is not UTF-8 (e.g. saved as GBK)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RegistryError(str(path), [f"cannot read: {e.strerror}"]) from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RegistryError(
+            str(path), [f"line {line}: not UTF-8 (byte {e.start}); save the file as UTF-8 (GBK is not read)"]
+        ) from None
 
 
 def _merge_stops(doc: dict[str, Any], stops: list[dict[str, Any]], source: str) -> None:
@@ -91,7 +114,11 @@ def _merge_stops(doc: dict[str, Any], stops: list[dict[str, Any]], source: str) 
         if mn not in outlets:
             problems.append(f"stops file: stop[{i}].mn: {mn!r} is not an outlet of the registry")
             continue
-        outlets[mn].setdefault("stop", []).append(entry)
+        listed = outlets[mn].setdefault("stop", [])
+        if not isinstance(listed, list):
+            problems.append(f"stops file: stop[{i}]: outlet {mn!r} has a 'stop' that is not an array of tables")
+            continue
+        listed.append(entry)
     if problems:
         raise RegistryError(source, problems)
 
@@ -99,8 +126,5 @@ def _merge_stops(doc: dict[str, Any], stops: list[dict[str, Any]], source: str) 
 def load_registry(path: str | Path) -> Registry:
     """Load and validate a registry TOML file (with the declared stops of ``<registry>.stops.toml``)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise RegistryError(str(p), [f"cannot read: {e.strerror}"]) from e
+    text = _read_utf8(p)
     return parse_registry(text, str(p), stops=read_stops(stops_path(p)))

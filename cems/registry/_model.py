@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from cems.config import environ
+from cems.errors import RejectedMessage
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
 
@@ -27,7 +27,8 @@ def _intern(v: str | None) -> str | None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: `rtd_interval_s = "30"` is an error, not silently 30 (TOML has real numbers, dates and booleans)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @model_validator(mode="after")
     def _share_fields_set(self) -> Self:
@@ -103,7 +104,8 @@ class Outlet(_Strict):
     mn: str
     name: str
     profile: str
-    #: HJ 212 PW.  Prefer ``password_env`` (name of an environment variable) in production registries.
+    #: HJ 212 PW.  Prefer ``password_env`` (name of an environment variable) in production registries;
+    #: not both.  :func:`cems.registry.with_credentials` resolves ``password_env`` into ``password``.
     password: str | None = None
     password_env: str | None = None
     rtd_interval_s: Annotated[int, Field(gt=0, le=3600)] = 30
@@ -148,6 +150,8 @@ class Outlet(_Strict):
 
     @model_validator(mode="after")
     def _changes(self) -> Outlet:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("password and password_env: give one (password_env names the variable holding the PW)")
         known = builtin_profiles()
         for ch in self.limit_change:
             if ch.profile is not None and ch.profile not in known:
@@ -156,9 +160,13 @@ class Outlet(_Strict):
 
     @property
     def hj212_password(self) -> str | None:
-        """The HJ 212 PW: from ``password_env`` (an environment variable) when set, else ``password``."""
-        if self.password_env:
-            return environ().get(self.password_env)
+        """The HJ 212 PW packets must carry (``None``: no check).  An outlet with ``password_env`` that
+        :func:`cems.registry.with_credentials` has not resolved fails closed: every packet is rejected
+        ``bad_password`` (this reads no environment)."""
+        if self.password is None and self.password_env:
+            raise RejectedMessage(
+                "bad_password", f"MN {self.mn!r}: password_env {self.password_env!r} is not set: no PW can match"
+            )
         return self.password
 
     @property
@@ -202,6 +210,15 @@ class Topics(_Strict):
     alerts_prefix: str = "cems/alerts/v1"
     deadletter_prefix: str = "cems/deadletter/v1"
     command_prefix: str = "cems/cmd/v1"
+
+    @field_validator("prefix", "grid_prefix", "alerts_prefix", "deadletter_prefix", "command_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError(
+                f"topic prefix {v!r} must be non-empty levels separated by '/', without the wildcards '+' and '#'"
+            )
+        return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +276,26 @@ class Registry(_Strict):
                         f"enterprise[{i}].outlet[{j}].mn: duplicate MN {o.mn!r} (also in enterprise {other!r})"
                     )
                 by_mn[o.mn] = OutletInfo(o, e, districts[e.district])
+        grid_ids: set[str] = set()
         for i, g in enumerate(self.grid_sensor):
+            if g.id in by_mn:
+                problems.append(f"grid_sensor[{i}].id: {g.id!r} is also an outlet MN (broker users and topics clash)")
+            if g.id in grid_ids:
+                problems.append(f"grid_sensor[{i}].id: duplicate grid sensor id {g.id!r}")
+            grid_ids.add(g.id)
             if g.district not in districts:
                 problems.append(f"grid_sensor[{i}].district: {g.district!r} is not a [[district]] code")
         if problems:
             raise ValueError("; ".join(problems))
         self._by_mn = by_mn
         return self
+
+    def reindexed(self, enterprises: list[Enterprise]) -> Registry:
+        """A copy with these enterprises (same ids, districts and MNs, e.g. with resolved credentials)."""
+        copy = self.model_copy(update={"enterprise": enterprises})
+        districts = {d.code: d for d in self.district}
+        copy._by_mn = {o.mn: OutletInfo(o, e, districts[e.district]) for e in enterprises for o in e.outlet}
+        return copy
 
     @property
     def tz(self) -> ZoneInfo:

@@ -12,6 +12,7 @@ from cems.model import BEIJING
 from cems.report._period import Period
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
+from cems.sinks.influxql import quote_ident, quote_literal
 from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
 
 #: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
@@ -35,8 +36,9 @@ def _ns(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000_000
 
 
-def _lit(v: str) -> str:
-    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+_lit = quote_literal
+_HOURLY: Final = quote_ident(HOURLY_MEASUREMENT)
+_EVENT: Final = quote_ident(EVENT_MEASUREMENT)
 
 
 def _time(v: Any) -> datetime:
@@ -103,22 +105,22 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         window = f"time >= {_ns(t)} AND time < {_ns(u)}"
         if pol:
             rows = query(
-                f'SELECT "valid", "flag", "exceeds" FROM "{HOURLY_MEASUREMENT}" WHERE {window} AND ({pol}) '
+                f'SELECT "valid", "flag", "exceeds" FROM {_HOURLY} WHERE {window} AND ({pol}) '
                 'GROUP BY "mn", "pollutant", "source"',
                 "s",
             )
             out.records.extend(record_from_row(r) for r in rows)
         rows = query(
-            f'SELECT "valid", "flag", "exceeds" FROM "{HOURLY_MEASUREMENT}" WHERE {window} AND "exceeds" = true '
+            f'SELECT "valid", "flag", "exceeds" FROM {_HOURLY} WHERE {window} AND "exceeds" = true '
             'GROUP BY "mn", "pollutant", "source"',
             "s",
         )
         out.records.extend(record_from_row(r) for r in rows if r.get("pollutant") not in fset)
         t = u
-    for r in query(f'SELECT first("valid") FROM "{HOURLY_MEASUREMENT}" WHERE time < {_ns(end)} GROUP BY "mn"', "s"):
+    for r in query(f'SELECT first("valid") FROM {_HOURLY} WHERE time < {_ns(end)} GROUP BY "mn"', "s"):
         out.first_seen[str(r["mn"])] = _time(r["time"])
     rows = query(
-        f'SELECT * FROM "{EVENT_MEASUREMENT}" WHERE "type" = {_lit(HOURLY_EXCEEDANCE)} '
+        f'SELECT * FROM {_EVENT} WHERE "type" = {_lit(HOURLY_EXCEEDANCE)} '
         f"AND time >= {_ns(start - EVENT_LOOKBACK)} AND time < {_ns(end)}",
         "s",
     )

@@ -62,17 +62,38 @@ class StatsCollector(Collector):
 
 
 class HealthServer:
-    """Serves ``GET /healthz`` (JSON; 200 when healthy, 503 otherwise) and ``GET /metrics``."""
+    """Serves ``GET /healthz`` (JSON; 200 when healthy, 503 otherwise) and ``GET /metrics`` (``HEAD`` too).
 
-    def __init__(self, service: Any, healthy: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+    Bounded against hostile or broken clients: a request line or header longer than ``max_line`` bytes, or
+    more than ``max_header_bytes`` of head, is answered ``431``; the whole request must arrive within
+    ``request_timeout_s`` (slow clients are dropped); other methods get ``405``; at most ``max_connections``
+    are served at once (more are closed at once and counted in :attr:`refused`).
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        healthy: Callable[[], tuple[bool, dict[str, Any]]],
+        *,
+        max_connections: int = 32,
+        request_timeout_s: float = 5.0,
+        max_line: int = 8192,
+        max_header_bytes: int = 16384,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(StatsCollector(service))
         self.healthy = healthy
+        self.max_connections = max_connections
+        self.request_timeout_s = request_timeout_s
+        self.max_line = max_line
+        self.max_header_bytes = max_header_bytes
+        self.active = 0
+        self.refused = 0
         self._server: asyncio.Server | None = None
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await asyncio.start_server(self._handle, host, port, limit=self.max_line)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("health and metrics on http://%s:%d/healthz /metrics", host, self.port)
         return self.port
@@ -82,31 +103,69 @@ class HealthServer:
             self._server.close()
             await self._server.wait_closed()
 
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The request line (headers read and dropped); ``None`` when the head is too large."""
+        request = await reader.readline()
+        total = len(request)
+        while True:
+            line = await reader.readline()
+            total += len(line)
+            if total > self.max_header_bytes:
+                return None
+            if line in (b"\r\n", b"\n", b""):
+                return request
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.active >= self.max_connections:
+            self.refused += 1
+            writer.close()
+            return
+        self.active += 1
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else "/"
-            if path.startswith("/metrics"):
-                body = await asyncio.to_thread(generate_latest, self.registry)
-                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-            elif path.startswith("/healthz"):
-                ok, detail = self.healthy()
-                body = json.dumps({"ok": ok, "time": time.time(), **detail}).encode()
-                status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
-            else:
-                body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
+            await self._serve(reader, writer)
         except (TimeoutError, ConnectionError):
             pass
+        except Exception:  # never let one request end the server's task with an unhandled exception
+            log.exception("health server: unexpected error serving a request")
         finally:
+            self.active -= 1
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                request = await self._read_head(reader)
+        except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):  # line over the limit
+            request = None
+        if request is None:
+            await self._respond(writer, "431 Request Header Fields Too Large", b"request too large\n", "text/plain")
+            return
+        parts = request.decode("latin-1").split()
+        method = parts[0] if parts else ""
+        path = parts[1] if len(parts) > 1 else "/"
+        if method not in ("GET", "HEAD"):
+            await self._respond(writer, "405 Method Not Allowed", b"GET or HEAD only\n", "text/plain", head=False)
+            return
+        if path.startswith("/metrics"):
+            body = await asyncio.to_thread(generate_latest, self.registry)
+            status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+        elif path.startswith("/healthz"):
+            ok, detail = self.healthy()
+            body = json.dumps({"ok": ok, "time": time.time(), **detail}).encode()
+            status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
+        else:
+            body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
+        await self._respond(writer, status, body, ctype, head=method == "HEAD")
+
+    async def _respond(
+        self, writer: asyncio.StreamWriter, status: str, body: bytes, ctype: str, *, head: bool = False
+    ) -> None:
+        allow = "Allow: GET, HEAD\r\n" if status.startswith("405") else ""
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{allow}"
+            "Connection: close\r\n\r\n".encode()
+            + (b"" if head else body)
+        )
+        await asyncio.wait_for(writer.drain(), self.request_timeout_s)

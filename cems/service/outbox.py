@@ -8,8 +8,9 @@
   topic) or ``webhook`` (``target`` = the URL).  Rows are delivered by :class:`OutboxDispatcher`, retried
   with exponential back-off and jitter until delivered (``done``), and survive restarts.  Rows of the same
   event and target are delivered in order (a later row waits while an earlier one is pending).
-* Webhooks: ``POST`` of the JSON body with ``X-Cems-Signature: sha256=<hex HMAC-SHA256 of the body>``
-  (:func:`sign`, :func:`verify`), ``X-Cems-Event-Id`` and ``X-Cems-Alert-Id``.  Any 2xx is delivered;
+* Webhooks: ``POST`` of the JSON body with ``X-Cems-Timestamp`` (Unix seconds of this attempt),
+  ``X-Cems-Event-Id``, ``X-Cems-Alert-Id`` and ``X-Cems-Signature: v1=<hex HMAC-SHA256>`` over timestamp,
+  ids and body (:func:`signed_payload`, :func:`sign`, :func:`verify`; docs/events.md).  Any 2xx is delivered;
   anything else (or a network error) is retried.  A row still undelivered after ``give_up_after_s`` is
   marked ``failed`` (logged) and kept for inspection.
 """
@@ -32,6 +33,7 @@ from typing import Final, TypeVar
 
 import httpx
 
+from cems.config import private_dir, private_file
 from cems.errors import WebhookError as WebhookError  # declared in cems.errors, re-exported
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ DONE: Final = "done"
 FAILED: Final = "failed"
 
 SIGNATURE_HEADER: Final = "X-Cems-Signature"
+TIMESTAMP_HEADER: Final = "X-Cems-Timestamp"
 EVENT_ID_HEADER: Final = "X-Cems-Event-Id"
 ALERT_ID_HEADER: Final = "X-Cems-Alert-Id"
 
@@ -82,7 +85,8 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)  # 0600 before SQLite opens it (its -wal/-shm files get the same mode)
         conn = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions (see transaction())
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed alert/event survives a power loss
@@ -130,14 +134,44 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 # ------------------------------------------------------------------------------------------------- signing
 
 
-def sign(body: bytes, secret: bytes) -> str:
-    """The ``X-Cems-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the exact body bytes."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+#: How old (or how far in the future) a signed timestamp a receiver should accept, seconds.
+REPLAY_WINDOW_S: Final = 300.0
 
 
-def verify(body: bytes, secret: bytes, signature: str) -> bool:
-    """Constant-time check of an ``X-Cems-Signature`` header (what a receiver does)."""
-    return hmac.compare_digest(sign(body, secret), signature.strip())
+def signed_payload(timestamp: str, event_id: str, alert_id: str, body: bytes) -> bytes:
+    """What the signature covers: ``{timestamp}\n{event_id}\n{alert_id}\n`` + the exact body bytes (header
+    values cannot hold a new line, so the parts cannot be shifted into one another)."""
+    return f"{timestamp}\n{event_id}\n{alert_id}\n".encode() + body
+
+
+def sign(body: bytes, secret: bytes, *, timestamp: str, event_id: str, alert_id: str) -> str:
+    """The ``X-Cems-Signature`` value: ``v1=`` + hex HMAC-SHA256 of :func:`signed_payload`."""
+    message = signed_payload(timestamp, event_id, alert_id, body)
+    return "v1=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def verify(
+    body: bytes,
+    secret: bytes,
+    signature: str,
+    *,
+    timestamp: str,
+    event_id: str,
+    alert_id: str,
+    now: float,
+    window_s: float = REPLAY_WINDOW_S,
+) -> bool:
+    """What a receiver does: the timestamp is within ``window_s`` of ``now`` (a replayed request older than
+    that is refused; deduplicate on the alert id inside the window) and the signature matches (compared in
+    constant time)."""
+    try:
+        t = int(timestamp.strip())
+    except ValueError:
+        return False
+    if abs(now - t) > window_s:
+        return False
+    expected = sign(body, secret, timestamp=str(t), event_id=event_id, alert_id=alert_id)
+    return hmac.compare_digest(expected, signature.strip())
 
 
 def backoff_delay(
@@ -388,9 +422,14 @@ class OutboxDispatcher:
         return _Result(item.id, True)
 
     async def _post(self, item: OutboxItem) -> None:
+        timestamp = str(int(time.time()))  # of this attempt: a retry is signed afresh
+        signature = sign(
+            item.body, self.webhooks.secret, timestamp=timestamp, event_id=item.event_id, alert_id=item.alert_id
+        )
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(item.body, self.webhooks.secret),
+            SIGNATURE_HEADER: signature,
+            TIMESTAMP_HEADER: timestamp,
             EVENT_ID_HEADER: item.event_id,
             ALERT_ID_HEADER: item.alert_id,
             "User-Agent": "cems-webhook/1",

@@ -13,6 +13,7 @@ Points with the same key are always in the same request, so their last-write-win
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import httpx
 
 from cems.errors import InfluxQueryError as InfluxQueryError  # declared in cems.errors, re-exported
 from cems.errors import InfluxWriteError as InfluxWriteError  # declared in cems.errors, re-exported
+from cems.sinks.influxql import quote_ident as quote_ident  # re-exported
+from cems.sinks.influxql import quote_literal as quote_literal  # re-exported
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +55,16 @@ class InfluxConfig:
             params = {"org": self.org, "bucket": self.bucket or self.db, "precision": self.precision}
             return f"{base}/api/v2/write", params, headers
         params = {"db": self.db, "precision": self.precision}
-        if self.token:
-            user, _, pw = self.token.partition(":")
-            params.update(u=user, p=pw)
+        headers.update(self.v1_auth_headers())
         return f"{base}/write", params, headers
+
+    def v1_auth_headers(self) -> dict[str, str]:
+        """v1 credentials (``user:password``) as an ``Authorization: Basic`` header, which InfluxDB 1.x
+        accepts like the ``u``/``p`` query parameters but which never lands in a URL (logs, proxies)."""
+        if not self.token:
+            return {}
+        user, _, pw = self.token.partition(":")
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode("ascii")}
 
 
 class InfluxWriter:
@@ -115,12 +124,11 @@ class InfluxWriter:
         """v1 only: create the database if it does not exist (a no-op on an existing one)."""
         if self.config.api != "v1":
             return
-        params = {"q": f'CREATE DATABASE "{self.config.db}"'}
-        if self.config.token:
-            user, _, pw = self.config.token.partition(":")
-            params.update(u=user, p=pw)
+        params = {"q": f"CREATE DATABASE {quote_ident(self.config.db)}"}
         try:
-            r = await self._client.post(f"{self.config.url.rstrip('/')}/query", params=params)
+            r = await self._client.post(
+                f"{self.config.url.rstrip('/')}/query", params=params, headers=self.config.v1_auth_headers()
+            )
         except httpx.HTTPError as e:
             raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
         if r.status_code != 200:
@@ -142,10 +150,6 @@ def _series(line: str) -> str:
 # The read side of the same adapter: InfluxQL over the v1 ``/query`` endpoint, which InfluxDB 1.x serves,
 # 2.x serves through its v1 compatibility API and 3.x through its InfluxQL API.  Used by ``cems report``,
 # ``cems events list``, ``cems query`` and the developer tools; synchronous (command-line programs).
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -204,9 +208,9 @@ def influx_write(
 
 def create_database(url: str, db: str) -> None:
     """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
-    influx_query(url, "", f"CREATE DATABASE {_quote_ident(db)}")
+    influx_query(url, "", f"CREATE DATABASE {quote_ident(db)}")
 
 
 def drop_database(url: str, db: str) -> None:
     """``DROP DATABASE`` (no error if it does not exist)."""
-    influx_query(url, "", f"DROP DATABASE {_quote_ident(db)}")
+    influx_query(url, "", f"DROP DATABASE {quote_ident(db)}")

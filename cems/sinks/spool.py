@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from cems.config import private_dir
 from cems.errors import SpoolFull as SpoolFull  # declared in cems.errors, re-exported
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Spool:
 
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, warn_fraction: float = 0.8) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)  # 0700: readings waiting for InfluxDB
         self.max_bytes = max_bytes
         self.warn_bytes = int(max_bytes * warn_fraction)
         self._warned = False

@@ -793,7 +793,7 @@ def hj212_packet(reading: Reading, outlet: Outlet, *, flag: int = 5, crlf: bool 
         "qn": reading.qn,
         "st": "31",
         "cn": STREAM_CN[reading.stream],
-        "pw": outlet.hj212_password or DEFAULT_PW,
+        "pw": outlet.password or DEFAULT_PW,  # password_env resolved by the caller (with_credentials)
         "mn": reading.mn,
         "flag": flag,
         "data_time": reading.data_time.isoformat(),

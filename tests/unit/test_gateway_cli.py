@@ -6,6 +6,7 @@ import pytest
 from registries import one_outlet  # tests/registries.py
 
 from cems.config import Env
+from cems.errors import ConfigError
 from cems.registry import parse_registry
 from gateways.cli import build_parser, main
 from gateways.hj212_bridge import HJ212Bridge, bridge_mqtt_settings
@@ -49,5 +50,6 @@ def test_bridge_resolves_password_env_in_the_mapping_it_is_given(monkeypatch: py
     given = HJ212Bridge(registry, "mqtt://127.0.0.1:1", environ={"PW_MN0001": "s3cret"})
     assert given._password("MN0001") == (True, "s3cret")
     assert given._password("NOPE") == (False, None)
-    # without a mapping the bridge reads no environment: no expected password
-    assert HJ212Bridge(registry, "mqtt://127.0.0.1:1")._password("MN0001") == (True, None)
+    # without a mapping the bridge reads no environment: the variable is missing and it refuses to start
+    with pytest.raises(ConfigError, match="PW_MN0001"):
+        HJ212Bridge(registry, "mqtt://127.0.0.1:1")

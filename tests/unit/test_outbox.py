@@ -7,6 +7,7 @@ import hmac
 import json
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,9 @@ from cems.service.outbox import (
     ALERT_ID_HEADER,
     EVENT_ID_HEADER,
     MQTT,
+    REPLAY_WINDOW_S,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     WEBHOOK,
     OutboxDispatcher,
     OutboxRow,
@@ -27,6 +30,7 @@ from cems.service.outbox import (
     enqueue,
     pending_count,
     sign,
+    signed_payload,
     transaction,
     verify,
 )
@@ -34,18 +38,40 @@ from cems.service.outbox import (
 SECRET = b"s3cret-\xe5\xaf\x86\xe9\x92\xa5"
 
 
-def test_signature_is_hex_hmac_sha256_of_the_exact_body() -> None:
+def test_signature_covers_timestamp_ids_and_the_exact_body() -> None:
     body = json.dumps({"event_id": "abc", "企业": "示例"}, ensure_ascii=False).encode()
-    expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-    assert sign(body, SECRET) == expected
-    assert verify(body, SECRET, expected)
-    assert verify(body, SECRET, expected + "\n")  # header whitespace tolerated
-    assert not verify(body + b" ", SECRET, expected)
-    assert not verify(body, b"other", expected)
-    # known vector (RFC 4231 test case 2)
-    assert sign(b"what do ya want for nothing?", b"Jefe") == (
-        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    ids = {"event_id": "abc", "alert_id": "0123456789abcdef"}
+    message = b"1767225600\nabc\n0123456789abcdef\n" + body
+    expected = "v1=" + hmac.new(SECRET, message, hashlib.sha256).hexdigest()
+    assert sign(body, SECRET, timestamp="1767225600", **ids) == expected
+
+    def check(
+        sig: str,
+        *,
+        b: bytes = body,
+        secret: bytes = SECRET,
+        ts: str = "1767225600",
+        now: float = 1767225660.0,
+        event_id: str = "abc",
+        alert_id: str = "0123456789abcdef",
+    ) -> bool:
+        return verify(b, secret, sig, timestamp=ts, event_id=event_id, alert_id=alert_id, now=now)
+
+    assert check(expected) and check(expected + "\n")  # header whitespace tolerated
+    assert not check(expected, b=body + b" ")
+    assert not check(expected, secret=b"other")
+    assert not check(expected, ts="1767225601")  # the timestamp is signed
+    assert not check(expected, event_id="abd") and not check(expected, alert_id="0123456789abcdee")
+    # replay window: a captured request is refused once it is older than REPLAY_WINDOW_S (300 s)
+    assert check(expected, now=1767225600.0 + REPLAY_WINDOW_S)
+    assert not check(expected, now=1767225600.0 + REPLAY_WINDOW_S + 1)
+    assert not check(expected, now=1767225600.0 - REPLAY_WINDOW_S - 1)
+    assert not check(expected, ts="not-a-number")
+    # the HMAC is the standard library's: RFC 4231 test case 2 through signed_payload
+    assert hmac.new(b"Jefe", b"what do ya want for nothing?", hashlib.sha256).hexdigest() == (
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+    assert signed_payload("1", "e", "a", b"{}") == b"1\ne\na\n{}"
 
 
 def test_backoff_is_exponential_capped_and_jittered_within_half_to_full() -> None:
@@ -137,7 +163,10 @@ async def test_outbox_survives_reopen_and_is_delivered_with_signature_after_fail
     ok = seen[-2:]
     assert [json.loads(r.content)["n"] for r in ok] == [1, 2]
     for r in ok:
-        assert verify(r.content, SECRET, r.headers[SIGNATURE_HEADER])
+        ts = r.headers[TIMESTAMP_HEADER]
+        eid, aid, sig = r.headers[EVENT_ID_HEADER], r.headers[ALERT_ID_HEADER], r.headers[SIGNATURE_HEADER]
+        assert verify(r.content, SECRET, sig, timestamp=ts, event_id=eid, alert_id=aid, now=time.time())
+        assert not verify(r.content + b" ", SECRET, sig, timestamp=ts, event_id=eid, alert_id=aid, now=time.time())
         assert r.headers[EVENT_ID_HEADER] == "E1"
         assert r.headers["content-type"] == "application/json"
         assert len(r.headers[ALERT_ID_HEADER]) == 16
@@ -229,3 +258,21 @@ def test_parse_ack() -> None:
     ):
         with pytest.raises(ValueError):
             parse_ack(bad)
+
+
+def test_ack_text_loses_control_characters_and_the_time_is_bounded() -> None:
+    from datetime import datetime
+
+    from cems.model import BEIJING
+    from cems.service.compliance._runtime import bound_ack_time, clean_text
+
+    cmd = parse_ack('{"event_id":"e1","by":"张三\\u001b[2J\\r\\nINFO forged","note":"a\\u202eb\\u0007"}'.encode())
+    assert (cmd.by, cmd.note) == ("张三[2J  INFO forged", "ab")
+    assert clean_text("\x9b31m x\t") == "31m x"
+    with pytest.raises(ValueError):
+        parse_ack(b'{"event_id":"e1","by":"\\u001b\\u0007"}')  # nothing left: no one acknowledged
+    opened = "2026-01-02T08:00:00+08:00"
+    now = datetime(2026, 1, 3, 9, 0, tzinfo=BEIJING)
+    assert bound_ack_time("2000-01-01T00:00:00+08:00", opened, now) == opened
+    assert bound_ack_time("2099-01-01T00:00:00+08:00", opened, now) == now.isoformat()
+    assert bound_ack_time("2026-01-02T09:00:00+08:00", opened, now) == "2026-01-02T09:00:00+08:00"

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from cems.errors import RegistryError
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
-from cems.registry import load_registry, parse_registry
+from cems.registry import load_registry, parse_registry, with_credentials
 
 BASE = """
 timezone = "Asia/Shanghai"
@@ -122,10 +123,10 @@ def test_toml_syntax_error_and_missing_file(tmp_path: object) -> None:
         load_registry("/nonexistent/registry.toml")
 
 
-def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_from_environment() -> None:
     text = BASE.replace('password = "123456"', 'password_env = "PW_E001"')
-    monkeypatch.setenv("PW_E001", "s3cret")
-    assert parse_registry(text).enterprise[0].outlet[0].hj212_password == "s3cret"
+    resolved = with_credentials(parse_registry(text), {"PW_E001": "s3cret"})
+    assert resolved.enterprise[0].outlet[0].hj212_password == "s3cret"
 
 
 def test_builtin_profiles_match_domain_table() -> None:
@@ -147,3 +148,38 @@ def test_builtin_profiles_match_domain_table() -> None:
         prof = p[name]
         assert (prof.ref_o2, prof.limits["a34013"], prof.limits["a21026"], prof.limits["a21002"]) == (o2, pm, so2, nox)
         assert prof.citation and prof.basis == "hourly"
+
+
+def test_registry_and_stops_files_give_clear_errors_not_tracebacks(tmp_path: Path) -> None:
+    """Issue 13, item 12: encodings, malformed stops, clashing ids, wildcard prefixes, strict types."""
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes(BASE.encode("gbk"))
+    with pytest.raises(RegistryError, match=r"line \d+: not UTF-8 .*save the file as UTF-8"):
+        load_registry(gbk)
+    good = tmp_path / "r.toml"
+    good.write_text(BASE, encoding="utf-8")
+    stops = tmp_path / "r.stops.toml"
+    for text, expect in (
+        ("stop = 5\n", "must be an array of tables"),
+        ("stop = [1, 2]\n", r"stop\[0\]: must be a table"),
+        ("[[stop]]\nfrom = 2026-01-01\nto = 2026-01-02\n", r"stop\[0\].mn: must be the MN string"),
+        ("[[stop]\n", "TOML syntax"),
+    ):
+        stops.write_text(text, encoding="utf-8")
+        with pytest.raises(RegistryError, match=expect) as exc:
+            load_registry(good)
+        assert str(stops) in str(exc.value)
+    stops.write_bytes('# 停产\n[[stop]]\nmn = "x"\n'.encode("gbk"))
+    with pytest.raises(RegistryError, match="not UTF-8"):
+        load_registry(good)
+    stops.unlink()
+
+    mn = "010000A8900016F000169DC0"
+    grid = BASE + f'\n[[grid_sensor]]\nid = "{mn}"\ndistrict = "130602"\n'
+    with pytest.raises(RegistryError, match=r"grid_sensor\[0\].id: .* is also an outlet MN"):
+        parse_registry(grid)
+    for prefix in ("cems/+/v1", "cems/#", "/cems", "cems//v1", ""):
+        with pytest.raises(RegistryError, match=r"topics.prefix: .*wildcards"):
+            parse_registry(BASE + f'\n[topics]\nprefix = "{prefix}"\n')
+    with pytest.raises(RegistryError, match=r"enterprise\[0\]\(E001\).outlet\[0\]\(.*\).rtd_interval_s"):
+        parse_registry(BASE.replace("rtd_interval_s = 30", 'rtd_interval_s = "30"'))

@@ -44,7 +44,7 @@ from cems.config import environ
 from cems.devtools.bench import _data
 from cems.devtools.local import HOST, INFLUXDB, MOSQUITTO, LocalServices
 from cems.errors import CemsError, ServiceError
-from cems.sinks.influx import InfluxQueryError, create_database, influx_query
+from cems.sinks.influx import InfluxQueryError, create_database, drop_database, influx_query, quote_ident
 
 ALERT_TOPIC = "cems/alerts/v1/#"
 CEMS_TOPICS = ("cems/v1/+/+", "grid/v1/+")
@@ -293,7 +293,7 @@ class Bench:
         return res
 
     def _count(self, db: str) -> int:
-        rows = influx_query(self.influx_url, db, f'SELECT count("{_data.COUNT_FIELD}") FROM cems_reading')
+        rows = influx_query(self.influx_url, db, f"SELECT count({quote_ident(_data.COUNT_FIELD)}) FROM cems_reading")
         return int(rows[0]["count"]) if rows else 0
 
     def _publish_file(self, name: str, path: Path, n: int, rate: float | None = None) -> dict[str, Any]:
@@ -466,7 +466,7 @@ class Bench:
             "writer_cpu_s": s["post_cpu_s"],
         }  # fmt: skip
         self.log(f"database: {stored}/{s['lines']} lines stored in {span:.2f} s, {rate or 0:,.0f} readings/s")
-        influx_query(self.influx_url, "", f'DROP DATABASE "{db}"')  # no compaction behind the later phases
+        drop_database(self.influx_url, db)  # no compaction behind the later phases
 
     def _record_drain(self, name: str, d: _Drain, pub: dict[str, Any], n: int) -> None:
         span = None if d.first is None or d.last is None else d.last - d.first

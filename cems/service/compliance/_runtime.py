@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, NamedTuple
 
+from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
@@ -172,7 +174,7 @@ class ComplianceRuntime:
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def open(self) -> None:
         """Lock the state dir, open the database and restore the engine's state."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.state_dir)  # 0700: events, alert bodies, webhook targets
         lf = open(self.config.state_dir / "lock", "w")  # noqa: SIM115 - held for the runtime's life
         try:
             fcntl.flock(lf.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -488,6 +490,12 @@ class ComplianceRuntime:
             )
             self._reply(cmd.reply_to, {"result": "already_acknowledged", **_ack_view(row)})
             return True
+        bounded = bound_ack_time(at, row.opened_at, self.config.clock())
+        if bounded != at:
+            log.warning(
+                "event %s: ack time %s outside [opened %s, now]: recorded as %s", event_id, at, row.opened_at, bounded
+            )
+            at = bounded
         row = replace(row, acked_by=by, acked_at=at, ack_note=note)
         if not await self._write([event_line(row.event(), **row.ack_fields())], stop):
             return False
@@ -588,6 +596,36 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NOTE_MAX_CHARS: Final = 1000
 
 
+#: Bidirectional-text controls (U+200E/F, U+202A-E, U+2066-9): they reorder what a terminal shows.
+_BIDI: Final = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters (C0, DEL, C1: terminal escapes, forged log lines) and bidi
+    controls; tabs and line breaks become spaces; surrounding white space stripped."""
+    out = []
+    for ch in text:
+        if ch in "\t\r\n":
+            out.append(" ")
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out).strip()
+
+
+def bound_ack_time(at: str, opened_at: str, now: datetime) -> str:
+    """An acknowledgement time clamped to [the event's opening, now] (ISO 8601, Beijing time): an ack cannot
+    predate what it acknowledges nor come from the future; the operator's clock may be wrong, so it is
+    clamped (and logged by the caller), not refused."""
+    t = datetime.fromisoformat(at)
+    lo = datetime.fromisoformat(opened_at)
+    if lo.tzinfo is None:
+        lo = lo.replace(tzinfo=BEIJING)
+    t = min(max(t, lo), now)
+    return t.astimezone(BEIJING).isoformat()
+
+
 def parse_ack(payload: bytes, clock: Clock = wall_clock) -> AckCommand:
     """``{"event_id": …, "by": …, "at": optional ISO 8601, "note": optional, "reply_to": optional}`` →
     :class:`AckCommand` (``at`` in Beijing time). Raises ValueError saying what is wrong."""
@@ -601,6 +639,10 @@ def parse_ack(payload: bytes, clock: Clock = wall_clock) -> AckCommand:
     note, reply_to = d.get("note"), d.get("reply_to")
     if not isinstance(eid, str) or not eid.strip():
         raise ValueError("ack command needs a non-empty string event_id")
+    if isinstance(by, str):
+        by = clean_text(by)
+    if isinstance(note, str):
+        note = clean_text(note)
     if not isinstance(by, str) or not by.strip() or len(by) > 200:
         raise ValueError("ack command needs 'by': who acknowledges (1-200 characters)")
     if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX_CHARS):
