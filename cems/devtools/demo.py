@@ -276,7 +276,7 @@ async def _ingest_and_show(
     task = asyncio.create_task(service.run(stop))
     watcher = MqttConnection(
         MqttSettings(url=mqtt_url, client_id="cems-demo-alerts", clean_session=True),
-        [(f"{registry.topics.alerts_prefix}/#", 1)],
+        [(f"{registry.topics.alerts_prefix}/#", 0)],  # QoS 0: a watcher that does not acknowledge
         manual_ack=False,
     )
     await watcher.start(wait_s=30)

@@ -691,7 +691,8 @@ async def ack_event(
     request_id = uuid.uuid4().hex
     settings = replace(mqtt_settings, client_id=f"cems-ack-{request_id[:10]}", clean_session=True)
     reply_topic = ack_result_topic(topics.command_prefix, request_id)
-    conn = MqttConnection(settings, [(reply_topic, 1)] if confirm_s > 0 else [], manual_ack=False)
+    # QoS 0: this short-lived client does not acknowledge what it receives.
+    conn = MqttConnection(settings, [(reply_topic, 0)] if confirm_s > 0 else [], manual_ack=False)
     payload: dict[str, str] = {"event_id": event_id, "by": by}
     if note:
         payload["note"] = note
