@@ -19,6 +19,8 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
   minute records (rounded to whole minutes).
 * A minute/hour is flagged N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).  A
   real-time minute counts as an N sub-value of the hour only when it is valid (N and ≥ ``need`` values).
+  The hour's share is taken over its 60 minutes (a minute without data is not N): 75 % of 60 is the 45
+  minutes of HJ 75-2017, so a computed hour's flag and validity never contradict each other.
 * The corrected (折算) hourly value is computed from the hourly mean of C and the hourly mean of O2 with
   the outlet's reference O2 at that hour (:mod:`cems.rules.o2`); a DAS ``-ZsAvg`` is used only when it agrees
   with the formula, otherwise the computed value is used and ``note`` says so.  The O2 mean is taken from
@@ -235,6 +237,17 @@ class _HourAcc:
         self.rtd: dict[str, dict[int, _Sub]] = {}
 
 
+def _hour_flag(valid: bool) -> str:
+    """The flag of a computed hour: N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).
+
+    The share is taken over the hour's 60 minutes, not over the minutes that happened to arrive: a minute
+    with no data is not an N minute.  75 % of 60 minutes is HJ 75-2017's 45 valid minutes, so the flag and
+    the validity of a computed hour always agree (issue 12 item 12: 40 minutes covered, all N, used to show
+    flag N on an invalid hour).
+    """
+    return "N" if valid else "D"
+
+
 def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else v
 
@@ -404,21 +417,19 @@ class OutletHourly:
     def _minutes_value(self, d: dict[int, _Sub]) -> _HourValue:
         secs = sorted(d)
         interval = self._infer_interval(secs)
-        total = 0
         n_cov = 0
         wsum = 0.0
         last = len(secs) - 1
         for i, s in enumerate(secs):
             cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
             v, ok = d[s]
-            total += cov
             if ok:
                 n_cov += cov
                 wsum += v * cov
-        flag = "N" if n_cov >= N_FLAG_SHARE * total else "D"
         valid_minutes = n_cov // 60
+        valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / n_cov if n_cov else None
-        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_MINUTES, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid), SOURCE_MINUTES, valid_minutes, None)
 
     def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
         minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid]
@@ -438,14 +449,16 @@ class OutletHourly:
             if n >= need and n >= N_FLAG_SHARE * total:
                 valid_minutes += 1
                 wsum += s_ / n
-        flag = "N" if valid_minutes >= N_FLAG_SHARE * len(minutes) else "D"
+        valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / valid_minutes if valid_minutes else None
-        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_REALTIME, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid), SOURCE_REALTIME, valid_minutes, None)
 
     def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
         das = acc.das.get(code)
         if das is not None:
             avg, zs, flag = das
+            if avg is None and flag == "N":
+                flag = "D"  # a record flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
             return (avg, flag == "N" and avg is not None, flag, SOURCE_DAS, None, zs)
         mins = acc.mins.get(code)
         if mins:
