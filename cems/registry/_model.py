@@ -56,6 +56,10 @@ class City(_Strict):
     ack_sla_hours: Annotated[float, Field(gt=0)] = 2.0
     #: Assessed factors of the 90 % rule (DOMAIN.md §5): particulate, SO2, NOx by default.
     assessed_factors: list[str] = Field(default_factory=lambda: ["a34013", "a21026", "a21002"])
+    #: Dilution cut-off, % O2: above it no corrected (折算) value is computed and the hour is not valid for
+    #: the corrected pollutants.  No standard gives a figure: a documented choice, see
+    #: ``cems.rules.o2.DEFAULT_MAX_O2``.  ``outlet.o2_max`` overrides it per outlet.
+    o2_max: Annotated[float, Field(gt=0, le=21)] = 19.5
 
 
 class District(_Strict):
@@ -114,6 +118,8 @@ class Outlet(_Strict):
     units: dict[str, str] = Field(default_factory=dict)
     since: date | None = None
     interruption_threshold_s: Annotated[int, Field(gt=0)] | None = None
+    #: Dilution cut-off (% O2) of this outlet, instead of ``city.o2_max``.
+    o2_max: Annotated[float, Field(gt=0, le=21)] | None = None
     stop: list[Stop] = Field(default_factory=list)
     limit_change: list[LimitChange] = Field(default_factory=list)
 

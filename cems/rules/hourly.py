@@ -24,8 +24,11 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
 * The corrected (折算) hourly value is computed from the hourly mean of C and the hourly mean of O2 with
   the outlet's reference O2 at that hour (:mod:`cems.rules.o2`); a DAS ``-ZsAvg`` is used only when it agrees
   with the formula, otherwise the computed value is used and ``note`` says so.  The O2 mean is taken from
-  flag-N O2 data only; when the O2 hour itself is not valid (or flagged) the corrected value is reported for
-  information but cannot make an exceedance.
+  flag-N O2 data only.  No concentration hour is valid without a valid corrected value (issue 12 item 2):
+  when the O2 hour is missing, not valid, flagged, ≥ 21 % or above the dilution cut-off (``max_o2``, registry
+  ``city.o2_max`` / ``outlet.o2_max``, :data:`cems.rules.o2.DEFAULT_MAX_O2`), the hour is not valid
+  (flag D, ``o2_invalid``; it counts as received, not valid, for the 90 % rule) and the corrected value, when
+  the formula still gives one, is reported for information only.
 * An exceedance (超标) is a valid, flag-N hour whose corrected mean is above the limit (HJ 76-2017).  Hours
   flagged F/M/D/C/S/T/B are never exceedances.
 
@@ -48,7 +51,7 @@ from typing import Any, Final
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
 from cems.rules.limits import LimitSchedule
-from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, correct, zs_agrees
+from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
 
 #: Thresholds of HJ 75-2017 (DOMAIN.md §3).
 MIN_VALUES_PER_MINUTE: Final = 12
@@ -180,6 +183,9 @@ class HourlyRecord:
     profile: str | None
     exceeds: bool
     note: str = ""
+    #: The code's own data were valid but no valid corrected value exists (O2 missing, not valid, ≥ 21 % or
+    #: above the dilution cut-off), so the hour is not valid (issue 12 item 2).
+    o2_invalid: bool = False
 
     @property
     def hour_end(self) -> datetime:
@@ -209,6 +215,7 @@ class HourlyRecord:
             "profile": self.profile,
             "exceeds": self.exceeds,
             "note": self.note,
+            "o2_invalid": self.o2_invalid,
         }
 
 
@@ -472,6 +479,17 @@ class OutletHourly:
         o2 = values.get(O2)
         o2_avg = o2[0] if o2 is not None else None
         o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"  # a valid, flag-N O2 hour
+        # Why the hour has no usable O2 for the correction (None: it has one).
+        o2_problem: str | None = None
+        if o2_avg is None:
+            o2_problem = "no valid O2 (a19001) mean for the hour"
+        elif not o2_ok:
+            assert o2 is not None
+            o2_problem = f"O2 hour not valid (flag {o2[2]}, {o2[4] if o2[4] is not None else '-'} valid minutes)"
+        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._max_o2):
+            o2_problem = (
+                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._max_o2:g} %)"
+            )
         out: list[HourlyRecord] = []
         for code in codes:
             avg, valid, flag, source, vmin, das_zs = values[code]
@@ -481,6 +499,7 @@ class OutletHourly:
             zs: float | None = None
             zs_source: str | None = None
             note = ""
+            das_note = ""
             if is_concentration(code):
                 al = self._schedule.at(code, hour_dt)
                 if al is not None:
@@ -504,12 +523,21 @@ class OutletHourly:
                     else:
                         zs, zs_source = computed, "computed"
                         if das_zs is not None:
-                            note = (note + "; " if note else "") + (
+                            das_note = (
                                 f"DAS ZsAvg {das_zs:g} disagrees with C×(21−{ref:g})/(21−O2) = {computed:.3f}: "
                                 "computed value used"
                             )
+                            note = (note + "; " if note else "") + das_note
+            # No hour is valid without a computable corrected value (issue 12 item 2): the limits are set at
+            # the reference O2 (DOMAIN.md §3/§4), so a concentration hour whose O2 is missing, not valid, ≥ 21 %
+            # or above the dilution cut-off cannot be judged.  It counts as received but not valid (the 90 %
+            # rule, DOMAIN.md §5) and the engine raises an ``o2_invalid`` event; the corrected value, when the
+            # formula still gives one, is reported for information only.
+            o2_invalid = False
+            if valid and o2_problem is not None and is_concentration(code):
+                valid, flag, o2_invalid = False, _hour_flag(False), True
+                note = o2_problem + ": no valid corrected value, hour not valid" + (f"; {das_note}" if das_note else "")
             # HJ 76-2017: an exceedance is a valid 1-h corrected mean above the limit; flagged hours never are.
-            # The corrected mean is only valid when the O2 hour it uses is valid too.
             exceeds = valid and flag == "N" and o2_ok and zs is not None and limit is not None and zs > limit
             out.append(
                 HourlyRecord(
@@ -530,6 +558,7 @@ class OutletHourly:
                     profile=profile,
                     exceeds=exceeds,
                     note=note,
+                    o2_invalid=o2_invalid,
                 )
             )
         return out

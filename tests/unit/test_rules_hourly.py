@@ -179,11 +179,12 @@ def test_das_n_hour_exceeds() -> None:
 def test_no_corrected_value_without_valid_o2_or_with_dilution() -> None:
     rs = [minute(H8 + i * MIN, 30.0, o2_flag="C") for i in range(60)]
     r = so2(run(OutletHourly(outlet()), rs))[0]
-    assert r.valid and r.zs_avg is None and not r.exceeds and "O2" in r.note
-    # SO2 valid (45 minutes) but O2 only 44 valid minutes: corrected value shown, not an exceedance.
+    # No valid corrected value → the hour is not valid either (issue 12 item 2).
+    assert not r.valid and r.o2_invalid and r.zs_avg is None and not r.exceeds and "O2" in r.note
+    # SO2 valid (45 minutes) but O2 only 44 valid minutes: corrected value shown, hour not valid.
     rs = [minute(H8 + i * MIN, 30.0, o2_flag="N" if i < 44 else "C") for i in range(45)]
     r = so2(run(OutletHourly(outlet()), rs))[0]
-    assert r.valid and r.zs_avg == pytest.approx(45.0) and not r.exceeds and "O2 hour not valid" in r.note
+    assert not r.valid and r.zs_avg == pytest.approx(45.0) and not r.exceeds and "O2 hour not valid" in r.note
     rs = [minute(H8 + i * MIN, 30.0, o2=20.0) for i in range(60)]  # dilution: > 19.5 %
     r = so2(run(OutletHourly(outlet()), rs))[0]
     assert r.zs_avg is None and not r.exceeds

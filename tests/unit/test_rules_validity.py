@@ -2,18 +2,24 @@
 
 * item 12: ``flag`` and ``valid`` never contradict each other (HJ 212 appendix D / HJ 75-2017: the
   N share of an hour is taken over its 60 minutes, so "flag N" and "≥ 45 valid minutes" coincide).
+* item 2: no hour is valid without a computable corrected value (O2 missing, flagged, ≥ 21 % or above the
+  dilution cut-off): received, not valid, and an ``o2_invalid`` event.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cems.model import BEIJING, SO2, Measurement, Reading, Stream
-from cems.registry import Outlet
+from cems.engine import ComplianceEngine
+from cems.model import BEIJING, O2, SO2, Measurement, Reading, Stream
+from cems.registry import Outlet, parse_registry
+from cems.rules.events import O2_INVALID
 from cems.rules.hourly import HourlyRecord, OutletHourly
 
 H8 = datetime(2026, 1, 1, 8, 0, tzinfo=BEIJING)
@@ -122,3 +128,97 @@ def test_das_hours_flag_and_valid_never_contradict(flag: str | None, avg: float 
     rs = [reading(Stream.HOUR, H8, a21026=(v, flag), a19001=({"Avg": 11.0}, o2_flag))]
     for r in run(OutletHourly(outlet()), rs):
         assert consistent(r), r
+
+
+# -- item 2: no valid hour without a computable corrected value ------------------------------------------
+
+
+def _hour(o2: float = 11.0, o2_flag: str | None = "N", so2_v: float = 30.0, start: datetime = H8) -> list[Reading]:
+    return [minute(start + i * MIN, so2_v, o2=o2, o2_flag=o2_flag) for i in range(60)]
+
+
+@pytest.mark.parametrize(
+    ("o2", "o2_flag"),
+    [(11.0, "C"), (11.0, "M"), (11.0, "D"), (21.0, "N"), (23.0, "N"), (20.0, "N")],
+    ids=["calibrating", "maintenance", "fault", "air", "above-air", "dilution"],
+)
+def test_o2_not_usable_makes_the_pollutant_hour_invalid(o2: float, o2_flag: str) -> None:
+    # SO2 has 60 valid N minutes; only the O2 is unusable.  Diluting with air (O2 20 %) must not turn an
+    # exceedance into a valid compliant hour.
+    r = so2(run(OutletHourly(outlet()), _hour(o2, o2_flag)))
+    assert (r.valid, r.counts_valid, r.exceeds, r.o2_invalid) == (False, False, False, True)
+    assert r.flag == "D"
+    assert "O2" in r.note
+
+
+def test_o2_missing_makes_the_pollutant_hour_invalid() -> None:
+    rs = [reading(Stream.MIN, H8 + i * MIN, a21026=({"Avg": 30.0}, "N")) for i in range(60)]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.o2_invalid, r.flag) == (False, True, "D")
+
+
+def test_o2_hour_with_44_valid_minutes_makes_the_pollutant_hour_invalid() -> None:
+    rs = [minute(H8 + i * MIN, 30.0, o2_flag="N" if i < 44 else "C") for i in range(60)]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.o2_invalid, r.exceeds) == (False, True, False)
+    assert r.zs_avg == pytest.approx(45.0)  # still reported for information
+
+
+def test_flow_and_o2_records_are_not_invalidated_by_o2() -> None:
+    recs = run(OutletHourly(outlet()), _hour(o2_flag="C"))
+    o2 = next(r for r in recs if r.pollutant == O2)
+    assert o2.o2_invalid is False and o2.flag == "D"
+
+
+def test_dilution_cut_off_is_configurable() -> None:
+    # O2 20 %: above the default 19.5 % cut-off; an outlet (or city) configured at 20.5 % judges it:
+    # 30 × 15 / 1 = 450 > 35.
+    r = so2(run(OutletHourly(outlet(o2_max=20.5), max_o2=20.5), _hour(o2=20.0)))
+    assert (r.valid, r.o2_invalid, r.exceeds) == (True, False, True)
+    assert r.zs_avg == pytest.approx(450.0)
+
+
+REG_TOML = (
+    '[city]\nname="c"\n{city}[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\n'
+    'district="D"\n[[enterprise.outlet]]\nmn="M1"\nname="o"\nprofile="coal_power_ultra_low"\n{outlet}'
+)
+
+
+def _engine(city: str = "", outlet_: str = "") -> ComplianceEngine:
+    return ComplianceEngine(parse_registry(REG_TOML.format(city=city, outlet=outlet_)), journal=False)
+
+
+def test_engine_raises_an_o2_invalid_event_and_counts_the_hours_received_not_valid() -> None:
+    eng = _engine()
+    rs = _hour(o2=20.0) + _hour(o2=20.0, start=H8 + 60 * MIN) + _hour(start=H8 + 120 * MIN)
+    out = [eng.on_reading(r) for r in rs] + [eng.finish()]
+    events = [u for o in out for u in o.events if u.event.type == O2_INVALID]
+    assert [u.kind for u in events] == ["opened", "updated", "closed"]
+    ev = events[-1].event
+    assert (ev.mn, ev.pollutant, ev.start, ev.end, ev.hours) == ("M1", O2, H8, H8 + 120 * MIN, 2)
+    assert ev.peak == pytest.approx(20.0)
+    assert ev.limit == 19.5
+    day = eng.rates.outlet_days(H8, H8 + 180 * MIN)
+    by = day[0].by_factor[SO2]
+    assert (by.expected, by.received, by.valid) == (3, 3, 1)
+
+
+def test_engine_takes_the_cut_off_from_the_city_and_the_outlet() -> None:
+    for city, outlet_ in (("o2_max=20.5\n", ""), ("", "o2_max=20.5\n")):
+        eng = _engine(city, outlet_)
+        out = [eng.on_reading(r) for r in _hour(o2=20.0)] + [eng.finish()]
+        recs = [h for o in out for h in o.hourly if h.pollutant == SO2]
+        assert [(h.valid, h.exceeds) for h in recs] == [(True, True)]
+        assert not [u for o in out for u in o.events if u.event.type == O2_INVALID]
+
+
+def test_engine_o2_invalid_state_survives_a_restart() -> None:
+    a = _engine()
+    for r in _hour(o2=20.0):
+        a.on_reading(r)
+    for r in _hour(o2=20.0, start=H8 + 60 * MIN)[:10]:  # past the lateness: closes 08:00, opens the event
+        a.on_reading(r)
+    assert [e.type for e in a.open_events()] == [O2_INVALID]
+    b = _engine()
+    b.restore_outlet("M1", json.loads(json.dumps(a._outlets["M1"].snapshot())))
+    assert [e.event_id for e in b.open_events()] == [e.event_id for e in a.open_events()]
