@@ -53,14 +53,23 @@ class _OutletEngine:
     __slots__ = ("exceedance", "hourly", "info", "interruption", "o2", "warnings")
 
     def __init__(
-        self, info: OutletInfo, lateness: timedelta, schedule: LimitSchedule, journal: bool, max_o2: float
+        self,
+        info: OutletInfo,
+        lateness: timedelta,
+        schedule: LimitSchedule,
+        journal: bool,
+        max_o2: float,
+        over_range_valid: bool,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
-        self.hourly = OutletHourly(o, lateness=lateness, schedule=schedule, journal=journal, max_o2=max_o2)
+        t_ok = over_range_valid
+        self.hourly = OutletHourly(
+            o, lateness=lateness, schedule=schedule, journal=journal, max_o2=max_o2, over_range_valid=t_ok
+        )
         self.exceedance = ExceedanceTracker(o.mn, e, d)
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
-        self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
@@ -143,7 +152,8 @@ class ComplianceEngine:
             if schedule is None:
                 schedule = self._schedules[key] = LimitSchedule(o)
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
-            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule, self.journal, max_o2)
+            t_ok = self.registry.city.over_range_valid
+            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule, self.journal, max_o2, t_ok)
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:

@@ -60,6 +60,10 @@ class City(_Strict):
     #: the corrected pollutants.  No standard gives a figure: a documented choice, see
     #: ``cems.rules.o2.DEFAULT_MAX_O2``.  ``outlet.o2_max`` overrides it per outlet.
     o2_max: Annotated[float, Field(gt=0, le=21)] = 19.5
+    #: Flag T (over the analyser's range): the value sent is a lower bound of the true value, so T data are
+    #: valid and judged (an hour must not escape judgement because the analyser saturated; issue 12 item 8,
+    #: documented in ``cems.rules.hourly``).  ``false``: T data are not valid, like the other flags.
+    over_range_valid: bool = True
 
 
 class District(_Strict):

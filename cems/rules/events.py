@@ -46,6 +46,7 @@ UPDATED: Final = "updated"
 CLOSED: Final = "closed"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
+_T_FLAGS: Final = frozenset({"T", "t"})
 
 
 def _ts(t: datetime) -> float:
@@ -350,7 +351,8 @@ class RealtimeWarningTracker:
     outlet's reference O2 (the DAS's ``-ZsRtd`` is used only when the reading has no O2 at all).  An event
     opens when ``n_open`` consecutive corrected values exceed the limit (start = the first of them) and closes
     when ``n_close`` consecutive values are not above it (end = the first of them).  A value that is flagged
-    (not N), missing its number or not correctable counts as not above.  When data stops for longer than
+    (not N; T, over range, is a lower bound and is judged unless ``over_range_valid`` is false), missing its
+    number or not correctable counts as not above.  When data stops for longer than
     ``stop_after`` (default: the outlet's interruption threshold) the event closes at the last value's time
     plus ``rtd_interval_s`` and the debounce starts again.  Readings at or before the last one are ignored.
     """
@@ -359,6 +361,7 @@ class RealtimeWarningTracker:
         "_factors",
         "_last_t",
         "_max_o2",
+        "_ok_flags",
         "_schedule",
         "_states",
         "_stop_after",
@@ -381,6 +384,7 @@ class RealtimeWarningTracker:
         stop_after: timedelta | None = None,
         schedule: LimitSchedule | None = None,
         max_o2: float = DEFAULT_MAX_O2,
+        over_range_valid: bool = True,
     ) -> None:
         if n_open < 1 or n_close < 1:
             raise ValueError("n_open and n_close must be ≥ 1")
@@ -396,6 +400,7 @@ class RealtimeWarningTracker:
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._factors: Mapping[str, float] = unit_factors(outlet) or _NO_FACTORS
         self._max_o2 = max_o2
+        self._ok_flags = _N_FLAGS | _T_FLAGS if over_range_valid else _N_FLAGS
         self._last_t: float | None = None
         self._states: dict[str, _WarnState] = {}
 
@@ -441,7 +446,8 @@ class RealtimeWarningTracker:
             zs: float | None = None
             v = m.values.get("Rtd")
             f = self._factors.get(code, 1.0)
-            if m.flag in _N_FLAGS and v is not None and math.isfinite(v):
+            # T (over range) values are lower bounds: above the limit, the true value is too (issue 12 item 8).
+            if m.flag in self._ok_flags and v is not None and math.isfinite(v):
                 if o2 is not None:
                     zs = correct(v * f, o2, al.ref_o2, max_o2=self._max_o2)
                 elif o2m is None:

@@ -9,7 +9,17 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
 
 * Source precedence: the DAS's own hourly record (HJ 212 CN=2061) wins for its hour; otherwise the hour is
   computed from minute records (CN=2051), otherwise from real-time values (CN=2011).
-* Only flag N (or no flag) is valid for averages (HJ 212 data flags, DOMAIN.md §2/§3).
+* Only flag N (or no flag) is valid for averages (HJ 212 data flags, DOMAIN.md §2/§3), with one exception
+  (issue 12 item 8, a decision, documented in docs/influxdb.md): **T** (over the analyser's range, 超测上限)
+  means the true value is *at least* the value sent (the analyser saturated), so an hour must not escape
+  judgement because of it.  With ``over_range_valid`` (registry ``[city] over_range_valid``, default true)
+  T values are valid sub-values taken at face value as lower bounds; the hour is flagged **T**, is valid, and
+  its corrected mean is a lower bound: above the limit, the true mean is too, so it is an exceedance (HJ
+  76-2017).  T on O2 gives no valid correction (an O2 beyond the range, typically 25 %, is beyond air).
+  **S** (manual value, 手工输入) and **B** (analyser–logger communication failure) are not valid: they are not
+  the analyser's measurement (HJ 212-2017 data flags: only N is valid for averages), and data marked invalid
+  are not used to judge exceedances (MEE 公告2022年第21号 《污染物排放自动监测设备标记规则》, DOMAIN.md §9).
+  Their hours count as received, not valid (the 90 % rule); a repair (修约) replaces them through the DAS.
 * A minute mean is valid with ≥ 12 valid instantaneous values (HJ 75-2017).  The 12 are the analyser's
   instantaneous samples (one per ≤ 5 s); CN=2011 real-time values are a sub-sample of them at the outlet's
   ``rtd_interval_s``.  When fewer than 12 real-time values per minute are expected (``60 // interval``),
@@ -29,8 +39,8 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
   ``city.o2_max`` / ``outlet.o2_max``, :data:`cems.rules.o2.DEFAULT_MAX_O2`), the hour is not valid
   (flag D, ``o2_invalid``; it counts as received, not valid, for the 90 % rule) and the corrected value, when
   the formula still gives one, is reported for information only.
-* An exceedance (超标) is a valid, flag-N hour whose corrected mean is above the limit (HJ 76-2017).  Hours
-  flagged F/M/D/C/S/T/B are never exceedances.
+* An exceedance (超标) is a valid hour (flag N, or T: a lower bound) whose corrected mean is above the limit
+  (HJ 76-2017).  Hours flagged F/M/D/C/S/B are never exceedances.
 
 Closing hours: an hour is closed when data ``lateness`` past its end arrives (:meth:`OutletHourly.feed`
 returns the records), or on :meth:`OutletHourly.flush`.  ``lateness`` (default 5 min) exists because a DAS
@@ -66,6 +76,14 @@ SOURCE_MINUTES: Final = "minutes"
 SOURCE_REALTIME: Final = "realtime"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
+_T_FLAGS: Final = frozenset({"T", "t"})
+#: Flags of a valid hour: N, or T when over-range values entered it as lower bounds (see the module docstring).
+VALID_HOUR_FLAGS: Final = frozenset({"N", "T"})
+
+#: Sub-value states: not valid; valid (flag N or none); valid lower bound (flag T, over the analyser's range).
+_BAD: Final = 0
+_OK: Final = 1
+_LOWER_BOUND: Final = 2
 _NAN: Final = float("nan")
 _NEVER: Final = -(1 << 62)
 
@@ -193,8 +211,8 @@ class HourlyRecord:
 
     @property
     def counts_valid(self) -> bool:
-        """Valid for the 有效率 of the transmission rule (DOMAIN.md §5): a valid hour flagged N."""
-        return self.valid and self.flag == "N"
+        """Valid for the 有效率 of the transmission rule (DOMAIN.md §5): a valid hour (flag N, or T)."""
+        return self.valid and self.flag in VALID_HOUR_FLAGS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,7 +248,7 @@ def beijing_hour(t: datetime) -> datetime:
 # ---------------------------------------------------------------------------------------------- aggregator
 
 # (value, is N) of one sub-value; value is NaN for a flagged code sent without a number.
-_Sub = tuple[float, bool]
+_Sub = tuple[float, int]  # (value, _BAD | _OK | _LOWER_BOUND)
 # (avg, valid, flag, source, valid_minutes, das_zs)
 _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
 
@@ -244,15 +262,18 @@ class _HourAcc:
         self.rtd: dict[str, dict[int, _Sub]] = {}
 
 
-def _hour_flag(valid: bool) -> str:
+def _hour_flag(valid: bool, lower_bound: bool = False) -> str:
     """The flag of a computed hour: N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).
 
     The share is taken over the hour's 60 minutes, not over the minutes that happened to arrive: a minute
     with no data is not an N minute.  75 % of 60 minutes is HJ 75-2017's 45 valid minutes, so the flag and
     the validity of a computed hour always agree (issue 12 item 12: 40 minutes covered, all N, used to show
-    flag N on an invalid hour).
+    flag N on an invalid hour).  A valid hour that over-range (T) values entered is flagged T: its mean is a
+    lower bound of the true mean.
     """
-    return "N" if valid else "D"
+    if not valid:
+        return "D"
+    return "T" if lower_bound else "N"
 
 
 def _num(v: float | None) -> float | None:
@@ -277,6 +298,7 @@ class OutletHourly:
         max_o2: float = DEFAULT_MAX_O2,
         zs_rel_tol: float = 0.02,
         zs_abs_tol: float = DEFAULT_ZS_ABS_TOL,
+        over_range_valid: bool = True,
         journal: bool = True,
     ) -> None:
         if lateness < timedelta(0):
@@ -292,6 +314,7 @@ class OutletHourly:
             raise ValueError("min_rtd_per_minute must be ≥ 1")
         self._need = min_rtd_per_minute
         self._max_o2 = max_o2
+        self._over_range_valid = over_range_valid
         self._rel_tol = zs_rel_tol
         self._abs_tol = zs_abs_tol
         self._open: dict[int, _HourAcc] = {}
@@ -349,14 +372,16 @@ class OutletHourly:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 target = acc.rtd if stream is Stream.RTD else acc.mins
                 kind = "rtd" if stream is Stream.RTD else "mins"
+                over_range = self._over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
-                    ok = m.flag in _N_FLAGS
+                    flag = m.flag
+                    ok = _OK if flag in _N_FLAGS else _LOWER_BOUND if over_range and flag in _T_FLAGS else _BAD
                     if v is None or not isfinite(v):
-                        if ok:
+                        if ok == _OK:
                             continue  # no number and no flag: nothing was sent for this code
-                        v = _NAN
+                        v, ok = _NAN, _BAD
                     else:
                         f = factors.get(code)
                         if f is not None:
@@ -426,6 +451,7 @@ class OutletHourly:
         interval = self._infer_interval(secs)
         n_cov = 0
         wsum = 0.0
+        lower_bound = False
         last = len(secs) - 1
         for i, s in enumerate(secs):
             cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
@@ -433,40 +459,46 @@ class OutletHourly:
             if ok:
                 n_cov += cov
                 wsum += v * cov
+                lower_bound = lower_bound or ok == _LOWER_BOUND
         valid_minutes = n_cov // 60
         valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / n_cov if n_cov else None
-        return (avg, valid, _hour_flag(valid), SOURCE_MINUTES, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_MINUTES, valid_minutes, None)
 
     def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
-        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid]
+        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
         for s, (v, ok) in d.items():
             acc = minutes.get(s // 60)
             if acc is None:
-                acc = minutes[s // 60] = [0.0, 0.0, 0.0]
+                acc = minutes[s // 60] = [0.0, 0.0, 0.0, 0.0]
             acc[0] += 1.0
             if ok:
                 acc[1] += 1.0
                 acc[2] += v
+                if ok == _LOWER_BOUND:
+                    acc[3] += 1.0
         need = self._need
         valid_minutes = 0
         wsum = 0.0
-        for total, n, s_ in minutes.values():
+        lower_bound = False
+        for total, n, s_, n_t in minutes.values():
             # Minute valid: ≥ need valid values and flagged N (≥ 75 % of its values N).
             if n >= need and n >= N_FLAG_SHARE * total:
                 valid_minutes += 1
                 wsum += s_ / n
+                lower_bound = lower_bound or n_t > 0
         valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / valid_minutes if valid_minutes else None
-        return (avg, valid, _hour_flag(valid), SOURCE_REALTIME, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_REALTIME, valid_minutes, None)
 
     def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
         das = acc.das.get(code)
         if das is not None:
             avg, zs, flag = das
-            if avg is None and flag == "N":
-                flag = "D"  # a record flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
-            return (avg, flag == "N" and avg is not None, flag, SOURCE_DAS, None, zs)
+            if avg is None and flag in VALID_HOUR_FLAGS:
+                flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
+            valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
+            return (avg, valid, flag, SOURCE_DAS, None, zs)
         mins = acc.mins.get(code)
         if mins:
             return self._minutes_value(mins)
@@ -478,7 +510,9 @@ class OutletHourly:
         hour_dt = datetime.fromtimestamp(hour, BEIJING)
         o2 = values.get(O2)
         o2_avg = o2[0] if o2 is not None else None
-        o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"  # a valid, flag-N O2 hour
+        # A valid, flag-N O2 hour.  T (over range) does not help for O2: the correction grows with O2, and an O2
+        # above an analyser's range (typically 0–25 %) is beyond air, so no valid correction exists.
+        o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"
         # Why the hour has no usable O2 for the correction (None: it has one).
         o2_problem: str | None = None
         if o2_avg is None:
@@ -538,7 +572,10 @@ class OutletHourly:
                 valid, flag, o2_invalid = False, _hour_flag(False), True
                 note = o2_problem + ": no valid corrected value, hour not valid" + (f"; {das_note}" if das_note else "")
             # HJ 76-2017: an exceedance is a valid 1-h corrected mean above the limit; flagged hours never are.
-            exceeds = valid and flag == "N" and o2_ok and zs is not None and limit is not None and zs > limit
+            # A T hour's corrected mean is a lower bound of the true one: above the limit, the true mean is too.
+            exceeds = (
+                valid and flag in VALID_HOUR_FLAGS and o2_ok and zs is not None and limit is not None and zs > limit
+            )
             out.append(
                 HourlyRecord(
                     mn=self.mn,
@@ -622,5 +659,5 @@ class OutletHourly:
             acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
             for name, target in (("mins", acc.mins), ("rtd", acc.rtd)):
                 for code, rows in raw[name].items():
-                    target[code] = {int(s): (_NAN if v is None else float(v), bool(ok)) for s, v, ok in rows}
+                    target[code] = {int(s): (_NAN if v is None else float(v), int(ok)) for s, v, ok in rows}
             self._open[int(h)] = acc

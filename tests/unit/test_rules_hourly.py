@@ -162,7 +162,7 @@ def test_das_zs_that_disagrees_is_replaced_by_the_formula() -> None:
     assert "disagrees" in r.note
 
 
-@pytest.mark.parametrize("flag", ["F", "M", "D", "C", "S", "T", "B"])
+@pytest.mark.parametrize("flag", ["F", "M", "D", "C", "S", "B"])  # T: a lower bound, judged (test_rules_validity)
 def test_flagged_das_hours_are_never_exceedances(flag: str) -> None:
     r = so2(run(OutletHourly(outlet()), [das_hour(H8, 500.0, None, flag=flag)]))[0]
     assert (r.flag, r.valid, r.exceeds) == (flag, False, False)

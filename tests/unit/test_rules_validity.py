@@ -4,6 +4,8 @@
   N share of an hour is taken over its 60 minutes, so "flag N" and "≥ 45 valid minutes" coincide).
 * item 2: no hour is valid without a computable corrected value (O2 missing, flagged, ≥ 21 % or above the
   dilution cut-off): received, not valid, and an ``o2_invalid`` event.
+* item 8: flag T (over the analyser's range) is a lower bound: valid and judged (configurable); S (manual
+  value) and B (analyser–logger communication fault) are not valid and never exceed.
 """
 
 from __future__ import annotations
@@ -222,3 +224,78 @@ def test_engine_o2_invalid_state_survives_a_restart() -> None:
     b = _engine()
     b.restore_outlet("M1", json.loads(json.dumps(a._outlets["M1"].snapshot())))
     assert [e.event_id for e in b.open_events()] == [e.event_id for e in a.open_events()]
+
+
+# -- item 8: flags T, S, B -------------------------------------------------------------------------------
+
+
+def test_saturated_analyser_hour_is_valid_and_judged() -> None:
+    # SO2 analyser over its range for the whole hour, sending its full-scale 30 (true value ≥ 30):
+    # 30 × 15 / 10 = 45 > 35 is a lower bound of the corrected mean → a valid hour, an exceedance.
+    rs = [minute(H8 + i * MIN, 30.0, flag="T") for i in range(60)]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.flag, r.counts_valid, r.exceeds) == (True, "T", True, True)
+    assert r.zs_avg == pytest.approx(45.0)
+
+
+def test_partly_saturated_hour_is_flagged_t_and_judged() -> None:
+    rs = [minute(H8 + i * MIN, 30.0, flag="T" if i % 2 else "N") for i in range(60)]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.flag, r.valid_minutes, r.exceeds) == (True, "T", 60, True)
+
+
+def test_saturated_realtime_values_are_judged() -> None:
+    o = outlet(rtd_interval_s=30)
+    rs = [rtd(H8 + m * MIN + timedelta(seconds=30 * k), 30.0, flag="T") for m in range(60) for k in range(2)]
+    r = so2(run(OutletHourly(o), rs))
+    assert (r.valid, r.flag, r.exceeds) == (True, "T", True)
+
+
+def test_das_hour_flagged_t_is_judged() -> None:
+    rs = [reading(Stream.HOUR, H8, a21026=({"Avg": 24.0}, "T"), a19001=({"Avg": 11.0}, "N"))]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.flag, r.exceeds) == (True, "T", True)  # 24 × 15 / 10 = 36 > 35
+
+
+def test_over_range_can_be_configured_invalid() -> None:
+    rs = [minute(H8 + i * MIN, 30.0, flag="T") for i in range(60)]
+    r = so2(run(OutletHourly(outlet(), over_range_valid=False), rs))
+    assert (r.valid, r.exceeds) == (False, False)
+    eng = _engine(city="over_range_valid=false\n")
+    out = [eng.on_reading(x) for x in rs] + [eng.finish()]
+    assert [(h.valid, h.exceeds) for o in out for h in o.hourly if h.pollutant == SO2] == [(False, False)]
+
+
+def test_o2_over_range_gives_no_valid_correction() -> None:
+    # O2 above the analyser's range (typically 25 %) is beyond air: no correction, hour not valid.
+    r = so2(run(OutletHourly(outlet()), _hour(o2=11.0, o2_flag="T")))
+    assert (r.valid, r.o2_invalid) == (False, True)
+
+
+@pytest.mark.parametrize("flag", ["S", "B"])
+def test_manual_and_communication_fault_hours_are_not_valid(flag: str) -> None:
+    rs = [minute(H8 + i * MIN, 300.0, flag=flag) for i in range(60)]
+    r = so2(run(OutletHourly(outlet()), rs))
+    assert (r.valid, r.counts_valid, r.exceeds) == (False, False, False)
+    das = [reading(Stream.HOUR, H8, a21026=({"Avg": 300.0}, flag), a19001=({"Avg": 11.0}, "N"))]
+    r = so2(run(OutletHourly(outlet()), das))
+    assert (r.valid, r.flag, r.exceeds) == (False, flag, False)
+
+
+def test_saturated_realtime_values_raise_the_warning() -> None:
+    eng = _engine()
+    ws = []
+    for k in range(4):
+        t = H8 + timedelta(seconds=30 * k)
+        ws += [u for u in eng.on_reading(rtd(t, 30.0, flag="T")).events if u.event.type == "realtime_warning"]
+    assert [u.kind for u in ws][:1] == ["opened"]
+
+
+def test_snapshot_keeps_over_range_sub_values() -> None:
+    rs = [minute(H8 + i * MIN, 30.0, flag="T") for i in range(60)]
+    a = OutletHourly(outlet())
+    for x in rs:
+        a.feed(x)
+    b = OutletHourly(outlet())
+    b.restore(json.loads(json.dumps(a.snapshot())))
+    assert so2(b.flush()).flag == "T"
