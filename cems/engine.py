@@ -30,6 +30,7 @@ from cems.rules import (
     RealtimeWarningTracker,
     limit_key,
 )
+from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
 
@@ -172,6 +173,7 @@ class ComplianceEngine:
             return out
         oe = self._outlet(info)
         self._dirty.add(reading.mn)
+        reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
         out.events.extend(oe.interruption.on_data(reading.data_time))
         self._hours(oe, oe.hourly.feed(reading), out)
         out.events.extend(oe.warnings.on_reading(reading))

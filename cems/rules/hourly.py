@@ -53,6 +53,7 @@ already-closed hour is not aggregated (records are emitted once and never revise
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -415,6 +416,11 @@ class OutletHourly:
         if before <= self._closed_before:
             return []
         return self._close(before)
+
+    @property
+    def factors(self) -> Mapping[str, float]:
+        """The outlet's unit conversion factors (code → factor to the standard's unit; 1 left out)."""
+        return self._factors
 
     @property
     def open_hours(self) -> list[datetime]:

@@ -4,6 +4,7 @@
   N share of an hour is taken over its 60 minutes, so "flag N" and "≥ 45 valid minutes" coincide).
 * item 2: no hour is valid without a computable corrected value (O2 missing, flagged, ≥ 21 % or above the
   dilution cut-off): received, not valid, and an ``o2_invalid`` event.
+* item 7: NOx = NO × 46/30 + NO2 when NOx itself is not sent (DOMAIN.md §3).
 * item 8: flag T (over the analyser's range) is a lower bound: valid and judged (configurable); S (manual
   value) and B (analyser–logger communication fault) are not valid and never exceed.
 """
@@ -19,10 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cems.engine import ComplianceEngine
-from cems.model import BEIJING, O2, SO2, Measurement, Reading, Stream
+from cems.model import BEIJING, NOX, O2, SO2, Measurement, Reading, Stream
 from cems.registry import Outlet, parse_registry
 from cems.rules.events import O2_INVALID
 from cems.rules.hourly import HourlyRecord, OutletHourly
+from cems.rules.nox import derived_nox, with_derived_nox
 
 H8 = datetime(2026, 1, 1, 8, 0, tzinfo=BEIJING)
 MIN = timedelta(minutes=1)
@@ -299,3 +301,47 @@ def test_snapshot_keeps_over_range_sub_values() -> None:
     b = OutletHourly(outlet())
     b.restore(json.loads(json.dumps(a.snapshot())))
     assert so2(b.flush()).flag == "T"
+
+
+# -- item 7: NOx from NO and NO2 ---------------------------------------------------------------------------
+
+
+def _no_no2_minute(t: datetime, no: float, no2: float, flag: str | None = "N") -> Reading:
+    return reading(Stream.MIN, t, a21003=({"Avg": no}, flag), a21004=({"Avg": no2}, "N"), a19001=({"Avg": 6.0}, "N"))
+
+
+def test_engine_judges_nox_from_no_and_no2() -> None:
+    # NO 30 + NO2 10 at the reference O2 (6 %): NOx = 30 × 46/30 + 10 = 56 > 50 (coal power ultra-low).
+    eng = _engine()
+    out = [eng.on_reading(_no_no2_minute(H8 + i * MIN, 30.0, 10.0)) for i in range(60)] + [eng.finish()]
+    (r,) = [h for o in out for h in o.hourly if h.pollutant == NOX]
+    assert r.avg == pytest.approx(56.0)
+    assert (r.valid, r.flag, r.limit, r.exceeds) == (True, "N", 50.0, True)
+    assert [u.event.pollutant for o in out for u in o.events if u.event.type == "hourly_exceedance"] == [NOX]
+
+
+def test_sent_nox_is_never_replaced() -> None:
+    r = reading(Stream.RTD, H8, a21002=({"Rtd": 1.0}, "N"), a21003=({"Rtd": 30.0}, "N"), a21004=({"Rtd": 10.0}, "N"))
+    assert with_derived_nox(r, {}) is r
+
+
+def test_nox_in_ppm_inputs_and_flags() -> None:
+    # NO and NO2 in ppm: NO 10 ppm = 10 × 30.006/22.414 mg/m³; NO2 10 ppm = 10 × 46.006/22.414 mg/m³.
+    factors = {"a21003": 30.006 / 22.414, "a21004": 46.006 / 22.414}
+    m = derived_nox(Measurement("a21003", {"Rtd": 10.0}, "N"), Measurement("a21004", {"Rtd": 10.0}, None), factors)
+    assert m is not None
+    assert m.values["Rtd"] == pytest.approx(10 * 30.006 / 22.414 * 46 / 30 + 10 * 46.006 / 22.414)
+    assert m.flag == "N"
+    bad = derived_nox(Measurement("a21003", {"Rtd": 1.0}, "T"), Measurement("a21004", {"Rtd": 1.0}, "D"), {})
+    assert bad is not None and bad.flag == "D"
+    low = derived_nox(Measurement("a21003", {"Rtd": 1.0}, "T"), Measurement("a21004", {"Rtd": 1.0}, "N"), {})
+    assert low is not None and low.flag == "T"
+
+
+@settings(max_examples=100, deadline=None)
+@given(no=st.floats(0, 5000), no2=st.floats(0, 5000))
+def test_nox_formula_property(no: float, no2: float) -> None:
+    m = derived_nox(Measurement("a21003", {"Avg": no}, "N"), Measurement("a21004", {"Avg": no2}, "N"), {})
+    assert m is not None
+    assert m.values["Avg"] == pytest.approx(no * 46 / 30 + no2)
+    assert m.values["Avg"] >= no2
