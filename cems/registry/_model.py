@@ -54,6 +54,10 @@ class City(_Strict):
     transmission_rate_target: Annotated[float, Field(gt=0, le=1)] = 0.90
     supervision_enterprise_threshold: Annotated[int, Field(ge=1)] = 5
     ack_sla_hours: Annotated[float, Field(gt=0)] = 2.0
+    #: The document that sets the city's 挂牌督办 rule (the 90 % target and the enterprise threshold), cited in
+    #: the reasons of the report, in Chinese: set it to the plan's title and 文号 (seeds 000/001/003/004 are
+    #: city plans, DOMAIN.md §5).  The default names the provision without inventing a title.
+    supervision_basis: str = "本市大气污染防治实施方案中的挂牌督办规定"
     #: Assessed factors of the 90 % rule (DOMAIN.md §5): particulate, SO2, NOx by default.
     assessed_factors: list[str] = Field(default_factory=lambda: ["a34013", "a21026", "a21002"])
     #: Dilution cut-off, % O2: above it no corrected (折算) value is computed and the hour is not valid for

@@ -5,6 +5,7 @@
 * item 2: no hour is valid without a computable corrected value (O2 missing, flagged, ≥ 21 % or above the
   dilution cut-off): received, not valid, and an ``o2_invalid`` event.
 * item 7: NOx = NO × 46/30 + NO2 when NOx itself is not sent (DOMAIN.md §3).
+* item 13: supervision reasons cite the city's plan and the standards, in Chinese, not our notes.
 * item 8: flag T (over the analyser's range) is a lower bound: valid and judged (configurable); S (manual
   value) and B (analyser–logger communication fault) are not valid and never exceed.
 """
@@ -345,3 +346,24 @@ def test_nox_formula_property(no: float, no2: float) -> None:
     assert m is not None
     assert m.values["Avg"] == pytest.approx(no * 46 / 30 + no2)
     assert m.values["Avg"] >= no2
+
+
+# -- item 13: reasons cite rules, in the reader's language -------------------------------------------------
+
+
+def test_supervision_reasons_cite_the_plan_and_the_standards_in_chinese() -> None:
+    basis = "《兰州市大气污染防治示范区建设实施方案》"  # what a bureau configures (example)
+    reg = parse_registry(
+        REG_TOML.format(city=f'supervision_enterprise_threshold=1\nsupervision_basis="{basis}"\n', outlet="")
+    )
+    eng = ComplianceEngine(reg, journal=False)
+    for r in _hour(so2_v=300.0):  # one exceeding hour on a day: below 90 % and an exceeding enterprise
+        eng.on_reading(r)
+    eng.finish()
+    (d,) = eng.rates.district_months(H8.replace(hour=0), H8.replace(hour=0) + timedelta(days=1))
+    assert d.supervised and len(d.reasons) == 2
+    for reason in d.reasons:
+        assert "DOMAIN" not in reason and "依据：" + basis in reason
+        text = reason.replace("HJ", "").replace("：E。", "：。")  # but the standards' and the enterprise's ids
+        assert not any("a" <= ch.lower() <= "z" for ch in text), reason  # Chinese only
+    assert "HJ 75-2017" in d.reasons[0] and "HJ 76-2017" in d.reasons[1]
