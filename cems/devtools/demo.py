@@ -213,6 +213,7 @@ _EVENT_LABELS = {
     "hourly_exceedance": "小时超标",
     "realtime_warning": "实时预警",
     "data_interruption": "数据中断",
+    "o2_invalid": "氧含量无效（无法折算）",
 }
 _UPDATE_LABELS = {
     "opened": "开始",

@@ -55,8 +55,20 @@ class City(_Strict):
     transmission_rate_target: Annotated[float, Field(gt=0, le=1)] = 0.90
     supervision_enterprise_threshold: Annotated[int, Field(ge=1)] = 5
     ack_sla_hours: Annotated[float, Field(gt=0)] = 2.0
+    #: The document that sets the city's 挂牌督办 rule (the 90 % target and the enterprise threshold), cited in
+    #: the reasons of the report, in Chinese: set it to the plan's title and 文号 (seeds 000/001/003/004 are
+    #: city plans, DOMAIN.md §5).  The default names the provision without inventing a title.
+    supervision_basis: str = "本市大气污染防治实施方案中的挂牌督办规定"
     #: Assessed factors of the 90 % rule (DOMAIN.md §5): particulate, SO2, NOx by default.
     assessed_factors: list[str] = Field(default_factory=lambda: ["a34013", "a21026", "a21002"])
+    #: Dilution cut-off, % O2: above it no corrected (折算) value is computed and the hour is not valid for
+    #: the corrected pollutants.  No standard gives a figure: a documented choice, see
+    #: ``cems.rules.o2.DEFAULT_MAX_O2``.  ``outlet.o2_max`` overrides it per outlet.
+    o2_max: Annotated[float, Field(gt=0, le=21)] = 19.5
+    #: Flag T (over the analyser's range): the value sent is a lower bound of the true value, so T data are
+    #: valid and judged (an hour must not escape judgement because the analyser saturated; issue 12 item 8,
+    #: documented in ``cems.rules.hourly``).  ``false``: T data are not valid, like the other flags.
+    over_range_valid: bool = True
 
 
 class District(_Strict):
@@ -116,6 +128,8 @@ class Outlet(_Strict):
     units: dict[str, str] = Field(default_factory=dict)
     since: date | None = None
     interruption_threshold_s: Annotated[int, Field(gt=0)] | None = None
+    #: Dilution cut-off (% O2) of this outlet, instead of ``city.o2_max``.
+    o2_max: Annotated[float, Field(gt=0, le=21)] | None = None
     stop: list[Stop] = Field(default_factory=list)
     limit_change: list[LimitChange] = Field(default_factory=list)
 

@@ -82,10 +82,10 @@ def _pct_cell(v: float | None) -> str:
 
 
 def _reason_zh(reason: str) -> str:
-    """A Chinese heading for one of RateCounter's (English) supervision reasons."""
-    if "effective transmission rate" in reason:
+    """A Chinese heading for one of RateCounter's supervision reasons."""
+    if "传输有效率" in reason and "低于考核目标" in reason:
         return "传输有效率低于考核目标"
-    if "enterprises with hourly exceedances" in reason:
+    if "家企业小时均值超标" in reason:
         return "超标企业数达到督办门槛"
     return "督办"
 

@@ -3,7 +3,8 @@
 * :mod:`cems.rules.o2` — reference-O2 correction (折算) and the check of a DAS's corrected value.
 * :mod:`cems.rules.limits` — the limit that applies to an outlet, a pollutant and a time (从严, dated changes).
 * :mod:`cems.rules.hourly` — hourly validity and averaging (HJ 75-2017, HJ 212 appendix D).
-* :mod:`cems.rules.events` — exceedance, real-time warning and data-interruption state machines.
+* :mod:`cems.rules.nox` — NOx = NO × 46/30 + NO2 when the DAS sends NO and NO2 but not NOx (DOMAIN.md §3).
+* :mod:`cems.rules.events` — exceedance, real-time warning, data-interruption and O2-invalid state machines.
 * :mod:`cems.rules.transmission` — the 90 % data-transmission effective rate and district supervision.
 
 Per outlet the service keeps one :class:`OutletHourly`, :class:`ExceedanceTracker`,
@@ -14,6 +15,7 @@ from cems.rules.events import (
     CLOSED,
     DATA_INTERRUPTION,
     HOURLY_EXCEEDANCE,
+    O2_INVALID,
     OPENED,
     REALTIME_WARNING,
     UPDATED,
@@ -21,6 +23,7 @@ from cems.rules.events import (
     EventUpdate,
     ExceedanceTracker,
     InterruptionTracker,
+    O2InvalidTracker,
     RealtimeWarningTracker,
     event_id,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "DEFAULT_LATENESS",
     "DEFAULT_MAX_O2",
     "HOURLY_EXCEEDANCE",
+    "O2_INVALID",
     "OPENED",
     "REALTIME_WARNING",
     "SOURCE_DAS",
@@ -68,6 +72,7 @@ __all__ = [
     "HourlyRecord",
     "InterruptionTracker",
     "LimitSchedule",
+    "O2InvalidTracker",
     "OutletDayRate",
     "OutletHourly",
     "OutletMonthRate",

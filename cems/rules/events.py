@@ -11,6 +11,11 @@ their state as JSON-able dicts so that a restarted service neither duplicates an
   DOMAIN.md §3): debounced, one event per episode.
 * ``data_interruption`` (数据中断, DOMAIN.md §5): silence longer than the outlet's threshold outside
   declared stops.
+* ``o2_invalid``: a maximal run of hours in which a concentration had valid data of its own but no valid
+  corrected value, because the O2 hour was missing, not valid, ≥ 21 % or above the dilution cut-off (issue 12
+  item 2: such hours are not valid, so they count against the 90 % rule, and they must be seen, since
+  diluting the flue gas with air would otherwise hide every exceedance).  Pollutant: ``a19001``; ``peak``: the
+  highest O2 hourly mean of the run; ``limit``: the dilution cut-off (% O2).
 
 Every method returns a list of :class:`EventUpdate` (``opened``/``updated``/``closed``) carrying an
 immutable :class:`Event` snapshot.  Times in events are Beijing time (+08:00); ``end`` is exclusive.
@@ -34,12 +39,14 @@ from cems.rules.o2 import DEFAULT_MAX_O2, correct
 HOURLY_EXCEEDANCE: Final = "hourly_exceedance"
 REALTIME_WARNING: Final = "realtime_warning"
 DATA_INTERRUPTION: Final = "data_interruption"
+O2_INVALID: Final = "o2_invalid"
 
 OPENED: Final = "opened"
 UPDATED: Final = "updated"
 CLOSED: Final = "closed"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
+_T_FLAGS: Final = frozenset({"T", "t"})
 
 
 def _ts(t: datetime) -> float:
@@ -175,11 +182,26 @@ class ExceedanceTracker:
         """Start of the hour after the run's last hour."""
         return _ts(run.start) + 3600.0 * run.hours
 
+    TYPE: str = HOURLY_EXCEEDANCE
+    KIND: str = "exceedance"
+
     def on_hour(self, rec: HourlyRecord) -> list[EventUpdate]:
         if rec.mn != self.mn:
             raise ValueError(f"record of {rec.mn!r} fed to the tracker of {self.mn!r}")
-        p = rec.pollutant
-        h = _ts(rec.hour_start)
+        return self._step(rec.pollutant, rec.hour_start, rec.exceeds, rec.zs_avg, rec.limit, rec.ref_o2, rec.profile)
+
+    def _step(
+        self,
+        p: str,
+        hour_start: datetime,
+        hit: bool,
+        zs: float | None,
+        limit: float | None,
+        ref_o2: float | None,
+        profile: str | None,
+    ) -> list[EventUpdate]:
+        """One hour of pollutant ``p``: ``hit`` extends (or opens) the run, anything else ends it."""
+        h = _ts(hour_start)
         lasts = self._last
         if lasts is None:
             lasts = self._last = {}
@@ -195,22 +217,21 @@ class ExceedanceTracker:
             ups.append(EventUpdate(CLOSED, run.closed_at(_dt(self._next_hour(run)))))
             del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
             run = None
-        if rec.exceeds:
-            zs = rec.zs_avg
+        if hit:
             if run is None:
                 ev = Event(
-                    type=HOURLY_EXCEEDANCE,
+                    type=self.TYPE,
                     mn=self.mn,
                     enterprise=self.enterprise,
                     district=self.district,
                     pollutant=p,
-                    start=rec.hour_start.astimezone(BEIJING),
+                    start=hour_start.astimezone(BEIJING),
                     end=None,
                     hours=1,
                     peak=zs,
-                    limit=rec.limit,
-                    ref_o2=rec.ref_o2,
-                    profile=rec.profile,
+                    limit=limit,
+                    ref_o2=ref_o2,
+                    profile=profile,
                     status="open",
                 )
                 if runs is None:
@@ -223,7 +244,7 @@ class ExceedanceTracker:
                 runs[p] = ev  # type: ignore[index]  # run is not None: runs is a dict
                 ups.append(EventUpdate(UPDATED, ev))
         elif run is not None:
-            ups.append(EventUpdate(CLOSED, run.closed_at(rec.hour_start.astimezone(BEIJING))))
+            ups.append(EventUpdate(CLOSED, run.closed_at(hour_start.astimezone(BEIJING))))
             del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
         return ups
 
@@ -249,16 +270,56 @@ class ExceedanceTracker:
     def snapshot(self) -> dict[str, Any]:
         return {
             "version": 1,
-            "kind": "exceedance",
+            "kind": self.KIND,
             "mn": self.mn,
             "runs": {p: ev.to_json() for p, ev in sorted((self._runs or {}).items())},
             "last": dict(sorted((self._last or {}).items())),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        _check_version(state, "exceedance", self.mn)
+        _check_version(state, self.KIND, self.mn)
         self._runs = {p: Event.from_json(d) for p, d in state["runs"].items()} or None
         self._last = {p: float(v) for p, v in state["last"].items()} or None
+
+
+class O2InvalidTracker(ExceedanceTracker):
+    """``o2_invalid`` events of one outlet (see the module docstring), one per run of hours.
+
+    Feed it the outlet's hourly records as :class:`~cems.rules.hourly.OutletHourly` emits them (hour order,
+    all codes of an hour together) with :meth:`on_records`; an hour is in the run when any of its records
+    has ``o2_invalid``.  ``on_clock`` as for exceedances.
+    """
+
+    __slots__ = ("max_o2",)
+
+    TYPE = O2_INVALID
+    KIND = "o2_invalid"
+
+    def __init__(self, mn: str, enterprise: str, district: str, *, max_o2: float = DEFAULT_MAX_O2) -> None:
+        super().__init__(mn, enterprise, district)
+        self.max_o2 = max_o2
+
+    def on_hour(self, rec: HourlyRecord) -> list[EventUpdate]:
+        return self.on_records([rec])
+
+    def on_records(self, records: Sequence[HourlyRecord]) -> list[EventUpdate]:
+        ups: list[EventUpdate] = []
+        i, n = 0, len(records)
+        while i < n:
+            start = records[i].hour_start
+            j = i
+            hit = False
+            o2: float | None = None
+            while j < n and records[j].hour_start == start:
+                r = records[j]
+                if r.mn != self.mn:
+                    raise ValueError(f"record of {r.mn!r} fed to the tracker of {self.mn!r}")
+                if r.o2_invalid:
+                    hit, o2 = True, r.o2_avg
+                j += 1
+            ups.extend(self._step(O2, start, hit, o2, self.max_o2, None, None))
+            i = j
+        return ups
 
 
 # ---------------------------------------------------------------------------------------------- warnings
@@ -290,7 +351,8 @@ class RealtimeWarningTracker:
     outlet's reference O2 (the DAS's ``-ZsRtd`` is used only when the reading has no O2 at all).  An event
     opens when ``n_open`` consecutive corrected values exceed the limit (start = the first of them) and closes
     when ``n_close`` consecutive values are not above it (end = the first of them).  A value that is flagged
-    (not N), missing its number or not correctable counts as not above.  When data stops for longer than
+    (not N; T, over range, is a lower bound and is judged unless ``over_range_valid`` is false), missing its
+    number or not correctable counts as not above.  When data stops for longer than
     ``stop_after`` (default: the outlet's interruption threshold) the event closes at the last value's time
     plus ``rtd_interval_s`` and the debounce starts again.  Readings at or before the last one are ignored.
     """
@@ -299,6 +361,7 @@ class RealtimeWarningTracker:
         "_factors",
         "_last_t",
         "_max_o2",
+        "_ok_flags",
         "_schedule",
         "_states",
         "_stop_after",
@@ -321,6 +384,7 @@ class RealtimeWarningTracker:
         stop_after: timedelta | None = None,
         schedule: LimitSchedule | None = None,
         max_o2: float = DEFAULT_MAX_O2,
+        over_range_valid: bool = True,
     ) -> None:
         if n_open < 1 or n_close < 1:
             raise ValueError("n_open and n_close must be ≥ 1")
@@ -336,6 +400,7 @@ class RealtimeWarningTracker:
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._factors: Mapping[str, float] = unit_factors(outlet) or _NO_FACTORS
         self._max_o2 = max_o2
+        self._ok_flags = _N_FLAGS | _T_FLAGS if over_range_valid else _N_FLAGS
         self._last_t: float | None = None
         self._states: dict[str, _WarnState] = {}
 
@@ -381,7 +446,8 @@ class RealtimeWarningTracker:
             zs: float | None = None
             v = m.values.get("Rtd")
             f = self._factors.get(code, 1.0)
-            if m.flag in _N_FLAGS and v is not None and math.isfinite(v):
+            # T (over range) values are lower bounds: above the limit, the true value is too (issue 12 item 8).
+            if m.flag in self._ok_flags and v is not None and math.isfinite(v):
                 if o2 is not None:
                     zs = correct(v * f, o2, al.ref_o2, max_o2=self._max_o2)
                 elif o2m is None:

@@ -9,7 +9,17 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
 
 * Source precedence: the DAS's own hourly record (HJ 212 CN=2061) wins for its hour; otherwise the hour is
   computed from minute records (CN=2051), otherwise from real-time values (CN=2011).
-* Only flag N (or no flag) is valid for averages (HJ 212 data flags, DOMAIN.md §2/§3).
+* Only flag N (or no flag) is valid for averages (HJ 212 data flags, DOMAIN.md §2/§3), with one exception
+  (issue 12 item 8, a decision, documented in docs/influxdb.md): **T** (over the analyser's range, 超测上限)
+  means the true value is *at least* the value sent (the analyser saturated), so an hour must not escape
+  judgement because of it.  With ``over_range_valid`` (registry ``[city] over_range_valid``, default true)
+  T values are valid sub-values taken at face value as lower bounds; the hour is flagged **T**, is valid, and
+  its corrected mean is a lower bound: above the limit, the true mean is too, so it is an exceedance (HJ
+  76-2017).  T on O2 gives no valid correction (an O2 beyond the range, typically 25 %, is beyond air).
+  **S** (manual value, 手工输入) and **B** (analyser–logger communication failure) are not valid: they are not
+  the analyser's measurement (HJ 212-2017 data flags: only N is valid for averages), and data marked invalid
+  are not used to judge exceedances (MEE 公告2022年第21号 《污染物排放自动监测设备标记规则》, DOMAIN.md §9).
+  Their hours count as received, not valid (the 90 % rule); a repair (修约) replaces them through the DAS.
 * A minute mean is valid with ≥ 12 valid instantaneous values (HJ 75-2017).  The 12 are the analyser's
   instantaneous samples (one per ≤ 5 s); CN=2011 real-time values are a sub-sample of them at the outlet's
   ``rtd_interval_s``.  When fewer than 12 real-time values per minute are expected (``60 // interval``),
@@ -19,13 +29,18 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
   minute records (rounded to whole minutes).
 * A minute/hour is flagged N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).  A
   real-time minute counts as an N sub-value of the hour only when it is valid (N and ≥ ``need`` values).
+  The hour's share is taken over its 60 minutes (a minute without data is not N): 75 % of 60 is the 45
+  minutes of HJ 75-2017, so a computed hour's flag and validity never contradict each other.
 * The corrected (折算) hourly value is computed from the hourly mean of C and the hourly mean of O2 with
   the outlet's reference O2 at that hour (:mod:`cems.rules.o2`); a DAS ``-ZsAvg`` is used only when it agrees
   with the formula, otherwise the computed value is used and ``note`` says so.  The O2 mean is taken from
-  flag-N O2 data only; when the O2 hour itself is not valid (or flagged) the corrected value is reported for
-  information but cannot make an exceedance.
-* An exceedance (超标) is a valid, flag-N hour whose corrected mean is above the limit (HJ 76-2017).  Hours
-  flagged F/M/D/C/S/T/B are never exceedances.
+  flag-N O2 data only.  No concentration hour is valid without a valid corrected value (issue 12 item 2):
+  when the O2 hour is missing, not valid, flagged, ≥ 21 % or above the dilution cut-off (``max_o2``, registry
+  ``city.o2_max`` / ``outlet.o2_max``, :data:`cems.rules.o2.DEFAULT_MAX_O2`), the hour is not valid
+  (flag D, ``o2_invalid``; it counts as received, not valid, for the 90 % rule) and the corrected value, when
+  the formula still gives one, is reported for information only.
+* An exceedance (超标) is a valid hour (flag N, or T: a lower bound) whose corrected mean is above the limit
+  (HJ 76-2017).  Hours flagged F/M/D/C/S/B are never exceedances.
 
 Closing hours: an hour is closed when data ``lateness`` past its end arrives (:meth:`OutletHourly.feed`
 returns the records), or on :meth:`OutletHourly.flush`.  ``lateness`` (default 5 min) exists because a DAS
@@ -38,6 +53,7 @@ already-closed hour is not aggregated (records are emitted once and never revise
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -46,7 +62,7 @@ from typing import Any, Final
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
 from cems.rules.limits import LimitSchedule
-from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, correct, zs_agrees
+from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
 
 #: Thresholds of HJ 75-2017 (DOMAIN.md §3).
 MIN_VALUES_PER_MINUTE: Final = 12
@@ -61,6 +77,14 @@ SOURCE_MINUTES: Final = "minutes"
 SOURCE_REALTIME: Final = "realtime"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
+_T_FLAGS: Final = frozenset({"T", "t"})
+#: Flags of a valid hour: N, or T when over-range values entered it as lower bounds (see the module docstring).
+VALID_HOUR_FLAGS: Final = frozenset({"N", "T"})
+
+#: Sub-value states: not valid; valid (flag N or none); valid lower bound (flag T, over the analyser's range).
+_BAD: Final = 0
+_OK: Final = 1
+_LOWER_BOUND: Final = 2
 _NAN: Final = float("nan")
 _NEVER: Final = -(1 << 62)
 
@@ -178,6 +202,9 @@ class HourlyRecord:
     profile: str | None
     exceeds: bool
     note: str = ""
+    #: The code's own data were valid but no valid corrected value exists (O2 missing, not valid, ≥ 21 % or
+    #: above the dilution cut-off), so the hour is not valid (issue 12 item 2).
+    o2_invalid: bool = False
 
     @property
     def hour_end(self) -> datetime:
@@ -185,8 +212,8 @@ class HourlyRecord:
 
     @property
     def counts_valid(self) -> bool:
-        """Valid for the 有效率 of the transmission rule (DOMAIN.md §5): a valid hour flagged N."""
-        return self.valid and self.flag == "N"
+        """Valid for the 有效率 of the transmission rule (DOMAIN.md §5): a valid hour (flag N, or T)."""
+        return self.valid and self.flag in VALID_HOUR_FLAGS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +234,7 @@ class HourlyRecord:
             "profile": self.profile,
             "exceeds": self.exceeds,
             "note": self.note,
+            "o2_invalid": self.o2_invalid,
         }
 
 
@@ -221,7 +249,7 @@ def beijing_hour(t: datetime) -> datetime:
 # ---------------------------------------------------------------------------------------------- aggregator
 
 # (value, is N) of one sub-value; value is NaN for a flagged code sent without a number.
-_Sub = tuple[float, bool]
+_Sub = tuple[float, int]  # (value, _BAD | _OK | _LOWER_BOUND)
 # (avg, valid, flag, source, valid_minutes, das_zs)
 _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
 
@@ -233,6 +261,20 @@ class _HourAcc:
         self.das: dict[str, tuple[float | None, float | None, str]] = {}
         self.mins: dict[str, dict[int, _Sub]] = {}  # code → second within the hour → sub-value
         self.rtd: dict[str, dict[int, _Sub]] = {}
+
+
+def _hour_flag(valid: bool, lower_bound: bool = False) -> str:
+    """The flag of a computed hour: N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).
+
+    The share is taken over the hour's 60 minutes, not over the minutes that happened to arrive: a minute
+    with no data is not an N minute.  75 % of 60 minutes is HJ 75-2017's 45 valid minutes, so the flag and
+    the validity of a computed hour always agree (issue 12 item 12: 40 minutes covered, all N, used to show
+    flag N on an invalid hour).  A valid hour that over-range (T) values entered is flagged T: its mean is a
+    lower bound of the true mean.
+    """
+    if not valid:
+        return "D"
+    return "T" if lower_bound else "N"
 
 
 def _num(v: float | None) -> float | None:
@@ -257,6 +299,7 @@ class OutletHourly:
         max_o2: float = DEFAULT_MAX_O2,
         zs_rel_tol: float = 0.02,
         zs_abs_tol: float = DEFAULT_ZS_ABS_TOL,
+        over_range_valid: bool = True,
         journal: bool = True,
     ) -> None:
         if lateness < timedelta(0):
@@ -272,6 +315,7 @@ class OutletHourly:
             raise ValueError("min_rtd_per_minute must be ≥ 1")
         self._need = min_rtd_per_minute
         self._max_o2 = max_o2
+        self._over_range_valid = over_range_valid
         self._rel_tol = zs_rel_tol
         self._abs_tol = zs_abs_tol
         self._open: dict[int, _HourAcc] = {}
@@ -329,14 +373,16 @@ class OutletHourly:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 target = acc.rtd if stream is Stream.RTD else acc.mins
                 kind = "rtd" if stream is Stream.RTD else "mins"
+                over_range = self._over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
-                    ok = m.flag in _N_FLAGS
+                    flag = m.flag
+                    ok = _OK if flag in _N_FLAGS else _LOWER_BOUND if over_range and flag in _T_FLAGS else _BAD
                     if v is None or not isfinite(v):
-                        if ok:
+                        if ok == _OK:
                             continue  # no number and no flag: nothing was sent for this code
-                        v = _NAN
+                        v, ok = _NAN, _BAD
                     else:
                         f = factors.get(code)
                         if f is not None:
@@ -372,6 +418,11 @@ class OutletHourly:
         return self._close(before)
 
     @property
+    def factors(self) -> Mapping[str, float]:
+        """The outlet's unit conversion factors (code → factor to the standard's unit; 1 left out)."""
+        return self._factors
+
+    @property
     def open_hours(self) -> list[datetime]:
         return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open)]
 
@@ -404,49 +455,56 @@ class OutletHourly:
     def _minutes_value(self, d: dict[int, _Sub]) -> _HourValue:
         secs = sorted(d)
         interval = self._infer_interval(secs)
-        total = 0
         n_cov = 0
         wsum = 0.0
+        lower_bound = False
         last = len(secs) - 1
         for i, s in enumerate(secs):
             cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
             v, ok = d[s]
-            total += cov
             if ok:
                 n_cov += cov
                 wsum += v * cov
-        flag = "N" if n_cov >= N_FLAG_SHARE * total else "D"
+                lower_bound = lower_bound or ok == _LOWER_BOUND
         valid_minutes = n_cov // 60
+        valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / n_cov if n_cov else None
-        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_MINUTES, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_MINUTES, valid_minutes, None)
 
     def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
-        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid]
+        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
         for s, (v, ok) in d.items():
             acc = minutes.get(s // 60)
             if acc is None:
-                acc = minutes[s // 60] = [0.0, 0.0, 0.0]
+                acc = minutes[s // 60] = [0.0, 0.0, 0.0, 0.0]
             acc[0] += 1.0
             if ok:
                 acc[1] += 1.0
                 acc[2] += v
+                if ok == _LOWER_BOUND:
+                    acc[3] += 1.0
         need = self._need
         valid_minutes = 0
         wsum = 0.0
-        for total, n, s_ in minutes.values():
+        lower_bound = False
+        for total, n, s_, n_t in minutes.values():
             # Minute valid: ≥ need valid values and flagged N (≥ 75 % of its values N).
             if n >= need and n >= N_FLAG_SHARE * total:
                 valid_minutes += 1
                 wsum += s_ / n
-        flag = "N" if valid_minutes >= N_FLAG_SHARE * len(minutes) else "D"
+                lower_bound = lower_bound or n_t > 0
+        valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / valid_minutes if valid_minutes else None
-        return (avg, valid_minutes >= MIN_VALID_MINUTES_PER_HOUR, flag, SOURCE_REALTIME, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_REALTIME, valid_minutes, None)
 
     def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
         das = acc.das.get(code)
         if das is not None:
             avg, zs, flag = das
-            return (avg, flag == "N" and avg is not None, flag, SOURCE_DAS, None, zs)
+            if avg is None and flag in VALID_HOUR_FLAGS:
+                flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
+            valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
+            return (avg, valid, flag, SOURCE_DAS, None, zs)
         mins = acc.mins.get(code)
         if mins:
             return self._minutes_value(mins)
@@ -458,7 +516,20 @@ class OutletHourly:
         hour_dt = datetime.fromtimestamp(hour, BEIJING)
         o2 = values.get(O2)
         o2_avg = o2[0] if o2 is not None else None
-        o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"  # a valid, flag-N O2 hour
+        # A valid, flag-N O2 hour.  T (over range) does not help for O2: the correction grows with O2, and an O2
+        # above an analyser's range (typically 0–25 %) is beyond air, so no valid correction exists.
+        o2_ok = o2 is not None and o2[0] is not None and o2[1] and o2[2] == "N"
+        # Why the hour has no usable O2 for the correction (None: it has one).
+        o2_problem: str | None = None
+        if o2_avg is None:
+            o2_problem = "no valid O2 (a19001) mean for the hour"
+        elif not o2_ok:
+            assert o2 is not None
+            o2_problem = f"O2 hour not valid (flag {o2[2]}, {o2[4] if o2[4] is not None else '-'} valid minutes)"
+        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._max_o2):
+            o2_problem = (
+                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._max_o2:g} %)"
+            )
         out: list[HourlyRecord] = []
         for code in codes:
             avg, valid, flag, source, vmin, das_zs = values[code]
@@ -468,6 +539,7 @@ class OutletHourly:
             zs: float | None = None
             zs_source: str | None = None
             note = ""
+            das_note = ""
             if is_concentration(code):
                 al = self._schedule.at(code, hour_dt)
                 if al is not None:
@@ -491,13 +563,25 @@ class OutletHourly:
                     else:
                         zs, zs_source = computed, "computed"
                         if das_zs is not None:
-                            note = (note + "; " if note else "") + (
+                            das_note = (
                                 f"DAS ZsAvg {das_zs:g} disagrees with C×(21−{ref:g})/(21−O2) = {computed:.3f}: "
                                 "computed value used"
                             )
+                            note = (note + "; " if note else "") + das_note
+            # No hour is valid without a computable corrected value (issue 12 item 2): the limits are set at
+            # the reference O2 (DOMAIN.md §3/§4), so a concentration hour whose O2 is missing, not valid, ≥ 21 %
+            # or above the dilution cut-off cannot be judged.  It counts as received but not valid (the 90 %
+            # rule, DOMAIN.md §5) and the engine raises an ``o2_invalid`` event; the corrected value, when the
+            # formula still gives one, is reported for information only.
+            o2_invalid = False
+            if valid and o2_problem is not None and is_concentration(code):
+                valid, flag, o2_invalid = False, _hour_flag(False), True
+                note = o2_problem + ": no valid corrected value, hour not valid" + (f"; {das_note}" if das_note else "")
             # HJ 76-2017: an exceedance is a valid 1-h corrected mean above the limit; flagged hours never are.
-            # The corrected mean is only valid when the O2 hour it uses is valid too.
-            exceeds = valid and flag == "N" and o2_ok and zs is not None and limit is not None and zs > limit
+            # A T hour's corrected mean is a lower bound of the true one: above the limit, the true mean is too.
+            exceeds = (
+                valid and flag in VALID_HOUR_FLAGS and o2_ok and zs is not None and limit is not None and zs > limit
+            )
             out.append(
                 HourlyRecord(
                     mn=self.mn,
@@ -517,6 +601,7 @@ class OutletHourly:
                     profile=profile,
                     exceeds=exceeds,
                     note=note,
+                    o2_invalid=o2_invalid,
                 )
             )
         return out
@@ -580,5 +665,5 @@ class OutletHourly:
             acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
             for name, target in (("mins", acc.mins), ("rtd", acc.rtd)):
                 for code, rows in raw[name].items():
-                    target[code] = {int(s): (_NAN if v is None else float(v), bool(ok)) for s, v, ok in rows}
+                    target[code] = {int(s): (_NAN if v is None else float(v), int(ok)) for s, v, ok in rows}
             self._open[int(h)] = acc

@@ -16,8 +16,13 @@ from typing import Final
 #: O2 content of dry air, % (the "21" of the correction formula).
 O2_AIR: Final = 21.0
 
-#: Default dilution cut-off, % O2.  The standards do not give a figure (DOMAIN.md §3 only says to guard "very
-#: high O2 (dilution)"), so this is an engineering choice, kept as a parameter:
+#: Default dilution cut-off, % O2 — a **documented choice, not a figure from a standard**: HJ 75-2017,
+#: HJ 76-2017 and the emission standards give the correction formula but no cut-off (DOMAIN.md §3 only says to
+#: guard "very high O2 (dilution)").  Configurable: registry ``[city] o2_max`` (default this value) and
+#: ``outlet.o2_max``; a bureau whose local rule or permit names a figure sets it there.  Above the cut-off
+#: (and at O2 ≥ 21 %) the hour has no corrected value, so it is received but not valid for the corrected
+#: pollutants (it counts against the 90 % rule) and raises an ``o2_invalid`` event: diluting the flue gas
+#: with air must not turn an exceedance into a valid compliant hour.  Why 19.5:
 #: the relative error of the corrected value is dO2 / (21 − O2).  At 19.5 % O2 an O2 error of ±0.3 %-points
 #: (the order of a CEMS O2 analyser's accuracy) already moves the corrected value by ±20 %, and the factor
 #: itself is 10× for a 6 % reference.  Above it the flue gas is mostly air (stack purged, burner off, leaking

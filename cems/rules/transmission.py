@@ -42,6 +42,12 @@ MIN_EXPECTED_MINUTES: Final = 45
 
 _RANK: Final[dict[str, int]] = {SOURCE_DAS: 2, SOURCE_MINUTES: 1}
 
+#: How the figures behind a supervision reason are counted, citing the standards (DOMAIN.md §3, §5).
+RATE_RULE_ZH: Final = (
+    "传输有效率 = 传输率 × 有效率，按小时记录计；有效小时均值须有不少于 45 分钟的有效数据（HJ 75-2017）"
+)
+EXCEEDANCE_RULE_ZH: Final = "超标指小时折算均值超过排放限值（HJ 76-2017）"
+
 
 def _ts(t: datetime) -> int:
     return math.floor((t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp())
@@ -457,18 +463,19 @@ class RateCounter:
                 ents = tuple(sorted(self._exceed.get(key, set())))
                 reasons: list[str] = []
                 eff = c.effective_rate
+                # Reasons are read by the bureau: Chinese, citing the rule itself (the city's plan, the
+                # standard), not our notes (issue 12 item 13).
+                basis = self.city.supervision_basis
                 if eff is not None and eff < target:
                     reasons.append(
                         f"传输有效率 {eff:.2%} 低于考核目标 {target:.0%}"
-                        f"（应收小时记录 {c.expected} 条，有效 {c.valid} 条）"
-                        f" / effective transmission rate {eff:.2%} below the target {target:.0%} "
-                        f"({c.valid} valid of {c.expected} expected hourly records; DOMAIN.md §5)"
+                        f"（应收小时记录 {c.expected} 条，有效 {c.valid} 条）。"
+                        f"依据：{basis}；{RATE_RULE_ZH}"
                     )
                 if len(ents) >= threshold:
                     reasons.append(
-                        f"当月 {len(ents)} 家企业小时均值超标（阈值 {threshold} 家，含）"
-                        f" / {len(ents)} enterprises with hourly exceedances (threshold {threshold}, inclusive): "
-                        f"{', '.join(ents)}"
+                        f"当月 {len(ents)} 家企业小时均值超标（阈值 {threshold} 家，含）：{'、'.join(ents)}。"
+                        f"依据：{basis}；{EXCEEDANCE_RULE_ZH}"
                     )
                 out.append(
                     DistrictMonthRate(

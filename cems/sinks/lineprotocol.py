@@ -125,6 +125,7 @@ def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
         "ref_o2": rec.ref_o2,
         "profile": rec.profile,
         "exceeds": rec.exceeds,
+        "o2_invalid": rec.o2_invalid,
         "note": rec.note or None,
     }
     return point(HOURLY_MEASUREMENT, tags, fields, _ms(rec.hour_start))

@@ -133,7 +133,7 @@ def test_replay_rates_and_district_supervision(tmp_path: Path) -> None:
     (d,) = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert (d["district"], d["month"], d["expected"], d["received"], d["valid"]) == ("130602", "2026-11", 72, 5, 4)
     assert d["enterprises_exceeding"] == 1 and d["supervision"] is True
-    assert len(d["reasons"]) == 1 and "below the target 90%" in d["reasons"][0]
+    assert len(d["reasons"]) == 1 and "低于考核目标 90%" in d["reasons"][0]
 
 
 def test_declared_stop_removes_hours_from_expected(tmp_path: Path) -> None:

@@ -68,4 +68,4 @@ async def test_cems_rate_is_written_as_hours_complete(
     assert abs(r["effective_rate"] - 2 / 33) < 1e-9
     (d,) = influxdb.query(influx_db, "SELECT * FROM cems_rate WHERE \"level\" = 'district'")
     assert (d["district"], d["expected"], d["received"], d["valid"]) == ("130602", 33, 3, 2)
-    assert d["supervision"] is True and "below the target" in d["reasons"]
+    assert d["supervision"] is True and "低于考核目标" in d["reasons"]

@@ -191,14 +191,14 @@ def test_districts_ranked_with_supervision_reasons(registry: Registry) -> None:
     d1, d2, d3 = r.districts
     # D1: M1 7/7 days, M2 4/7 days → 11/14 = 78.6 %: supervised for its rate.
     assert (d1.rank, d1.expected, d1.valid) == (1, 2 * 7 * 24 * 3, 11 * 24 * 3)
-    assert d1.supervised and len(d1.reasons) == 1 and "below the target 90%" in d1.reasons[0]
+    assert d1.supervised and len(d1.reasons) == 1 and "低于考核目标 90%" in d1.reasons[0]
     # D2: M3 valid everywhere outside its stop (36 h), M4 silent: 0 of 7 days.
     m3_expected = (7 * 24 - 36) * 3
     assert d2.expected == m3_expected + 7 * 24 * 3 and d2.valid == m3_expected
     assert d2.effective_rate is not None and d1.effective_rate is not None
     assert d2.effective_rate < d1.effective_rate and d2.rank == 2
     assert d2.supervised and d2.exceeding_enterprises == ("华北钢铁",)
-    assert any("1 enterprises with hourly exceedances" in x for x in d2.reasons)
+    assert any("当月 1 家企业小时均值超标" in x for x in d2.reasons)
     # D3 has no outlet: no rate, ranked last, not supervised.
     assert (d3.rank, d3.effective_rate, d3.supervised, d3.outlets) == (3, None, False, 0)
     assert r.summary.supervised_districts == 2 and r.summary.districts == 3
@@ -331,7 +331,7 @@ def test_csv_files_have_a_bom_and_the_tables(registry: Registry, tmp_path: Path)
     d = tables["districts.csv"]
     assert [(x["排名"], x["区县"], x["挂牌督办"]) for x in d] == [("1", "竞秀区", "是"), ("2", "莲池区", "是"),
                                                                 ("3", '空区 "无排放口"', "否")]  # fmt: skip
-    assert d[0]["传输有效率(%)"] == f"{11 / 14 * 100:.2f}" and "below the target" in d[0]["督办原因"]
+    assert d[0]["传输有效率(%)"] == f"{11 / 14 * 100:.2f}" and "低于考核目标" in d[0]["督办原因"]
     assert d[2]["传输有效率(%)"] == ""
     below = tables["outlets_below_target.csv"]
     assert [(x["MN"], x["传输有效率(%)"], x["备注"]) for x in below] == [("M4", "0.00", "无任何数据"),
@@ -364,7 +364,7 @@ def test_html_escapes_text_and_shows_chinese_names(registry: Registry) -> None:
     ):
         assert text in page
     assert "传输有效率低于考核目标" in page and "超标企业数达到督办门槛" in page
-    assert "below the target 90%" in page
+    assert "低于考核目标 90%" in page
 
 
 def test_html_is_self_contained(registry: Registry) -> None:

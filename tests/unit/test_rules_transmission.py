@@ -258,14 +258,14 @@ def test_supervision_by_distinct_exceeding_enterprises_inclusive() -> None:
     months = {(d.district, d.month): d for d in rc.district_months(start, month_bounds(2026, 2)[1])}
     jan = months[("D1", "2026-01")]
     assert jan.exceeding_enterprises == ("E1",)
-    assert not any("enterprises" in r for r in jan.reasons)
+    assert not any("企业" in r for r in jan.reasons)
     feb = months[("D1", "2026-02")]
     assert feb.exceeding_enterprises == ("E2",)
     # Now E2 also exceeds in January (Jan 31 23:00 Beijing = 15:00Z): 2 distinct = threshold (含) → supervised.
     rc.add(rec("M2", SO2, datetime(2026, 1, 31, 15, tzinfo=UTC), exceeds=True))
     jan = next(d for d in rc.district_months(start, end) if d.district == "D1")
     assert jan.exceeding_enterprises == ("E1", "E2") and jan.supervised
-    assert any("2 enterprises" in r and "threshold 2" in r for r in jan.reasons)
+    assert any("2 家企业" in r and "阈值 2 家" in r for r in jan.reasons)
     # Both reasons at once: M1 has received almost nothing in January.
     assert len(jan.reasons) == 2
 

@@ -273,7 +273,7 @@ def with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: lis
 
     for hour, kind, code, sec, v, ok in subs:
         if hour >= closed:
-            hour_of(hour)[kind].setdefault(code, []).append([sec, v, bool(ok)])
+            hour_of(hour)[kind].setdefault(code, []).append([sec, v, int(ok)])  # 0 / 1 / 2 (T, lower bound)
     for hour, code, avg, zs, flag in das:
         if hour >= closed:
             hour_of(hour)["das"][code] = [avg, zs, flag]
