@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from cems import __version__
 from cems.cli import (
+    aqi,
     bench,
     broker_config,
     demo,
@@ -36,7 +37,7 @@ from cems.errors import CemsError
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``cems --help`` lists them.
-COMMANDS = (run, events, replay, report, stops, registry, hj212, services, broker_config, demo, bench)
+COMMANDS = (run, events, replay, report, stops, registry, hj212, aqi, services, broker_config, demo, bench)
 
 
 def build_parser(env: Env | None = None) -> argparse.ArgumentParser:
