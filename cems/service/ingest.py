@@ -427,7 +427,7 @@ class IngestService:
             g = self._grid.get(r.mn)
             if g is None:
                 raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
-            validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
+            r = validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
             fields: dict[str, float | int | str | bool | None] = {}
             for code, m in r.measurements.items():
                 for suffix, v in m.values.items():
@@ -436,12 +436,14 @@ class IngestService:
                     fields[f"{code}_Flag"] = m.flag
             if not fields:
                 raise RejectedMessage("empty_reading", "the reading carries no values")
+            if r.dropped:
+                fields["dropped"] = ",".join(r.dropped)
             tags = {"sensor": g.id, "district": g.district, "township": g.township}
             self.stats.values += r.value_count
             if r.dropped:
                 self.stats.values_dropped += len(r.dropped)
             return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
-        info = validate(r, self.registry, now, self.settings.policy)
+        r, info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
         if r.dropped:
             self.stats.values_dropped += len(r.dropped)
