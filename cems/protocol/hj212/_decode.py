@@ -605,6 +605,8 @@ def packet_json(p: Packet, *, ok: bool = True) -> dict[str, Any]:
         "pw": p.pw,
         "mn": p.mn,
         "flag": p.flag,
+        "pnum": p.pnum,
+        "pno": p.pno,
         "data_time": _iso(p.data_time),
         "values": {code: dict(sv) for code, sv in p.values.items()},
         "deviations": list(p.deviations),
@@ -622,6 +624,8 @@ def _empty_json() -> dict[str, Any]:
         "pw": None,
         "mn": None,
         "flag": None,
+        "pnum": None,
+        "pno": None,
         "data_time": None,
         "values": {},
         "deviations": [],
@@ -631,7 +635,8 @@ def _empty_json() -> dict[str, Any]:
 def decode_json(line: str | bytes, *, require_crc: bool = True) -> dict[str, Any]:
     """Decode to the CLI JSON object; never raises.
 
-    Keys: ``ok``, ``crc_ok``, ``version``, ``qn``, ``st``, ``cn``, ``pw``, ``mn``, ``flag``, ``data_time``
+    Keys: ``ok``, ``crc_ok``, ``version``, ``qn``, ``st``, ``cn``, ``pw``, ``mn``, ``flag``, ``pnum`` and ``pno``
+    (the part of a split packet: PNUM parts in all, this is part PNO; ``null`` when not split), ``data_time``
     (ISO 8601 with offset), ``values``, ``deviations`` and, when ``ok`` is false, ``error``
     (``"reason: detail"``).  A packet rejected only for its CRC still shows its fields.
     """
