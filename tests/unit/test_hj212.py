@@ -235,7 +235,10 @@ def test_happy_path_and_json_shape() -> None:
 
 def test_decode_json_shows_pnum_and_pno_of_a_split_packet() -> None:
     """Issue 12 item 11: ``cems hj212 decode`` shows which part of a split packet a line is."""
-    seg = "QN=20260101080000000;ST=31;CN=2051;PW=1;MN=MN001;Flag=7;PNUM=3;PNO=2;CP=&&DataTime=20260101080000;a21002-Avg=1&&"
+    seg = (
+        "QN=20260101080000000;ST=31;CN=2051;PW=1;MN=MN001;Flag=7;PNUM=3;PNO=2;"
+        "CP=&&DataTime=20260101080000;a21002-Avg=1&&"
+    )
     j = decode_json(_pkt(seg))
     assert j["ok"] and (j["pnum"], j["pno"], j["flag"]) == (3, 2, 7)
     assert hj212.encode_json(j) == _pkt(seg)  # and encodes back to the same part
