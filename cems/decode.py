@@ -52,14 +52,7 @@ def decode_message(topic: str, payload: bytes, registry: Registry, *, require_cr
 
 def decode_hj212(payload: bytes, topic_mn: str | None, registry: Registry, *, require_crc: bool = True) -> Reading:
     """Decode a raw HJ 212 packet (published for ``topic_mn``, when given); check MN, registry and password."""
-    try:
-        text = payload.decode("ascii")
-    except UnicodeDecodeError:
-        try:
-            text = payload.decode("gbk")  # some DAS send Chinese text in vendor fields
-        except UnicodeDecodeError:
-            raise RejectedMessage("hj212_encoding", "packet is neither ASCII nor GBK text") from None
-    return decode_hj212_text(text, topic_mn, registry, require_crc=require_crc)[0]
+    return decode_hj212_text(hj212_text(payload), topic_mn, registry, require_crc=require_crc)[0]
 
 
 def decode_hj212_text(
@@ -80,6 +73,12 @@ def decode_hj212_text(
             raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
         return reading, info
     packet = hj212.decode(text, require_crc=require_crc)
+    info = check_packet(packet, topic_mn, registry)
+    return hj212.to_reading(packet, tz=tz), info
+
+
+def check_packet(packet: hj212.Packet, topic_mn: str | None, registry: Registry) -> OutletInfo:
+    """The checks of a decoded packet before its data are read: MN as on the topic, in the registry, PW."""
     if topic_mn is not None and packet.mn != topic_mn:
         raise RejectedMessage("mn_mismatch", f"packet MN {packet.mn!r} does not match topic MN {topic_mn!r}")
     mn = packet.mn or ""
@@ -89,4 +88,15 @@ def decode_hj212_text(
     expected = info.outlet.hj212_password
     if expected is not None and packet.pw != expected:
         raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
-    return hj212.to_reading(packet, tz=tz), info
+    return info
+
+
+def hj212_text(payload: bytes) -> str:
+    """The text of a raw HJ 212 packet: ASCII, else GBK (some DAS send Chinese text in vendor fields)."""
+    try:
+        return payload.decode("ascii")
+    except UnicodeDecodeError:
+        try:
+            return payload.decode("gbk")
+        except UnicodeDecodeError:
+            raise RejectedMessage("hj212_encoding", "packet is neither ASCII nor GBK text") from None

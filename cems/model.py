@@ -104,8 +104,10 @@ class Reading:
     qn: str | None = None
     origin: str = "json"  # "json" or "hj212"
     extra: dict[str, str] = field(default_factory=dict)
-    #: ``code-suffix`` of values the device sent that were not finite numbers (HJ 212 ``nan``, ``inf``): not
-    #: in ``measurements``, the values beside them kept; counted (``values_dropped``) by the ingester and replay.
+    #: ``code-suffix`` of values the device sent that were left out as invalid: not finite numbers (HJ 212
+    #: ``nan``, ``inf``), or out of the code's plausible range (:func:`cems.validate.check_values`).  Not in
+    #: ``measurements``, the values beside them kept and judged; counted (``values_dropped``) by the ingester
+    #: and replay, and stored as the point's ``dropped`` field.
     dropped: tuple[str, ...] = ()
 
     @property

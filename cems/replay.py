@@ -111,7 +111,7 @@ def _load(registry: Registry, lines: Iterable[str], fmt: Format, res: ReplayResu
                 info = outlet(r.mn)
                 if info is None:
                     raise RejectedMessage("unknown_mn", f"MN {r.mn!r} is not in the registry")
-            check_values(r)
+            r = check_values(r)
             if r.dropped:
                 res.values_dropped += len(r.dropped)
         except RejectedMessage as e:

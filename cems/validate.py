@@ -1,21 +1,26 @@
 """Validation stage: is a decoded reading acceptable?  Pure functions; raise RejectedMessage with a reason.
 
-Checks (each with its own reason code, counted and sent to the dead-letter topic by the service):
+Message checks (each with its own reason code, counted and sent to the dead-letter topic by the service):
 ``unknown_mn``, ``empty_reading``, ``future_data_time``, ``stale_data_time``, ``bad_field`` (a pollutant code or
-suffix outside the grammar, more than :data:`MAX_FIELDS` values), ``not_finite``, ``negative_value``,
-``absurd_value`` (above a code's range, or a magnitude above :data:`MAX_MAGNITUDE` for any code).
+suffix outside the grammar, more than :data:`MAX_FIELDS` values).
+
+Value checks are per value (issue 12 item 3: one bad auxiliary value never rejects a reading): a value that is
+not finite (``not_finite``), below its code's range (``negative_value``) or above it, or of a magnitude above
+:data:`MAX_MAGNITUDE` (``absurd_value``) is left out of the reading, named in :attr:`Reading.dropped` (counted
+as ``values_dropped``, stored as the point's ``dropped`` field) and the values beside it are judged.  Only a
+reading of which *no* value is left is rejected, with the reason of its first bad value.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
 from cems.errors import RejectedMessage
-from cems.model import Reading
+from cems.model import Measurement, Reading
 from cems.registry import OutletInfo, Registry
 
 #: Plausible physical ranges by code prefix (unit as in HJ 212 appendix B; generous on purpose: the
@@ -68,23 +73,24 @@ _RANGE_CACHE_MAX: Final = 4096
 
 def validate(
     reading: Reading, registry: Registry, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY
-) -> OutletInfo:
-    """Check a reading; return its outlet (with enterprise and district) or raise RejectedMessage."""
+) -> tuple[Reading, OutletInfo]:
+    """Check a reading; return it without its invalid values (:func:`check_values`) and its outlet (with
+    enterprise and district), or raise RejectedMessage."""
     info = registry.outlet(reading.mn)
     if info is None:
         raise RejectedMessage("unknown_mn", f"MN {reading.mn!r} is not in the registry")
     if not any(m.values or m.flag is not None for m in reading.measurements.values()):
         raise RejectedMessage("empty_reading", "the reading carries no pollutant values")
     check_time(reading, now, policy)
-    check_values(reading)
-    return info
+    return check_values(reading), info
 
 
-def validate_grid(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
+def validate_grid(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> Reading:
     """The checks of :func:`validate` that do not need the outlet, for a grid micro-station's reading: data
-    time, field names and values (the sensor itself is looked up by the service)."""
+    time, field names and values (the sensor itself is looked up by the service).  Returns the reading without
+    its invalid values."""
     check_time(reading, now, policy)
-    check_values(reading)
+    return check_values(reading)
 
 
 def check_time(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
@@ -130,13 +136,15 @@ _KNOWN_SUFFIXES: set[str] = set()
 _KNOWN_MAX: Final = 4096
 
 
-def check_values(reading: Reading) -> None:
-    """Reject ill-formed field names, too many fields (``bad_field``), NaN/Inf, negative or absurd values."""
-    isfinite = math.isfinite
+def check_values(reading: Reading) -> Reading:
+    """Reject ill-formed field names and too many fields (``bad_field``: the message); return the reading
+    without its NaN/Inf, negative or absurd values (each named in :attr:`Reading.dropped`), or the reading
+    itself when every value is good.  Raises the first bad value's reason when no value is left."""
     ranged = _RANGED_SUFFIXES
     codes, suffixes = _KNOWN_CODES, _KNOWN_SUFFIXES
     big = MAX_MAGNITUDE
     n = 0
+    bad: list[tuple[str, str, RejectedMessage]] | None = None
     for code, m in reading.measurements.items():
         if code not in codes and not _name_ok(code, CODE_GRAMMAR, codes):
             raise RejectedMessage("bad_field", f"pollutant code {_show(code)} is not letters, digits and '_' (1-24)")
@@ -148,15 +156,41 @@ def check_values(reading: Reading) -> None:
                 raise RejectedMessage("bad_field", f"{_show(code)}: suffix {_show(suffix)} is not a field suffix")
             if -big <= v <= big and (suffix not in ranged or lo <= v <= hi):
                 continue
-            if not isfinite(v):
-                raise RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
-            if suffix not in ranged or rng is None:
-                raise RejectedMessage("absurd_value", f"{code}-{suffix}={v} has a magnitude above {big:g}")
-            if v < lo:
-                raise RejectedMessage("negative_value", f"{code}-{suffix}={v} is below {lo}")
-            raise RejectedMessage("absurd_value", f"{code}-{suffix}={v} is above {hi}")
+            if bad is None:
+                bad = []
+            bad.append((code, suffix, _value_problem(code, suffix, v, rng, big)))
     if n > MAX_FIELDS:
         raise RejectedMessage("bad_field", f"the reading carries {n} values and flags, more than {MAX_FIELDS}")
+    if bad is None:
+        return reading
+    return _without(reading, bad)
+
+
+def _value_problem(code: str, suffix: str, v: float, rng: tuple[float, float] | None, big: float) -> RejectedMessage:
+    if not math.isfinite(v):
+        return RejectedMessage("not_finite", f"{code}-{suffix}={v} is not a finite number")
+    if suffix not in _RANGED_SUFFIXES or rng is None:
+        return RejectedMessage("absurd_value", f"{code}-{suffix}={v} has a magnitude above {big:g}")
+    if v < rng[0]:
+        return RejectedMessage("negative_value", f"{code}-{suffix}={v} is below {rng[0]}")
+    return RejectedMessage("absurd_value", f"{code}-{suffix}={v} is above {rng[1]}")
+
+
+def _without(reading: Reading, bad: list[tuple[str, str, RejectedMessage]]) -> Reading:
+    """``reading`` without the ``bad`` values (the slow path: only readings with a bad value get here)."""
+    drop: dict[str, set[str]] = {}
+    for code, suffix, _ in bad:
+        drop.setdefault(code, set()).add(suffix)
+    measurements: dict[str, Measurement] = {}
+    for code, m in reading.measurements.items():
+        gone = drop.get(code)
+        if gone is None:
+            measurements[code] = m
+        else:
+            measurements[code] = m._replace(values={s: v for s, v in m.values.items() if s not in gone})
+    if not any(m.values for m in measurements.values()):
+        raise bad[0][2]  # nothing of the reading is left to judge: the message is garbage
+    return replace(reading, measurements=measurements, dropped=reading.dropped + tuple(f"{c}-{s}" for c, s, _ in bad))
 
 
 def _show(name: str) -> str:

@@ -9,6 +9,15 @@ not acknowledge within ``ack_timeout_s`` the device gets no reply and will resen
 Rejections are answered with 9011: unknown MN → QnRtn 4, wrong PW → 3, CRC error → 9; nothing is published.
 HJ 212-2025 heartbeats (CN 9015) are answered (9014, when asked) but not published.
 
+Split packets (PNUM/PNO, issue 12 item 11): the parts of one (MN, QN, CN) are reassembled here
+(:class:`cems.protocol.hj212.Reassembler`, at most ``split_max_pending`` packets for at most ``split_timeout_s``)
+and the reassembled packet is validated and published **once**, re-encoded as one packet (D bit cleared, no
+PNUM/PNO, its own CRC).  Each part is answered as HJ 212 asks: the parts before the last get their 9014 when
+they are held (the DAS would otherwise resend a part instead of sending the next), the last one after the
+broker's PUBACK of the whole, or 9011 QnRtn 2 when the whole is rejected.  When the publish is not acknowledged
+the earlier parts are kept, so the DAS's resend of the last part completes the packet again.  A bridge that stops
+between the parts of a packet loses the parts it holds (they were answered): HJ 212 gives no way to defer them.
+
 Before the 9014 reply, a data packet (CN 2011/2051/2061/2031) goes through the ingester's own validation
 (:func:`cems.validate.validate`: data time neither in the future nor too old, values finite and plausible):
 data the ingester would reject is not published and is answered 9011 QnRtn 2 (rejected), so a DAS with a
@@ -62,8 +71,11 @@ from cems.protocol.hj212 import (
     QNRTN_REJECTED,
     FramingError,
     HJ212Error,
+    Packet,
+    Reassembler,
     StreamFramer,
     decode,
+    encode_packet,
     is_heartbeat,
     reply_9011,
     reply_9014,
@@ -344,6 +356,8 @@ class HJ212Bridge:
         auth_ban_s: float = 60.0,
         auth_max_ban_s: float = 3600.0,
         policy: ValidationPolicy = DEFAULT_POLICY,
+        split_timeout_s: float = 60.0,
+        split_max_pending: int = 1000,
     ) -> None:
         check_credentials(registry, environ)
         self.registry = registry
@@ -360,6 +374,9 @@ class HJ212Bridge:
         self.max_junk_bytes = max_junk_bytes
         self.max_warnings_per_connection = max_warnings_per_connection
         self.policy = policy
+        self.reassembler = Reassembler(
+            max_pending=split_max_pending, max_age_packets=1 << 62, ttl_s=split_timeout_s, on_drop=self._split_dropped
+        )
         guard = (auth_max_failures, auth_window_s, auth_ban_s, auth_max_ban_s)
         self.peer_guard = FailureGuard(*guard)
         self.mn_guard = FailureGuard(*guard)
@@ -601,6 +618,26 @@ class HJ212Bridge:
             if p.needs_reply:
                 await self._reply(writer, reply_9014(p))
             return True
+        last_part = p
+        if p.pnum is not None and p.cn in CN_STREAM:
+            whole = self.reassembler.feed(p, now)
+            if whole is None:  # held for the rest of its packet; HJ 212 wants each part answered
+                self.stats["split_parts_held"] += 1
+                if p.needs_reply:
+                    await self._reply(writer, reply_9014(p))
+                return True
+            parts = self.reassembler.last_parts
+            try:
+                frame = encode_packet(whole, crlf=False).encode("utf-8")
+            except HJ212Error as e:
+                self.stats[e.reason] += 1
+                self._warn(conn, "MN %s QN %s: reassembled packet cannot be written: %s", p.mn, p.qn, e)
+                await self._reply(writer, reply_9011(last_part, QNRTN_REJECTED))
+                return True
+            self.stats["split_reassembled"] += 1
+            p = whole
+        else:
+            parts = []
         if p.cn in CN_STREAM:
             # the ingester's own checks: what it would reject is not confirmed (nor published)
             try:
@@ -608,7 +645,7 @@ class HJ212Bridge:
             except RejectedMessage as e:
                 self.stats[e.reason] += 1
                 self._warn(conn, "MN %s QN %s rejected (%s): %s", p.mn, p.qn, e.reason, e.detail)
-                await self._reply(writer, reply_9011(p, QNRTN_REJECTED))
+                await self._reply(writer, reply_9011(last_part, QNRTN_REJECTED))
                 return True
         if p.deviations:
             log.debug("%s: MN %s packet deviations: %s", conn.peer, p.mn, "; ".join(p.deviations))
@@ -616,11 +653,18 @@ class HJ212Bridge:
         if not await self.publisher.publish(topic, frame, timeout=self.ack_timeout_s):
             self.stats["publish_failed"] += 1
             self._warn(conn, "broker did not acknowledge MN %s QN %s: device gets no reply", p.mn, p.qn)
+            for part in parts[:-1]:  # kept: the device's resend of the last part completes the packet again
+                self.reassembler.feed(part, now)
             return True
         self.stats["published"] += 1
-        if p.needs_reply:
-            await self._reply(writer, reply_9014(p))
+        if last_part.needs_reply:
+            await self._reply(writer, reply_9014(last_part))
         return True
+
+    def _split_dropped(self, key: tuple[str | None, str | None, str], parts: list[Packet]) -> None:
+        self.stats["hj212_split"] += 1
+        got = [part.pno for part in parts]
+        log.warning("split packet MN %s QN %s CN %s: only parts %s arrived; dropped", key[0], key[1], key[2], got)
 
 
 async def run_bridge(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -12,10 +13,12 @@ from pathlib import Path
 from cems.cli._common import Formatter, add_influx_args, add_mqtt_args, examples, influx_config, mqtt_settings
 from cems.config import Env, state_dir
 from cems.errors import ConfigError
-from cems.registry import load_registry, with_credentials
+from cems.registry import load_registry, registry_warnings, with_credentials
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
+
+log = logging.getLogger("cems.run")
 
 EPILOG = examples(
     "cems run --config registry.toml --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 --influx-db cems",
@@ -126,6 +129,8 @@ def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:
 def cmd_run(a: argparse.Namespace, env: Env) -> int:
     # fail closed: every password_env must be set, resolved the same way as the bridge does
     registry = with_credentials(load_registry(a.config), env.values)
+    for w in registry_warnings(registry):
+        log.warning("registry %s: %s", a.config, w)
     mqtt = mqtt_settings(a)
     influx = influx_config(a)
     settings = ingest_settings(a, env)

@@ -104,8 +104,8 @@ def one(registry: Registry, topic: str, payload: bytes) -> str:
         d = decode_message(topic, payload, registry)
         if d.grid:
             return "ok"
-        info = validate(d.reading, registry, NOW)
-        reading_line(d.reading, info.enterprise.id, info.district.code)
+        r, info = validate(d.reading, registry, NOW)
+        reading_line(r, info.enterprise.id, info.district.code)
         return "ok"
     except RejectedMessage as e:
         return e.reason

@@ -18,6 +18,7 @@ from cems.registry._model import (
     Stop,
     Topics,
 )
+from cems.registry._warnings import registry_warnings
 
 __all__ = [
     "City",
@@ -36,6 +37,7 @@ __all__ = [
     "missing_credentials",
     "parse_registry",
     "read_stops",
+    "registry_warnings",
     "stops_path",
     "with_credentials",
 ]

@@ -244,8 +244,17 @@ class OutletInfo:
     district: District
 
 
+#: Zone names of Beijing time (Asia/Shanghai and its IANA links).
+BEIJING_ZONES = frozenset({"Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "PRC"})
+
+
 class Registry(_Strict):
+    #: The zone HJ 212 DataTime (and JSON times without an offset) are read in.  HJ 212 defines DataTime as
+    #: Beijing time: another zone would shift every hour (Europe/Berlin: by 7 h or 6 h), so it is refused unless
+    #: ``allow_non_beijing_timezone = true`` (e.g. a test bench whose simulators send local time), and then
+    #: ``cems registry check`` and ``cems run`` warn.
     timezone: str = "Asia/Shanghai"
+    allow_non_beijing_timezone: bool = False
     city: City
     district: list[District] = Field(default_factory=list)
     enterprise: list[Enterprise] = Field(default_factory=list)
@@ -266,6 +275,12 @@ class Registry(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Registry:
         problems: list[str] = []
+        if self.timezone not in BEIJING_ZONES and not self.allow_non_beijing_timezone:
+            problems.append(
+                f"timezone: {self.timezone!r} is not Beijing time: HJ 212 DataTime is Beijing time (UTC+8), and "
+                "reading it in another zone shifts every hour; remove the setting, or set "
+                "allow_non_beijing_timezone = true if the devices really send this zone's local time"
+            )
         districts: dict[str, District] = {}
         for i, d in enumerate(self.district):
             if d.code in districts:

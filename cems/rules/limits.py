@@ -62,17 +62,18 @@ def active_profile(outlet: Outlet, t: datetime) -> LimitProfile:
 
 
 def ref_o2_at(outlet: Outlet, t: datetime) -> float:
-    """Reference O2 (%) at ``t``: the latest change (start ≤ t) giving ``ref_o2``, else ``outlet.ref_o2``,
-    else the active profile's reference O2.
+    """Reference O2 (%) at ``t``: an explicit ``ref_o2`` belongs to its profile period (issue 12 item 10).
 
-    Note: an explicit ``ref_o2`` (outlet or earlier change) keeps applying after a later change that only
-    switches the profile; a registry that switches to a profile with another reference O2 should give
-    ``ref_o2`` on that change too.
+    ``outlet.ref_o2`` applies while ``outlet.profile`` does; a change that switches the profile starts a new
+    period with that profile's reference O2 unless the change gives its own ``ref_o2``; a change giving only
+    ``ref_o2`` sets it for the rest of the current period.  So a 煤改气 change (boiler coal 9 % → gas 3.5 %)
+    never keeps the old 9 % (NOx 160 at 3.5 % would read as ≈ 114 at 9 %: no exceedance).  ``cems registry
+    check`` warns about every change where this differs from keeping the old value
+    (:func:`cems.registry.registry_warnings`).
     """
     ref: float | None = outlet.ref_o2
     for ch in _active_changes(outlet, t):
-        if ch.ref_o2 is not None:
-            ref = ch.ref_o2
+        ref = ch.ref_o2 if ch.ref_o2 is not None else (None if ch.profile is not None else ref)
     return ref if ref is not None else active_profile(outlet, t).ref_o2
 
 

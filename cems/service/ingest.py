@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from cems.decode import decode_message
+from cems.decode import check_packet, decode_message, hj212_text
 from cems.errors import InfluxWriteError, RejectedMessage, SpoolFull
 from cems.model import Reading
+from cems.protocol import hj212
 from cems.registry import OutletInfo, Registry
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
@@ -63,6 +64,9 @@ class IngestStats:
     write_seconds: float = 0.0
     spooled_points: int = 0
     spool_bytes: int = 0
+    #: HJ 212 split packets (PNUM/PNO) reassembled into one reading, and parts waiting for the rest.
+    split_reassembled: int = 0
+    split_parts_held: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_data_time: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -77,6 +81,8 @@ class IngestStats:
             "batches": self.batches,
             "write_retries": self.write_retries,
             "spooled_points": self.spooled_points,
+            "split_reassembled": self.split_reassembled,
+            "split_parts_held": self.split_parts_held,
             "rejected": dict(self.rejected),
         }
 
@@ -94,6 +100,11 @@ class IngestSettings:
     spool_max_bytes: int = 1 << 30
     #: Identical messages (topic and payload) seen among this many recent stored ones are duplicates.
     dedupe_window: int = 200_000
+    #: HJ 212 split packets (PNUM/PNO) on ``{prefix}/{mn}/hj212``: a part waits, unacknowledged, at most this
+    #: long for the rest of its (MN, QN, CN) group, and at most this many groups wait; then the group's parts
+    #: are dead-lettered ``hj212_split``.
+    split_timeout_s: float = 30.0
+    split_max_pending: int = 1000
 
 
 @dataclass(slots=True)
@@ -220,6 +231,18 @@ class IngestService:
         #: (An OrderedDict: evicting the oldest of a plain dict with ``next(iter(d))`` walks every deleted slot
         #: before it, ≈ 18 µs per message once the window is full.)
         self._recent: OrderedDict[int, None] = OrderedDict()
+        #: HJ 212 split packets: the parts of each incomplete (MN, QN, CN) group and the messages that carried
+        #: them, held unacknowledged until the reassembled reading is durable (then acknowledged with it: the
+        #: ``_companions`` of the last part's message); a group that times out or is evicted is dead-lettered.
+        self._reassembler = hj212.Reassembler(
+            max_pending=self.settings.split_max_pending,
+            max_age_packets=1 << 62,
+            ttl_s=self.settings.split_timeout_s,
+            on_drop=self._split_dropped,
+        )
+        self._held: dict[tuple[str | None, str | None, str], list[InboundMessage]] = {}
+        self._companions: dict[int, list[InboundMessage]] = {}
+        self._split_rejects: list[tuple[InboundMessage, RejectedMessage]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -283,8 +306,10 @@ class IngestService:
                     if ctask.done():
                         break
                     batch = await self._next_batch(stop)
-                    if batch:
-                        await prepared.put(self.prepare(batch))
+                    if batch or self._held:  # (held split parts time out even while nothing arrives)
+                        p = self.prepare(batch)
+                        if batch or p.rejects:
+                            await prepared.put(p)
                 # graceful shutdown: what is already queued is written and acknowledged
                 while not self.conn.queue.empty() and not ctask.done():
                     await prepared.put(self.prepare(self._drain()))
@@ -348,6 +373,8 @@ class IngestService:
         )
         self.stats.received += len(batch)
         in_batch: set[int] = set()
+        if self._held:
+            self._reassembler.expire(time.monotonic())
         for msg in batch:
             if msg.topic == self._command_topic:
                 commands.append(msg)
@@ -357,7 +384,13 @@ class IngestService:
                 rejects.append((msg, RejectedMessage("duplicate", "an identical message was already stored")))
                 continue
             try:
-                line, item = self._accept(msg, now)
+                if b"PNUM=" in msg.payload and msg.topic.endswith("/hj212"):  # (rare: only split packets)
+                    accepted = self._accept_part(msg, now)
+                    if accepted is None:
+                        continue  # a part held for the rest of its packet, unacknowledged
+                    line, item = accepted
+                else:
+                    line, item = self._accept(msg, now)
             except RejectedMessage as e:
                 rejects.append((msg, e))
                 continue
@@ -369,6 +402,10 @@ class IngestService:
             items.append(item)
             in_batch.add(fp)
             fingerprints.append(fp)
+        if self._split_rejects:
+            rejects.extend(self._split_rejects)
+            self._split_rejects.clear()
+        self.stats.split_parts_held = sum(len(v) for v in self._held.values())
         return p
 
     async def write_stage(self, p: _Prepared, stop: asyncio.Event | None) -> bool:
@@ -400,7 +437,7 @@ class IngestService:
 
             def release() -> None:
                 for m in data:
-                    self.conn.ack(m)
+                    self._ack(m)
 
             bad_commands = await self.compliance.on_batch(readings, commands, stop, release=release)
             if bad_commands is None:
@@ -409,7 +446,7 @@ class IngestService:
             good.extend(m for m in commands if id(m) not in bad_ids)
             rejects.extend(bad_commands)
         for msg in good:
-            self.conn.ack(msg)
+            self._ack(msg)
         recent = self._recent
         for fp in fingerprints:  # only what is durable: a message whose batch failed is not a duplicate
             recent[fp] = None
@@ -427,7 +464,7 @@ class IngestService:
             g = self._grid.get(r.mn)
             if g is None:
                 raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
-            validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
+            r = validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
             fields: dict[str, float | int | str | bool | None] = {}
             for code, m in r.measurements.items():
                 for suffix, v in m.values.items():
@@ -436,17 +473,59 @@ class IngestService:
                     fields[f"{code}_Flag"] = m.flag
             if not fields:
                 raise RejectedMessage("empty_reading", "the reading carries no values")
+            if r.dropped:
+                fields["dropped"] = ",".join(r.dropped)
             tags = {"sensor": g.id, "district": g.district, "township": g.township}
             self.stats.values += r.value_count
             if r.dropped:
                 self.stats.values_dropped += len(r.dropped)
             return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
-        info = validate(r, self.registry, now, self.settings.policy)
+        return self._accept_reading(r, now)
+
+    def _accept_reading(self, r: Reading, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
+        r, info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
         if r.dropped:
             self.stats.values_dropped += len(r.dropped)
         self.stats.last_data_time[r.mn] = r.data_time.timestamp()
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
+
+    # -- HJ 212 split packets (PNUM/PNO) ---------------------------------------------------------------
+    def _accept_part(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None] | None:
+        """A packet on ``{prefix}/{mn}/hj212`` that may be one part of a split packet: ``None`` while its group
+        is incomplete (the message is held, unacknowledged), else the reassembled reading's line, judged as one
+        reading; the last part's message then carries the others (acknowledged with it, :meth:`_ack`)."""
+        t = self.registry.topics
+        rest = msg.topic[len(t.prefix) + 1 :].split("/") if msg.topic.startswith(t.prefix + "/") else []
+        if len(rest) != 2 or not rest[0] or rest[1] != "hj212":
+            return self._accept(msg, now)  # not a data topic of this registry: decode_message says why
+        packet = hj212.decode(hj212_text(msg.payload), require_crc=self.settings.require_crc)
+        if packet.pnum is None:
+            return self._accept(msg, now)
+        check_packet(packet, rest[0], self.registry)
+        combined = self._reassembler.feed(packet, time.monotonic())
+        key = (packet.mn, packet.qn, packet.cn)
+        held = self._held.setdefault(key, [])
+        held.append(msg)
+        if combined is None:
+            return None
+        del self._held[key]
+        if len(held) > 1:
+            self._companions[id(msg)] = held[:-1]
+        self.stats.split_reassembled += 1
+        return self._accept_reading(hj212.to_reading(combined, tz=self.registry.tz), now)
+
+    def _split_dropped(self, key: tuple[str | None, str | None, str], parts: list[hj212.Packet]) -> None:
+        """A split packet's group timed out or was evicted: its held messages are dead-lettered and acknowledged."""
+        msgs = self._held.pop(key, [])
+        got = sorted(p.pno for p in parts if p.pno is not None)
+        pnum = parts[0].pnum if parts else None
+        detail = (
+            f"split packet MN {key[0]!r} QN {key[1]!r} CN {key[2]}: parts {got} of {pnum} only, the rest did not "
+            f"arrive within {self.settings.split_timeout_s:g}s (or {self.settings.split_max_pending} incomplete "
+            "packets were waiting)"
+        )
+        self._split_rejects.extend((m, RejectedMessage("hj212_split", detail)) for m in msgs)
 
     async def _timed_write(self, lines: list[str]) -> None:
         t0 = time.perf_counter()
@@ -586,4 +665,11 @@ class IngestService:
         log.info("rejected %s: %s: %s", _cut(msg.topic)[0], err.reason, _cut(err.detail)[0])
         topic = f"{self.registry.topics.deadletter_prefix}/{err.reason}"
         await self.conn.publish(topic, dead_letter(msg.topic, msg.payload, msg.received, err), qos=1)
+        self._ack(msg)
+
+    def _ack(self, msg: InboundMessage) -> None:
+        """Acknowledge a message and, for the last part of a reassembled split packet, the parts before it."""
         self.conn.ack(msg)
+        if self._companions:
+            for m in self._companions.pop(id(msg), ()):
+                self.conn.ack(m)

@@ -81,7 +81,8 @@ def point(
 
 
 def reading_line(reading: Reading, enterprise: str, district: str) -> str:
-    """The ``cems_reading`` point of a reading.  Fields are ``{code}_{suffix}`` and ``{code}_Flag``."""
+    """The ``cems_reading`` point of a reading.  Fields are ``{code}_{suffix}`` and ``{code}_Flag``, ``qn`` and
+    ``dropped`` (the ``code-suffix`` of values left out as invalid, comma-separated)."""
     tags = _reading_prefix(reading.mn, reading.stream.value, enterprise, district)
     fields: list[str] = []
     for code, m in reading.measurements.items():
@@ -91,6 +92,8 @@ def reading_line(reading: Reading, enterprise: str, district: str) -> str:
             fields.append(_flag_field(code, m.flag))
     if reading.qn:
         fields.append(f'qn="{escape_str(reading.qn)}"')
+    if reading.dropped:  # the values left out as invalid (validate.check_values), named: "a01012-Rtd,..."
+        fields.append(f'dropped="{escape_str(",".join(reading.dropped))}"')
     ts_ms = round(reading.data_time.timestamp() * 1000)
     return f"{tags} {','.join(fields)} {ts_ms}"
 

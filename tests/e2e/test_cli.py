@@ -55,6 +55,21 @@ def test_registry_check_reports_every_problem_with_its_location(tmp_path: Path) 
     assert r.returncode == 0 and "1 outlets" in r.stdout
 
 
+def test_registry_check_warns_about_a_profile_change_that_ends_an_explicit_ref_o2(tmp_path: Path) -> None:
+    text = REGISTRY.replace(
+        'profile = "coal_power_ultra_low"',
+        'profile = "boiler_coal_special"\nref_o2 = 9.0\n'
+        'limit_change = [{from = 2026-06-01, profile = "boiler_gas_special", reason = "煤改气"}]',
+        1,
+    )
+    p = tmp_path / "r.toml"
+    p.write_text(text, encoding="utf-8")
+    r = cems("registry", "check", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "warning: enterprise[0](E001).outlet[0](MN0001).limit_change[0] (from 2026-06-01)" in r.stderr
+    assert "1 warning(s) above" in r.stdout
+
+
 def test_bad_registry_never_starts_the_service(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text(

@@ -455,3 +455,27 @@ def test_failure_guard_bans_grow_and_are_bounded() -> None:
     for k in "bcdef":
         g.failure(k, 100.0)
     assert len(g) <= 3
+
+
+async def test_split_packet_parts_are_answered_and_published_once_reassembled(bridge: HJ212Bridge, sub: Sub) -> None:
+    """Issue 12 item 11: each part gets its 9014 (HJ 212), the broker gets one reassembled packet."""
+    when = (datetime.now(BEIJING) - timedelta(minutes=1)).strftime("%Y%m%d%H%M%S")
+    parts = [{"a19001": {"Rtd": 6.0, "Flag": "N"}}, {"a21002": {"Rtd": 80.0, "Flag": "N"}}, {"a21026": {"Rtd": 9.0}}]
+    r, w = await connect(bridge)
+    for pno, values in enumerate(parts, 1):
+        w.write(encode(qn=qn(7), st="31", cn="2011", pw="123456", mn="MN0001", flag=7, pnum=3, pno=pno,
+                       data_time=when, values=values).encode())  # type: ignore[arg-type]  # fmt: skip
+        await w.drain()
+        reply = decode(await read_reply(r))
+        assert (reply.cn, reply.qn) == ("9014", qn(7))
+        if pno < 3:
+            await asyncio.sleep(0.2)
+            assert sub.messages() == []  # part 1 of 3 is not a reading: nothing published
+    got = await sub.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(sub.messages()) == 1
+    whole = decode(got[0][1])
+    assert whole.pnum is None and whole.pno is None and whole.flag == 5 and whole.qn == qn(7)
+    assert sorted(whole.values) == ["a19001", "a21002", "a21026"] and whole.values["a21002"]["Rtd"] == 80.0
+    assert bridge.stats["split_reassembled"] == 1 and bridge.stats["published"] == 1
+    w.close()

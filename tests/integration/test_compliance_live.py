@@ -415,3 +415,42 @@ async def test_live_service_and_replay_give_the_same_hourly_records_and_events(
         live_events = sorted((json.loads(j) for (j,) in c.execute("SELECT json FROM events")), key=lambda e: e["start"])
     assert live_events == [e.to_json() for e in res.events]
     assert [e["status"] for e in live_events] == ["closed"]
+
+
+async def test_a_split_reading_with_nox_above_the_limit_raises_the_realtime_warning_once(
+    registry: Registry, mosquitto: Any, influxdb: Any, influx_db: str, tmp_path: Path, alerts: Mqtt
+) -> None:
+    """Issue 12 item 11: O2 in part 1, NOx 80 (limit 50 at 6 %) in part 2 of each real-time packet.  Each part
+    alone is no warning (part 1 has no NOx; part 2 has no O2 to correct with); reassembled, the warning opens —
+    once."""
+    from cems.protocol.hj212 import encode
+
+    t0 = (datetime.now(BEIJING) - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    clock = FakeClock(t0 + timedelta(minutes=3))
+    run = await start_service(
+        registry, mosquitto, influxdb, influx_db, config(tmp_path, clock), f"cems-split-{uuid.uuid4().hex[:6]}"
+    )
+    pub = Mqtt(mosquitto.url)
+    try:
+        infos = []
+        for i in range(4):
+            t = t0 + timedelta(seconds=30 * i)
+            for pno, values in (
+                (1, {"a19001": {"Rtd": 6.0, "Flag": "N"}}),
+                (2, {"a21002": {"Rtd": 80.0, "Flag": "N"}}),
+            ):
+                text = encode(cn="2011", st="31", pw="123456", mn="MN0001", flag=7, qn=t.strftime("%Y%m%d%H%M%S000"),
+                              data_time=t, pnum=2, pno=pno, values=values, crlf=False)  # type: ignore[arg-type]  # fmt: skip
+                infos.append(pub.c.publish("cems/v1/MN0001/hj212", text, qos=1))
+        for info in infos:
+            info.wait_for_publish(10)
+        await asyncio.to_thread(wait_until, lambda: alerts.alerts("opened"))
+        await asyncio.to_thread(wait_until, lambda: run.svc.stats.split_reassembled == 4)
+        await asyncio.sleep(1.0)
+        opened = alerts.alerts("opened")
+        assert [(d["type"], d["pollutant"]) for _, d in opened] == [("realtime_warning", "a21002")]
+        assert opened[0][1]["start"] == t0.isoformat()
+        assert run.svc.stats.rejected == {} and run.svc.stats.split_parts_held == 0
+    finally:
+        pub.close()
+        await run.stop()

@@ -52,3 +52,33 @@ def test_split_packets_are_judged_together_in_replay() -> None:
     assert not res.rejected
     warnings = [e for e in res.events if e.type == "realtime_warning"]
     assert len(warnings) == 1 and warnings[0].start == T0 and warnings[0].pollutant == "a21026"
+
+
+def test_one_bad_auxiliary_value_does_not_hide_the_pollutant_beside_it() -> None:
+    """Issue 12 item 3: temperature 9999 flagged D beside SO2 at 2.6 x the limit (35 at 6 % O2): the
+    temperature is left out (named in ``dropped``), SO2 is judged and raises the real-time warning (today every
+    reading was dead-lettered ``absurd_value``)."""
+    lines = []
+    for i in range(4):
+        t = T0 + timedelta(seconds=30 * i)
+        lines.append(
+            encode(
+                cn="2011",
+                st="31",
+                pw="123456",
+                mn="MN1",
+                flag=5,
+                qn=t.strftime("%Y%m%d%H%M%S000"),
+                data_time=t,
+                values={
+                    "a01012": {"Rtd": 9999.0, "Flag": "D"},
+                    "a19001": {"Rtd": 6.0, "Flag": "N"},
+                    "a21026": {"Rtd": 91.0, "Flag": "N"},
+                },
+                crlf=False,
+            )
+        )
+    res = replay(REG, lines, "hj212")
+    assert not res.rejected and res.readings == 4 and res.values_dropped == 4
+    warnings = [e for e in res.events if e.type == "realtime_warning"]
+    assert len(warnings) == 1 and warnings[0].pollutant == "a21026"

@@ -87,6 +87,12 @@ def test_absurd_and_non_finite_values_are_rejected(values: dict[str, dict[str, f
     assert e.value.reason == reason
 
 
+def test_a_bad_value_beside_good_ones_is_left_out_not_rejected() -> None:
+    r = check_values(reading({"x99999": {"Rtd": 1e308}, "a21026": {"Rtd": 80.0}, "a34013": {"Avg": 2e6}}))
+    assert r.dropped == ("x99999-Rtd", "a34013-Avg")
+    assert r.measurements["a21026"].values == {"Rtd": 80.0} and r.measurements["x99999"].values == {}
+
+
 def test_large_but_plausible_values_pass() -> None:
     check_values(reading({"a00000": {"Cou": 9.9e11, "Rtd": 1e6}, "w00000": {"Cou": -1e11}}))
 

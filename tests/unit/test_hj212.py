@@ -225,10 +225,23 @@ def test_happy_path_and_json_shape() -> None:
         "pw": "123456",
         "mn": "MN001",
         "flag": 5,
+        "pnum": None,
+        "pno": None,
         "data_time": "2026-01-01T08:00:00+08:00",
         "values": {"a21026": {"Avg": 12.5, "ZsAvg": 15.1, "Flag": "N"}},
         "deviations": [],
     }
+
+
+def test_decode_json_shows_pnum_and_pno_of_a_split_packet() -> None:
+    """Issue 12 item 11: ``cems hj212 decode`` shows which part of a split packet a line is."""
+    seg = (
+        "QN=20260101080000000;ST=31;CN=2051;PW=1;MN=MN001;Flag=7;PNUM=3;PNO=2;"
+        "CP=&&DataTime=20260101080000;a21002-Avg=1&&"
+    )
+    j = decode_json(_pkt(seg))
+    assert j["ok"] and (j["pnum"], j["pno"], j["flag"]) == (3, 2, 7)
+    assert hj212.encode_json(j) == _pkt(seg)  # and encodes back to the same part
 
 
 def test_bytes_input_and_unpadded_crc() -> None:

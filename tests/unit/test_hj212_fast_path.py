@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cems.model import BEIJING
 from cems.protocol.hj212 import HJ212Error, decode, encode, fast_reading, frame, to_reading
 
-_CODES = ["a34013", "a21026", "a21002", "a19001", "a01012", "a00000", "w01018", "SB1"]
+_CODES = ["a34013", "a21026", "a21002", "a19001", "a01012", "a00000", "w01018", "SB1", "02", "S01", "B02"]
 _SUFFIXES = ["Rtd", "Rtd", "Avg", "ZsRtd", "ZsAvg", "Min", "Max", "Cou", "Flag", "Flag", "RS", "Info", "EFlag"]
 _ALPHABET = "#&;,=-_.+0123456789eENaFlgRtdAvgZsCPQNSTMW \t\r\né"
 

@@ -87,8 +87,39 @@ def test_payload_round_trip(
 
 
 def test_validate_accepts_and_returns_the_outlet() -> None:
-    info = validate(reading(a21026={"Rtd": 10.0}), REG, NOW)
+    r = reading(a21026={"Rtd": 10.0})
+    checked, info = validate(r, REG, NOW)
     assert info.enterprise.id == "E1" and info.district.code == "D1"
+    assert checked is r  # nothing left out: the same reading (no copy on the hot path)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ({"Rtd": 9999.0}, "absurd"),
+        ({"Rtd": -100.0}, "negative"),
+        ({"Rtd": float("nan")}, "not finite"),
+        ({"Rtd": float("inf")}, "not finite"),
+    ],
+)
+def test_one_bad_value_is_left_out_and_the_rest_is_judged(bad: dict[str, float], why: str) -> None:
+    """Issue 12 item 3: a range check is per value, never a rejection of the values beside it."""
+    r = Reading(
+        "MN1",
+        Stream.RTD,
+        NOW,
+        {
+            "a01012": Measurement("a01012", {**bad, "Max": 120.0}, "D"),
+            "a21026": Measurement("a21026", {"Rtd": 520.0, "ZsRtd": 530.0}, "N"),
+        },
+    )
+    checked, _ = validate(r, REG, NOW)
+    assert checked.dropped == ("a01012-Rtd",), why
+    assert checked.measurements["a21026"] == r.measurements["a21026"]
+    assert checked.measurements["a01012"].values == {"Max": 120.0}
+    assert checked.measurements["a01012"].flag == "D"
+    line = reading_line(checked, "E1", "D1")
+    assert "a21026_Rtd=520.0" in line and "a01012_Rtd" not in line and 'dropped="a01012-Rtd"' in line
 
 
 @pytest.mark.parametrize(

@@ -134,10 +134,10 @@ def test_replay_counts_an_unexpected_exception_as_internal_error(
 ) -> None:
     real = check_values
 
-    def buggy(r: Any) -> None:
+    def buggy(r: Any) -> Any:
         if r.data_time.minute == 1:
             raise KeyError("boom")
-        real(r)
+        return real(r)
 
     monkeypatch.setattr(cems.replay, "check_values", buggy)
     res = cems.replay.ReplayResult()

@@ -8,7 +8,7 @@ import pytest
 from cems.errors import RegistryError
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
-from cems.registry import load_registry, parse_registry, with_credentials
+from cems.registry import load_registry, parse_registry, registry_warnings, with_credentials
 
 BASE = """
 timezone = "Asia/Shanghai"
@@ -127,6 +127,43 @@ def test_password_from_environment() -> None:
     text = BASE.replace('password = "123456"', 'password_env = "PW_E001"')
     resolved = with_credentials(parse_registry(text), {"PW_E001": "s3cret"})
     assert resolved.enterprise[0].outlet[0].hj212_password == "s3cret"
+
+
+def test_registry_check_warns_where_a_profile_change_ends_an_explicit_ref_o2() -> None:
+    text = BASE.replace(
+        'profile = "coal_power_ultra_low"',
+        'profile = "boiler_coal_special"\nref_o2 = 9.0\nlimit_change = ['
+        '{from = 2026-06-01, profile = "boiler_gas_special", reason = "煤改气"}, {from = 2026-08-01, ref_o2 = 4.0}, '
+        '{from = 2026-09-01, profile = "boiler_oil_special"}]',
+        1,
+    )
+    warnings = [w for w in registry_warnings(parse_registry(text)) if "ref_o2" in w]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("enterprise[0](E001).outlet[0](010000A8900016F000169DC0).limit_change[0]")
+    assert "9 % (outlet.ref_o2) ends here and 'boiler_gas_special''s 3.5 % applies" in warnings[0]
+    assert "4 % (limit_change[1].ref_o2)" in warnings[1]
+    assert not [w for w in registry_warnings(parse_registry(BASE)) if "ref_o2" in w]
+
+
+def test_a_timezone_other_than_beijing_is_refused_unless_allowed() -> None:
+    """Issue 12 item 10: HJ 212 DataTime is Beijing time; another zone would shift every hour."""
+    berlin = BASE.replace('timezone = "Asia/Shanghai"', 'timezone = "Europe/Berlin"')
+    with pytest.raises(RegistryError, match="timezone: 'Europe/Berlin' is not Beijing time"):
+        parse_registry(berlin)
+    allowed = parse_registry(berlin.replace("[city]", "allow_non_beijing_timezone = true\n[city]", 1))
+    assert allowed.timezone == "Europe/Berlin"
+    assert any(w.startswith("timezone: 'Europe/Berlin'") for w in registry_warnings(allowed))
+    assert parse_registry(BASE.replace('timezone = "Asia/Shanghai"', 'timezone = "PRC"')).timezone == "PRC"
+
+
+def test_profiles_cite_their_source_and_mark_unverified_values() -> None:
+    p = builtin_profiles()
+    gt = p["gas_turbine_ultra_low"]
+    assert "GB 13223-2011" in gt.citation and "15 %" in gt.citation and not gt.verify
+    pellet = p["steel_pellet_roasting_ultra_low"]
+    assert pellet.ref_o2 == 18.0 and pellet.verify and "verify" in pellet.citation
+    reg = parse_registry(BASE.replace('"coal_power_ultra_low"', '"steel_pellet_roasting_ultra_low"', 1))
+    assert any("'steel_pellet_roasting_ultra_low'" in w and "verify" in w for w in registry_warnings(reg))
 
 
 def test_builtin_profiles_match_domain_table() -> None:

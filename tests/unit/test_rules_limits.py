@@ -95,6 +95,32 @@ def test_reference_o2_precedence() -> None:
     assert ref_o2_at(o2, datetime(2026, 2, 1, tzinfo=BEIJING)) == 15.0
 
 
+def test_an_explicit_reference_o2_belongs_to_its_profile_period() -> None:
+    """Issue 12 item 10, 煤改气: a coal boiler read at an explicit 9 % switches to the gas profile (3.5 %) on a
+    date; from then on NOx 160 at 3.5 % is judged at 3.5 % (today the old 9 % stays: ≈ 114 → no exceedance)."""
+    switch = datetime(2026, 6, 1, tzinfo=BEIJING)
+    o = outlet(
+        profile="boiler_coal_special",
+        ref_o2=9.0,
+        limit_change=[{"from": date(2026, 6, 1), "profile": "boiler_gas_special", "reason": "煤改气"}],
+    )
+    assert ref_o2_at(o, switch - timedelta(hours=1)) == 9.0
+    assert ref_o2_at(o, switch) == 3.5
+    al = limit_at(o, NOX, switch)
+    assert al is not None and (al.limit, al.ref_o2, al.profile) == (150.0, 3.5, "boiler_gas_special")
+    assert LimitSchedule(o).ref_o2(switch) == 3.5
+    # an explicit ref_o2 on the change itself is kept, and a later change giving only ref_o2 sets it
+    o = outlet(
+        ref_o2=7.0,
+        limit_change=[
+            {"from": date(2026, 6, 1), "profile": "boiler_gas_special", "ref_o2": 3.0},
+            {"from": date(2026, 8, 1), "ref_o2": 4.0},
+            {"from": date(2026, 9, 1), "profile": "boiler_coal_special"},
+        ],
+    )
+    assert [ref_o2_at(o, datetime(2026, m, 2, tzinfo=BEIJING)) for m in (5, 6, 8, 9)] == [7.0, 3.0, 4.0, 9.0]
+
+
 @given(
     permit=st.none() | st.floats(1, 100),
     change=st.none() | st.floats(1, 100),

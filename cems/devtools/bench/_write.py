@@ -35,7 +35,7 @@ def build_lines(registry_path: str, messages_path: str) -> list[str]:
     lines: list[str] = []
     for topic, payload in _data.read_messages(messages_path):
         reading = decode_message(topic, payload, registry).reading
-        info = validate(reading, registry, now)
+        reading, info = validate(reading, registry, now)
         lines.append(reading_line(reading, info.enterprise.id, info.district.code))
     return lines
 

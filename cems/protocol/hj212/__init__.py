@@ -25,7 +25,8 @@ deviation in :attr:`Packet.deviations`; it rejects what cannot be interpreted wi
 
 The package is split along the codec's parts, each a private module re-exported here: ``_crc`` (CRC),
 ``_packet`` (:class:`Packet`, constants), ``_decode`` (full decoder, fast path, JSON view, :func:`to_reading`),
-``_encode`` (encoding, replies), ``_framing`` (:class:`Reassembler`, :class:`StreamFramer`).
+``_encode`` (encoding, replies), ``_framing`` (:class:`Reassembler`, :class:`StreamFramer`), ``_codes`` (the
+HJ/T 212-2005 → HJ 212-2017 code table, applied by :func:`to_reading` and :func:`fast_reading`).
 """
 
 from cems.errors import FramingError, HJ212Error

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from cems.errors import HJ212Error
 from cems.model import BEIJING, CN_STREAM, Measurement, Reading
+from cems.protocol.hj212._codes import is_2005, map_2005
 from cems.protocol.hj212._crc import crc16, crc16_modbus_swapped
 from cems.protocol.hj212._packet import (
     _DIGITS,
@@ -243,7 +244,7 @@ def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | 
         head = _fast_head(text)
         if head is None:
             return None
-        cn, qn, _st, pw, mn, _flag, _segment, cp_body = head
+        cn, qn, _st, pw, mn, flag, _segment, cp_body = head
         stream = CN_STREAM.get(cn)
         if stream is None or not cp_body or "_" in cp_body:
             return None
@@ -290,6 +291,8 @@ def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | 
         flags_get = flags.get
         intern = sys.intern  # codes are kept as keys in per-outlet state: one copy each, not one per message
         measurements = {(c := intern(code)): Measurement(c, d, flags_get(code)) for code, d in nums.items()}
+        if flag < 4:  # HJ/T 212-2005 (version bits 0): its codes become 2017 codes, as in to_reading
+            measurements = map_2005(measurements)
         return mn, pw, Reading(mn, stream, dt, measurements, qn, "hj212", extra)
     except Exception:
         return None
@@ -602,6 +605,8 @@ def packet_json(p: Packet, *, ok: bool = True) -> dict[str, Any]:
         "pw": p.pw,
         "mn": p.mn,
         "flag": p.flag,
+        "pnum": p.pnum,
+        "pno": p.pno,
         "data_time": _iso(p.data_time),
         "values": {code: dict(sv) for code, sv in p.values.items()},
         "deviations": list(p.deviations),
@@ -619,6 +624,8 @@ def _empty_json() -> dict[str, Any]:
         "pw": None,
         "mn": None,
         "flag": None,
+        "pnum": None,
+        "pno": None,
         "data_time": None,
         "values": {},
         "deviations": [],
@@ -628,7 +635,8 @@ def _empty_json() -> dict[str, Any]:
 def decode_json(line: str | bytes, *, require_crc: bool = True) -> dict[str, Any]:
     """Decode to the CLI JSON object; never raises.
 
-    Keys: ``ok``, ``crc_ok``, ``version``, ``qn``, ``st``, ``cn``, ``pw``, ``mn``, ``flag``, ``data_time``
+    Keys: ``ok``, ``crc_ok``, ``version``, ``qn``, ``st``, ``cn``, ``pw``, ``mn``, ``flag``, ``pnum`` and ``pno``
+    (the part of a split packet: PNUM parts in all, this is part PNO; ``null`` when not split), ``data_time``
     (ISO 8601 with offset), ``values``, ``deviations`` and, when ``ok`` is false, ``error``
     (``"reason: detail"``).  A packet rejected only for its CRC still shows its fields.
     """
@@ -667,7 +675,9 @@ def to_reading(packet: Packet, tz: tzinfo = BEIJING) -> Reading:
 
     ``tz`` reinterprets the DataTime wall clock (HJ 212 times are Beijing time).  Numeric suffixes become
     :attr:`Measurement.values`, ``Flag`` the measurement flag; other text values and non-pollutant CP items
-    go to :attr:`Reading.extra` (``code-suffix`` / name → text).
+    go to :attr:`Reading.extra` (``code-suffix`` / name → text, the code as sent).  The codes of an HJ/T
+    212-2005 packet (Flag version 0, or no Flag) become their HJ 212-2017 codes (``02`` → ``a21026``; the table
+    is ``cems/protocol/hj212_2005_codes.toml``), so a 2005 device's SO2 meets its limit and counts for its rate.
     """
     stream = CN_STREAM.get(packet.cn)
     if stream is None:
@@ -691,6 +701,8 @@ def to_reading(packet: Packet, tz: tzinfo = BEIJING) -> Reading:
                 extra[f"{code}-{suffix}"] = v
         code = sys.intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
         measurements[code] = Measurement(code, nums, flag)
+    if is_2005(packet.flag):
+        measurements = map_2005(measurements)
     return Reading(
         mn=packet.mn,
         stream=stream,

@@ -9,6 +9,7 @@ device cannot make the bridge grow without limit.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -32,7 +33,8 @@ class Reassembler:
     Bounded: at most ``max_pending`` incomplete groups (the oldest is dropped); a group expires after
     ``max_age_packets`` further packets fed, or ``ttl_s`` seconds when the caller passes ``now`` (no wall
     clock inside).  Dropped groups are counted in :attr:`dropped` and listed in :attr:`dropped_keys`
-    (the latest 100).
+    (the latest 100); ``on_drop``, when given, is called with each dropped group's key (MN, QN, CN) and its
+    parts (the ingester dead-letters and acknowledges the messages it held for them).
     """
 
     def __init__(
@@ -42,11 +44,16 @@ class Reassembler:
         max_age_packets: int = 10_000,
         ttl_s: float | None = None,
         max_parts: int = 100,
+        on_drop: Callable[[tuple[str | None, str | None, str], list[Packet]], None] | None = None,
     ) -> None:
         self.max_pending = max_pending
         self.max_age_packets = max_age_packets
         self.ttl_s = ttl_s
         self.max_parts = max_parts
+        self.on_drop = on_drop
+        #: The parts of the group completed by the last :meth:`feed` (in PNO order), e.g. to feed them again
+        #: when what was made of them could not be delivered.
+        self.last_parts: list[Packet] = []
         self._pending: OrderedDict[tuple[str | None, str | None, str], _Pending] = OrderedDict()
         self._seq = 0
         self.dropped = 0
@@ -57,10 +64,12 @@ class Reassembler:
         return len(self._pending)
 
     def _drop(self, key: tuple[str | None, str | None, str]) -> None:
-        del self._pending[key]
+        g = self._pending.pop(key)
         self.dropped += 1
         self.dropped_keys.append(key)
         del self.dropped_keys[:-100]
+        if self.on_drop is not None:
+            self.on_drop(key, [g.parts[i] for i in sorted(g.parts)])
 
     def expire(self, now: float | None = None) -> int:
         """Drop expired groups; returns how many."""
@@ -87,6 +96,7 @@ class Reassembler:
         if packet.pnum is None or packet.pno is None:
             return packet
         if packet.pnum == 1:
+            self.last_parts = [packet]
             return _combine([packet])
         if packet.pnum > self.max_parts:
             raise HJ212Error("hj212_split", f"PNUM {packet.pnum} exceeds {self.max_parts} parts")
@@ -103,7 +113,8 @@ class Reassembler:
         if len(g.parts) < g.pnum:
             return None
         del self._pending[key]
-        return _combine([g.parts[i] for i in sorted(g.parts)])
+        self.last_parts = [g.parts[i] for i in sorted(g.parts)]
+        return _combine(self.last_parts)
 
 
 def _combine(parts: list[Packet]) -> Packet:
