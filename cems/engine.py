@@ -128,7 +128,6 @@ class ComplianceEngine:
         registry: Registry,
         *,
         lateness: timedelta = DEFAULT_LATENESS,
-        include_silent_outlets: bool = False,
         journal: bool = True,
     ) -> None:
         """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
@@ -136,7 +135,7 @@ class ComplianceEngine:
         self.registry = registry
         self.lateness = lateness
         self.journal = journal
-        self.rates = RateCounter(registry, include_silent=include_silent_outlets)
+        self.rates = RateCounter(registry)
         self._outlets: dict[str, _OutletEngine] = {}
         #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
         #: by the outlets that have it (memory: a schedule and its cached limits per outlet add up).

@@ -138,7 +138,7 @@ def replay(
     res = ReplayResult()
     with _no_gc():
         items = _load(registry, lines, fmt, res)
-        engine = ComplianceEngine(registry, include_silent_outlets=True, journal=False)
+        engine = ComplianceEngine(registry, journal=False)
         events: dict[str, Event] = {}
         hourly = res.hourly
         on_reading = engine.on_reading

@@ -167,6 +167,7 @@ class ComplianceRuntime:
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
+        self._rates_due: datetime | None = None  # the newest hour end seen over by _write_rates
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -318,7 +319,13 @@ class ComplianceRuntime:
 
     async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
-        the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless)."""
+        the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless).
+        The clock alone makes hours due (issue 12 item 4): the day of the newest hour that is over is rewritten
+        even when no record arrived, so a silent outlet's figure falls instead of going unwritten."""
+        due = (self.config.clock() - self.config.lateness).replace(minute=0, second=0, microsecond=0)
+        if self._rates_due is None or due > self._rates_due:
+            self._rates_due = due
+            self._rate_days.add((due - timedelta(seconds=1)).astimezone(BEIJING).date())
         if not self._rate_days or (not force and time.monotonic() - self._rates_written < self.config.rates_interval_s):
             return True
         days = sorted(self._rate_days)
