@@ -173,7 +173,7 @@ class ComplianceEngine:
         oe = self._outlet(info)
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
-        out.events.extend(oe.interruption.on_data(reading.data_time))
+        out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
         self._hours(oe, oe.hourly.feed(reading), out)
         out.events.extend(oe.warnings.on_reading(reading))
         return out
