@@ -78,7 +78,13 @@ from cems.service.outbox import (
     StateDB,
     WebhookSettings,
 )
-from cems.sinks.lineprotocol import district_month_rate_line, event_line, hourly_line, outlet_day_rate_line
+from cems.sinks.lineprotocol import (
+    daily_line,
+    district_month_rate_line,
+    event_line,
+    hourly_line,
+    outlet_day_rate_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +410,15 @@ class ComplianceRuntime:
         self.stats.alerts += 1
         return rows
 
+    def _daily_lines(self, out: EngineOutput) -> list[str]:
+        """``cems_daily`` points of the days closed (issue 12 item 9)."""
+        lines: list[str] = []
+        for d in out.daily:
+            info = self.registry.outlet(d.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(daily_line(d, ent, dist))
+        return lines
+
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
@@ -418,6 +433,7 @@ class ComplianceRuntime:
             info = self.registry.outlet(rec.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(hourly_line(rec, ent, dist))
+        lines += self._daily_lines(out)
         upserts: dict[str, EventRow] = {}
         rows: list[OutboxRow] = []
         new_unacked: dict[str, float] = {}
