@@ -30,6 +30,7 @@ from cems.rules import (
     RealtimeWarningTracker,
     limit_key,
 )
+from cems.rules.daily import DailyRecord, OutletDaily
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -41,17 +42,20 @@ class EngineOutput:
 
     hourly: list[HourlyRecord] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
+    #: Closed days (daily means, issue 12 item 9).
+    daily: list[DailyRecord] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
         self.hourly.extend(other.hourly)
         self.events.extend(other.events)
+        self.daily.extend(other.daily)
 
     def __bool__(self) -> bool:
-        return bool(self.hourly or self.events)
+        return bool(self.hourly or self.events or self.daily)
 
 
 class _OutletEngine:
-    __slots__ = ("exceedance", "hourly", "info", "interruption", "o2", "warnings")
+    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "o2", "warnings")
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class _OutletEngine:
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
+        self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -80,6 +85,7 @@ class _OutletEngine:
             "o2_invalid": self.o2.snapshot(),
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
+            "daily": self.daily.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -89,6 +95,8 @@ class _OutletEngine:
             self.o2.restore(s["o2_invalid"])
         self.warnings.restore(s["warnings"])
         self.interruption.restore(s["interruption"])
+        if "daily" in s:  # absent from states saved before daily values existed
+            self.daily.restore(s["daily"])
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -128,7 +136,6 @@ class ComplianceEngine:
         registry: Registry,
         *,
         lateness: timedelta = DEFAULT_LATENESS,
-        include_silent_outlets: bool = False,
         journal: bool = True,
     ) -> None:
         """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
@@ -136,7 +143,7 @@ class ComplianceEngine:
         self.registry = registry
         self.lateness = lateness
         self.journal = journal
-        self.rates = RateCounter(registry, include_silent=include_silent_outlets)
+        self.rates = RateCounter(registry)
         self._outlets: dict[str, _OutletEngine] = {}
         #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
         #: by the outlets that have it (memory: a schedule and its cached limits per outlet add up).
@@ -164,6 +171,13 @@ class ComplianceEngine:
             out.events.extend(oe.exceedance.on_hour(rec))
         if records:
             out.events.extend(oe.o2.on_records(records))
+            self._days(oe, oe.daily.on_hours(records), out)
+
+    @staticmethod
+    def _days(oe: _OutletEngine, days: list[DailyRecord], out: EngineOutput) -> None:
+        if days:
+            out.daily.extend(days)
+            out.events.extend(oe.daily.exceedances(days))
 
     def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
         """Feed one accepted reading (in data-time order)."""
@@ -174,7 +188,8 @@ class ComplianceEngine:
         oe = self._outlet(info)
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
-        out.events.extend(oe.interruption.on_data(reading.data_time))
+        out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
+        oe.daily.on_reading(reading)
         self._hours(oe, oe.hourly.feed(reading), out)
         out.events.extend(oe.warnings.on_reading(reading))
         return out
@@ -189,13 +204,16 @@ class ComplianceEngine:
         """Live: close hours older than ``now`` minus the lateness, detect silence and stale warnings."""
         out = EngineOutput()
         for mn, oe in self._outlets.items():
-            before = len(out.hourly) + len(out.events)
+            before = len(out.hourly) + len(out.events) + len(out.daily)
             self._hours(oe, oe.hourly.flush(now), out)
+            closed = oe.hourly.closed_before
+            if closed is not None:  # a day closes once all its hours are closed
+                self._days(oe, oe.daily.flush(closed), out)
             out.events.extend(oe.exceedance.on_clock(now - self.lateness))
             out.events.extend(oe.o2.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
-            if len(out.hourly) + len(out.events) != before:
+            if len(out.hourly) + len(out.events) + len(out.daily) != before:
                 self._dirty.add(mn)
         return out
 
@@ -204,6 +222,7 @@ class ComplianceEngine:
         out = EngineOutput()
         for oe in self._outlets.values():
             self._hours(oe, oe.hourly.flush(), out)
+            self._days(oe, oe.daily.flush(), out)
         return out
 
     def open_events(self) -> list[Event]:

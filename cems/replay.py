@@ -25,6 +25,7 @@ from cems.model import Reading, Stream
 from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
+from cems.rules.daily import DailyRecord, MonthResult, month_results
 from cems.validate import check_values
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class ReplayResult:
     events: list[Event] = field(default_factory=list)
     outlet_days: list[OutletDayRate] = field(default_factory=list)
     district_months: list[DistrictMonthRate] = field(default_factory=list)
+    #: Daily means per outlet, code and Beijing day (issue 12 item 9), by day.
+    daily: list[DailyRecord] = field(default_factory=list)
+    #: Month validity and monthly rules (steel ultra-low ≥ 95 %) per outlet, code and month.
+    months: list[MonthResult] = field(default_factory=list)
     #: The accepted readings in data-time order (kept only when asked, e.g. for ``--store``).
     accepted: list[tuple[Reading, OutletInfo]] = field(default_factory=list)
 
@@ -138,7 +143,7 @@ def replay(
     res = ReplayResult()
     with _no_gc():
         items = _load(registry, lines, fmt, res)
-        engine = ComplianceEngine(registry, include_silent_outlets=True, journal=False)
+        engine = ComplianceEngine(registry, journal=False)
         events: dict[str, Event] = {}
         hourly = res.hourly
         on_reading = engine.on_reading
@@ -149,16 +154,21 @@ def replay(
             out = on_reading(reading, info)
             if out.hourly:
                 hourly.extend(out.hourly)
+            if out.daily:
+                res.daily.extend(out.daily)
             for u in out.events:
                 events[u.event.event_id] = u.event
         res.readings += len(items)
         res.values += n_values
         end = engine.finish()
         res.hourly.extend(end.hourly)
+        res.daily.extend(end.daily)
         for u in end.events:
             events[u.event.event_id] = u.event
         res.events = sorted(events.values(), key=lambda e: (e.start, e.mn, e.type, e.pollutant or ""))
         res.hourly.sort(key=lambda h: (h.hour_start, h.mn, h.pollutant))
+        res.daily.sort(key=lambda d: (d.day, d.mn, d.pollutant))
+        res.months = month_results(res.hourly, res.daily)
         res.outlet_days = engine.rates.outlet_days()
         res.district_months = engine.rates.district_months()
     if keep_readings:

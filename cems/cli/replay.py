@@ -20,7 +20,8 @@ from cems.sinks.store import store_replay
 EPILOG = examples(
     "cems replay --config registry.toml --input recorded.txt \\",
     "    --hourly-out hourly.jsonl --events-out events.jsonl \\",
-    "    --rates-out rates.jsonl --districts-out districts.jsonl",
+    "    --rates-out rates.jsonl --districts-out districts.jsonl \\",
+    "    --daily-out daily.jsonl --monthly-out monthly.jsonl",
     "cems replay --config registry.toml --input recorded.txt --store --influx-url http://127.0.0.1:8086",
 )
 
@@ -51,6 +52,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     )
     rp.add_argument(
         "--districts-out", metavar="FILE", help="write district rates and supervision per month (JSON lines)"
+    )
+    rp.add_argument(
+        "--daily-out", metavar="FILE", help="write daily means per outlet, code and Beijing day (JSON lines)"
+    )
+    rp.add_argument(
+        "--monthly-out",
+        metavar="FILE",
+        help="write month validity and monthly rules (steel ultra-low >= 95 %%) per outlet and code (JSON lines)",
     )
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
     rp.add_argument(
@@ -95,6 +104,8 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
         (a.events_out, (e.to_json() for e in res.events)),
         (a.rates_out, (r.to_json() for r in res.outlet_days)),
         (a.districts_out, (d.to_json() for d in res.district_months)),
+        (a.daily_out, (d.to_json() for d in res.daily)),
+        (a.monthly_out, (m.to_json() for m in res.months)),
     ]
     for path, objs in outputs:
         if path:

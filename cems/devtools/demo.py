@@ -214,6 +214,7 @@ _EVENT_LABELS = {
     "realtime_warning": "实时预警",
     "data_interruption": "数据中断",
     "o2_invalid": "氧含量无效（无法折算）",
+    "daily_exceedance": "日均值超标",
 }
 _UPDATE_LABELS = {
     "opened": "开始",

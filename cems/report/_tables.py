@@ -4,12 +4,11 @@ The counting is :class:`cems.rules.transmission.RateCounter`'s (the same object 
 ``cems replay`` use); this module only feeds it, aggregates its per-day and per-month results over the
 report period, orders them and joins registry names.
 
-Assessed period of an outlet without ``since`` in the registry: RateCounter counts it from (the Beijing
-midnight of) its first record.  A report sees only the records of its period, so it sets ``since`` of such
-outlets (in a private copy of the registry) to the day of the outlet's first record *ever*
-(``first_seen``; e.g. ``SELECT first(...)`` in InfluxDB): a gap at the start of the period then counts
-against the outlet, as it would in the service that saw the earlier data.  An outlet with no record at all
-is assessed from the start of the period, so that a silent outlet shows 0 % instead of disappearing.
+Assessed period of an outlet: RateCounter's (issue 12 item 4): from the start of the period, or Beijing
+midnight of the outlet's registry ``since`` if later; only declared stops remove hours.  The report does not
+move the start to an outlet's first record, so it shows the same figure as the live ``cems_rate`` for the same
+outlet and day.  ``first_seen`` (the outlet's first hourly record ever, e.g. ``SELECT first(...)`` in
+InfluxDB) only marks outlets that never reported (``silent``).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
@@ -167,22 +165,6 @@ class Report:
 # ---------------------------------------------------------------------------------------------- building
 
 
-def _beijing_date(t: datetime) -> date:
-    return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).astimezone(BEIJING).date()
-
-
-def assessed_registry(registry: Registry, since: Mapping[str, date]) -> Registry:
-    """A copy of ``registry`` with ``since`` set for the outlets named in ``since`` (only where unset)."""
-    if not since:
-        return registry
-    doc: dict[str, Any] = registry.model_dump(by_alias=True)
-    for ent in doc["enterprise"]:
-        for o in ent["outlet"]:
-            if o.get("since") is None and o["mn"] in since:
-                o["since"] = since[o["mn"]]
-    return Registry.model_validate(doc)
-
-
 def _stop_seconds(o: Outlet, day: date) -> float:
     a = datetime.combine(day, time(0), BEIJING)
     b = a + timedelta(days=1)
@@ -226,19 +208,8 @@ def build_report(
         f = first.get(r.mn)
         if f is None or r.hour_start < f:
             first[r.mn] = r.hour_start
-    since: dict[str, date] = {}
-    silent: set[str] = set()
-    for info in registry.outlets():
-        o = info.outlet
-        if o.since is not None:
-            continue
-        f = first.get(o.mn)
-        if f is None:
-            silent.add(o.mn)
-            since[o.mn] = period.first
-        else:
-            since[o.mn] = _beijing_date(f)
-    reg = assessed_registry(registry, since)
+    silent = {i.outlet.mn for i in registry.outlets() if i.outlet.mn not in first}
+    reg = registry
     counter = RateCounter(reg)
     counter.add_all(recs)
     start, end = period.start, period.end

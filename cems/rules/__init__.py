@@ -3,6 +3,7 @@
 * :mod:`cems.rules.o2` — reference-O2 correction (折算) and the check of a DAS's corrected value.
 * :mod:`cems.rules.limits` — the limit that applies to an outlet, a pollutant and a time (从严, dated changes).
 * :mod:`cems.rules.hourly` — hourly validity and averaging (HJ 75-2017, HJ 212 appendix D).
+* :mod:`cems.rules.cadence` — the cadence of an outlet's data, inferred from the data (issue 12 item 6).
 * :mod:`cems.rules.nox` — NOx = NO × 46/30 + NO2 when the DAS sends NO and NO2 but not NOx (DOMAIN.md §3).
 * :mod:`cems.rules.events` — exceedance, real-time warning, data-interruption and O2-invalid state machines.
 * :mod:`cems.rules.transmission` — the 90 % data-transmission effective rate and district supervision.

@@ -10,7 +10,10 @@ their state as JSON-able dicts so that a restarted service neither duplicates an
 * ``realtime_warning`` (预警; a real-time value above the limit is an early warning, not an exceedance,
   DOMAIN.md §3): debounced, one event per episode.
 * ``data_interruption`` (数据中断, DOMAIN.md §5): silence longer than the outlet's threshold outside
-  declared stops.
+  declared stops.  The default threshold follows the outlet's inferred cadence (issue 12 item 6):
+  ``max(10 min, 3 × cadence)``, the cadence being the median of its recent data-time gaps
+  (:class:`cems.rules.cadence.RecentGaps`), so a DAS that sends only hourly records is interrupted after
+  three hours without one, not every hour.
 * ``o2_invalid``: a maximal run of hours in which a concentration had valid data of its own but no valid
   corrected value, because the O2 hour was missing, not valid, ≥ 21 % or above the dilution cut-off (issue 12
   item 2: such hours are not valid, so they count against the 90 % rule, and they must be seen, since
@@ -32,6 +35,7 @@ from typing import Any, Final
 
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
+from cems.rules.cadence import STREAM_HINT_S, RecentGaps
 from cems.rules.hourly import HourlyRecord, is_concentration, unit_factors
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, correct
@@ -569,9 +573,11 @@ class InterruptionTracker:
 
     Silence = the time between two data times of the outlet (any stream).  Silence inside a declared stop
     (停产/停运, ``outlet.stop``) is not an interruption, so a silent span is cut into its parts outside stops;
-    each part longer than the threshold (default ``outlet.interruption_threshold``) is an event from the part's
-    start (the last data time, or the end of a stop) to its end (the first data time after it, or the start
-    of a stop).
+    each part longer than the threshold is an event from the part's start (the last data time, or the end of
+    a stop) to its end (the first data time after it, or the start of a stop).  Threshold: ``threshold``, else
+    the registry's ``interruption_threshold_s``, else ``max(600 s, 3 × cadence)`` with the cadence inferred
+    from the outlet's recent data (median gap; before three gaps, the finest stream seen: ``rtd_interval_s``
+    for real-time data, 60 s minute, 3600 s hourly records).
 
     * ``on_data(t)``: a data time.  Closes an open event at ``t``; in replay (no clock), opens and closes in
       one call the events of the silence that just ended.  Data times at or before the last one are ignored.
@@ -581,14 +587,17 @@ class InterruptionTracker:
     Before the first data time nothing is known and nothing is reported.
     """
 
-    __slots__ = ("_closed_until", "_last", "_open", "_stops", "district", "enterprise", "mn", "outlet", "threshold_s")
+    __slots__ = ("_cadence", "_closed_until", "_fixed_s", "_last", "_open", "_stops", "district", "enterprise",
+                 "mn", "outlet")  # fmt: skip
 
     def __init__(self, outlet: Outlet, enterprise: str, district: str, *, threshold: timedelta | None = None) -> None:
         self.outlet = outlet
         self.mn = outlet.mn
         self.enterprise = enterprise
         self.district = district
-        self.threshold_s = threshold.total_seconds() if threshold is not None else float(outlet.interruption_threshold)
+        fixed = outlet.interruption_threshold_s if threshold is None else threshold.total_seconds()
+        self._fixed_s: float | None = None if fixed is None else float(fixed)
+        self._cadence = RecentGaps()
         self._stops = _merged_stops(outlet)
         self._last: float | None = None
         self._closed_until: float | None = None  # silence before this is accounted for
@@ -597,6 +606,13 @@ class InterruptionTracker:
     @property
     def open_event(self) -> Event | None:
         return self._open
+
+    @property
+    def threshold_s(self) -> float:
+        """Seconds of silence (outside stops) that make an interruption (see the class docstring)."""
+        if self._fixed_s is not None:
+            return self._fixed_s
+        return float(max(600, 3 * self._cadence.cadence(self.outlet.rtd_interval_s)))
 
     @property
     def last_data(self) -> datetime | None:
@@ -667,14 +683,17 @@ class InterruptionTracker:
                     self._open = ev
         return ups
 
-    def on_data(self, t: datetime) -> list[EventUpdate]:
+    def on_data(self, t: datetime, stream: Stream | None = None) -> list[EventUpdate]:
+        """A data time (``stream``: its stream, the cadence's hint before enough gaps are known)."""
         ts = _ts(t)
         if self._last is None:
             self._last = ts
+            self._cadence.on_data(ts, self._hint(stream))
             return []
         if ts <= self._last:
             return []
-        ups = self._advance(ts, data=True)
+        ups = self._advance(ts, data=True)  # judged with the cadence known before this gap
+        self._cadence.on_data(ts, self._hint(stream))
         if self._open is not None:  # defensive: data always ends the silence
             end = _dt(ts)
             ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
@@ -682,6 +701,11 @@ class InterruptionTracker:
         self._last = ts
         self._closed_until = None
         return ups
+
+    def _hint(self, stream: Stream | None) -> int | None:
+        if stream is None:
+            return None
+        return self.outlet.rtd_interval_s if stream is Stream.RTD else STREAM_HINT_S.get(stream)
 
     def on_clock(self, now: datetime) -> list[EventUpdate]:
         ts = _ts(now)
@@ -697,6 +721,7 @@ class InterruptionTracker:
             "last": self._last,
             "closed_until": self._closed_until,
             "open": None if self._open is None else self._open.to_json(),
+            "cadence": self._cadence.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -705,3 +730,4 @@ class InterruptionTracker:
         cu = state["closed_until"]
         self._closed_until = None if cu is None else float(cu)
         self._open = None if state["open"] is None else Event.from_json(state["open"])
+        self._cadence.restore(state.get("cadence"))  # absent from states saved before issue 12 item 6

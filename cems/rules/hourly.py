@@ -20,13 +20,21 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
   the analyser's measurement (HJ 212-2017 data flags: only N is valid for averages), and data marked invalid
   are not used to judge exceedances (MEE 公告2022年第21号 《污染物排放自动监测设备标记规则》, DOMAIN.md §9).
   Their hours count as received, not valid (the 90 % rule); a repair (修约) replaces them through the DAS.
+* The cadence of real-time and minute data is inferred from the hour's own data, not assumed (issue 12
+  item 6, :func:`cems.rules.cadence.hour_cadence`): the lower median of the gaps between the code's data
+  times in the hour, robust to strays; the registry's ``rtd_interval_s`` (real-time) or the last minute
+  period seen is only the hint for an hour with fewer than three values.
 * A minute mean is valid with ≥ 12 valid instantaneous values (HJ 75-2017).  The 12 are the analyser's
-  instantaneous samples (one per ≤ 5 s); CN=2011 real-time values are a sub-sample of them at the outlet's
-  ``rtd_interval_s``.  When fewer than 12 real-time values per minute are expected (``60 // interval``),
-  every expected value must be there: ``need = min(12, max(1, 60 // rtd_interval_s))`` (configurable).
+  instantaneous samples (one per ≤ 5 s); CN=2011 real-time values are a sub-sample of them at the DAS's
+  real-time interval.  When fewer than 12 real-time values per minute are expected (``60 // cadence``),
+  every expected value must be there: ``need = min(12, max(1, 60 // cadence))`` (or a fixed
+  ``min_rtd_per_minute``).  A real-time interval longer than a minute (a DAS sending every 90 s, say) leaves
+  minutes without any value, so such values are counted like minute records: each valid value covers its
+  interval (up to the next value), and the covered minutes are the valid minutes — otherwise any interval
+  over 80 s could never reach 45 minutes.
 * An hourly mean is valid with ≥ 45 valid minutes (HJ 75-2017).  Minute records (CN=2051) may have a
-  period of 1–10 min (HJ 212 ``MinInterval``): each counts for its period, inferred from the spacing of the
-  minute records (rounded to whole minutes).
+  period of 1–10 min (HJ 212 ``MinInterval``): each counts for its period (the inferred cadence, rounded to
+  whole minutes), up to the next record.
 * A minute/hour is flagged N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).  A
   real-time minute counts as an N sub-value of the hour only when it is valid (N and ≥ ``need`` values).
   The hour's share is taken over its 60 minutes (a minute without data is not N): 75 % of 60 is the 45
@@ -56,11 +64,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
+from cems.rules.cadence import hour_cadence
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
 
@@ -309,11 +317,12 @@ class OutletHourly:
         self._lateness_s = int(lateness.total_seconds())
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._factors = unit_factors(outlet)
-        if min_rtd_per_minute is None:
-            min_rtd_per_minute = min(MIN_VALUES_PER_MINUTE, max(1, 60 // outlet.rtd_interval_s))
-        if min_rtd_per_minute < 1:
+        if min_rtd_per_minute is not None and min_rtd_per_minute < 1:
             raise ValueError("min_rtd_per_minute must be ≥ 1")
+        #: Fixed values-per-minute rule; ``None``: from the hour's inferred real-time cadence (issue 12 item 6).
         self._need = min_rtd_per_minute
+        #: Hint for the real-time cadence of an hour with too few values to infer it from.
+        self._rtd_hint = outlet.rtd_interval_s
         self._max_o2 = max_o2
         self._over_range_valid = over_range_valid
         self._rel_tol = zs_rel_tol
@@ -444,17 +453,23 @@ class OutletHourly:
         return out
 
     def _infer_interval(self, secs: list[int]) -> int:
-        """Period of the CN=2051 records (s), from their spacing, whole minutes; else the last one seen."""
+        """Period of the CN=2051 records (s): the hour's inferred cadence (median gap, robust to a stray
+        record; :func:`~cems.rules.cadence.hour_cadence`), whole minutes; else the last one seen."""
         if len(secs) < 2:
             return self._min_interval
-        step = min(b - a for a, b in pairwise(secs))
+        step = hour_cadence(secs, self._min_interval, min_gaps=1)
         step = min(3600, max(60, round(step / 60) * 60))
         self._min_interval = step
         return step
 
-    def _minutes_value(self, d: dict[int, _Sub]) -> _HourValue:
+    def _minutes_value(
+        self, d: dict[int, _Sub], interval: int | None = None, source: str = SOURCE_MINUTES
+    ) -> _HourValue:
+        """Minute records (or real-time values sparser than one a minute, with their ``interval``): each
+        valid one covers its period up to the next; the covered minutes are the valid minutes."""
         secs = sorted(d)
-        interval = self._infer_interval(secs)
+        if interval is None:
+            interval = self._infer_interval(secs)
         n_cov = 0
         wsum = 0.0
         lower_bound = False
@@ -469,9 +484,13 @@ class OutletHourly:
         valid_minutes = n_cov // 60
         valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / n_cov if n_cov else None
-        return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_MINUTES, valid_minutes, None)
+        return (avg, valid, _hour_flag(valid, lower_bound), source, valid_minutes, None)
 
     def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
+        cadence = hour_cadence(d, self._rtd_hint)
+        if cadence > 60 and self._need is None:
+            # sparser than one value a minute: each value covers its interval (see the module docstring)
+            return self._minutes_value(d, min(cadence, 3600), SOURCE_REALTIME)
         minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
         for s, (v, ok) in d.items():
             acc = minutes.get(s // 60)
@@ -483,7 +502,7 @@ class OutletHourly:
                 acc[2] += v
                 if ok == _LOWER_BOUND:
                     acc[3] += 1.0
-        need = self._need
+        need = self._need or min(MIN_VALUES_PER_MINUTE, max(1, 60 // cadence))
         valid_minutes = 0
         wsum = 0.0
         lower_bound = False

@@ -107,6 +107,16 @@ def limit_at(outlet: Outlet, code: str, t: datetime) -> AppliedLimit | None:
     return best
 
 
+def daily_limit_at(outlet: Outlet, code: str, t: datetime) -> AppliedLimit | None:
+    """The 24-h limit of ``code`` for the day starting at ``t`` (the active profile's ``daily_limits``), or
+    ``None``.  Permit daily limits are not configurable yet; the hourly limits keep 从严 as before."""
+    profile = active_profile(outlet, t)
+    v = profile.daily_limits.get(code)
+    if v is None:
+        return None
+    return AppliedLimit(code, v, ref_o2_at(outlet, t), profile.name, profile.citation, "profile")
+
+
 def limit_key(outlet: Outlet) -> Hashable:
     """Everything of ``outlet`` that :func:`limit_at`, :func:`ref_o2_at` and :func:`active_profile` read.
 

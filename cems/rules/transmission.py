@@ -16,11 +16,15 @@
   (含, inclusive) distinct enterprises of the district had an hourly exceedance that month (seeds 000, 001,
   003, 004).  Month and day boundaries are Beijing time.
 
-Assessed period of an outlet: from Beijing midnight of ``outlet.since`` if set, else from its first record
-(``whole_days=True``, the replay default: from Beijing midnight of that day; ``False``: from that hour), to
-the ``end`` given to the report (replay: :meth:`RateCounter.replay_window`, whole Beijing days from the first
-to the last day present; live: the current hour, i.e. what has been flushed).  An outlet without ``since``
-and without any record is not assessed.
+Assessed period of an outlet (issue 12 item 4): the registry decides it, never the data.  Expected hours
+start at the start of the window asked for (a calendar day or month: live ``cems_rate``, ``cems report``) or
+at Beijing midnight of ``outlet.since``, whichever is later; only documented stops (``outlet.stop``) remove
+hours.  An outlet that is silent for most of a month, or never reported at all, is therefore counted from the
+1st of the month (or its ``since``) and shows what it really transmitted: the rate is assessed per calendar
+month (DOMAIN.md §5, published monthly by the national pollution-source monitoring centre), so the first
+record of an outlet is no evidence that it was not due before.  An outlet monitored from a later date must
+say so with ``since``.  Replay (:meth:`RateCounter.replay_window`) counts whole months to date: from the 1st
+of the first month present in the input to the end of the last day present.
 """
 
 from __future__ import annotations
@@ -214,21 +218,13 @@ class RateCounter:
         registry: Registry,
         *,
         factors: Sequence[str] | None = None,
-        whole_days: bool = True,
-        include_silent: bool = False,
     ) -> None:
         self.registry = registry
-        #: Assess outlets that have neither ``since`` nor any record from the window start (0 % received).
-        #: Replay sets it: every registered outlet is expected over the replayed days.  Live, an outlet is
-        #: assessed from its ``since`` date, else its first data (DOMAIN.md §5, issue definition).
-        self.include_silent = include_silent
         self.city = registry.city
         self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
         self._factor_set = frozenset(self.factors)
-        self.whole_days = whole_days
         # mn → factor → hour epoch → rank * 2 + valid
         self._seen: dict[str, dict[str, dict[int, int]]] = {}
-        self._first: dict[str, int] = {}  # mn → first hour with a record
         self._min_hour: int | None = None
         self._max_hour: int | None = None
         # (district, "YYYY-MM") → enterprise ids with an exceeding hour
@@ -246,9 +242,6 @@ class RateCounter:
         h = _ts(rec.hour_start)
         h -= h % 3600
         mn = rec.mn
-        first = self._first.get(mn)
-        if first is None or h < first:
-            self._first[mn] = h
         if self._min_hour is None or h < self._min_hour:
             self._min_hour = h
         if self._max_hour is None or h > self._max_hour:
@@ -291,24 +284,22 @@ class RateCounter:
             self.add(rec)
 
     def replay_window(self) -> tuple[datetime, datetime] | None:
-        """Whole Beijing calendar days from the first to the last day with a record (``None`` if none)."""
+        """The months to date of the input (``None`` if no record): from Beijing midnight of the 1st of the
+        month of the first record to the end of the Beijing day of the last record.  The rate is assessed per
+        calendar month (DOMAIN.md §5): days of the month before the input's first record are expected too."""
         if self._min_hour is None or self._max_hour is None:
             return None
-        a = _day_index(self._min_hour) * _DAY - _BJ_OFFSET
+        first = _day_date(_day_index(self._min_hour))
         b = (_day_index(self._max_hour) + 1) * _DAY - _BJ_OFFSET
-        return datetime.fromtimestamp(a, BEIJING), datetime.fromtimestamp(b, BEIJING)
+        return month_bounds(first.year, first.month)[0], datetime.fromtimestamp(b, BEIJING)
 
     # -- counting
 
-    def _outlet_start(self, o: Outlet) -> int | None:
-        if o.since is not None:
-            return _midnight(o.since)
-        first = self._first.get(o.mn)
-        if first is None:
-            return None
-        if self.whole_days:
-            return _day_index(first) * _DAY - _BJ_OFFSET
-        return first
+    @staticmethod
+    def _outlet_start(o: Outlet, start: int) -> int:
+        """Start of the assessed period of ``o`` in a window starting at ``start``: the later of the window
+        start and Beijing midnight of ``outlet.since`` (never the outlet's first record: issue 12 item 4)."""
+        return start if o.since is None else max(start, _midnight(o.since))
 
     @staticmethod
     def _stopped_hours(o: Outlet, lo: int, hi: int) -> set[int]:
@@ -332,15 +323,10 @@ class RateCounter:
                 h += 3600
         return {h for h, sec in covered.items() if 3600 - sec < MIN_EXPECTED_MINUTES * 60}
 
-    def _outlet_counts(self, info: OutletInfo, start: int, end: int) -> dict[int, dict[str, list[int]]] | None:
-        """day index → factor → [expected, received, valid], or ``None`` when not assessed."""
+    def _outlet_counts(self, info: OutletInfo, start: int, end: int) -> dict[int, dict[str, list[int]]]:
+        """day index → factor → [expected, received, valid] (empty when the window ends before ``since``)."""
         o = info.outlet
-        ostart = self._outlet_start(o)
-        if ostart is None:
-            if not self.include_silent:
-                return None
-            ostart = start
-        lo = max(start, ostart)
+        lo = self._outlet_start(o, start)
         lo += -lo % 3600
         hi = end - end % 3600
         if hi <= lo:
@@ -406,8 +392,6 @@ class RateCounter:
         out: dict[tuple[str, str], RateCounts] = {}
         for info in self.registry.outlets():
             days = self._outlet_counts(info, *win)
-            if days is None:
-                continue
             for d, by in days.items():
                 key = (info.outlet.mn, _month_key(_day_date(d)))
                 c = RateCounts(*(sum(x[i] for x in by.values()) for i in range(3)))
@@ -502,7 +486,6 @@ class RateCounter:
                 mn: {f: [[h, c] for h, c in sorted(slots.items())] for f, slots in by_f.items()}
                 for mn, by_f in sorted(self._seen.items())
             },
-            "first": dict(sorted(self._first.items())),
             "min_hour": self._min_hour,
             "max_hour": self._max_hour,
             "exceed": [[d, m, sorted(e)] for (d, m), e in sorted(self._exceed.items())],
@@ -515,7 +498,6 @@ class RateCounter:
         self._seen = {
             mn: {f: {int(h): int(c) for h, c in rows} for f, rows in by_f.items()} for mn, by_f in state["seen"].items()
         }
-        self._first = {mn: int(h) for mn, h in state["first"].items()}
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
         self._exceed = {(d, m): set(e) for d, m, e in state["exceed"]}

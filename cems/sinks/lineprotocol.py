@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Final
 
 from cems.model import BEIJING, Reading
+from cems.rules.daily import DailyRecord
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
@@ -157,6 +158,35 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         **extra,
     }
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
+
+
+DAILY_MEASUREMENT: Final = "cems_daily"
+
+
+def daily_line(rec: DailyRecord, enterprise: str, district: str) -> str:
+    """``cems_daily``: one point per (outlet, pollutant, Beijing day); time = the day's Beijing midnight."""
+    tags = {
+        "mn": rec.mn,
+        "pollutant": rec.pollutant,
+        "enterprise": enterprise,
+        "district": district,
+        "source": rec.source,
+    }
+    fields: dict[str, float | int | str | bool | None] = {
+        "avg": rec.avg,
+        "zs_avg": rec.zs_avg,
+        "das_avg": rec.das_avg,
+        "das_zs_avg": rec.das_zs_avg,
+        "received_hours": rec.received_hours,
+        "valid_hours": rec.valid_hours,
+        "valid": rec.valid,
+        "limit": rec.limit,
+        "ref_o2": rec.ref_o2,
+        "profile": rec.profile,
+        "exceeds": rec.exceeds,
+        "note": rec.note or None,
+    }
+    return point(DAILY_MEASUREMENT, tags, fields, _ms(rec.day_start))
 
 
 RATE_MEASUREMENT: Final = "cems_rate"

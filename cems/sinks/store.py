@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from cems.sinks.influx import InfluxConfig, InfluxWriter
 from cems.sinks.lineprotocol import (
+    daily_line,
     district_month_rate_line,
     event_line,
     hourly_line,
@@ -30,6 +31,9 @@ async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
         for h in res.hourly:
             ent, dist = where.get(h.mn, ("", ""))
             lines.append(hourly_line(h, ent, dist))
+        for d in res.daily:
+            ent, dist = where.get(d.mn, ("", ""))
+            lines.append(daily_line(d, ent, dist))
         lines += [event_line(e) for e in res.events]
         lines += [outlet_day_rate_line(r) for r in res.outlet_days]
         lines += [district_month_rate_line(r) for r in res.district_months]

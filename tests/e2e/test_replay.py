@@ -124,14 +124,16 @@ def test_replay_is_deterministic(tmp_path: Path) -> None:
 def test_replay_rates_and_district_supervision(tmp_path: Path) -> None:
     run_replay(tmp_path)
     rates = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
-    # one Beijing day; 3 assessed factors × 24 hours expected; only SO2 was sent for 5 hours, 4 of them valid
-    assert len(rates) == 1
-    r = rates[0]
+    # the month to date (issue 12 item 4): Nov 1-19 due and silent, then Nov 20: 3 assessed factors × 24 hours
+    # expected; only SO2 was sent for 5 hours, 4 of them valid
+    assert len(rates) == 20
+    assert all((x["expected"], x["received"]) == (72, 0) for x in rates[:19])
+    r = rates[-1]
     assert (r["mn"], r["date"], r["expected"], r["received"], r["valid"]) == ("MN0001", "2026-11-20", 72, 5, 4)
     assert abs(r["transmission_rate"] - 5 / 72) < 1e-12 and abs(r["validity_rate"] - 4 / 5) < 1e-12
     assert abs(r["effective_rate"] - 4 / 72) < 1e-12
     (d,) = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
-    assert (d["district"], d["month"], d["expected"], d["received"], d["valid"]) == ("130602", "2026-11", 72, 5, 4)
+    assert (d["district"], d["month"], d["expected"], d["received"], d["valid"]) == ("130602", "2026-11", 20 * 72, 5, 4)
     assert d["enterprises_exceeding"] == 1 and d["supervision"] is True
     assert len(d["reasons"]) == 1 and "低于考核目标 90%" in d["reasons"][0]
 
@@ -152,7 +154,7 @@ def test_declared_stop_removes_hours_from_expected(tmp_path: Path) -> None:
     reg, inp = write_inputs(tmp_path)
     r = cems("replay", "--config", str(reg), "--input", str(inp), "--rates-out", str(tmp_path / "rates.jsonl"))
     assert r.returncode == 0, r.stderr
-    (day,) = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]
+    *_, day = [json.loads(x) for x in (tmp_path / "rates.jsonl").read_text().splitlines()]  # month to date
     # 8 stopped hours are not expected: (24 − 8) × 3 factors
     assert (day["expected"], day["received"], day["valid"]) == (48, 5, 4)
 

@@ -225,14 +225,15 @@ def test_outlets_below_target_worst_first_and_silent_outlet_shows_zero(registry:
     assert r.summary.outlets == 4 and r.summary.outlets_meeting_target == 2 and r.summary.silent_outlets == 1
 
 
-def test_gap_at_the_start_of_the_period_counts_when_the_outlet_was_seen_before(registry: Registry) -> None:
+def test_gap_at_the_start_of_the_period_counts_whether_or_not_the_outlet_was_seen_before(
+    registry: Registry,
+) -> None:
+    """Issue 12 item 4: the assessed period starts at the period start (or since), never at a first record."""
     recs = [rec("M1", f, t) for t in hours(date(2026, 11, 5), 4) for f in FACTORS]  # days 5-8 only
-    alone = build_report(registry, WEEK, recs, [])
-    m1 = next(o for o in alone.outlets if o.mn == "M1")
-    assert m1.effective_rate == 1.0  # counted from its first record, as RateCounter does
-    seen = build_report(registry, WEEK, recs, [], {"M1": datetime(2026, 10, 1, 9, tzinfo=BEIJING)})
-    m1 = next(o for o in seen.outlets if o.mn == "M1")
-    assert m1.effective_rate == pytest.approx(4 / 7) and m1.expected == 7 * 24 * 3
+    for first_seen in ({}, {"M1": datetime(2026, 10, 1, 9, tzinfo=BEIJING)}):
+        r = build_report(registry, WEEK, recs, [], first_seen)
+        m1 = next(o for o in r.outlets if o.mn == "M1")
+        assert m1.effective_rate == pytest.approx(4 / 7) and m1.expected == 7 * 24 * 3
 
 
 def test_heat_map_cells(registry: Registry) -> None:
@@ -241,7 +242,8 @@ def test_heat_map_cells(registry: Registry) -> None:
     r = build_report(registry, WEEK, recs + [x for x in week_records() if x.mn == "M3"], [])
     rows = {a.mn: a for a in r.availability}
     m1 = {c.day.day: c for c in rows["M1"].cells}
-    assert [m1[d].state for d in (2, 3, 4)] == [NOT_ASSESSED, NOT_ASSESSED, DATA]
+    assert [m1[d].state for d in (2, 3, 4)] == [DATA, DATA, DATA]  # assessed from the period start
+    assert (m1[2].expected, m1[2].effective_rate) == (72, 0.0)
     assert m1[4].effective_rate == 1.0 and m1[5].valid == 72 - 1 and m1[5].received == 72
     m3 = {c.day.day: c for c in rows["M3"].cells}
     assert m3[3].state == PARTIAL_STOP and m3[3].expected == 12 * 3

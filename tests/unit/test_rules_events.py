@@ -335,9 +335,10 @@ def test_interruption_live_equals_replay_and_respects_stops(gaps: list[int], sto
     times = [t0]
     for g in gaps:
         times.append(times[-1] + g * M)
-    replay = InterruptionTracker(o, "E1", "D1")
+    # a fixed 10-min threshold (the default follows the data's cadence: tests/unit/test_cadence.py)
+    replay = InterruptionTracker(o, "E1", "D1", threshold=timedelta(minutes=10))
     rep = [u for t in times for u in replay.on_data(t)]
-    live = InterruptionTracker(o, "E1", "D1")
+    live = InterruptionTracker(o, "E1", "D1", threshold=timedelta(minutes=10))
     liv: list[EventUpdate] = list(live.on_data(times[0]))
     for prev, t in pairwise(times):
         c = prev + M

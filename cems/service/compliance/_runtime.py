@@ -78,7 +78,13 @@ from cems.service.outbox import (
     StateDB,
     WebhookSettings,
 )
-from cems.sinks.lineprotocol import district_month_rate_line, event_line, hourly_line, outlet_day_rate_line
+from cems.sinks.lineprotocol import (
+    daily_line,
+    district_month_rate_line,
+    event_line,
+    hourly_line,
+    outlet_day_rate_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +173,7 @@ class ComplianceRuntime:
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
+        self._rates_due: datetime | None = None  # the newest hour end seen over by _write_rates
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -318,7 +325,13 @@ class ComplianceRuntime:
 
     async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
-        the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless)."""
+        the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless).
+        The clock alone makes hours due (issue 12 item 4): the day of the newest hour that is over is rewritten
+        even when no record arrived, so a silent outlet's figure falls instead of going unwritten."""
+        due = (self.config.clock() - self.config.lateness).replace(minute=0, second=0, microsecond=0)
+        if self._rates_due is None or due > self._rates_due:
+            self._rates_due = due
+            self._rate_days.add((due - timedelta(seconds=1)).astimezone(BEIJING).date())
         if not self._rate_days or (not force and time.monotonic() - self._rates_written < self.config.rates_interval_s):
             return True
         days = sorted(self._rate_days)
@@ -397,6 +410,15 @@ class ComplianceRuntime:
         self.stats.alerts += 1
         return rows
 
+    def _daily_lines(self, out: EngineOutput) -> list[str]:
+        """``cems_daily`` points of the days closed (issue 12 item 9)."""
+        lines: list[str] = []
+        for d in out.daily:
+            info = self.registry.outlet(d.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(daily_line(d, ent, dist))
+        return lines
+
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
@@ -411,6 +433,7 @@ class ComplianceRuntime:
             info = self.registry.outlet(rec.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(hourly_line(rec, ent, dist))
+        lines += self._daily_lines(out)
         upserts: dict[str, EventRow] = {}
         rows: list[OutboxRow] = []
         new_unacked: dict[str, float] = {}
