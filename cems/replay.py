@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any, Final, Literal
 
 from cems.decode import decode_hj212, decode_hj212_text
@@ -154,6 +155,13 @@ def _accepted(
         res.lines += n
 
 
+def _chunked(items: Iterator[tuple[Reading, OutletInfo]], size: int = 4096) -> Iterator[tuple[Reading, OutletInfo]]:
+    """The same items, decoded ``size`` at a time: decoding a run of lines, then judging a run of readings,
+    is ≈ 25 % faster than alternating line by line (measured: docs/benchmark.md)."""
+    while chunk := list(islice(items, size)):
+        yield from chunk
+
+
 def _in_order(items: Iterable[tuple[Reading, OutletInfo]], window: int) -> Iterator[list[tuple[Reading, OutletInfo]]]:
     """Runs of readings of equal data time, in data-time order within a buffer of ``window`` readings (equal
     times in input order); each run merged (:func:`~cems.engine.merge_parts`)."""
@@ -201,7 +209,7 @@ def replay(
         n_values = 0
         n_readings = 0
         kept = res.accepted
-        for group in _in_order(_accepted(registry, lines, fmt, res), window):
+        for group in _in_order(_chunked(_accepted(registry, lines, fmt, res)), window):
             for reading, info in group:
                 n_readings += 1
                 if keep_readings:

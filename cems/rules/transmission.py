@@ -526,7 +526,8 @@ class RateCounter:
         self._first = {mn: int(h) for mn, h in state["first"].items()}
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
-        self._exceed = {(str(mn), str(p), int(h)): int(c) for mn, p, h, c in state["exceed"] if isinstance(h, int)}
+        # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)
+        self._exceed = {(str(e[0]), str(e[1]), int(e[2])): int(e[3]) for e in state["exceed"] if len(e) == 4}
         self.unknown = int(state["unknown"])
 
 
