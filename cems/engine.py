@@ -1,9 +1,13 @@
 """The compliance engine: the rules of :mod:`cems.rules` composed per outlet.  Pure (no I/O, no clock reads).
 
 The live service and ``cems replay`` drive the same engine, so they give the same results for the same
-data.  Feed accepted readings in data-time order with :meth:`ComplianceEngine.on_reading`; advance time
-with :meth:`on_clock` (live: the wall clock; replay: not used) and :meth:`finish` (replay: end of input).
-Each call returns what changed: closed hourly records and event updates.
+data, whatever their arrival order (event time, issue 12 item 1).  Feed accepted readings with
+:meth:`ComplianceEngine.on_reading` / :meth:`on_readings`; advance time with :meth:`on_clock` (live: the wall
+clock; replay: not used) and :meth:`finish` (replay: end of input).  Each call returns what changed: hourly
+records (first emitted, or revised by late data: the same keys, so a store rewrites them) and event updates
+(late ones marked ``late``).  Per outlet an hour is provisional until its repair deadline
+(:func:`cems.rules.hourly.repair_deadline`); the module docstring of :mod:`cems.rules.hourly` says what is
+kept in memory and what late data beyond it count as.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from cems.model import Reading
+from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry
 from cems.rules import (
+    DEFAULT_HOLD,
     DEFAULT_LATENESS,
+    REPAIR_WINDOW,
     Event,
     EventUpdate,
     ExceedanceTracker,
@@ -65,12 +71,19 @@ class _OutletEngine:
         journal: bool,
         max_o2: float,
         over_range_valid: bool,
+        hold: timedelta = DEFAULT_HOLD,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
         t_ok = over_range_valid
         self.hourly = OutletHourly(
-            o, lateness=lateness, schedule=schedule, journal=journal, max_o2=max_o2, over_range_valid=t_ok
+            o,
+            lateness=lateness,
+            schedule=schedule,
+            journal=journal,
+            max_o2=max_o2,
+            over_range_valid=t_ok,
+            hold=hold,
         )
         self.exceedance = ExceedanceTracker(o.mn, e, d)
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
@@ -137,11 +150,14 @@ class ComplianceEngine:
         *,
         lateness: timedelta = DEFAULT_LATENESS,
         journal: bool = True,
+        hold: timedelta = DEFAULT_HOLD,
     ) -> None:
         """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
-        service persists it); ``cems replay`` persists nothing and turns it off."""
+        service persists it); ``cems replay`` persists nothing and turns it off.  ``hold``: how long an
+        emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`)."""
         self.registry = registry
         self.lateness = lateness
+        self.hold = hold
         self.journal = journal
         self.rates = RateCounter(registry)
         self._outlets: dict[str, _OutletEngine] = {}
@@ -161,7 +177,9 @@ class ComplianceEngine:
                 schedule = self._schedules[key] = LimitSchedule(o)
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
             t_ok = self.registry.city.over_range_valid
-            oe = self._outlets[o.mn] = _OutletEngine(info, self.lateness, schedule, self.journal, max_o2, t_ok)
+            oe = self._outlets[o.mn] = _OutletEngine(
+                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold
+            )
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:
@@ -172,6 +190,12 @@ class ComplianceEngine:
         if records:
             out.events.extend(oe.o2.on_records(records))
             self._days(oe, oe.daily.on_hours(records), out)
+            # runs that ended before the repair window can no longer change: forget them (bounded memory)
+            cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
+            if oe.exceedance.has_events or oe.o2.has_events:
+                b = datetime.fromtimestamp(cut, BEIJING)
+                oe.exceedance.prune(b)
+                oe.o2.prune(b)
 
     @staticmethod
     def _days(oe: _OutletEngine, days: list[DailyRecord], out: EngineOutput) -> None:
@@ -179,33 +203,57 @@ class ComplianceEngine:
             out.daily.extend(days)
             out.events.extend(oe.daily.exceedances(days))
 
-    def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
-        """Feed one accepted reading (in data-time order)."""
-        out = EngineOutput()
+    def _feed(self, reading: Reading, info: OutletInfo | None, out: EngineOutput, revise: bool) -> _OutletEngine | None:
         info = info or self.registry.outlet(reading.mn)
         if info is None:
-            return out
+            return None
         oe = self._outlet(info)
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
         out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
         oe.daily.on_reading(reading)
         self._hours(oe, oe.hourly.feed(reading), out)
+        if revise:
+            self._hours(oe, oe.hourly.revisions(), out)
         out.events.extend(oe.warnings.on_reading(reading))
+        return oe
+
+    def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
+        """Feed one accepted reading (any order: late data revise the hours they belong to)."""
+        out = EngineOutput()
+        self._feed(reading, info, out, True)
         return out
 
     def on_readings(self, items: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
+        """Feed a batch (sorted by data time here); hours revised by late data are rebuilt once per batch."""
         out = EngineOutput()
+        touched: dict[str, _OutletEngine] = {}
         for reading, info in merge_parts(sorted(items, key=lambda it: it[0].data_time)):
-            out.extend(self.on_reading(reading, info))
+            oe = self._feed(reading, info, out, False)
+            if oe is not None:
+                touched[reading.mn] = oe
+        for oe in touched.values():
+            self._hours(oe, oe.hourly.revisions(), out)
         return out
 
+    def late_counts(self) -> dict[str, int]:
+        """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),
+        not merged because the hour had left memory (``late_unrevised``), after the repair deadline
+        (``late_beyond_window``)."""
+        c = {"late_readings": 0, "late_unrevised": 0, "late_beyond_window": 0}
+        for oe in self._outlets.values():
+            h = oe.hourly
+            c["late_readings"] += h.late_readings
+            c["late_unrevised"] += h.late_unrevised
+            c["late_beyond_window"] += h.late_beyond_window
+        return c
+
     def on_clock(self, now: datetime) -> EngineOutput:
-        """Live: close hours older than ``now`` minus the lateness, detect silence and stale warnings."""
+        """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
         for mn, oe in self._outlets.items():
             before = len(out.hourly) + len(out.events) + len(out.daily)
-            self._hours(oe, oe.hourly.flush(now), out)
+            self._hours(oe, oe.hourly.advance(now), out)
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
                 self._days(oe, oe.daily.flush(closed), out)
@@ -246,7 +294,7 @@ class ComplianceEngine:
             oe = self._outlets.get(mn)
             if oe is not None:
                 out[mn] = (partial(oe.snapshot, open_hours=False), oe.hourly.take_journal(),
-                           oe.hourly.closed_before_ts)  # fmt: skip
+                           oe.hourly.retain_from_ts)  # fmt: skip
         self._dirty.clear()
         return out
 

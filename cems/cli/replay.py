@@ -118,7 +118,8 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     print(
         f"replay: {res.lines} lines, {res.readings} readings, {res.values} values in {elapsed:.2f}s "
         f"({res.values / max(elapsed, 1e-9):,.0f} values/s); {len(res.hourly)} hourly records, "
-        f"{len(res.events)} events ({n_open} open); rejected: {rejected}",
+        f"{len(res.events)} events ({n_open} open); rejected: {rejected}; late readings: {res.late_readings} "
+        f"merged, {res.late_unrevised} unrevised, {res.late_beyond_window} beyond the repair window",
         file=sys.stderr,
     )
     return 0

@@ -48,9 +48,17 @@ O2_INVALID: Final = "o2_invalid"
 OPENED: Final = "opened"
 UPDATED: Final = "updated"
 CLOSED: Final = "closed"
+#: A run reported earlier that late data made disappear (merged into an earlier run, or revised below the
+#: limit): its event gets status ``retracted`` (issue 12 item 1; docs/events.md).
+RETRACTED: Final = "retracted"
+RETRACTED_STATUS: Final = "retracted"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
 _T_FLAGS: Final = frozenset({"T", "t"})
+_NEVER_H: Final = -(1 << 62)
+
+#: An exceeding hour: (corrected value, limit, reference O2, profile).
+_Hit = tuple[float | None, float | None, float | None, str | None]
 
 
 def _ts(t: datetime) -> float:
@@ -83,7 +91,10 @@ class Event:
     limit: float | None
     ref_o2: float | None
     profile: str | None
-    status: str  # "open" | "closed"
+    status: str  # "open" | "closed" | "retracted"
+    #: Changed by data that arrived after the hours concerned were decided (a late CN=2061, back-filled
+    #: data): the event was opened, extended, reopened, closed or retracted late (docs/events.md).
+    late: bool = False
 
     @property
     def event_id(self) -> str:
@@ -109,6 +120,7 @@ class Event:
             "ref_o2": self.ref_o2,
             "profile": self.profile,
             "status": self.status,
+            "late": self.late,
         }
 
     @classmethod
@@ -128,6 +140,7 @@ class Event:
             ref_o2=d.get("ref_o2"),
             profile=d.get("profile"),
             status=str(d["status"]),
+            late=bool(d.get("late", False)),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:
@@ -157,37 +170,48 @@ def _check_version(state: dict[str, Any], kind: str, mn: str) -> None:
 
 
 class ExceedanceTracker:
-    """``hourly_exceedance`` events of one outlet, all pollutants.
+    """``hourly_exceedance`` events of one outlet, all pollutants, in event time (issue 12 item 1).
 
-    Feed the outlet's hourly records in hour order (as :class:`~cems.rules.hourly.OutletHourly` emits them).
-    A record for an hour at or before the last one seen for that pollutant is ignored (duplicate).  A gap
-    (a record for h+2 after h) closes the run at h+1.  ``on_clock(until)`` closes a run whose next hour has
-    ended without a record: call it with the same ``until`` given to ``OutletHourly.flush``.
+    Feed the outlet's hourly records with :meth:`on_hour`, in any order: a record for an hour already seen
+    replaces it (a revision: a late CN=2061, back-filled data).  The runs are recomputed from the exceeding
+    hours, so the events are the same whatever the order of the records: a run is a maximal sequence of
+    consecutive exceeding hours; any other hour (compliant, invalid, flagged, missing) ends it.  A run is
+    closed once the hour after it is *decided*: a record came for a later hour (records are emitted in hour
+    order) or ``on_clock(until)`` says that hour has ended (call it with the ``until`` given to
+    ``OutletHourly.flush``).  Updates caused by a record of an hour already decided are marked ``late``: a run
+    extended or reopened, a new run, or a run that no longer exists (``retracted``: merged into an earlier
+    run, or its hours revised below the limit) — each reported once, never duplicated.  :meth:`prune`
+    forgets what can no longer change (before the repair window).
     """
 
     # Memory (one tracker per outlet): slots, and the dicts are made on first use (``None`` = empty); most
-    # outlets never have a run.
-    __slots__ = ("_last", "_runs", "district", "enterprise", "mn")
+    # outlets never have a run.  Only exceeding hours are kept.
+    __slots__ = ("_decided", "_events", "_hits", "district", "enterprise", "mn")
+
+    TYPE: str = HOURLY_EXCEEDANCE
+    KIND: str = "exceedance"
 
     def __init__(self, mn: str, enterprise: str, district: str) -> None:
         self.mn = mn
         self.enterprise = enterprise
         self.district = district
-        self._runs: dict[str, Event] | None = None
-        self._last: dict[str, float] | None = None
+        #: pollutant → hour (epoch s) → (corrected value, limit, reference O2, profile) of exceeding hours
+        self._hits: dict[str, dict[int, _Hit]] | None = None
+        #: pollutant → run start (epoch s) → the event as last reported (open, closed or retracted)
+        self._events: dict[str, dict[int, Event]] | None = None
+        #: every hour starting before this (epoch s) is decided (has had its record, or has ended)
+        self._decided = _NEVER_H
 
     @property
     def open_events(self) -> list[Event]:
-        runs = self._runs
-        return [runs[p] for p in sorted(runs)] if runs else []
+        evs = self._events
+        if not evs:
+            return []
+        return [ev for p in sorted(evs) for _, ev in sorted(evs[p].items()) if ev.status == "open"]
 
-    @staticmethod
-    def _next_hour(run: Event) -> float:
-        """Start of the hour after the run's last hour."""
-        return _ts(run.start) + 3600.0 * run.hours
-
-    TYPE: str = HOURLY_EXCEEDANCE
-    KIND: str = "exceedance"
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
 
     def on_hour(self, rec: HourlyRecord) -> list[EventUpdate]:
         if rec.mn != self.mn:
@@ -204,86 +228,170 @@ class ExceedanceTracker:
         ref_o2: float | None,
         profile: str | None,
     ) -> list[EventUpdate]:
-        """One hour of pollutant ``p``: ``hit`` extends (or opens) the run, anything else ends it."""
-        h = _ts(hour_start)
-        lasts = self._last
-        if lasts is None:
-            lasts = self._last = {}
-        last = lasts.get(p)
-        if last is not None and h <= last:
-            return []
-        lasts[p] = h
-        ups: list[EventUpdate] = []
-        runs = self._runs
-        run = None if runs is None else runs.get(p)
-        if run is not None and h > self._next_hour(run):
-            # Missing hour(s): the hour after the run's last hour has no record, so the run ends there.
-            ups.append(EventUpdate(CLOSED, run.closed_at(_dt(self._next_hour(run)))))
-            del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
-            run = None
+        """The record of one hour of pollutant ``p`` (first or revised)."""
+        h = int(_ts(hour_start))
+        late = h < self._decided
+        hits = self._hits
+        by_p = None if hits is None else hits.get(p)
         if hit:
-            if run is None:
-                ev = Event(
-                    type=self.TYPE,
-                    mn=self.mn,
-                    enterprise=self.enterprise,
-                    district=self.district,
-                    pollutant=p,
-                    start=hour_start.astimezone(BEIJING),
-                    end=None,
-                    hours=1,
-                    peak=zs,
-                    limit=limit,
-                    ref_o2=ref_o2,
-                    profile=profile,
-                    status="open",
-                )
-                if runs is None:
-                    runs = self._runs = {}
-                runs[p] = ev
-                ups.append(EventUpdate(OPENED, ev))
+            if hits is None:
+                hits = self._hits = {}
+            if by_p is None:
+                by_p = hits[p] = {}
+            by_p[h] = (zs, limit, ref_o2, profile)
+        elif by_p is not None:
+            by_p.pop(h, None)
+        self._decided = max(self._decided, h + 3600)
+        if not hit and not late and by_p is None and not (self._events and self._events.get(p)):
+            return []  # the common case: a compliant hour of a pollutant without runs
+        return self._recompute(p, late)
+
+    def _recompute(self, p: str, late: bool) -> list[EventUpdate]:
+        by_p = (self._hits or {}).get(p) or {}
+        runs: list[list[Any]] = []  # [start, end, peak, first hit]
+        for h in sorted(by_p):
+            zs = by_p[h][0]
+            if runs and runs[-1][1] == h:
+                run = runs[-1]
+                run[1] = h + 3600
+                if zs is not None and (run[2] is None or zs > run[2]):
+                    run[2] = zs
             else:
-                peak = run.peak if zs is None or (run.peak is not None and run.peak >= zs) else zs
-                ev = replace(run, hours=run.hours + 1, peak=peak)
-                runs[p] = ev  # type: ignore[index]  # run is not None: runs is a dict
-                ups.append(EventUpdate(UPDATED, ev))
-        elif run is not None:
-            ups.append(EventUpdate(CLOSED, run.closed_at(hour_start.astimezone(BEIJING))))
-            del runs[p]  # type: ignore[union-attr]  # run is not None: runs is a dict
+                runs.append([h, h + 3600, zs, by_p[h]])
+        events = self._events
+        old = {} if events is None else events.get(p, {})
+        new: dict[int, Event] = {}
+        ups: list[EventUpdate] = []
+        for start, end, peak, first in runs:
+            closed = end < self._decided
+            s = _dt(start)
+            prev = old.get(start)
+            ev = Event(
+                type=self.TYPE,
+                mn=self.mn,
+                enterprise=self.enterprise,
+                district=self.district,
+                pollutant=p,
+                start=s,
+                end=_dt(end) if closed else None,
+                hours=(end - start) // 3600,
+                peak=peak,
+                limit=first[1],
+                ref_o2=first[2],
+                profile=first[3],
+                status="closed" if closed else "open",
+                late=late or (prev is not None and prev.late),
+            )
+            new[start] = ev
+            if prev is None or prev.status == RETRACTED_STATUS:
+                ups.append(EventUpdate(OPENED, replace(ev, end=None, status="open")))
+                if closed:
+                    ups.append(EventUpdate(CLOSED, ev))
+            elif replace(prev, late=ev.late) != ev:
+                ups.append(EventUpdate(CLOSED if closed else UPDATED, ev))
+        for start, prev in old.items():
+            if start not in new:
+                if prev.status != RETRACTED_STATUS:
+                    ev = replace(prev, status=RETRACTED_STATUS, late=True)
+                    ups.append(EventUpdate(RETRACTED, ev))
+                    new[start] = ev
+                else:
+                    new[start] = prev
+        if new:
+            if events is None:
+                events = self._events = {}
+            events[p] = new
+        elif events is not None:
+            events.pop(p, None)
+            if not events:
+                self._events = None
+        ups.sort(key=lambda u: u.event.start)
         return ups
 
     def on_clock(self, until: datetime) -> list[EventUpdate]:
-        """Close runs whose next hour ended at or before ``until`` without a record (a missing hour)."""
-        runs = self._runs
-        if not runs:
+        """Hours that ended at or before ``until`` are decided: close runs whose next hour is one of them."""
+        u = math.floor(_ts(until))
+        decided = u - u % 3600
+        if decided <= self._decided:
             return []
-        u = _ts(until)
+        self._decided = decided
+        events = self._events
+        if not events:
+            return []
         ups: list[EventUpdate] = []
-        for p in sorted(runs):
-            run = runs[p]
-            nxt = self._next_hour(run)
-            if nxt + 3600.0 <= u:
-                ups.append(EventUpdate(CLOSED, run.closed_at(_dt(nxt))))
-                del runs[p]
-                lasts = self._last
-                if lasts is None:
-                    lasts = self._last = {}
-                lasts[p] = max(lasts.get(p, nxt), nxt)
+        for p in sorted(events):
+            if any(ev.status == "open" for ev in events[p].values()):
+                ups.extend(self._recompute(p, False))
         return ups
+
+    def prune(self, before: datetime) -> None:
+        """Forget runs that ended before ``before`` (final: outside the repair window)."""
+        b = _ts(before)
+        events, hits = self._events, self._hits
+        if events:
+            for p in list(events):
+                by_start = events[p]
+                for start, ev in list(by_start.items()):
+                    if ev.status != "open" and (ev.end is None or _ts(ev.end) < b):
+                        del by_start[start]
+                        if hits and p in hits:
+                            last = start + int(ev.hours) * 3600
+                            for h in [h for h in hits[p] if start <= h < last]:
+                                del hits[p][h]
+                if not by_start:
+                    del events[p]
+            if not events:
+                self._events = None
+        if hits:
+            for p in list(hits):
+                if not hits[p]:
+                    del hits[p]
+            if not hits:
+                self._hits = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
             "kind": self.KIND,
             "mn": self.mn,
-            "runs": {p: ev.to_json() for p, ev in sorted((self._runs or {}).items())},
-            "last": dict(sorted((self._last or {}).items())),
+            "hits": {p: [[h, *v] for h, v in sorted(d.items())] for p, d in sorted((self._hits or {}).items())},
+            "events": {
+                p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted((self._events or {}).items())
+            },
+            "decided": self._decided,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        _check_version(state, self.KIND, self.mn)
-        self._runs = {p: Event.from_json(d) for p, d in state["runs"].items()} or None
-        self._last = {p: float(v) for p, v in state["last"].items()} or None
+        if state.get("kind") != self.KIND or state.get("version") not in (1, 2):
+            raise ValueError(f"not a version-1 or -2 {self.KIND} state")
+        if state.get("mn") != self.mn:
+            raise ValueError(f"{self.KIND} state of outlet {state.get('mn')!r} restored into {self.mn!r}")
+        if state["version"] == 1:  # before event time: open runs and the last hour seen per pollutant
+            self._hits, self._events = None, None
+            self._decided = max((int(v) + 3600 for v in state["last"].values()), default=_NEVER_H)
+            for p, d in state["runs"].items():
+                ev = Event.from_json(d)
+                s = int(_ts(ev.start))
+                for i in range(int(ev.hours)):
+                    hit = (ev.peak if i == 0 else None, ev.limit, ev.ref_o2, ev.profile)
+                    (self._hits or self._set_hits()).setdefault(p, {})[s + 3600 * i] = hit
+                (self._events or self._set_events()).setdefault(p, {})[s] = ev
+            return
+        self._hits = {
+            p: {int(r[0]): (r[1], r[2], r[3], r[4]) for r in rows} for p, rows in state["hits"].items()
+        } or None
+        self._events = {
+            p: {int(_ts(ev.start)): ev for ev in map(Event.from_json, rows)} for p, rows in state["events"].items()
+        } or None
+        self._decided = int(state["decided"])
+
+    def _set_hits(self) -> dict[str, dict[int, _Hit]]:
+        self._hits = {}
+        return self._hits
+
+    def _set_events(self) -> dict[str, dict[int, Event]]:
+        self._events = {}
+        return self._events
 
 
 class O2InvalidTracker(ExceedanceTracker):

@@ -50,12 +50,22 @@ with UTC hours; ``hour_start`` is reported with the +08:00 offset):
 * An exceedance (超标) is a valid hour (flag N, or T: a lower bound) whose corrected mean is above the limit
   (HJ 76-2017).  Hours flagged F/M/D/C/S/B are never exceedances.
 
-Closing hours: an hour is closed when data ``lateness`` past its end arrives (:meth:`OutletHourly.feed`
-returns the records), or on :meth:`OutletHourly.flush`.  ``lateness`` (default 5 min) exists because a DAS
-sends the CN=2061 record of 08:00–09:00 and the CN=2051 record of 08:59 *after* real-time data of 09:00
-may have arrived; with ``lateness=0`` an hour closes as soon as data of a later hour arrives.  Data for an
-already-closed hour is not aggregated (records are emitted once and never revised): it is counted in
-``late_readings`` and the caller keeps the raw data (the sinks store it unaltered).
+Event time (issue 12 item 1).  An hour is *emitted* (its records are returned, provisional) when the
+outlet's watermark passes its end plus ``lateness``: the watermark is the newest time known for the outlet,
+its newest data time (:meth:`OutletHourly.feed`) or, live, the wall clock (:meth:`OutletHourly.advance`);
+replay ends with :meth:`OutletHourly.flush`.  ``lateness`` (default 5 min) only delays the first emission
+(a DAS sends the CN=2061 record of 08:00–09:00 after real-time data of 09:00).  An emitted hour stays
+revisable until its repair deadline (:func:`repair_deadline`: 10 days after its end, and no later than the
+end of the 10th of the next month, DOMAIN.md §5): data for it revise it and the records are emitted again
+(:meth:`OutletHourly.revisions`; same keys, so the stored points are rewritten).  Hence the records are the
+same whatever the arrival order, live and in replay.  Memory is bounded: an emitted hour keeps its
+sub-values for ``hold`` (default 3 h) after its end; then they are dropped and only the fact that it had
+data is kept (a few spans).  Late data for an hour that had no data at all (a link outage, back-filled:
+补传) start it afresh and revise it exactly up to the repair deadline; late data for an hour that had data
+and was dropped from memory cannot be merged exactly and are counted (``late_unrevised``); data after the
+repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
+store it unaltered).  Counters: ``late_readings`` (merged into an emitted hour), ``late_unrevised``,
+``late_beyond_window``.
 """
 
 from __future__ import annotations
@@ -79,6 +89,15 @@ N_FLAG_SHARE: Final = 0.75
 
 #: Default time an hour stays open after its end for late data of that hour (see module docstring).
 DEFAULT_LATENESS: Final = timedelta(minutes=5)
+#: Default time an emitted (provisional) hour keeps its sub-values in memory after its end, so that late data
+#: of an hour that already had data revise it exactly (the DAS's CN=2061 record, sent after the hour; data
+#: back-filled after a short link outage).  Bounded memory: see the module docstring.
+DEFAULT_HOLD: Final = timedelta(hours=3)
+#: The repair window (修约/补遗 within 10 days; DOMAIN.md §5, §9): data of an hour arriving later than this
+#: after the hour's end, or after the 10th of the next month, no longer move any figure.
+REPAIR_WINDOW: Final = timedelta(days=10)
+#: A month's figures are final after this day of the next month (documents due by the 10th, DOMAIN.md §5).
+MONTH_FINAL_DAY: Final = 10
 
 SOURCE_DAS: Final = "das_2061"
 SOURCE_MINUTES: Final = "minutes"
@@ -246,6 +265,15 @@ class HourlyRecord:
         }
 
 
+def repair_deadline(hour: int, window: timedelta = REPAIR_WINDOW) -> int:
+    """When the hour starting at ``hour`` (epoch s) becomes final (epoch s): ``window`` after its end, and no
+    later than the end of the ``MONTH_FINAL_DAY``-th of the next Beijing month (DOMAIN.md §5, §9)."""
+    d = datetime.fromtimestamp(hour, BEIJING)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    month_final = datetime(y, m, MONTH_FINAL_DAY, tzinfo=BEIJING) + timedelta(days=1)
+    return min(hour + 3600 + int(window.total_seconds()), math.floor(month_final.timestamp()))
+
+
 def beijing_hour(t: datetime) -> datetime:
     """The start of the Beijing hour containing ``t`` (naive = Beijing time)."""
     if t.tzinfo is None:
@@ -309,12 +337,16 @@ class OutletHourly:
         zs_abs_tol: float = DEFAULT_ZS_ABS_TOL,
         over_range_valid: bool = True,
         journal: bool = True,
+        hold: timedelta = DEFAULT_HOLD,
+        repair_window: timedelta = REPAIR_WINDOW,
     ) -> None:
-        if lateness < timedelta(0):
-            raise ValueError("lateness must be ≥ 0")
+        if lateness < timedelta(0) or hold < timedelta(0):
+            raise ValueError("lateness and hold must be ≥ 0")
         self.outlet = outlet
         self.mn = outlet.mn
         self._lateness_s = int(lateness.total_seconds())
+        self._hold_s = int(hold.total_seconds())
+        self._repair = repair_window
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._factors = unit_factors(outlet)
         if min_rtd_per_minute is not None and min_rtd_per_minute < 1:
@@ -327,11 +359,23 @@ class OutletHourly:
         self._over_range_valid = over_range_valid
         self._rel_tol = zs_rel_tol
         self._abs_tol = zs_abs_tol
+        #: Hours in memory: not yet emitted (≥ ``_closed_before``) and emitted but held (revisable exactly).
         self._open: dict[int, _HourAcc] = {}
-        self._closed_before = _NEVER  # every hour starting before this (epoch s) is closed
+        self._closed_before = _NEVER  # every hour starting before this (epoch s) has been emitted
+        self._now = _NEVER  # the watermark before ``lateness``: newest data time or clock (epoch s)
+        self._dirty: set[int] | None = None  # emitted hours revised since :meth:`revisions`
+        #: emitted hours revised late → watermark of their last revision (held ``hold`` after it)
+        self._touched: dict[int, int] | None = None
+        #: [start, end) spans of emitted hours that had data and whose sub-values were dropped from memory
+        #: (within the repair window)
+        self._evicted: list[list[int]] = []
         self._min_interval = 60  # last inferred CN=2051 period, seconds
-        #: Readings that arrived for an already-closed hour (not aggregated).
+        #: Readings merged into an already-emitted hour (the hour was revised).
         self.late_readings = 0
+        #: Readings for an emitted hour that had data and is no longer held in memory (not merged).
+        self.late_unrevised = 0
+        #: Readings after their hour's repair deadline (final figures do not move).
+        self.late_beyond_window = 0
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
         #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
         #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
@@ -355,10 +399,8 @@ class OutletHourly:
             dt = dt.replace(tzinfo=BEIJING)
         ts = math.floor(dt.timestamp())
         hour = ts - ts % 3600
-        if hour < self._closed_before:
-            self.late_readings += 1
-        else:
-            acc = self._open.get(hour)
+        acc = self._open.get(hour)
+        if hour >= self._closed_before or self._accept_late(hour, acc is not None):
             if acc is None:
                 acc = self._open[hour] = _HourAcc()
             factors = self._factors
@@ -402,11 +444,89 @@ class OutletHourly:
                     d[sec] = (v, ok)
                     if journal is not None:
                         journal.append(("s", hour, kind, code, sec, v, ok))
+        if ts > self._now:
+            self._now = ts
         wm = ts - self._lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
             return self._close(wm)
         return []
+
+    def _accept_late(self, hour: int, held: bool) -> bool:
+        """A reading for an emitted hour: merge it (and mark the hour for :meth:`revisions`) or count it."""
+        if self._now >= repair_deadline(hour, self._repair):
+            self.late_beyond_window += 1
+            return False
+        if not held and any(a <= hour < b for a, b in self._evicted):
+            self.late_unrevised += 1
+            return False
+        self.late_readings += 1
+        if self._dirty is None:
+            self._dirty = set()
+        self._dirty.add(hour)
+        return True
+
+    def revisions(self) -> list[HourlyRecord]:
+        """The records of the emitted hours that late data revised since the last call (hour order)."""
+        dirty = self._dirty
+        if not dirty:
+            return []
+        self._dirty = None
+        out: list[HourlyRecord] = []
+        touched = self._touched
+        if touched is None:
+            touched = self._touched = {}
+        for h in sorted(dirty):
+            acc = self._open.get(h)
+            if acc is not None:
+                out.extend(self._build(h, acc))
+                touched[h] = self._now
+        self._evict()
+        return out
+
+    def advance(self, now: datetime) -> list[HourlyRecord]:
+        """Live: the wall clock is ``now``; emit the hours that ended ``lateness`` before it."""
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=BEIJING)
+        ts = math.floor(now.timestamp())
+        if ts > self._now:
+            self._now = ts
+        wm = ts - self._lateness_s
+        wm -= wm % 3600
+        if wm > self._closed_before:
+            return self._close(wm)
+        self._evict()
+        return []
+
+    def _evict(self) -> None:
+        """Drop from memory the sub-values of emitted hours older than ``hold`` (not revised since the last
+        emission), keeping only the fact that they had data; forget spans past their repair deadline."""
+        now, limit = self._now, self._now - self._hold_s - 3600
+        dirty, touched = self._dirty, self._touched
+        old = [
+            h
+            for h in self._open
+            if h < self._closed_before
+            and h <= limit
+            and not (dirty and h in dirty)
+            and not (touched and touched.get(h, limit) > limit + 3600)
+        ]
+        if old:
+            spans = self._evicted
+            for h in sorted(old):
+                del self._open[h]
+                if touched:
+                    touched.pop(h, None)
+                if spans and spans[-1][1] == h:
+                    spans[-1][1] = h + 3600
+                else:
+                    spans.append([h, h + 3600])
+            spans.sort()
+        spans = self._evicted
+        while spans and now >= repair_deadline(spans[0][1] - 3600, self._repair):
+            spans.pop(0)
+        while spans and now >= repair_deadline(spans[0][0], self._repair):
+            spans[0][0] += 3600
 
     def flush(self, until: datetime | None = None) -> list[HourlyRecord]:
         """Close every hour that ended at or before ``until`` (all open hours when ``None``).
@@ -433,7 +553,13 @@ class OutletHourly:
 
     @property
     def open_hours(self) -> list[datetime]:
-        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open)]
+        """Hours not yet emitted."""
+        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h >= self._closed_before]
+
+    @property
+    def held_hours(self) -> list[datetime]:
+        """Emitted hours whose sub-values are still in memory (revisable exactly)."""
+        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h < self._closed_before]
 
     @property
     def closed_before(self) -> datetime | None:
@@ -445,11 +571,13 @@ class OutletHourly:
     # -- closing
 
     def _close(self, before: int) -> list[HourlyRecord]:
+        old = self._closed_before
         self._closed_before = before
-        hours = sorted(h for h in self._open if h < before)
+        hours = sorted(h for h in self._open if old <= h < before)
         out: list[HourlyRecord] = []
         for h in hours:
-            out.extend(self._build(h, self._open.pop(h)))
+            out.extend(self._build(h, self._open[h]))
+        self._evict()
         return out
 
     def _infer_interval(self, secs: list[int]) -> int:
@@ -638,8 +766,18 @@ class OutletHourly:
 
     @property
     def closed_before_ts(self) -> int:
-        """Every hour starting before this (Unix s) is closed: its persisted sub-values can go."""
+        """Every hour starting before this (Unix s) has been emitted."""
         return self._closed_before
+
+    @property
+    def now_ts(self) -> int:
+        """The outlet's watermark before ``lateness``: newest data time or clock (Unix s)."""
+        return self._now
+
+    @property
+    def retain_from_ts(self) -> int:
+        """Every hour before this (Unix s) is out of memory: its persisted sub-values can go."""
+        return min(self._open) if self._open else self._closed_before
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
@@ -657,6 +795,14 @@ class OutletHourly:
             "closed_before": self._closed_before,
             "min_interval": self._min_interval,
             "late_readings": self.late_readings,
+            "late_unrevised": self.late_unrevised,
+            "late_beyond_window": self.late_beyond_window,
+            "now": self._now,
+            "evicted": [list(s) for s in self._evicted],
+            "dirty": sorted(self._dirty or ()),
+            "touched": [[h, t] for h, t in sorted((self._touched or {}).items())],
+            #: the hours in memory (their sub-values are in ``open``, or persisted apart when left out)
+            "memory": sorted(self._open),
             "open": {
                 str(h): {
                     "das": {c: [a, z, f] for c, (a, z, f) in acc.das.items()},
@@ -678,6 +824,12 @@ class OutletHourly:
         self._closed_before = int(state["closed_before"])
         self._min_interval = int(state["min_interval"])
         self.late_readings = int(state["late_readings"])
+        self.late_unrevised = int(state.get("late_unrevised", 0))
+        self.late_beyond_window = int(state.get("late_beyond_window", 0))
+        self._now = int(state.get("now", _NEVER))
+        self._evicted = [[int(a), int(b)] for a, b in state.get("evicted", [])]
+        self._dirty = {int(h) for h in state.get("dirty", [])} or None
+        self._touched = {int(h): int(t) for h, t in state.get("touched", [])} or None
         self._open = {}
         for h, raw in state["open"].items():
             acc = _HourAcc()

@@ -227,8 +227,9 @@ class RateCounter:
         self._seen: dict[str, dict[str, dict[int, int]]] = {}
         self._min_hour: int | None = None
         self._max_hour: int | None = None
-        # (district, "YYYY-MM") → enterprise ids with an exceeding hour
-        self._exceed: dict[tuple[str, str], set[str]] = {}
+        # (mn, pollutant, hour epoch) → rank * 2 + exceeds, for every slot that ever had an exceeding record:
+        # a revision (a late CN=2061, back-filled data; issue 12 item 1) can turn the hour compliant again
+        self._exceed: dict[tuple[str, str, int], int] = {}
         #: Records of outlets not in the registry (ignored).
         self.unknown = 0
 
@@ -246,13 +247,15 @@ class RateCounter:
             self._min_hour = h
         if self._max_hour is None or h > self._max_hour:
             self._max_hour = h
-        if rec.exceeds:
-            key = (info.district.code, _month_key(_day_date(_day_index(h))))
-            self._exceed.setdefault(key, set()).add(info.enterprise.id)
+        rank = _RANK.get(rec.source, 0)
+        ekey = (mn, rec.pollutant, h)
+        eold = self._exceed.get(ekey)
+        if (eold is not None or rec.exceeds) and (eold is None or rank >= eold >> 1):
+            self._exceed[ekey] = rank * 2 + (1 if rec.exceeds else 0)
         if rec.pollutant not in self._factor_set:
             return
         slots = self._seen.setdefault(mn, {}).setdefault(rec.pollutant, {})
-        code = _RANK.get(rec.source, 0) * 2 + (1 if rec.counts_valid else 0)
+        code = rank * 2 + (1 if rec.counts_valid else 0)
         old = slots.get(h)
         if old is None or code >> 1 >= old >> 1:
             slots[h] = code
@@ -272,8 +275,7 @@ class RateCounter:
                 for h in old:
                     del slots[h]
                 dropped += len(old)
-        month = _month_key(_day_date(_day_index(int(cut))))
-        for key in [k for k in self._exceed if k[1] < month]:
+        for key in [k for k in self._exceed if k[2] < cut]:
             del self._exceed[key]
         if self._min_hour is not None and self._min_hour < cut:
             self._min_hour = int(cut)
@@ -439,12 +441,18 @@ class RateCounter:
             key = (info.district.code, month)
             agg[key] = agg.get(key, RateCounts()) + c
             outlets[key] = outlets.get(key, 0) + 1
+        exceeding: dict[tuple[str, str], set[str]] = {}
+        for (mn, _, h), code in self._exceed.items():
+            ex_info = self.registry.outlet(mn)
+            if code & 1 and ex_info is not None:
+                key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
+                exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
         out: list[DistrictMonthRate] = []
         for month in _months(*win):
             for dist in sorted(d.code for d in self.registry.district):
                 key = (dist, month)
                 c = agg.get(key, RateCounts())
-                ents = tuple(sorted(self._exceed.get(key, set())))
+                ents = tuple(sorted(exceeding.get(key, set())))
                 reasons: list[str] = []
                 eff = c.effective_rate
                 # Reasons are read by the bureau: Chinese, citing the rule itself (the city's plan, the
@@ -488,7 +496,7 @@ class RateCounter:
             },
             "min_hour": self._min_hour,
             "max_hour": self._max_hour,
-            "exceed": [[d, m, sorted(e)] for (d, m), e in sorted(self._exceed.items())],
+            "exceed": [[mn, p, h, c] for (mn, p, h), c in sorted(self._exceed.items())],
             "unknown": self.unknown,
         }
 
@@ -500,7 +508,8 @@ class RateCounter:
         }
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
-        self._exceed = {(d, m): set(e) for d, m, e in state["exceed"]}
+        # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)
+        self._exceed = {(str(e[0]), str(e[1]), int(e[2])): int(e[3]) for e in state["exceed"] if len(e) == 4}
         self.unknown = int(state["unknown"])
 
 

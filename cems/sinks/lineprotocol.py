@@ -155,6 +155,7 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "limit": ev.limit,
         "ref_o2": ev.ref_o2,
         "profile": ev.profile,
+        "late": ev.late,
         **extra,
     }
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))

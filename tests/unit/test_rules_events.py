@@ -20,6 +20,7 @@ from cems.rules.events import (
     ExceedanceTracker,
     InterruptionTracker,
     RealtimeWarningTracker,
+    event_id,
 )
 from cems.rules.hourly import HourlyRecord
 
@@ -27,7 +28,7 @@ H0 = datetime(2026, 1, 1, 0, 0, tzinfo=BEIJING)
 H = timedelta(hours=1)
 KEYS = {
     "event_id", "type", "mn", "enterprise", "district", "pollutant", "start", "end",
-    "hours", "peak", "limit", "ref_o2", "profile", "status",
+    "hours", "peak", "limit", "ref_o2", "profile", "status", "late",
 }  # fmt: skip
 
 
@@ -94,15 +95,38 @@ def test_missing_hour_ends_the_run() -> None:
     assert (ups[1].event.end, ups[1].event.hours) == (H0 + H, 1)
 
 
-def test_on_clock_closes_after_a_missing_hour_and_duplicates_are_ignored() -> None:
+def test_on_clock_closes_after_a_missing_hour_and_late_records_revise() -> None:
     tr = ExceedanceTracker("M1", "E1", "D1")
     assert kinds(feed(tr, [rec(5, 40)])) == ["opened"]
-    assert tr.on_hour(rec(5, 99)) == []  # duplicate hour
+    assert tr.on_hour(rec(5, 40)) == []  # the same record again: nothing changes
+    ups = tr.on_hour(rec(5, 99))  # a revision of hour 5 (e.g. the DAS's CN=2061): the peak moves
+    assert kinds(ups) == ["updated"] and ups[0].event.peak == 99
     assert tr.on_clock(H0 + 6 * H + timedelta(minutes=59)) == []  # hour 6 not over yet
     ups = tr.on_clock(H0 + 7 * H)  # hour 6 ended without a record
     assert kinds(ups) == ["closed"] and ups[0].event.end == H0 + 6 * H
-    assert tr.on_hour(rec(6, 40)) == []  # a record for hour 6 can no longer reopen it
-    assert tr.open_events == []
+    # A late record for hour 6 (event time, issue 12 item 1) reopens the run (hour 7 is not over yet):
+    # reported once, marked late, the same event id.
+    ups = tr.on_hour(rec(6, 40))
+    assert kinds(ups) == ["updated"] and ups[0].event.status == "open" and ups[0].event.late
+    assert ups[0].event.hours == 2
+    assert ups[0].event.event_id == event_id("hourly_exceedance", "M1", "a21026", H0 + 5 * H)
+    assert tr.on_hour(rec(6, 40)) == []
+    ups = tr.on_clock(H0 + 8 * H)
+    assert kinds(ups) == ["closed"] and ups[0].event.end == H0 + 7 * H and tr.open_events == []
+
+
+def test_late_hour_merges_runs_and_retracts_the_later_one() -> None:
+    tr = ExceedanceTracker("M1", "E1", "D1")
+    ups = feed(tr, [rec(0, 40), rec(2, 41), rec(3, 10)])  # hour 1 missing: two runs
+    assert kinds(ups) == ["opened", "closed", "opened", "closed"]
+    ups = tr.on_hour(rec(1, 50))  # hour 1 arrives late, exceeding: one run 0-3
+    assert kinds(ups) == ["closed", "retracted"]
+    merged, gone = ups[0].event, ups[1].event
+    assert (merged.start, merged.end, merged.hours, merged.peak, merged.late) == (H0, H0 + 3 * H, 3, 50, True)
+    assert gone.start == H0 + 2 * H and gone.status == "retracted"
+    ups = tr.on_hour(rec(1, 10))  # revised again, compliant: the two runs come back
+    assert kinds(ups) == ["closed", "opened", "closed"]
+    assert [u.event.start for u in ups] == [H0, H0 + 2 * H, H0 + 2 * H]
 
 
 def test_utc_hours_give_beijing_times() -> None:

@@ -230,9 +230,11 @@ def test_hour_closes_on_later_data_after_lateness() -> None:
     assert agg.feed(das_hour(H8, 20.0, None)) == []
     out = so2(agg.feed(rtd(H8 + timedelta(minutes=65), 30.0)))  # 09:05 closes 08:00
     assert [(r.hour_start, r.source) for r in out] == [(H8, "das_2061")]
-    # Data for the closed hour is not aggregated again; it is counted.
+    # Data for an emitted hour revise it (event time): counted, and the hour is rebuilt by revisions(); the
+    # DAS's record still wins.
     assert agg.feed(minute(H8 + 10 * MIN, 30.0)) == []
     assert agg.late_readings == 1
+    assert [(r.hour_start, r.source) for r in so2(agg.revisions())] == [(H8, "das_2061")]
     assert so2(agg.flush()) and agg.flush() == []
 
 
@@ -246,8 +248,9 @@ def test_flush_until_closes_only_ended_hours_and_tolerates_disorder() -> None:
     agg = OutletHourly(outlet())
     agg.feed(minute(H8 + 5 * MIN, 30.0))
     agg.feed(minute(H8 + 70 * MIN, 30.0))  # 09:10 − 5 min lateness ≥ 09:00: closes 08:00
-    agg.feed(minute(H8 + 3 * MIN, 30.0))  # late for 08:00 → dropped
+    agg.feed(minute(H8 + 3 * MIN, 30.0))  # late for 08:00 → merged; the revised record follows
     assert agg.late_readings == 1
+    assert so2(agg.revisions())[0].valid_minutes is not None
     agg2 = OutletHourly(outlet(), lateness=timedelta(minutes=30))
     agg2.feed(minute(H8 + 5 * MIN, 30.0))
     agg2.feed(minute(H8 + 70 * MIN, 30.0))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cems.engine import ComplianceEngine
 from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
+from cems.rules import DEFAULT_HOLD
 from cems.service.compliance._state import STATE_SCHEMA, commit_state, load_state, rate_record, with_open_hours
 
 REG = parse_registry(
@@ -88,9 +89,9 @@ def test_restore_at_any_cut_points_gives_the_same_results(cuts: list[int]) -> No
         prev = cut
     assert got == expected
     assert [d.to_json() for d in engine.rates.outlet_days()] == [d.to_json() for d in reference.rates.outlet_days()]
-    # closed hours' sub-values were deleted: only the open hour remains
+    # sub-values of hours out of memory were deleted: only the open hour and the held ones (DEFAULT_HOLD) remain
     hours = {h for (h,) in conn.execute("SELECT DISTINCT last_hour FROM hour_log")}
-    assert len(hours) <= 2
+    assert len(hours) <= 2 + DEFAULT_HOLD // timedelta(hours=1)
 
 
 def test_state_of_the_per_value_layout_is_migrated_into_the_journal() -> None:
@@ -122,3 +123,27 @@ def test_state_of_the_per_value_layout_is_migrated_into_the_journal() -> None:
     tail = readings(90)[60:]  # closes the 08:00 hour in both engines
     assert run(e2, tail) == run(reference, tail) != []
     assert conn.execute("SELECT count(*) FROM hour_log").fetchone()[0] == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 299), max_size=4), block=st.integers(1, 90))
+def test_restore_with_late_data_gives_the_same_results(cuts: list[int], block: int) -> None:
+    """Readings arrive late (each block of ``block`` minutes reversed): held hours and their revisions survive
+    a restart (event time, issue 12 item 1)."""
+    rs = readings(150)
+    late = [r for i in range(0, len(rs), 2 * block) for r in reversed(rs[i : i + 2 * block])]
+    reference = ComplianceEngine(REG)
+    expected = run(reference, late)
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(STATE_SCHEMA)
+    engine = ComplianceEngine(REG)
+    got: list[object] = []
+    prev = 0
+    for cut in [*sorted(cuts), len(late)]:
+        part = run(engine, late[prev:cut])
+        got += part
+        persist(engine, conn, part)
+        engine = restored(conn)
+        prev = cut
+    assert got == expected
+    assert engine.late_counts() == reference.late_counts()

@@ -46,8 +46,8 @@ from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry, Topics
-from cems.rules import DEFAULT_LATENESS, day_bounds, month_bounds
-from cems.rules.events import HOURLY_EXCEEDANCE, OPENED
+from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, day_bounds, month_bounds
+from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
     DB_FILE,
@@ -123,6 +123,9 @@ class ComplianceConfig:
     webhook_base_delay_s: float = 2.0
     webhook_max_delay_s: float = 3600.0
     lateness: timedelta = DEFAULT_LATENESS
+    #: How long an emitted hour keeps its sub-values in memory for exact revision by late data
+    #: (:mod:`cems.rules.hourly`; the repair window itself is 10 days, DOMAIN.md §5).
+    hold: timedelta = DEFAULT_HOLD
 
     def webhook_settings(self) -> WebhookSettings:
         return WebhookSettings(
@@ -149,7 +152,7 @@ class ComplianceRuntime:
             raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
         self.registry = registry
         self.config = config
-        self.engine = ComplianceEngine(registry, lateness=config.lateness)
+        self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold)
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -317,6 +320,10 @@ class ComplianceRuntime:
             now = self.config.clock()
             self.stats.clock_ticks += 1
             self._pending.extend(self.engine.on_clock(now))
+            late = self.engine.late_counts()
+            self.stats.late_readings = late["late_readings"]
+            self.stats.late_unrevised = late["late_unrevised"]
+            self.stats.late_beyond_window = late["late_beyond_window"]
             if (self._pending or self._held) and not await self._flush(stop):
                 return False
             if not await self._write_rates(stop):
@@ -423,10 +430,11 @@ class ComplianceRuntime:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
         factors = self.engine.rates.factors
+        # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
         rate_rows = [
             (r.mn, r.pollutant, int(r.hour_start.timestamp()), r.source, int(r.counts_valid), int(r.exceeds))
             for r in out.hourly
-            if r.exceeds or r.pollutant in factors
+            if r.exceeds or r.limit is not None or r.pollutant in factors
         ]
         lines: list[str] = []
         for rec in out.hourly:
@@ -446,8 +454,13 @@ class ComplianceRuntime:
                 j = ev.to_json()
                 key = transition_key(u.kind, j)
                 row = known.get(eid)
-                if row is not None and (row.status == "closed" or row.alerted_key == key or u.kind == OPENED):
-                    # already alerted (redelivery after a crash) or stale: never alert twice, never reopen
+                if row is not None and (
+                    row.alerted_key == key
+                    or (u.kind == OPENED and row.status != RETRACTED_STATUS)
+                    or (row.status != "open" and not ev.late)
+                ):
+                    # already alerted (redelivery after a crash) or stale: never alert twice; only late data
+                    # (a revision, issue 12 item 1) reopen, extend or retract an event already closed
                     self.stats.duplicates_suppressed += 1
                     continue
                 if row is None:

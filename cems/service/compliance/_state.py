@@ -171,6 +171,12 @@ class ComplianceStats:
     escalations: int = 0
     clock_ticks: int = 0
     rate_points: int = 0
+    #: readings merged into an hour already emitted (the hour was revised; issue 12 item 1)
+    late_readings: int = 0
+    #: readings for an emitted hour no longer held in memory (stored, not merged; docs/events.md)
+    late_unrevised: int = 0
+    #: readings after their hour's repair deadline (stored; final figures do not move)
+    late_beyond_window: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -266,16 +272,22 @@ def with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: lis
     """Put the persisted sub-values back into an outlet state saved without them."""
     hourly = state["hourly"]
     closed = int(hourly["closed_before"])
+    # the hours the engine held in memory (emitted hours kept for revision by late data, and open ones);
+    # states saved before event time name none: the open hours are those not yet closed
+    memory = {int(h) for h in hourly["memory"]} if "memory" in hourly else None
     open_: dict[str, dict[str, Any]] = {}
 
     def hour_of(h: int) -> dict[str, Any]:
         return open_.setdefault(str(h), {"das": {}, "mins": {}, "rtd": {}})
 
+    def kept(h: int) -> bool:
+        return h in memory if memory is not None else h >= closed
+
     for hour, kind, code, sec, v, ok in subs:
-        if hour >= closed:
+        if kept(hour):
             hour_of(hour)[kind].setdefault(code, []).append([sec, v, int(ok)])  # 0 / 1 / 2 (T, lower bound)
     for hour, code, avg, zs, flag in das:
-        if hour >= closed:
+        if kept(hour):
             hour_of(hour)["das"][code] = [avg, zs, flag]
     hourly["open"] = open_
 
