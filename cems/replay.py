@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from itertools import islice
 from typing import Any, Final, Literal
 
@@ -36,6 +36,7 @@ from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
 from cems.rules.daily import DailyRecord, MonthResult, month_results
 from cems.rules.events import RETRACTED_STATUS
+from cems.rules.hourly import DEFAULT_HOLD
 from cems.validate import check_values
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def replay(
     *,
     keep_readings: bool = False,
     window: int = DEFAULT_WINDOW,
+    hold: timedelta = DEFAULT_HOLD,
 ) -> ReplayResult:
     """Run the compliance engine over recorded data, streaming (module docstring), and return hourly records
     (the final version of each: late data revise them), events (final state; retracted ones left out) and
@@ -207,7 +209,7 @@ def replay(
         raise ValueError("window must be ≥ 1")
     res = ReplayResult()
     with _no_gc():
-        engine = ComplianceEngine(registry, journal=False)
+        engine = ComplianceEngine(registry, journal=False, hold=hold)
         events: dict[str, Event] = {}
         hourly: dict[tuple[str, str, datetime], HourlyRecord] = {}
         on_reading = engine.on_reading

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from cems.cli._common import Formatter, add_influx_args, examples, influx_config
+from cems.cli.run import late_hold
 from cems.config import Env
 from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, replay
@@ -63,6 +64,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     )
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
     rp.add_argument(
+        "--late-hold-hours",
+        type=float,
+        default=None,
+        help="hours an emitted hour keeps its sub-values so that late data revise it exactly (default 3; up to 240, "
+        "the repair window; memory grows with it) [CEMS_LATE_HOLD_HOURS]",
+    )
+    rp.add_argument(
         "--progress",
         choices=["auto", "always", "never"],
         default="auto",
@@ -97,7 +105,7 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     show = a.progress == "always" or (a.progress == "auto" and sys.stderr.isatty())
     with open(a.input, encoding="utf-8", errors="replace") as f:
         lines = with_progress(f, os.fstat(f.fileno()).st_size, sys.stderr) if show else f
-        res = replay(registry, lines, a.format, keep_readings=a.store)
+        res = replay(registry, lines, a.format, keep_readings=a.store, hold=late_hold(a.late_hold_hours, env))
     elapsed = time.perf_counter() - t0
     outputs = [
         (a.hourly_out, (h.to_json() for h in res.hourly)),

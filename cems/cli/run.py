@@ -8,12 +8,14 @@ import json
 import logging
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from cems.cli._common import Formatter, add_influx_args, add_mqtt_args, examples, influx_config, mqtt_settings
 from cems.config import Env, state_dir
 from cems.errors import ConfigError
 from cems.registry import load_registry, registry_warnings, with_credentials
+from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
@@ -81,6 +83,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         help="file holding the HMAC secret that signs webhooks (else $CEMS_WEBHOOK_SECRET) [CEMS_WEBHOOK_SECRET_FILE]",
     )
     g.add_argument(
+        "--late-hold-hours",
+        type=float,
+        default=None,
+        help="hours an emitted hour keeps its sub-values so that late data revise it exactly (default 3; up to 240, "
+        "the repair window; memory grows with it) [CEMS_LATE_HOLD_HOURS]",
+    )
+    g.add_argument(
         "--no-rules",
         action="store_true",
         help="store readings only: no hourly records, events, alerts or webhooks",
@@ -107,7 +116,17 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
     if urls and not secret:
         raise ConfigError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
     state = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
-    return ComplianceConfig(state_dir=state, webhooks=tuple(urls), webhook_secret=secret)
+    return ComplianceConfig(
+        state_dir=state, webhooks=tuple(urls), webhook_secret=secret, hold=late_hold(a.late_hold_hours, env)
+    )
+
+
+def late_hold(hours: float | None, env: Env) -> timedelta:
+    """``--late-hold-hours`` (or ``CEMS_LATE_HOLD_HOURS``) as a duration, between 0 and the repair window."""
+    h = hours if hours is not None else env.number("CEMS_LATE_HOLD_HOURS", DEFAULT_HOLD.total_seconds() / 3600)
+    if not 0 <= h <= REPAIR_WINDOW.total_seconds() / 3600:
+        raise ConfigError(f"--late-hold-hours {h:g}: must be between 0 and {REPAIR_WINDOW.total_seconds() / 3600:g}")
+    return timedelta(hours=h)
 
 
 def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:

@@ -227,3 +227,25 @@ def test_live_in_any_arrival_order_equals_replay(
     hourly, events = replayed(lines)
     assert live.hourly == hourly
     assert live.judged() == events
+
+
+def test_a_longer_hold_revises_a_partly_received_hour_later() -> None:
+    """Hour 08:00 got 30 minutes on time; the other 30 are back-filled at 15:00 (7 h later). With the default
+    3-hour hold they are counted (late_unrevised) but the hour stays invalid; with --late-hold-hours 24 the
+    hour is rebuilt exactly."""
+
+    def run(hold: timedelta) -> tuple[HourlyRecord, dict[str, int]]:
+        live = Live()
+        live.engine = ComplianceEngine(REG, hold=hold)
+        for i in range(30):
+            live.arrive(minute(H8 + i * MIN, 20.0), H8 + i * MIN)
+        live.clock(H8 + 7 * HOUR)
+        assert not live.hourly[(SO2, H8)].valid
+        for i in range(30, 60):
+            live.arrive(minute(H8 + i * MIN, 20.0), H8 + 7 * HOUR + i * timedelta(seconds=2))
+        return live.hourly[(SO2, H8)], live.engine.late_counts()
+
+    short, counts = run(DEFAULT_HOLD)
+    assert not short.valid and counts["late_unrevised"] == 30
+    long, counts = run(timedelta(hours=24))
+    assert long.valid and long.valid_minutes == 60 and counts["late_unrevised"] == 0
