@@ -4,7 +4,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -208,12 +208,18 @@ class Enterprise(_Strict):
 
 
 class GridSensor(_Strict):
-    """A grid air-quality micro-station (网格化监测微站)."""
+    """A grid air-quality monitor (网格化监测微站), a national/provincial station or a construction site's PM10
+    monitor (``kind``), placed by ``lat``/``lon`` (WGS 84) for maps and hotspot neighbourhoods."""
 
     id: str
     name: str = ""
     district: str
     township: str = ""
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    kind: Literal["micro_station", "national_station", "construction_site"] = "micro_station"
+    #: Seconds between readings: each reading covers this long for the 45-minute hourly rule (GB 3095-2012).
+    interval_s: Annotated[int, Field(gt=0, le=3600)] = 60
 
 
 class Topics(_Strict):

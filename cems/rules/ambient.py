@@ -24,6 +24,7 @@ from statistics import median
 from typing import Final
 
 from cems.model import BEIJING
+from cems.registry import GridSensor
 from cems.rules.aqi import Standard, aqi, standard_for
 
 #: GB 3095-2012 table 4: an hourly mean needs at least 45 minutes of sampling.
@@ -79,6 +80,11 @@ class _Acc:
     minutes: set[int] = field(default_factory=set)
     total: float = 0.0
     n: int = 0
+
+
+def sensor_intervals(sensors: Iterable[GridSensor]) -> dict[str, int]:
+    """Sensor id → seconds between its readings, from the registry's ``[[grid_sensor]]`` entries."""
+    return {g.id: g.interval_s for g in sensors}
 
 
 class AmbientHourly:

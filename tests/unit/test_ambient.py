@@ -141,3 +141,26 @@ def test_ranking_and_improvement() -> None:
 @given(st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=50), st.floats(0, 100))
 def test_percentile_is_within_the_values(values: list[float], p: float) -> None:
     assert min(values) <= percentile(values, p) <= max(values)
+
+
+def test_grid_sensors_in_the_registry_carry_place_kind_and_interval() -> None:
+    from cems.errors import RegistryError
+    from cems.registry import parse_registry
+
+    base = '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n'
+    reg = parse_registry(
+        base + '[[grid_sensor]]\nid="G1"\ndistrict="D"\ntownship="先锋街道"\nlat=38.87\nlon=115.46\n'
+        'kind="construction_site"\ninterval_s=300\n[[grid_sensor]]\nid="G2"\ndistrict="D"\n'
+    )
+    g1, g2 = reg.grid_sensor
+    assert (g1.lat, g1.lon, g1.kind, g1.interval_s) == (38.87, 115.46, "construction_site", 300)
+    assert (g2.kind, g2.interval_s, g2.lat) == ("micro_station", 60, None)
+    from cems.rules.ambient import sensor_intervals
+
+    acc = AmbientHourly(sensor_intervals(reg.grid_sensor))
+    for m in range(0, 45, 5):
+        acc.add("G1", H0 + timedelta(minutes=m), {"a34002": 80.0})
+    assert acc.close_before(H0 + timedelta(hours=1))[0].valid  # nine 5-minute readings cover 45 minutes
+    for bad in ("lat=91", 'kind="satellite"', "interval_s=0"):
+        with pytest.raises(RegistryError):
+            parse_registry(base + f'[[grid_sensor]]\nid="G1"\ndistrict="D"\n{bad}\n')
