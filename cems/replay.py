@@ -71,6 +71,8 @@ class ReplayResult:
     late_readings: int = 0
     late_unrevised: int = 0
     late_beyond_window: int = 0
+    #: Readings on which the rules raised an unexpected error (logged; not judged), as ``cems run`` counts them.
+    rules_errors: int = 0
 
 
 def _decode_line(text: str, registry: Registry, fmt: Format) -> tuple[Reading, OutletInfo | None]:
@@ -224,7 +226,12 @@ def replay(
                     kept.append((reading, info))
                 for m in reading.measurements.values():
                     n_values += len(m.values)
-                out = on_reading(reading, info)
+                try:
+                    out = on_reading(reading, info)
+                except Exception:  # a bug in the rules: as live, the reading is counted and left unjudged
+                    log.exception("the rules failed on the reading of %s at %s", reading.mn, reading.data_time)
+                    res.rules_errors += 1
+                    continue
                 for h in out.hourly:
                     hourly[(h.mn, h.pollutant, h.hour_start)] = h
                 for d in out.daily:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from cems.config import Env, split_url_credentials, state_dir
 from cems.errors import CemsError, ConfigError
+from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
 from cems.service.mqtt import MqttSettings
 from cems.sinks.influx import InfluxConfig
 
@@ -178,3 +180,11 @@ def local_url(name: str, env: Env) -> str:
     if info is None:
         raise CemsError(f"no URL given and the local {name} is not running (start it with: cems services up)")
     return info.url
+
+
+def late_hold(hours: float | None, env: Env) -> timedelta:
+    """``--late-hold-hours`` (or ``CEMS_LATE_HOLD_HOURS``) as a duration, between 0 and the repair window."""
+    h = hours if hours is not None else env.number("CEMS_LATE_HOLD_HOURS", DEFAULT_HOLD.total_seconds() / 3600)
+    if not 0 <= h <= REPAIR_WINDOW.total_seconds() / 3600:
+        raise ConfigError(f"--late-hold-hours {h:g}: must be between 0 and {REPAIR_WINDOW.total_seconds() / 3600:g}")
+    return timedelta(hours=h)

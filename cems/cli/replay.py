@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from cems.cli._common import Formatter, add_influx_args, examples, influx_config
-from cems.cli.run import late_hold
+from cems.cli._common import Formatter, add_influx_args, examples, influx_config, late_hold
 from cems.config import Env
 from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, replay
@@ -127,7 +126,8 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
         f"replay: {res.lines} lines, {res.readings} readings, {res.values} values in {elapsed:.2f}s "
         f"({res.values / max(elapsed, 1e-9):,.0f} values/s); {len(res.hourly)} hourly records, "
         f"{len(res.events)} events ({n_open} open); rejected: {rejected}; late readings: {res.late_readings} "
-        f"merged, {res.late_unrevised} unrevised, {res.late_beyond_window} beyond the repair window",
+        f"merged, {res.late_unrevised} unrevised, {res.late_beyond_window} beyond the repair window"
+        + (f"; rules errors: {res.rules_errors} (see the log)" if res.rules_errors else ""),
         file=sys.stderr,
     )
     return 0

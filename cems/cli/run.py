@@ -8,14 +8,20 @@ import json
 import logging
 import signal
 import sys
-from datetime import timedelta
 from pathlib import Path
 
-from cems.cli._common import Formatter, add_influx_args, add_mqtt_args, examples, influx_config, mqtt_settings
+from cems.cli._common import (
+    Formatter,
+    add_influx_args,
+    add_mqtt_args,
+    examples,
+    influx_config,
+    late_hold,
+    mqtt_settings,
+)
 from cems.config import Env, state_dir
 from cems.errors import ConfigError
 from cems.registry import load_registry, registry_warnings, with_credentials
-from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
@@ -119,14 +125,6 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
     return ComplianceConfig(
         state_dir=state, webhooks=tuple(urls), webhook_secret=secret, hold=late_hold(a.late_hold_hours, env)
     )
-
-
-def late_hold(hours: float | None, env: Env) -> timedelta:
-    """``--late-hold-hours`` (or ``CEMS_LATE_HOLD_HOURS``) as a duration, between 0 and the repair window."""
-    h = hours if hours is not None else env.number("CEMS_LATE_HOLD_HOURS", DEFAULT_HOLD.total_seconds() / 3600)
-    if not 0 <= h <= REPAIR_WINDOW.total_seconds() / 3600:
-        raise ConfigError(f"--late-hold-hours {h:g}: must be between 0 and {REPAIR_WINDOW.total_seconds() / 3600:g}")
-    return timedelta(hours=h)
 
 
 def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:

@@ -277,7 +277,7 @@ class ComplianceRuntime:
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         async with self.lock:
             if readings:
-                self._pending.extend(self.engine.on_readings(readings))
+                self._pending.extend(self._judge(readings))
             if release is not None:
                 self._held.append(release)
                 self._held_messages += len(readings)
@@ -294,6 +294,30 @@ class ComplianceRuntime:
                 if isinstance(res, RejectedMessage):
                     rejects.append((msg, res))
         return rejects
+
+    def _judge(self, readings: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
+        """The engine's output for a batch. A bug the rules meet on one reading must not stop ingestion (the
+        batch would be redelivered and fail again on every restart): the batch is then judged reading by
+        reading, and a reading that still fails is logged with its traceback, counted (``rules_errors``) and
+        left unjudged; it is stored in InfluxDB and acknowledged like the others. Feeding a reading twice is
+        harmless: an hour keeps one value per second (the later wins)."""
+        try:
+            return self.engine.on_readings(readings)
+        except Exception:
+            log.exception("the rules failed on a batch of %d readings: judging them one by one", len(readings))
+        out = EngineOutput()
+        for item in sorted(readings, key=lambda it: it[0].data_time):
+            try:
+                out.extend(self.engine.on_readings([item]))
+            except Exception:
+                self.stats.rules_errors += 1
+                r = item[0]
+                log.exception(
+                    "the rules failed on the reading of %s at %s: stored, not judged (rules_errors)",
+                    r.mn,
+                    r.data_time.isoformat(),
+                )
+        return out
 
     async def _flush(self, stop: asyncio.Event | None) -> bool:
         """Commit what the engine produced since the last commit, then release the held batches."""

@@ -177,6 +177,8 @@ class ComplianceStats:
     late_unrevised: int = 0
     #: readings after their hour's repair deadline (stored; final figures do not move)
     late_beyond_window: int = 0
+    #: readings on which the rules raised an unexpected error (stored, acknowledged, not judged; logged)
+    rules_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

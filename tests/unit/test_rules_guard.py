@@ -1,0 +1,77 @@
+"""A bug the rules meet on one reading must not stop ingestion or replay: that reading is logged, counted
+(``rules_errors``) and left unjudged; the readings beside it are judged as usual."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cems.engine import ComplianceEngine
+from cems.model import BEIJING, Reading
+from cems.protocol.hj212 import encode
+from cems.registry import OutletInfo, parse_registry
+from cems.replay import load_readings, replay
+from cems.service.compliance import ComplianceConfig, ComplianceRuntime
+
+REG = parse_registry(
+    '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+    '[[enterprise.outlet]]\nmn="MN1"\nname="o"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+    '[[enterprise.outlet]]\nmn="MN2"\nname="p"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+)
+H8 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
+
+
+def minute(mn: str, t: datetime, so2: float) -> str:
+    return encode(
+        cn="2051", st="31", pw="123456", mn=mn, flag=4, qn=t.strftime("%Y%m%d%H%M%S000"), data_time=t,
+        values={"a21026": {"Avg": so2, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}, crlf=False,
+    )  # fmt: skip
+
+
+LINES = [minute(mn, H8 + timedelta(minutes=i), 20.0) for i in range(60) for mn in ("MN1", "MN2")]
+LINES.append(minute("MN1", H8 + timedelta(hours=1), 20.0))  # closes hour 08:00 in replay
+LINES.append(minute("MN2", H8 + timedelta(hours=1), 20.0))
+
+
+@pytest.fixture
+def broken_for_mn2(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = ComplianceEngine.on_reading
+
+    def on_reading(self: ComplianceEngine, reading: Reading, info: OutletInfo | None = None) -> Any:
+        if reading.mn == "MN2":
+            raise ZeroDivisionError("a bug in the rules")
+        return real(self, reading, info)
+
+    real_batch = ComplianceEngine.on_readings
+
+    def on_readings(self: ComplianceEngine, items: list[tuple[Reading, OutletInfo]]) -> Any:
+        if any(r.mn == "MN2" for r, _ in items):
+            raise ZeroDivisionError("a bug in the rules")
+        return real_batch(self, items)
+
+    monkeypatch.setattr(ComplianceEngine, "on_reading", on_reading)
+    monkeypatch.setattr(ComplianceEngine, "on_readings", on_readings)
+
+
+def test_replay_goes_on_past_a_rules_bug(broken_for_mn2: None) -> None:
+    res = replay(REG, LINES, "hj212")
+    assert res.rules_errors == 61
+    assert {h.mn for h in res.hourly} == {"MN1"}  # MN1 is judged as usual
+
+
+def test_live_rules_judge_the_rest_of_the_batch(broken_for_mn2: None, tmp_path: Path) -> None:
+    async def noop_write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        return True
+
+    async def noop_publish(topic: str, body: bytes) -> None:
+        return None
+
+    runtime = ComplianceRuntime(REG, ComplianceConfig(state_dir=tmp_path), write=noop_write, publish=noop_publish)
+    runtime._judge(load_readings(REG, LINES, "hj212"))
+    assert runtime.stats.rules_errors == 61
+    closed = runtime.engine.on_clock(H8 + timedelta(hours=2))  # live: the clock emits the hour
+    assert {h.mn for h in closed.hourly} == {"MN1"}
