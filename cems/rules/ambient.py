@@ -128,6 +128,29 @@ class AmbientHourly:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class AmbientDay:
+    """One sensor's Beijing day: the daily values the township ranking (``grid_rank``) is computed from and
+    that ``grid_daily`` stores. ``means`` is keyed by AQI name: ``pm25``, ``pm10``, ``so2``, ``no2``, ``co``
+    (24-h means, ``None`` with fewer than 20 valid hours, GB 3095-2012 table 4), ``o3_8h`` (daily maximum 8-h
+    mean, HJ 663-2013 §5.2) and ``o3`` (maximum 1-h value, for the daily AQI of HJ 633); a pollutant the
+    sensor does not measure is absent. ``hours``: valid hourly values per pollutant (same keys but ``o3_8h``).
+    ``aqi``/``level``/``primary``: the daily AQI (HJ 633, standard by the day's date), ``None``/empty when it
+    cannot be computed. ``upload_rate``: hours with at least one valid value / 24 (seed 001, ≥ 90 %)."""
+
+    sensor: str
+    district: str
+    township: str
+    kind: str
+    day: date
+    means: Mapping[str, float | None]
+    hours: Mapping[str, int]
+    aqi: int | None
+    level: int | None
+    primary: tuple[str, ...]
+    upload_rate: float
+
+
 def daily_mean(hours: Iterable[AmbientHour]) -> float | None:
     """The day's mean of the valid hourly values, or ``None`` with fewer than 20 (GB 3095-2012 table 4)."""
     values = [h.mean for h in hours if h.valid and h.mean is not None]
