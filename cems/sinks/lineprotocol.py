@@ -17,6 +17,7 @@ from cems.model import BEIJING, Reading
 from cems.rules.daily import DailyRecord
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.ranking import RankEntry, Ranking
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
 
 READING_MEASUREMENT: Final = "cems_reading"
@@ -223,3 +224,42 @@ def district_month_rate_line(r: DistrictMonthRate) -> str:
         "reasons": "; ".join(r.reasons),
     }
     return point(RATE_MEASUREMENT, tags, fields, _ms(datetime(y, m, 1, tzinfo=BEIJING)))
+
+
+GRID_RANK_MEASUREMENT: Final = "grid_rank"
+
+
+def grid_rank_line(entry: RankEntry, ranking: Ranking) -> str:
+    """``grid_rank``: one point per (period, scope, district, township, period start); time = the period's
+    Beijing start. Tags ``period`` (day|week|month), ``scope`` (``city`` or a district code), ``township``,
+    ``district``; the figures and what they came from (docs/influxdb.md)."""
+    f = entry.figures
+    tags = {"period": ranking.period.kind, "scope": entry.scope, "township": f.township, "district": f.district}
+    fields: dict[str, float | int | str | bool | None] = {
+        "rank": entry.rank,
+        "of": entry.of,
+        "index": entry.index,
+        "pm25": f.pm25,
+        "pm10": f.pm10,
+        "good_day_share": f.good_day_share,
+        "good_days": f.good_days,
+        "aqi_days": f.aqi_days,
+        "change_vs_previous": entry.change_vs_previous,
+        "change_vs_last_year": entry.change_vs_last_year,
+        "previous_index": entry.previous_index,
+        "last_year_index": entry.last_year_index,
+        "sensors": len(f.sensors),
+        "sensor_ids": ",".join(f.sensors),
+        "days": min(f.days.values(), default=0),
+        **{f"{p}_days": n for p, n in f.days.items()},
+        **{f"{p}_stat": c for p, c in f.concentrations.items()},
+        "pollutants": ",".join(ranking.pollutants),
+        "kinds": ",".join(ranking.kinds),
+        "basis": ranking.basis,
+    }
+    return point(GRID_RANK_MEASUREMENT, tags, fields, _ms(ranking.period.start))
+
+
+def grid_rank_lines(ranking: Ranking) -> list[str]:
+    """Every ``grid_rank`` point of a ranking: the city's list and each district's."""
+    return [grid_rank_line(e, ranking) for e in ranking.entries()]
