@@ -1,8 +1,10 @@
 """``cems report``: the city office's transmission-rate and exceedance report for a month, ISO week or day.
 
 Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting: the same
-:class:`~cems.rules.transmission.RateCounter` as the service and ``cems replay``.  Output: ``report.html``
-(self-contained) and CSV tables (UTF-8 with BOM) in ``--out``.
+:class:`~cems.rules.transmission.RateCounter` as the service and ``cems replay``.  Grid sections: the township
+ranking of the period from ``grid_daily`` (:mod:`cems.rules.ranking`, as ``cems grid rank``) and the hotspot
+list from the ``grid_hotspot`` events.  Output: ``report.html`` (self-contained) and CSV tables (UTF-8 with
+BOM) in ``--out``.
 
 * :mod:`cems.report._period` — the report period (Beijing time).
 * :mod:`cems.report._data` — loading from InfluxDB.
@@ -12,14 +14,22 @@ Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Registry
 from cems.report._csv import CSV_FILES, write_csvs
-from cems.report._data import Query, ReportInput, influx_loader, load_report_input
+from cems.report._data import (
+    GridInput,
+    Query,
+    ReportInput,
+    influx_loader,
+    load_grid_input,
+    load_report_input,
+    rank_period_of,
+)
 from cems.report._html import render_html
 from cems.report._period import Period
 from cems.report._tables import (
@@ -27,9 +37,13 @@ from cems.report._tables import (
     AvailabilityRow,
     DistrictRow,
     ExceedanceRow,
+    GridSection,
+    HotspotRow,
     OutletRow,
+    RankRow,
     Report,
     Summary,
+    build_grid_section,
     build_report,
 )
 
@@ -39,15 +53,22 @@ __all__ = [
     "AvailabilityRow",
     "DistrictRow",
     "ExceedanceRow",
+    "GridInput",
+    "GridSection",
+    "HotspotRow",
     "OutletRow",
     "Period",
     "Query",
+    "RankRow",
     "Report",
     "ReportInput",
     "Summary",
+    "build_grid_section",
     "build_report",
     "counted_until",
     "influx_loader",
+    "load_grid_input",
+    "load_grid_section",
     "load_report",
     "load_report_input",
     "render_html",
@@ -81,13 +102,30 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             f"(since {first_since.isoformat()}): there is nothing to assess"
         )
     data = load_report_input(query, period, registry.city.assessed_factors)
-    if not data.records and not data.events:
+    grid = load_grid_section(registry, period, query, until=until)
+    if not data.records and not data.events and (grid is None or not grid.has_data):
         raise CemsError(
             f"no hourly records and no events for {period.key} in the database: nothing was ingested for this "
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
+    return build_report(registry, period, data.records, data.events, data.first_seen, until=until, grid=grid)
+
+
+def load_grid_section(
+    registry: Registry, period: Period, query: Query, *, until: datetime | None = None
+) -> GridSection | None:
+    """The township ranking and hotspot list of ``period``; ``None`` (sections left out) when the registry
+    has no grid sensor and the database no grid data for the period. ``until``: the counted end of a period
+    in progress (the ranking then counts the days over before it)."""
+    inp = load_grid_input(query, period)
+    last_over: date | None = None
+    if until is not None and until < period.end:
+        last_over = until.astimezone(BEIJING).date() - timedelta(days=1)
+    section = build_grid_section(registry, rank_period_of(period), inp.days, inp.hotspots, until=last_over)
+    if not registry.grid_sensor and not section.has_data:
+        return None
+    return section
 
 
 def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:

@@ -186,6 +186,124 @@ def availability_csv(r: Report) -> str:
     return _csv_text(header, rows)
 
 
+def _change(v: float | None) -> str:
+    return "" if v is None else f"{v * 100:.1f}"
+
+
+def _index(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def _conc(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def township_ranking_csv(r: Report) -> str:
+    """The city ranking of townships (best first), then the townships not ranked with the reason."""
+    header = [
+        "全市排名",
+        "参与排名数",
+        "区县代码",
+        "区县",
+        "乡镇(街道)",
+        "综合指数",
+        "PM2.5(µg/m3)",
+        "PM10(µg/m3)",
+        "优良天数",
+        "AQI有效天数",
+        "优良天数比例(%)",
+        "上期综合指数",
+        "环比变化率(%)",
+        "去年同期综合指数",
+        "同比变化率(%)",
+        "点位数",
+        "点位",
+        "有效天数(最少)",
+        "备注",
+    ]
+    rows: list[list[object]] = []
+    g = r.grid
+    if g is None:
+        return _csv_text(header, rows)
+    for row in g.city:
+        e, f = row.entry, row.entry.figures
+        rows.append(
+            [
+                e.rank,
+                e.of,
+                f.district,
+                row.district,
+                f.township,
+                _index(f.index),
+                _conc(f.pm25),
+                _conc(f.pm10),
+                f.good_days,
+                f.aqi_days,
+                pct(f.good_day_share),
+                _index(e.previous_index),
+                _change(e.change_vs_previous),
+                _index(e.last_year_index),
+                _change(e.change_vs_last_year),
+                len(f.sensors),
+                " ".join(f.sensors),
+                min(f.days.values(), default=0),
+                "",
+            ]
+        )
+    for f in g.ranking.unranked if g.ranking is not None else ():
+        rows.append(
+            [
+                "",
+                "",
+                f.district,
+                g.district_names.get(f.district, f.district),
+                f.township,
+                "",
+                _conc(f.pm25),
+                _conc(f.pm10),
+                f.good_days,
+                f.aqi_days,
+                pct(f.good_day_share),
+                "",
+                "",
+                "",
+                "",
+                len(f.sensors),
+                " ".join(f.sensors),
+                min(f.days.values(), default=0),
+                "数据不足，未排名：" + "；".join(f.incomplete),
+            ]
+        )
+    return _csv_text(header, rows)
+
+
+def grid_hotspots_csv(r: Report) -> str:
+    """Grid sensors by hotspot hours in the period (most first)."""
+    header = ["序号", "点位", "名称", "区县代码", "区县", "乡镇(街道)", "热点小时数", "热点次数", "因子", "最高小时值"]
+    rows = [
+        [
+            i,
+            h.sensor,
+            h.name,
+            h.district_code,
+            h.district,
+            h.township,
+            f"{h.hours:g}",
+            h.events,
+            "；".join(h.pollutants),
+            num(h.peak),
+        ]
+        for i, h in enumerate(r.grid.hotspots if r.grid is not None else (), start=1)
+    ]
+    return _csv_text(header, rows)
+
+
+#: Written only when the report has grid sections (``Report.grid``).
+GRID_CSV_FILES = {
+    "township_ranking.csv": township_ranking_csv,
+    "grid_hotspots.csv": grid_hotspots_csv,
+}
+
 CSV_FILES = {
     "districts.csv": districts_csv,
     "outlets_below_target.csv": outlets_below_target_csv,
@@ -196,7 +314,8 @@ CSV_FILES = {
 
 def write_csvs(r: Report, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
-    for name, fn in CSV_FILES.items():
+    files = {**CSV_FILES, **(GRID_CSV_FILES if r.grid is not None else {})}
+    for name, fn in files.items():
         p = out_dir / name
         p.write_text(BOM + fn(r), encoding="utf-8", newline="")
         paths.append(p)

@@ -1,5 +1,6 @@
 """Load a report's inputs from InfluxDB (v1 ``/query``, InfluxQL): ``cems_hourly`` and ``cems_event`` as
-:mod:`cems.sinks.lineprotocol` writes them."""
+:mod:`cems.sinks.lineprotocol` writes them; for the grid sections, ``grid_daily`` (the ranking's days, through
+:mod:`cems.sinks.gridrank`) and the ``grid_hotspot`` events."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any, Final
 
 from cems.model import BEIJING
 from cems.report._period import Period
+from cems.rules.ambient import AmbientDay
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.ranking import PeriodKind, RankPeriod
+from cems.sinks.gridrank import load_ranking_days
 from cems.sinks.influxql import quote_ident, quote_literal
 from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
 
@@ -130,6 +134,50 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         if ev_end > start:
             out.events.append(ev)
     out.events.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
+    return out
+
+
+#: The event type of a grid hotspot (明显高于周边; the grid pipeline raises it, docs/events.md).
+GRID_HOTSPOT: Final = "grid_hotspot"
+#: Hotspot runs are hours to days long: how far before the period one may start and still overlap it.
+HOTSPOT_LOOKBACK: Final = timedelta(days=31)
+
+
+@dataclass
+class GridInput:
+    """The grid sections' inputs: sensors' days of the period, the previous period and the same period last
+    year (for the ranking), and the ``grid_hotspot`` events overlapping the period (retracted ones left out)."""
+
+    days: list[AmbientDay] = field(default_factory=list)
+    hotspots: list[Event] = field(default_factory=list)
+
+
+def rank_period_of(period: Period) -> RankPeriod:
+    """The report's period as the ranking's (same Beijing days and kind)."""
+    kinds: dict[str, PeriodKind] = {"day": "day", "week": "week", "month": "month"}
+    return RankPeriod(kinds.get(period.kind, "month"), period.first, period.last)
+
+
+def load_grid_input(query: Query, period: Period) -> GridInput:
+    """``grid_daily`` for the period's ranking and the ``grid_hotspot`` events overlapping the period. An
+    event's ``mn`` is the sensor id; events without an ``hours`` field count their ``start``…``end``."""
+    out = GridInput(days=load_ranking_days(query, rank_period_of(period)))
+    start, end = period.start, period.end
+    rows = query(
+        f'SELECT * FROM {_EVENT} WHERE "type" = {_lit(GRID_HOTSPOT)} '
+        f"AND time >= {_ns(start - HOTSPOT_LOOKBACK)} AND time < {_ns(end)}",
+        "s",
+    )
+    for r in rows:
+        if not r.get("mn"):
+            continue
+        ev = event_from_row(r)
+        if ev.status == "retracted":
+            continue
+        ev_end = ev.end if ev.end is not None else ev.start + timedelta(hours=ev.hours)
+        if ev_end > start:
+            out.hotspots.append(ev)
+    out.hotspots.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
     return out
 
 

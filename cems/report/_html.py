@@ -307,6 +307,93 @@ def _exceedance_table(r: Report) -> str:
     return "".join(out)
 
 
+#: Rows of the township ranking shown (the worst) and of the hotspot list shown; the CSVs hold all.
+WORST_TOWNSHIPS = 10
+HOTSPOTS_SHOWN = 20
+NO_GRID_DATA = "无网格监测数据。"
+
+
+def _change_cell(v: float | None) -> str:
+    if v is None:
+        return '<td class="n">—</td>'
+    cls = "good" if v < 0 else "bad" if v > 0 else ""
+    return f'<td class="n {cls}">{esc(f"{v * 100:+.1f} %")}</td>'
+
+
+def _num_cell(v: float | None, fmt: str) -> str:
+    return f'<td class="n">{"—" if v is None else esc(format(v, fmt))}</td>'
+
+
+def _ranking_section(r: Report) -> str:
+    g = r.grid
+    if g is None:
+        return ""
+    out = ["<h2>乡镇（街道）环境空气质量排名</h2>"]
+    rk = g.ranking
+    if rk is None:
+        return out[0] + f'<p class="note">{NO_GRID_DATA}</p>'
+    prev = rk.previous.key if rk.previous else "—"
+    ly = rk.last_year.key if rk.last_year else "—"
+    out.append(
+        f'<p class="note">依据：{esc(rk.basis)}。按网格微站（{esc("、".join(rk.kinds))}）日均值计算，'
+        f"乡镇日均值为其点位有效日均值的算术平均；综合指数越小空气质量越好，排名第 1 为最好。"
+        f"参与排名 {len(rk.city)} 个乡镇（街道），以下列出综合指数最高的 {WORST_TOWNSHIPS} 个（完整排名见 "
+        f"township_ranking.csv）。环比（与 {esc(prev)} 比）、同比（与 {esc(ly)} 比）为综合指数变化率，负值为改善；"
+        "优良天为日 AQI ≤ 100（HJ 633）。</p>"
+    )
+    if g.city:
+        out.append(
+            "<table><thead><tr><th>全市排名</th><th>乡镇（街道）</th><th>区县</th><th>综合指数</th>"
+            "<th>PM2.5（µg/m³）</th><th>PM10（µg/m³）</th><th>优良天数比例</th><th>环比</th><th>同比</th>"
+            "<th>点位数</th></tr></thead><tbody>"
+        )
+        for row in g.worst(WORST_TOWNSHIPS):
+            e, f = row.entry, row.entry.figures
+            out.append(
+                f'<tr class="township"><td class="n">{e.rank} / {e.of}</td><td>{esc(f.township)}</td>'
+                f"<td>{esc(row.district)}</td>{_num_cell(f.index, '.2f')}{_num_cell(f.pm25, '.1f')}"
+                f"{_num_cell(f.pm10, '.1f')}{_pct_cell(f.good_day_share)}{_change_cell(e.change_vs_previous)}"
+                f'{_change_cell(e.change_vs_last_year)}<td class="n">{len(f.sensors)}</td></tr>'
+            )
+        out.append("</tbody></table>")
+    if rk.unranked:
+        items = "".join(
+            f"<li>{esc(f.township)}（{esc(g.district_names.get(f.district, f.district))}）："
+            f"{esc('；'.join(f.incomplete))}</li>"
+            for f in rk.unranked
+        )
+        out.append(f'<p class="note">数据不足未参与排名：</p><ul class="reasons">{items}</ul>')
+    return "".join(out)
+
+
+def _hotspot_section(r: Report) -> str:
+    g = r.grid
+    if g is None:
+        return ""
+    head = "<h2>网格热点点位（明显高于周边，按热点小时数）</h2>"
+    if g.ranking is None and not g.hotspots:
+        return head + f'<p class="note">{NO_GRID_DATA}</p>'
+    if not g.hotspots:
+        return head + '<p class="good">本期无网格热点。</p>'
+    out = [
+        head,
+        f'<p class="note">前 {HOTSPOTS_SHOWN} 个点位（完整列表见 grid_hotspots.csv）；热点小时数为 grid_hotspot '
+        "事件落在本期内的小时数。</p>",
+        "<table><thead><tr><th>序号</th><th>点位</th><th>区县</th><th>乡镇（街道）</th><th>热点小时数</th>"
+        "<th>热点次数</th><th>因子</th><th>最高小时值</th></tr></thead><tbody>",
+    ]
+    for i, h in enumerate(g.hotspots[:HOTSPOTS_SHOWN], start=1):
+        name = f"{h.name} " if h.name else ""
+        out.append(
+            f'<tr class="hotspot"><td class="n">{i}</td><td>{esc(name)}<span class="mono">{esc(h.sensor)}</span></td>'
+            f"<td>{esc(h.district)}</td><td>{esc(h.township)}</td>"
+            f'<td class="n">{h.hours:g}</td><td class="n">{h.events}</td><td>{esc("、".join(h.pollutants))}</td>'
+            f"{_num_cell(h.peak, 'g')}</tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
 def _card(value: str, key: str, cls: str = "") -> str:
     c = f" {cls}" if cls else ""
     return f'<div class="card"><div class="v{c}">{esc(value)}</div><div class="k">{esc(key)}</div></div>'
@@ -356,6 +443,8 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _below_table(r),
         "<h2>企业超标情况</h2>",
         _exceedance_table(r),
+        _ranking_section(r),
+        _hotspot_section(r),
         "<h2>数据可用性（排放口 × 日）</h2>",
         legend(),
         f'<div style="overflow-x:auto">{heat_map(r)}</div>',

@@ -21,8 +21,10 @@ from datetime import date, datetime, time, timedelta
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
 from cems.report._period import Period
+from cems.rules.ambient import AmbientDay
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.ranking import RankEntry, Ranking, RankPeriod, rank_period
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate, RateCounter, RateCounts
 
 # Heat-map cell states.
@@ -144,6 +146,96 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
+class HotspotRow:
+    """A grid sensor's ``grid_hotspot`` events in the period: hours (runs clipped to the period), events,
+    pollutants, the highest hourly value (``peak``)."""
+
+    sensor: str
+    name: str
+    district_code: str
+    district: str
+    township: str
+    hours: float
+    events: int
+    pollutants: tuple[str, ...]
+    peak: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RankRow:
+    """A township of the city ranking, with its district's name (the report's view of a ``RankEntry``)."""
+
+    entry: RankEntry
+    district: str
+
+    @property
+    def township(self) -> str:
+        return self.entry.figures.township
+
+
+@dataclass(frozen=True, slots=True)
+class GridSection:
+    """The report's grid sections: the township ranking of the period (``None``: no grid data) and the
+    hotspot list (most hotspot hours first)."""
+
+    ranking: Ranking | None
+    city: tuple[RankRow, ...]
+    hotspots: tuple[HotspotRow, ...]
+    #: Names of the districts (code → name), for the unranked townships.
+    district_names: dict[str, str]
+
+    @property
+    def has_data(self) -> bool:
+        return self.ranking is not None or bool(self.hotspots)
+
+    def worst(self, n: int = 10) -> list[RankRow]:
+        """The ``n`` townships with the highest index, worst first."""
+        return list(reversed(self.city))[:n]
+
+
+def build_grid_section(
+    registry: Registry,
+    period: RankPeriod,
+    days: Iterable[AmbientDay],
+    hotspots: Iterable[Event],
+    *,
+    until: date | None = None,
+) -> GridSection:
+    """The ranking of ``period`` (:func:`cems.rules.ranking.rank_period`: grid micro-stations, six pollutants)
+    from the sensors' days, and the hotspot list from the ``grid_hotspot`` events. ``until``: the last day
+    over, for a period in progress."""
+    names = {d.code: d.name for d in registry.district}
+    ranking = rank_period(days, period, until=until)
+    city = tuple(RankRow(e, names.get(e.figures.district, e.figures.district)) for e in ranking.city) if ranking else ()
+    sensors = {g.id: g for g in registry.grid_sensor}
+    by_sensor: dict[str, list[tuple[Event, float]]] = {}
+    for ev in hotspots:
+        h = _event_hours_in(ev, period.start, period.end)
+        if h > 0:
+            by_sensor.setdefault(ev.mn, []).append((ev, h))
+    rows: list[HotspotRow] = []
+    for sensor, evs in by_sensor.items():
+        g = sensors.get(sensor)
+        code = g.district if g is not None else evs[0][0].district
+        peaks = [e.peak for e, _ in evs if e.peak is not None and math.isfinite(e.peak)]
+        rows.append(
+            HotspotRow(
+                sensor=sensor,
+                name=g.name if g is not None else "",
+                district_code=code,
+                district=names.get(code, code),
+                township=g.township if g is not None else "",
+                hours=sum(h for _, h in evs),
+                events=len(evs),
+                pollutants=tuple(sorted({e.pollutant for e, _ in evs if e.pollutant})),
+                peak=max(peaks) if peaks else None,
+            )
+        )
+    rows.sort(key=lambda r: (-r.hours, -r.events, r.sensor))
+    return GridSection(ranking, city, tuple(rows), names)
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     city: str
     period: Period
@@ -160,6 +252,9 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
+    #: The grid sections (township ranking, hotspot list); ``None``: the city has no grid sensors and the
+    #: database no grid data, and the report leaves the sections out.
+    grid: GridSection | None = None
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -193,6 +288,7 @@ def build_report(
     first_seen: Mapping[str, datetime] | None = None,
     *,
     until: datetime | None = None,
+    grid: GridSection | None = None,
 ) -> Report:
     """All the report's tables.
 
@@ -393,4 +489,5 @@ def build_report(
         exceedances=tuple(exc_rows),
         availability=tuple(avail),
         outlet_days=tuple(days),
+        grid=grid,
     )
