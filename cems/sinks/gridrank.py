@@ -147,7 +147,7 @@ def rank_and_write(
 
 async def rank_closed_day(
     query: Query,
-    write: Callable[[list[str]], Awaitable[None]],
+    write: Callable[[list[str]], Awaitable[object]],
     day: date,
     *,
     kinds: Iterable[str] = RANKED_KINDS,
