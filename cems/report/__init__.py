@@ -95,7 +95,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
     if until is not None and until <= period.start:
         raise CemsError(f"the period {period.key} has not started yet (data up to {until.isoformat()})")
     sinces = [i.outlet.since for i in registry.outlets()]
-    first_since = None if None in sinces else min(s for s in sinces if s is not None)
+    first_since = None if None in sinces or not sinces else min(s for s in sinces if s is not None)
     if first_since is not None and period.last < first_since:
         raise CemsError(
             f"the period {period.key} ends before the registry's first outlet is monitored "
@@ -115,17 +115,16 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
 def load_grid_section(
     registry: Registry, period: Period, query: Query, *, until: datetime | None = None
 ) -> GridSection | None:
-    """The township ranking and hotspot list of ``period``; ``None`` (sections left out) when the registry
-    has no grid sensor and the database no grid data for the period. ``until``: the counted end of a period
-    in progress (the ranking then counts the days over before it)."""
+    """The township ranking and hotspot list of ``period``; ``None`` (sections left out, nothing queried) when
+    the registry has no grid sensor. ``until``: the counted end of a period in progress (the ranking then
+    counts the days over before it)."""
+    if not registry.grid_sensor:
+        return None
     inp = load_grid_input(query, period)
     last_over: date | None = None
     if until is not None and until < period.end:
         last_over = until.astimezone(BEIJING).date() - timedelta(days=1)
-    section = build_grid_section(registry, rank_period_of(period), inp.days, inp.hotspots, until=last_over)
-    if not registry.grid_sensor and not section.has_data:
-        return None
-    return section
+    return build_grid_section(registry, rank_period_of(period), inp.days, inp.hotspots, until=last_over)
 
 
 def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:

@@ -252,8 +252,8 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
-    #: The grid sections (township ranking, hotspot list); ``None``: the city has no grid sensors and the
-    #: database no grid data, and the report leaves the sections out.
+    #: The grid sections (township ranking, hotspot list); ``None``: the registry has no grid sensor and the
+    #: report leaves the sections out.
     grid: GridSection | None = None
 
 

@@ -7,8 +7,10 @@ import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pytest
 from registries import one_outlet  # tests/registries.py
 
+from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import parse_registry
 from cems.report import Period, build_grid_section, build_report, render_html
@@ -119,3 +121,37 @@ def test_report_grid_sections() -> None:
     plain = build_report(_registry(False), period, [], [])
     assert plain.grid is None and "乡镇（街道）环境空气质量排名" not in render_html(plain)
     assert set(GRID_CSV_FILES) == {"township_ranking.csv", "grid_hotspots.csv"}
+
+
+GRID_ONLY = (
+    'timezone = "Asia/Shanghai"\n[city]\nname = "测试市"\n[[district]]\ncode = "130602"\nname = "竞秀区"\n'
+    '[[grid_sensor]]\nid = "G1"\ndistrict = "130602"\ntownship = "甲"\n'
+    '[[grid_sensor]]\nid = "G2"\ndistrict = "130602"\ntownship = "乙"\n'
+)
+
+
+def test_load_report_of_a_grid_only_city() -> None:
+    from cems.report import load_report
+
+    fake = FakeInflux([_row("G1", "甲", DAY), _row("G2", "乙", DAY, 2.0)])
+    other: list[str] = []
+
+    def query(q: str, epoch: str | None) -> list[dict[str, Any]]:
+        if '"grid_daily"' in q:
+            return fake.query(q, epoch)
+        other.append(q)
+        return []
+
+    report = load_report(parse_registry(GRID_ONLY), Period.day(DAY.isoformat()), query)
+    assert report.grid is not None and [r.township for r in report.grid.city] == ["甲", "乙"]
+    assert any("grid_hotspot" in q for q in other)
+    # without grid sensors nothing of the grid is queried
+    asked: list[str] = []
+
+    def record(q: str, epoch: str | None) -> list[dict[str, Any]]:
+        asked.append(q)
+        return []
+
+    with pytest.raises(CemsError, match="no hourly records"):  # no hourly data: the report refuses, as before
+        load_report(_registry(False), Period.day(DAY.isoformat()), record)
+    assert asked and not any("grid" in q for q in asked)
