@@ -163,6 +163,13 @@ def test_grid_rank_write_and_report(influxdb: Any, influx_db: str, tmp_path: Pat
     unranked = [o for o in out if o["rank"] is None]
     assert [o["township"] for o in unranked] == ["戊镇"] and unranked[0]["incomplete"][0] == "so2: 20 < 27 days"
 
+    # the table: the city's list, then each district's, then the unranked
+    assert cli_main(["grid", "rank", "--period", "month", "--date", "2025-11-15", *base]) == 0
+    table = capsys.readouterr().out
+    city_part = table.split("全市")[1].split("区县 130602")[0]
+    assert city_part.index("丙街道") < city_part.index("甲街道") < city_part.index("乙镇")
+    assert f"{JIA:8.2f}" in city_part and "-50.0%" in city_part and "戊镇（130602）：so2: 20 < 27 days" in table
+
     rows = influxdb.query(influx_db, 'SELECT * FROM "grid_rank" GROUP BY *', epoch="ms")
     got = {(r["scope"], r["township"]): r for r in rows}
     assert set(got) == {
