@@ -165,10 +165,10 @@ class WarningHistory:
     def spans(self) -> list[Span]:
         """The timeline: maximal pieces of constant setting, in time order (gaps with no setting are left out)."""
         cuts: set[datetime] = set()
-        for p in self.periods:
-            cuts.add(p.start)
-            if p.end is not None:
-                cuts.add(p.end)
+        for q in self.periods:
+            cuts.add(q.start)
+            if q.end is not None:
+                cuts.add(q.end)
         points = sorted(cuts)
         out: list[Span] = []
         for i, a in enumerate(points):
@@ -393,8 +393,8 @@ def mandated_stops(
     """The line's mandated stops (错峰 windows, and stop measures during warnings) within [lo, hi), as
     (start, end, reason) pieces: hours in them are not expected for the 90 % rule (DOMAIN.md §6)."""
     cuts: set[datetime] = {lo, hi}
-    for w in plan.staggered:
-        for t in (w.start, w.end):
+    for win in plan.staggered:
+        for t in (win.start, win.end):
             if t is not None and lo < t < hi:
                 cuts.add(t)
     for a, b, _, _ in history.spans():

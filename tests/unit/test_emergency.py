@@ -32,8 +32,8 @@ from cems.rules.emergency import (
 )
 
 
-def bj(*a: int) -> datetime:
-    return datetime(*a, tzinfo=BEIJING)  # type: ignore[misc]
+def bj(y: int, mo: int, d: int, h: int = 0) -> datetime:
+    return datetime(y, mo, d, h, tzinfo=BEIJING)
 
 
 def test_emission_rate_worked_example() -> None:
