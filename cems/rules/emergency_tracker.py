@@ -261,6 +261,20 @@ class _Runs(ExceedanceTracker):
     ) -> list[EventUpdate]:
         return self._step(key, hour, hit, peak, limit, None, evidence)
 
+    def hour_of_keys(
+        self, hour: datetime, items: list[tuple[str, bool, float | None, float | None, str | None]]
+    ) -> list[EventUpdate]:
+        """Several keys (pollutants) of one hour: judged against what was decided before the hour, so that the
+        second key is not taken for late data because the first one decided the hour."""
+        before = top = self._decided
+        ups: list[EventUpdate] = []
+        for key, hit, peak, limit, evidence in items:
+            self._decided = before
+            ups += self._step(key, hour, hit, peak, limit, None, evidence)
+            top = max(top, self._decided)
+        self._decided = top
+        return ups
+
 
 class EmergencyMonitor:
     """The emergency checks of every line of the registry (see the module docstring)."""
@@ -431,6 +445,7 @@ class EmergencyMonitor:
         cuts = {}
         if window is None and measure is not None and measure.kind == CUT:
             cuts = {r.pollutant: r for r in cut_results(p, measure, rates)}
+        items: list[tuple[str, bool, float | None, float | None, str | None]] = []
         for pollutant in sorted(p.baseline):
             r = cuts.get(pollutant)
             text = None
@@ -440,14 +455,16 @@ class EmergencyMonitor:
                     f"{r.allowed_kg_h:.3f} kg/h, rate {r.rate_kg_h:.3f} kg/h; line {p.id} "
                     f"({measure.source if measure else ''})"
                 )
-            ups += st.noncompliance.hour(
-                pollutant,
-                hour,
-                r is not None and r.exceeded,
-                None if r is None else r.rate_kg_h,
-                None if r is None else r.allowed_kg_h,
-                text,
+            items.append(
+                (
+                    pollutant,
+                    r is not None and r.exceeded,
+                    None if r is None else r.rate_kg_h,
+                    None if r is None else r.allowed_kg_h,
+                    text,
+                )
             )
+        ups += st.noncompliance.hour_of_keys(hour, items)
         off = treatment_off(p, ev)
         ups += st.treatment.hour(
             p.id,
@@ -521,8 +538,8 @@ def warning_event(p: WarningPeriod) -> Event:
     return Event(
         type=WARNING_LEVEL,
         mn=CITY_MN,
-        enterprise="",
-        district="",
+        enterprise=CITY_MN,
+        district=CITY_MN,
         pollutant=p.level.label,
         start=p.start,
         end=end,

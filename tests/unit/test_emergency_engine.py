@@ -234,3 +234,11 @@ def test_prune_keeps_the_hours_of_a_run_merged_into_another() -> None:
     assert [(e.start.hour, e.hours) for e in tr.open_events] == [(3, 3)]
     ups = tr.on_hour(rec(6, 10.0))  # a compliant hour closes the run: 3 hours (03:00-06:00), not 2
     assert [(u.kind, u.event.start.hour, u.event.hours) for u in ups] == [("closed", 3, 3)]
+
+
+def test_on_time_hours_are_not_late_with_several_pollutants() -> None:
+    # baseline SO2 and NOx: both judged per hour; the second must not be taken for late data
+    r = reg(line="measure = { orange = { cut = { a21026 = 0.2 } } }\n")
+    evs, _ = run(r, [hour(T0 + timedelta(hours=h), 25.0 if h in (8, 9) else 5.0) for h in range(6, 13)], orange())
+    nc = of(evs, "emergency_noncompliance")
+    assert [(e.start.hour, e.hours, e.late) for e in nc] == [(8, 2, False)]
