@@ -81,13 +81,15 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             f"(since {first_since.isoformat()}): there is nothing to assess"
         )
     data = load_report_input(query, period, registry.city.assessed_factors)
-    if not data.records and not data.events:
+    if not data.records and not data.events and not data.emergency:
         raise CemsError(
             f"no hourly records and no events for {period.key} in the database: nothing was ingested for this "
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
+    return build_report(
+        registry, period, data.records, data.events, data.first_seen, until=until, emergency_events=data.emergency
+    )
 
 
 def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:

@@ -14,12 +14,13 @@ InfluxDB) only marks outlets that never reported (``silent``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
+from cems.report._emergency import WarningRow, warning_rows
 from cems.report._period import Period
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
@@ -160,6 +161,8 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
+    #: Heavy-pollution warnings of the period and the listed enterprises' verdicts (issue 16).
+    warnings: tuple[WarningRow, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -193,6 +196,7 @@ def build_report(
     first_seen: Mapping[str, datetime] | None = None,
     *,
     until: datetime | None = None,
+    emergency_events: Sequence[Event] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -393,4 +397,5 @@ def build_report(
         exceedances=tuple(exc_rows),
         availability=tuple(avail),
         outlet_days=tuple(days),
+        warnings=warning_rows(registry, emergency_events, period.start, end),
     )
