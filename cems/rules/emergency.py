@@ -429,3 +429,35 @@ def sum_rates(parts: Sequence[Mapping[str, float]]) -> dict[str, float]:
         return {}
     keys = set(parts[0]).intersection(*parts[1:])
     return {k: sum(p[k] for p in parts) for k in sorted(keys)}
+
+
+# ---------------------------------------------------------------------------------------------- suggestion
+
+#: Hours of AQI > 200 for yellow / orange / red, and of AQI > 300 within red (DOMAIN.md §6: the plans' warning
+#: criteria are *forecast* durations: yellow ≥ 48 h, orange ≥ 72 h, red ≥ 96 h with > 300 for ≥ 48 h, or AQI
+#: reaching 500).
+_SUGGEST_HOURS: Final = ((WarningLevel.YELLOW, 48), (WarningLevel.ORANGE, 72), (WarningLevel.RED, 96))
+_RED_SEVERE_HOURS: Final = 48
+
+
+def suggest_level(hourly_aqi: Sequence[int | None]) -> tuple[WarningLevel, str]:
+    """A *suggestion* for the operator, never applied automatically (issue 16): the level the plans' criteria
+    give when applied to the trailing run of hourly AQI values (oldest first; ``None`` = missing, which ends
+    the run) instead of a forecast.  Returns the level and the reason in words."""
+    run = 0
+    severe = 0
+    for v in reversed(hourly_aqi):
+        if v is None or v <= 200:
+            break
+        run += 1
+        severe += v > 300
+    peak = max((v for v in hourly_aqi[len(hourly_aqi) - run :] if v is not None), default=0)
+    if peak >= 500:
+        return WarningLevel.RED, f"AQI reached {peak} (≥ 500)"
+    level = WarningLevel.NONE
+    for lv, hours in _SUGGEST_HOURS:
+        if run >= hours and (lv is not WarningLevel.RED or severe >= _RED_SEVERE_HOURS):
+            level = lv
+    if level is WarningLevel.NONE:
+        return level, f"AQI > 200 for the last {run} h (yellow needs ≥ 48 h)"
+    return level, f"AQI > 200 for the last {run} h ({severe} h > 300)"

@@ -27,6 +27,7 @@ from cems.rules.emergency import (
     emission_rate_kg_h,
     mandated_stops,
     operation_evidence,
+    suggest_level,
     sum_rates,
     treatment_off,
 )
@@ -185,3 +186,20 @@ def test_staggered_during_warning_and_stop_measure() -> None:
     assert [(a, b) for a, b, _ in mandated_stops(q, h2, bj(2026, 12, 1), bj(2026, 12, 3))] == [
         (bj(2026, 12, 1, 20), bj(2026, 12, 2, 0))
     ]
+
+
+@pytest.mark.parametrize(
+    ("series", "level"),
+    [
+        ([150] * 100, WarningLevel.NONE),
+        ([250] * 47, WarningLevel.NONE),
+        ([250] * 48, WarningLevel.YELLOW),
+        ([None, *[250] * 72], WarningLevel.ORANGE),
+        ([250] * 96, WarningLevel.ORANGE),  # red needs ≥ 48 h above 300 too
+        ([250] * 48 + [320] * 48, WarningLevel.RED),
+        ([250] * 80 + [150], WarningLevel.NONE),  # the run must be the trailing one
+        ([120, 500], WarningLevel.RED),
+    ],
+)
+def test_suggest_level(series: list[int | None], level: WarningLevel) -> None:
+    assert suggest_level(series)[0] is level
