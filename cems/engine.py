@@ -37,6 +37,8 @@ from cems.rules import (
     limit_key,
 )
 from cems.rules.daily import DailyRecord, OutletDaily
+from cems.rules.emergency import WarningHistory, WarningPeriod
+from cems.rules.emergency_tracker import EmergencyMonitor, with_mandated_stops
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -151,15 +153,23 @@ class ComplianceEngine:
         lateness: timedelta = DEFAULT_LATENESS,
         journal: bool = True,
         hold: timedelta = DEFAULT_HOLD,
+        warnings: WarningHistory | None = None,
     ) -> None:
-        """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
+        """``warnings``: the city's heavy-pollution warning history (issue 16; live: updated with
+        :meth:`set_warnings`).
+        ``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
         service persists it); ``cems replay`` persists nothing and turns it off.  ``hold``: how long an
         emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`)."""
         self.registry = registry
         self.lateness = lateness
         self.hold = hold
         self.journal = journal
-        self.rates = RateCounter(registry)
+        #: The heavy-pollution checks of the emergency lists (issue 16, :mod:`cems.rules.emergency_tracker`).
+        self.emergency = EmergencyMonitor(registry, warnings)
+        #: The registry with the mandated stops (错峰 windows, stop measures during warnings) added to the
+        #: declared stops: their hours are not expected (90 % rule) and their silence is no interruption.
+        self._stopped = self._with_stops(registry)
+        self.rates = RateCounter(self._stopped)
         self._outlets: dict[str, _OutletEngine] = {}
         #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
         #: by the outlets that have it (memory: a schedule and its cached limits per outlet add up).
@@ -167,9 +177,27 @@ class ComplianceEngine:
         #: Outlets whose state changed since :meth:`take_changes` was last called (incremental persistence).
         self._dirty: set[str] = set()
 
+    def _with_stops(self, registry: Registry) -> Registry:
+        if not self.emergency.active:
+            return registry
+        return with_mandated_stops(registry, self.emergency.history, self.emergency.plans)
+
+    def set_warnings(self, history: WarningHistory, new: list[WarningPeriod] | None = None) -> EngineOutput:
+        """A new warning history (an operator set a level, issue 16): ``warning_level`` events for ``new``,
+        the kept hours of the emergency lists judged again, and the mandated stops recomputed for the 90 % rule
+        (data interruptions keep the stops they were created with until a restart)."""
+        out = EngineOutput()
+        out.events.extend(self.emergency.set_history(history, new or []))
+        if self.emergency.active:
+            self._stopped = self._with_stops(self.registry)
+            self.rates.registry = self._stopped
+        return out
+
     def _outlet(self, info: OutletInfo) -> _OutletEngine:
         oe = self._outlets.get(info.outlet.mn)
         if oe is None:
+            if self._stopped is not self.registry:  # the outlet with its mandated stops (issue 16)
+                info = self._stopped.outlet(info.outlet.mn) or info
             o = info.outlet
             key = limit_key(o)
             schedule = self._schedules.get(key)
@@ -188,7 +216,13 @@ class ComplianceEngine:
             self.rates.add(rec)
             out.events.extend(oe.exceedance.on_hour(rec))
         if records:
-            out.events.extend(oe.o2.on_records(records))
+            em = self.emergency
+            if em.power:  # power meters (kW) are not concentrations: no O2 correction, no o2_invalid
+                out.events.extend(oe.o2.on_records([r for r in records if not em.is_power_code(r.mn, r.pollutant)]))
+            else:
+                out.events.extend(oe.o2.on_records(records))
+            if em.active:
+                out.events.extend(em.on_records(records))
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -211,6 +245,8 @@ class ComplianceEngine:
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
         out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
+        if self.emergency.active:
+            self.emergency.on_reading(reading)
         oe.daily.on_reading(reading)
         self._hours(oe, oe.hourly.feed(reading), out)
         if revise:
@@ -263,6 +299,8 @@ class ComplianceEngine:
             out.events.extend(oe.warnings.on_clock(now))
             if len(out.hourly) + len(out.events) + len(out.daily) != before:
                 self._dirty.add(mn)
+        if self.emergency.active:
+            out.events.extend(self.emergency.on_clock(now - self.lateness))
         return out
 
     def finish(self) -> EngineOutput:
@@ -280,7 +318,7 @@ class ComplianceEngine:
             ev = oe.interruption.open_event
             if ev is not None:
                 evs.append(ev)
-        return evs
+        return evs + self.emergency.open_events
 
     # -- persistence ------------------------------------------------------------------------------------
     def take_changes(self) -> dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]]:
@@ -290,11 +328,14 @@ class ComplianceEngine:
         (``OutletHourly.take_journal``), and the closed-hour mark (persisted sub-values of hours before it
         can be deleted)."""
         out: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]] = {}
-        for mn in self._dirty:
+        em = self.emergency
+        for mn in self._dirty | em.take_dirty():
             oe = self._outlets.get(mn)
             if oe is not None:
-                out[mn] = (partial(oe.snapshot, open_hours=False), oe.hourly.take_journal(),
-                           oe.hourly.retain_from_ts)  # fmt: skip
+                snap = partial(oe.snapshot, open_hours=False)
+                if em.watches(mn):  # the outlet's part of the emergency checks (issue 16) in the same row
+                    snap = partial(_with_emergency, snap, em, mn)
+                out[mn] = (snap, oe.hourly.take_journal(), oe.hourly.retain_from_ts)
         self._dirty.clear()
         return out
 
@@ -302,3 +343,10 @@ class ComplianceEngine:
         info = self.registry.outlet(mn)
         if info is not None:
             self._outlet(info).restore(state)
+            em = state.get("emergency")
+            if em is not None and self.emergency.watches(mn):
+                self.emergency.restore_outlet(mn, em)
+
+
+def _with_emergency(snap: Callable[[], dict[str, Any]], em: EmergencyMonitor, mn: str) -> dict[str, Any]:
+    return {**snap(), "emergency": em.snapshot_outlet(mn)}

@@ -35,6 +35,7 @@ from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
 from cems.rules.daily import DailyRecord, MonthResult, month_results
+from cems.rules.emergency import WarningHistory
 from cems.rules.events import RETRACTED_STATUS
 from cems.rules.hourly import DEFAULT_HOLD
 from cems.validate import check_values
@@ -202,17 +203,22 @@ def replay(
     keep_readings: bool = False,
     window: int = DEFAULT_WINDOW,
     hold: timedelta = DEFAULT_HOLD,
+    warnings: WarningHistory | None = None,
 ) -> ReplayResult:
     """Run the compliance engine over recorded data, streaming (module docstring), and return hourly records
     (the final version of each: late data revise them), events (final state; retracted ones left out) and
     rates.  ``keep_readings`` keeps every accepted reading (for ``--store``): memory then grows with the
-    input."""
+    input.  ``warnings``: the city's heavy-pollution warning history (``cems replay --warnings``, issue 16):
+    its settings become ``warning_level`` events and the emergency lists are judged under it, as live."""
     if window < 1:
         raise ValueError("window must be ≥ 1")
     res = ReplayResult()
     with _no_gc():
-        engine = ComplianceEngine(registry, journal=False, hold=hold)
+        engine = ComplianceEngine(registry, journal=False, hold=hold, warnings=warnings)
         events: dict[str, Event] = {}
+        if warnings is not None:
+            for u in engine.set_warnings(warnings, list(warnings.periods)).events:
+                events[u.event.event_id] = u.event
         hourly: dict[tuple[str, str, datetime], HourlyRecord] = {}
         on_reading = engine.on_reading
         n_values = 0

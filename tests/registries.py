@@ -16,3 +16,14 @@ def one_outlet(*, city: str = "", enterprise: str = "", outlet: str = "", tail: 
         + outlet
         + tail
     )
+
+
+def emergency_line(*, line: str = "", staggered: str = "") -> str:
+    """An emergency-list line (issue 16) for :func:`one_outlet`'s ``enterprise``: kiln1 on MN0001 with SO2/NOx
+    baselines 10/40 kg/h, running state SB1, production power ep01 and treatment power et01 on MN0001."""
+    return (
+        'grade = "C"\n[[enterprise.line]]\nid = "kiln1"\nname = "1#熟料生产线"\noutlets = ["MN0001"]\n'
+        "baseline = { a21026 = 10.0, a21002 = 40.0 }\n"
+        'running_codes = ["SB1"]\nproduction_power = { code = "ep01" }\ntreatment_power = { code = "et01" }\n'
+        "idle_flow_m3_s = 1.0\nidle_power_kw = 5.0\ntreatment_idle_power_kw = 2.0\n" + line + staggered
+    )

@@ -29,6 +29,7 @@ from cems.cli import (
     run,
     services,
     stops,
+    warning,
 )
 from cems.cli._common import Formatter
 from cems.cli._logging import configure as configure_logging
@@ -38,7 +39,22 @@ from cems.errors import CemsError
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``cems --help`` lists them.
-COMMANDS = (run, events, replay, report, stops, registry, hj212, aqi, grid, services, broker_config, demo, bench)
+COMMANDS = (
+    run,
+    events,
+    replay,
+    report,
+    stops,
+    warning,
+    registry,
+    hj212,
+    aqi,
+    grid,
+    services,
+    broker_config,
+    demo,
+    bench,
+)
 
 
 def build_parser(env: Env | None = None) -> argparse.ArgumentParser:

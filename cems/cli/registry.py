@@ -45,6 +45,8 @@ def cmd_registry_check(a: argparse.Namespace, env: Env) -> int:
     n = len(r.outlets())
     print(
         f"{a.config}: OK — {len(r.district)} districts, {len(r.enterprise)} enterprises, {n} outlets, "
-        f"{len(r.grid_sensor)} grid sensors" + (f", {len(warnings)} warning(s) above" if warnings else "")
+        f"{len(r.grid_sensor)} grid sensors"
+        + (f", {lines} emergency-list lines" if (lines := sum(len(e.line) for e in r.enterprise)) else "")
+        + (f", {len(warnings)} warning(s) above" if warnings else "")
     )
     return 0

@@ -9,12 +9,14 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TextIO
 
 from cems.cli._common import Formatter, add_influx_args, examples, influx_config, late_hold
 from cems.config import Env
 from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, replay
+from cems.service.warnings import read_history
 from cems.sinks.store import store_replay
 
 EPILOG = examples(
@@ -23,6 +25,7 @@ EPILOG = examples(
     "    --rates-out rates.jsonl --districts-out districts.jsonl \\",
     "    --daily-out daily.jsonl --monthly-out monthly.jsonl",
     "cems replay --config registry.toml --input recorded.txt --store --influx-url http://127.0.0.1:8086",
+    "cems replay --config registry.toml --input recorded.txt --warnings warnings.json --events-out events.jsonl",
 )
 
 
@@ -42,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         choices=["auto", "hj212", "jsonl"],
         default="auto",
         help="input format (auto: lines starting with ## are HJ 212, others JSON)",
+    )
+    rp.add_argument(
+        "--warnings",
+        metavar="FILE",
+        help="the heavy-pollution warning history (a JSON array of settings, as the ingester's warnings.json; "
+        "issue 16): the emergency lists are judged under it, as live",
     )
     rp.add_argument("--hourly-out", metavar="FILE", help="write hourly records (JSON lines)")
     rp.add_argument(
@@ -104,7 +113,14 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     show = a.progress == "always" or (a.progress == "auto" and sys.stderr.isatty())
     with open(a.input, encoding="utf-8", errors="replace") as f:
         lines = with_progress(f, os.fstat(f.fileno()).st_size, sys.stderr) if show else f
-        res = replay(registry, lines, a.format, keep_readings=a.store, hold=late_hold(a.late_hold_hours, env))
+        res = replay(
+            registry,
+            lines,
+            a.format,
+            keep_readings=a.store,
+            hold=late_hold(a.late_hold_hours, env),
+            warnings=None if a.warnings is None else read_history(Path(a.warnings)),
+        )
     elapsed = time.perf_counter() - t0
     outputs = [
         (a.hourly_out, (h.to_json() for h in res.hourly)),

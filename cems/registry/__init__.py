@@ -5,6 +5,7 @@ problem with its TOML location; a bad registry never starts the service.
 """
 
 from cems.registry._credentials import check_credentials, expected_password, missing_credentials, with_credentials
+from cems.registry._emergency import CutMeasure, EmergencySettings, PowerMeter, ProductionLine, StaggeredSpec
 from cems.registry._loader import load_registry, parse_registry, read_stops, stops_path
 from cems.registry._model import (
     City,
@@ -22,13 +23,18 @@ from cems.registry._warnings import registry_warnings
 
 __all__ = [
     "City",
+    "CutMeasure",
     "District",
+    "EmergencySettings",
     "Enterprise",
     "GridSensor",
     "LimitChange",
     "Outlet",
     "OutletInfo",
+    "PowerMeter",
+    "ProductionLine",
     "Registry",
+    "StaggeredSpec",
     "Stop",
     "Topics",
     "check_credentials",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from cems.errors import RejectedMessage
 from cems.limits import builtin_profiles
 from cems.model import BEIJING
+from cems.registry._emergency import EmergencySettings, ProductionLine, emergency_problems
 
 #: HJ 212 MN: up to 24 characters; real devices use letters, digits, '-' and '_'.
 _MN_RE = re.compile(r"^[A-Za-z0-9_\-]{1,24}$")
@@ -200,6 +201,9 @@ class Enterprise(_Strict):
     district: str
     sector: str = ""
     outlet: list[Outlet] = Field(default_factory=list)
+    #: 绩效分级 (环办大气〔2026〕2号; DOMAIN.md §9) and the emergency list's production lines (issue 16).
+    grade: Literal["A+", "A", "B", "C", "D", "引领性"] | None = None
+    line: list[ProductionLine] = Field(default_factory=list)
 
     @field_validator("district", "sector")
     @classmethod
@@ -266,6 +270,8 @@ class Registry(_Strict):
     enterprise: list[Enterprise] = Field(default_factory=list)
     grid_sensor: list[GridSensor] = Field(default_factory=list)
     topics: Topics = Field(default_factory=Topics)
+    #: The city's default emergency profile (issue 16, cems/limits/emergency.toml).
+    emergency: EmergencySettings = Field(default_factory=EmergencySettings)
 
     _by_mn: dict[str, OutletInfo] = PrivateAttr(default_factory=dict)
 
@@ -320,6 +326,11 @@ class Registry(_Strict):
             grid_ids.add(g.id)
             if g.district not in districts:
                 problems.append(f"grid_sensor[{i}].district: {g.district!r} is not a [[district]] code")
+        problems += emergency_problems(
+            [(i, e.id, e.line) for i, e in enumerate(self.enterprise) if e.line],
+            {mn: info.enterprise.id for mn, info in by_mn.items()},
+            self.emergency.profile,
+        )
         if problems:
             raise ValueError("; ".join(problems))
         self._by_mn = by_mn

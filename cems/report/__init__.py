@@ -103,13 +103,22 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         )
     data = load_report_input(query, period, registry.city.assessed_factors)
     grid = load_grid_section(registry, period, query, until=until)
-    if not data.records and not data.events and (grid is None or not grid.has_data):
+    if not data.records and not data.events and not data.emergency and (grid is None or not grid.has_data):
         raise CemsError(
             f"no hourly records and no events for {period.key} in the database: nothing was ingested for this "
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(registry, period, data.records, data.events, data.first_seen, until=until, grid=grid)
+    return build_report(
+        registry,
+        period,
+        data.records,
+        data.events,
+        data.first_seen,
+        until=until,
+        grid=grid,
+        emergency_events=data.emergency,
+    )
 
 
 def load_grid_section(

@@ -319,4 +319,45 @@ def write_csvs(r: Report, out_dir: Path) -> list[Path]:
         p = out_dir / name
         p.write_text(BOM + fn(r), encoding="utf-8", newline="")
         paths.append(p)
+    if r.warnings:  # heavy-pollution warnings of the period (issue 16)
+        p = out_dir / EMERGENCY_CSV
+        p.write_text(BOM + emergency_csv(r), encoding="utf-8", newline="")
+        paths.append(p)
     return paths
+
+
+EMERGENCY_CSV = "emergency.csv"
+
+
+def emergency_csv(r: Report) -> str:
+    """One row per warning, listed enterprise and violation (an enterprise without violations: one row)."""
+    header = ["预警级别", "开始", "结束", "发布人", "企业ID", "企业", "区县", "绩效分级", "结论", "违规类型",
+              "因子/生产线", "违规开始", "小时数", "实测", "允许", "依据"]  # fmt: skip
+    rows: list[list[object]] = []
+    for w in r.warnings:
+        head: list[object] = [w.level.label, w.start.isoformat(), "" if w.end is None else w.end.isoformat(), w.set_by]
+        for e in w.enterprises:
+            ent: list[object] = [
+                e.enterprise_id,
+                e.enterprise,
+                e.district,
+                e.grade or "",
+                "合规" if e.compliant else "未落实",
+            ]
+            if not e.events:
+                rows.append([*head, *ent, "", "", "", "", "", "", ""])
+            for ev in e.events:
+                rows.append(
+                    [
+                        *head,
+                        *ent,
+                        ev.type,
+                        ev.pollutant or "",
+                        ev.start.isoformat(),
+                        f"{ev.hours:g}",
+                        num(ev.peak),
+                        num(ev.limit),
+                        ev.profile or "",
+                    ]
+                )
+    return _csv_text(header, rows)

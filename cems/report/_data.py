@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cems.model import BEIJING
+from cems.report._emergency import VIOLATIONS
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
+from cems.rules.emergency_tracker import WARNING_LEVEL
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import PeriodKind, RankPeriod
@@ -34,6 +36,8 @@ class ReportInput:
     events: list[Event] = field(default_factory=list)
     #: MN → its first ``cems_hourly`` point before the end of the period.
     first_seen: dict[str, datetime] = field(default_factory=dict)
+    #: Heavy-pollution events (issue 16): warning settings and the emergency lists' violations.
+    emergency: list[Event] = field(default_factory=list)
 
 
 def _ns(t: datetime) -> int:
@@ -134,6 +138,14 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         if ev_end > start:
             out.events.append(ev)
     out.events.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
+    kinds = " OR ".join(f'"type" = {_lit(t)}' for t in (WARNING_LEVEL, *VIOLATIONS))
+    # every warning setting before the end (a setting may cover the period from long before), the violations
+    # overlapping the period
+    for r in query(f"SELECT * FROM {_EVENT} WHERE ({kinds}) AND time < {_ns(end)}", "s"):
+        ev = event_from_row(r)
+        if ev.type == WARNING_LEVEL or ev.end is None or ev.end > start - EVENT_LOOKBACK:
+            out.emergency.append(ev)
+    out.emergency.sort(key=lambda e: (e.start, e.type, e.mn, e.pollutant or ""))
     return out
 
 

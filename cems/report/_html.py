@@ -394,6 +394,57 @@ def _hotspot_section(r: Report) -> str:
     return "".join(out)
 
 
+_LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色", "none": "无"}
+_VIOLATION_ZH = {
+    "emergency_noncompliance": "减排未落实",
+    "emergency_stop_violation": "应停未停",
+    "staggered_production_violation": "错峰期间生产",
+    "treatment_off": "治污设施未运行",
+}
+
+
+def _when(t: datetime | None) -> str:
+    return "解除前" if t is None else t.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+
+
+def _warning_section(r: Report) -> str:
+    """Heavy-pollution warnings (issue 16): each warning, the listed enterprises, compliant or not, evidence."""
+    if not r.warnings:
+        return '<p class="note">本期无重污染天气预警。</p>'
+    out: list[str] = []
+    for w in r.warnings:
+        out.append(
+            f"<h3>{esc(_LEVEL_ZH.get(w.level.label, w.level.label))}预警：{esc(_when(w.start))} 至 {esc(_when(w.end))}"
+            f"（发布：{esc(w.set_by or '—')}；清单企业 {len(w.enterprises)} 家，未落实 {w.not_compliant} 家）</h3>"
+        )
+        if not w.enterprises:
+            out.append('<p class="note">应急减排清单中无企业。</p>')
+            continue
+        out.append(
+            "<table><thead><tr><th>企业</th><th>区县</th><th>绩效分级</th><th>生产线</th><th>结论</th>"
+            "<th>证据（类型 · 因子/生产线 · 开始 · 小时数 · 实测 / 允许 · 依据）</th></tr></thead><tbody>"
+        )
+        for e in w.enterprises:
+            evidence = "<br>".join(
+                f"{esc(_VIOLATION_ZH.get(ev.type, ev.type))} · {esc(pollutant_label(ev.pollutant))} · "
+                f"{esc(_when(ev.start))} · {ev.hours:g} h · {esc(num(ev.peak) or '—')} / {esc(num(ev.limit) or '—')}"
+                f" · {esc(ev.profile or '')}"
+                for ev in e.events
+            )
+            verdict = '<span class="good">未发现违规</span>' if e.compliant else '<span class="bad">未落实</span>'
+            out.append(
+                f"<tr><td>{esc(e.enterprise)}</td><td>{esc(e.district)}</td><td>{esc(e.grade or '—')}</td>"
+                f"<td>{esc('、'.join(e.lines))}</td><td>{verdict}</td><td>{evidence or '—'}</td></tr>"
+            )
+        out.append("</tbody></table>")
+    out.append(
+        '<p class="note">排放速率 = 实测干基标态浓度 × 标干流量（HJ 75-2017），kg/h；减排要求为应急减排基数 × '
+        "（1 − 减排比例）。应停未停依据烟气流量、设施运行状态（SBxxx-RS）或生产用电（分表计电）判断。"
+        "无数据的小时不作判断。</p>"
+    )
+    return "".join(out)
+
+
 def _card(value: str, key: str, cls: str = "") -> str:
     c = f" {cls}" if cls else ""
     return f'<div class="card"><div class="v{c}">{esc(value)}</div><div class="k">{esc(key)}</div></div>'
@@ -445,6 +496,8 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _exceedance_table(r),
         _ranking_section(r),
         _hotspot_section(r),
+        "<h2>重污染天气应急响应</h2>",
+        _warning_section(r),
         "<h2>数据可用性（排放口 × 日）</h2>",
         legend(),
         f'<div style="overflow-x:auto">{heat_map(r)}</div>',

@@ -14,12 +14,13 @@ InfluxDB) only marks outlets that never reported (``silent``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
+from cems.report._emergency import WarningRow, warning_rows
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
@@ -255,6 +256,8 @@ class Report:
     #: The grid sections (township ranking, hotspot list); ``None``: the registry has no grid sensor and the
     #: report leaves the sections out.
     grid: GridSection | None = None
+    #: Heavy-pollution warnings of the period and the listed enterprises' verdicts (issue 16).
+    warnings: tuple[WarningRow, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -289,6 +292,7 @@ def build_report(
     *,
     until: datetime | None = None,
     grid: GridSection | None = None,
+    emergency_events: Sequence[Event] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -490,4 +494,5 @@ def build_report(
         availability=tuple(avail),
         outlet_days=tuple(days),
         grid=grid,
+        warnings=warning_rows(registry, emergency_events, period.start, end),
     )

@@ -332,6 +332,12 @@ class ExceedanceTracker:
             for p in list(events):
                 by_start = events[p]
                 for start, ev in list(by_start.items()):
+                    if ev.status == RETRACTED_STATUS:
+                        # its hours now belong to another run (merged) or are no longer hits (revised): keep
+                        # them; forget the record once it starts before ``before`` (it may have no end)
+                        if start < b:
+                            del by_start[start]
+                        continue
                     if ev.status != "open" and (ev.end is None or _ts(ev.end) < b):
                         del by_start[start]
                         if hits and p in hits:

@@ -219,6 +219,7 @@ class IngestService:
             )
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))
+            subs.append((self.compliance.warning_topic, 1))  # heavy-pollution warning settings (issue 16)
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -376,7 +377,9 @@ class IngestService:
         if self._held:
             self._reassembler.expire(time.monotonic())
         for msg in batch:
-            if msg.topic == self._command_topic:
+            if msg.topic == self._command_topic or (
+                self.compliance is not None and msg.topic == self.compliance.warning_topic
+            ):
                 commands.append(msg)
                 continue
             fp = hash((msg.topic, msg.payload))

@@ -347,3 +347,30 @@ def test_broker_config_writes_three_files(
 def test_broker_config_tls_options_go_together(tmp_path: Path) -> None:
     with pytest.raises(CemsError, match="go together"):
         write_broker_config(_args(tmp_path, tls_ca="ca.crt"))
+
+
+def _matches(filt: str, topic: str) -> bool:
+    """MQTT topic-filter matching (+ one level, # the rest)."""
+    f, t = filt.split("/"), topic.split("/")
+    for i, part in enumerate(f):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+def test_only_operators_may_set_the_warning_level() -> None:
+    """Issue 16: the retained warning setting on {command_prefix}/warning decides which enterprises must cut or
+    stop: only the command user (operators) may write it; devices, the bridge, the monitor and the ingester not."""
+    acl = mosquitto_acl(registry(), monitor_user="room", command_user="operator")
+    user = None
+    writers: set[str] = set()
+    for line in rules(acl):
+        if line.startswith("user "):
+            user = line.split()[1]
+        elif line.startswith(("topic write ", "topic readwrite ")) and _matches(line.split()[2], "cems/cmd/v1/warning"):
+            writers.add(user or "(anonymous)")
+        elif line.startswith(("pattern write ", "pattern readwrite ")):  # per-device patterns: %u is the device
+            assert not _matches(line.split()[2].replace("%u", "MN0001"), "cems/cmd/v1/warning")
+    assert writers == {"operator"}

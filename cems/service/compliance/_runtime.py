@@ -78,6 +78,7 @@ from cems.service.outbox import (
     StateDB,
     WebhookSettings,
 )
+from cems.service.warnings import HISTORY_FILE, parse_warning, read_history, warning_topic, write_history
 from cems.sinks.lineprotocol import (
     daily_line,
     district_month_rate_line,
@@ -165,6 +166,8 @@ class ComplianceRuntime:
         self._alerts_prefix = registry.topics.alerts_prefix
         self._command_prefix = registry.topics.command_prefix
         self.ack_topic = f"{registry.topics.command_prefix}/ack"
+        #: Heavy-pollution warning settings (issue 16, :mod:`cems.service.warnings`), kept in ``warnings.json``.
+        self.warning_topic = warning_topic(registry.topics)
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
         self._broken = False
@@ -194,6 +197,12 @@ class ComplianceRuntime:
         self._lockfile = lf
         await self.db.open()
         stored = await self.db.call(load_state)
+        try:  # the warning history first: the emergency checks and the mandated stops depend on it
+            history = await asyncio.to_thread(read_history, self.config.state_dir / HISTORY_FILE)
+        except CemsError as e:
+            log.error("%s: starting without a warning history (the retained setting restores the last one)", e)
+        else:
+            self.engine.set_warnings(history)
         restored = 0
         for mn, raw in stored.outlets:
             try:
@@ -528,7 +537,28 @@ class ComplianceRuntime:
             self.dispatcher.kick()
         return True
 
+    async def _warning_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
+        """An operator's warning setting (issue 16): kept, judged, answered (:mod:`cems.service.warnings`)."""
+        try:
+            period, reply_to = parse_warning(msg.payload)
+        except ValueError as e:
+            self._reply(_reply_to(msg.payload), {"result": "bad_command", "detail": str(e)})
+            return RejectedMessage("bad_command", f"warning: {e}")
+        history = self.engine.emergency.history
+        if period in history.periods:  # the retained copy, delivered again on every subscription
+            self._reply(reply_to, {"result": "already_set", **period.to_json()})
+            return True
+        history = history.with_period(period)
+        await asyncio.to_thread(write_history, self.config.state_dir / HISTORY_FILE, history)
+        if not await self._commit(self.engine.set_warnings(history, [period]), stop):
+            return False
+        log.info("warning level %s from %s set by %s", period.level.label, period.start.isoformat(), period.set_by)
+        self._reply(reply_to, {"result": "set", **period.to_json()})
+        return True
+
     async def _ack_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
+        if msg.topic == self.warning_topic:
+            return await self._warning_command(msg, stop)
         try:
             cmd = parse_ack(msg.payload, self.config.clock)
         except ValueError as e:
