@@ -95,6 +95,8 @@ class Event:
     #: Changed by data that arrived after the hours concerned were decided (a late CN=2061, back-filled
     #: data): the event was opened, extended, reopened, closed or retracted late (docs/events.md).
     late: bool = False
+    #: Ids of the marks, declarations or repairs (issue 14; :mod:`cems.rules.marks`) that touched the event.
+    marks: tuple[str, ...] = ()
 
     @property
     def event_id(self) -> str:
@@ -121,6 +123,7 @@ class Event:
             "profile": self.profile,
             "status": self.status,
             "late": self.late,
+            **({"marks": list(self.marks)} if self.marks else {}),
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class Event:
             profile=d.get("profile"),
             status=str(d["status"]),
             late=bool(d.get("late", False)),
+            marks=tuple(str(m) for m in d.get("marks") or ()),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:

@@ -158,6 +158,8 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "late": ev.late,
         **extra,
     }
+    if ev.marks:  # the marks, declarations or repairs that touched the event (issue 14)
+        fields["marks"] = ",".join(ev.marks)
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
 
 
