@@ -219,6 +219,7 @@ class IngestService:
             )
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))
+            subs.append((self.compliance.mark_topic, 1))  # marks entered by the bureau (issue 14)
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -376,7 +377,9 @@ class IngestService:
         if self._held:
             self._reassembler.expire(time.monotonic())
         for msg in batch:
-            if msg.topic == self._command_topic:
+            if msg.topic == self._command_topic or (
+                self.compliance is not None and self.compliance.is_mark_topic(msg.topic)
+            ):  # acknowledgements; marks, declarations and repairs (cems/v1/{mn}/mark; issue 14)
                 commands.append(msg)
                 continue
             fp = hash((msg.topic, msg.payload))

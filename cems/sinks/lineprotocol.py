@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Final
 
 from cems.model import BEIJING, Reading
+from cems.protocol.mark import MarkRecord
 from cems.rules.daily import DailyRecord
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
@@ -225,3 +226,35 @@ def district_month_rate_line(r: DistrictMonthRate) -> str:
         "reasons": "; ".join(r.reasons),
     }
     return point(RATE_MEASUREMENT, tags, fields, _ms(datetime(y, m, 1, tzinfo=BEIJING)))
+
+
+MARK_MEASUREMENT: Final = "cems_mark"
+
+
+def mark_line(rec: MarkRecord, enterprise: str, district: str) -> str:
+    """``cems_mark``: one point per mark, stop declaration, repair or withdrawal (issue 14), append-only; time =
+    when the ingester received it; ``record_id`` is a tag, so no two records share a point."""
+    tags = {
+        "mn": rec.mn,
+        "enterprise": enterprise,
+        "district": district,
+        "kind": rec.kind,
+        "type": rec.type,
+        "record_id": rec.record_id,
+    }
+    fields: dict[str, float | int | str | bool | None] = {
+        "from": rec.start.astimezone(BEIJING).isoformat(),
+        "to": rec.end.astimezone(BEIJING).isoformat(),
+        "status": rec.status,
+        "reason": rec.reason,
+        "attachment": rec.attachment,
+        "submitter": rec.submitter,
+        "received_at": rec.received_at.astimezone(BEIJING).isoformat(),
+        "via": rec.via,
+        "client": rec.client or None,
+        "pollutant": rec.pollutant,
+        "value": rec.value,
+        "target": rec.target,
+        "note": rec.note or None,
+    }
+    return point(MARK_MEASUREMENT, tags, fields, _ms(rec.received_at))

@@ -121,7 +121,7 @@ def test_each_shipped_type_has_its_effect_on_exceedance_and_rate(t: Any) -> None
     before = run.day_counts(mn)
     [ev] = run.exceedances(mn)
     assert (ev.start, ev.hours, ev.status) == (DAY + 9 * H, 2, "closed")
-    kind = "declaration" if t.declaration else "mark"
+    kind: MarkKind = "declaration" if t.declaration else "mark"
     out = run.mark(record(mn, kind, DAY + 9 * H, DAY + 11 * H, type_=t.code))
     [after_ev] = run.exceedances(mn)
     if t.judged:
