@@ -384,3 +384,37 @@ def test_retracted_kind_is_not_left_for_marked_runs() -> None:
     run.hours("MN1", DAY + 8 * H, [LOW, HIGH, LOW])
     out = run.mark(record("MN1", "mark", DAY + 9 * H, DAY + 10 * H, type_="fault"))
     assert RETRACTED not in [u.kind for u in out.events]
+
+
+def test_replay_with_the_stored_marks_equals_live() -> None:
+    """Live: data, then a mark (the event is closed as marked), a repair and a late declaration; replay of the
+    same packets with the records as stored gives the same events, hourly records and rates."""
+    reg = registry()
+    live = Run(reg)
+    lines = [das_hour("MN1", DAY + 8 * H + i * H, v) for i, v in enumerate([LOW, HIGH, HIGH, LOW, LOW, HIGH, LOW])]
+    live.take(live.engine.on_readings(load_readings(reg, lines[:4], "hj212")))
+    live.take(live.engine.on_clock(DAY + 12 * H + timedelta(minutes=10)))
+    stored = [live.engine.marks.check(record("MN1", "mark", DAY + 9 * H, DAY + 11 * H, type_="cp_fault",
+                                             received=DAY + 12 * H + timedelta(minutes=20)), DAY + 12 * H)]  # fmt: skip
+    live.take(live.engine.on_mark(stored[-1]))
+    live.take(live.engine.on_readings(load_readings(reg, lines[4:], "hj212")))
+    live.take(live.engine.on_clock(DAY + 15 * H + timedelta(minutes=10)))
+    for rec in (
+        record(
+            "MN1", "repair", DAY + 13 * H, DAY + 14 * H, pollutant=SO2, value=3.0, reply="p", received=DAY + 16 * H
+        ),  # fmt: skip
+        record("MN1", "declaration", DAY + 8 * H, DAY + 9 * H, reply="d", received=DAY + 40 * 24 * H),
+    ):
+        stored.append(live.engine.marks.check(rec, rec.received_at))
+        live.take(live.engine.on_mark(stored[-1]))
+    assert stored[-1].status == LATE
+    from cems.replay import replay
+
+    res = replay(reg, lines, "hj212", marks=[MarkRecord.from_json(json.loads(json.dumps(r.to_json()))) for r in stored])
+    live_events = sorted((e for e in live.events.values() if e.status != "retracted"), key=lambda e: e.event_id)
+    assert sorted(res.events, key=lambda e: e.event_id) == live_events
+    assert [e.status for e in live_events if e.type == HOURLY_EXCEEDANCE] == [MARKED, MARKED]
+    assert res.outlet_days == live.engine.rates.outlet_days()
+    assert {(h.pollutant, h.hour_start, h.source): h for h in res.hourly if h.mn == "MN1"} == {
+        (h.pollutant, h.hour_start, h.source): h for h in live.hourly if h.mn == "MN1"
+    }
