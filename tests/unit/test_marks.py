@@ -400,9 +400,7 @@ def test_replay_with_the_stored_marks_equals_live() -> None:
     live.take(live.engine.on_readings(load_readings(reg, lines[4:], "hj212")))
     live.take(live.engine.on_clock(DAY + 15 * H + timedelta(minutes=10)))
     for rec in (
-        record(
-            "MN1", "repair", DAY + 13 * H, DAY + 14 * H, pollutant=SO2, value=3.0, reply="p", received=DAY + 16 * H
-        ),  # fmt: skip
+        record("MN1", "repair", DAY + 13 * H, DAY + 14 * H, pollutant=SO2, value=3.0, reply="p", received=DAY + 16 * H),
         record("MN1", "declaration", DAY + 8 * H, DAY + 9 * H, reply="d", received=DAY + 40 * 24 * H),
     ):
         stored.append(live.engine.marks.check(rec, rec.received_at))
