@@ -87,7 +87,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
+    return build_report(registry, period, data.records, data.events, data.first_seen, until=until, marks=data.marks)
 
 
 def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.report._period import Period
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.sinks.influxql import quote_ident, quote_literal
-from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
+from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT, MARK_MEASUREMENT
 
 #: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
 Query = Callable[[str, str | None], list[dict[str, Any]]]
@@ -30,6 +31,8 @@ class ReportInput:
     events: list[Event] = field(default_factory=list)
     #: MN → its first ``cems_hourly`` point before the end of the period.
     first_seen: dict[str, datetime] = field(default_factory=dict)
+    #: Mark records received before the end of the period (``cems_mark``, issue 14).
+    marks: list[MarkRecord] = field(default_factory=list)
 
 
 def _ns(t: datetime) -> int:
@@ -130,6 +133,9 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         if ev_end > start:
             out.events.append(ev)
     out.events.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
+    mq = quote_ident(MARK_MEASUREMENT)
+    for r in query(f"SELECT * FROM {mq} WHERE time < {_ns(end)}", "s"):
+        out.marks.append(MarkRecord.from_json({k: (None if v == "" else v) for k, v in r.items()}))
     return out
 
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from cems.model import BEIJING, POLLUTANT_NAMES
+from cems.protocol.mark import MarkRecord
 from cems.registry import Outlet, Registry
+from cems.report._marks import MarksSection, marks_ledger, marks_section
 from cems.report._period import Period
-from cems.rules.events import HOURLY_EXCEEDANCE, Event
+from cems.rules.events import HOURLY_EXCEEDANCE, RETRACTED_STATUS, Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.marks import MARKED
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate, RateCounter, RateCounts
 
 # Heat-map cell states.
@@ -160,6 +163,8 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
+    #: Marks, declarations and repairs (issue 14): marked hours per outlet and type, caps, late declarations.
+    marks: MarksSection = field(default_factory=MarksSection)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -193,6 +198,7 @@ def build_report(
     first_seen: Mapping[str, datetime] | None = None,
     *,
     until: datetime | None = None,
+    marks: Iterable[MarkRecord] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -201,6 +207,9 @@ def build_report(
     the period (only ``hourly_exceedance`` ones are used).  ``first_seen``: MN → time of its first hourly
     record ever (see the module docstring); records of the period are taken into account as well.
     ``until``: for a period still in progress, count only up to this time (the hours flushed so far).
+    ``marks``: the mark records received up to the end of the period (issue 14; those of the year before the
+    period too, for the caps): the rates count marked and repaired hours as the mark types say, exceedances
+    closed as ``marked`` are left out, and the report shows them (:class:`MarksSection`).
     """
     recs = list(records)
     first: dict[str, datetime] = dict(first_seen or {})
@@ -211,6 +220,8 @@ def build_report(
     silent = {i.outlet.mn for i in registry.outlets() if i.outlet.mn not in first}
     reg = registry
     counter = RateCounter(reg)
+    ledger = marks_ledger(reg, marks)
+    counter.overlay = ledger
     counter.add_all(recs)
     start, end = period.start, period.end
     if until is not None and until < end:
@@ -303,7 +314,7 @@ def build_report(
     # -- exceedances per enterprise
     groups: dict[str, list[tuple[Event, float]]] = {}
     for ev in events:
-        if ev.type != HOURLY_EXCEEDANCE:
+        if ev.type != HOURLY_EXCEEDANCE or ev.status in (MARKED, RETRACTED_STATUS):
             continue
         h = _event_hours_in(ev, start, end)
         if h <= 0:
@@ -393,4 +404,5 @@ def build_report(
         exceedances=tuple(exc_rows),
         availability=tuple(avail),
         outlet_days=tuple(days),
+        marks=marks_section(reg, ledger, start, end),
     )

@@ -254,6 +254,10 @@ class MarkLedger:
                     out[h] = t.rate
         return out
 
+    def hours(self, mn: str) -> Mapping[int, MarkRecord]:
+        """Every marked hour of ``mn`` with the record in force there."""
+        return self._winner.get(mn, {})
+
     def repair(self, mn: str, pollutant: str, hour: int) -> MarkRecord | None:
         r = self._repairs.get(mn)
         return None if r is None else r.get((pollutant, hour))

@@ -416,3 +416,31 @@ def test_replay_with_the_stored_marks_equals_live() -> None:
     assert {(h.pollutant, h.hour_start, h.source): h for h in res.hourly if h.mn == "MN1"} == {
         (h.pollutant, h.hour_start, h.source): h for h in live.hourly if h.mn == "MN1"
     }
+
+
+def test_report_shows_marked_hours_caps_and_late_declarations(tmp_path: Any) -> None:
+    from cems.report import build_report, write_report
+    from cems.report._period import Period
+
+    reg = registry("[marks]\ncaps = { coal_power_fault = 1 }\n")
+    run = Run(reg)
+    run.hours("MN1", DAY + 8 * H, [LOW, HIGH, HIGH, LOW])
+    recs = [
+        run.engine.marks.check(record("MN1", "mark", DAY + 9 * H, DAY + 11 * H, type_="cp_fault"), DAY + 12 * H),
+        run.engine.marks.check(record("MN1", "mark", DAY + 11 * H, DAY + 12 * H, type_="cp_stop", reply="s"), DAY),
+        run.engine.marks.check(record("MN1", "declaration", DAY, DAY + H, reply="d"), DAY + 30 * 24 * H),
+    ]
+    period = Period.day("2026-05-10")
+    events = [e for e in run.events.values() if e.type == HOURLY_EXCEEDANCE]
+    without = build_report(reg, period, run.hourly, events)
+    r = build_report(reg, period, run.hourly, events, marks=recs)
+    m = r.marks
+    assert [(x.type, x.hours, x.judged) for x in m.marked] == [("cp_fault", 2, False), ("cp_stop", 1, False)]
+    assert [(c.group, c.used, c.cap, c.over) for c in m.caps] == [("coal_power_fault", 2, 1.0, 1)]
+    assert [d.record_id for d in m.late] == [recs[2].record_id] and "逾期" in m.late[0].note
+    mn1 = [o for o in r.outlets if o.mn == "MN1"][0]
+    before = [o for o in without.outlets if o.mn == "MN1"][0]
+    assert mn1.expected == before.expected - 3  # the stop hour of the three factors
+    paths = write_report(r, tmp_path)
+    html = paths[0].read_text(encoding="utf-8")
+    assert "企业标记、停产申报与修约" in html and "逾期停产申报" in html and "cp_fault" in html
