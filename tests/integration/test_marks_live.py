@@ -51,6 +51,10 @@ def _cems(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+def iso(t: datetime) -> str:
+    return t.isoformat()
+
+
 def _exceedance(influxdb: Any, db: str) -> dict[str, Any] | None:
     rows = influxdb.query(db, "SELECT * FROM cems_event WHERE \"type\" = 'hourly_exceedance'")
     return rows[0] if len(rows) == 1 else None
@@ -69,7 +73,6 @@ def test_marks_through_cems_run_and_replay_gives_the_same_events(
     pub = Mqtt(mosquitto.url)
     mqtt_args = ["--mqtt-url", mosquitto.url, "--config", str(reg), "--wait", "30"]
     read_args = ["--influx-url", influxdb.url, "--influx-db", influx_db]
-    iso = lambda t: t.isoformat()  # noqa: E731
     try:
         wait_until(lambda: _health_up(port), 30)
         for d in docs:

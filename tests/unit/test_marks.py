@@ -438,8 +438,8 @@ def test_report_shows_marked_hours_caps_and_late_declarations(tmp_path: Any) -> 
     assert [(x.type, x.hours, x.judged) for x in m.marked] == [("cp_fault", 2, False), ("cp_stop", 1, False)]
     assert [(c.group, c.used, c.cap, c.over) for c in m.caps] == [("coal_power_fault", 2, 1.0, 1)]
     assert [d.record_id for d in m.late] == [recs[2].record_id] and "逾期" in m.late[0].note
-    mn1 = [o for o in r.outlets if o.mn == "MN1"][0]
-    before = [o for o in without.outlets if o.mn == "MN1"][0]
+    mn1 = next(o for o in r.outlets if o.mn == "MN1")
+    before = next(o for o in without.outlets if o.mn == "MN1")
     assert mn1.expected == before.expected - 3  # the stop hour of the three factors
     paths = write_report(r, tmp_path)
     html = paths[0].read_text(encoding="utf-8")
