@@ -375,7 +375,8 @@ class OutletMarks:
     """The engine's per-outlet part (module docstring): raw exceeding hours, what the tracker was fed, the
     hours that looked operating, and the mark events last reported."""
 
-    __slots__ = ("_fed", "_mevents", "_op", "_raw", "district", "enterprise", "mn", "normal_flow", "schedule")
+    __slots__ = ("_fed", "_mevents", "_op", "_op_base", "_raw", "district", "enterprise", "mn", "normal_flow",
+                 "schedule")  # fmt: skip
 
     def __init__(
         self, mn: str, enterprise: str, district: str, schedule: LimitSchedule, normal_flow: float | None
@@ -389,7 +390,10 @@ class OutletMarks:
         #: keys whose last feed differs from the raw judgement: (pollutant, hour) → hit fed
         self._fed: dict[tuple[str, int], bool] | None = None
         #: hours (epoch s) that looked operating (flow at the normal level, or combustion)
-        self._op: set[int] | None = None
+        #: hours that looked operating, as bits from ``_op_base`` (epoch s; bit i = hour base + i h): ≈ 30 bytes
+        #: for the repair window, where a set of hours would cost ≈ 10 KB per outlet
+        self._op = 0
+        self._op_base = 0
         self._mevents: dict[str, Event] | None = None
 
     # -- judging ------------------------------------------------------------------------------------------
@@ -506,16 +510,23 @@ class OutletMarks:
                 op = flow is not None and flow >= share * self.normal_flow
             else:
                 op = o2 is not None and o2 < o2_below and (h not in flows or (flow is not None and flow > 0))
-            was = self._op is not None and h in self._op
-            if op != was:
+            if op != self.operating(h):
                 changed = True
-                if op:
-                    if self._op is None:
-                        self._op = set()
-                    self._op.add(h)
-                elif self._op is not None:
-                    self._op.discard(h)
+                self._set_op(h, op)
         return changed
+
+    def operating(self, h: int) -> bool:
+        i = (h - self._op_base) // _H
+        return i >= 0 and bool(self._op >> i & 1)
+
+    def _set_op(self, h: int, on: bool) -> None:
+        if not self._op:
+            self._op_base = h
+        elif h < self._op_base:
+            self._op <<= (self._op_base - h) // _H
+            self._op_base = h
+        i = (h - self._op_base) // _H
+        self._op = self._op | (1 << i) if on else self._op & ~(1 << i)
 
     def mark_events(self, ledger: MarkLedger) -> list[EventUpdate]:
         """``mark_cap_exceeded`` and ``mark_suspicious`` as they stand now, as updates of what was reported."""
@@ -527,9 +538,11 @@ class OutletMarks:
                 want[ev.event_id] = ev
         for rec in ledger.in_force(self.mn):
             t = ledger.type_of(rec)
-            if t is None or not t.stop or self._op is None:
+            if t is None or not t.stop or not self._op:
                 continue
-            hs = [h for h in marked_hours(rec.start, rec.end) if h in self._op and ledger.mark_at(self.mn, h) is rec]
+            hs = [
+                h for h in marked_hours(rec.start, rec.end) if self.operating(h) and ledger.mark_at(self.mn, h) is rec
+            ]
             if hs:
                 first = marked_hours(rec.start, rec.end).start
                 ev = self._event(MARK_SUSPICIOUS, first, len(hs), None, self.normal_flow, rec.type, {rec.record_id})
@@ -572,8 +585,10 @@ class OutletMarks:
             if d:
                 for k in [k for k in d if k[1] < before]:
                     del d[k]
-        if self._op:
-            self._op = {h for h in self._op if h >= before} or None
+        if self._op and before > self._op_base:
+            n = (before - self._op_base) // _H
+            self._op >>= n
+            self._op_base += n * _H
 
     def snapshot(self) -> dict[str, Any] | None:
         if not (self._raw or self._fed or self._op or self._mevents):
@@ -581,7 +596,7 @@ class OutletMarks:
         return {
             "raw": [[p, h, *v] for (p, h), v in sorted((self._raw or {}).items())],
             "fed": [[p, h, hit] for (p, h), hit in sorted((self._fed or {}).items())],
-            "op": sorted(self._op or ()),
+            "op": [self._op_base, format(self._op, "x")],
             "events": [e.to_json() for _, e in sorted((self._mevents or {}).items())],
         }
 
@@ -590,7 +605,7 @@ class OutletMarks:
             return
         self._raw = {(str(r[0]), int(r[1])): (r[2], r[3], r[4], r[5]) for r in s["raw"]} or None
         self._fed = {(str(r[0]), int(r[1])): bool(r[2]) for r in s["fed"]} or None
-        self._op = {int(h) for h in s["op"]} or None
+        self._op_base, self._op = int(s["op"][0]), int(str(s["op"][1]), 16)
         evs = [Event.from_json(e) for e in s["events"]]
         self._mevents = {e.event_id: e for e in evs} or None
 
