@@ -271,11 +271,17 @@ class ComplianceEngine:
             out.hourly.append(repair_record(repair, oe.marks.schedule, withdrawn=rec.kind == WITHDRAWAL))
         out.events.extend(oe.marks.refresh(self.marks, oe.exceedance))
         out.events.extend(oe.marks.mark_events(self.marks))
+        oe.interruption.set_marked_stops(self.marks.stop_spans(rec.mn))
         return out
 
     def load_marks(self, records: list[MarkRecord]) -> None:
-        """Restart: the stored records back into the ledger (their effects are in the restored outlet states)."""
+        """Restart: the stored records back into the ledger (their effects on judgement are in the restored
+        outlet states; the stops they document are given to the interruption trackers again)."""
         self.marks.load(records)
+        for mn in {r.mn for r in records}:
+            info = self.registry.outlet(mn)
+            if info is not None:
+                self._outlet(info).interruption.set_marked_stops(self.marks.stop_spans(mn))
 
     def late_counts(self) -> dict[str, int]:
         """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),

@@ -719,6 +719,18 @@ class InterruptionTracker:
     def open_event(self) -> Event | None:
         return self._open
 
+    def set_marked_stops(self, spans: Sequence[tuple[float, float]]) -> None:
+        """Stops documented by marks or stop declarations (issue 14: types that remove hours from the expected
+        count), besides the registry's: silence inside them is no interruption either.  An open interruption
+        that a new stop covers closes at its next ``on_clock``/``on_data``, as for a declared stop."""
+        out: list[tuple[float, float]] = []
+        for a, b in sorted([*_merged_stops(self.outlet), *spans]):
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        self._stops = out
+
     @property
     def threshold_s(self) -> float:
         """Seconds of silence (outside stops) that make an interruption (see the class docstring)."""

@@ -254,6 +254,16 @@ class MarkLedger:
                     out[h] = t.rate
         return out
 
+    def stop_spans(self, mn: str) -> list[tuple[float, float]]:
+        """Periods (epoch s) of the records in force at ``mn`` whose type removes hours from the expected count
+        (停运, 停产申报): documented stops, in which silence is no data interruption."""
+        out: list[tuple[float, float]] = []
+        for r in self.in_force(mn):
+            t = self.type_of(r)
+            if r.kind != "repair" and t is not None and t.rate == "removed":
+                out.append((r.start.timestamp(), r.end.timestamp()))
+        return out
+
     def hours(self, mn: str) -> Mapping[int, MarkRecord]:
         """Every marked hour of ``mn`` with the record in force there."""
         return self._winner.get(mn, {})

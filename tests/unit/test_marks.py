@@ -444,3 +444,18 @@ def test_report_shows_marked_hours_caps_and_late_declarations(tmp_path: Any) -> 
     paths = write_report(r, tmp_path)
     html = paths[0].read_text(encoding="utf-8")
     assert "企业标记、停产申报与修约" in html and "逾期停产申报" in html and "cp_fault" in html
+
+
+def test_silence_inside_a_stop_mark_or_declaration_is_no_interruption() -> None:
+    from cems.rules import DATA_INTERRUPTION
+
+    reg = registry()
+    for marked in (False, True):
+        run = Run(reg)
+        if marked:
+            run.mark(record("MN1", "declaration", DAY + 9 * H, DAY + 12 * H, received=DAY))
+        run.hours("MN1", DAY + 8 * H, [LOW])
+        run.take(run.engine.on_clock(DAY + 11 * H))
+        run.hours("MN1", DAY + 12 * H, [LOW])
+        gaps = [e for e in run.events.values() if e.type == DATA_INTERRUPTION]
+        assert bool(gaps) != marked
