@@ -497,10 +497,10 @@ class OutletMarks:
         key = (ev.pollutant or "", _ts(ev.start))
         return (self._fed or {}).get(key, self._raw is not None and key in self._raw)
 
-    def tag(self, ups: Sequence[EventUpdate], ledger: MarkLedger) -> list[EventUpdate]:
+    def tag(self, ups: list[EventUpdate], ledger: MarkLedger) -> list[EventUpdate]:
         """Exceedance updates of the normal path with the marks that touch them."""
-        if not ledger.active(self.mn):
-            return list(ups)
+        if not ups or not ledger.active(self.mn):
+            return ups
         return [self._with_marks(u, ledger) if u.event.type == HOURLY_EXCEEDANCE else u for u in ups]
 
     # -- operation and mark events ----------------------------------------------------------------------
