@@ -133,3 +133,73 @@ def test_marks_through_cems_run_and_replay_gives_the_same_events(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+async def test_marks_survive_a_restart_and_alert_when_they_close_an_exceedance(
+    tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    """In-process ingester with a fixed clock: the mark's answer, the ``marked`` alert, the append-only SQLite
+    table; after a restart the same submission is a duplicate and a withdrawal reopens the exceedance."""
+    import asyncio
+    import sqlite3
+
+    from test_compliance_live import FakeClock, config, start_service
+
+    from cems.protocol.mark import mark_payload
+    from cems.registry import Topics
+    from cems.service.compliance import DB_FILE, submit_mark
+    from cems.service.mqtt import MqttSettings
+
+    t0 = datetime.now(BEIJING).replace(minute=0, second=0, microsecond=0)
+    base = t0 - timedelta(hours=6)
+    registry = parse_registry(REGISTRY)
+    clock = FakeClock(t0)
+    cfg = config(tmp_path, clock)
+    alerts = Mqtt(mosquitto.url)
+    await asyncio.to_thread(alerts.subscribe, "cems/alerts/v1/#")
+    pub = Mqtt(mosquitto.url)
+    settings = MqttSettings(url=mosquitto.url, client_id="t")
+    payload = mark_payload(
+        "mark", mn="MN0001", submitter="王工", reason="脱硫系统故障", type_="cp_fault",
+        start=base + timedelta(hours=1), end=base + timedelta(hours=3),
+    )  # fmt: skip
+    run = await start_service(registry, mosquitto, influxdb, influx_db, cfg, f"cems-m-{uuid.uuid4().hex[:6]}")
+    try:
+        for i, v in enumerate([20.0, 50.0, 50.0, 20.0, 20.0]):
+            await asyncio.to_thread(pub.publish, "cems/v1/MN0001/hour", json.dumps(_das(base + timedelta(hours=i), v)))
+        await asyncio.to_thread(
+            wait_until, lambda: (_exceedance(influxdb, influx_db) or {}).get("status") == "closed", 30
+        )
+        reply = await submit_mark(settings, Topics(), payload, confirm_s=20, request_id="fixed1")
+        assert reply is not None and reply["result"] == "accepted", reply
+        rid = reply["record"]["record_id"]
+
+        def marked_alerts() -> list[dict[str, Any]]:
+            return [json.loads(b) for t, b in alerts.got if json.loads(b).get("update") == "marked"]
+
+        await asyncio.to_thread(wait_until, lambda: marked_alerts(), 20)
+        (alert,) = marked_alerts()
+        assert alert["status"] == "marked" and alert["marks"] == [rid]
+    finally:
+        await run.stop()
+    with sqlite3.connect(tmp_path / "state" / DB_FILE) as db:
+        assert [r[0] for r in db.execute("SELECT record_id FROM marks")] == [rid]
+    run = await start_service(registry, mosquitto, influxdb, influx_db, cfg, f"cems-m-{uuid.uuid4().hex[:6]}")
+    try:
+        reply = await submit_mark(settings, Topics(), payload, confirm_s=20, request_id="fixed1")
+        assert reply is not None and reply["result"] == "duplicate"  # the ledger came back from SQLite
+        w = mark_payload("withdrawal", mn="MN0001", submitter="王工", reason="误标", target=rid)
+        reply = await submit_mark(settings, Topics(), w, confirm_s=20)
+        assert reply is not None and reply["result"] == "accepted", reply
+        await asyncio.to_thread(
+            wait_until, lambda: (_exceedance(influxdb, influx_db) or {}).get("status") == "closed", 20
+        )
+        bad = mark_payload("withdrawal", mn="MN0001", submitter="王工", target=rid)
+        reply = await submit_mark(settings, Topics(), bad, confirm_s=20)
+        assert reply is not None and reply["result"] == "unknown_mark"
+    finally:
+        await run.stop()
+        alerts.close()
+        pub.close()
+    with sqlite3.connect(tmp_path / "state" / DB_FILE) as db:
+        assert [r[0] for r in db.execute("SELECT kind FROM marks ORDER BY received_ts")] == ["mark", "withdrawal"]

@@ -32,12 +32,16 @@ async def submit_mark(
     on_behalf: bool = False,
     timeout_s: float = 30.0,
     confirm_s: float = 10.0,
+    request_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Publish one ``cems.mark/1`` message (QoS 1; ``payload`` must name ``mn``) and, with ``confirm_s`` > 0,
     wait that long for the ingester's answer: ``{"result": "accepted" | "late" | "duplicate" | a rejection
-    reason, "detail": …, "record": {…}}``, or ``None`` when none came.  Uses its own clean-session client id."""
+    reason, "detail": …, "record": {…}}``, or ``None`` when none came.  Uses its own clean-session client id.
+
+    ``request_id`` (default: a new one) makes the record id: sending again with the same one (a retry after a
+    lost answer) is stored once (answer ``duplicate``)."""
     mn = str(payload["mn"])
-    request_id = uuid.uuid4().hex
+    request_id = request_id or uuid.uuid4().hex
     body = {**payload, "reply_to": request_id}
     settings = replace(mqtt_settings, client_id=f"cems-mark-{request_id[:10]}", clean_session=True)
     reply_topic = f"{topics.command_prefix}/reply/{mn}/{request_id}"
