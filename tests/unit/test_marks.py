@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import RejectedMessage
@@ -459,3 +461,46 @@ def test_silence_inside_a_stop_mark_or_declaration_is_no_interruption() -> None:
         run.hours("MN1", DAY + 12 * H, [LOW])
         gaps = [e for e in run.events.values() if e.type == DATA_INTERRUPTION]
         assert bool(gaps) != marked
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hours=st.lists(st.booleans(), min_size=12, max_size=12),
+    marks=st.lists(
+        st.tuples(
+            st.sampled_from(["cp_fault", "cp_stop", "maintenance", "fault"]), st.integers(0, 11), st.integers(1, 4)
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    positions=st.lists(st.integers(0, 12), min_size=3, max_size=3),
+)
+def test_final_judgement_and_rates_do_not_depend_on_when_marks_arrive(
+    hours: list[bool], marks: list[tuple[str, int, int]], positions: list[int]
+) -> None:
+    """Marks received before, between or after the data: the same exceedance runs stand (those not closed as
+    marked) and the same rates, whatever the order (the event history differs, the final judgement does not)."""
+    reg = registry()
+    lines = [das_hour("MN1", DAY + i * H, HIGH if x else LOW) for i, x in enumerate(hours)]
+    recs = [
+        record("MN1", "mark", DAY + s * H, DAY + (s + n) * H, type_=t, reply=f"m{i}", received=DAY + 14 * H)
+        for i, (t, s, n) in enumerate(marks)
+    ]
+
+    def run(where: list[int]) -> tuple[Any, ...]:
+        r = Run(reg)
+        for i, line in enumerate(lines):
+            for j, rec in enumerate(recs):
+                if where[j] == i:
+                    r.mark(rec, DAY + 14 * H)
+            r.take(r.engine.on_readings(load_readings(reg, [line], "hj212")))
+        for j, rec in enumerate(recs):
+            if where[j] >= len(lines):
+                r.mark(rec, DAY + 14 * H)
+        r.take(r.engine.on_clock(DAY + 13 * H))
+        runs = sorted((e.pollutant, e.start, e.hours) for e in r.exceedances("MN1") if e.status in ("open", "closed"))
+        return runs, r.engine.rates.outlet_days()
+
+    after = run([len(lines)] * len(recs))
+    assert run([0] * len(recs)) == after
+    assert run(positions[: len(recs)]) == after
