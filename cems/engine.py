@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from cems.model import BEIJING, Reading
+from cems.protocol.mark import ACCEPTED, WITHDRAWAL, MarkRecord
 from cems.registry import OutletInfo, Registry
 from cems.rules import (
     DEFAULT_HOLD,
@@ -39,6 +40,7 @@ from cems.rules import (
 from cems.rules.daily import DailyRecord, OutletDaily
 from cems.rules.emergency import WarningHistory, WarningPeriod
 from cems.rules.emergency_tracker import EmergencyMonitor, with_mandated_stops
+from cems.rules.marks import MarkLedger, OutletMarks, repair_record
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -63,7 +65,7 @@ class EngineOutput:
 
 
 class _OutletEngine:
-    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "o2", "warnings")
+    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "marks", "o2", "warnings")
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class _OutletEngine:
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.marks = OutletMarks(o.mn, e, d, schedule, o.normal_flow)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -101,6 +104,7 @@ class _OutletEngine:
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
+            "marks": self.marks.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -112,6 +116,7 @@ class _OutletEngine:
         self.interruption.restore(s["interruption"])
         if "daily" in s:  # absent from states saved before daily values existed
             self.daily.restore(s["daily"])
+        self.marks.restore(s.get("marks"))  # absent from states saved before marks (issue 14)
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -170,6 +175,10 @@ class ComplianceEngine:
         #: declared stops: their hours are not expected (90 % rule) and their silence is no interruption.
         self._stopped = self._with_stops(registry)
         self.rates = RateCounter(self._stopped)
+        #: Marks, stop declarations and repairs of every outlet (issue 14), applied downstream of the hourly
+        #: records: to the exceedance judgement (:meth:`on_mark`) and to the rates (the counter's overlay).
+        self.marks = MarkLedger(registry)
+        self.rates.overlay = self.marks
         self._outlets: dict[str, _OutletEngine] = {}
         #: One limit schedule per distinct limit configuration (:func:`~cems.rules.limits.limit_key`), shared
         #: by the outlets that have it (memory: a schedule and its cached limits per outlet add up).
@@ -211,10 +220,13 @@ class ComplianceEngine:
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:
+        ledger = self.marks
         for rec in records:
             out.hourly.append(rec)
             self.rates.add(rec)
-            out.events.extend(oe.exceedance.on_hour(rec))
+            ups = oe.exceedance.on_hour(oe.marks.judge(rec, ledger))
+            if ups:
+                out.events.extend(oe.marks.tag(ups, ledger))
         if records:
             em = self.emergency
             if em.power:  # power meters (kW) are not concentrations: no O2 correction, no o2_invalid
@@ -223,6 +235,9 @@ class ComplianceEngine:
                 out.events.extend(oe.o2.on_records(records))
             if em.active:
                 out.events.extend(em.on_records(records))
+            sus = ledger.catalog.suspicious
+            if oe.marks.observe(records, sus.flow_share, sus.o2_below) and ledger.active(oe.info.outlet.mn):
+                out.events.extend(oe.marks.mark_events(ledger))
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -230,6 +245,7 @@ class ComplianceEngine:
                 b = datetime.fromtimestamp(cut, BEIJING)
                 oe.exceedance.prune(b)
                 oe.o2.prune(b)
+            oe.marks.prune(cut)
 
     @staticmethod
     def _days(oe: _OutletEngine, days: list[DailyRecord], out: EngineOutput) -> None:
@@ -272,6 +288,37 @@ class ComplianceEngine:
             self._hours(oe, oe.hourly.revisions(), out)
         return out
 
+    def on_mark(self, rec: MarkRecord) -> EngineOutput:
+        """A mark, stop declaration, repair or withdrawal, accepted (:meth:`cems.rules.marks.MarkLedger.check`)
+        and stored by the caller: exceedances revised (runs the marks remove are closed as ``marked``), a
+        repair's hourly record (source ``repair``), ``mark_cap_exceeded`` / ``mark_suspicious``.  The rates
+        follow through the counter's overlay.  A record already known changes nothing."""
+        out = EngineOutput()
+        info = self.registry.outlet(rec.mn)
+        if info is None:
+            return out
+        oe = self._outlet(info)
+        target = self.marks.get(rec.mn, rec.target) if rec.kind == WITHDRAWAL and rec.target else None
+        if not self.marks.add(rec):
+            return out
+        self._dirty.add(rec.mn)
+        repair = rec if rec.kind == "repair" else target if target is not None and target.kind == "repair" else None
+        if repair is not None and repair.status == ACCEPTED:
+            out.hourly.append(repair_record(repair, oe.marks.schedule, withdrawn=rec.kind == WITHDRAWAL))
+        out.events.extend(oe.marks.refresh(self.marks, oe.exceedance))
+        out.events.extend(oe.marks.mark_events(self.marks))
+        oe.interruption.set_marked_stops(self.marks.stop_spans(rec.mn))
+        return out
+
+    def load_marks(self, records: list[MarkRecord]) -> None:
+        """Restart: the stored records back into the ledger (their effects on judgement are in the restored
+        outlet states; the stops they document are given to the interruption trackers again)."""
+        self.marks.load(records)
+        for mn in {r.mn for r in records}:
+            info = self.registry.outlet(mn)
+            if info is not None:
+                self._outlet(info).interruption.set_marked_stops(self.marks.stop_spans(mn))
+
     def late_counts(self) -> dict[str, int]:
         """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),
         not merged because the hour had left memory (``late_unrevised``), after the repair deadline
@@ -293,7 +340,7 @@ class ComplianceEngine:
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
                 self._days(oe, oe.daily.flush(closed), out)
-            out.events.extend(oe.exceedance.on_clock(now - self.lateness))
+            out.events.extend(oe.marks.tag(oe.exceedance.on_clock(now - self.lateness), self.marks))
             out.events.extend(oe.o2.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
@@ -314,7 +361,7 @@ class ComplianceEngine:
     def open_events(self) -> list[Event]:
         evs: list[Event] = []
         for oe in self._outlets.values():
-            evs += oe.exceedance.open_events + oe.o2.open_events + oe.warnings.open_events
+            evs += oe.exceedance.open_events + oe.o2.open_events + oe.warnings.open_events + oe.marks.open_events
             ev = oe.interruption.open_event
             if ev is not None:
                 evs.append(ev)

@@ -94,6 +94,11 @@ Reason = Literal[
     # event acknowledgements on the command topic (cems.service.compliance)
     "bad_command",
     "unknown_event",
+    # marks, stop declarations, repairs and withdrawals on cems/v1/{mn}/mark (cems.protocol.mark, cems.rules.marks)
+    "bad_mark",
+    "unknown_mark_type",
+    "mark_too_late",
+    "unknown_mark",
 ]
 
 #: :data:`Reason` at run time.

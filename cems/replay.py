@@ -31,6 +31,7 @@ from cems.decode import decode_hj212, decode_hj212_text
 from cems.engine import ComplianceEngine, merge_parts
 from cems.errors import RejectedMessage
 from cems.model import BEIJING, Reading, Stream
+from cems.protocol.mark import MarkRecord
 from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
@@ -74,6 +75,8 @@ class ReplayResult:
     late_beyond_window: int = 0
     #: Readings on which the rules raised an unexpected error (logged; not judged), as ``cems run`` counts them.
     rules_errors: int = 0
+    #: The marks, declarations, repairs and withdrawals applied (``--marks``, issue 14), in the order received.
+    marks: list[MarkRecord] = field(default_factory=list)
 
 
 def _decode_line(text: str, registry: Registry, fmt: Format) -> tuple[Reading, OutletInfo | None]:
@@ -204,12 +207,19 @@ def replay(
     window: int = DEFAULT_WINDOW,
     hold: timedelta = DEFAULT_HOLD,
     warnings: WarningHistory | None = None,
+    marks: Iterable[MarkRecord] = (),
 ) -> ReplayResult:
     """Run the compliance engine over recorded data, streaming (module docstring), and return hourly records
     (the final version of each: late data revise them), events (final state; retracted ones left out) and
     rates.  ``keep_readings`` keeps every accepted reading (for ``--store``): memory then grows with the
     input.  ``warnings``: the city's heavy-pollution warning history (``cems replay --warnings``, issue 16):
-    its settings become ``warning_level`` events and the emergency lists are judged under it, as live."""
+    its settings become ``warning_level`` events and the emergency lists are judged under it, as live.
+
+    ``marks``: stored mark records (``cems marks list --json``; issue 14), each applied as the live ingester
+    applied it: when the data reach the time it was received (the input's data time standing for the clock),
+    the rest after the input has ended — so an exceedance the monitoring room saw before it was marked is
+    closed as ``marked`` here too, and a mark received before the data keeps it from opening.  The records'
+    decisions (accepted; a late declaration without effect) are taken as stored."""
     if window < 1:
         raise ValueError("window must be ≥ 1")
     res = ReplayResult()
@@ -219,13 +229,27 @@ def replay(
         if warnings is not None:
             for u in engine.set_warnings(warnings, list(warnings.periods)).events:
                 events[u.event.event_id] = u.event
-        hourly: dict[tuple[str, str, datetime], HourlyRecord] = {}
+        hourly: dict[tuple[str, str, datetime, bool], HourlyRecord] = {}
         on_reading = engine.on_reading
         n_values = 0
         n_readings = 0
         kept = res.accepted
         daily: dict[tuple[str, str, date], DailyRecord] = {}
+        pending = sorted(marks, key=lambda m: (m.received_at, m.record_id))
+        res.marks = list(pending)
+        pending.reverse()  # popped from the end, oldest first
+
+        def take(out: Any) -> None:
+            for h in out.hourly:
+                hourly[_hourly_key(h)] = h
+            for d in out.daily:
+                daily[(d.mn, d.pollutant, d.day)] = d
+            for u in out.events:
+                events[u.event.event_id] = u.event
+
         for group in _in_order(_chunked(_accepted(registry, lines, fmt, res)), window):
+            while pending and pending[-1].received_at <= group[0][0].data_time:
+                take(engine.on_mark(pending.pop()))
             for reading, info in group:
                 n_readings += 1
                 if keep_readings:
@@ -238,21 +262,12 @@ def replay(
                     log.exception("the rules failed on the reading of %s at %s", reading.mn, reading.data_time)
                     res.rules_errors += 1
                     continue
-                for h in out.hourly:
-                    hourly[(h.mn, h.pollutant, h.hour_start)] = h
-                for d in out.daily:
-                    daily[(d.mn, d.pollutant, d.day)] = d
-                for u in out.events:
-                    events[u.event.event_id] = u.event
+                take(out)
         res.readings += n_readings
         res.values += n_values
-        end = engine.finish()
-        for h in end.hourly:
-            hourly[(h.mn, h.pollutant, h.hour_start)] = h
-        for d in end.daily:
-            daily[(d.mn, d.pollutant, d.day)] = d
-        for u in end.events:
-            events[u.event.event_id] = u.event
+        take(engine.finish())
+        while pending:
+            take(engine.on_mark(pending.pop()))
         res.events = sorted(
             (e for e in events.values() if e.status != RETRACTED_STATUS),
             key=lambda e: (e.start, e.mn, e.type, e.pollutant or ""),
@@ -267,6 +282,23 @@ def replay(
         res.late_unrevised = late["late_unrevised"]
         res.late_beyond_window = late["late_beyond_window"]
     return res
+
+
+def _hourly_key(h: HourlyRecord) -> tuple[str, str, datetime, bool]:
+    """A repair's record (source ``repair``) stands beside the original, as in ``cems_hourly``."""
+    return (h.mn, h.pollutant, h.hour_start, h.source == "repair")
+
+
+def load_marks(lines: Iterable[str]) -> list[MarkRecord]:
+    """Mark records, one JSON object per line (``cems marks list --json``).  Raises ValueError naming the line."""
+    out: list[MarkRecord] = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(MarkRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"marks line {n}: not a mark record ({e})") from None
+    return out
 
 
 def json_lines(objs: Iterable[dict[str, Any]]) -> Iterator[str]:

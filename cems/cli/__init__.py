@@ -23,6 +23,7 @@ from cems.cli import (
     events,
     grid,
     hj212,
+    marks,
     registry,
     replay,
     report,
@@ -42,6 +43,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (
     run,
     events,
+    marks,
     replay,
     report,
     stops,

@@ -14,8 +14,10 @@ from typing import TextIO
 
 from cems.cli._common import Formatter, add_influx_args, examples, influx_config, late_hold
 from cems.config import Env
+from cems.errors import ConfigError
+from cems.protocol.mark import MarkRecord
 from cems.registry import load_registry, missing_credentials, with_credentials
-from cems.replay import json_lines, replay
+from cems.replay import json_lines, load_marks, replay
 from cems.service.warnings import read_history
 from cems.sinks.store import store_replay
 
@@ -26,6 +28,8 @@ EPILOG = examples(
     "    --daily-out daily.jsonl --monthly-out monthly.jsonl",
     "cems replay --config registry.toml --input recorded.txt --store --influx-url http://127.0.0.1:8086",
     "cems replay --config registry.toml --input recorded.txt --warnings warnings.json --events-out events.jsonl",
+    "cems marks list --json > marks.jsonl && cems replay --config registry.toml --input recorded.txt \\",
+    "    --marks marks.jsonl --events-out events.jsonl",
 )
 
 
@@ -70,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         metavar="FILE",
         help="write month validity and monthly rules (steel ultra-low >= 95 %%) per outlet and code (JSON lines)",
     )
+    rp.add_argument(
+        "--marks",
+        metavar="FILE",
+        help="marks, declarations, repairs and withdrawals to apply, one JSON record per line as "
+        "`cems marks list --json` writes them (issue 14)",
+    )
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
     rp.add_argument(
         "--late-hold-hours",
@@ -111,6 +121,13 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     influx = influx_config(a) if a.store else None
     t0 = time.perf_counter()
     show = a.progress == "always" or (a.progress == "auto" and sys.stderr.isatty())
+    marks: list[MarkRecord] = []
+    if a.marks:
+        with open(a.marks, encoding="utf-8") as mf:
+            try:
+                marks = load_marks(mf)
+            except ValueError as e:
+                raise ConfigError(f"--marks {a.marks}: {e}") from None
     with open(a.input, encoding="utf-8", errors="replace") as f:
         lines = with_progress(f, os.fstat(f.fileno()).st_size, sys.stderr) if show else f
         res = replay(
@@ -120,6 +137,7 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
             keep_readings=a.store,
             hold=late_hold(a.late_hold_hours, env),
             warnings=None if a.warnings is None else read_history(Path(a.warnings)),
+            marks=marks,
         )
     elapsed = time.perf_counter() - t0
     outputs = [

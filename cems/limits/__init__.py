@@ -49,3 +49,26 @@ def builtin_profiles() -> Mapping[str, LimitProfile]:
             monthly_citation=str(p.get("monthly_citation", "")),
         )
     return MappingProxyType(out)
+
+
+from cems.limits._marks import (  # noqa: E402 - after the profiles, which the registry imports first
+    RATE_EFFECTS,
+    CapGroup,
+    MarkCatalog,
+    MarkType,
+    RateEffect,
+    builtin_mark_catalog,
+    parse_catalog,
+)
+
+__all__ = [
+    "RATE_EFFECTS",
+    "CapGroup",
+    "LimitProfile",
+    "MarkCatalog",
+    "MarkType",
+    "RateEffect",
+    "builtin_mark_catalog",
+    "builtin_profiles",
+    "parse_catalog",
+]

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cems.errors import RejectedMessage
-from cems.limits import builtin_profiles
+from cems.limits import MarkCatalog, builtin_mark_catalog, builtin_profiles
 from cems.model import BEIJING
 from cems.registry._emergency import EmergencySettings, ProductionLine, emergency_problems
 
@@ -133,6 +133,12 @@ class Outlet(_Strict):
     o2_max: Annotated[float, Field(gt=0, le=21)] | None = None
     stop: list[Stop] = Field(default_factory=list)
     limit_change: list[LimitChange] = Field(default_factory=list)
+    #: The industry whose operating-condition marks (工况标记) the outlet may use ("1 + N", MEE 公告2022年第21号):
+    #: an ``[industry.*]`` code of ``cems/limits/marks.toml``; by default derived from ``profile``.
+    mark_industry: str | None = None
+    #: The outlet's flow in normal operation (m³/s, e.g. from the permit or the design): a ``stop`` mark over
+    #: hours whose flow reaches a share of it raises ``mark_suspicious`` (marks.toml ``[suspicious]``).
+    normal_flow: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("mn")
     @classmethod
@@ -272,8 +278,12 @@ class Registry(_Strict):
     topics: Topics = Field(default_factory=Topics)
     #: The city's default emergency profile (issue 16, cems/limits/emergency.toml).
     emergency: EmergencySettings = Field(default_factory=EmergencySettings)
+    #: City overrides of the mark types (``cems/limits/marks.toml``): ``window_days``, ``month_final_day``,
+    #: ``caps = { group = hours }``, ``type = { CODE = { judged = …, rate = … } }``, ``suspicious = {…}``.
+    marks: dict[str, Any] = Field(default_factory=dict)
 
     _by_mn: dict[str, OutletInfo] = PrivateAttr(default_factory=dict)
+    _mark_catalog: MarkCatalog | None = PrivateAttr(default=None)
 
     @field_validator("timezone")
     @classmethod
@@ -331,10 +341,29 @@ class Registry(_Strict):
             {mn: info.enterprise.id for mn, info in by_mn.items()},
             self.emergency.profile,
         )
+        catalog: MarkCatalog | None = None
+        try:
+            catalog = builtin_mark_catalog().with_overrides(self.marks)
+        except ValueError as e:
+            problems.append(f"marks: {e}")
+        if catalog is not None:
+            for info in by_mn.values():
+                ind = info.outlet.mark_industry
+                if ind is not None and ind not in catalog.industries:
+                    problems.append(
+                        f"outlet {info.outlet.mn!r}: mark_industry {ind!r} is not one of "
+                        f"{', '.join(sorted(catalog.industries))} (cems/limits/marks.toml)"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         self._by_mn = by_mn
+        self._mark_catalog = catalog
         return self
+
+    @property
+    def mark_catalog(self) -> MarkCatalog:
+        """The mark types with this city's ``[marks]`` overrides applied."""
+        return self._mark_catalog or builtin_mark_catalog()
 
     def reindexed(self, enterprises: list[Enterprise]) -> Registry:
         """A copy with these enterprises (same ids, districts and MNs, e.g. with resolved credentials)."""

@@ -118,6 +118,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         until=until,
         grid=grid,
         emergency_events=data.emergency,
+        marks=data.marks,
     )
 
 

@@ -298,17 +298,79 @@ def grid_hotspots_csv(r: Report) -> str:
     return _csv_text(header, rows)
 
 
+def marks_csv(r: Report) -> str:
+    header = ["企业", "排放口", "MN", "标记类型", "类型代码", "标记小时数", "超标判定", "传输有效率", "记录"]
+    rows = [
+        [
+            m.enterprise,
+            m.outlet,
+            m.mn,
+            m.type_name,
+            m.type,
+            m.hours,
+            "参与" if m.judged else "不参与",
+            m.rate,
+            " ".join(m.records),
+        ]
+        for m in r.marks.marked
+    ]
+    return _csv_text(header, rows)
+
+
 #: Written only when the report has grid sections (``Report.grid``).
 GRID_CSV_FILES = {
     "township_ranking.csv": township_ranking_csv,
     "grid_hotspots.csv": grid_hotspots_csv,
 }
 
+
+def mark_caps_csv(r: Report) -> str:
+    header = ["企业", "排放口", "MN", "上限类别", "年度", "已用小时", "上限小时", "超出上限小时", "上限已核实"]
+    rows = [
+        [
+            c.enterprise,
+            c.outlet,
+            c.mn,
+            c.name,
+            c.year,
+            c.used,
+            "" if c.cap is None else f"{c.cap:g}",
+            c.over,
+            "是" if c.verified else "否",
+        ]
+        for c in r.marks.caps
+    ]
+    return _csv_text(header, rows)
+
+
+def late_declarations_csv(r: Report) -> str:
+    header = ["记录", "企业", "排放口", "MN", "类型", "开始", "结束", "收到时间", "申报人", "说明"]
+    rows = [
+        [
+            d.record_id,
+            d.enterprise,
+            d.outlet,
+            d.mn,
+            d.type,
+            d.start.isoformat(),
+            d.end.isoformat(),
+            d.received_at.isoformat(),
+            d.submitter,
+            d.note,
+        ]
+        for d in r.marks.late
+    ]
+    return _csv_text(header, rows)
+
+
 CSV_FILES = {
     "districts.csv": districts_csv,
     "outlets_below_target.csv": outlets_below_target_csv,
     "exceedances.csv": exceedances_csv,
     "availability.csv": availability_csv,
+    "marks.csv": marks_csv,
+    "mark_caps.csv": mark_caps_csv,
+    "late_declarations.csv": late_declarations_csv,
 }
 
 

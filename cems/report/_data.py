@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.report._emergency import VIOLATIONS
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
@@ -19,7 +20,7 @@ from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import PeriodKind, RankPeriod
 from cems.sinks.gridrank import load_ranking_days
 from cems.sinks.influxql import quote_ident, quote_literal
-from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT
+from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT, MARK_MEASUREMENT
 
 #: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
 Query = Callable[[str, str | None], list[dict[str, Any]]]
@@ -38,6 +39,8 @@ class ReportInput:
     first_seen: dict[str, datetime] = field(default_factory=dict)
     #: Heavy-pollution events (issue 16): warning settings and the emergency lists' violations.
     emergency: list[Event] = field(default_factory=list)
+    #: Mark records received before the end of the period (``cems_mark``, issue 14).
+    marks: list[MarkRecord] = field(default_factory=list)
 
 
 def _ns(t: datetime) -> int:
@@ -146,6 +149,9 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         if ev.type == WARNING_LEVEL or ev.end is None or ev.end > start - EVENT_LOOKBACK:
             out.emergency.append(ev)
     out.emergency.sort(key=lambda e: (e.start, e.type, e.mn, e.pollutant or ""))
+    mq = quote_ident(MARK_MEASUREMENT)
+    for r in query(f"SELECT * FROM {mq} WHERE time < {_ns(end)}", "s"):
+        out.marks.append(MarkRecord.from_json({k: (None if v == "" else v) for k, v in r.items()}))
     return out
 
 

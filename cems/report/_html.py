@@ -445,6 +445,56 @@ def _warning_section(r: Report) -> str:
     return "".join(out)
 
 
+def _marks_tables(r: Report) -> str:
+    """Marked hours per outlet and type, caps used, late declarations (issue 14)."""
+    m = r.marks
+    if not (m.marked or m.caps or m.late):
+        return '<p class="note">本期无企业标记、停产申报或修约。</p>'
+    out: list[str] = []
+    rate_zh = {"as_measured": "按实际数据", "removed": "不计应收", "invalid": "计为无效", "valid": "计为有效"}
+    if m.marked:
+        out.append(
+            "<table><thead><tr><th>企业</th><th>排放口（MN）</th><th>标记类型</th><th>标记小时数</th>"
+            "<th>超标判定</th><th>传输有效率</th><th>记录</th></tr></thead><tbody>"
+        )
+        for row in m.marked:
+            out.append(
+                f"<tr><td>{esc(row.enterprise)}</td><td>{esc(row.outlet)}（{esc(row.mn)}）</td>"
+                f'<td>{esc(row.type_name)}（{esc(row.type)}）</td><td class="n">{row.hours}</td>'
+                f"<td>{'参与' if row.judged else '不参与'}</td><td>{esc(rate_zh.get(row.rate, row.rate))}</td>"
+                f"<td>{esc('、'.join(row.records))}</td></tr>"
+            )
+        out.append("</tbody></table>")
+    if m.caps:
+        out.append(
+            "<h3>年度累计时长上限</h3><table><thead><tr><th>企业</th><th>排放口（MN）</th><th>上限类别</th><th>年度</th>"
+            "<th>已用小时</th><th>上限（小时）</th><th>超出上限小时（照常判定）</th></tr></thead><tbody>"
+        )
+        for c in m.caps:
+            cap = "未设定" if c.cap is None else f"{c.cap:g}" + ("" if c.verified else "（待核实）")
+            cls = ' class="exceedance"' if c.over else ""
+            out.append(
+                f"<tr{cls}><td>{esc(c.enterprise)}</td><td>{esc(c.outlet)}（{esc(c.mn)}）</td><td>{esc(c.name)}</td>"
+                f'<td class="n">{c.year}</td><td class="n">{c.used}</td><td class="n">{esc(cap)}</td>'
+                f'<td class="n">{c.over}</td></tr>'
+            )
+        out.append("</tbody></table>")
+    if m.late:
+        out.append(
+            "<h3>逾期停产申报（保留记录，不产生效力）</h3><table><thead><tr><th>企业</th><th>排放口（MN）</th>"
+            "<th>申报时段</th><th>收到时间</th><th>申报人</th><th>说明</th></tr></thead><tbody>"
+        )
+        for d in m.late:
+            span = f"{d.start.astimezone(BEIJING):%Y-%m-%d %H:%M} 至 {d.end.astimezone(BEIJING):%Y-%m-%d %H:%M}"
+            out.append(
+                f"<tr><td>{esc(d.enterprise)}</td><td>{esc(d.outlet)}（{esc(d.mn)}）</td><td>{esc(span)}</td>"
+                f"<td>{d.received_at.astimezone(BEIJING):%Y-%m-%d %H:%M}</td><td>{esc(d.submitter)}</td>"
+                f"<td>{esc(d.note)}</td></tr>"
+            )
+        out.append("</tbody></table>")
+    return "".join(out)
+
+
 def _card(value: str, key: str, cls: str = "") -> str:
     c = f" {cls}" if cls else ""
     return f'<div class="card"><div class="v{c}">{esc(value)}</div><div class="k">{esc(key)}</div></div>'
@@ -498,6 +548,10 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _hotspot_section(r),
         "<h2>重污染天气应急响应</h2>",
         _warning_section(r),
+        "<h2>企业标记、停产申报与修约</h2>",
+        '<p class="note">标记不参与超标判定的小时不计为超标（生态环境部公告2022年第21号）；标记、修约须在 10 日内提交，'
+        "当月数据于次月 10 日后终结；逾期的停产申报保留记录但不产生效力。</p>",
+        _marks_tables(r),
         "<h2>数据可用性（排放口 × 日）</h2>",
         legend(),
         f'<div style="overflow-x:auto">{heat_map(r)}</div>',

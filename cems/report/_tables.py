@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from cems.model import BEIJING, POLLUTANT_NAMES
+from cems.protocol.mark import MarkRecord
 from cems.registry import Outlet, Registry
 from cems.report._emergency import WarningRow, warning_rows
+from cems.report._marks import MarksSection, marks_ledger, marks_section
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
-from cems.rules.events import HOURLY_EXCEEDANCE, Event
+from cems.rules.events import HOURLY_EXCEEDANCE, RETRACTED_STATUS, Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.marks import MARKED
 from cems.rules.ranking import RankEntry, Ranking, RankPeriod, rank_period
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate, RateCounter, RateCounts
 
@@ -258,6 +261,8 @@ class Report:
     grid: GridSection | None = None
     #: Heavy-pollution warnings of the period and the listed enterprises' verdicts (issue 16).
     warnings: tuple[WarningRow, ...] = ()
+    #: Marks, declarations and repairs (issue 14): marked hours per outlet and type, caps, late declarations.
+    marks: MarksSection = field(default_factory=MarksSection)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -293,6 +298,7 @@ def build_report(
     until: datetime | None = None,
     grid: GridSection | None = None,
     emergency_events: Sequence[Event] = (),
+    marks: Iterable[MarkRecord] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -301,6 +307,9 @@ def build_report(
     the period (only ``hourly_exceedance`` ones are used).  ``first_seen``: MN → time of its first hourly
     record ever (see the module docstring); records of the period are taken into account as well.
     ``until``: for a period still in progress, count only up to this time (the hours flushed so far).
+    ``marks``: the mark records received up to the end of the period (issue 14; those of the year before the
+    period too, for the caps): the rates count marked and repaired hours as the mark types say, exceedances
+    closed as ``marked`` are left out, and the report shows them (:class:`MarksSection`).
     """
     recs = list(records)
     first: dict[str, datetime] = dict(first_seen or {})
@@ -311,6 +320,8 @@ def build_report(
     silent = {i.outlet.mn for i in registry.outlets() if i.outlet.mn not in first}
     reg = registry
     counter = RateCounter(reg)
+    ledger = marks_ledger(reg, marks)
+    counter.overlay = ledger
     counter.add_all(recs)
     start, end = period.start, period.end
     if until is not None and until < end:
@@ -403,7 +414,7 @@ def build_report(
     # -- exceedances per enterprise
     groups: dict[str, list[tuple[Event, float]]] = {}
     for ev in events:
-        if ev.type != HOURLY_EXCEEDANCE:
+        if ev.type != HOURLY_EXCEEDANCE or ev.status in (MARKED, RETRACTED_STATUS):
             continue
         h = _event_hours_in(ev, start, end)
         if h <= 0:
@@ -495,4 +506,5 @@ def build_report(
         outlet_days=tuple(days),
         grid=grid,
         warnings=warning_rows(registry, emergency_events, period.start, end),
+        marks=marks_section(reg, ledger, start, end),
     )

@@ -95,6 +95,8 @@ class Event:
     #: Changed by data that arrived after the hours concerned were decided (a late CN=2061, back-filled
     #: data): the event was opened, extended, reopened, closed or retracted late (docs/events.md).
     late: bool = False
+    #: Ids of the marks, declarations or repairs (issue 14; :mod:`cems.rules.marks`) that touched the event.
+    marks: tuple[str, ...] = ()
 
     @property
     def event_id(self) -> str:
@@ -121,6 +123,7 @@ class Event:
             "profile": self.profile,
             "status": self.status,
             "late": self.late,
+            **({"marks": list(self.marks)} if self.marks else {}),
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class Event:
             profile=d.get("profile"),
             status=str(d["status"]),
             late=bool(d.get("late", False)),
+            marks=tuple(str(m) for m in d.get("marks") or ()),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:
@@ -720,6 +724,18 @@ class InterruptionTracker:
     @property
     def open_event(self) -> Event | None:
         return self._open
+
+    def set_marked_stops(self, spans: Sequence[tuple[float, float]]) -> None:
+        """Stops documented by marks or stop declarations (issue 14: types that remove hours from the expected
+        count), besides the registry's: silence inside them is no interruption either.  An open interruption
+        that a new stop covers closes at its next ``on_clock``/``on_data``, as for a declared stop."""
+        out: list[tuple[float, float]] = []
+        for a, b in sorted([*_merged_stops(self.outlet), *spans]):
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        self._stops = out
 
     @property
     def threshold_s(self) -> float:

@@ -30,10 +30,10 @@ of the first month present in the input to the end of the last day present.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cems.model import BEIJING
 from cems.registry import Outlet, OutletInfo, Registry
@@ -51,6 +51,19 @@ RATE_RULE_ZH: Final = (
     "传输有效率 = 传输率 × 有效率，按小时记录计；有效小时均值须有不少于 45 分钟的有效数据（HJ 75-2017）"
 )
 EXCEEDANCE_RULE_ZH: Final = "超标指小时折算均值超过排放限值（HJ 76-2017）"
+
+
+class RateOverlay(Protocol):
+    """Marks, declarations and repairs over the counted hours (issue 14; :class:`cems.rules.marks.MarkLedger`):
+    applied when the rates are computed, so they count the same whatever arrived first."""
+
+    def rate_effects(self, mn: str, lo: int, hi: int) -> Mapping[int, str]: ...
+
+    def repairs(self, mn: str) -> Mapping[tuple[str, int], object]: ...
+
+    def all_repairs(self) -> list[tuple[str, str, int]]: ...
+
+    def judged_exceeds(self, mn: str, pollutant: str, hour: int, exceeds: bool) -> bool: ...
 
 
 def _ts(t: datetime) -> int:
@@ -232,6 +245,9 @@ class RateCounter:
         self._exceed: dict[tuple[str, str, int], int] = {}
         #: Records of outlets not in the registry (ignored).
         self.unknown = 0
+        #: Marks and repairs (issue 14): hours removed, counted valid or not valid, repaired hours, marked
+        #: exceedances (``None``: none).
+        self.overlay: RateOverlay | None = None
 
     # -- input
 
@@ -334,6 +350,10 @@ class RateCounter:
         if hi <= lo:
             return {}
         stopped = self._stopped_hours(o, lo, hi)
+        overlay = self.overlay
+        effects = {} if overlay is None else overlay.rate_effects(o.mn, lo, hi)
+        if effects:
+            stopped |= {h for h, e in effects.items() if e == "removed"}
         days: dict[int, dict[str, list[int]]] = {}
         d = _day_index(lo)
         while True:
@@ -345,8 +365,20 @@ class RateCounter:
             days[d] = {f: [n, 0, 0] for f in self.factors}
             d += 1
         seen = self._seen.get(o.mn, {})
+        repairs = {} if overlay is None else overlay.repairs(o.mn)
         for f in self.factors:
-            for h, code in seen.get(f, {}).items():
+            slots = seen.get(f, {})
+            if effects or repairs:  # marks: valid / not valid; a repair (修约) makes the hour received and valid
+                slots = dict(slots)
+                for h, e in effects.items():
+                    if e == "valid":
+                        slots[h] = slots.get(h, 0) | 1
+                    elif e == "invalid" and h in slots:
+                        slots[h] &= ~1
+                for p, h in repairs:
+                    if p == f:
+                        slots[h] = slots.get(h, 0) | 1
+            for h, code in slots.items():
                 if lo <= h < hi and h not in stopped:
                     c = days[_day_index(h)][f]
                     c[1] += 1
@@ -442,9 +474,17 @@ class RateCounter:
             agg[key] = agg.get(key, RateCounts()) + c
             outlets[key] = outlets.get(key, 0) + 1
         exceeding: dict[tuple[str, str], set[str]] = {}
-        for (mn, _, h), code in self._exceed.items():
+        overlay = self.overlay
+        for (mn, p, h), code in self._exceed.items():
             ex_info = self.registry.outlet(mn)
             if code & 1 and ex_info is not None:
+                if overlay is not None and not overlay.judged_exceeds(mn, p, h, True):
+                    continue  # marked (not judged), or repaired below the limit (issue 14)
+                key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
+                exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
+        for mn, p, h in [] if overlay is None else overlay.all_repairs():
+            ex_info = self.registry.outlet(mn)
+            if ex_info is not None and overlay is not None and overlay.judged_exceeds(mn, p, h, False):
                 key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
                 exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
         out: list[DistrictMonthRate] = []

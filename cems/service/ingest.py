@@ -220,6 +220,7 @@ class IngestService:
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))
             subs.append((self.compliance.warning_topic, 1))  # heavy-pollution warning settings (issue 16)
+            subs.append((self.compliance.mark_topic, 1))  # marks entered by the bureau (issue 14)
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -378,8 +379,9 @@ class IngestService:
             self._reassembler.expire(time.monotonic())
         for msg in batch:
             if msg.topic == self._command_topic or (
-                self.compliance is not None and msg.topic == self.compliance.warning_topic
-            ):
+                self.compliance is not None
+                and (msg.topic == self.compliance.warning_topic or self.compliance.is_mark_topic(msg.topic))
+            ):  # acknowledgements, warning settings (issue 16); marks, declarations and repairs (issue 14)
                 commands.append(msg)
                 continue
             fp = hash((msg.topic, msg.payload))

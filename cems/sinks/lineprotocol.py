@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Final
 
 from cems.model import BEIJING, Reading
+from cems.protocol.mark import MarkRecord
 from cems.rules.daily import DailyRecord
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
@@ -159,6 +160,8 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "late": ev.late,
         **extra,
     }
+    if ev.marks:  # the marks, declarations or repairs that touched the event (issue 14)
+        fields["marks"] = ",".join(ev.marks)
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
 
 
@@ -263,3 +266,35 @@ def grid_rank_line(entry: RankEntry, ranking: Ranking) -> str:
 def grid_rank_lines(ranking: Ranking) -> list[str]:
     """Every ``grid_rank`` point of a ranking: the city's list and each district's."""
     return [grid_rank_line(e, ranking) for e in ranking.entries()]
+
+
+MARK_MEASUREMENT: Final = "cems_mark"
+
+
+def mark_line(rec: MarkRecord, enterprise: str, district: str) -> str:
+    """``cems_mark``: one point per mark, stop declaration, repair or withdrawal (issue 14), append-only; time =
+    when the ingester received it; ``record_id`` is a tag, so no two records share a point."""
+    tags = {
+        "mn": rec.mn,
+        "enterprise": enterprise,
+        "district": district,
+        "kind": rec.kind,
+        "type": rec.type,
+        "record_id": rec.record_id,
+    }
+    fields: dict[str, float | int | str | bool | None] = {
+        "from": rec.start.astimezone(BEIJING).isoformat(),
+        "to": rec.end.astimezone(BEIJING).isoformat(),
+        "status": rec.status,
+        "reason": rec.reason,
+        "attachment": rec.attachment,
+        "submitter": rec.submitter,
+        "received_at": rec.received_at.astimezone(BEIJING).isoformat(),
+        "via": rec.via,
+        "client": rec.client or None,
+        "pollutant": rec.pollutant,
+        "value": rec.value,
+        "target": rec.target,
+        "note": rec.note or None,
+    }
+    return point(MARK_MEASUREMENT, tags, fields, _ms(rec.received_at))

@@ -11,6 +11,7 @@ from cems.sinks.lineprotocol import (
     district_month_rate_line,
     event_line,
     hourly_line,
+    mark_line,
     outlet_day_rate_line,
     reading_line,
 )
@@ -35,6 +36,7 @@ async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
             ent, dist = where.get(d.mn, ("", ""))
             lines.append(daily_line(d, ent, dist))
         lines += [event_line(e) for e in res.events]
+        lines += [mark_line(m, *where.get(m.mn, ("", ""))) for m in res.marks]  # issue 14: the records applied
         lines += [outlet_day_rate_line(r) for r in res.outlet_days]
         lines += [district_month_rate_line(r) for r in res.district_months]
         for i in range(0, len(lines), BATCH):

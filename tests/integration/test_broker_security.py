@@ -453,3 +453,27 @@ def test_secured_broker_beside_the_plain_one_and_restart(broker: SecureBroker) -
 def _tls_files(broker: SecureBroker) -> tuple[Path, Path, Path]:
     d = broker.ca.parent
     return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+# ---- marks (issue 14): an MN marks only itself and reads only its own answers
+
+
+def test_gateway_marks_only_its_own_mn_and_reads_only_its_own_answers(
+    broker: SecureBroker, clients: list[Client]
+) -> None:
+    sub = ingester_subscriber(clients, broker.port)  # cems/v1/+/+ covers cems/v1/{mn}/mark
+    gw = login(clients, broker.port, MN1)
+    gw.publish(f"cems/v1/{MN2}/mark", b"mark-as-MN2")  # another MN: dropped by the broker
+    gw.publish(f"cems/v1/{MN1}/mark", b"mark-own")
+    sub.wait_for(b"mark-own")
+    assert b"mark-as-MN2" not in sub.payloads()
+    assert sub.messages[-1] == (f"cems/v1/{MN1}/mark", b"mark-own")
+    granted = gw.subscribe(f"cems/cmd/v1/reply/{MN1}/+", f"cems/cmd/v1/reply/{MN2}/+", "cems/cmd/v1/reply/+")
+    assert not granted[0].is_failure
+    ingester = login(clients, broker.port, "cems-ingester")
+    ingester.publish(f"cems/cmd/v1/reply/{MN2}/r2", b"answer-to-MN2")
+    ingester.publish("cems/cmd/v1/reply/r3", b"answer-to-an-ack")
+    ingester.publish(f"cems/cmd/v1/reply/{MN1}/r1", b"answer-to-MN1")
+    gw.wait_for(b"answer-to-MN1")
+    time.sleep(GRACE_S)
+    assert gw.payloads() == [b"answer-to-MN1"]

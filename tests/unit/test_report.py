@@ -324,7 +324,10 @@ def test_csv_files_have_a_bom_and_the_tables(registry: Registry, tmp_path: Path)
     r = build_report(registry, WEEK, week_records(), [exceedance("M3", "E2", "a21026", WEEK.start, 2, 50, 35)])
     paths = write_report(r, tmp_path / "out")
     names = [p.name for p in paths]
-    assert names == ["report.html", "districts.csv", "outlets_below_target.csv", "exceedances.csv", "availability.csv"]
+    assert names == [
+        "report.html", "districts.csv", "outlets_below_target.csv", "exceedances.csv", "availability.csv",
+        "marks.csv", "mark_caps.csv", "late_declarations.csv",
+    ]  # fmt: skip
     tables: dict[str, list[dict[str, str]]] = {}
     for p in paths[1:]:
         raw = p.read_bytes()

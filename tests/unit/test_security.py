@@ -66,6 +66,7 @@ def test_acl_default_rules() -> None:
     acl = mosquitto_acl(registry('[[grid_sensor]]\nid = "G1"\ndistrict = "130602"\n'))
     assert rules(acl) == [
         "pattern write cems/v1/%u/+",
+        "pattern read cems/cmd/v1/reply/%u/+",  # an MN reads only the answers to its own marks (issue 14)
         "pattern write grid/v1/%u",
         "user cems-ingester",
         "topic read cems/v1/+/+",

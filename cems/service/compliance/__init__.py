@@ -3,11 +3,14 @@
 * :mod:`cems.service.compliance._runtime`: :class:`ComplianceRuntime` (feeds the engine, writes to InfluxDB,
   commits, dispatches alerts), :class:`ComplianceConfig`, the acknowledgement command.
 * :mod:`cems.service.compliance._state`: the durable state in SQLite (schema, events table, commits).
-* :mod:`cems.service.compliance._read`: events as stored in InfluxDB (``cems events list``).
+* :mod:`cems.service.compliance._read`: events and marks as stored in InfluxDB (``cems events list``,
+  ``cems marks list``, :func:`list_marks` for an evidence export of an outlet and a period).
+* :mod:`cems.service.compliance._marks`: sending a mark to the ingester and waiting for its answer.
 """
 
 from cems.rules.events import CLOSED
-from cems.service.compliance._read import EVENT_COLUMNS, list_events
+from cems.service.compliance._marks import mark_topic, submit_mark
+from cems.service.compliance._read import EVENT_COLUMNS, list_events, list_marks, mark_from_row, withdrawn
 from cems.service.compliance._runtime import (
     ComplianceConfig,
     ComplianceRuntime,
@@ -40,7 +43,12 @@ __all__ = [
     "ack_event",
     "alert_id",
     "list_events",
+    "list_marks",
+    "mark_from_row",
+    "mark_topic",
     "parse_ack",
+    "submit_mark",
     "transition_key",
     "wall_clock",
+    "withdrawn",
 ]

@@ -1,11 +1,16 @@
-"""The read side of events: their latest state as stored in ``cems_event`` (InfluxDB, InfluxQL over
-``/query``), for ``cems events list``."""
+"""The read side of events and marks: the latest state of events as stored in ``cems_event`` (``cems events
+list``), and the marks, declarations, repairs and withdrawals of ``cems_mark`` (``cems marks list``, an
+evidence export) — InfluxDB, InfluxQL over ``/query``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
+from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.sinks.influx import influx_query
+from cems.sinks.influxql import quote_literal
 
 EVENT_COLUMNS: Final = (
     "event_id",
@@ -47,3 +52,44 @@ def list_events(
         out.append(row)
     out.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("event_id") or "")))
     return out
+
+
+def _aware(v: str) -> datetime:
+    t = datetime.fromisoformat(v)
+    return t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)
+
+
+def mark_from_row(row: dict[str, Any]) -> MarkRecord:
+    """A :class:`MarkRecord` from a ``cems_mark`` row."""
+    d = {k: (None if v == "" else v) for k, v in row.items()}
+    return MarkRecord.from_json(d)
+
+
+def list_marks(
+    influx_url: str,
+    db: str,
+    *,
+    mn: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[MarkRecord]:
+    """The marks, stop declarations, repairs and withdrawals stored in ``cems_mark`` (of ``mn``) whose period
+    overlaps ``[start, end)`` (a withdrawal: whose target does; both ``None``: all), in the order received.
+    Append-only: a withdrawn record is listed with the withdrawal that took it out of force (for an evidence
+    export of an outlet and a period)."""
+    q = "SELECT * FROM cems_mark"
+    if mn is not None:
+        q += f' WHERE "mn" = {quote_literal(mn)}'
+    recs = [mark_from_row(r) for r in influx_query(influx_url, db, q)]
+    recs.sort(key=lambda r: (r.received_at, r.record_id))
+    if start is None and end is None:
+        return recs
+    lo = start or datetime.min.replace(tzinfo=BEIJING)
+    hi = end or datetime.max.replace(tzinfo=BEIJING)
+    keep = {r.record_id for r in recs if r.kind != "withdrawal" and r.start < hi and r.end > lo}
+    return [r for r in recs if r.record_id in keep or (r.kind == "withdrawal" and r.target in keep)]
+
+
+def withdrawn(records: list[MarkRecord]) -> dict[str, str]:
+    """Record id → id of the withdrawal that took it out of force."""
+    return {r.target: r.record_id for r in records if r.kind == "withdrawal" and r.target}

@@ -45,9 +45,11 @@ from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
+from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
 from cems.registry import OutletInfo, Registry, Topics
 from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, day_bounds, month_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
+from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
     DB_FILE,
@@ -59,6 +61,7 @@ from cems.service.compliance._state import (
     alert_id,
     commit_state,
     load_events,
+    load_marks,
     load_state,
     prune_rate_records,
     rate_record,
@@ -84,6 +87,7 @@ from cems.sinks.lineprotocol import (
     district_month_rate_line,
     event_line,
     hourly_line,
+    mark_line,
     outlet_day_rate_line,
 )
 
@@ -168,6 +172,11 @@ class ComplianceRuntime:
         self.ack_topic = f"{registry.topics.command_prefix}/ack"
         #: Heavy-pollution warning settings (issue 16, :mod:`cems.service.warnings`), kept in ``warnings.json``.
         self.warning_topic = warning_topic(registry.topics)
+        #: Marks entered by the bureau (``mn`` in the payload); enterprises publish on ``{prefix}/{mn}/mark``.
+        self.mark_topic = f"{registry.topics.command_prefix}/mark"
+        self._data_prefix = registry.topics.prefix + "/"
+        #: Mark records accepted since the last commit (stored with it, in the same transaction).
+        self._pending_marks: list[MarkRecord] = []
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
         self._broken = False
@@ -214,6 +223,8 @@ class ComplianceRuntime:
                 log.warning("cannot restore the engine state of outlet %s (%s): starting it afresh", mn, e)
         for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
             self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+        marks = await self.db.call(load_marks)
+        self.engine.load_marks(marks)  # their effects are in the restored outlet states
         unacked = stored.unacked
         self._unacked = unacked
         log.info(
@@ -297,12 +308,24 @@ class ComplianceRuntime:
             if (self._pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
-                res = await self._ack_command(msg, stop)
+                if self.is_mark_topic(msg.topic):
+                    res = await self._mark_command(msg, stop)
+                else:
+                    res = await self._ack_command(msg, stop)
                 if res is False:
                     return None
                 if isinstance(res, RejectedMessage):
                     rejects.append((msg, res))
         return rejects
+
+    def is_mark_topic(self, topic: str) -> bool:
+        """``{prefix}/{mn}/mark`` (an enterprise's own channel) or ``{command_prefix}/mark`` (the bureau)."""
+        if topic == self.mark_topic:
+            return True
+        if not topic.startswith(self._data_prefix) or not topic.endswith("/mark"):
+            return False
+        rest = topic[len(self._data_prefix) :].split("/")
+        return len(rest) == 2 and bool(rest[0])
 
     def _judge(self, readings: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
         """The engine's output for a batch. A bug the rules meet on one reading must not stop ingestion (the
@@ -467,7 +490,7 @@ class ComplianceRuntime:
         rate_rows = [
             (r.mn, r.pollutant, int(r.hour_start.timestamp()), r.source, int(r.counts_valid), int(r.exceeds))
             for r in out.hourly
-            if r.exceeds or r.limit is not None or r.pollutant in factors
+            if (r.exceeds or r.limit is not None or r.pollutant in factors) and r.source != SOURCE_REPAIR
         ]
         lines: list[str] = []
         for rec in out.hourly:
@@ -489,8 +512,8 @@ class ComplianceRuntime:
                 row = known.get(eid)
                 if row is not None and (
                     row.alerted_key == key
-                    or (u.kind == OPENED and row.status != RETRACTED_STATUS)
-                    or (row.status != "open" and not ev.late)
+                    or (u.kind == OPENED and row.status not in (RETRACTED_STATUS, MARKED))
+                    or (row.status != "open" and not ev.late and not _mark_revision(u.kind, ev))
                 ):
                     # already alerted (redelivery after a crash) or stale: never alert twice; only late data
                     # (a revision, issue 12 item 1) reopen, extend or retract an event already closed
@@ -518,15 +541,20 @@ class ComplianceRuntime:
                 lines.append(event_line(ev, **row.ack_fields()))
                 rows += self._alert_rows(row, u.kind, key)
                 self.stats.event_updates += 1
+        marks, self._pending_marks = self._pending_marks, []
+        for m in marks:
+            info = self.registry.outlet(m.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(mark_line(m, ent, dist))
         if lines and not await self._write(lines, stop):
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if changes or rate_rows or upserts or rows:
+        if changes or rate_rows or upserts or rows or marks:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts))
+                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks))
             except BaseException:
                 self._broken = True
                 raise
@@ -555,6 +583,51 @@ class ComplianceRuntime:
         log.info("warning level %s from %s set by %s", period.level.label, period.start.isoformat(), period.set_by)
         self._reply(reply_to, {"result": "set", **period.to_json()})
         return True
+
+    async def _mark_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
+        """A mark, stop declaration, repair or withdrawal (``cems.mark/1``, issue 14): decided against the
+        registry, the mark types and the deadline; an accepted record (or a late declaration, kept without
+        effect) is stored append-only in SQLite and ``cems_mark`` with the engine's revisions, then answered."""
+        now = self.config.clock()
+        topic_mn = None if msg.topic == self.mark_topic else msg.topic[len(self._data_prefix) :].split("/")[0]
+        try:
+            sub = parse_mark(msg.payload, topic_mn=topic_mn, via=msg.topic, received_at=now)
+        except RejectedMessage as e:
+            self._mark_reply(topic_mn or _payload_mn(msg.payload), _reply_to(msg.payload), e.reason, e.detail)
+            return e
+        rec = sub.record
+        known = self.engine.marks.get(rec.mn, rec.record_id)
+        if known is not None:  # redelivered, or sent twice with the same reply_to: stored once
+            self._mark_reply(rec.mn, sub.reply_to, "duplicate", "already stored", known)
+            return True
+        try:
+            rec = self.engine.marks.check(rec, now)
+        except RejectedMessage as e:
+            self._mark_reply(rec.mn, sub.reply_to, e.reason, e.detail)
+            log.info("%s of %s refused: %s: %s", rec.kind, rec.mn, e.reason, e.detail)
+            return e
+        target = self.engine.marks.get(rec.mn, rec.target) if rec.target else None
+        out = self.engine.on_mark(rec)
+        self._pending.extend(out)
+        self._pending_marks.append(rec)
+        self._rate_days.update(_days(target or rec, now))
+        if not await self._flush(stop):
+            return False
+        self.stats.marks += 1
+        log.info("%s %s of %s (%s) stored: %s", rec.kind, rec.record_id, rec.mn, rec.type, rec.status)
+        self._mark_reply(rec.mn, sub.reply_to, "accepted" if rec.status == ACCEPTED else rec.status, rec.note, rec)
+        return True
+
+    def _mark_reply(
+        self, mn: str | None, request_id: str | None, result: str, detail: str, rec: MarkRecord | None = None
+    ) -> None:
+        """Answer on ``{command_prefix}/reply/{mn}/{request_id}``: the submitting MN may read only its own."""
+        if request_id is None or not mn:
+            return
+        body: dict[str, Any] = {"result": result, "detail": detail}
+        if rec is not None:
+            body["record"] = rec.to_json()
+        self._reply(f"{mn}/{request_id}", body)
 
     async def _ack_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
         if msg.topic == self.warning_topic:
@@ -630,7 +703,7 @@ class ComplianceRuntime:
         done: list[tuple[str, str]] = []
         for eid in due:
             row = known.get(eid)
-            if row is None or row.acked_at is not None or row.escalated_at is not None:
+            if row is None or row.acked_at is not None or row.escalated_at is not None or row.status == MARKED:
                 self._unacked.pop(eid, None)
                 continue
             row = replace(row, escalated_at=at)
@@ -655,6 +728,27 @@ class ComplianceRuntime:
             self.stats.escalations += len(done)
             self.dispatcher.kick()
         return True
+
+
+def _mark_revision(kind: str, ev: Any) -> bool:
+    """An update that marks (issue 14) make to an event already closed: a run closed as ``marked``, reopened by
+    a withdrawal, revised by a repair, or a mark event."""
+    return kind == MARKED or bool(ev.marks) or ev.type in (MARK_CAP_EXCEEDED, MARK_SUSPICIOUS)
+
+
+def _days(rec: MarkRecord, now: datetime) -> set[date]:
+    """Beijing days whose transmission rates a record may change (at most the last 40 days: older are final)."""
+    a = max(rec.start, now - timedelta(days=40)).astimezone(BEIJING).date()
+    b = min(rec.end, now).astimezone(BEIJING).date()
+    return {a + timedelta(days=i) for i in range((b - a).days + 1)} if b >= a else set()
+
+
+def _payload_mn(payload: bytes) -> str | None:
+    with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+        mn = json.loads(payload).get("mn")
+        if isinstance(mn, str) and re.match(r"^[A-Za-z0-9_\-]{1,24}$", mn):
+            return mn
+    return None
 
 
 def _reply_to(payload: bytes) -> str | None:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.rules.events import HOURLY_EXCEEDANCE, UPDATED, Event
 from cems.rules.hourly import HourlyRecord
 from cems.service.outbox import (
@@ -66,6 +67,11 @@ CREATE TABLE IF NOT EXISTS hour_log(
     id INTEGER PRIMARY KEY, mn TEXT NOT NULL, last_hour INTEGER NOT NULL, entries TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
+-- marks, stop declarations, repairs and withdrawals (issue 14): append-only, never updated nor deleted
+CREATE TABLE IF NOT EXISTS marks(
+    record_id TEXT NOT NULL, mn TEXT NOT NULL, kind TEXT NOT NULL, received_ts REAL NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY(mn, record_id)
+);
 CREATE TABLE IF NOT EXISTS rate_records(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
     valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
@@ -179,6 +185,8 @@ class ComplianceStats:
     late_beyond_window: int = 0
     #: readings on which the rules raised an unexpected error (stored, acknowledged, not judged; logged)
     rules_errors: int = 0
+    #: marks, stop declarations, repairs and withdrawals stored (issue 14)
+    marks: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -294,6 +302,12 @@ def with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: lis
     hourly["open"] = open_
 
 
+def load_marks(conn: sqlite3.Connection, mn: str | None = None) -> list[MarkRecord]:
+    """Every stored mark record (of ``mn``), in the order received."""
+    q = "SELECT json FROM marks" + (" WHERE mn = ?" if mn is not None else "") + " ORDER BY received_ts, record_id"
+    return [MarkRecord.from_json(json.loads(j)) for (j,) in conn.execute(q, () if mn is None else (mn,))]
+
+
 def commit_state(
     conn: sqlite3.Connection,
     changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
@@ -301,6 +315,7 @@ def commit_state(
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
+    marks: Sequence[MarkRecord] = (),
 ) -> None:
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
@@ -313,6 +328,14 @@ def commit_state(
             logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
             conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
             conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
+        if marks:  # append-only: a record id stored twice (a redelivery) keeps the first
+            conn.executemany(
+                "INSERT OR IGNORE INTO marks(record_id, mn, kind, received_ts, json) VALUES (?,?,?,?,?)",
+                [
+                    (m.record_id, m.mn, m.kind, m.received_at.timestamp(), json.dumps(m.to_json(), ensure_ascii=False))
+                    for m in marks
+                ],
+            )
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
