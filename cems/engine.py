@@ -37,6 +37,7 @@ from cems.rules import (
     limit_key,
 )
 from cems.rules.daily import DailyRecord, OutletDaily
+from cems.rules.hourly import HourArchive
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -72,6 +73,7 @@ class _OutletEngine:
         max_o2: float,
         over_range_valid: bool,
         hold: timedelta = DEFAULT_HOLD,
+        archive: HourArchive | None = None,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
@@ -84,6 +86,7 @@ class _OutletEngine:
             max_o2=max_o2,
             over_range_valid=t_ok,
             hold=hold,
+            archive=archive,
         )
         self.exceedance = ExceedanceTracker(o.mn, e, d)
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
@@ -151,11 +154,15 @@ class ComplianceEngine:
         lateness: timedelta = DEFAULT_LATENESS,
         journal: bool = True,
         hold: timedelta = DEFAULT_HOLD,
+        archive: HourArchive | None = None,
     ) -> None:
         """``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
         service persists it); ``cems replay`` persists nothing and turns it off.  ``hold``: how long an
-        emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`)."""
+        emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`).  ``archive``: where
+        they go then, until the repair deadline, so that late data still revise the hour exactly (``None``:
+        nowhere; such late data are counted ``late_unrevised``)."""
         self.registry = registry
+        self.archive = archive
         self.lateness = lateness
         self.hold = hold
         self.journal = journal
@@ -178,7 +185,7 @@ class ComplianceEngine:
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
             t_ok = self.registry.city.over_range_valid
             oe = self._outlets[o.mn] = _OutletEngine(
-                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold
+                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold, self.archive
             )
         return oe
 
@@ -235,6 +242,20 @@ class ComplianceEngine:
         for oe in touched.values():
             self._hours(oe, oe.hourly.revisions(), out)
         return out
+
+    def archived_wanted(self, items: list[tuple[Reading, OutletInfo]]) -> set[tuple[str, int]]:
+        """(MN, hour) of the evicted hours that these readings revise, to load from the archive before
+        feeding them (live: the archive is read off the event loop; :class:`cems.rules.hourly.HourArchive`)."""
+        want: set[tuple[str, int]] = set()
+        if self.archive is None:
+            return want
+        for reading, _ in items:
+            oe = self._outlets.get(reading.mn)
+            if oe is not None:
+                h = oe.hourly.archived_wanted(reading)
+                if h is not None:
+                    want.add((reading.mn, h))
+        return want
 
     def late_counts(self) -> dict[str, int]:
         """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),

@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 from cems.decode import decode_hj212, decode_hj212_text
 from cems.engine import ComplianceEngine, merge_parts
 from cems.errors import RejectedMessage
+from cems.hour_archive import TempHourArchive
 from cems.model import BEIJING, Reading, Stream
 from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
@@ -211,7 +212,8 @@ def replay(
         raise ValueError("window must be ≥ 1")
     res = ReplayResult()
     with _no_gc():
-        engine = ComplianceEngine(registry, journal=False, hold=hold)
+        archive = TempHourArchive()  # hours out of memory, until their repair deadline (exact late revisions)
+        engine = ComplianceEngine(registry, journal=False, hold=hold, archive=archive)
         events: dict[str, Event] = {}
         hourly: dict[tuple[str, str, datetime], HourlyRecord] = {}
         on_reading = engine.on_reading
@@ -260,6 +262,7 @@ def replay(
         res.late_readings = late["late_readings"]
         res.late_unrevised = late["late_unrevised"]
         res.late_beyond_window = late["late_beyond_window"]
+        archive.close()
     return res
 
 

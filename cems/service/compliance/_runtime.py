@@ -44,9 +44,10 @@ from typing import IO, Any, Final, NamedTuple
 from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
+from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry, Topics
-from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, day_bounds, month_bounds
+from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds, month_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
@@ -60,6 +61,7 @@ from cems.service.compliance._state import (
     commit_state,
     load_events,
     load_state,
+    prune_archive,
     prune_rate_records,
     rate_record,
     record_ack,
@@ -152,7 +154,9 @@ class ComplianceRuntime:
             raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
         self.registry = registry
         self.config = config
-        self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold)
+        #: emitted hours out of memory, until their repair deadline (SQLite ``hour_archive``)
+        self.archive = PendingHourArchive()
+        self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold, archive=self.archive)
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -177,6 +181,7 @@ class ComplianceRuntime:
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
         self._rates_due: datetime | None = None  # the newest hour end seen over by _write_rates
+        self._archive_pruned_before = 0
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -277,6 +282,7 @@ class ComplianceRuntime:
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         async with self.lock:
             if readings:
+                await self._load_archived(readings)
                 self._pending.extend(self._judge(readings))
             if release is not None:
                 self._held.append(release)
@@ -294,6 +300,15 @@ class ComplianceRuntime:
                 if isinstance(res, RejectedMessage):
                     rejects.append((msg, res))
         return rejects
+
+    async def _load_archived(self, readings: list[tuple[Reading, OutletInfo]]) -> None:
+        """Bring the archived hours that late readings of this batch revise (back-filled data, a late
+        CN=2061 older than the hold) from SQLite, off the event loop, before the engine is fed."""
+        want = self.engine.archived_wanted(readings)
+        keys = self.archive.missing(want) if want else []
+        if keys:
+            rows = await self.db.call(lambda c: read_archived(c, keys))
+            self.archive.loaded(rows)
 
     def _judge(self, readings: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
         """The engine's output for a batch. A bug the rules meet on one reading must not stop ingestion (the
@@ -352,7 +367,16 @@ class ComplianceRuntime:
                 return False
             if not await self._write_rates(stop):
                 return False
+            await self._prune_archive(now)
             return await self._escalate(now, stop)
+
+    async def _prune_archive(self, now: datetime) -> None:
+        """Archived hours past their repair deadline can no longer change: forget them (once an hour)."""
+        before = int(now.timestamp()) - 3600 - int(REPAIR_WINDOW.total_seconds())
+        before -= before % 3600
+        if before > self._archive_pruned_before:
+            self._archive_pruned_before = before
+            await self.db.call(lambda c: prune_archive(c, before))
 
     async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
@@ -453,6 +477,7 @@ class ComplianceRuntime:
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
+        archived = self.archive.take()
         factors = self.engine.rates.factors
         # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
         rate_rows = [
@@ -513,11 +538,11 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if changes or rate_rows or upserts or rows:
+        if changes or rate_rows or upserts or rows or archived:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts))
+                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, archived))
             except BaseException:
                 self._broken = True
                 raise
