@@ -59,11 +59,15 @@ revisable until its repair deadline (:func:`repair_deadline`: 10 days after its 
 end of the 10th of the next month, DOMAIN.md §5): data for it revise it and the records are emitted again
 (:meth:`OutletHourly.revisions`; same keys, so the stored points are rewritten).  Hence the records are the
 same whatever the arrival order, live and in replay.  Memory is bounded: an emitted hour keeps its
-sub-values for ``hold`` (default 3 h) after its end; then they are dropped and only the fact that it had
-data is kept (a few spans).  Late data for an hour that had no data at all (a link outage, back-filled:
-补传) start it afresh and revise it exactly up to the repair deadline; late data for an hour that had data
-and was dropped from memory cannot be merged exactly and are counted (``late_unrevised``); data after the
-repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
+sub-values in memory for ``hold`` (default 3 h) after its end; then they go, exactly (:func:`pack_hour`), to
+an :class:`HourArchive` (live: the ingester's SQLite state; replay: a temporary file; :mod:`cems.hour_archive`)
+and only the fact that it had data is kept in memory (a few spans).  Late data for such an hour bring it
+back from the archive and revise it exactly up to the repair deadline — an hour is rebuilt from all its
+sub-values, because a summary cannot be: a re-sent value replaces the earlier one of the same second, and
+the inferred cadence needs every data time.  Late data for an hour that had no data at all (a link outage,
+back-filled: 补传) start it afresh.  Without an archive, or when the archive lost the hour, late data for an
+hour that had data and left memory cannot be merged exactly and are counted (``late_unrevised``); data
+after the repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
 store it unaltered).  Counters: ``late_readings`` (merged into an emitted hour), ``late_unrevised``,
 ``late_beyond_window``.
 """

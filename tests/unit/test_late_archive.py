@@ -66,12 +66,17 @@ def _rates(engine: ComplianceEngine, start: datetime, end: datetime) -> list[dic
     ),
     st.dictionaries(
         st.sampled_from(["a21026", "a19001"]),
-        st.tuples(st.one_of(st.none(), st.floats(-1e6, 1e6)), st.one_of(st.none(), st.floats(0, 1e3)),
-                  st.sampled_from(["N", "D", "T"])),  # fmt: skip
+        st.tuples(
+            st.one_of(st.none(), st.floats(-1e6, 1e6)),
+            st.one_of(st.none(), st.floats(0, 1e3)),
+            st.sampled_from(["N", "D", "T"]),
+        ),
         max_size=2,
     ),
 )
-def test_a_packed_hour_unpacks_to_the_same_sub_values(subs: dict[str, dict[int, tuple[float, int]]], das: dict[str, tuple[float | None, float | None, str]]) -> None:  # fmt: skip
+def test_a_packed_hour_unpacks_to_the_same_sub_values(
+    subs: dict[str, dict[int, tuple[float, int]]], das: dict[str, tuple[float | None, float | None, str]]
+) -> None:
     acc = _HourAcc()
     acc.rtd = subs
     acc.mins = {c: dict(d) for c, d in list(subs.items())[:1]}
