@@ -36,8 +36,9 @@ from cems.rules import (
     RealtimeWarningTracker,
     limit_key,
 )
-from cems.rules.daily import DailyRecord, OutletDaily
+from cems.rules.daily import DailyRecord, MonthResult, OutletDaily
 from cems.rules.hourly import HourArchive
+from cems.rules.monthly import OutletMonthly
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -49,20 +50,23 @@ class EngineOutput:
 
     hourly: list[HourlyRecord] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
-    #: Closed days (daily means, issue 12 item 9).
+    #: Closed days (daily means, issue 12 item 9), first or revised.
     daily: list[DailyRecord] = field(default_factory=list)
+    #: Closed months (month validity, monthly rules), first or revised until final (:mod:`cems.rules.monthly`).
+    monthly: list[MonthResult] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
         self.hourly.extend(other.hourly)
         self.events.extend(other.events)
         self.daily.extend(other.daily)
+        self.monthly.extend(other.monthly)
 
     def __bool__(self) -> bool:
-        return bool(self.hourly or self.events or self.daily)
+        return bool(self.hourly or self.events or self.daily or self.monthly)
 
 
 class _OutletEngine:
-    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "o2", "warnings")
+    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "monthly", "o2", "warnings")
 
     def __init__(
         self,
@@ -93,6 +97,7 @@ class _OutletEngine:
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.monthly = OutletMonthly(o.mn)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -102,6 +107,7 @@ class _OutletEngine:
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
+            "monthly": self.monthly.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -113,6 +119,8 @@ class _OutletEngine:
         self.interruption.restore(s["interruption"])
         if "daily" in s:  # absent from states saved before daily values existed
             self.daily.restore(s["daily"])
+        if "monthly" in s:  # absent from states saved before live monthly results
+            self.monthly.restore(s["monthly"])
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -196,6 +204,7 @@ class ComplianceEngine:
             out.events.extend(oe.exceedance.on_hour(rec))
         if records:
             out.events.extend(oe.o2.on_records(records))
+            oe.monthly.on_hours(records)
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -209,6 +218,8 @@ class ComplianceEngine:
         if days:
             out.daily.extend(days)
             out.events.extend(oe.daily.exceedances(days))
+            oe.monthly.on_days(days)
+        out.monthly.extend(oe.monthly.close(oe.daily.closed_before_day))
 
     def _feed(self, reading: Reading, info: OutletInfo | None, out: EngineOutput, revise: bool) -> _OutletEngine | None:
         info = info or self.registry.outlet(reading.mn)
@@ -273,7 +284,7 @@ class ComplianceEngine:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
         for mn, oe in self._outlets.items():
-            before = len(out.hourly) + len(out.events) + len(out.daily)
+            before = len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly)
             self._hours(oe, oe.hourly.advance(now), out)
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
@@ -282,7 +293,7 @@ class ComplianceEngine:
             out.events.extend(oe.o2.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
-            if len(out.hourly) + len(out.events) + len(out.daily) != before:
+            if len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly) != before:
                 self._dirty.add(mn)
         return out
 
@@ -292,6 +303,7 @@ class ComplianceEngine:
         for oe in self._outlets.values():
             self._hours(oe, oe.hourly.flush(), out)
             self._days(oe, oe.daily.flush(), out)
+            out.monthly.extend(oe.monthly.close(None))
         return out
 
     def open_events(self) -> list[Event]:

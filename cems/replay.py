@@ -35,7 +35,7 @@ from cems.model import BEIJING, Reading, Stream
 from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
-from cems.rules.daily import DailyRecord, MonthResult, month_results
+from cems.rules.daily import DailyRecord, MonthResult
 from cems.rules.events import RETRACTED_STATUS
 from cems.rules.hourly import DEFAULT_HOLD
 from cems.validate import check_values
@@ -221,6 +221,7 @@ def replay(
         n_readings = 0
         kept = res.accepted
         daily: dict[tuple[str, str, date], DailyRecord] = {}
+        months: dict[tuple[str, str, str], MonthResult] = {}
         for group in _in_order(_chunked(_accepted(registry, lines, fmt, res)), window):
             for reading, info in group:
                 n_readings += 1
@@ -238,6 +239,8 @@ def replay(
                     hourly[(h.mn, h.pollutant, h.hour_start)] = h
                 for d in out.daily:
                     daily[(d.mn, d.pollutant, d.day)] = d
+                for mr in out.monthly:
+                    months[(mr.mn, mr.pollutant, mr.month)] = mr
                 for u in out.events:
                     events[u.event.event_id] = u.event
         res.readings += n_readings
@@ -247,6 +250,8 @@ def replay(
             hourly[(h.mn, h.pollutant, h.hour_start)] = h
         for d in end.daily:
             daily[(d.mn, d.pollutant, d.day)] = d
+        for mr in end.monthly:
+            months[(mr.mn, mr.pollutant, mr.month)] = mr
         for u in end.events:
             events[u.event.event_id] = u.event
         res.events = sorted(
@@ -255,7 +260,8 @@ def replay(
         )
         res.hourly = sorted(hourly.values(), key=lambda h: (h.hour_start, h.mn, h.pollutant))
         res.daily = sorted(daily.values(), key=lambda d: (d.day, d.mn, d.pollutant))
-        res.months = month_results(res.hourly, res.daily)
+        # the engine's monthly results (live writes the same as cems_monthly), final versions
+        res.months = sorted(months.values(), key=lambda m: (m.mn, m.pollutant, m.month))
         res.outlet_days = engine.rates.outlet_days()
         res.district_months = engine.rates.district_months()
         late = engine.late_counts()

@@ -230,6 +230,13 @@ class OutletDaily:
         #: Hourly records and daily readings that arrived for a day past its repair deadline (not aggregated).
         self.late = 0
 
+    @property
+    def closed_before_day(self) -> date | None:
+        """Every day before this is closed (``None``: none yet)."""
+        if self._closed_before < -(1 << 39):
+            return None
+        return _day_start(self._closed_before).date()
+
     def _final(self, d: int) -> bool:
         """The day's last hour is past its repair deadline: nothing moves it any more."""
         return self._now >= repair_deadline((d + 1) * _DAY - _BJ - 3600, self._repair)

@@ -85,6 +85,7 @@ from cems.sinks.lineprotocol import (
     district_month_rate_line,
     event_line,
     hourly_line,
+    monthly_line,
     outlet_day_rate_line,
 )
 
@@ -466,12 +467,17 @@ class ComplianceRuntime:
         return rows
 
     def _daily_lines(self, out: EngineOutput) -> list[str]:
-        """``cems_daily`` points of the days closed (issue 12 item 9)."""
+        """``cems_daily`` points of the days closed or revised (issue 12 item 9), and ``cems_monthly`` points
+        of the months closed or revised until final."""
         lines: list[str] = []
         for d in out.daily:
             info = self.registry.outlet(d.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(daily_line(d, ent, dist))
+        for m in out.monthly:
+            info = self.registry.outlet(m.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(monthly_line(m, ent, dist))
         return lines
 
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
