@@ -1,7 +1,8 @@
 """``cems report``: the city office's transmission-rate and exceedance report for a month, ISO week or day.
 
-Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting: the same
-:class:`~cems.rules.transmission.RateCounter` as the service and ``cems replay``.  Output: ``report.html``
+Data: ``cems_hourly``, ``cems_event`` and ``cems_monthly`` (monthly results, shown as written) from InfluxDB
+(v1 ``/query``); counting: the same :class:`~cems.rules.transmission.RateCounter` as the service and
+``cems replay``.  Output: ``report.html``
 (self-contained) and CSV tables (UTF-8 with BOM) in ``--out``.
 
 * :mod:`cems.report._period` — the report period (Beijing time).
@@ -27,6 +28,7 @@ from cems.report._tables import (
     AvailabilityRow,
     DistrictRow,
     ExceedanceRow,
+    MonthlyRow,
     OutletRow,
     Report,
     Summary,
@@ -39,6 +41,7 @@ __all__ = [
     "AvailabilityRow",
     "DistrictRow",
     "ExceedanceRow",
+    "MonthlyRow",
     "OutletRow",
     "Period",
     "Query",
@@ -87,7 +90,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(registry, period, data.records, data.events, data.first_seen, until=until)
+    return build_report(registry, period, data.records, data.events, data.first_seen, until=until, monthly=data.months)
 
 
 def write_report(report: Report, out_dir: str | Path, *, generated: datetime | None = None) -> list[Path]:

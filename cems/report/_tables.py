@@ -21,6 +21,7 @@ from datetime import date, datetime, time, timedelta
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
 from cems.report._period import Period
+from cems.rules.daily import MonthResult
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate, RateCounter, RateCounts
@@ -144,6 +145,17 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
+class MonthlyRow:
+    """One outlet, code and month of ``cems_monthly`` (issue 12): month validity (≥ 25 valid days, 23 in
+    February, HJ 75-2017) and, where the profile has one, the monthly rule (steel ultra-low, 环大气〔2019〕35号)."""
+
+    district: str
+    enterprise: str
+    outlet: str
+    result: MonthResult
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     city: str
     period: Period
@@ -160,6 +172,8 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
+    #: Monthly results (``cems_monthly``) of the months the period touches, by district, enterprise, MN, code.
+    monthly: tuple[MonthlyRow, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -193,6 +207,7 @@ def build_report(
     first_seen: Mapping[str, datetime] | None = None,
     *,
     until: datetime | None = None,
+    monthly: Iterable[MonthResult] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -201,6 +216,7 @@ def build_report(
     the period (only ``hourly_exceedance`` ones are used).  ``first_seen``: MN → time of its first hourly
     record ever (see the module docstring); records of the period are taken into account as well.
     ``until``: for a period still in progress, count only up to this time (the hours flushed so far).
+    ``monthly``: the ``cems_monthly`` results of the months the period touches (shown as they are).
     """
     recs = list(records)
     first: dict[str, datetime] = dict(first_seen or {})
@@ -393,4 +409,16 @@ def build_report(
         exceedances=tuple(exc_rows),
         availability=tuple(avail),
         outlet_days=tuple(days),
+        monthly=_monthly_rows(registry, monthly),
     )
+
+
+def _monthly_rows(registry: Registry, months: Iterable[MonthResult]) -> tuple[MonthlyRow, ...]:
+    rows: list[MonthlyRow] = []
+    for mr in months:
+        info = registry.outlet(mr.mn)
+        if info is None:
+            continue
+        rows.append(MonthlyRow(info.district.name, info.enterprise.name, info.outlet.name, mr))
+    rows.sort(key=lambda r: (r.district, r.enterprise, r.result.mn, r.result.month, r.result.pollutant))
+    return tuple(rows)
