@@ -84,7 +84,7 @@ class PendingHourArchive:
 
     def loaded(self, rows: dict[tuple[str, int], bytes]) -> None:
         """Archived hours read from SQLite for the next batch."""
-        self._loaded = dict(rows)
+        self._loaded = dict(rows) if rows else {}
 
     def missing(self, keys: set[tuple[str, int]]) -> list[tuple[str, int]]:
         """Of ``keys``, those not pending (to read from SQLite)."""

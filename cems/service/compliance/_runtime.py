@@ -307,9 +307,8 @@ class ComplianceRuntime:
         CN=2061 older than the hold) from SQLite, off the event loop, before the engine is fed."""
         want = self.engine.archived_wanted(readings)
         keys = self.archive.missing(want) if want else []
-        if keys:
-            rows = await self.db.call(lambda c: read_archived(c, keys))
-            self.archive.loaded(rows)
+        rows = await self.db.call(lambda c: read_archived(c, keys)) if keys else {}
+        self.archive.loaded(rows)  # replaces what an earlier batch loaded and did not use
 
     def _judge(self, readings: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
         """The engine's output for a batch. A bug the rules meet on one reading must not stop ingestion (the
