@@ -1,4 +1,5 @@
-"""Monthly results through a real ``cems run`` (issue 12): a month of a sinter outlet's DAS hourly records →
+"""Daily and monthly results through a real ``cems run`` (issue 12): a late hour rewrites the stored day and its
+daily exceedance; a month of a sinter outlet's DAS hourly records →
 ``cems_monthly`` (month validity, steel ultra-low monthly rule, 环大气〔2019〕35号) written live when the month
 closes, equal to ``cems replay --monthly-out`` of the same packets, and shown by ``cems report``."""
 
@@ -82,6 +83,64 @@ def test_a_month_closed_live_gives_cems_monthly_and_the_report_shows_it(
         assert "月度结果" in (out / "report.html").read_text(encoding="utf-8")
     finally:
         pub.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _daily(influxdb: Any, db: str, day: datetime) -> dict[str, Any] | None:
+    ms = int(day.timestamp() * 1000)
+    rows = influxdb.query(db, f"SELECT * FROM cems_daily WHERE \"pollutant\" = '{SO2}' AND time = {ms}ms")
+    return rows[0] if rows else None
+
+
+def test_a_late_hour_revises_the_stored_day_and_its_daily_exceedance(
+    tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str
+) -> None:
+    """Waste incineration (24-h SO2 limit 80 at 11 % O2, GB 18485-2014): a day two days ago closes live on 23
+    hours at 83 (daily exceedance); its 23:00 record (50) comes late → the cems_daily point is rewritten
+    (81.625) and the event's peak updated, late; a re-sent 0 → 79.54: the event is retracted."""
+    registry = one_outlet().replace('"coal_power_ultra_low"', '"waste_incineration"')
+    day = datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+
+    def hour(k: int, so2: float) -> str:
+        vals = {SO2: {"Avg": so2, "Flag": "N"}, O2: {"Avg": 11.0, "Flag": "N"}}
+        return json.dumps({"data_time": (day + k * timedelta(hours=1)).isoformat(), "values": vals})
+
+    reg = tmp_path / "registry.toml"
+    reg.write_text(registry, encoding="utf-8")
+    port = _free_port()
+    proc = _cems_run(reg, tmp_path, mosquitto, influxdb, influx_db, f"cems-day-{uuid.uuid4().hex[:6]}", port)
+    pub = Mqtt(mosquitto.url)
+    alerts = Mqtt(mosquitto.url)
+    alerts.subscribe("cems/alerts/v1/#")
+    q = "SELECT * FROM cems_event WHERE \"type\" = 'daily_exceedance'"
+    try:
+        wait_until(lambda: _health_up(port), 30)
+        for k in range(23):
+            pub.publish("cems/v1/MN0001/hour", hour(k, 83.0))
+        wait_until(lambda: (_daily(influxdb, influx_db, day) or {}).get("valid_hours") == 23, 60)
+        first = _daily(influxdb, influx_db, day)
+        assert first is not None and first["exceeds"] is True and first["zs_avg"] == 83.0
+        wait_until(lambda: bool(influxdb.query(influx_db, q)), 30)
+        pub.publish("cems/v1/MN0001/hour", hour(23, 50.0))
+        wait_until(lambda: (_daily(influxdb, influx_db, day) or {}).get("valid_hours") == 24, 60)
+        rec = _daily(influxdb, influx_db, day)
+        assert rec is not None and abs(rec["zs_avg"] - 81.625) < 1e-9 and rec["exceeds"] is True
+        peak = rec["zs_avg"]
+        wait_until(lambda: (influxdb.query(influx_db, q) or [{}])[0].get("peak") == peak, 30)
+        (ev,) = influxdb.query(influx_db, q)
+        assert ev["late"] is True and ev["status"] == "closed"
+        pub.publish("cems/v1/MN0001/hour", hour(23, 0.0))
+        wait_until(lambda: (influxdb.query(influx_db, q) or [{}])[0].get("status") == "retracted", 60)
+        rec = _daily(influxdb, influx_db, day)
+        assert rec is not None and rec["exceeds"] is False
+        wait_until(lambda: any(t.endswith("/daily_exceedance") and b"retracted" in b for t, b in alerts.got), 30)
+        updates = [json.loads(b)["update"] for t, b in alerts.got if t.endswith("/daily_exceedance")]
+        assert updates == ["opened", "closed", "updated", "retracted"]
+    finally:
+        pub.close()
+        alerts.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
