@@ -25,11 +25,12 @@ from test_event_time import (  # same directory (pytest prepend import mode)
     rtd,
 )
 
-from cems.engine import ComplianceEngine
+from cems.engine import ComplianceEngine, EngineOutput
 from cems.hour_archive import PendingHourArchive, TempHourArchive
 from cems.model import BEIJING
-from cems.replay import load_readings
+from cems.replay import load_readings, replay
 from cems.rules import DEFAULT_HOLD
+from cems.rules.daily import DailyRecord
 from cems.rules.hourly import _BAD, _LOWER_BOUND, _OK, _HourAcc, pack_hour, unpack_hour
 
 DAY = timedelta(days=1)
@@ -42,6 +43,12 @@ class ArchivedLive(Live):
         super().__init__()
         self.archive = TempHourArchive()
         self.engine = ComplianceEngine(REG, hold=hold, archive=self.archive)
+        self.daily: dict[tuple[str, object], DailyRecord] = {}
+
+    def take(self, out: EngineOutput) -> None:
+        super().take(out)
+        for d in out.daily:
+            self.daily[(d.pollutant, d.day)] = d
 
 
 def _rates(engine: ComplianceEngine, start: datetime, end: datetime) -> list[dict[str, object]]:
@@ -258,6 +265,7 @@ def test_live_with_delays_of_days_equals_the_sorted_replay(
     hourly, events = replayed(lines)
     assert live.hourly == hourly
     assert live.judged() == events
+    assert live.daily == {(d.pollutant, d.day): d for d in replay(REG, lines, "hj212").daily}
     start, end = H8, H8 + (len(plan) + 1) * HOUR
     sorted_engine = ComplianceEngine(REG)
     for reading, info in load_readings(REG, lines, "hj212"):  # sorted by data time
