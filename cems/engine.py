@@ -96,7 +96,7 @@ class _OutletEngine:
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
-        self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2, archive=archive)
         self.monthly = OutletMonthly(o.mn)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
@@ -266,6 +266,9 @@ class ComplianceEngine:
                 h = oe.hourly.archived_wanted(reading)
                 if h is not None:
                     want.add((reading.mn, h))
+                day = oe.daily.archived_wanted(reading)  # a closed day this reading may revise
+                if day is not None:
+                    want.add(day)
         return want
 
     def late_counts(self) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """Archives of emitted hours (:class:`cems.rules.hourly.HourArchive`): where an outlet's hours go when they leave
-memory, until their repair deadline, so that late data (a DAS back-filling a day-old outage, a CN=2061 sent a
+memory — and its closed days' hourly slots (key ``MN#daily``, :class:`cems.rules.daily.OutletDaily`) — until
+their repair deadline, so that late data (a DAS back-filling a day-old outage, a CN=2061 sent a
 day late) revise them exactly, live and in replay, with bounded memory (issue 12; docs/events.md).
 
 * :class:`TempHourArchive` (``cems replay``): a private temporary SQLite file, read and written in place.
@@ -80,7 +81,7 @@ class PendingHourArchive:
         data = self.pending.get(key)
         if data is not None:
             return data
-        return self._loaded.pop(key, None)
+        return self._loaded.get(key)
 
     def loaded(self, rows: dict[tuple[str, int], bytes]) -> None:
         """Archived hours read from SQLite for the next batch."""

@@ -28,7 +28,11 @@ in.  Data for a day past its deadline are not aggregated (counted in ``late``).
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import sys
+import zlib
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -39,7 +43,7 @@ from cems.limits import builtin_profiles
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
 from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
-from cems.rules.hourly import REPAIR_WINDOW, HourlyRecord, is_concentration, repair_deadline
+from cems.rules.hourly import REPAIR_WINDOW, HourArchive, HourlyRecord, is_concentration, repair_deadline
 from cems.rules.limits import LimitSchedule, daily_limit_at
 from cems.rules.o2 import DEFAULT_MAX_O2, correct
 
@@ -119,16 +123,20 @@ _NAN: Final = float("nan")
 class _DayCode:
     """The hours of one code in one day: which were received and valid (24-bit masks), and the valid hours'
     means and corrected means (NaN: none), by hour of the day.  A revised hour replaces its slot, so the day
-    is rebuilt the same whatever the order its hours came in (sums are taken in hour order)."""
+    is rebuilt the same whatever the order its hours came in (sums are taken in hour order).  Persisted as
+    base64 of the 48 little-endian float64 values, encoded once per change (the engine state of a changed
+    outlet is written at every commit: docs/benchmark.md)."""
 
-    __slots__ = ("received", "valid", "values")
+    __slots__ = ("_enc", "received", "valid", "values")
 
     def __init__(self) -> None:
         self.received = 0
         self.valid = 0
         self.values = array("d", [_NAN]) * 48  # avg[0..23], zs[0..23]
+        self._enc: str | None = None
 
     def set(self, i: int, rec: HourlyRecord) -> None:
+        self._enc = None
         bit = 1 << i
         self.received |= bit
         if rec.counts_valid:
@@ -156,13 +164,24 @@ class _DayCode:
         return self.received.bit_count(), self.valid.bit_count(), sa, na, sz, nz
 
     def to_json(self) -> list[Any]:
-        return [self.received, self.valid, [None if x != x else x for x in self.values]]
+        if self._enc is None:
+            a = array("d", self.values)
+            if sys.byteorder == "big":
+                a.byteswap()
+            self._enc = base64.b64encode(a.tobytes()).decode("ascii")
+        return [self.received, self.valid, self._enc]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> _DayCode:
         dc = cls()
         dc.received, dc.valid = int(raw[0]), int(raw[1])
-        dc.values = array("d", (_NAN if x is None else float(x) for x in raw[2]))
+        a = array("d")
+        a.frombytes(base64.b64decode(raw[2]))
+        if sys.byteorder == "big":
+            a.byteswap()
+        if len(a) != 48:
+            raise ValueError("a day's slots must hold 48 values")
+        dc.values = a
         return dc
 
 
@@ -180,6 +199,8 @@ class OutletDaily:
     """
 
     __slots__ = (
+        "_akey",
+        "_archive",
         "_closed_before",
         "_das",
         "_days",
@@ -191,6 +212,7 @@ class OutletDaily:
         "_repair",
         "_reported",
         "_schedule",
+        "_stored",
         "district",
         "enterprise",
         "late",
@@ -206,14 +228,22 @@ class OutletDaily:
         schedule: LimitSchedule | None = None,
         max_o2: float = DEFAULT_MAX_O2,
         repair_window: timedelta = REPAIR_WINDOW,
+        archive: HourArchive | None = None,
     ) -> None:
         self.mn = outlet.mn
+        #: Where closed days wait for revisions until their deadline (``None``: in memory); key ``MN#daily``
+        #: and the start of the day's last hour (so that the archive's deadline pruning applies to it).
+        self._archive = archive
+        self._akey = f"{outlet.mn}#daily"
+        #: closed days (inside the window) whose slots are in the archive, not in memory
+        self._stored: set[int] = set()
         self.enterprise = enterprise
         self.district = district
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._max_o2 = max_o2
         self._repair = repair_window
-        #: day → code → its hours; open days and closed days inside the repair window
+        #: day → code → its hours; open days, and closed days inside the repair window (with an archive: only
+        #: while a revision of them is being built)
         self._days: dict[int, dict[str, _DayCode]] = {}
         #: sums of days restored from a state saved before per-hour slots (version 1): day → code → sums
         self._legacy: dict[int, dict[str, list[float]]] = {}
@@ -249,7 +279,7 @@ class OutletDaily:
             return
         d = _day_index(reading.data_time)
         if d < self._closed_before:
-            if d not in self._days or self._final(d):
+            if self._final(d) or not self._load(d):
                 self.late += 1
                 return
             self._dirty.add(d)
@@ -272,7 +302,7 @@ class OutletDaily:
                 self._now = ts + 3600
             d = (ts + _BJ) // _DAY
             if d < self._closed_before:
-                if self._final(d):
+                if self._final(d) or not self._load(d):
                     self.late += 1
                     continue
                 self._dirty.add(d)
@@ -308,9 +338,54 @@ class OutletDaily:
         for d in sorted(self._dirty):
             if d in self._days:
                 out += self._build(d)
+                if self._archive is not None and d < self._closed_before and not self._final(d):
+                    self._store(d)
         self._dirty.clear()
         self._prune()
         return out
+
+    # -- closed days in the archive
+
+    def _archive_key(self, d: int) -> int:
+        return (d + 1) * _DAY - _BJ - 3600  # the start of the day's last hour
+
+    def _store(self, d: int) -> None:
+        """Move a closed day's slots (and its DAS record) from memory to the archive."""
+        assert self._archive is not None
+        head = {
+            "c": {c: dc.to_json() for c, dc in self._days.pop(d).items()},
+            "d": {c: list(v) for c, v in self._das.pop(d, {}).items()},
+            "l": self._legacy.pop(d, {}),
+        }
+        self._archive.put(self._akey, self._archive_key(d), zlib.compress(json.dumps(head).encode(), 1))
+        self._stored.add(d)
+
+    def _load(self, d: int) -> bool:
+        """A closed day in memory for a revision: ``True`` when it is (or never had data: it starts empty);
+        ``False`` when its archived slots were lost."""
+        if d in self._days or d not in self._stored:
+            return True
+        assert self._archive is not None
+        data = self._archive.get(self._akey, self._archive_key(d))
+        if data is None:
+            return False
+        head = json.loads(zlib.decompress(data))
+        self._days[d] = {c: _DayCode.from_json(raw) for c, raw in head["c"].items()}
+        if head["d"]:
+            self._das[d] = {c: (v[0], v[1], str(v[2])) for c, v in head["d"].items()}
+        if head["l"]:
+            self._legacy[d] = {c: [float(x) for x in a] for c, a in head["l"].items()}
+        return True
+
+    def archived_wanted(self, reading: Reading) -> tuple[str, int] | None:
+        """The archive key of the closed day that ``reading`` may revise, when its slots are archived (the
+        live service loads it beforehand, off the event loop); else ``None``."""
+        if self._archive is None:
+            return None
+        d = _day_index(reading.data_time)
+        if d >= self._closed_before or d in self._days or d not in self._stored or self._final(d):
+            return None
+        return self._akey, self._archive_key(d)
 
     def _close(self, before: int) -> list[DailyRecord]:
         if before <= self._closed_before:
@@ -327,10 +402,11 @@ class OutletDaily:
             del self._days[d]
             self._das.pop(d, None)
             self._legacy.pop(d, None)
-            self._reported.pop(d, None)
-        for d in [k for k in self._reported if k not in self._days]:
+        for d in [k for k in self._reported if self._final(k)]:
             del self._reported[d]
-        self._late_days &= self._days.keys()
+        for d in [k for k in self._stored if self._final(k)]:
+            self._stored.discard(d)
+        self._late_days = {d for d in self._late_days if not self._final(d)}
         for d in [k for k in self._das if k < self._closed_before and k not in self._days]:
             del self._das[d]
 
@@ -453,6 +529,7 @@ class OutletDaily:
             "dirty": sorted(self._dirty),
             "late_days": sorted(self._late_days),
             "reported": {str(d): dict(r) for d, r in sorted(self._reported.items())},
+            "stored": sorted(self._stored),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -470,6 +547,7 @@ class OutletDaily:
             for d in self._das:
                 self._days.setdefault(d, {})
             self._dirty, self._late_days, self._reported, self._now = set(), set(), {}, -(1 << 62)
+            self._stored = set()
             return
         self._now = int(state["now"])
         self._days = {
@@ -481,6 +559,7 @@ class OutletDaily:
         self._dirty = {int(d) for d in state.get("dirty", [])}
         self._late_days = {int(d) for d in state.get("late_days", [])}
         self._reported = {int(d): dict(r) for d, r in state.get("reported", {}).items()}
+        self._stored = {int(d) for d in state.get("stored", [])}
 
 
 # ---------------------------------------------------------------------------------------------- month

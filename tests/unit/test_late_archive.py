@@ -200,11 +200,16 @@ def test_pending_archive_serves_evicted_hours_until_the_commit_and_then_from_sql
     assert (("MN1", int(H8.timestamp()))) in committed
     late = [decoded(minute(H8 + i * MIN, 20.0)) for i in range(30, 60)]
     want = engine.archived_wanted(late)
-    assert want == {("MN1", int(H8.timestamp()))} and archive.missing(want) == sorted(want)
+    # the hour, and its closed day (the day's slots wait in the archive too: key MN#daily, its last hour)
+    day_key = ("MN1#daily", int((H8.replace(hour=23)).timestamp()))
+    assert want == {("MN1", int(H8.timestamp())), day_key} and archive.missing(want) == sorted(want)
+    assert day_key in committed
     archive.loaded({k: committed[k] for k in want})
     out = engine.on_readings(late)
     (rec,) = [r for r in out.hourly if r.pollutant == SO2]
     assert rec.valid and rec.valid_minutes == 60 and engine.late_counts()["late_unrevised"] == 0
+    (day,) = [d for d in out.daily if d.pollutant == SO2]  # the closed day, revised
+    assert day.received_hours == 1 and day.valid_hours == 1
 
 
 # -- the property: live equals the sorted replay for delays of days ---------------------------------------
