@@ -37,10 +37,12 @@ from cems.rules import (
     RealtimeWarningTracker,
     limit_key,
 )
-from cems.rules.daily import DailyRecord, OutletDaily
+from cems.rules.daily import DailyRecord, MonthResult, OutletDaily
 from cems.rules.emergency import WarningHistory, WarningPeriod
 from cems.rules.emergency_tracker import EmergencyMonitor, with_mandated_stops
+from cems.rules.hourly import HourArchive
 from cems.rules.marks import MarkLedger, OutletMarks, repair_record
+from cems.rules.monthly import OutletMonthly
 from cems.rules.nox import with_derived_nox
 
 STATE_VERSION = 1
@@ -52,20 +54,23 @@ class EngineOutput:
 
     hourly: list[HourlyRecord] = field(default_factory=list)
     events: list[EventUpdate] = field(default_factory=list)
-    #: Closed days (daily means, issue 12 item 9).
+    #: Closed days (daily means, issue 12 item 9), first or revised.
     daily: list[DailyRecord] = field(default_factory=list)
+    #: Closed months (month validity, monthly rules), first or revised until final (:mod:`cems.rules.monthly`).
+    monthly: list[MonthResult] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> None:
         self.hourly.extend(other.hourly)
         self.events.extend(other.events)
         self.daily.extend(other.daily)
+        self.monthly.extend(other.monthly)
 
     def __bool__(self) -> bool:
-        return bool(self.hourly or self.events or self.daily)
+        return bool(self.hourly or self.events or self.daily or self.monthly)
 
 
 class _OutletEngine:
-    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "marks", "o2", "warnings")
+    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "marks", "monthly", "o2", "warnings")
 
     def __init__(
         self,
@@ -76,6 +81,7 @@ class _OutletEngine:
         max_o2: float,
         over_range_valid: bool,
         hold: timedelta = DEFAULT_HOLD,
+        archive: HourArchive | None = None,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
@@ -88,13 +94,15 @@ class _OutletEngine:
             max_o2=max_o2,
             over_range_valid=t_ok,
             hold=hold,
+            archive=archive,
         )
         self.exceedance = ExceedanceTracker(o.mn, e, d)
         self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
-        self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2, archive=archive)
         self.marks = OutletMarks(o.mn, e, d, schedule, o.normal_flow)
+        self.monthly = OutletMonthly(o.mn)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -105,6 +113,7 @@ class _OutletEngine:
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
             "marks": self.marks.snapshot(),
+            "monthly": self.monthly.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -117,6 +126,8 @@ class _OutletEngine:
         if "daily" in s:  # absent from states saved before daily values existed
             self.daily.restore(s["daily"])
         self.marks.restore(s.get("marks"))  # absent from states saved before marks (issue 14)
+        if "monthly" in s:  # absent from states saved before live monthly results
+            self.monthly.restore(s["monthly"])
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -159,13 +170,17 @@ class ComplianceEngine:
         journal: bool = True,
         hold: timedelta = DEFAULT_HOLD,
         warnings: WarningHistory | None = None,
+        archive: HourArchive | None = None,
     ) -> None:
         """``warnings``: the city's heavy-pollution warning history (issue 16; live: updated with
         :meth:`set_warnings`).
         ``journal``: keep what each reading adds to the open hours for :meth:`take_changes` (the live
         service persists it); ``cems replay`` persists nothing and turns it off.  ``hold``: how long an
-        emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`)."""
+        emitted hour keeps its sub-values in memory after its end (:mod:`cems.rules.hourly`).  ``archive``: where
+        they go then, until the repair deadline, so that late data still revise the hour exactly (``None``:
+        nowhere; such late data are counted ``late_unrevised``)."""
         self.registry = registry
+        self.archive = archive
         self.lateness = lateness
         self.hold = hold
         self.journal = journal
@@ -215,7 +230,7 @@ class ComplianceEngine:
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
             t_ok = self.registry.city.over_range_valid
             oe = self._outlets[o.mn] = _OutletEngine(
-                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold
+                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold, self.archive
             )
         return oe
 
@@ -238,6 +253,7 @@ class ComplianceEngine:
             sus = ledger.catalog.suspicious
             if oe.marks.observe(records, sus.flow_share, sus.o2_below) and ledger.active(oe.info.outlet.mn):
                 out.events.extend(oe.marks.mark_events(ledger))
+            oe.monthly.on_hours(records)
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -252,6 +268,8 @@ class ComplianceEngine:
         if days:
             out.daily.extend(days)
             out.events.extend(oe.daily.exceedances(days))
+            oe.monthly.on_days(days)
+        out.monthly.extend(oe.monthly.close(oe.daily.closed_before_day))
 
     def _feed(self, reading: Reading, info: OutletInfo | None, out: EngineOutput, revise: bool) -> _OutletEngine | None:
         info = info or self.registry.outlet(reading.mn)
@@ -319,6 +337,23 @@ class ComplianceEngine:
             if info is not None:
                 self._outlet(info).interruption.set_marked_stops(self.marks.stop_spans(mn))
 
+    def archived_wanted(self, items: list[tuple[Reading, OutletInfo]]) -> set[tuple[str, int]]:
+        """(MN, hour) of the evicted hours that these readings revise, to load from the archive before
+        feeding them (live: the archive is read off the event loop; :class:`cems.rules.hourly.HourArchive`)."""
+        want: set[tuple[str, int]] = set()
+        if self.archive is None:
+            return want
+        for reading, _ in items:
+            oe = self._outlets.get(reading.mn)
+            if oe is not None:
+                h = oe.hourly.archived_wanted(reading)
+                if h is not None:
+                    want.add((reading.mn, h))
+                day = oe.daily.archived_wanted(reading)  # a closed day this reading may revise
+                if day is not None:
+                    want.add(day)
+        return want
+
     def late_counts(self) -> dict[str, int]:
         """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),
         not merged because the hour had left memory (``late_unrevised``), after the repair deadline
@@ -335,7 +370,7 @@ class ComplianceEngine:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
         for mn, oe in self._outlets.items():
-            before = len(out.hourly) + len(out.events) + len(out.daily)
+            before = len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly)
             self._hours(oe, oe.hourly.advance(now), out)
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
@@ -344,7 +379,7 @@ class ComplianceEngine:
             out.events.extend(oe.o2.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
-            if len(out.hourly) + len(out.events) + len(out.daily) != before:
+            if len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly) != before:
                 self._dirty.add(mn)
         if self.emergency.active:
             out.events.extend(self.emergency.on_clock(now - self.lateness))
@@ -356,6 +391,7 @@ class ComplianceEngine:
         for oe in self._outlets.values():
             self._hours(oe, oe.hourly.flush(), out)
             self._days(oe, oe.daily.flush(), out)
+            out.monthly.extend(oe.monthly.close(None))
         return out
 
     def open_events(self) -> list[Event]:

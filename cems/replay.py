@@ -30,12 +30,13 @@ from typing import Any, Final, Literal
 from cems.decode import decode_hj212, decode_hj212_text
 from cems.engine import ComplianceEngine, merge_parts
 from cems.errors import RejectedMessage
+from cems.hour_archive import TempHourArchive
 from cems.model import BEIJING, Reading, Stream
 from cems.protocol.mark import MarkRecord
 from cems.protocol.payload import decode_payload
 from cems.registry import OutletInfo, Registry
 from cems.rules import DistrictMonthRate, Event, HourlyRecord, OutletDayRate
-from cems.rules.daily import DailyRecord, MonthResult, month_results
+from cems.rules.daily import DailyRecord, MonthResult
 from cems.rules.emergency import WarningHistory
 from cems.rules.events import RETRACTED_STATUS
 from cems.rules.hourly import DEFAULT_HOLD
@@ -224,7 +225,8 @@ def replay(
         raise ValueError("window must be ≥ 1")
     res = ReplayResult()
     with _no_gc():
-        engine = ComplianceEngine(registry, journal=False, hold=hold, warnings=warnings)
+        archive = TempHourArchive()  # hours out of memory, until their repair deadline (exact late revisions)
+        engine = ComplianceEngine(registry, journal=False, hold=hold, archive=archive, warnings=warnings)
         events: dict[str, Event] = {}
         if warnings is not None:
             for u in engine.set_warnings(warnings, list(warnings.periods)).events:
@@ -235,6 +237,7 @@ def replay(
         n_readings = 0
         kept = res.accepted
         daily: dict[tuple[str, str, date], DailyRecord] = {}
+        months: dict[tuple[str, str, str], MonthResult] = {}
         pending = sorted(marks, key=lambda m: (m.received_at, m.record_id))
         res.marks = list(pending)
         pending.reverse()  # popped from the end, oldest first
@@ -244,6 +247,8 @@ def replay(
                 hourly[_hourly_key(h)] = h
             for d in out.daily:
                 daily[(d.mn, d.pollutant, d.day)] = d
+            for mr in out.monthly:
+                months[(mr.mn, mr.pollutant, mr.month)] = mr
             for u in out.events:
                 events[u.event.event_id] = u.event
 
@@ -274,13 +279,15 @@ def replay(
         )
         res.hourly = sorted(hourly.values(), key=lambda h: (h.hour_start, h.mn, h.pollutant))
         res.daily = sorted(daily.values(), key=lambda d: (d.day, d.mn, d.pollutant))
-        res.months = month_results(res.hourly, res.daily)
+        # the engine's monthly results (live writes the same as cems_monthly), final versions
+        res.months = sorted(months.values(), key=lambda m: (m.mn, m.pollutant, m.month))
         res.outlet_days = engine.rates.outlet_days()
         res.district_months = engine.rates.district_months()
         late = engine.late_counts()
         res.late_readings = late["late_readings"]
         res.late_unrevised = late["late_unrevised"]
         res.late_beyond_window = late["late_beyond_window"]
+        archive.close()
     return res
 
 

@@ -85,8 +85,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         "--late-hold-hours",
         type=float,
         default=None,
-        help="hours an emitted hour keeps its sub-values so that late data revise it exactly (default 3; up to 240, "
-        "the repair window; memory grows with it) [CEMS_LATE_HOLD_HOURS]",
+        help="hours an emitted hour keeps its sub-values in memory (default 3; up to 240, the repair window); after "
+        "that they wait in an archive on disk until the repair deadline, so late data revise the hour exactly "
+        "either way: this only trades memory for disk reads [CEMS_LATE_HOLD_HOURS]",
     )
     rp.add_argument(
         "--progress",

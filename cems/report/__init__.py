@@ -1,10 +1,10 @@
 """``cems report``: the city office's transmission-rate and exceedance report for a month, ISO week or day.
 
-Data: ``cems_hourly`` and ``cems_event`` from InfluxDB (v1 ``/query``); counting: the same
-:class:`~cems.rules.transmission.RateCounter` as the service and ``cems replay``.  Grid sections: the township
-ranking of the period from ``grid_daily`` (:mod:`cems.rules.ranking`, as ``cems grid rank``) and the hotspot
-list from the ``grid_hotspot`` events.  Output: ``report.html`` (self-contained) and CSV tables (UTF-8 with
-BOM) in ``--out``.
+Data: ``cems_hourly``, ``cems_event``, ``cems_mark`` and ``cems_monthly`` (monthly results, shown as written)
+from InfluxDB (v1 ``/query``); counting: the same :class:`~cems.rules.transmission.RateCounter` as the service
+and ``cems replay``.  Grid sections: the township ranking of the period from ``grid_daily``
+(:mod:`cems.rules.ranking`, as ``cems grid rank``) and the hotspot list from the ``grid_hotspot`` events.
+Output: ``report.html`` (self-contained) and CSV tables (UTF-8 with BOM) in ``--out``.
 
 * :mod:`cems.report._period` — the report period (Beijing time).
 * :mod:`cems.report._data` — loading from InfluxDB.
@@ -39,6 +39,7 @@ from cems.report._tables import (
     ExceedanceRow,
     GridSection,
     HotspotRow,
+    MonthlyRow,
     OutletRow,
     RankRow,
     Report,
@@ -56,6 +57,7 @@ __all__ = [
     "GridInput",
     "GridSection",
     "HotspotRow",
+    "MonthlyRow",
     "OutletRow",
     "Period",
     "Query",
@@ -119,6 +121,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         grid=grid,
         emergency_events=data.emergency,
         marks=data.marks,
+        monthly=data.months,
     )
 
 

@@ -186,6 +186,51 @@ def availability_csv(r: Report) -> str:
     return _csv_text(header, rows)
 
 
+def monthly_csv(r: Report) -> str:
+    header = [
+        "区县",
+        "企业",
+        "排放口",
+        "MN",
+        "因子",
+        "月份",
+        "有效日数",
+        "应有有效日数",
+        "月有效",
+        "有效小时数",
+        "考核小时数",
+        "达标小时数",
+        "达标比例(%)",
+        "要求(%)",
+        "月度考核",
+        "依据",
+    ]
+    rows = []
+    for row in r.monthly:
+        m = row.result
+        rows.append(
+            [
+                row.district,
+                row.enterprise,
+                row.outlet,
+                m.mn,
+                pollutant_label(m.pollutant),
+                m.month,
+                m.valid_days,
+                m.days_needed,
+                "是" if m.month_valid else "否",
+                m.valid_hours,
+                m.rule_hours,
+                m.hours_within_limit,
+                pct(m.share_within_limit),
+                pct(m.share_required),
+                {True: "达标", False: "未达标", None: ""}[m.meets_monthly_rule],
+                m.citation,
+            ]
+        )
+    return _csv_text(header, rows)
+
+
 def _change(v: float | None) -> str:
     return "" if v is None else f"{v * 100:.1f}"
 
@@ -368,6 +413,7 @@ CSV_FILES = {
     "outlets_below_target.csv": outlets_below_target_csv,
     "exceedances.csv": exceedances_csv,
     "availability.csv": availability_csv,
+    "monthly.csv": monthly_csv,
     "marks.csv": marks_csv,
     "mark_caps.csv": mark_caps_csv,
     "late_declarations.csv": late_declarations_csv,

@@ -14,13 +14,14 @@ from cems.protocol.mark import MarkRecord
 from cems.report._emergency import VIOLATIONS
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
+from cems.rules.daily import MonthResult
 from cems.rules.emergency_tracker import WARNING_LEVEL
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import PeriodKind, RankPeriod
 from cems.sinks.gridrank import load_ranking_days
 from cems.sinks.influxql import quote_ident, quote_literal
-from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT, MARK_MEASUREMENT
+from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT, MARK_MEASUREMENT, MONTHLY_MEASUREMENT
 
 #: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
 Query = Callable[[str, str | None], list[dict[str, Any]]]
@@ -41,6 +42,8 @@ class ReportInput:
     emergency: list[Event] = field(default_factory=list)
     #: Mark records received before the end of the period (``cems_mark``, issue 14).
     marks: list[MarkRecord] = field(default_factory=list)
+    #: ``cems_monthly`` results of the months the period touches.
+    months: list[MonthResult] = field(default_factory=list)
 
 
 def _ns(t: datetime) -> int:
@@ -50,6 +53,7 @@ def _ns(t: datetime) -> int:
 _lit = quote_literal
 _HOURLY: Final = quote_ident(HOURLY_MEASUREMENT)
 _EVENT: Final = quote_ident(EVENT_MEASUREMENT)
+_MONTHLY: Final = quote_ident(MONTHLY_MEASUREMENT)
 
 
 def _time(v: Any) -> datetime:
@@ -103,6 +107,38 @@ def event_from_row(row: dict[str, Any]) -> Event:
     )
 
 
+def _opt_int(v: Any) -> int:
+    return 0 if v is None else int(v)
+
+
+def month_from_row(row: dict[str, Any]) -> MonthResult:
+    """A :class:`MonthResult` from a ``cems_monthly`` row queried with ``epoch="s"``."""
+    t = _time(row["time"])
+    meets = row.get("meets_monthly_rule")
+    return MonthResult(
+        mn=str(row["mn"]),
+        pollutant=str(row["pollutant"]),
+        month=f"{t.year:04d}-{t.month:02d}",
+        valid_days=_opt_int(row.get("valid_days")),
+        days_needed=_opt_int(row.get("days_needed")),
+        month_valid=row.get("month_valid") is True,
+        valid_hours=_opt_int(row.get("valid_hours")),
+        rule_hours=_opt_int(row.get("rule_hours")),
+        hours_within_limit=_opt_int(row.get("hours_within_limit")),
+        share_within_limit=_opt_float(row.get("share_within_limit")),
+        share_required=_opt_float(row.get("share_required")),
+        meets_monthly_rule=None if meets is None else meets is True,
+        citation=str(row.get("citation") or ""),
+    )
+
+
+def load_months(query: Query, period: Period) -> list[MonthResult]:
+    """``cems_monthly`` points of the Beijing months that the period touches."""
+    first = period.start.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    q = f"SELECT * FROM {_MONTHLY} WHERE time >= {_ns(first)} AND time < {_ns(period.end)}"
+    return [month_from_row(r) for r in query(q, "s")]
+
+
 def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> ReportInput:
     """Hourly records of the period (assessed factors, plus exceeding records of any factor), the first
     hourly point of every outlet before the end of the period, and the exceedance events overlapping it."""
@@ -141,6 +177,7 @@ def load_report_input(query: Query, period: Period, factors: Sequence[str]) -> R
         if ev_end > start:
             out.events.append(ev)
     out.events.sort(key=lambda e: (e.start, e.mn, e.pollutant or ""))
+    out.months = load_months(query, period)
     kinds = " OR ".join(f'"type" = {_lit(t)}' for t in (WARNING_LEVEL, *VIOLATIONS))
     # every warning setting before the end (a setting may cover the period from long before), the violations
     # overlapping the period

@@ -495,6 +495,32 @@ def _marks_tables(r: Report) -> str:
     return "".join(out)
 
 
+def _monthly_table(r: Report) -> str:
+    """Monthly results per outlet (``cems_monthly``): month validity and the monthly rule."""
+    if not r.monthly:
+        return '<p class="note">数据库中尚无本时段所涉月份的月度结果（月份结束后写入，次月 10 日后为最终结果）。</p>'
+    out = [
+        "<table><thead><tr><th>区县</th><th>企业</th><th>排放口</th><th>MN</th><th>因子</th><th>月份</th>"
+        "<th>有效日数 / 应有</th><th>月有效</th><th>有效小时</th><th>达标小时 / 考核小时</th><th>达标比例</th>"
+        "<th>要求</th><th>月度考核</th><th>依据</th></tr></thead><tbody>"
+    ]
+    for row in r.monthly:
+        m = row.result
+        meets = {True: '<td class="good">达标</td>', False: '<td class="bad">未达标</td>', None: "<td>—</td>"}
+        rule = f"{m.hours_within_limit} / {m.rule_hours}" if m.rule_hours else "—"
+        out.append(
+            f"<tr><td>{esc(row.district)}</td><td>{esc(row.enterprise)}</td><td>{esc(row.outlet)}</td>"
+            f'<td class="mono">{esc(m.mn)}</td><td>{esc(pollutant_label(m.pollutant))}</td><td>{esc(m.month)}</td>'
+            f'<td class="n">{m.valid_days} / {m.days_needed}</td>'
+            f'<td class="{"good" if m.month_valid else "bad"}">{"是" if m.month_valid else "否"}</td>'
+            f'<td class="n">{m.valid_hours}</td><td class="n">{esc(rule)}</td>{_pct_cell(m.share_within_limit)}'
+            f'<td class="n">{"—" if m.share_required is None else f"≥ {m.share_required * 100:g} %"}</td>'
+            f"{meets[m.meets_monthly_rule]}<td>{esc(m.citation or 'HJ 75-2017')}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
 def _card(value: str, key: str, cls: str = "") -> str:
     c = f" {cls}" if cls else ""
     return f'<div class="card"><div class="v{c}">{esc(value)}</div><div class="k">{esc(key)}</div></div>'
@@ -544,6 +570,12 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _below_table(r),
         "<h2>企业超标情况</h2>",
         _exceedance_table(r),
+        "<h2>月度结果（月有效性、月度考核）</h2>",
+        '<p class="note">月有效：有效日数 ≥ 25 日（2 月 ≥ 23 日），HJ 75-2017；有效日为有效小时 ≥ 20 的日。'
+        "钢铁超低排放月度考核：当月有效小时中折算浓度不超过限值的比例 ≥ 95 %（环大气〔2019〕35号）；"
+        "单个小时超过限值仍为小时超标（HJ 76-2017），但不单独构成未达到该政策要求。月份结束后写入，"
+        "至次月 10 日前随修约数据更新。</p>",
+        _monthly_table(r),
         _ranking_section(r),
         _hotspot_section(r),
         "<h2>重污染天气应急响应</h2>",

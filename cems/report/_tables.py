@@ -25,6 +25,7 @@ from cems.report._emergency import WarningRow, warning_rows
 from cems.report._marks import MarksSection, marks_ledger, marks_section
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
+from cems.rules.daily import MonthResult
 from cems.rules.events import HOURLY_EXCEEDANCE, RETRACTED_STATUS, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.marks import MARKED
@@ -240,6 +241,17 @@ def build_grid_section(
 
 
 @dataclass(frozen=True, slots=True)
+class MonthlyRow:
+    """One outlet, code and month of ``cems_monthly`` (issue 12): month validity (≥ 25 valid days, 23 in
+    February, HJ 75-2017) and, where the profile has one, the monthly rule (steel ultra-low, 环大气〔2019〕35号)."""
+
+    district: str
+    enterprise: str
+    outlet: str
+    result: MonthResult
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     city: str
     period: Period
@@ -256,6 +268,8 @@ class Report:
     availability: tuple[AvailabilityRow, ...]
     #: RateCounter's own per-day rows (for checks against a replay).
     outlet_days: tuple[OutletDayRate, ...]
+    #: Monthly results (``cems_monthly``) of the months the period touches, by district, enterprise, MN, code.
+    monthly: tuple[MonthlyRow, ...] = ()
     #: The grid sections (township ranking, hotspot list); ``None``: the registry has no grid sensor and the
     #: report leaves the sections out.
     grid: GridSection | None = None
@@ -299,6 +313,7 @@ def build_report(
     grid: GridSection | None = None,
     emergency_events: Sequence[Event] = (),
     marks: Iterable[MarkRecord] = (),
+    monthly: Iterable[MonthResult] = (),
 ) -> Report:
     """All the report's tables.
 
@@ -310,6 +325,7 @@ def build_report(
     ``marks``: the mark records received up to the end of the period (issue 14; those of the year before the
     period too, for the caps): the rates count marked and repaired hours as the mark types say, exceedances
     closed as ``marked`` are left out, and the report shows them (:class:`MarksSection`).
+    ``monthly``: the ``cems_monthly`` results of the months the period touches (shown as they are).
     """
     recs = list(records)
     first: dict[str, datetime] = dict(first_seen or {})
@@ -490,6 +506,7 @@ def build_report(
         exceeding_enterprises=len(exc_rows),
         exceedance_hours=sum(r.hours for r in exc_rows),
     )
+
     return Report(
         city=city.name,
         period=period,
@@ -507,4 +524,16 @@ def build_report(
         grid=grid,
         warnings=warning_rows(registry, emergency_events, period.start, end),
         marks=marks_section(reg, ledger, start, end),
+        monthly=_monthly_rows(registry, monthly),
     )
+
+
+def _monthly_rows(registry: Registry, months: Iterable[MonthResult]) -> tuple[MonthlyRow, ...]:
+    rows: list[MonthlyRow] = []
+    for mr in months:
+        info = registry.outlet(mr.mn)
+        if info is None:
+            continue
+        rows.append(MonthlyRow(info.district.name, info.enterprise.name, info.outlet.name, mr))
+    rows.sort(key=lambda r: (r.district, r.enterprise, r.result.mn, r.result.month, r.result.pollutant))
+    return tuple(rows)

@@ -18,23 +18,32 @@
   (HJ 76-2017) of the configured limit, reported as such, but not by itself non-compliance with the policy.
 
 Days close when an hourly record of a later day arrives, or on :meth:`OutletDaily.flush` (live: once every
-hour of the day is closed; replay: at the end of the input).  Data for a closed day are not aggregated
-(counted in ``late``).
+hour of the day is closed; replay: at the end of the input).  A closed day stays revisable until the repair
+deadline of its last hour (10 days, and the 10th of the next month: DOMAIN.md §5): an hour revised by late
+data (issue 12) rebuilds the day — the same ``cems_daily`` key, so the stored point is rewritten — and its
+``daily_exceedance`` (opened, updated or retracted late, each change once).  The day is rebuilt from its
+hours' slots in hour order, so its figures are those of a sorted replay whatever the order the hours came
+in.  Data for a day past its deadline are not aggregated (counted in ``late``).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import sys
+import zlib
+from array import array
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
 
 from cems.limits import builtin_profiles
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
-from cems.rules.events import CLOSED, OPENED, Event, EventUpdate
-from cems.rules.hourly import HourlyRecord, is_concentration
+from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
+from cems.rules.hourly import REPAIR_WINDOW, HourArchive, HourlyRecord, is_concentration, repair_deadline
 from cems.rules.limits import LimitSchedule, daily_limit_at
 from cems.rules.o2 import DEFAULT_MAX_O2, correct
 
@@ -106,10 +115,74 @@ class DailyRecord:
         }
 
 
-# per code: [received hours, valid hours, sum of avg, n avg, sum of zs, n zs]
-_Acc = list[float]
 # DAS CN=2031 per code: (avg, zs, flag)
 _Das = tuple[float | None, float | None, str]
+_NAN: Final = float("nan")
+
+
+class _DayCode:
+    """The hours of one code in one day: which were received and valid (24-bit masks), and the valid hours'
+    means and corrected means (NaN: none), by hour of the day.  A revised hour replaces its slot, so the day
+    is rebuilt the same whatever the order its hours came in (sums are taken in hour order).  Persisted as
+    base64 of the 48 little-endian float64 values, encoded once per change (the engine state of a changed
+    outlet is written at every commit: docs/benchmark.md)."""
+
+    __slots__ = ("_enc", "received", "valid", "values")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.valid = 0
+        self.values = array("d", [_NAN]) * 48  # avg[0..23], zs[0..23]
+        self._enc: str | None = None
+
+    def set(self, i: int, rec: HourlyRecord) -> None:
+        self._enc = None
+        bit = 1 << i
+        self.received |= bit
+        if rec.counts_valid:
+            self.valid |= bit
+            self.values[i] = _NAN if rec.avg is None else rec.avg
+            self.values[24 + i] = _NAN if rec.zs_avg is None else rec.zs_avg
+        else:
+            self.valid &= ~bit
+            self.values[i] = self.values[24 + i] = _NAN
+
+    def sums(self) -> tuple[int, int, float, int, float, int]:
+        """received hours, valid hours, sum of avg, n avg, sum of zs, n zs (hour order)."""
+        v = self.values
+        sa = sz = 0.0
+        na = nz = 0
+        for i in range(24):
+            if self.valid >> i & 1:
+                a, z = v[i], v[24 + i]
+                if a == a:
+                    sa += a
+                    na += 1
+                if z == z:
+                    sz += z
+                    nz += 1
+        return self.received.bit_count(), self.valid.bit_count(), sa, na, sz, nz
+
+    def to_json(self) -> list[Any]:
+        if self._enc is None:
+            a = array("d", self.values)
+            if sys.byteorder == "big":
+                a.byteswap()
+            self._enc = base64.b64encode(a.tobytes()).decode("ascii")
+        return [self.received, self.valid, self._enc]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> _DayCode:
+        dc = cls()
+        dc.received, dc.valid = int(raw[0]), int(raw[1])
+        a = array("d")
+        a.frombytes(base64.b64decode(raw[2]))
+        if sys.byteorder == "big":
+            a.byteswap()
+        if len(a) != 48:
+            raise ValueError("a day's slots must hold 48 values")
+        dc.values = a
+        return dc
 
 
 def _num(v: float | None) -> float | None:
@@ -117,9 +190,34 @@ def _num(v: float | None) -> float | None:
 
 
 class OutletDaily:
-    """Daily means and daily exceedances of one outlet (see the module docstring)."""
+    """Daily means and daily exceedances of one outlet (see the module docstring).
 
-    __slots__ = ("_closed_before", "_das", "_max_o2", "_open", "_schedule", "district", "enterprise", "late", "mn")
+    A closed day stays revisable until the repair deadline of its last hour (:func:`repair_deadline`): a late
+    hourly record (a revision) or a late CN=2031 rebuilds it and it is returned again (same key), and
+    :meth:`exceedances` turns the change into late event updates (opened, updated or retracted; never
+    duplicated).  Memory: per day of the window and code, two 24-bit masks and 48 floats.
+    """
+
+    __slots__ = (
+        "_akey",
+        "_archive",
+        "_closed_before",
+        "_das",
+        "_days",
+        "_dirty",
+        "_late_days",
+        "_legacy",
+        "_max_o2",
+        "_now",
+        "_repair",
+        "_reported",
+        "_schedule",
+        "_stored",
+        "district",
+        "enterprise",
+        "late",
+        "mn",
+    )
 
     def __init__(
         self,
@@ -129,17 +227,49 @@ class OutletDaily:
         *,
         schedule: LimitSchedule | None = None,
         max_o2: float = DEFAULT_MAX_O2,
+        repair_window: timedelta = REPAIR_WINDOW,
+        archive: HourArchive | None = None,
     ) -> None:
         self.mn = outlet.mn
+        #: Where closed days wait for revisions until their deadline (``None``: in memory); key ``MN#daily``
+        #: and the start of the day's last hour (so that the archive's deadline pruning applies to it).
+        self._archive = archive
+        self._akey = f"{outlet.mn}#daily"
+        #: closed days (inside the window) whose slots are in the archive, not in memory
+        self._stored: set[int] = set()
         self.enterprise = enterprise
         self.district = district
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._max_o2 = max_o2
-        self._open: dict[int, dict[str, _Acc]] = {}
+        self._repair = repair_window
+        #: day → code → its hours; open days, and closed days inside the repair window (with an archive: only
+        #: while a revision of them is being built)
+        self._days: dict[int, dict[str, _DayCode]] = {}
+        #: sums of days restored from a state saved before per-hour slots (version 1): day → code → sums
+        self._legacy: dict[int, dict[str, list[float]]] = {}
         self._das: dict[int, dict[str, _Das]] = {}
         self._closed_before = -(1 << 40)  # every day with a smaller index is closed
-        #: Hourly records and daily readings that arrived for a closed day (not aggregated).
+        #: closed days revised since they were last returned
+        self._dirty: set[int] = set()
+        #: closed days revised by late data, not yet through :meth:`exceedances` (their updates are late)
+        self._late_days: set[int] = set()
+        #: closed days inside the window → code → corrected mean of an exceeding day, None otherwise (what
+        #: :meth:`exceedances` last reported)
+        self._reported: dict[int, dict[str, float | None]] = {}
+        self._now = -(1 << 62)  # newest hour end seen (epoch s)
+        #: Hourly records and daily readings that arrived for a day past its repair deadline (not aggregated).
         self.late = 0
+
+    @property
+    def closed_before_day(self) -> date | None:
+        """Every day before this is closed (``None``: none yet)."""
+        if self._closed_before < -(1 << 39):
+            return None
+        return _day_start(self._closed_before).date()
+
+    def _final(self, d: int) -> bool:
+        """The day's last hour is past its repair deadline: nothing moves it any more."""
+        return self._now >= repair_deadline((d + 1) * _DAY - _BJ - 3600, self._repair)
 
     # -- input
 
@@ -149,80 +279,161 @@ class OutletDaily:
             return
         d = _day_index(reading.data_time)
         if d < self._closed_before:
-            self.late += 1
-            return
+            if self._final(d) or not self._load(d):
+                self.late += 1
+                return
+            self._dirty.add(d)
+            self._late_days.add(d)
         das = self._das.setdefault(d, {})
         for code, m in reading.measurements.items():
             avg, zs = _num(m.values.get("Avg")), _num(m.values.get("ZsAvg"))
             if avg is None and zs is None:
                 continue
             das[code] = (avg, zs, "N" if m.flag is None else m.flag.upper())
-        self._open.setdefault(d, {})
+        self._days.setdefault(d, {})
 
     def on_hours(self, records: Iterable[HourlyRecord]) -> list[DailyRecord]:
-        """Add closed hourly records (any order within open days); returns the days this closes (those
-        before the newest record's day)."""
+        """Add hourly records (first or revised, any order); returns the days this closes (those before the
+        newest record's day) and the closed days it revised."""
         newest: int | None = None
         for rec in records:
-            d = _day_index(rec.hour_start)
+            ts = math.floor(rec.hour_start.timestamp())
+            if ts + 3600 > self._now:
+                self._now = ts + 3600
+            d = (ts + _BJ) // _DAY
             if d < self._closed_before:
-                self.late += 1
-                continue
-            newest = d if newest is None else max(newest, d)
-            acc = self._open.setdefault(d, {}).get(rec.pollutant)
-            if acc is None:
-                acc = self._open[d][rec.pollutant] = [0.0] * 6
-            acc[0] += 1
-            if rec.counts_valid:
-                acc[1] += 1
-                if rec.avg is not None:
-                    acc[2] += rec.avg
-                    acc[3] += 1
-                if rec.zs_avg is not None:
-                    acc[4] += rec.zs_avg
-                    acc[5] += 1
-        if newest is None:
-            return []
-        return self._close(newest)
+                if self._final(d) or not self._load(d):
+                    self.late += 1
+                    continue
+                self._dirty.add(d)
+                self._late_days.add(d)
+            else:
+                newest = d if newest is None else max(newest, d)
+            day = self._days.get(d)
+            if day is None:
+                day = self._days[d] = {}
+            dc = day.get(rec.pollutant)
+            if dc is None:
+                dc = day[rec.pollutant] = _DayCode()
+            dc.set((ts + _BJ) % _DAY // 3600, rec)
+        return self._close(newest) if newest is not None else self._revised()
 
     def flush(self, until: datetime | None = None) -> list[DailyRecord]:
-        """Close the days that ended at or before ``until`` (every open day when ``None``)."""
+        """Close the days that ended at or before ``until`` (every open day when ``None``), and return the
+        closed days revised since they were last returned."""
         if until is None:
-            if not self._open:
-                return []
-            return self._close(max(self._open) + 1)
+            open_days = [d for d in self._days if d >= self._closed_before]
+            if not open_days:
+                return self._revised()
+            return self._close(max(open_days) + 1)
+        u = math.floor(until.timestamp())
+        if u > self._now:
+            self._now = u
         return self._close(_day_index(until))
 
     # -- closing
 
-    def _close(self, before: int) -> list[DailyRecord]:
-        if before <= self._closed_before:
-            return []
-        self._closed_before = before
+    def _revised(self) -> list[DailyRecord]:
         out: list[DailyRecord] = []
-        for d in sorted(k for k in self._open if k < before):
-            out += self._build(d, self._open.pop(d), self._das.pop(d, {}))
-        for d in [k for k in self._das if k < before]:
-            del self._das[d]
+        for d in sorted(self._dirty):
+            if d in self._days:
+                out += self._build(d)
+                if self._archive is not None and d < self._closed_before and not self._final(d):
+                    self._store(d)
+        self._dirty.clear()
+        self._prune()
         return out
 
-    def _build(self, d: int, accs: Mapping[str, _Acc], das: Mapping[str, _Das]) -> list[DailyRecord]:
+    # -- closed days in the archive
+
+    def _archive_key(self, d: int) -> int:
+        return (d + 1) * _DAY - _BJ - 3600  # the start of the day's last hour
+
+    def _store(self, d: int) -> None:
+        """Move a closed day's slots (and its DAS record) from memory to the archive."""
+        assert self._archive is not None
+        head = {
+            "c": {c: dc.to_json() for c, dc in self._days.pop(d).items()},
+            "d": {c: list(v) for c, v in self._das.pop(d, {}).items()},
+            "l": self._legacy.pop(d, {}),
+        }
+        self._archive.put(self._akey, self._archive_key(d), zlib.compress(json.dumps(head).encode(), 1))
+        self._stored.add(d)
+
+    def _load(self, d: int) -> bool:
+        """A closed day in memory for a revision: ``True`` when it is (or never had data: it starts empty);
+        ``False`` when its archived slots were lost."""
+        if d in self._days or d not in self._stored:
+            return True
+        assert self._archive is not None
+        data = self._archive.get(self._akey, self._archive_key(d))
+        if data is None:
+            return False
+        head = json.loads(zlib.decompress(data))
+        self._days[d] = {c: _DayCode.from_json(raw) for c, raw in head["c"].items()}
+        if head["d"]:
+            self._das[d] = {c: (v[0], v[1], str(v[2])) for c, v in head["d"].items()}
+        if head["l"]:
+            self._legacy[d] = {c: [float(x) for x in a] for c, a in head["l"].items()}
+        return True
+
+    def archived_wanted(self, reading: Reading) -> tuple[str, int] | None:
+        """The archive key of the closed day that ``reading`` may revise, when its slots are archived (the
+        live service loads it beforehand, off the event loop); else ``None``."""
+        if self._archive is None:
+            return None
+        d = _day_index(reading.data_time)
+        if d >= self._closed_before or d in self._days or d not in self._stored or self._final(d):
+            return None
+        return self._akey, self._archive_key(d)
+
+    def _close(self, before: int) -> list[DailyRecord]:
+        if before <= self._closed_before:
+            return self._revised()
+        old = self._closed_before
+        self._closed_before = before
+        for d in sorted(k for k in self._days if old <= k < before):
+            self._dirty.add(d)
+        return self._revised()
+
+    def _prune(self) -> None:
+        """Forget closed days past their repair deadline (bounded memory: the window's days)."""
+        for d in [k for k in self._days if k < self._closed_before and self._final(k)]:
+            del self._days[d]
+            self._das.pop(d, None)
+            self._legacy.pop(d, None)
+        for d in [k for k in self._reported if self._final(k)]:
+            del self._reported[d]
+        for d in [k for k in self._stored if self._final(k)]:
+            self._stored.discard(d)
+        self._late_days = {d for d in self._late_days if not self._final(d)}
+        for d in [k for k in self._das if k < self._closed_before and k not in self._days]:
+            del self._das[d]
+
+    def _build(self, d: int) -> list[DailyRecord]:
+        accs = self._days.get(d, {})
+        legacy = self._legacy.get(d, {})
+        das: Mapping[str, _Das] = self._das.get(d, {})
         start = _day_start(d)
         day = start.date()
         out: list[DailyRecord] = []
         das_o2 = das.get(O2)
-        for code in sorted(set(accs) | set(das)):
-            acc = accs.get(code)
+        for code in sorted(set(accs) | set(legacy) | set(das)):
+            dc = accs.get(code)
+            lg = legacy.get(code)
             dv = das.get(code)
             das_avg, das_zs = (dv[0], dv[1]) if dv is not None else (None, None)
             conc = is_concentration(code)
             al = daily_limit_at(self._schedule.outlet, code, start) if conc else None
             ref = al.ref_o2 if al is not None else (self._schedule.ref_o2(start) if conc else None)
             note = ""
-            if acc is not None:
-                received, n_valid = int(acc[0]), int(acc[1])
-                avg = acc[2] / acc[3] if acc[3] else None
-                zs = acc[4] / acc[5] if acc[5] else None
+            if dc is not None or lg is not None:
+                sums = list(dc.sums()) if dc is not None else [0, 0, 0.0, 0, 0.0, 0]
+                if lg is not None:
+                    sums = [a + b for a, b in zip(sums, lg, strict=True)]
+                received, n_valid = int(sums[0]), int(sums[1])
+                avg = sums[2] / sums[3] if sums[3] else None
+                zs = sums[4] / sums[5] if sums[5] else None
                 valid = n_valid >= MIN_VALID_HOURS_PER_DAY and (zs is not None or not conc)
                 source = SOURCE_HOURS
                 if not valid:
@@ -260,10 +471,21 @@ class OutletDaily:
         return out
 
     def exceedances(self, records: Iterable[DailyRecord]) -> list[EventUpdate]:
-        """``daily_exceedance`` events (opened and closed at once: the day is over) of exceeding days."""
+        """``daily_exceedance`` events of these day records (first or revised): an exceeding day is opened
+        and closed at once (the day is over); a revision opens one late, updates its peak, or retracts it
+        (``retracted``, late) when the day no longer exceeds.  Each change is reported once."""
         ups: list[EventUpdate] = []
         for r in records:
-            if not r.exceeds:
+            d = _day_index(r.day_start)
+            reported = self._reported.get(d)
+            late = reported is not None or d in self._late_days
+            self._late_days.discard(d)
+            prev = reported.get(r.pollutant) if reported is not None else None
+            if reported is None and not self._final(d):
+                reported = self._reported[d] = {}
+            if reported is not None:
+                reported[r.pollutant] = r.zs_avg if r.exceeds else None
+            if not r.exceeds and prev is None:
                 continue
             start = r.day_start
             ev = Event(
@@ -275,35 +497,69 @@ class OutletDaily:
                 start=start,
                 end=None,
                 hours=24,
-                peak=r.zs_avg,
+                peak=r.zs_avg if r.exceeds else prev,
                 limit=r.limit,
                 ref_o2=r.ref_o2,
                 profile=r.profile,
                 status="open",
+                late=late,
             )
-            ups += [EventUpdate(OPENED, ev), EventUpdate(CLOSED, ev.closed_at(start + timedelta(days=1)))]
+            closed = ev.closed_at(start + timedelta(days=1))
+            if not r.exceeds:
+                ups.append(EventUpdate(RETRACTED, replace(closed, status=RETRACTED_STATUS)))
+            elif prev is None:
+                ups += [EventUpdate(OPENED, ev), EventUpdate(CLOSED, closed)]
+            elif prev != r.zs_avg:
+                ups.append(EventUpdate(UPDATED, closed))
         return ups
 
-    # -- persistence (bounded: the open days, normally one or two)
+    # -- persistence (bounded: the days of the repair window)
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
             "kind": "daily",
             "mn": self.mn,
             "closed_before": self._closed_before,
             "late": self.late,
-            "open": {str(d): {c: list(a) for c, a in accs.items()} for d, accs in sorted(self._open.items())},
+            "now": self._now,
+            "days": {str(d): {c: dc.to_json() for c, dc in day.items()} for d, day in sorted(self._days.items())},
+            "legacy": {str(d): {c: list(a) for c, a in x.items()} for d, x in sorted(self._legacy.items())},
             "das": {str(d): {c: list(v) for c, v in das.items()} for d, das in sorted(self._das.items())},
+            "dirty": sorted(self._dirty),
+            "late_days": sorted(self._late_days),
+            "reported": {str(d): dict(r) for d, r in sorted(self._reported.items())},
+            "stored": sorted(self._stored),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        if state.get("version") != 1 or state.get("kind") != "daily" or state.get("mn") != self.mn:
-            raise ValueError(f"not a version-1 daily state of outlet {self.mn!r}")
+        version = state.get("version")
+        if version not in (1, 2) or state.get("kind") != "daily" or state.get("mn") != self.mn:
+            raise ValueError(f"not a version-1 or -2 daily state of outlet {self.mn!r}")
         self._closed_before = int(state["closed_before"])
         self.late = int(state["late"])
-        self._open = {int(d): {c: [float(x) for x in a] for c, a in accs.items()} for d, accs in state["open"].items()}
         self._das = {int(d): {c: (v[0], v[1], str(v[2])) for c, v in das.items()} for d, das in state["das"].items()}
+        if version == 1:  # open days as sums (no per-hour slots): kept as such, added to the day's hours
+            self._legacy = {
+                int(d): {c: [float(x) for x in a] for c, a in accs.items()} for d, accs in state["open"].items()
+            }
+            self._days = {d: {} for d in self._legacy}
+            for d in self._das:
+                self._days.setdefault(d, {})
+            self._dirty, self._late_days, self._reported, self._now = set(), set(), {}, -(1 << 62)
+            self._stored = set()
+            return
+        self._now = int(state["now"])
+        self._days = {
+            int(d): {c: _DayCode.from_json(raw) for c, raw in day.items()} for d, day in state["days"].items()
+        }
+        self._legacy = {
+            int(d): {c: [float(x) for x in a] for c, a in x.items()} for d, x in state.get("legacy", {}).items()
+        }
+        self._dirty = {int(d) for d in state.get("dirty", [])}
+        self._late_days = {int(d) for d in state.get("late_days", [])}
+        self._reported = {int(d): dict(r) for d, r in state.get("reported", {}).items()}
+        self._stored = {int(d) for d in state.get("stored", [])}
 
 
 # ---------------------------------------------------------------------------------------------- month

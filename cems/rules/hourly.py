@@ -59,26 +59,34 @@ revisable until its repair deadline (:func:`repair_deadline`: 10 days after its 
 end of the 10th of the next month, DOMAIN.md §5): data for it revise it and the records are emitted again
 (:meth:`OutletHourly.revisions`; same keys, so the stored points are rewritten).  Hence the records are the
 same whatever the arrival order, live and in replay.  Memory is bounded: an emitted hour keeps its
-sub-values for ``hold`` (default 3 h) after its end; then they are dropped and only the fact that it had
-data is kept (a few spans).  Late data for an hour that had no data at all (a link outage, back-filled:
-补传) start it afresh and revise it exactly up to the repair deadline; late data for an hour that had data
-and was dropped from memory cannot be merged exactly and are counted (``late_unrevised``); data after the
-repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
+sub-values in memory for ``hold`` (default 3 h) after its end; then they go, exactly (:func:`pack_hour`), to
+an :class:`HourArchive` (live: the ingester's SQLite state; replay: a temporary file; :mod:`cems.hour_archive`)
+and only the fact that it had data is kept in memory (a few spans).  Late data for such an hour bring it
+back from the archive and revise it exactly up to the repair deadline — an hour is rebuilt from all its
+sub-values, because a summary cannot be: a re-sent value replaces the earlier one of the same second, and
+the inferred cadence needs every data time.  Late data for an hour that had no data at all (a link outage,
+back-filled: 补传) start it afresh.  Without an archive, or when the archive lost the hour, late data for an
+hour that had data and left memory cannot be merged exactly and are counted (``late_unrevised``); data
+after the repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
 store it unaltered).  Counters: ``late_readings`` (merged into an emitted hour), ``late_unrevised``,
 ``late_beyond_window``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+import zlib
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
-from cems.rules.cadence import hour_cadence
+from cems.rules.cadence import STREAM_HINT_S, hour_cadence
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
 
@@ -299,6 +307,71 @@ class _HourAcc:
         self.rtd: dict[str, dict[int, _Sub]] = {}
 
 
+class HourArchive(Protocol):
+    """Where an outlet's emitted hours go when they leave memory, until their repair deadline (late data of
+    such an hour are merged exactly: :meth:`OutletHourly.feed`).  Live: the ingester's SQLite state (written
+    with the next commit); replay: a temporary SQLite file.  Keys: outlet MN and hour start (epoch s); values:
+    :func:`pack_hour` bytes."""
+
+    def put(self, mn: str, hour: int, data: bytes) -> None: ...
+
+    def get(self, mn: str, hour: int) -> bytes | None: ...
+
+
+_BIG_ENDIAN: Final = sys.byteorder == "big"  # packed hours are little-endian
+#: Format byte of :func:`pack_hour` (a zlib-compressed JSON header, then the arrays).
+_PACK_VERSION: Final = 1
+
+
+def pack_hour(acc: _HourAcc) -> bytes:
+    """An hour's sub-values as compact bytes: exact (float64 values, every second kept, flags), so that
+    :func:`unpack_hour` gives the same hour back.  Layout: version byte, then zlib of a JSON header (DAS
+    records; per stream and code, the number of sub-values) followed by the seconds (uint16), values (float64,
+    NaN for a flagged code sent without a number) and states (uint8) of each code in header order."""
+    head: dict[str, Any] = {"d": {c: list(v) for c, v in acc.das.items()}, "m": [], "r": []}
+    body = bytearray()
+    for key, subs in (("m", acc.mins), ("r", acc.rtd)):
+        for code, d in subs.items():
+            secs = sorted(d)
+            head[key].append([code, len(secs)])
+            a_secs, a_vals = array("H", secs), array("d", [d[s][0] for s in secs])
+            if _BIG_ENDIAN:
+                a_secs.byteswap()
+                a_vals.byteswap()
+            body += a_secs.tobytes()
+            body += a_vals.tobytes()
+            body += bytes(d[s][1] for s in secs)
+    raw = json.dumps(head, separators=(",", ":")).encode()
+    return bytes([_PACK_VERSION]) + zlib.compress(len(raw).to_bytes(4, "little") + raw + bytes(body), 1)
+
+
+def unpack_hour(data: bytes) -> _HourAcc:
+    """The hour that :func:`pack_hour` packed."""
+    if not data or data[0] != _PACK_VERSION:
+        raise ValueError("not a packed hour of a known version")
+    raw = zlib.decompress(data[1:])
+    n = int.from_bytes(raw[:4], "little")
+    head = json.loads(raw[4 : 4 + n])
+    pos = 4 + n
+    acc = _HourAcc()
+    acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
+    for key, target in (("m", acc.mins), ("r", acc.rtd)):
+        for code, k in head[key]:
+            secs = array("H")
+            secs.frombytes(raw[pos : pos + 2 * k])
+            pos += 2 * k
+            vals = array("d")
+            vals.frombytes(raw[pos : pos + 8 * k])
+            pos += 8 * k
+            oks = raw[pos : pos + k]
+            pos += k
+            if _BIG_ENDIAN:
+                secs.byteswap()
+                vals.byteswap()
+            target[code] = {s: (v, ok) for s, v, ok in zip(secs, vals, oks, strict=True)}
+    return acc
+
+
 def _hour_flag(valid: bool, lower_bound: bool = False) -> str:
     """The flag of a computed hour: N when ≥ 75 % of its sub-values are N, otherwise D (HJ 212 appendix D).
 
@@ -339,6 +412,7 @@ class OutletHourly:
         journal: bool = True,
         hold: timedelta = DEFAULT_HOLD,
         repair_window: timedelta = REPAIR_WINDOW,
+        archive: HourArchive | None = None,
     ) -> None:
         if lateness < timedelta(0) or hold < timedelta(0):
             raise ValueError("lateness and hold must be ≥ 0")
@@ -369,10 +443,13 @@ class OutletHourly:
         #: [start, end) spans of emitted hours that had data and whose sub-values were dropped from memory
         #: (within the repair window)
         self._evicted: list[list[int]] = []
-        self._min_interval = 60  # last inferred CN=2051 period, seconds
+        self._min_interval = STREAM_HINT_S[Stream.MIN]  # CN=2051 period of an hour with one record, seconds
+        #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
+        self._archive = archive
         #: Readings merged into an already-emitted hour (the hour was revised).
         self.late_readings = 0
-        #: Readings for an emitted hour that had data and is no longer held in memory (not merged).
+        #: Readings for an emitted hour that had data and can no longer be rebuilt exactly (no archive, or the
+        #: archive lost it): stored by the caller, not merged.
         self.late_unrevised = 0
         #: Readings after their hour's repair deadline (final figures do not move).
         self.late_beyond_window = 0
@@ -401,6 +478,8 @@ class OutletHourly:
         hour = ts - ts % 3600
         acc = self._open.get(hour)
         if hour >= self._closed_before or self._accept_late(hour, acc is not None):
+            if acc is None:
+                acc = self._open.get(hour)  # brought back from the archive by _accept_late
             if acc is None:
                 acc = self._open[hour] = _HourAcc()
             factors = self._factors
@@ -457,7 +536,7 @@ class OutletHourly:
         if self._now >= repair_deadline(hour, self._repair):
             self.late_beyond_window += 1
             return False
-        if not held and any(a <= hour < b for a, b in self._evicted):
+        if not held and self._was_evicted(hour) and (self._archive is None or not self._in_archive(hour)):
             self.late_unrevised += 1
             return False
         self.late_readings += 1
@@ -465,6 +544,42 @@ class OutletHourly:
             self._dirty = set()
         self._dirty.add(hour)
         return True
+
+    def _was_evicted(self, hour: int) -> bool:
+        return any(a <= hour < b for a, b in self._evicted)
+
+    def _in_archive(self, hour: int) -> bool:
+        """Bring an evicted hour back from the archive into memory (``False``: the archive lost it)."""
+        assert self._archive is not None
+        data = self._archive.get(self.mn, hour)
+        if data is None:
+            return False
+        acc = self._open[hour] = unpack_hour(data)
+        journal = self._journal
+        if journal is not None:  # the hour is in memory again: its whole content, after a reset, for a restart
+            journal.append(("x", hour))
+            for code, dv in acc.das.items():
+                journal.append(("d", hour, code, *dv))
+            for kind, subs in (("mins", acc.mins), ("rtd", acc.rtd)):
+                for code, d in subs.items():
+                    journal.extend(("s", hour, kind, code, sec, v, ok) for sec, (v, ok) in d.items())
+        return True
+
+    def archived_wanted(self, reading: Reading) -> int | None:
+        """The evicted hour (epoch s) that ``reading`` would revise, when it must come back from the archive
+        (the live service loads it beforehand, off the event loop); else ``None``."""
+        if self._archive is None or reading.stream is Stream.DAY:
+            return None
+        dt = reading.data_time
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=BEIJING)
+        ts = math.floor(dt.timestamp())
+        hour = ts - ts % 3600
+        if hour >= self._closed_before or hour in self._open or not self._was_evicted(hour):
+            return None
+        if max(self._now, ts) >= repair_deadline(hour, self._repair):
+            return None
+        return hour
 
     def revisions(self) -> list[HourlyRecord]:
         """The records of the emitted hours that late data revised since the last call (hour order)."""
@@ -513,10 +628,15 @@ class OutletHourly:
         ]
         if old:
             spans = self._evicted
+            archive = self._archive
             for h in sorted(old):
-                del self._open[h]
+                acc = self._open.pop(h)
+                if archive is not None:
+                    archive.put(self.mn, h, pack_hour(acc))
                 if touched:
                     touched.pop(h, None)
+                if self._was_evicted(h):
+                    continue  # evicted before, brought back by late data, evicted again
                 if spans and spans[-1][1] == h:
                     spans[-1][1] = h + 3600
                 else:
@@ -582,13 +702,13 @@ class OutletHourly:
 
     def _infer_interval(self, secs: list[int]) -> int:
         """Period of the CN=2051 records (s): the hour's inferred cadence (median gap, robust to a stray
-        record; :func:`~cems.rules.cadence.hour_cadence`), whole minutes; else the last one seen."""
+        record; :func:`~cems.rules.cadence.hour_cadence`), whole minutes; an hour with a single record counts
+        it for one minute (HJ 212's nominal minute period).  It depends on the hour's own data only, never on
+        the hours built before it, so a revision days later gives what a sorted replay gives."""
         if len(secs) < 2:
             return self._min_interval
         step = hour_cadence(secs, self._min_interval, min_gaps=1)
-        step = min(3600, max(60, round(step / 60) * 60))
-        self._min_interval = step
-        return step
+        return min(3600, max(60, round(step / 60) * 60))
 
     def _minutes_value(
         self, d: dict[int, _Sub], interval: int | None = None, source: str = SOURCE_MINUTES
@@ -822,7 +942,6 @@ class OutletHourly:
         if state.get("mn") != self.mn:
             raise ValueError(f"state of outlet {state.get('mn')!r} restored into {self.mn!r}")
         self._closed_before = int(state["closed_before"])
-        self._min_interval = int(state["min_interval"])
         self.late_readings = int(state["late_readings"])
         self.late_unrevised = int(state.get("late_unrevised", 0))
         self.late_beyond_window = int(state.get("late_beyond_window", 0))

@@ -15,7 +15,7 @@ from typing import Final
 
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import MarkRecord
-from cems.rules.daily import DailyRecord
+from cems.rules.daily import DailyRecord, MonthResult
 from cems.rules.events import Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import RankEntry, Ranking
@@ -192,6 +192,33 @@ def daily_line(rec: DailyRecord, enterprise: str, district: str) -> str:
         "note": rec.note or None,
     }
     return point(DAILY_MEASUREMENT, tags, fields, _ms(rec.day_start))
+
+
+MONTHLY_MEASUREMENT: Final = "cems_monthly"
+
+
+def month_start(month: str) -> datetime:
+    """The Beijing midnight starting a ``YYYY-MM`` month."""
+    y, m = month.split("-")
+    return datetime(int(y), int(m), 1, tzinfo=BEIJING)
+
+
+def monthly_line(rec: MonthResult, enterprise: str, district: str) -> str:
+    """``cems_monthly``: one point per (outlet, pollutant, Beijing month); time = the month's first midnight."""
+    tags = {"mn": rec.mn, "pollutant": rec.pollutant, "enterprise": enterprise, "district": district}
+    fields: dict[str, float | int | str | bool | None] = {
+        "valid_days": rec.valid_days,
+        "days_needed": rec.days_needed,
+        "month_valid": rec.month_valid,
+        "valid_hours": rec.valid_hours,
+        "rule_hours": rec.rule_hours,
+        "hours_within_limit": rec.hours_within_limit,
+        "share_within_limit": rec.share_within_limit,
+        "share_required": rec.share_required,
+        "meets_monthly_rule": rec.meets_monthly_rule,
+        "citation": rec.citation or None,
+    }
+    return point(MONTHLY_MEASUREMENT, tags, fields, _ms(month_start(rec.month)))
 
 
 RATE_MEASUREMENT: Final = "cems_rate"

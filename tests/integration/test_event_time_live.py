@@ -101,3 +101,66 @@ def _health_up(port: int) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def _minute(t: datetime) -> dict[str, Any]:
+    # 20 mg/m³ at the reference O2 (6 %)
+    return {"data_time": t.isoformat(), "values": {SO2: {"Avg": 20.0, "Flag": "N"}, O2: {"Avg": 6.0, "Flag": "N"}}}
+
+
+def _archived(state: Path, hour: datetime) -> bool:
+    import sqlite3
+
+    db = state / "ingester" / "compliance.sqlite3"
+    if not db.exists():
+        return False
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        try:
+            row = c.execute("SELECT 1 FROM hour_archive WHERE mn = 'MN0001' AND hour = ?", (int(hour.timestamp()),))
+            return row.fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+
+
+def test_a_day_late_backfill_through_cems_run_revises_the_archived_hour(
+    tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An hour of yesterday got 30 minute records; the hour is emitted (not valid), leaves memory (hold 0) for
+    the SQLite archive, and cems run restarts; then the DAS back-fills (补传) the other 30 minutes, a day
+    late.  The stored hour is rebuilt exactly: valid, 60 minutes, as cems replay of the same packets."""
+    hour = datetime.now(BEIJING).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    reg = tmp_path / "registry.toml"
+    reg.write_text(REGISTRY, encoding="utf-8")
+    monkeypatch.setenv("CEMS_LATE_HOLD_HOURS", "0")  # out of memory at once: only the archive can revise it
+    port = _free_port()
+    cid = f"cems-backfill-{uuid.uuid4().hex[:6]}"
+    proc = _cems_run(reg, tmp_path, mosquitto, influxdb, influx_db, cid, port)
+    pub = Mqtt(mosquitto.url)
+    first = [_minute(hour + timedelta(minutes=i)) for i in range(30)]
+    rest = [_minute(hour + timedelta(minutes=i)) for i in range(30, 60)]
+    try:
+        wait_until(lambda: _health_up(port), 30)
+        for doc in first:
+            pub.publish("cems/v1/MN0001/min", json.dumps(doc))
+        wait_until(lambda: (_hourly(influxdb, influx_db, hour) or {}).get("valid_minutes") == 30, 60)
+        assert (_hourly(influxdb, influx_db, hour) or {}).get("valid") is False
+        wait_until(lambda: _archived(tmp_path, hour), 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        proc = _cems_run(reg, tmp_path, mosquitto, influxdb, influx_db, cid, port)
+        wait_until(lambda: _health_up(port), 30)
+        for doc in rest:
+            pub.publish("cems/v1/MN0001/min", json.dumps(doc))
+        wait_until(lambda: (_hourly(influxdb, influx_db, hour) or {}).get("valid_minutes") == 60, 60)
+        rec = _hourly(influxdb, influx_db, hour)
+        assert rec is not None and rec["valid"] is True and rec["avg"] == 20.0
+        lines = [json.dumps({"mn": "MN0001", "stream": "min", **d}) for d in first + rest]
+        res = replay(parse_registry(REGISTRY), lines, "jsonl")
+        (h,) = [r for r in res.hourly if r.pollutant == SO2 and r.hour_start == hour]
+        assert (h.valid, h.valid_minutes, h.avg) == (True, 60, rec["avg"])
+        assert res.late_unrevised == 0
+    finally:
+        pub.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)

@@ -33,6 +33,7 @@ from cems.report._data import event_from_row, record_from_row
 from cems.report._html import BINS, STOP_FILL, fit, rate_color
 from cems.report._period import Period as _P
 from cems.report._tables import DATA, NOT_ASSESSED, PARTIAL_STOP, STOP
+from cems.rules.daily import MonthResult
 from cems.rules.events import DATA_INTERRUPTION, HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import SOURCE_DAS, HourlyRecord
 
@@ -326,7 +327,7 @@ def test_csv_files_have_a_bom_and_the_tables(registry: Registry, tmp_path: Path)
     names = [p.name for p in paths]
     assert names == [
         "report.html", "districts.csv", "outlets_below_target.csv", "exceedances.csv", "availability.csv",
-        "marks.csv", "mark_caps.csv", "late_declarations.csv",
+        "monthly.csv", "marks.csv", "mark_caps.csv", "late_declarations.csv",
     ]  # fmt: skip
     tables: dict[str, list[dict[str, str]]] = {}
     for p in paths[1:]:
@@ -470,3 +471,23 @@ def test_add_report_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
         p.parse_args(["--config", "r.toml", "--week", "2026-W45", "--day", "2026-11-02", "--out", "o"])
     with pytest.raises(SystemExit):
         p.parse_args(["--config", "r.toml", "--out", "o"])
+
+
+def test_monthly_results_table(registry: Registry, tmp_path: Path) -> None:
+    """cems_monthly results (issue 12) as written live: one row per outlet, code and month, with the monthly
+    rule's verdict and its citation; outlets not in the registry are left out."""
+    sinter = MonthResult(
+        "M3", "a21026", "2026-11", 26, 25, True, 700, 700, 660, 660 / 700, 0.95, False, "环大气〔2019〕35号"
+    )
+    coal = MonthResult("M1", "a21026", "2026-11", 20, 25, False, 500, 0, 0, None, None, None, "")
+    gone = MonthResult("XX", "a21026", "2026-11", 30, 25, True, 720, 0, 0, None, None, None, "")
+    r = build_report(registry, WEEK, week_records(), [], monthly=[sinter, coal, gone])
+    assert [(m.result.mn, m.district) for m in r.monthly] == [("M1", "竞秀区"), ("M3", "莲池区")]
+    write_report(r, tmp_path)
+    raw = (tmp_path / "monthly.csv").read_bytes()
+    rows = list(csv.DictReader(io.StringIO(raw[3:].decode("utf-8"))))
+    assert [(x["MN"], x["月有效"], x["月度考核"], x["达标比例(%)"]) for x in rows] == [
+        ("M1", "否", "", ""), ("M3", "是", "未达标", f"{660 / 700 * 100:.2f}")
+    ]  # fmt: skip
+    page = render_html(r)
+    assert "月度结果" in page and "未达标" in page and "环大气〔2019〕35号" in page

@@ -44,10 +44,11 @@ from typing import IO, Any, Final, NamedTuple
 from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
 from cems.errors import CemsError, RejectedMessage, ServiceError
+from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
 from cems.registry import OutletInfo, Registry, Topics
-from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, day_bounds, month_bounds
+from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds, month_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
 from cems.service.compliance._state import (
@@ -63,6 +64,7 @@ from cems.service.compliance._state import (
     load_events,
     load_marks,
     load_state,
+    prune_archive,
     prune_rate_records,
     rate_record,
     record_ack,
@@ -88,6 +90,7 @@ from cems.sinks.lineprotocol import (
     event_line,
     hourly_line,
     mark_line,
+    monthly_line,
     outlet_day_rate_line,
 )
 
@@ -157,7 +160,9 @@ class ComplianceRuntime:
             raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
         self.registry = registry
         self.config = config
-        self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold)
+        #: emitted hours out of memory, until their repair deadline (SQLite ``hour_archive``)
+        self.archive = PendingHourArchive()
+        self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold, archive=self.archive)
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -189,6 +194,7 @@ class ComplianceRuntime:
         self._rate_days: set[date] = set()
         self._rates_written = 0.0
         self._rates_due: datetime | None = None  # the newest hour end seen over by _write_rates
+        self._archive_pruned_before = 0
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -297,6 +303,7 @@ class ComplianceRuntime:
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
         async with self.lock:
             if readings:
+                await self._load_archived(readings)
                 self._pending.extend(self._judge(readings))
             if release is not None:
                 self._held.append(release)
@@ -326,6 +333,14 @@ class ComplianceRuntime:
             return False
         rest = topic[len(self._data_prefix) :].split("/")
         return len(rest) == 2 and bool(rest[0])
+
+    async def _load_archived(self, readings: list[tuple[Reading, OutletInfo]]) -> None:
+        """Bring the archived hours that late readings of this batch revise (back-filled data, a late
+        CN=2061 older than the hold) from SQLite, off the event loop, before the engine is fed."""
+        want = self.engine.archived_wanted(readings)
+        keys = self.archive.missing(want) if want else []
+        rows = await self.db.call(lambda c: read_archived(c, keys)) if keys else {}
+        self.archive.loaded(rows)  # replaces what an earlier batch loaded and did not use
 
     def _judge(self, readings: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
         """The engine's output for a batch. A bug the rules meet on one reading must not stop ingestion (the
@@ -384,7 +399,16 @@ class ComplianceRuntime:
                 return False
             if not await self._write_rates(stop):
                 return False
+            await self._prune_archive(now)
             return await self._escalate(now, stop)
+
+    async def _prune_archive(self, now: datetime) -> None:
+        """Archived hours past their repair deadline can no longer change: forget them (once an hour)."""
+        before = int(now.timestamp()) - 3600 - int(REPAIR_WINDOW.total_seconds())
+        before -= before % 3600
+        if before > self._archive_pruned_before:
+            self._archive_pruned_before = before
+            await self.db.call(lambda c: prune_archive(c, before))
 
     async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
@@ -474,17 +498,23 @@ class ComplianceRuntime:
         return rows
 
     def _daily_lines(self, out: EngineOutput) -> list[str]:
-        """``cems_daily`` points of the days closed (issue 12 item 9)."""
+        """``cems_daily`` points of the days closed or revised (issue 12 item 9), and ``cems_monthly`` points
+        of the months closed or revised until final."""
         lines: list[str] = []
         for d in out.daily:
             info = self.registry.outlet(d.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(daily_line(d, ent, dist))
+        for m in out.monthly:
+            info = self.registry.outlet(m.mn)
+            ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
+            lines.append(monthly_line(m, ent, dist))
         return lines
 
     async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
+        archived = self.archive.take()
         factors = self.engine.rates.factors
         # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
         rate_rows = [
@@ -550,11 +580,11 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if changes or rate_rows or upserts or rows or marks:
+        if changes or rate_rows or upserts or rows or marks or archived:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks))
+                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks, archived))
             except BaseException:
                 self._broken = True
                 raise

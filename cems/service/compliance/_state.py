@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from cems.hour_archive import ARCHIVE_SCHEMA, prune_archived, write_archived
 from cems.model import BEIJING
 from cems.protocol.mark import MarkRecord
 from cems.rules.events import HOURLY_EXCEEDANCE, UPDATED, Event
@@ -34,7 +35,8 @@ ESCALATED: Final = "escalated"
 ESCALATION_TOPIC: Final = "ack_escalation"
 DB_FILE: Final = "compliance.sqlite3"
 
-STATE_SCHEMA: Final = """
+STATE_SCHEMA: Final = (
+    """
 CREATE TABLE IF NOT EXISTS outlet_state(
     mn TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -72,12 +74,17 @@ CREATE TABLE IF NOT EXISTS marks(
     record_id TEXT NOT NULL, mn TEXT NOT NULL, kind TEXT NOT NULL, received_ts REAL NOT NULL, json TEXT NOT NULL,
     PRIMARY KEY(mn, record_id)
 );
+-- emitted hours out of memory, until their repair deadline (cems.hour_archive)
+"""
+    + ARCHIVE_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS rate_records(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
     valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
     PRIMARY KEY(mn, pollutant, hour, source)
 ) WITHOUT ROWID;
 """
+)
 
 
 # ------------------------------------------------------------------------------------------------ events table
@@ -216,8 +223,12 @@ def load_state(conn: sqlite3.Connection) -> Stored:
         for e in json.loads(entries):
             if e[0] == "s":  # ["s", hour, kind, code, sec, v, ok]
                 s_rows.append((e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], e[6]))
-            else:  # ["d", hour, code, avg, zs, flag]
+            elif e[0] == "d":  # ["d", hour, code, avg, zs, flag]
                 d_rows.append(tuple(e[1:]))
+            else:  # ["x", hour]: the hour came back from the archive; its whole content follows
+                h = e[1]
+                s_rows[:] = [r for r in s_rows if r[0] != h]
+                d_rows[:] = [r for r in d_rows if r[0] != h]
     rate_rows = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
     unacked = {
         str(eid): float(ts)
@@ -270,6 +281,12 @@ def prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
         conn.execute("DELETE FROM rate_records WHERE hour < ?", (before,))
 
 
+def prune_archive(conn: sqlite3.Connection, before: int) -> None:
+    """Forget archived hours starting before ``before`` (past their repair deadline)."""
+    with transaction(conn):
+        prune_archived(conn, before)
+
+
 def rate_record(mn: str, pollutant: str, hour: int, source: str, valid: bool, exceeds: bool) -> HourlyRecord:
     """A stored rate row as the hourly record the rate counter counts (only the fields it reads)."""
     return HourlyRecord(
@@ -316,7 +333,10 @@ def commit_state(
     rows: Sequence[OutboxRow],
     now_ts: float,
     marks: Sequence[MarkRecord] = (),
+    archived: dict[tuple[str, int], bytes] | None = None,
 ) -> None:
+    """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
+    the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts."""
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
     closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
@@ -336,6 +356,8 @@ def commit_state(
                     for m in marks
                 ],
             )
+        if archived:
+            write_archived(conn, archived)
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
