@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -140,6 +141,11 @@ def check_line(line: bytes) -> dict[str, Any]:
     return rec
 
 
+def _segment_number(path: Path) -> int:
+    m = _SEGMENT_RE.match(path.name)
+    return int(m.group(2)) if m else 0
+
+
 def segment_day(path: Path) -> date | None:
     m = _SEGMENT_RE.match(path.name)
     return datetime.strptime(m.group(1), "%Y%m%d").date() if m else None
@@ -230,7 +236,7 @@ def check_directory(directory: Path) -> tuple[list[SegmentCheck], list[str]]:
     """Check every segment of one source directory and the chain from each segment to the next."""
     checks = [check_segment(p) for p in segments(directory)]
     problems = [p for c in checks for p in c.problems]
-    for before, after in zip(checks, checks[1:], strict=False):
+    for before, after in itertools.pairwise(checks):
         if after.first_prev != before.last_chain:
             problems.append(f"{after.path.name}: does not continue {before.path.name} (a segment removed or changed)")
         if not before.sealed:
@@ -419,7 +425,7 @@ class EvidenceArchive:
     def _start_segment(self, previous: dict[str, Any], deleted: list[dict[str, Any]]) -> None:
         now = self.clock()
         day = datetime.fromtimestamp(now, UTC).date()
-        n = 1 + max((int(_SEGMENT_RE.match(p.name).group(2)) for p in segments(self.dir) if segment_day(p) == day), default=0)  # type: ignore[union-attr]
+        n = 1 + max((_segment_number(p) for p in segments(self.dir) if segment_day(p) == day), default=0)
         path = self.dir / f"{day:%Y%m%d}-{n:03d}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         from cems import __version__
@@ -454,7 +460,9 @@ class EvidenceArchive:
         out: list[bytes] = []
         seq, chain = seg.seq, seg.chain
         for mn, (last, count) in sorted(seg.tails.items(), key=lambda kv: kv[0] or ""):
-            line, chain = seal_line({"seq": seq, "prev": chain, "kind": "seal", "mn": mn, "mn_prev": last, "records": count})
+            line, chain = seal_line(
+                {"seq": seq, "prev": chain, "kind": "seal", "mn": mn, "mn_prev": last, "records": count}
+            )
             out.append(line)
             seq += 1
         close = {"seq": seq, "prev": chain, "kind": "close", "closed": iso(self.clock()), "why": why,

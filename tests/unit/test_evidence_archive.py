@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_lines_chain_and_per_outlet_links(tmp_path: Path) -> None:
     recs = [json.loads(x) for x in seg.read_bytes().splitlines()]
     kinds = [r["kind"] for r in recs]
     assert kinds == ["header", "msg", "msg", "msg", "verdict", "seal", "seal", "close"]
-    for before, after in zip(recs, recs[1:], strict=False):
+    for before, after in itertools.pairwise(recs):
         assert after["prev"] == before["chain"]
     mn1 = [r for r in recs if r.get("mn") == "MN1"]
     assert mn1[0]["mn_prev"] == recs[0]["chain"]
