@@ -21,6 +21,7 @@ from cems.cli import (
     broker_config,
     demo,
     events,
+    evidence,
     hj212,
     registry,
     replay,
@@ -37,7 +38,7 @@ from cems.errors import CemsError
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``cems --help`` lists them.
-COMMANDS = (run, events, replay, report, stops, registry, hj212, aqi, services, broker_config, demo, bench)
+COMMANDS = (run, events, evidence, replay, report, stops, registry, hj212, aqi, services, broker_config, demo, bench)
 
 
 def build_parser(env: Env | None = None) -> argparse.ArgumentParser:
