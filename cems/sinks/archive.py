@@ -69,6 +69,11 @@ _TAIL: Final = 76
 _DETAIL_MAX: Final = 300
 _SEGMENT_RE: Final = re.compile(r"^(\d{8})-(\d{3,})\.jsonl$")
 _SAFE_SOURCE: Final = re.compile(r"[^A-Za-z0-9._-]")
+#: JSON of the writer's lines: compact, ASCII (the chain hashes bytes: one spelling only).
+_ENC: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False)
+#: Topics whose MN and JSON spelling are remembered (a city's topics; cleared beyond).
+_CACHE_MAX: Final = 1_000_000
+_UNSEEN: Final = object()
 
 
 class Entry(NamedTuple):
@@ -115,7 +120,7 @@ def iso(ts: float) -> str:
 
 def seal_line(body: dict[str, Any]) -> tuple[bytes, str]:
     """The line (with newline) of ``body`` and its chain.  ``body`` must not hold ``chain``."""
-    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    raw = _ENC.encode(body).encode("ascii")
     chain = hashlib.sha256(raw).hexdigest()
     return raw[:-1] + b',"chain":"' + chain.encode("ascii") + b'"}\n', chain
 
@@ -274,6 +279,10 @@ class EvidenceArchive:
         )
         self._thread: threading.Thread | None = None
         self._broken: str | None = None
+        self._mns: dict[str, object] = {}
+        self._topics: dict[str, str] = {}
+        self._iso_second = -1.0
+        self._iso_text = ""
         #: Lines written and fsyncs done (group commits), for tests and metrics.
         self.lines_written = 0
         self.fsyncs = 0
@@ -364,15 +373,18 @@ class EvidenceArchive:
             self._rotate()
             seg = self._seg
             assert seg is not None
-        seq, chain, tails = seg.seq, seg.chain, dict(seg.tails)
+        seq, chain = seg.seq, seg.chain
+        header, tails = seg.header_chain, seg.tails
+        changed: dict[str | None, tuple[str, int]] = {}  # merged into tails once durable
         out: list[bytes] = []
         for entries in groups:
             for e in entries:
-                line, chain = seal_line(self._body(e, seq, chain, tails, seg.header_chain))
                 mn = e.mn if e.mn is not None else self._mn_of(e.topic)
-                last = tails.get(mn, (seg.header_chain, 0))
-                tails[mn] = (chain, last[1] + 1)
-                out.append(line)
+                last = changed.get(mn) or tails.get(mn) or (header, 0)
+                body = self._body(e, seq, chain, mn, last[0])
+                chain = hashlib.sha256(body).hexdigest()
+                out.append(body[:-1] + b',"chain":"' + chain.encode("ascii") + b'"}\n')
+                changed[mn] = (chain, last[1] + 1)
                 seq += 1
         data = b"".join(out)
         try:
@@ -385,41 +397,52 @@ class EvidenceArchive:
                 self._broken = f"evidence archive {seg.path}: cannot undo a failed write ({e2}); restart the ingester"
                 log.error("%s", self._broken)
             raise ArchiveError(f"evidence archive {seg.path}: write failed: {e}") from e
-        seg.seq, seg.chain, seg.tails, seg.size = seq, chain, tails, seg.size + len(data)
+        seg.seq, seg.chain, seg.size = seq, chain, seg.size + len(data)
+        tails.update(changed)
         self.lines_written += len(out)
         self.fsyncs += 1
 
     def _mn_of(self, topic: str) -> str | None:
-        for prefix in self.settings.topic_prefixes:
-            if topic.startswith(prefix + "/"):
-                return topic[len(prefix) + 1 :].split("/", 1)[0] or None
-        return None
+        mn = self._mns.get(topic, _UNSEEN)
+        if mn is _UNSEEN:
+            mn = None
+            for prefix in self.settings.topic_prefixes:
+                if topic.startswith(prefix + "/"):
+                    mn = topic[len(prefix) + 1 :].split("/", 1)[0] or None
+                    break
+            if len(self._mns) >= _CACHE_MAX:
+                self._mns.clear()
+            self._mns[topic] = mn
+        return mn  # type: ignore[return-value]
 
-    def _body(
-        self, e: Entry, seq: int, prev: str, tails: dict[str | None, tuple[str, int]], header: str
-    ) -> dict[str, Any]:
-        mn = e.mn if e.mn is not None else self._mn_of(e.topic)
-        body: dict[str, Any] = {
-            "seq": seq,
-            "prev": prev,
-            "kind": e.kind,
-            "mn": mn,
-            "mn_prev": tails.get(mn, (header, 0))[0],
-            "arrival": iso(e.arrival),
-            "topic": e.topic,
-            "size": len(e.payload),
-            "sha256": hashlib.sha256(e.payload).hexdigest(),
-            "status": e.status,
-        }
+    def _body(self, e: Entry, seq: int, prev: str, mn: str | None, mn_prev: str) -> bytes:
+        """A message's (or verdict's) line body, built directly (≈ 3 times faster than a dict through
+        ``json.dumps``: the archive writes one per message); the same JSON as :func:`seal_line` writes."""
+        enc = _ENC.encode
+        second, frac = divmod(e.arrival, 1.0)
+        if second != self._iso_second:
+            self._iso_second = second
+            self._iso_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        us = min(round(frac * 1e6), 999_999)
+        topic = self._topics.get(e.topic)
+        if topic is None:
+            if len(self._topics) >= _CACHE_MAX:
+                self._topics.clear()
+            topic = self._topics[e.topic] = enc(e.topic)
+        text = (
+            f'{{"seq":{seq},"prev":"{prev}","kind":{enc(e.kind)},"mn":{enc(mn)},"mn_prev":"{mn_prev}",'
+            f'"arrival":"{self._iso_text}.{us:06d}Z","topic":{topic},"size":{len(e.payload)},'
+            f'"sha256":"{hashlib.sha256(e.payload).hexdigest()}","status":{enc(e.status)}'
+        )
         if e.reason is not None:
-            body["reason"] = e.reason
+            text += ',"reason":' + enc(e.reason)
         if e.detail:
-            body["detail"] = e.detail[:_DETAIL_MAX]
+            text += ',"detail":' + enc(e.detail[:_DETAIL_MAX])
         if e.via:
-            body["via"] = dict(e.via)
+            text += ',"via":' + enc(e.via)
         if e.kind == "msg":
-            body["payload"] = base64.b64encode(e.payload).decode("ascii")
-        return body
+            text += ',"payload":"' + base64.b64encode(e.payload).decode("ascii") + '"'
+        return (text + "}").encode("ascii")
 
     # -- segments -------------------------------------------------------------------------------------
     def _start_segment(self, previous: dict[str, Any], deleted: list[dict[str, Any]]) -> None:
