@@ -19,6 +19,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import socket
 import zipfile
 from collections.abc import Callable, Iterable
@@ -214,7 +215,9 @@ def export_case(req: CaseRequest, registry: Registry, reads: CaseReads, out: Pat
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for n, b in sorted(files.items()):
             z.writestr(n, b)
-    out.write_bytes(buf.getvalue())
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # raw packets carry the devices' PW
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
     return manifest
 
 
