@@ -280,7 +280,7 @@ class EvidenceArchive:
         self._thread: threading.Thread | None = None
         self._broken: str | None = None
         self._mns: dict[str, object] = {}
-        self._topics: dict[str, str] = {}
+        self._strings: dict[str, str] = {}
         self._iso_second = -1.0
         self._iso_text = ""
         #: Lines written and fsyncs done (group commits), for tests and metrics.
@@ -415,31 +415,35 @@ class EvidenceArchive:
             self._mns[topic] = mn
         return mn  # type: ignore[return-value]
 
+    def _quoted(self, text: str) -> str:
+        """``text`` as a JSON string (topics, MNs, statuses repeat: remembered)."""
+        quoted = self._strings.get(text)
+        if quoted is None:
+            if len(self._strings) >= _CACHE_MAX:
+                self._strings.clear()
+            quoted = self._strings[text] = _ENC.encode(text)
+        return quoted
+
     def _body(self, e: Entry, seq: int, prev: str, mn: str | None, mn_prev: str) -> bytes:
         """A message's (or verdict's) line body, built directly (≈ 3 times faster than a dict through
         ``json.dumps``: the archive writes one per message); the same JSON as :func:`seal_line` writes."""
-        enc = _ENC.encode
+        q = self._quoted
         second, frac = divmod(e.arrival, 1.0)
         if second != self._iso_second:
             self._iso_second = second
             self._iso_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         us = min(round(frac * 1e6), 999_999)
-        topic = self._topics.get(e.topic)
-        if topic is None:
-            if len(self._topics) >= _CACHE_MAX:
-                self._topics.clear()
-            topic = self._topics[e.topic] = enc(e.topic)
         text = (
-            f'{{"seq":{seq},"prev":"{prev}","kind":{enc(e.kind)},"mn":{enc(mn)},"mn_prev":"{mn_prev}",'
-            f'"arrival":"{self._iso_text}.{us:06d}Z","topic":{topic},"size":{len(e.payload)},'
-            f'"sha256":"{hashlib.sha256(e.payload).hexdigest()}","status":{enc(e.status)}'
+            f'{{"seq":{seq},"prev":"{prev}","kind":{q(e.kind)},"mn":{q(mn) if mn is not None else "null"},'
+            f'"mn_prev":"{mn_prev}","arrival":"{self._iso_text}.{us:06d}Z","topic":{q(e.topic)},'
+            f'"size":{len(e.payload)},"sha256":"{hashlib.sha256(e.payload).hexdigest()}","status":{q(e.status)}'
         )
         if e.reason is not None:
-            text += ',"reason":' + enc(e.reason)
+            text += ',"reason":' + q(e.reason)
         if e.detail:
-            text += ',"detail":' + enc(e.detail[:_DETAIL_MAX])
+            text += ',"detail":' + _ENC.encode(e.detail[:_DETAIL_MAX])
         if e.via:
-            text += ',"via":' + enc(e.via)
+            text += ',"via":{' + ",".join(f"{q(k)}:{v if isinstance(v, int) else q(v)}" for k, v in e.via.items()) + "}"
         if e.kind == "msg":
             text += ',"payload":"' + base64.b64encode(e.payload).decode("ascii") + '"'
         return (text + "}").encode("ascii")
