@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cems.errors import ConfigError
 from cems.evidence._export import CaseReads, Rows, no_marks
 from cems.sinks.influx import influx_query, quote_literal
 
@@ -42,14 +43,23 @@ def case_reads(influx_url: str, db: str, state_file: Path | None) -> CaseReads:
 
     def events(mn: str, start: datetime, end: datetime) -> Rows:
         if state_file is None or not state_file.exists():
-            rows = influx_query(influx_url, db, f"SELECT * FROM cems_event WHERE mn = {quote_literal(mn)}")
-            return [r for r in rows if _overlaps(r, start, end)]
+            return influx_events(mn, start, end)
+        try:
+            return sqlite_events(state_file, mn, start, end)
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot read events from {state_file}: {e}") from e
+
+    def influx_events(mn: str, start: datetime, end: datetime) -> Rows:
+        rows = influx_query(influx_url, db, f"SELECT * FROM cems_event WHERE mn = {quote_literal(mn)}")
+        return [r for r in rows if _overlaps(r, start, end)]
+
+    def sqlite_events(path: Path, mn: str, start: datetime, end: datetime) -> Rows:
         out: Rows = []
         q = (
             "SELECT json, acked_by, acked_at, ack_note, escalated_at, opened_at FROM events WHERE mn = ? "
             "ORDER BY opened_ts"
         )
-        with closing(_ro(state_file)) as conn:
+        with closing(_ro(path)) as conn:
             for doc, by, at, note, esc, opened in conn.execute(q, (mn,)):
                 ev: dict[str, Any] = json.loads(doc)
                 ev.update(acked_by=by, acked_at=at, ack_note=note, escalated_at=esc, opened_at=opened)
@@ -60,12 +70,18 @@ def case_reads(influx_url: str, db: str, state_file: Path | None) -> CaseReads:
     def alerts(event_ids: list[str]) -> Rows:
         if state_file is None or not state_file.exists() or not event_ids:
             return []
+        try:
+            return sqlite_alerts(state_file, event_ids)
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot read the alert history from {state_file}: {e}") from e
+
+    def sqlite_alerts(path: Path, event_ids: list[str]) -> Rows:
         out: Rows = []
         q = (
             "SELECT event_id, alert_id, body, status, created_ts, done_ts FROM outbox WHERE channel = 'mqtt' "
             f"AND event_id IN ({','.join('?' * len(event_ids))}) ORDER BY id"
         )
-        with closing(_ro(state_file)) as conn:
+        with closing(_ro(path)) as conn:
             for eid, aid, body, status, created, done in conn.execute(q, event_ids):
                 try:
                     update = json.loads(body).get("update")

@@ -368,7 +368,8 @@ class EvidenceArchive:
             raise ArchiveError(self._broken)
         now = self.clock()
         seg = self._seg
-        assert seg is not None, "open() first"
+        if seg is None:
+            raise ArchiveError(f"evidence archive {self.dir}: no segment open (a rotation failed): restart")
         if datetime.fromtimestamp(now, UTC).date() != seg.day or seg.size >= self.settings.segment_max_bytes:
             self._rotate()
             seg = self._seg
@@ -388,7 +389,7 @@ class EvidenceArchive:
                 seq += 1
         data = b"".join(out)
         try:
-            os.write(seg.fd, data)
+            _write_all(seg.fd, data)
             os.fsync(seg.fd)
         except OSError as e:
             try:  # our own unacknowledged bytes: cut them, so the file stays a valid chain
@@ -474,7 +475,7 @@ class EvidenceArchive:
             "deleted": deleted,
         }
         line, chain = seal_line(header)
-        os.write(fd, line)
+        _write_all(fd, line)
         os.fsync(fd)
         _fsync_dir(self.dir)
         self._seg = _Segment(path, fd, day, 1, chain, len(line), chain)
@@ -496,7 +497,7 @@ class EvidenceArchive:
                  "lines": seq, "outlets": len(seg.tails), **(extra or {})}  # fmt: skip
         line, chain = seal_line(close)
         out.append(line)
-        os.write(seg.fd, b"".join(out))
+        _write_all(seg.fd, b"".join(out))
         os.fsync(seg.fd)
         seg.seq, seg.chain = seq + 1, chain
         log.info("evidence archive: segment %s sealed (%s), last chain %s", seg.path.name, why, chain)
@@ -566,14 +567,33 @@ class EvidenceArchive:
             day = segment_day(p)
             if day is None or day >= cutoff:
                 break
-            lines, _ = split_lines(p.read_bytes())
-            last = line_body(lines[-1])[1] if lines else None
+            last = _last_line(p)
+            try:
+                chain: str | None = line_body(last)[1]
+                lines = json.loads(last).get("lines") if b'"kind":"close"' in last else None
+            except ValueError:
+                chain, lines = None, None
             p.unlink()
-            deleted.append({"segment": p.name, "lines": len(lines), "last_chain": last})
+            deleted.append({"segment": p.name, "lines": lines, "last_chain": chain})
             log.info("evidence archive: %s deleted (older than %d days)", p, self.settings.retention_days)
         if deleted:
             _fsync_dir(self.dir)
         return deleted
+
+
+def _last_line(path: Path, tail: int = 1 << 16) -> bytes:
+    """The last complete line of a file (without its newline), reading only its end."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - tail))
+        lines, _ = split_lines(f.read())
+    return lines[-1] if lines else b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -152,3 +152,37 @@ def test_empty_period_gives_an_empty_but_verifiable_case(tmp_path: Path) -> None
     out, manifest = export(tmp_path)
     assert manifest["segments"] == [] and verify_case(out)[0] == []
     assert datetime.fromisoformat(manifest["exported_at"]).tzinfo == UTC
+
+
+def test_events_acknowledgements_and_alert_history_come_from_the_ingesters_state(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cems.evidence._reads import case_reads
+    from cems.service.compliance._state import STATE_SCHEMA
+    from cems.service.outbox import OUTBOX_SCHEMA, OutboxRow, enqueue
+
+    db = tmp_path / "compliance.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(STATE_SCHEMA + OUTBOX_SCHEMA)
+    ev = {"event_id": "e1", "type": "hourly_exceedance", "mn": "MN0001", "start": "2026-12-01T09:00:00+08:00"}
+    far = {**ev, "event_id": "e2", "start": "2026-11-01T09:00:00+08:00", "end": "2026-11-01T10:00:00+08:00"}
+    for e in (ev, far):
+        conn.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (e["event_id"], e["type"], "MN0001", "E001", "130602", "open", json.dumps(e), "open", "opened",
+             "2026-12-01T10:05:00+08:00", 1.0, 1.0, "张三", "2026-12-01T10:30:00+08:00", None, "已通知企业"),
+        )  # fmt: skip
+    body = json.dumps({**ev, "update": "acknowledged"}).encode()
+    enqueue(
+        conn,
+        [OutboxRow("mqtt", "cems/alerts/v1/x", "e1", "a1", body), OutboxRow("webhook", "u", "e1", "a1", body)],
+        5.0,
+    )
+    conn.commit()
+    conn.close()
+    reads = case_reads("http://127.0.0.1:9", "cems", db)  # InfluxDB is not asked for events or alerts
+    events = reads.events("MN0001", START, END)
+    assert [e["event_id"] for e in events] == ["e1"]  # e2 ended before the period
+    assert (events[0]["acked_by"], events[0]["ack_note"]) == ("张三", "已通知企业")
+    (alert,) = reads.alerts(["e1"])  # one per alert: the MQTT row, not each webhook's copy
+    assert (alert["update"], alert["delivery"]) == ("acknowledged", "pending")
