@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from test_ingest import REGISTRY, Mqtt, wait_until  # same directory (pytest prepend import mode)
+from test_reliability import _free_port, _health
 
 from cems.model import BEIJING
 from cems.protocol.hj212 import encode
@@ -60,7 +62,8 @@ def test_evidence_round_trip_through_cems_run_and_the_cli(
     env = {**os.environ, "CEMS_STATE_DIR": str(tmp_path)}
     cid = f"cems-evidence-{uuid.uuid4().hex[:6]}"
     run = [sys.executable, "-m", "cems", "run", "--config", str(reg), "--mqtt-url", mosquitto.url]
-    run += ["--influx-url", influxdb.url, "--influx-db", influx_db, "--client-id", cid]
+    port = _free_port()
+    run += ["--influx-url", influxdb.url, "--influx-db", influx_db, "--client-id", cid, "--health-port", str(port)]
     proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     published = [
         ("cems/v1/MN0001/rtd", json_rtd(0, 20.0)),
@@ -70,7 +73,8 @@ def test_evidence_round_trip_through_cems_run_and_the_cli(
     ]
     pub = Mqtt(mosquitto.url)
     try:
-        wait_until(lambda: (tmp_path / "ingester" / "evidence").is_dir(), 30)
+        wait_until(lambda: (_health(port) or (False, {}))[0], 30)  # connected to the broker
+        time.sleep(1.0)  # and subscribed (a new client id has no session to queue messages in before that)
         for topic, payload in published:
             pub.publish(topic, payload)
 
