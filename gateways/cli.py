@@ -185,7 +185,7 @@ def bridge_evidence(a: argparse.Namespace, env: Env, registry: Registry, listen:
         return None
     days = a.evidence_retention_days
     if days is None:
-        days = env.integer("CEMS_EVIDENCE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1)
+        days = env.integer("CEMS_EVIDENCE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
     if days < 1:
         raise CemsError(f"--evidence-retention-days {days}: must be at least 1")
     root = Path(a.evidence_dir) if a.evidence_dir else state_dir(env) / "bridge" / "evidence"

@@ -15,6 +15,7 @@ from cems.cli._common import (
     Formatter,
     add_influx_args,
     add_mqtt_args,
+    evidence_retention_days,
     examples,
     influx_config,
     late_hold,
@@ -135,11 +136,7 @@ def evidence_settings(
     """The archive settings of ``cems run`` (``None`` with ``--no-evidence``)."""
     if a.no_evidence:
         return None
-    days = a.evidence_retention_days
-    if days is None:
-        days = env.integer("CEMS_EVIDENCE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1)
-    if days < 1:
-        raise ConfigError(f"--evidence-retention-days {days}: must be at least 1")
+    days = evidence_retention_days(a.evidence_retention_days, env)
     base = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
     t = registry.topics
     return ArchiveSettings(
