@@ -80,7 +80,7 @@ def test_evidence_round_trip_through_cems_run_and_the_cli(
 
         def stored() -> int:
             rows = influxdb.query(influx_db, "SELECT count(a21026_Rtd), count(a21026_Avg) FROM cems_reading")
-            return int(rows[0]["count"]) + int(rows[0]["count_1"]) if rows else 0
+            return int(rows[0]["count"] or 0) + int(rows[0]["count_1"] or 0) if rows else 0
 
         wait_until(lambda: stored() == 3, 60)
     finally:
