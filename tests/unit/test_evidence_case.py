@@ -186,3 +186,15 @@ def test_events_acknowledgements_and_alert_history_come_from_the_ingesters_state
     assert (events[0]["acked_by"], events[0]["ack_note"]) == ("张三", "已通知企业")
     (alert,) = reads.alerts(["e1"])  # one per alert: the MQTT row, not each webhook's copy
     assert (alert["update"], alert["delivery"]) == ("acknowledged", "pending")
+
+
+def test_a_case_from_the_segment_being_written_verifies_and_says_it_is_not_sealed(tmp_path: Path) -> None:
+    a = EvidenceArchive(ArchiveSettings(tmp_path / "evidence", "ingester"), clock=Clock())
+    a.open()
+    a.write([Entry(packet("MN0001", START), START.timestamp() + 1, "cems/v1/MN0001/hj212", "accepted")])
+    try:  # the ingester is still running: no seal yet
+        out, manifest = export(tmp_path)
+    finally:
+        a.close()
+    assert [s["sealed"] for s in manifest["segments"]] == [False]
+    assert verify_case(out)[0] == []
