@@ -68,6 +68,9 @@ class IngestStats:
     #: HJ 212 split packets (PNUM/PNO) reassembled into one reading, and parts waiting for the rest.
     split_reassembled: int = 0
     split_parts_held: int = 0
+    #: Lines appended to the evidence archive, and appends that failed (retried; nothing acknowledged meanwhile).
+    evidence_lines: int = 0
+    evidence_failures: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_data_time: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -84,6 +87,8 @@ class IngestStats:
             "spooled_points": self.spooled_points,
             "split_reassembled": self.split_reassembled,
             "split_parts_held": self.split_parts_held,
+            "evidence_lines": self.evidence_lines,
+            "evidence_failures": self.evidence_failures,
             "rejected": dict(self.rejected),
         }
 
@@ -697,8 +702,10 @@ class IngestService:
         while True:
             try:
                 await self.archive.append(entries)
+                self.stats.evidence_lines += len(entries)
                 return True
             except ArchiveError as e:
+                self.stats.evidence_failures += 1
                 log.error("%s: not acknowledging until the evidence archive can be written", e)
                 if stop is not None and stop.is_set():
                     return False

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 import zipfile
 from datetime import datetime, timedelta
@@ -83,6 +84,12 @@ def test_evidence_round_trip_through_cems_run_and_the_cli(
             return int(rows[0]["count"] or 0) + int(rows[0]["count_1"] or 0) if rows else 0
 
         wait_until(lambda: stored() == 3, 60)
+
+        def metrics() -> str:
+            return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+        wait_until(lambda: "cems_evidence_lines_total 4.0" in metrics(), 30)  # the rejected one too
+        assert "cems_evidence_failures_total 0.0" in metrics()
     finally:
         pub.close()
         proc.send_signal(signal.SIGTERM)
