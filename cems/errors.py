@@ -14,6 +14,7 @@ Every exception class cems defines is declared here, so the whole tree can be re
         ├── InfluxQueryError     an InfluxQL query (v1 ``/query``) failed: HTTP, connection or InfluxQL error
         ├── InfluxWriteError     InfluxDB refused a write or is unreachable (``retryable``, ``status``)
         ├── SpoolFull            the on-disk spool is at its bound: apply back-pressure
+        ├── ArchiveError         the evidence archive cannot be written (in use, disk error): do not acknowledge
         └── WebhookError         a webhook receiver answered something other than 2xx
 
 The modules that raise them re-export them (``cems.protocol.hj212.HJ212Error``,
@@ -31,6 +32,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "REASONS",
+    "ArchiveError",
     "CemsError",
     "ConfigError",
     "FramingError",
@@ -177,6 +179,11 @@ class InfluxWriteError(SinkError):
 
 class SpoolFull(SinkError):
     """The spool is at its bound; the caller must apply back-pressure (not acknowledge)."""
+
+
+class ArchiveError(SinkError):
+    """The evidence archive cannot be written (another process holds it, a disk error): the messages it was
+    to keep are not acknowledged."""
 
 
 class WebhookError(SinkError):

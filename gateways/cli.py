@@ -17,11 +17,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
-from cems.config import Env
+from cems.config import Env, state_dir
 from cems.errors import CemsError
 from cems.protocol.payload import parse_data_time
-from cems.registry import check_credentials, load_registry, with_credentials
+from cems.registry import Registry, check_credentials, load_registry, with_credentials
+from cems.sinks.archive import DEFAULT_RETENTION_DAYS, ArchiveSettings
 from gateways.hj212_bridge import bridge_mqtt_settings, run_bridge
 from gateways.simulator import PROTOCOLS, SimConfig, SimStats, run_simulator
 
@@ -154,6 +156,46 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, env: Env | None = None
         help="largest data segment accepted (HJ 212 says 1024, real DAS send more; longer ones are reported)",
     )
     parser.add_argument("--accept-bad-crc", action="store_true", help="accept packets whose CRC does not match")
+    g = parser.add_argument_group(
+        "evidence archive (every frame as received, with the plant's address; docs/evidence.md)"
+    )
+    g.add_argument(
+        "--evidence-dir",
+        default=e.get("CEMS_EVIDENCE_DIR"),
+        help="archive root (docs/evidence.md); the bridge writes under --evidence-name in it [CEMS_EVIDENCE_DIR] "
+        "(default: STATE_DIR/bridge/evidence)",
+    )
+    g.add_argument(
+        "--evidence-name",
+        default="hj212-bridge",
+        help="this bridge's sub-directory (one per bridge process; default hj212-bridge)",
+    )
+    g.add_argument(
+        "--evidence-retention-days",
+        type=int,
+        default=None,
+        help=f"days a segment is kept (default {DEFAULT_RETENTION_DAYS}: five years) [CEMS_EVIDENCE_RETENTION_DAYS]",
+    )
+    g.add_argument("--no-evidence", action="store_true", help="keep no archive of the frames")
+
+
+def bridge_evidence(a: argparse.Namespace, env: Env, registry: Registry, listen: str) -> ArchiveSettings | None:
+    """The bridge's archive settings (``None`` with ``--no-evidence``)."""
+    if a.no_evidence:
+        return None
+    days = a.evidence_retention_days
+    if days is None:
+        days = env.integer("CEMS_EVIDENCE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+    if days < 1:
+        raise CemsError(f"--evidence-retention-days {days}: must be at least 1")
+    root = Path(a.evidence_dir) if a.evidence_dir else state_dir(env) / "bridge" / "evidence"
+    return ArchiveSettings(
+        directory=root,
+        source=a.evidence_name,
+        retention_days=days,
+        topic_prefixes=(registry.topics.prefix,),
+        attrs={"listen": listen, "registry": str(a.config)},
+    )
 
 
 def _bridge(a: argparse.Namespace, env: Env) -> int:
@@ -187,6 +229,7 @@ def _bridge(a: argparse.Namespace, env: Env) -> int:
             auth_max_failures=a.auth_max_failures,
             auth_window_s=a.auth_window,
             auth_ban_s=a.auth_ban,
+            evidence=bridge_evidence(a, env, registry, a.listen),
         )
     )
     return 0

@@ -38,6 +38,14 @@ counted (``peer_bans``, ``mn_bans``, ``banned_packets``, ``connections_refused_b
 connection that already sent the right password for an MN keeps working through bans (a DAS behind the same
 NAT as the attacker, or whose MN is attacked, is not cut off while connected).
 
+Evidence (issue 14 item 6): with ``evidence`` settings every frame is kept as received in the bridge's own
+archive (:mod:`cems.sinks.archive`, source ``hj212-bridge``): its bytes, the time the bridge received it, the
+plant's TCP peer address (``via.peer``) and the verdict (``published`` on ``topic``, ``rejected`` with a
+reason, ``held`` split part, ``heartbeat``, ``publish_failed``), durable **before** the 9014 reply.  The ingester's
+MQTT 3.1.1 connection carries no peer address, so this is where it is kept; a published frame is the MQTT payload
+byte for byte, and the two archives share its SHA-256 (a reassembled split packet is re-encoded: the last part's
+line names the published packet's SHA-256, ``via.published_sha256``).  docs/evidence.md.
+
 The bridge reads neither argv nor the environment: the command line (``gateways/cli.py``) passes typed
 settings (:func:`bridge_mqtt_settings`, an ``environ`` mapping for the registry's ``password_env``).
 """
@@ -46,10 +54,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -83,6 +93,7 @@ from cems.protocol.hj212 import (
 )
 from cems.registry import Registry, check_credentials, expected_password
 from cems.service.mqtt import MqttSettings
+from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
 from gateways._paho import make_client
 
@@ -358,8 +369,10 @@ class HJ212Bridge:
         policy: ValidationPolicy = DEFAULT_POLICY,
         split_timeout_s: float = 60.0,
         split_max_pending: int = 1000,
+        evidence: ArchiveSettings | None = None,
     ) -> None:
         check_credentials(registry, environ)
+        self.archive = EvidenceArchive(evidence) if evidence is not None else None
         self.registry = registry
         self.environ = environ
         self.topic_prefix = (topic_prefix or registry.topics.prefix).rstrip("/")
@@ -400,6 +413,8 @@ class HJ212Bridge:
         return len(self._conns)
 
     async def start(self, host: str, port: int) -> None:
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.open)
         await self.publisher.start()
         self._server = await asyncio.start_server(self._on_client, host, port, limit=64 * 1024)
         log.info("HJ 212 bridge listening on %s:%d → %s/+/hj212", host, self.port, self.topic_prefix)
@@ -422,6 +437,8 @@ class HJ212Bridge:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         await self.publisher.close()
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.close)
 
     # ---------------------------------------------------------------------------------- connections
 
@@ -502,6 +519,7 @@ class HJ212Bridge:
                 return
             if not data:
                 return
+            received = time.time()
             conn.busy = True
             for item in framer.feed(data):
                 if isinstance(item, FramingError):
@@ -519,7 +537,7 @@ class HJ212Bridge:
                 if wait > 0:
                     self.stats["rate_limited"] += 1
                     await asyncio.sleep(wait)
-                outcome = await self._packet(item, conn)
+                outcome = await self._packet(item, conn, received)
                 if outcome is None:
                     return  # banned: close
                 if outcome:
@@ -568,8 +586,36 @@ class HJ212Bridge:
             )
         return banned
 
-    async def _packet(self, frame: bytes, conn: _Conn) -> bool | None:
+    async def _keep(
+        self,
+        frame: bytes,
+        conn: _Conn,
+        received: float,
+        status: str,
+        reason: str | None = None,
+        mn: str | None = None,
+        *,
+        published: bytes | None = None,
+    ) -> bool:
+        """Archive one frame and the bridge's verdict on it (no-op without an archive); False when it could not
+        be made durable (the device then gets no 9014: it resends)."""
+        if self.archive is None:
+            return True
+        via: dict[str, str | int] = {"peer": f"{conn.ip}:{conn.peer[1]}" if isinstance(conn.peer, tuple) else conn.ip}
+        if published is not None and published != frame:
+            via["published_sha256"] = hashlib.sha256(published).hexdigest()
+        topic = f"{self.topic_prefix}/{mn}/hj212" if mn else ""
+        try:
+            await self.archive.append([Entry(frame, received, topic, status, reason, None, "msg", via, mn or None)])
+            return True
+        except ArchiveError as e:
+            self.stats["evidence_failed"] += 1
+            log.error("%s: the device gets no reply", e)
+            return False
+
+    async def _packet(self, frame: bytes, conn: _Conn, received: float = 0.0) -> bool | None:
         """Handle one frame: True for an authenticated packet, False otherwise, None to close the connection."""
+        received = received or time.time()
         writer = conn.writer
         now = asyncio.get_running_loop().time()
         if not conn.authed and self.peer_guard.banned(conn.ip, now):
@@ -580,6 +626,7 @@ class HJ212Bridge:
         except HJ212Error as e:
             self.stats[e.reason] += 1
             self._warn(conn, "rejected packet: %s", e)
+            await self._keep(frame, conn, received, "rejected", e.reason)
             if e.reason == "hj212_crc":
                 with contextlib.suppress(HJ212Error):
                     bad = decode(frame, require_crc=False)
@@ -589,6 +636,7 @@ class HJ212Bridge:
         mn = p.mn or ""
         if mn not in conn.authed and self.mn_guard.banned(mn, now):
             self.stats["banned_packets"] += 1
+            await self._keep(frame, conn, received, "rejected", "mn_locked", mn)
             self._warn(conn, "packet for MN %s dropped unanswered: MN locked after wrong passwords", mn)
             return False
         try:
@@ -596,11 +644,13 @@ class HJ212Bridge:
         except ConfigError as e:
             self.stats["wrong_password"] += 1
             log.error("%s: %s: refusing the packet", conn.ip, e)
+            await self._keep(frame, conn, received, "rejected", "bad_password", mn)
             await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
             return False
         if not known:
             self.stats["unknown_mn"] += 1
             self._warn(conn, "unknown MN %r", p.mn)
+            await self._keep(frame, conn, received, "rejected", "unknown_mn", mn)
             if self._auth_failure(conn, None):
                 return None
             await self._reply(writer, reply_9011(p, QNRTN_MN_ERROR))
@@ -608,6 +658,7 @@ class HJ212Bridge:
         if expected is not None and p.pw != expected:
             self.stats["wrong_password"] += 1
             self._warn(conn, "wrong PW for MN %s", p.mn)
+            await self._keep(frame, conn, received, "rejected", "bad_password", mn)
             if self._auth_failure(conn, mn):
                 return None if self.peer_guard.banned(conn.ip, now) else False
             await self._reply(writer, reply_9011(p, QNRTN_PW_ERROR))
@@ -615,6 +666,7 @@ class HJ212Bridge:
         conn.authed.add(mn)
         if is_heartbeat(p):
             self.stats["heartbeats"] += 1
+            await self._keep(frame, conn, received, "heartbeat", None, mn)
             if p.needs_reply:
                 await self._reply(writer, reply_9014(p))
             return True
@@ -623,14 +675,17 @@ class HJ212Bridge:
             whole = self.reassembler.feed(p, now)
             if whole is None:  # held for the rest of its packet; HJ 212 wants each part answered
                 self.stats["split_parts_held"] += 1
+                if not await self._keep(frame, conn, received, "held", None, mn):
+                    return True
                 if p.needs_reply:
                     await self._reply(writer, reply_9014(p))
                 return True
             parts = self.reassembler.last_parts
             try:
-                frame = encode_packet(whole, crlf=False).encode("utf-8")
+                published = encode_packet(whole, crlf=False).encode("utf-8")
             except HJ212Error as e:
                 self.stats[e.reason] += 1
+                await self._keep(frame, conn, received, "rejected", e.reason, mn)
                 self._warn(conn, "MN %s QN %s: reassembled packet cannot be written: %s", p.mn, p.qn, e)
                 await self._reply(writer, reply_9011(last_part, QNRTN_REJECTED))
                 return True
@@ -638,6 +693,7 @@ class HJ212Bridge:
             p = whole
         else:
             parts = []
+            published = frame
         if p.cn in CN_STREAM:
             # the ingester's own checks: what it would reject is not confirmed (nor published)
             try:
@@ -645,18 +701,22 @@ class HJ212Bridge:
             except RejectedMessage as e:
                 self.stats[e.reason] += 1
                 self._warn(conn, "MN %s QN %s rejected (%s): %s", p.mn, p.qn, e.reason, e.detail)
+                await self._keep(frame, conn, received, "rejected", e.reason, mn)
                 await self._reply(writer, reply_9011(last_part, QNRTN_REJECTED))
                 return True
         if p.deviations:
             log.debug("%s: MN %s packet deviations: %s", conn.peer, p.mn, "; ".join(p.deviations))
         topic = f"{self.topic_prefix}/{p.mn}/hj212"
-        if not await self.publisher.publish(topic, frame, timeout=self.ack_timeout_s):
+        if not await self.publisher.publish(topic, published, timeout=self.ack_timeout_s):
             self.stats["publish_failed"] += 1
+            await self._keep(frame, conn, received, "publish_failed", None, mn, published=published)
             self._warn(conn, "broker did not acknowledge MN %s QN %s: device gets no reply", p.mn, p.qn)
             for part in parts[:-1]:  # kept: the device's resend of the last part completes the packet again
                 self.reassembler.feed(part, now)
             return True
         self.stats["published"] += 1
+        if not await self._keep(frame, conn, received, "published", None, mn, published=published):
+            return True  # not durable: no 9014, the device resends (the ingester takes the copy as a duplicate)
         if last_part.needs_reply:
             await self._reply(writer, reply_9014(last_part))
         return True
@@ -688,6 +748,7 @@ async def run_bridge(
     auth_max_failures: int = 5,
     auth_window_s: float = 60.0,
     auth_ban_s: float = 60.0,
+    evidence: ArchiveSettings | None = None,
 ) -> None:
     """Run the bridge until ``stop_event`` is set (or SIGINT/SIGTERM when no event is given).
 
@@ -711,6 +772,7 @@ async def run_bridge(
         auth_max_failures=auth_max_failures,
         auth_window_s=auth_window_s,
         auth_ban_s=auth_ban_s,
+        evidence=evidence,
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

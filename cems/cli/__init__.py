@@ -21,6 +21,7 @@ from cems.cli import (
     broker_config,
     demo,
     events,
+    evidence,
     grid,
     hj212,
     marks,
@@ -43,6 +44,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (
     run,
     events,
+    evidence,
     marks,
     replay,
     report,

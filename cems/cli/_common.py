@@ -19,6 +19,7 @@ from cems.config import Env, split_url_credentials, state_dir
 from cems.errors import CemsError, ConfigError
 from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
 from cems.service.mqtt import MqttSettings
+from cems.sinks.archive import DEFAULT_RETENTION_DAYS
 from cems.sinks.influx import InfluxConfig
 
 log = logging.getLogger("cems.cli")
@@ -188,3 +189,11 @@ def late_hold(hours: float | None, env: Env) -> timedelta:
     if not 0 <= h <= REPAIR_WINDOW.total_seconds() / 3600:
         raise ConfigError(f"--late-hold-hours {h:g}: must be between 0 and {REPAIR_WINDOW.total_seconds() / 3600:g}")
     return timedelta(hours=h)
+
+
+def evidence_retention_days(days: int | None, env: Env) -> int:
+    """``--evidence-retention-days`` (or ``CEMS_EVIDENCE_RETENTION_DAYS``; default five years), at least 1."""
+    value = days if days is not None else env.integer("CEMS_EVIDENCE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+    if value < 1:
+        raise ConfigError(f"--evidence-retention-days {value}: must be at least 1")
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import signal
@@ -14,6 +15,7 @@ from cems.cli._common import (
     Formatter,
     add_influx_args,
     add_mqtt_args,
+    evidence_retention_days,
     examples,
     influx_config,
     late_hold,
@@ -21,10 +23,12 @@ from cems.cli._common import (
 )
 from cems.config import Env, state_dir
 from cems.errors import ConfigError
-from cems.registry import load_registry, registry_warnings, with_credentials
+from cems.registry import Registry, load_registry, registry_warnings, with_credentials
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
+from cems.service.mqtt import MqttSettings
+from cems.sinks.archive import DEFAULT_RETENTION_DAYS, ArchiveSettings
 
 log = logging.getLogger("cems.run")
 
@@ -101,7 +105,54 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         action="store_true",
         help="store readings only: no hourly records, events, alerts or webhooks",
     )
+    add_evidence_args(r, env)
     r.set_defaults(func=cmd_run)
+
+
+def add_evidence_args(r: argparse.ArgumentParser, env: Env) -> None:
+    e = r.add_argument_group("evidence archive (every raw message as received; docs/evidence.md)")
+    e.add_argument(
+        "--evidence-dir",
+        default=env.get("CEMS_EVIDENCE_DIR"),
+        help="where the archive's segments go, one sub-directory per --client-id [CEMS_EVIDENCE_DIR] "
+        "(default: STATE_DIR/ingester/evidence, or --state-dir/evidence)",
+    )
+    e.add_argument(
+        "--evidence-retention-days",
+        type=int,
+        default=None,
+        help=f"days a segment is kept before it is deleted whole (default {DEFAULT_RETENTION_DAYS}: five years, "
+        "排污许可管理条例 第十九条) [CEMS_EVIDENCE_RETENTION_DAYS]",
+    )
+    e.add_argument(
+        "--no-evidence",
+        action="store_true",
+        help="keep no evidence archive (raw packets are then lost once parsed: not for enforcement use)",
+    )
+
+
+def evidence_settings(
+    a: argparse.Namespace, env: Env, registry: Registry, mqtt: MqttSettings
+) -> ArchiveSettings | None:
+    """The archive settings of ``cems run`` (``None`` with ``--no-evidence``)."""
+    if a.no_evidence:
+        return None
+    days = evidence_retention_days(a.evidence_retention_days, env)
+    base = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
+    t = registry.topics
+    return ArchiveSettings(
+        directory=Path(a.evidence_dir) if a.evidence_dir else base / "evidence",
+        source=mqtt.client_id,
+        retention_days=days,
+        topic_prefixes=(t.prefix, t.grid_prefix),
+        attrs={
+            "broker": mqtt.url,
+            "client_id": mqtt.client_id,
+            "mqtt": "3.1.1",
+            "registry": str(a.config),
+            "registry_sha256": hashlib.sha256(Path(a.config).read_bytes()).hexdigest(),
+        },
+    )
 
 
 def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | None:
@@ -128,7 +179,7 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
     )
 
 
-def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:
+def ingest_settings(a: argparse.Namespace, env: Env, evidence: ArchiveSettings | None = None) -> IngestSettings:
     spool_dir = None
     if not a.no_spool:
         base = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
@@ -141,6 +192,7 @@ def ingest_settings(a: argparse.Namespace, env: Env) -> IngestSettings:
         require_crc=not a.accept_bad_crc,
         spool_dir=spool_dir,
         spool_max_bytes=int(a.spool_max_mb * 1024 * 1024),
+        evidence=evidence,
     )
 
 
@@ -151,7 +203,7 @@ def cmd_run(a: argparse.Namespace, env: Env) -> int:
         log.warning("registry %s: %s", a.config, w)
     mqtt = mqtt_settings(a)
     influx = influx_config(a)
-    settings = ingest_settings(a, env)
+    settings = ingest_settings(a, env, evidence_settings(a, env, registry, mqtt))
     compliance = compliance_config(a, env)
 
     async def main() -> None:

@@ -34,6 +34,12 @@ class StatsCollector(Collector):
             ("cems_values_accepted", "pollutant values accepted", s.values),
             ("cems_points_written", "points written to InfluxDB", s.points_written),
             ("cems_write_retries", "InfluxDB write attempts that failed and were retried", s.write_retries),
+            ("cems_evidence_lines", "messages and verdicts appended to the evidence archive", s.evidence_lines),
+            (
+                "cems_evidence_failures",
+                "evidence archive appends that failed (not acknowledged; retried)",
+                s.evidence_failures,
+            ),
         ]:
             yield CounterMetricFamily(name, doc, value=value)
         rej = CounterMetricFamily("cems_messages_rejected", "rejected messages by reason", labels=["reason"])

@@ -38,6 +38,7 @@ from cems.protocol import hj212
 from cems.registry import OutletInfo, Registry
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
+from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
 from cems.sinks.influx import InfluxConfig, InfluxWriter
 from cems.sinks.lineprotocol import point, reading_line
 from cems.sinks.spool import Spool
@@ -67,6 +68,9 @@ class IngestStats:
     #: HJ 212 split packets (PNUM/PNO) reassembled into one reading, and parts waiting for the rest.
     split_reassembled: int = 0
     split_parts_held: int = 0
+    #: Lines appended to the evidence archive, and appends that failed (retried; nothing acknowledged meanwhile).
+    evidence_lines: int = 0
+    evidence_failures: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_data_time: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +87,8 @@ class IngestStats:
             "spooled_points": self.spooled_points,
             "split_reassembled": self.split_reassembled,
             "split_parts_held": self.split_parts_held,
+            "evidence_lines": self.evidence_lines,
+            "evidence_failures": self.evidence_failures,
             "rejected": dict(self.rejected),
         }
 
@@ -105,6 +111,8 @@ class IngestSettings:
     #: are dead-lettered ``hj212_split``.
     split_timeout_s: float = 30.0
     split_max_pending: int = 1000
+    #: The evidence archive of every raw message (:mod:`cems.sinks.archive`; None: not kept).
+    evidence: ArchiveSettings | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +125,18 @@ class _Prepared:
     commands: list[InboundMessage]
     rejects: list[tuple[InboundMessage, RejectedMessage]]
     fingerprints: list[int]
+    #: What the evidence archive keeps of the batch (every message with its verdict); ``rejects`` up to
+    #: ``archived`` are in it, later ones (refused by the database, bad commands) are archived as verdicts.
+    evidence: list[Entry] = field(default_factory=list)
+    archived: int = 0
+
+
+def _entry(msg: InboundMessage, status: str, err: RejectedMessage | None = None, *, kind: str = "msg") -> Entry:
+    """The evidence archive's entry of one message and its verdict."""
+    via = {"connection": msg.connection, "packet_id": msg.mid, "qos": msg.qos}
+    if err is None:
+        return Entry(msg.payload, msg.received, msg.topic, status, kind=kind, via=via)
+    return Entry(msg.payload, msg.received, msg.topic, status, err.reason, err.detail, kind, via)
 
 
 def _tune_gc() -> None:
@@ -245,11 +265,15 @@ class IngestService:
         self._held: dict[tuple[str | None, str | None, str], list[InboundMessage]] = {}
         self._companions: dict[int, list[InboundMessage]] = {}
         self._split_rejects: list[tuple[InboundMessage, RejectedMessage]] = []
+        ev = self.settings.evidence
+        self.archive: EvidenceArchive | None = EvidenceArchive(ev) if ev is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then process what was received, acknowledge it, and disconnect."""
         await self._retry(self.writer.ensure_database, stop)
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.open)  # recovers and seals what a crash left open
         comp = self.compliance
         if comp is not None:
             await comp.open()  # restore the engine before the first message is consumed
@@ -335,6 +359,8 @@ class IngestService:
             await self.writer.aclose()
             if comp is not None:
                 await comp.close()
+            if self.archive is not None:
+                await asyncio.to_thread(self.archive.close)
             if self.spool is not None:
                 self.spool.close()
 
@@ -377,50 +403,76 @@ class IngestService:
         in_batch: set[int] = set()
         if self._held:
             self._reassembler.expire(time.monotonic())
+        evidence = p.evidence if self.archive is not None else None
         for msg in batch:
             if msg.topic == self._command_topic or (
                 self.compliance is not None
                 and (msg.topic == self.compliance.warning_topic or self.compliance.is_mark_topic(msg.topic))
             ):  # acknowledgements, warning settings (issue 16); marks, declarations and repairs (issue 14)
                 commands.append(msg)
+                if evidence is not None:
+                    evidence.append(_entry(msg, "command"))
                 continue
             fp = hash((msg.topic, msg.payload))
             if fp in self._recent or fp in in_batch:
                 rejects.append((msg, RejectedMessage("duplicate", "an identical message was already stored")))
+                if evidence is not None:
+                    evidence.append(_entry(msg, "rejected", rejects[-1][1]))
                 continue
             try:
                 if b"PNUM=" in msg.payload and msg.topic.endswith("/hj212"):  # (rare: only split packets)
                     accepted = self._accept_part(msg, now)
                     if accepted is None:
+                        if evidence is not None:
+                            evidence.append(_entry(msg, "held"))
                         continue  # a part held for the rest of its packet, unacknowledged
                     line, item = accepted
                 else:
                     line, item = self._accept(msg, now)
             except RejectedMessage as e:
                 rejects.append((msg, e))
+                if evidence is not None:
+                    evidence.append(_entry(msg, "rejected", e))
                 continue
             except Exception as e:  # a bug met by this message: dead-letter it and go on (never a poison message)
                 rejects.append((msg, internal_error(msg.topic, e)))
+                if evidence is not None:
+                    evidence.append(_entry(msg, "rejected", rejects[-1][1]))
                 continue
+            if evidence is not None:
+                evidence.append(_entry(msg, "accepted"))
             lines.append(line)
             good.append(msg)
             items.append(item)
             in_batch.add(fp)
             fingerprints.append(fp)
         if self._split_rejects:
+            if evidence is not None:  # held parts of earlier batches whose packet never completed
+                evidence.extend(_entry(m, "rejected", e, kind="verdict") for m, e in self._split_rejects)
             rejects.extend(self._split_rejects)
             self._split_rejects.clear()
+        p.archived = len(rejects)
         self.stats.split_parts_held = sum(len(v) for v in self._held.values())
         return p
 
     async def write_stage(self, p: _Prepared, stop: asyncio.Event | None) -> bool:
         """Write the batch's readings durably (InfluxDB or the spool); lines the database refuses become
         ``database_rejected``.  ``False`` when stopping while the database is down: nothing of the batch is
-        acknowledged, the broker redelivers it."""
-        if p.lines:
-            bad_lines = await self._write_durable(p.lines, stop)
-            if bad_lines is None:
-                return False
+        acknowledged, the broker redelivers it.  The evidence archive is written at the same time, and is
+        durable too before this returns ``True``."""
+        archived = asyncio.create_task(self._archive(p.evidence, stop)) if p.evidence else None
+        try:
+            bad_lines = await self._write_durable(p.lines, stop) if p.lines else {}
+        except BaseException:
+            if archived is not None:
+                archived.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await archived
+            raise
+        kept = await archived if archived is not None else True
+        if bad_lines is None or not kept:
+            return False
+        if bad_lines:
             for i in sorted(bad_lines, reverse=True):
                 p.rejects.append((p.good[i], RejectedMessage("database_rejected", bad_lines[i])))
                 del p.good[i]
@@ -460,6 +512,10 @@ class IngestService:
         self.stats.accepted += n_data
         self.stats.batches += 1
         if rejects:
+            if self.archive is not None and len(rejects) > p.archived:  # refused by the database, bad commands
+                later = [_entry(m, "rejected", e, kind="verdict") for m, e in rejects[p.archived :]]
+                if not await self._archive(later, stop):
+                    return  # stopping: not acknowledged, the broker redelivers them
             await asyncio.gather(*(self._dead_letter(m, e) for m, e in rejects))
 
     def _accept(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
@@ -643,6 +699,22 @@ class IngestService:
         for i, reason in refused.items():
             log.error("InfluxDB refused a compliance point (%s): %s", reason, lines[i][:300])
         return True
+
+    async def _archive(self, entries: list[Entry], stop: asyncio.Event | None) -> bool:
+        """Append to the evidence archive until durable; ``False`` when asked to stop while it cannot be
+        written (nothing is acknowledged then: back-pressure, as with a full spool)."""
+        assert self.archive is not None
+        while True:
+            try:
+                await self.archive.append(entries)
+                self.stats.evidence_lines += len(entries)
+                return True
+            except ArchiveError as e:
+                self.stats.evidence_failures += 1
+                log.error("%s: not acknowledging until the evidence archive can be written", e)
+                if stop is not None and stop.is_set():
+                    return False
+                await asyncio.sleep(1.0)
 
     async def _publish_alert(self, topic: str, body: bytes) -> None:
         await self.conn.publish(topic, body, qos=1)

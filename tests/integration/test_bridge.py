@@ -5,13 +5,17 @@ per-IP limits, and validation before the 9014 (issue 13)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,9 +23,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from registries import one_outlet  # tests/registries.py
 
+from cems.evidence import verify_archive
 from cems.model import BEIJING
 from cems.protocol.hj212 import decode, encode
 from cems.registry import Registry, parse_registry
+from cems.sinks.archive import ArchiveSettings
 from gateways.hj212_bridge import FailureGuard, HJ212Bridge, TokenBucket
 
 pytestmark = pytest.mark.integration
@@ -479,3 +485,38 @@ async def test_split_packet_parts_are_answered_and_published_once_reassembled(br
     assert sorted(whole.values) == ["a19001", "a21002", "a21026"] and whole.values["a21002"]["Rtd"] == 80.0
     assert bridge.stats["split_reassembled"] == 1 and bridge.stats["published"] == 1
     w.close()
+
+
+# -- issue 14 item 6: the bridge's evidence archive -----------------------------------------------------------
+
+
+async def test_bridge_archives_every_frame_with_the_plants_address_before_the_reply(
+    registry: Registry, mosquitto: Any, prefix: str, sub: Sub, tmp_path: Path
+) -> None:
+    evidence = ArchiveSettings(tmp_path, "hj212-bridge", topic_prefixes=(prefix,))
+    b = await start_bridge(registry, mosquitto.url, prefix, evidence=evidence)
+    try:
+        r, w = await connect(b, "127.0.0.7")
+        good = packet(qn(1), data_time=now_beijing())
+        w.write(good)
+        assert decode(await read_reply(r)).cn == "9014"
+        # the 9014 came after the frame was durable in the archive
+        seg = next((tmp_path / "hj212-bridge").glob("*.jsonl"))
+        assert base64.b64encode(good.rstrip(b"\r\n")) in seg.read_bytes()
+        w.write(packet(qn(2), pw="000000", data_time=now_beijing()))
+        assert decode(await read_reply(r)).cn == "9011"
+        (topic, published), *_ = await sub.wait_for(1)
+        w.close()
+    finally:
+        await b.close()
+    assert verify_archive(tmp_path)[0] == []
+    lines = [json.loads(x) for x in seg.read_bytes().splitlines()]
+    msgs = [x for x in lines if x["kind"] == "msg"]
+    assert [(m["status"], m.get("reason"), m["mn"]) for m in msgs] == [
+        ("published", None, "MN0001"),
+        ("rejected", "bad_password", "MN0001"),
+    ]
+    assert all(m["via"]["peer"].startswith("127.0.0.7:") for m in msgs)
+    assert msgs[0]["topic"] == topic
+    # the link to the ingester's archive: the published payload is the archived frame, byte for byte
+    assert msgs[0]["sha256"] == hashlib.sha256(published).hexdigest()
