@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from cems.model import BEIJING, Reading
-from cems.registry import OutletInfo, Registry
+from cems.registry import OutletInfo, Quality, Registry
 from cems.rules import (
     DEFAULT_HOLD,
     DEFAULT_LATENESS,
@@ -38,6 +38,7 @@ from cems.rules import (
 )
 from cems.rules.daily import DailyRecord, OutletDaily
 from cems.rules.nox import with_derived_nox
+from cems.rules.quality import QualityTracker
 
 STATE_VERSION = 1
 
@@ -61,7 +62,7 @@ class EngineOutput:
 
 
 class _OutletEngine:
-    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "o2", "warnings")
+    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "o2", "quality", "warnings")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class _OutletEngine:
         max_o2: float,
         over_range_valid: bool,
         hold: timedelta = DEFAULT_HOLD,
+        quality: Quality | None = None,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
@@ -90,6 +92,7 @@ class _OutletEngine:
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
+        self.quality = QualityTracker(o, e, d, quality=quality, schedule=schedule, max_o2=max_o2)  # issue 17
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -99,6 +102,7 @@ class _OutletEngine:
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
+            "quality": self.quality.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -110,6 +114,8 @@ class _OutletEngine:
         self.interruption.restore(s["interruption"])
         if "daily" in s:  # absent from states saved before daily values existed
             self.daily.restore(s["daily"])
+        if "quality" in s:  # absent from states saved before the data-quality signals existed
+            self.quality.restore(s["quality"])
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -178,7 +184,7 @@ class ComplianceEngine:
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
             t_ok = self.registry.city.over_range_valid
             oe = self._outlets[o.mn] = _OutletEngine(
-                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold
+                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold, self.registry.city.quality
             )
         return oe
 
@@ -189,6 +195,7 @@ class ComplianceEngine:
             out.events.extend(oe.exceedance.on_hour(rec))
         if records:
             out.events.extend(oe.o2.on_records(records))
+            out.events.extend(oe.quality.on_hours(records))
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -196,6 +203,7 @@ class ComplianceEngine:
                 b = datetime.fromtimestamp(cut, BEIJING)
                 oe.exceedance.prune(b)
                 oe.o2.prune(b)
+            oe.quality.prune(datetime.fromtimestamp(cut, BEIJING))
 
     @staticmethod
     def _days(oe: _OutletEngine, days: list[DailyRecord], out: EngineOutput) -> None:
@@ -212,6 +220,7 @@ class ComplianceEngine:
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
         out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
         oe.daily.on_reading(reading)
+        oe.quality.on_reading(reading)
         self._hours(oe, oe.hourly.feed(reading), out)
         if revise:
             self._hours(oe, oe.hourly.revisions(), out)
@@ -259,6 +268,7 @@ class ComplianceEngine:
                 self._days(oe, oe.daily.flush(closed), out)
             out.events.extend(oe.exceedance.on_clock(now - self.lateness))
             out.events.extend(oe.o2.on_clock(now - self.lateness))
+            out.events.extend(oe.quality.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
             if len(out.hourly) + len(out.events) + len(out.daily) != before:
@@ -277,6 +287,7 @@ class ComplianceEngine:
         evs: list[Event] = []
         for oe in self._outlets.values():
             evs += oe.exceedance.open_events + oe.o2.open_events + oe.warnings.open_events
+            evs += oe.quality.open_events
             ev = oe.interruption.open_event
             if ev is not None:
                 evs.append(ev)

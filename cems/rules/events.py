@@ -95,6 +95,9 @@ class Event:
     #: Changed by data that arrived after the hours concerned were decided (a late CN=2061, back-filled
     #: data): the event was opened, extended, reopened, closed or retracted late (docs/events.md).
     late: bool = False
+    #: What triggered a data-quality signal (issue 17, :mod:`cems.rules.quality`): the figures a person
+    #: checks, in words.  ``None`` for the other event types (then left out of the JSON).
+    evidence: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -105,6 +108,12 @@ class Event:
         return self.status == "open"
 
     def to_json(self) -> dict[str, Any]:
+        d = self._json()
+        if self.evidence is not None:
+            d["evidence"] = self.evidence
+        return d
+
+    def _json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
             "type": self.type,
@@ -141,6 +150,7 @@ class Event:
             profile=d.get("profile"),
             status=str(d["status"]),
             late=bool(d.get("late", False)),
+            evidence=d.get("evidence"),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:

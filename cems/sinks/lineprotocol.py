@@ -157,6 +157,7 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "ref_o2": ev.ref_o2,
         "profile": ev.profile,
         "late": ev.late,
+        "evidence": ev.evidence,
         **extra,
     }
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
