@@ -370,8 +370,8 @@ class QualityTracker:
             late = day + _DAY <= decided_before
             for key in self._judge_days(day):
                 dirty[(LIMIT_HUGGING, key)] = dirty.get((LIMIT_HUGGING, key), False) or late
-        for type_, by_key in self._events.items():  # open runs whose next hour (day) is now decided
-            for key, runs in by_key.items():
+        for type_, ev_by_key in self._events.items():  # open runs whose next hour (day) is now decided
+            for key, runs in ev_by_key.items():
                 if (type_, key) not in dirty and any(ev.status == "open" for ev in runs.values()):
                     dirty[(type_, key)] = False
         ups: list[EventUpdate] = []
