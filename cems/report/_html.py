@@ -10,6 +10,7 @@ from datetime import datetime
 
 from cems.model import BEIJING
 from cems.report._csv import num, pct
+from cems.report._quality import quality_html
 from cems.report._tables import (
     NOT_ASSESSED,
     PARTIAL_STOP,
@@ -443,6 +444,7 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _below_table(r),
         "<h2>企业超标情况</h2>",
         _exceedance_table(r),
+        quality_html(r.quality),
         _ranking_section(r),
         _hotspot_section(r),
         "<h2>数据可用性（排放口 × 日）</h2>",

@@ -21,6 +21,7 @@ from datetime import date, datetime, time, timedelta
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
 from cems.report._period import Period
+from cems.report._quality import QualitySection
 from cems.rules.ambient import AmbientDay
 from cems.rules.events import HOURLY_EXCEEDANCE, Event
 from cems.rules.hourly import HourlyRecord
@@ -255,6 +256,8 @@ class Report:
     #: The grid sections (township ranking, hotspot list); ``None``: the registry has no grid sensor and the
     #: report leaves the sections out.
     grid: GridSection | None = None
+    #: The data-quality section (issue 17); ``None``: not loaded (the section is left out).
+    quality: QualitySection | None = None
 
 
 # ---------------------------------------------------------------------------------------------- building
