@@ -18,7 +18,8 @@ Signals (event types), each judged per closed hour (``limit_hugging``: per Beiji
 * ``zs_inconsistent``: the DAS's ``ZsAvg`` disagrees with C × (21 − O2ref) / (21 − O2) on its own Avg and
   O2 beyond the tolerance, or the two lie on different sides of the limit (always raised: within 2 % the
   hourly rule uses the DAS's value, so the DAS would decide the exceedance); or ``zs_rtd_min_minutes``
-  real-time minutes whose ``ZsRtd`` disagrees with the same formula on ``Rtd`` and O2 ``Rtd``.
+  minutes whose real-time ``ZsRtd`` (minute ``ZsAvg``) disagrees with the same formula on ``Rtd`` (``Avg``)
+  and O2's.
   ``peak``: the largest difference (mg/m³); ``limit``: the emission limit.
 * ``hourly_inconsistent``: the DAS's hourly record (CN=2061) ``Avg`` differs from the mean of its own minute
   records (CN=2051, flag N, covering ≥ ``hourly_min_minutes``) beyond the tolerance.  ``peak``: the
@@ -288,8 +289,8 @@ class QualityTracker:
             rs = m.values.get("RS")
             if rs is not None and code.startswith("SB") and rs == 0:
                 st.rs_off[code] = st.rs_off.get(code, 0) | bit
-        if reading.stream is Stream.RTD and o2 is not None:
-            self._zs_rtd(reading, st, bit, o2)
+        if o2 is not None:
+            self._zs_sub(reading, st, bit, o2, main)
 
     def _value(self, reading: Reading, code: str, main: str) -> float | None:
         m = reading.measurements.get(code)
@@ -298,10 +299,11 @@ class QualityTracker:
         v = m.values.get(main)
         return None if v is None or not math.isfinite(v) else v * self._factors.get(code, 1.0)
 
-    def _zs_rtd(self, reading: Reading, st: _HourStats, bit: int, o2: float) -> None:
+    def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
+        """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
         for code, m in reading.measurements.items():
-            das = m.values.get("ZsRtd")
-            rtd = m.values.get("Rtd")
+            das = m.values.get("Zs" + main)
+            rtd = m.values.get(main)
             if das is None or rtd is None or m.flag not in _N or not is_concentration(code):
                 continue
             f = self._factors.get(code, 1.0)
@@ -478,8 +480,8 @@ class QualityTracker:
         if rt is not None and _bits(int(rt[0])) >= self.cfg.zs_rtd_min_minutes:
             peak = rt[1] if peak is None else max(peak, rt[1])
             parts.append(
-                f"ZsRtd disagrees with the formula on Rtd and O2 in {_bits(int(rt[0]))} minutes "
-                f"(largest: ZsRtd {rt[2]:.4g} vs {rt[3]:.4g})"
+                f"ZsRtd/ZsAvg of real-time or minute data disagrees with the formula on Rtd/Avg and O2 in "
+                f"{_bits(int(rt[0]))} minutes (largest: {rt[2]:.4g} vs {rt[3]:.4g})"
             )
         if not parts:
             return None

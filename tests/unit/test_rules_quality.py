@@ -220,7 +220,7 @@ def test_zs_rtd_inconsistent_in_real_time_data() -> None:
     rs = readings(rows, Stream.RTD)
     evs = quality(run(rs), "zs_inconsistent")
     assert [(e.start, e.hours) for e in evs] == [(T0 + timedelta(hours=1), 1)]
-    assert evs[0].evidence and "ZsRtd" in evs[0].evidence and "20 minutes" in evs[0].evidence
+    assert evs[0].evidence and "ZsRtd" in evs[0].evidence and "in 20 minutes" in evs[0].evidence
 
 
 def test_hourly_record_that_disagrees_with_its_own_minutes() -> None:
