@@ -92,7 +92,7 @@ class _OutletEngine:
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2)
-        self.quality = QualityTracker(o, e, d, quality=quality, schedule=schedule, max_o2=max_o2)  # issue 17
+        self.quality = QualityTracker(o, e, d, quality=quality, schedule=schedule, max_o2=max_o2, hold=hold)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {

@@ -43,8 +43,9 @@ judged for ``flatline``, ``o2_anomaly`` and ``operation_mismatch`` (a declared s
 Order independence (live = replay): what the readings add to an hour is kept as commutative summaries —
 min/max and bit masks of the hour's minutes (idempotent, so a redelivered reading changes nothing) — and is
 judged only when the hour's records are emitted or revised (:mod:`cems.rules.hourly`, itself independent of
-arrival order).  The summaries of an hour are kept for :data:`KEEP_HOURS` after the newest data time; a
-revision of an older hour keeps the signals that came from its readings.
+arrival order).  The summaries of an hour are kept for the hourly rule's ``hold`` plus
+:data:`KEEP_MARGIN_HOURS` behind the newest data time; a revision of an older hour (back-filled data of an
+hour that had none) keeps the signals that came from its readings, and its readings add none.
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet, Quality
 from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
-from cems.rules.hourly import SOURCE_DAS, VALID_HOUR_FLAGS, HourlyRecord, is_concentration, unit_factors
+from cems.rules.hourly import DEFAULT_HOLD, SOURCE_DAS, VALID_HOUR_FLAGS, HourlyRecord, is_concentration, unit_factors
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
 
@@ -90,9 +91,10 @@ CO2: Final = "a05001"
 VALID_DAY_HOURS: Final = 20
 #: Days of the outlet's own history ``limit_hugging`` compares a day with.
 HISTORY_DAYS: Final = 30
-#: Hours of per-reading summaries kept behind the newest data time (≥ the hourly rule's hold of 3 h, so
-#: every revision the hourly rule can still make finds its hour's summary).
-KEEP_HOURS: Final = 12
+#: Hours of per-reading summaries kept behind the newest data time, beyond the hourly rule's ``hold``
+#: (:data:`cems.rules.hourly.DEFAULT_HOLD`), so that every revision it can still make exactly finds its hour's
+#: summary (the engine passes its ``hold``).
+KEEP_MARGIN_HOURS: Final = 2
 
 _H: Final = 3600
 _DAY: Final = 86400
@@ -103,6 +105,7 @@ _OK_HOUR: Final = VALID_HOUR_FLAGS
 #: Signals judged from the hour's readings (kept as they were when the summaries are gone).
 _FROM_READINGS: Final = frozenset({FLATLINE, OUT_OF_RANGE, OPERATION_MISMATCH})
 _NEVER: Final = -(1 << 62)
+_MICRO: Final = 1_000_000
 
 #: One unit (hour or day) with the signal: (value for ``peak``, threshold for ``limit``, evidence).
 _Hit = tuple[float | None, float | None, str]
@@ -141,7 +144,10 @@ class _HourStats:
         self.running = 0  # minutes with flue-gas flow above running_flow
         self.rs_off: dict[str, int] = {}  # facility code → minutes reported off (RS = 0)
         self.zs_rt: dict[str, list[float]] = {}  # code → [minute mask, largest |ZsRtd − formula|, das, formula]
-        self.mins: dict[str, dict[int, float]] = {}  # code → minute-record start (s in hour) → Avg (flag N)
+        #: code → [minutes with a flag-N minute record (its start), Σ Avg in µ-units]: an integer sum, exact
+        #: and commutative (a float sum would depend on the arrival order in its last bits); the first record of
+        #: a minute counts
+        self.mins: dict[str, list[int]] = {}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,7 +161,7 @@ class _HourStats:
             "running": self.running,
             "rs_off": self.rs_off,
             "zs_rt": self.zs_rt,
-            "mins": {c: [[s, v] for s, v in sorted(d.items())] for c, d in self.mins.items()},
+            "mins": self.mins,
         }
 
     @classmethod
@@ -171,7 +177,7 @@ class _HourStats:
         s.running = int(d["running"])
         s.rs_off = {k: int(v) for k, v in d["rs_off"].items()}
         s.zs_rt = {k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d["zs_rt"].items()}
-        s.mins = {c: {int(a): float(b) for a, b in pairs} for c, pairs in d["mins"].items()}
+        s.mins = {c: [int(v[0]), int(v[1])] for c, v in d["mins"].items()}
         return s
 
 
@@ -189,8 +195,8 @@ class QualityTracker:
     :meth:`on_reading` and every emitted or revised hourly record with :meth:`on_hours`; live, call
     :meth:`on_clock` with the time up to which hours are decided.  Each returns :class:`EventUpdate` s."""
 
-    __slots__ = ("_decided", "_events", "_factors", "_hits", "_max_o2", "_newest", "_pruned", "_schedule",
-                 "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
+    __slots__ = ("_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_pruned",
+                 "_schedule", "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
 
     def __init__(
         self,
@@ -201,6 +207,7 @@ class QualityTracker:
         quality: Quality | None = None,
         schedule: LimitSchedule | None = None,
         max_o2: float = DEFAULT_MAX_O2,
+        hold: timedelta = DEFAULT_HOLD,
     ) -> None:
         self.outlet = outlet
         self.mn = outlet.mn
@@ -211,6 +218,7 @@ class QualityTracker:
         self._factors: Mapping[str, float] = unit_factors(outlet)
         self._max_o2 = max_o2
         self._stats: dict[int, _HourStats] = {}
+        self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
         self._hits: dict[str, dict[str, dict[int, _Hit]]] = {}
@@ -232,7 +240,7 @@ class QualityTracker:
             raise ValueError(f"reading of {reading.mn!r} fed to the quality tracker of {self.mn!r}")
         ts = math.floor(reading.data_time.timestamp())
         hour = ts - ts % _H
-        if hour < self._newest - KEEP_HOURS * _H:
+        if hour < self._newest - self._keep_s:
             return  # the hour's summaries are gone (see the module docstring)
         self._newest = max(self._newest, hour)
         st = self._stats.get(hour)
@@ -272,7 +280,12 @@ class QualityTracker:
             if full is not None and v >= 0.999 * full:
                 _or(st.pinned, code, bit, v, False)
             if reading.stream is Stream.MIN:
-                st.mins.setdefault(code, {})[ts - hour] = v
+                cur = st.mins.get(code)
+                if cur is None:
+                    st.mins[code] = [bit, round(v * _MICRO)]
+                elif not cur[0] & bit:
+                    cur[0] |= bit
+                    cur[1] += round(v * _MICRO)
         if hourly:
             return
         flow = self._value(reading, FLOW, main)
@@ -493,13 +506,13 @@ class QualityTracker:
         mins = st.mins.get(rec.pollutant)
         if not mins:
             return None
-        secs = sorted(mins)
+        secs = [i for i in range(60) if mins[0] >> i & 1]
         gaps = [b - a for a, b in itertools.pairwise(secs)]
-        period = max(1, min(gaps) // 60) if gaps else 1
+        period = min(gaps) if gaps else 1  # minutes per record (MinInterval 1–10)
         covered = min(60, len(secs) * period)
         if covered < self.cfg.hourly_min_minutes:
             return None
-        mean = sum(mins.values()) / len(mins)
+        mean = mins[1] / _MICRO / len(secs)
         diff = abs(rec.avg - mean)
         tol = max(self.cfg.hourly_abs_tol, self.cfg.hourly_rel_tol * abs(mean))
         if diff <= tol:
@@ -705,7 +718,7 @@ class QualityTracker:
         return any(self._events.values())
 
     def _prune_stats(self) -> None:
-        cut = self._newest - KEEP_HOURS * _H
+        cut = self._newest - self._keep_s
         for h in [h for h in self._stats if h < cut]:
             del self._stats[h]
 
