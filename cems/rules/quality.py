@@ -111,6 +111,39 @@ _MICRO: Final = 1_000_000
 _Hit = tuple[float | None, float | None, str]
 
 
+_CONC: Final = 0
+_O2_KIND: Final = 1
+_FLOW: Final = 2
+_VELOCITY: Final = 3
+_CO2: Final = 4
+_FACILITY: Final = 5
+_OTHER: Final = 6
+_KINDS: dict[str, int] = {}
+
+
+def _kind(code: str) -> int:
+    """What a code is for these rules (cached: a handful of codes per city)."""
+    k = _KINDS.get(code)
+    if k is None:
+        if code.startswith("SB"):
+            k = _FACILITY
+        elif code == O2:
+            k = _O2_KIND
+        elif code == FLOW:
+            k = _FLOW
+        elif code == VELOCITY:
+            k = _VELOCITY
+        elif code == CO2:
+            k = _CO2
+        elif is_concentration(code):
+            k = _CONC
+        else:
+            k = _OTHER
+        if len(_KINDS) < 10_000:
+            _KINDS[code] = k
+    return k
+
+
 def _bits(mask: int) -> int:
     return mask.bit_count()
 
@@ -150,34 +183,28 @@ class _HourStats:
         self.mins: dict[str, list[int]] = {}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "lo": self.lo,
-            "hi": self.hi,
-            "mask": self.mask,
-            "neg": self.neg,
-            "pinned": self.pinned,
-            "novel": self.novel,
-            "o2co2": self.o2co2,
-            "running": self.running,
-            "rs_off": self.rs_off,
-            "zs_rt": self.zs_rt,
-            "mins": self.mins,
-        }
+        """JSON-able; empty parts left out (most hours have only the flatline summary)."""
+        d: dict[str, Any] = {"lo": self.lo, "hi": self.hi, "mask": self.mask, "neg": self.neg, "pinned": self.pinned,
+                             "novel": self.novel, "o2co2": self.o2co2 if self.o2co2[0] else None,
+                             "running": self.running, "rs_off": self.rs_off, "zs_rt": self.zs_rt,
+                             "mins": self.mins}  # fmt: skip
+        return {k: v for k, v in d.items() if v}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _HourStats:
         s = cls()
-        s.lo = {k: float(v) for k, v in d["lo"].items()}
-        s.hi = {k: float(v) for k, v in d["hi"].items()}
-        s.mask = {k: int(v) for k, v in d["mask"].items()}
-        s.neg = {k: [int(v[0]), float(v[1])] for k, v in d["neg"].items()}
-        s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d["pinned"].items()}
-        s.novel = int(d["novel"])
-        s.o2co2 = [int(d["o2co2"][0]), float(d["o2co2"][1])]
-        s.running = int(d["running"])
-        s.rs_off = {k: int(v) for k, v in d["rs_off"].items()}
-        s.zs_rt = {k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d["zs_rt"].items()}
-        s.mins = {c: [int(v[0]), int(v[1])] for c, v in d["mins"].items()}
+        s.lo = {k: float(v) for k, v in d.get("lo", {}).items()}
+        s.hi = {k: float(v) for k, v in d.get("hi", {}).items()}
+        s.mask = {k: int(v) for k, v in d.get("mask", {}).items()}
+        s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()}
+        s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()}
+        s.novel = int(d.get("novel", 0))
+        o2co2 = d.get("o2co2") or [0, 0.0]
+        s.o2co2 = [int(o2co2[0]), float(o2co2[1])]
+        s.running = int(d.get("running", 0))
+        s.rs_off = {k: int(v) for k, v in d.get("rs_off", {}).items()}
+        s.zs_rt = {k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d.get("zs_rt", {}).items()}
+        s.mins = {c: [int(v[0]), int(v[1])] for c, v in d.get("mins", {}).items()}
         return s
 
 
@@ -225,7 +252,8 @@ class QualityTracker:
         #: type → pollutant → run start → the event as last reported
         self._events: dict[str, dict[str, dict[int, Event]]] = {}
         #: concentration code → hour → (corrected mean, limit) of valid hours (limit_hugging)
-        self._zs: dict[str, dict[int, tuple[float, float]]] = {}
+        #: concentration code → Beijing day → [valid hours (24-bit mask), hours hugging the limit (mask), limit]
+        self._zs: dict[str, dict[int, list[float]]] = {}
         #: every hour starting before this is decided
         self._decided = _NEVER
         self._pruned = _NEVER
@@ -234,7 +262,8 @@ class QualityTracker:
 
     def on_reading(self, reading: Reading) -> None:
         """Add what the reading says to its hour's summaries (no event comes from a reading alone)."""
-        if not self.cfg.enabled or reading.stream is Stream.DAY:
+        stream = reading.stream
+        if not self.cfg.enabled or stream is Stream.DAY:
             return
         if reading.mn != self.mn:
             raise ValueError(f"reading of {reading.mn!r} fed to the quality tracker of {self.mn!r}")
@@ -242,75 +271,105 @@ class QualityTracker:
         hour = ts - ts % _H
         if hour < self._newest - self._keep_s:
             return  # the hour's summaries are gone (see the module docstring)
-        self._newest = max(self._newest, hour)
+        if hour > self._newest:
+            self._newest = hour
         st = self._stats.get(hour)
         if st is None:
             st = self._stats[hour] = _HourStats()
-        ms = reading.measurements
+        if stream is Stream.HOUR:
+            self._hour_record(reading, st)
+            return
         cfg, f = self.cfg, self._factors
-        hourly = reading.stream is Stream.HOUR
-        bit = _FULL_HOUR if hourly else 1 << ((ts - hour) // 60)
-        main = "Avg" if reading.stream is not Stream.RTD else "Rtd"
-        for code, m in ms.items():
+        bit = 1 << ((ts - hour) // 60)
+        main = "Rtd" if stream is Stream.RTD else "Avg"
+        is_min = stream is Stream.MIN
+        neg = -cfg.negative_tol
+        ranges = cfg.analyser_range
+        lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
+        flow = vel = o2 = co2 = None
+        has_zs = False
+        for code, m in reading.measurements.items():
+            vals = m.values
+            kind = _kind(code)
+            if kind == _FACILITY:
+                if vals.get("RS") == 0:
+                    st.rs_off[code] = st.rs_off.get(code, 0) | bit
+                continue
             if m.flag not in _N:
                 continue
-            v = m.values.get(main)
+            v = vals.get(main)
             if v is None or not math.isfinite(v):
                 continue
-            v *= f.get(code, 1.0)
-            conc = is_concentration(code) and not code.startswith("SB")
-            if conc or code == O2:
-                lo, hi = v, v
-                if hourly and not ("Min" in m.values and "Max" in m.values):
-                    pass  # an hourly mean alone says nothing about the hour's variation
+            if f:
+                v *= f.get(code, 1.0)
+            if kind <= _O2_KIND:  # a concentration or O2: the flatline summary
+                lo = hi = v
+                if len(vals) > 1:
+                    lo, hi = self._min_max(code, vals, v)
+                old = lo_d.get(code)
+                if old is None or lo < old:
+                    lo_d[code] = lo
+                old = hi_d.get(code)
+                if old is None or hi > old:
+                    hi_d[code] = hi
+                mask_d[code] = mask_d.get(code, 0) | bit
+                if kind == _CONC:
+                    if v < neg:
+                        _or(st.neg, code, bit, v, True)
+                    if not has_zs and "Zs" + main in vals:
+                        has_zs = True
                 else:
-                    for sfx in ("Min", "Max"):
-                        w = m.values.get(sfx)
-                        if w is not None and math.isfinite(w):
-                            w *= f.get(code, 1.0)
-                            lo, hi = min(lo, w), max(hi, w)
-                    st.lo[code] = min(st.lo.get(code, lo), lo)
-                    st.hi[code] = max(st.hi.get(code, hi), hi)
-                    st.mask[code] = st.mask.get(code, 0) | bit
-            if hourly:
-                continue
-            if conc and v < -cfg.negative_tol:
-                _or(st.neg, code, bit, v, True)
-            full = cfg.analyser_range.get(code)
-            if full is not None and v >= 0.999 * full:
-                _or(st.pinned, code, bit, v, False)
-            if reading.stream is Stream.MIN:
+                    o2 = v
+            elif kind == _FLOW:
+                flow = v
+            elif kind == _VELOCITY:
+                vel = v
+            elif kind == _CO2:
+                co2 = v
+            if ranges:
+                full = ranges.get(code)
+                if full is not None and v >= 0.999 * full:
+                    _or(st.pinned, code, bit, v, False)
+            if is_min:
                 cur = st.mins.get(code)
                 if cur is None:
                     st.mins[code] = [bit, round(v * _MICRO)]
                 elif not cur[0] & bit:
                     cur[0] |= bit
                     cur[1] += round(v * _MICRO)
-        if hourly:
-            return
-        flow = self._value(reading, FLOW, main)
-        if flow is not None and flow > cfg.running_flow:
-            st.running |= bit
-        vel = self._value(reading, VELOCITY, main)
-        if flow is not None and flow > 0 and vel is not None and vel <= 0:
-            st.novel |= bit
-        o2 = self._value(reading, O2, main)
-        co2 = self._value(reading, CO2, main)
-        if o2 is not None and co2 is not None and o2 + co2 > cfg.o2_co2_max:
-            st.o2co2 = [int(st.o2co2[0]) | bit, max(st.o2co2[1], o2 + co2)]
-        for code, m in ms.items():
-            rs = m.values.get("RS")
-            if rs is not None and code.startswith("SB") and rs == 0:
-                st.rs_off[code] = st.rs_off.get(code, 0) | bit
+        if flow is not None:
+            if flow > cfg.running_flow:
+                st.running |= bit
+            if flow > 0 and vel is not None and vel <= 0:
+                st.novel |= bit
         if o2 is not None:
-            self._zs_sub(reading, st, bit, o2, main)
+            if co2 is not None and o2 + co2 > cfg.o2_co2_max:
+                st.o2co2 = [int(st.o2co2[0]) | bit, max(st.o2co2[1], o2 + co2)]
+            if has_zs:
+                self._zs_sub(reading, st, bit, o2, main)
 
-    def _value(self, reading: Reading, code: str, main: str) -> float | None:
-        m = reading.measurements.get(code)
-        if m is None or m.flag not in _N:
-            return None
-        v = m.values.get(main)
-        return None if v is None or not math.isfinite(v) else v * self._factors.get(code, 1.0)
+    def _min_max(self, code: str, vals: Mapping[str, float], v: float) -> tuple[float, float]:
+        lo = hi = v
+        for sfx in ("Min", "Max"):
+            w = vals.get(sfx)
+            if w is not None and math.isfinite(w):
+                w *= self._factors.get(code, 1.0)
+                lo, hi = min(lo, w), max(hi, w)
+        return lo, hi
+
+    def _hour_record(self, reading: Reading, st: _HourStats) -> None:
+        """A DAS hourly record (CN=2061) says how the hour varied only through its Min and Max."""
+        for code, m in reading.measurements.items():
+            vals = m.values
+            if _kind(code) > _O2_KIND or m.flag not in _N or "Min" not in vals or "Max" not in vals:
+                continue
+            v = vals.get("Avg")
+            if v is None or not math.isfinite(v):
+                continue
+            lo, hi = self._min_max(code, vals, v * self._factors.get(code, 1.0))
+            st.lo[code] = min(st.lo.get(code, lo), lo)
+            st.hi[code] = max(st.hi.get(code, hi), hi)
+            st.mask[code] = st.mask.get(code, 0) | _FULL_HOUR
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
@@ -554,38 +613,42 @@ class QualityTracker:
     # -- limit hugging (days) ---------------------------------------------------------------------------
 
     def _hours_zs(self, hour: int, recs: Mapping[str, HourlyRecord]) -> set[int]:
-        """Keep the valid corrected means of the hour; the days whose judgement may change."""
+        """Mark the hour valid / hugging in its day's masks; the days whose judgement may change."""
+        d = _day(hour)
+        bit = 1 << ((hour - d) // _H)
+        band = self.cfg.hugging_band
         changed = False
         for code, rec in recs.items():
             if not is_concentration(code):
                 continue
-            by_h = self._zs.get(code)
-            ok = rec.counts_valid and not rec.o2_invalid and rec.zs_avg is not None and rec.limit is not None
-            new = (rec.zs_avg, rec.limit) if ok else None
-            old = None if by_h is None else by_h.get(hour)
-            if new == old:
-                continue
-            changed = True
-            if new is None:
-                assert by_h is not None
-                del by_h[hour]
-            else:
-                assert rec.zs_avg is not None and rec.limit is not None
-                self._zs.setdefault(code, {})[hour] = (rec.zs_avg, rec.limit)
+            zs, limit = rec.zs_avg, rec.limit
+            ok = rec.counts_valid and not rec.o2_invalid and zs is not None and limit is not None
+            by_d = self._zs.get(code)
+            cur = None if by_d is None else by_d.get(d)
+            if cur is None:
+                if not ok:
+                    continue
+                cur = self._zs.setdefault(code, {}).setdefault(d, [0, 0, 0.0])
+            before = list(cur)
+            v, h = int(cur[0]) & ~bit, int(cur[1]) & ~bit
+            if ok:
+                assert zs is not None and limit is not None
+                v |= bit
+                if band * limit <= zs <= limit:
+                    h |= bit
+                cur[2] = limit
+            cur[0], cur[1] = v, h
+            changed = changed or cur != before
         if not changed:
             return set()
-        d = _day(hour)
         return {d + i * _DAY for i in range(HISTORY_DAYS + 1)}
 
-    def _share(self, by_h: Mapping[int, tuple[float, float]], day: int) -> tuple[float, int, int] | None:
-        n = k = 0
-        for h in range(day, day + _DAY, _H):
-            v = by_h.get(h)
-            if v is None:
-                continue
-            n += 1
-            if self.cfg.hugging_band * v[1] <= v[0] <= v[1]:
-                k += 1
+    @staticmethod
+    def _share(by_d: Mapping[int, list[float]], day: int) -> tuple[float, int, int] | None:
+        cur = by_d.get(day)
+        if cur is None:
+            return None
+        n, k = _bits(int(cur[0])), _bits(int(cur[1]))
         return (k / n, k, n) if n >= VALID_DAY_HOURS else None
 
     def _judge_days(self, day: int) -> list[str]:
@@ -597,15 +660,15 @@ class QualityTracker:
         changed: list[str] = []
         hits = self._hits.setdefault(LIMIT_HUGGING, {})
         for code in sorted(set(self._zs) | set(hits)):
-            by_h = self._zs.get(code, {})
+            by_d = self._zs.get(code, {})
             hit: _Hit | None = None
-            today = self._share(by_h, day)
+            today = self._share(by_d, day)
             if today is not None and today[0] >= cfg.hugging_share:
-                history = [s[0] for i in range(1, HISTORY_DAYS + 1) if (s := self._share(by_h, day - i * _DAY))]
+                history = [s[0] for i in range(1, HISTORY_DAYS + 1) if (s := self._share(by_d, day - i * _DAY))]
                 if len(history) >= cfg.hugging_history_days:
                     base = statistics.median(history)
                     if today[0] - base >= cfg.hugging_rise:
-                        limit = max(v[1] for h, v in by_h.items() if day <= h < day + _DAY)
+                        limit = by_d[day][2]
                         ev = (
                             f"{code}: {today[1]} of {today[2]} valid hours ({today[0]:.0%}) within "
                             f"{cfg.hugging_band:.0%}–100 % of the limit ({limit:g}); the outlet's median share over "
@@ -752,10 +815,10 @@ class QualityTracker:
                     del hits[key]
         keep = b - (HISTORY_DAYS + 1) * _DAY
         for code in list(self._zs):
-            by_h = self._zs[code]
-            for h in [h for h in by_h if h < keep]:
-                del by_h[h]
-            if not by_h:
+            by_d = self._zs[code]
+            for d in [d for d in by_d if d < keep]:
+                del by_d[d]
+            if not by_d:
                 del self._zs[code]
 
     # -- persistence ------------------------------------------------------------------------------------
@@ -774,7 +837,7 @@ class QualityTracker:
                 for t, by_k in sorted(self._hits.items())
             },
             "events": [ev.to_json() for ev in self._all_events()],
-            "zs": {c: [[h, *v] for h, v in sorted(d.items())] for c, d in sorted(self._zs.items())},
+            "days": {c: [[d, *v] for d, v in sorted(by_d.items())] for c, by_d in sorted(self._zs.items())},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -795,4 +858,6 @@ class QualityTracker:
             ev = Event.from_json(d)
             key = ev.pollutant or ""
             self._events.setdefault(ev.type, {}).setdefault(key, {})[int(ev.start.timestamp())] = ev
-        self._zs = {c: {int(h): (float(z), float(lim)) for h, z, lim in rows} for c, rows in state["zs"].items()}
+        self._zs = {
+            c: {int(d): [int(v), int(h), float(lim)] for d, v, h, lim in rows} for c, rows in state["days"].items()
+        }

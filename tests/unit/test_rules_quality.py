@@ -8,6 +8,7 @@ a snapshot loses nothing.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -368,7 +369,7 @@ def test_restart_from_a_snapshot_loses_nothing() -> None:
     cut = len(rs) // 2
     a = ComplianceEngine(REG)
     ups = a.on_readings([(r, info) for r in rs[:cut]]).events
-    states = {mn: snap() for mn, (snap, _, _) in a.take_changes().items()}
+    states = {mn: json.loads(json.dumps(snap())) for mn, (snap, _, _) in a.take_changes().items()}  # as stored
     b = ComplianceEngine(REG)
     for mn, s in states.items():
         b.restore_outlet(mn, s)
@@ -376,7 +377,7 @@ def test_restart_from_a_snapshot_loses_nothing() -> None:
     # the open hours' sub-values travel in the journal in the service; here the whole state is compared
     b2 = ComplianceEngine(REG)
     for mn, oe in a._outlets.items():
-        b2.restore_outlet(mn, oe.snapshot())
+        b2.restore_outlet(mn, json.loads(json.dumps(oe.snapshot())))
     ups += b2.on_readings([(r, info) for r in rs[cut:]]).events + b2.finish().events
     got = final_events(ups)
     assert {k: e.to_json() for k, e in got.items() if e.type in QUALITY_TYPES} == {
