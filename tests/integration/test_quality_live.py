@@ -25,6 +25,7 @@ from test_reliability import _cems_run, _free_port
 from cems.model import BEIJING
 from cems.registry import parse_registry
 from cems.replay import replay
+from cems.report import Period, influx_loader, load_report
 from cems.rules.quality import QUALITY_TYPES
 
 pytestmark = pytest.mark.integration
@@ -132,6 +133,35 @@ def test_flatline_and_zs_inconsistent_live_equal_replay(
         listed = {d["event_id"]: d for d in map(json.loads, out.splitlines()) if d["type"] in QUALITY_TYPES}
         assert set(listed) == set(expected)
         assert all(listed[k]["evidence"] == expected[k]["evidence"] for k in expected)
+        # the duty officer acknowledges the flatline; `cems report` counts it in its data-quality section
+        ack = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cems",
+                "events",
+                "ack",
+                flat["event_id"],
+                "--by",
+                "张三",
+                "--config",
+                str(reg),
+                "--mqtt-url",
+                mosquitto.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ack.returncode == 0, ack.stderr
+        wait_until(lambda: any(p.get("acked_by") == "张三" for p in influxdb.query(influx_db, q)), 30)
+        day = Period.day(first.date().isoformat())
+        report = load_report(parse_registry(REGISTRY), day, influx_loader(influxdb.url, influx_db))
+        assert report.quality is not None
+        [row] = report.quality.rows
+        sig = next(x for x in report.quality.signals if x.event.type == "flatline")
+        assert (row.enterprise_id, sig.acked_by, sig.event.evidence) == ("E001", "张三", flat["evidence"])
+        assert row.acknowledged == 1 and row.by_type[0] == 1
     finally:
         pub.close()
         alerts.close()
