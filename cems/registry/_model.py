@@ -102,6 +102,12 @@ class Quality(_Strict):
     #: ``out_of_range``: O2 + CO2 (%) above this is impossible (21 % O2 of air plus a margin for the two
     #: analysers' errors).
     o2_co2_max: Annotated[float, Field(gt=0)] = 21.5
+    #: ... judged only for outlets whose limit profile starts with one of these: fuel combustion.  Kilns and
+    #: furnaces that calcine carbonates (cement, lime, sinter flux, glass batch) release CO2 without using
+    #: O2, so their O2 + CO2 can exceed 21 % honestly.
+    o2_co2_profiles: list[str] = Field(
+        default_factory=lambda: ["coal_power", "gas_turbine", "thermal_power", "boiler_", "waste_incineration"]
+    )
     #: ``operation_mismatch``: minutes of an hour with production running and treatment reporting off.
     mismatch_min_minutes: Annotated[int, Field(ge=1, le=60)] = 15
 

@@ -222,7 +222,7 @@ class QualityTracker:
     :meth:`on_reading` and every emitted or revised hourly record with :meth:`on_hours`; live, call
     :meth:`on_clock` with the time up to which hours are decided.  Each returns :class:`EventUpdate` s."""
 
-    __slots__ = ("_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_pruned",
+    __slots__ = ("_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_o2_co2", "_pruned",
                  "_schedule", "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
 
     def __init__(
@@ -245,6 +245,7 @@ class QualityTracker:
         self._factors: Mapping[str, float] = unit_factors(outlet)
         self._max_o2 = max_o2
         self._stats: dict[int, _HourStats] = {}
+        self._o2_co2 = outlet.profile.startswith(tuple(self.cfg.o2_co2_profiles))
         self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
@@ -343,7 +344,8 @@ class QualityTracker:
             if flow > 0 and vel is not None and vel <= 0:
                 st.novel |= bit
         if o2 is not None:
-            if co2 is not None and o2 + co2 > cfg.o2_co2_max:
+            # CO2 in % (a value above 100 is not: a DAS sending mg/m³); combustion outlets only (registry)
+            if co2 is not None and co2 <= 100 and o2 + co2 > cfg.o2_co2_max and self._o2_co2:
                 st.o2co2 = [int(st.o2co2[0]) | bit, max(st.o2co2[1], o2 + co2)]
             if has_zs:
                 self._zs_sub(reading, st, bit, o2, main)

@@ -297,6 +297,13 @@ def test_out_of_range_negative_pinned_zero_velocity_and_o2_plus_co2() -> None:
     by = {e.pollutant: e for e in evs}
     assert by["a21026"].evidence and "-6" in by["a21026"].evidence
     assert by["a00000"].peak == 10.0
+    # a cement kiln's calcination releases CO2 without using O2: O2 + CO2 over 21 % is not judged there
+    kiln = parse_registry(one_outlet().replace("coal_power_ultra_low", "cement_kiln"))
+    rows = plant(2 * 60, seed=8)
+    for r in rows[:30]:
+        r["a05001"] = 22.0
+    assert quality(run(readings(rows), kiln)) == []
+    assert [e.pollutant for e in quality(run(readings(rows)))] == ["a19001"]
     # honest zero noise (−0.3) is not negative beyond the tolerance
     rows = plant(2 * 60, seed=9)
     for r in rows[:30]:
