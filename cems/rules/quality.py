@@ -10,11 +10,12 @@ and a signal is a lead, never an exceedance: it changes no hourly record and no 
 Signals (event types), each judged per closed hour (``limit_hugging``: per Beijing day):
 
 * ``flatline`` (恒值): a pollutant or O2 whose sub-values of the hour stay within a tolerance while the outlet
-  runs, for ``flatline_hours`` hours in a row.  Pollutant: the code; ``peak``: the value; ``limit``: the
+  runs (a valid hour of flue-gas flow: an outlet without a flow measurement is not judged), for
+  ``flatline_hours`` hours in a row.  Pollutant: the code; ``peak``: the value; ``limit``: the
   tolerance.
 * ``o2_anomaly``: O2 hourly mean at or above ``o2_ambient`` (or above the dilution cut-off) while a whole
-  hour of flue-gas flow shows combustion; or O2 missing / not valid while a pollutant has valid data of its
-  own.  Pollutant ``a19001``; ``peak``: the O2 mean (none when missing); ``limit``: ``o2_ambient``.
+  hour of flue-gas flow shows combustion; or, in such an hour, O2 missing / not valid while a pollutant has
+  valid data of its own.  Pollutant ``a19001``; ``peak``: the O2 mean (none when missing); ``limit``: ``o2_ambient``.
 * ``zs_inconsistent``: the DAS's ``ZsAvg`` disagrees with C × (21 − O2ref) / (21 − O2) on its own Avg and
   O2 beyond the tolerance, or the two lie on different sides of the limit (always raised: within 2 % the
   hourly rule uses the DAS's value, so the DAS would decide the exceedance); or ``zs_rtd_min_minutes``
@@ -103,7 +104,9 @@ _FULL_HOUR: Final = (1 << 60) - 1
 _N: Final = frozenset({None, "N", "n"})
 _OK_HOUR: Final = VALID_HOUR_FLAGS
 #: Signals judged from the hour's readings (kept as they were when the summaries are gone).
-_FROM_READINGS: Final = frozenset({FLATLINE, OUT_OF_RANGE, OPERATION_MISMATCH})
+_FROM_READINGS: Final = frozenset({FLATLINE, OUT_OF_RANGE, OPERATION_MISMATCH, HOURLY_INCONSISTENT})
+#: Signals judged partly from the readings: without the summaries, a hit is kept, never cleared.
+_PARTLY_FROM_READINGS: Final = frozenset({ZS_INCONSISTENT})
 _NEVER: Final = -(1 << 62)
 _MICRO: Final = 1_000_000
 
@@ -432,7 +435,7 @@ class QualityTracker:
                 for key in keys:
                     new = found.get((type_, key))
                     old = by_key.get(key, {}).get(hour)
-                    if new == old:
+                    if new == old or (new is None and st is None and type_ in _PARTLY_FROM_READINGS):
                         continue
                     if new is None:
                         del by_key[key][hour]
@@ -456,12 +459,12 @@ class QualityTracker:
         self._prune_stats()
         return ups
 
-    def _running(self, recs: Mapping[str, HourlyRecord]) -> bool | None:
+    def _running(self, recs: Mapping[str, HourlyRecord]) -> bool:
         """The outlet ran the whole hour: a valid hour of flue-gas flow above ``running_flow`` (a start-up or
-        shut-down hour, partly without flow, is not); ``None``: the outlet sends no flow."""
+        shut-down hour, partly without flow, is not; without a flow measurement the state is unknown: not)."""
         flow = recs.get(FLOW)
         if flow is None:
-            return None
+            return False
         return flow.valid and flow.avg is not None and flow.avg > self.cfg.running_flow
 
     def _judge(self, hour: int, recs: Mapping[str, HourlyRecord], st: _HourStats | None) -> dict[tuple[str, str], _Hit]:
@@ -475,9 +478,7 @@ class QualityTracker:
             for code in sorted(st.mask):
                 n = _bits(st.mask[code])
                 lo, hi = st.lo[code], st.hi[code]
-                rec = recs.get(code)
-                runs = running if running is not None else (rec is not None and rec.valid)
-                if n < cfg.flatline_min_minutes or not runs or hi <= cfg.flatline_floor:
+                if n < cfg.flatline_min_minutes or not running or hi <= cfg.flatline_floor:
                     continue
                 mid = (lo + hi) / 2
                 tol = max(cfg.flatline_abs_tol, cfg.flatline_rel_tol * abs(mid))
@@ -516,12 +517,14 @@ class QualityTracker:
         reported = sorted(
             c for c, r in recs.items() if is_concentration(c) and r.avg is not None and (r.valid or r.o2_invalid)
         )
+        if not running:
+            return None  # no combustion shown (stopped, starting up, or no flow measured: state unknown)
         if o2 is None or o2.avg is None or not o2.valid or o2.flag != "N":
             if not reported:
                 return None
             why = "no O2 (a19001) data" if o2 is None or o2.avg is None else f"O2 hour not valid (flag {o2.flag})"
             return (None, self.cfg.o2_ambient, f"{why} while {', '.join(reported)} reported valid data; {flow_txt}")
-        if running and (o2.avg >= self.cfg.o2_ambient or o2.avg > self._max_o2):
+        if o2.avg >= self.cfg.o2_ambient or o2.avg > self._max_o2:
             ev = (
                 f"O2 hourly mean {o2.avg:.2f} % (ambient ≥ {self.cfg.o2_ambient:g} %, dilution cut-off "
                 f"{self._max_o2:g} %) while the flue gas flowed all hour: {flow_txt}"
