@@ -390,3 +390,29 @@ def test_restart_from_a_snapshot_loses_nothing() -> None:
     assert {k: e.to_json() for k, e in got.items() if e.type in QUALITY_TYPES} == {
         k: e.to_json() for k, e in expected.items() if e.type in QUALITY_TYPES
     }
+
+
+def test_live_clock_closes_a_run_and_a_late_hourly_record_opens_a_late_signal() -> None:
+    rows = plant(5 * 60, seed=12)
+    for r in rows[:240]:
+        r["a21026"] = 17.25
+    eng = ComplianceEngine(REG)
+    assert INFO is not None
+    ups = eng.on_readings([(r, INFO) for r in readings(rows)]).events
+    ups += eng.on_clock(T0 + timedelta(hours=6)).events  # live: the hour after the run is over
+    flat = [e for e in final_events(ups).values() if e.type == "flatline"]
+    assert [(e.status, e.end, e.late) for e in flat] == [("closed", T0 + timedelta(hours=4), False)]
+    # the DAS's CN=2061 for hour 3 arrives after the hour was decided (inside the 3-hour hold), with a ZsAvg
+    # 2 % above the formula's 34.5 (27.6 × 15/12): within the hourly rule's tolerance, across the limit 35
+    ms = {
+        "a00000": Measurement("a00000", {"Avg": 150.0}, "N"),
+        "a19001": Measurement("a19001", {"Avg": 9.0}, "N"),
+        "a21026": Measurement("a21026", {"Avg": 27.6, "ZsAvg": 35.2}, "N"),
+    }
+    late = eng.on_reading(Reading("MN0001", Stream.HOUR, T0 + timedelta(hours=3), ms), INFO).events
+    zs = [u for u in late if u.event.type == "zs_inconsistent"]
+    assert [(u.kind, u.event.late, u.event.start) for u in zs] == [
+        ("opened", True, T0 + timedelta(hours=3)),
+        ("closed", True, T0 + timedelta(hours=3)),
+    ]
+    assert zs[0].event.evidence and "different sides of the limit 35" in zs[0].event.evidence
