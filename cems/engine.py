@@ -20,7 +20,7 @@ from typing import Any
 
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, WITHDRAWAL, MarkRecord
-from cems.registry import OutletInfo, Registry
+from cems.registry import OutletInfo, Quality, Registry
 from cems.rules import (
     DEFAULT_HOLD,
     DEFAULT_LATENESS,
@@ -44,6 +44,7 @@ from cems.rules.hourly import HourArchive
 from cems.rules.marks import MarkLedger, OutletMarks, repair_record
 from cems.rules.monthly import OutletMonthly
 from cems.rules.nox import with_derived_nox
+from cems.rules.quality import QualityTracker
 
 STATE_VERSION = 1
 
@@ -70,7 +71,18 @@ class EngineOutput:
 
 
 class _OutletEngine:
-    __slots__ = ("daily", "exceedance", "hourly", "info", "interruption", "marks", "monthly", "o2", "warnings")
+    __slots__ = (
+        "daily",
+        "exceedance",
+        "hourly",
+        "info",
+        "interruption",
+        "marks",
+        "monthly",
+        "o2",
+        "quality",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -82,6 +94,7 @@ class _OutletEngine:
         over_range_valid: bool,
         hold: timedelta = DEFAULT_HOLD,
         archive: HourArchive | None = None,
+        quality: Quality | None = None,
     ) -> None:
         o, e, d = info.outlet, info.enterprise.id, info.district.code
         self.info = info
@@ -103,6 +116,7 @@ class _OutletEngine:
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2, archive=archive)
         self.marks = OutletMarks(o.mn, e, d, schedule, o.normal_flow)
         self.monthly = OutletMonthly(o.mn)
+        self.quality = QualityTracker(o, e, d, quality=quality, schedule=schedule, max_o2=max_o2, hold=hold)
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         return {
@@ -114,6 +128,7 @@ class _OutletEngine:
             "daily": self.daily.snapshot(),
             "marks": self.marks.snapshot(),
             "monthly": self.monthly.snapshot(),
+            "quality": self.quality.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -128,6 +143,8 @@ class _OutletEngine:
         self.marks.restore(s.get("marks"))  # absent from states saved before marks (issue 14)
         if "monthly" in s:  # absent from states saved before live monthly results
             self.monthly.restore(s["monthly"])
+        if "quality" in s:  # absent from states saved before the data-quality signals existed
+            self.quality.restore(s["quality"])
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -230,7 +247,15 @@ class ComplianceEngine:
             max_o2 = o.o2_max if o.o2_max is not None else self.registry.city.o2_max
             t_ok = self.registry.city.over_range_valid
             oe = self._outlets[o.mn] = _OutletEngine(
-                info, self.lateness, schedule, self.journal, max_o2, t_ok, self.hold, self.archive
+                info,
+                self.lateness,
+                schedule,
+                self.journal,
+                max_o2,
+                t_ok,
+                self.hold,
+                self.archive,
+                self.registry.city.quality,
             )
         return oe
 
@@ -254,6 +279,7 @@ class ComplianceEngine:
             if oe.marks.observe(records, sus.flow_share, sus.o2_below) and ledger.active(oe.info.outlet.mn):
                 out.events.extend(oe.marks.mark_events(ledger))
             oe.monthly.on_hours(records)
+            out.events.extend(oe.quality.on_hours(records))
             self._days(oe, oe.daily.on_hours(records), out)
             # runs that ended before the repair window can no longer change: forget them (bounded memory)
             cut = oe.hourly.now_ts - int(REPAIR_WINDOW.total_seconds()) - 3600
@@ -262,6 +288,7 @@ class ComplianceEngine:
                 oe.exceedance.prune(b)
                 oe.o2.prune(b)
             oe.marks.prune(cut)
+            oe.quality.prune(datetime.fromtimestamp(cut, BEIJING))
 
     @staticmethod
     def _days(oe: _OutletEngine, days: list[DailyRecord], out: EngineOutput) -> None:
@@ -282,6 +309,7 @@ class ComplianceEngine:
         if self.emergency.active:
             self.emergency.on_reading(reading)
         oe.daily.on_reading(reading)
+        oe.quality.on_reading(reading)
         self._hours(oe, oe.hourly.feed(reading), out)
         if revise:
             self._hours(oe, oe.hourly.revisions(), out)
@@ -377,6 +405,7 @@ class ComplianceEngine:
                 self._days(oe, oe.daily.flush(closed), out)
             out.events.extend(oe.marks.tag(oe.exceedance.on_clock(now - self.lateness), self.marks))
             out.events.extend(oe.o2.on_clock(now - self.lateness))
+            out.events.extend(oe.quality.on_clock(now - self.lateness))
             out.events.extend(oe.interruption.on_clock(now))
             out.events.extend(oe.warnings.on_clock(now))
             if len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly) != before:
@@ -398,6 +427,7 @@ class ComplianceEngine:
         evs: list[Event] = []
         for oe in self._outlets.values():
             evs += oe.exceedance.open_events + oe.o2.open_events + oe.warnings.open_events + oe.marks.open_events
+            evs += oe.quality.open_events
             ev = oe.interruption.open_event
             if ev is not None:
                 evs.append(ev)

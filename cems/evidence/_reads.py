@@ -101,6 +101,7 @@ def case_reads(influx_url: str, db: str, state_file: Path | None) -> CaseReads:
         return out
 
     origin = {"influxdb": f"{influx_url} db={db}", "state": str(state_file) if state_file else "-"}
+
     def marks(mn: str, start: datetime, end: datetime) -> Rows:
         """The outlet's marks, stop declarations, repairs and withdrawals whose period overlaps the case
         (``cems_mark``, append-only: a withdrawn record comes with its withdrawal)."""

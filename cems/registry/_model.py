@@ -51,6 +51,68 @@ def _aware(v: datetime | date, tz: Any = BEIJING) -> datetime:
     return v if v.tzinfo is not None else v.replace(tzinfo=tz)
 
 
+class Quality(_Strict):
+    """Thresholds of the data-quality and falsification signals (监测数据弄虚作假, issue 17;
+    :mod:`cems.rules.quality`), registry ``[city.quality]``.  **Every default is a documented choice, not a
+    figure from a standard** (the seeds order the crackdown and the check that emissions fit operating
+    conditions but give no numbers); docs/events.md gives each one's reasoning.  A signal is a lead for a
+    person to check, never an exceedance."""
+
+    #: Off: no quality signal is judged (the other rules are unaffected).
+    enabled: bool = True
+    #: Flue-gas flow (a00000, m³/s after unit conversion) above which the outlet counts as running.
+    running_flow: Annotated[float, Field(ge=0)] = 0.0
+    #: ``flatline``: hours in a row (≥) whose sub-values stay within the tolerance while running.
+    flatline_hours: Annotated[int, Field(ge=1)] = 4
+    #: ``flatline``: minutes of the hour that must carry a valid value for the hour to be judged (six: a DAS
+    #: sending 10-minute records gives six; an hourly record with its Min and Max covers the hour).
+    flatline_min_minutes: Annotated[int, Field(ge=2, le=60)] = 6
+    #: ``flatline``: tolerance of the hour's max − min: ``max(abs, rel × |mean|)``.
+    flatline_abs_tol: Annotated[float, Field(ge=0)] = 0.01
+    flatline_rel_tol: Annotated[float, Field(ge=0)] = 0.001
+    #: ``flatline``: hours whose values all stay at or below this (mg/m³ or %) are not judged (a clean stack
+    #: whose DAS clips the analyser's zero noise to 0 is flat without anything being hidden).
+    flatline_floor: Annotated[float, Field(ge=0)] = 1.0
+    #: ``o2_anomaly``: hourly O2 mean (%) at or above which the flue gas is (near) ambient air.
+    o2_ambient: Annotated[float, Field(gt=0, le=21)] = 20.0
+    #: ``zs_inconsistent``: tolerance of DAS ZsAvg/ZsRtd against the formula, ``max(rel × value, abs)``
+    #: (the same as the hourly rule's agreement check, :func:`cems.rules.o2.zs_agrees`).
+    zs_rel_tol: Annotated[float, Field(ge=0)] = 0.02
+    zs_abs_tol: Annotated[float, Field(ge=0)] = 0.1
+    #: ``zs_inconsistent``: real-time minutes of an hour whose ZsRtd disagrees that make the hour inconsistent.
+    zs_rtd_min_minutes: Annotated[int, Field(ge=1, le=60)] = 5
+    #: ``hourly_inconsistent``: tolerance of the DAS hourly Avg against the mean of its minute data.
+    hourly_rel_tol: Annotated[float, Field(ge=0)] = 0.05
+    hourly_abs_tol: Annotated[float, Field(ge=0)] = 0.5
+    #: ``hourly_inconsistent``: minutes (of 60) the minute records must cover for the hour to be judged.
+    hourly_min_minutes: Annotated[int, Field(ge=1, le=60)] = 45
+    #: ``limit_hugging``: a valid hour "hugs" the limit when its corrected mean is in [band × limit, limit].
+    hugging_band: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    #: ``limit_hugging``: a day hugs when this share of its valid hours hug ...
+    hugging_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    #: ... and that share is this much above the outlet's own median share of previous days ...
+    hugging_rise: Annotated[float, Field(ge=0, le=1)] = 0.3
+    #: ... over at least this many previous days with ≥ 20 valid hours (HJ 75's valid day), of the last 30.
+    hugging_history_days: Annotated[int, Field(ge=1, le=30)] = 7
+    #: ``out_of_range``: a concentration below −this (mg/m³) is negative beyond zero noise.
+    negative_tol: Annotated[float, Field(ge=0)] = 1.0
+    #: ``out_of_range``: minutes of an hour with an impossible value that make the hour out of range.
+    out_of_range_min_minutes: Annotated[int, Field(ge=1, le=60)] = 3
+    #: ``out_of_range``: analyser full scale per code (mg/m³ or %): values at ≥ 99.9 % of it are pinned.
+    analyser_range: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    #: ``out_of_range``: O2 + CO2 (%) above this is impossible (21 % O2 of air plus a margin for the two
+    #: analysers' errors).
+    o2_co2_max: Annotated[float, Field(gt=0)] = 21.5
+    #: ... judged only for outlets whose limit profile starts with one of these: fuel combustion.  Kilns and
+    #: furnaces that calcine carbonates (cement, lime, sinter flux, glass batch) release CO2 without using
+    #: O2, so their O2 + CO2 can exceed 21 % honestly.
+    o2_co2_profiles: list[str] = Field(
+        default_factory=lambda: ["coal_power", "gas_turbine", "thermal_power", "boiler_", "waste_incineration"]
+    )
+    #: ``operation_mismatch``: minutes of an hour with production running and treatment reporting off.
+    mismatch_min_minutes: Annotated[int, Field(ge=1, le=60)] = 15
+
+
 class City(_Strict):
     name: str
     transmission_rate_target: Annotated[float, Field(gt=0, le=1)] = 0.90
@@ -70,6 +132,8 @@ class City(_Strict):
     #: valid and judged (an hour must not escape judgement because the analyser saturated; issue 12 item 8,
     #: documented in ``cems.rules.hourly``).  ``false``: T data are not valid, like the other flags.
     over_range_valid: bool = True
+    #: Data-quality and falsification signals' thresholds (``[city.quality]``, issue 17).
+    quality: Quality = Field(default_factory=Quality)
 
 
 class District(_Strict):

@@ -14,6 +14,7 @@ Output: ``report.html`` (self-contained) and CSV tables (UTF-8 with BOM) in ``--
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from cems.report._data import (
 )
 from cems.report._html import render_html
 from cems.report._period import Period
+from cems.report._quality import QualityRow, QualitySection, QualitySignal, build_quality_section, load_quality_signals
 from cems.report._tables import (
     AvailabilityCell,
     AvailabilityRow,
@@ -60,17 +62,22 @@ __all__ = [
     "MonthlyRow",
     "OutletRow",
     "Period",
+    "QualityRow",
+    "QualitySection",
+    "QualitySignal",
     "Query",
     "RankRow",
     "Report",
     "ReportInput",
     "Summary",
     "build_grid_section",
+    "build_quality_section",
     "build_report",
     "counted_until",
     "influx_loader",
     "load_grid_input",
     "load_grid_section",
+    "load_quality_signals",
     "load_report",
     "load_report_input",
     "render_html",
@@ -111,7 +118,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(
+    report = build_report(
         registry,
         period,
         data.records,
@@ -123,6 +130,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         marks=data.marks,
         monthly=data.months,
     )
+    return replace(report, quality=build_quality_section(registry, load_quality_signals(query, period)))
 
 
 def load_grid_section(

@@ -7,6 +7,8 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from cems.report._quality import CSV_FILE as QUALITY_CSV
+from cems.report._quality import quality_csv_rows
 from cems.report._tables import (
     NOT_ASSESSED,
     PARTIAL_STOP,
@@ -430,6 +432,10 @@ def write_csvs(r: Report, out_dir: Path) -> list[Path]:
     if r.warnings:  # heavy-pollution warnings of the period (issue 16)
         p = out_dir / EMERGENCY_CSV
         p.write_text(BOM + emergency_csv(r), encoding="utf-8", newline="")
+        paths.append(p)
+    if r.quality is not None:  # the data-quality section (issue 17)
+        p = out_dir / QUALITY_CSV
+        p.write_text(BOM + _csv_text(*quality_csv_rows(r.quality)), encoding="utf-8", newline="")
         paths.append(p)
     return paths
 

@@ -104,6 +104,7 @@ def event_from_row(row: dict[str, Any]) -> Event:
         ref_o2=_opt_float(row.get("ref_o2")),
         profile=row.get("profile") or None,
         status=str(row.get("status") or ""),
+        evidence=row.get("evidence") or None,
     )
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from cems.model import BEIJING
 from cems.report._csv import num, pct
+from cems.report._quality import quality_html
 from cems.report._tables import (
     NOT_ASSESSED,
     PARTIAL_STOP,
@@ -576,6 +577,7 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         "单个小时超过限值仍为小时超标（HJ 76-2017），但不单独构成未达到该政策要求。月份结束后写入，"
         "至次月 10 日前随修约数据更新。</p>",
         _monthly_table(r),
+        quality_html(r.quality),
         _ranking_section(r),
         _hotspot_section(r),
         "<h2>重污染天气应急响应</h2>",

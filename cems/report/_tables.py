@@ -24,6 +24,7 @@ from cems.registry import Outlet, Registry
 from cems.report._emergency import WarningRow, warning_rows
 from cems.report._marks import MarksSection, marks_ledger, marks_section
 from cems.report._period import Period
+from cems.report._quality import QualitySection
 from cems.rules.ambient import AmbientDay
 from cems.rules.daily import MonthResult
 from cems.rules.events import HOURLY_EXCEEDANCE, RETRACTED_STATUS, Event
@@ -277,6 +278,8 @@ class Report:
     warnings: tuple[WarningRow, ...] = ()
     #: Marks, declarations and repairs (issue 14): marked hours per outlet and type, caps, late declarations.
     marks: MarksSection = field(default_factory=MarksSection)
+    #: The data-quality section (issue 17); ``None``: not loaded (the section is left out).
+    quality: QualitySection | None = None
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -97,6 +97,9 @@ class Event:
     late: bool = False
     #: Ids of the marks, declarations or repairs (issue 14; :mod:`cems.rules.marks`) that touched the event.
     marks: tuple[str, ...] = ()
+    #: What triggered a data-quality signal (issue 17, :mod:`cems.rules.quality`): the figures a person
+    #: checks, in words.  ``None`` for the other event types (then left out of the JSON).
+    evidence: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -107,6 +110,12 @@ class Event:
         return self.status == "open"
 
     def to_json(self) -> dict[str, Any]:
+        d = self._json()
+        if self.evidence is not None:
+            d["evidence"] = self.evidence
+        return d
+
+    def _json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
             "type": self.type,
@@ -145,6 +154,7 @@ class Event:
             status=str(d["status"]),
             late=bool(d.get("late", False)),
             marks=tuple(str(m) for m in d.get("marks") or ()),
+            evidence=d.get("evidence"),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:

@@ -158,6 +158,7 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "ref_o2": ev.ref_o2,
         "profile": ev.profile,
         "late": ev.late,
+        "evidence": ev.evidence,
         **extra,
     }
     if ev.marks:  # the marks, declarations or repairs that touched the event (issue 14)

@@ -49,6 +49,8 @@ def list_events(
         for k in ("end", "pollutant", "acked_by", "acked_at", "ack_note", "escalated_at"):
             if row[k] == "":
                 row[k] = None
+        if r.get("evidence"):  # data-quality signals (issue 17): what triggered them
+            row["evidence"] = r["evidence"]
         out.append(row)
     out.sort(key=lambda r: (str(r.get("start") or ""), str(r.get("event_id") or "")))
     return out
