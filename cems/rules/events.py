@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
@@ -95,6 +95,9 @@ class Event:
     #: Changed by data that arrived after the hours concerned were decided (a late CN=2061, back-filled
     #: data): the event was opened, extended, reopened, closed or retracted late (docs/events.md).
     late: bool = False
+    #: What the event was judged on, beyond peak and limit (``grid_hotspot``: each hour's value, the
+    #: neighbours' values and their median; docs/events.md). ``None`` for the stack events.
+    evidence: dict[str, Any] | None = None
 
     @property
     def event_id(self) -> str:
@@ -121,6 +124,7 @@ class Event:
             "profile": self.profile,
             "status": self.status,
             "late": self.late,
+            **({} if self.evidence is None else {"evidence": self.evidence}),
         }
 
     @classmethod
@@ -141,6 +145,7 @@ class Event:
             profile=d.get("profile"),
             status=str(d["status"]),
             late=bool(d.get("late", False)),
+            evidence=d.get("evidence"),
         )
 
     def closed_at(self, end: datetime, hours: float | None = None) -> Event:
@@ -663,7 +668,28 @@ class RealtimeWarningTracker:
 # ---------------------------------------------------------------------------------------------- interruption
 
 
-def _merged_stops(outlet: Outlet) -> Sequence[tuple[float, float]]:
+class _Span(Protocol):
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+
+
+class SilenceSource(Protocol):
+    """What :class:`InterruptionTracker` reads of its source: an :class:`~cems.registry.Outlet`, or a grid
+    sensor (:mod:`cems.rules.grid`), which has no declared stops."""
+
+    @property
+    def mn(self) -> str: ...
+    @property
+    def rtd_interval_s(self) -> int: ...
+    @property
+    def interruption_threshold_s(self) -> int | None: ...
+    @property
+    def stop(self) -> Sequence[_Span]: ...
+
+
+def _merged_stops(outlet: SilenceSource) -> Sequence[tuple[float, float]]:
     if not outlet.stop:
         return ()  # most outlets: no list per outlet
     spans = sorted((s.start.timestamp(), s.end.timestamp()) for s in outlet.stop)
@@ -698,7 +724,9 @@ class InterruptionTracker:
     __slots__ = ("_cadence", "_closed_until", "_fixed_s", "_last", "_open", "_stops", "district", "enterprise",
                  "mn", "outlet")  # fmt: skip
 
-    def __init__(self, outlet: Outlet, enterprise: str, district: str, *, threshold: timedelta | None = None) -> None:
+    def __init__(
+        self, outlet: SilenceSource, enterprise: str, district: str, *, threshold: timedelta | None = None
+    ) -> None:
         self.outlet = outlet
         self.mn = outlet.mn
         self.enterprise = enterprise
