@@ -49,8 +49,8 @@ def reading(sid: str, t: datetime, values: dict[str, float], stream: Stream = St
 
 def series(sid: str, start: datetime, hours: int, values: Any, every_s: int = 300) -> list[Reading]:
     """A reading every ``every_s`` for ``hours`` hours; ``values(t)`` gives the values at t."""
-    n = hours * 3600 // every_s
-    return [reading(sid, start + timedelta(seconds=every_s * i), values(start + timedelta(seconds=every_s * i))) for i in range(n)]  # fmt: skip
+    times = [start + timedelta(seconds=every_s * i) for i in range(hours * 3600 // every_s)]
+    return [reading(sid, t, values(t)) for t in times]
 
 
 def run(engine: GridEngine, readings: list[Reading], *, finish: bool = True) -> GridOutput:
