@@ -490,6 +490,7 @@ class GridEngine:
         self.late_readings = 0
         self.late_unrevised = 0
         self.late_beyond_window = 0
+        self._saved: dict[str, int] = {}  # the engine's own state as last given by take_changes
 
     # -- input --------------------------------------------------------------------------------------------
     def on_reading(self, reading: Reading) -> GridOutput:
@@ -809,13 +810,15 @@ class GridEngine:
         """The state of every sensor changed since the last call (key ``""``: the engine's own)."""
         out = {sid: self._state[sid].snapshot() for sid in sorted(self._dirty) if sid in self._state}
         self._dirty.clear()
-        out[""] = {
+        glob = {
             "version": 1,
             "wm": self._wm,
             "decided": self._decided,
             "silence_min": self._silence_min,
             **self.late_counts(),
         }
+        if glob != self._saved:
+            out[""] = self._saved = glob
         return out
 
     def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:

@@ -7,6 +7,7 @@ One point per (outlet, stream, DataTime): the same key written twice overwrites 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,8 +15,12 @@ from functools import lru_cache
 from typing import Final
 
 from cems.model import BEIJING, Reading
+from cems.registry import GridSensor
+from cems.rules.ambient import AmbientDay
+from cems.rules.aqi import standard_for
 from cems.rules.daily import DailyRecord
 from cems.rules.events import Event
+from cems.rules.grid import GridHour, category_of, grid_day
 from cems.rules.hourly import HourlyRecord
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
 
@@ -156,6 +161,8 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "ref_o2": ev.ref_o2,
         "profile": ev.profile,
         "late": ev.late,
+        # what a grid hotspot was judged on (each hour's value, the neighbours' values and median), as JSON
+        "evidence": None if ev.evidence is None else json.dumps(ev.evidence, ensure_ascii=False, separators=(",", ":")),
         **extra,
     }
     return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
@@ -223,3 +230,63 @@ def district_month_rate_line(r: DistrictMonthRate) -> str:
         "reasons": "; ".join(r.reasons),
     }
     return point(RATE_MEASUREMENT, tags, fields, _ms(datetime(y, m, 1, tzinfo=BEIJING)))
+
+
+GRID_READING_MEASUREMENT: Final = "grid_reading"
+GRID_HOURLY_MEASUREMENT: Final = "grid_hourly"
+GRID_DAILY_MEASUREMENT: Final = "grid_daily"
+
+
+def _grid_tags(sensor: str, district: str, township: str, kind: str) -> dict[str, str]:
+    return {"sensor": sensor, "district": district, "township": township, "kind": kind}
+
+
+def grid_reading_line(r: Reading, g: GridSensor) -> str:
+    """``grid_reading``: one point per (sensor, data time); fields ``{code}_{suffix}``, ``{code}_Flag`` and
+    ``dropped``, tags ``sensor``, ``district``, ``township``."""
+    fields: dict[str, float | int | str | bool | None] = {}
+    for code, m in r.measurements.items():
+        for suffix, v in m.values.items():
+            fields[f"{code}_{suffix}"] = v
+        if m.flag is not None:
+            fields[f"{code}_Flag"] = m.flag
+    if r.dropped:
+        fields["dropped"] = ",".join(r.dropped)
+    tags = {"sensor": g.id, "district": g.district, "township": g.township}
+    return point(GRID_READING_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000))
+
+
+def grid_hourly_line(h: GridHour) -> str:
+    """``grid_hourly``: one point per (sensor, Beijing hour), time = start of the hour (docs/influxdb.md)."""
+    fields: dict[str, float | int | str | bool | None] = {}
+    for v in h.values:
+        fields[v.pollutant] = v.mean
+        fields[f"{v.pollutant}_minutes"] = v.minutes
+        fields[f"{v.pollutant}_valid"] = v.valid
+    fields |= {
+        "aqi": h.aqi,
+        "level": h.level,
+        "category": h.category,
+        "primary": ",".join(h.primary),
+        "standard": h.standard,
+    }
+    return point(
+        GRID_HOURLY_MEASUREMENT, _grid_tags(h.sensor, h.district, h.township, h.kind), fields, _ms(h.hour_start)
+    )
+
+
+def grid_daily_line(d: AmbientDay) -> str:
+    """``grid_daily``: one point per (sensor, Beijing day), time = the day's Beijing midnight."""
+    fields: dict[str, float | int | str | bool | None] = dict(d.means)
+    fields |= {f"{p}_hours": n for p, n in d.hours.items()}
+    fields |= {
+        "aqi": d.aqi,
+        "level": d.level,
+        "category": category_of(d.level),
+        "primary": ",".join(d.primary),
+        "standard": f"HJ 633-{standard_for(d.day)}",
+        "upload_rate": d.upload_rate,
+    }
+    return point(
+        GRID_DAILY_MEASUREMENT, _grid_tags(d.sensor, d.district, d.township, d.kind), fields, _ms(grid_day(d.day))
+    )

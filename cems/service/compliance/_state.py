@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS hour_log(
     id INTEGER PRIMARY KEY, mn TEXT NOT NULL, last_hour INTEGER NOT NULL, entries TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
+-- the grid engine (cems.rules.grid): one row per grid sensor, and the engine's own under sensor ''
+CREATE TABLE IF NOT EXISTS grid_state(
+    sensor TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_ts REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rate_records(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
     valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
@@ -179,6 +185,9 @@ class ComplianceStats:
     late_beyond_window: int = 0
     #: readings on which the rules raised an unexpected error (stored, acknowledged, not judged; logged)
     rules_errors: int = 0
+    #: grid hours written (``grid_hourly``, first emitted or revised) and grid days (``grid_daily``)
+    grid_hourly_records: int = 0
+    grid_daily_records: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -294,6 +303,11 @@ def with_open_hours(state: dict[str, Any], subs: list[tuple[Any, ...]], das: lis
     hourly["open"] = open_
 
 
+def load_grid_state(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The grid engine's persisted state (:meth:`cems.rules.grid.GridEngine.restore`)."""
+    return {str(sensor): json.loads(state) for sensor, state in conn.execute("SELECT sensor, state FROM grid_state")}
+
+
 def commit_state(
     conn: sqlite3.Connection,
     changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
@@ -301,6 +315,7 @@ def commit_state(
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
+    grid: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
@@ -313,6 +328,11 @@ def commit_state(
             logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
             conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
             conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
+        if grid:
+            conn.executemany(
+                "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES (?,?,?)",
+                ((sensor, _COMPACT_JSON.encode(state), now_ts) for sensor, state in grid.items()),
+            )
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
