@@ -47,8 +47,9 @@ from every outlet MN; ``enterprise`` = :data:`GRID_ENTERPRISE`; ``pollutant`` = 
 * ``grid_pm10_alarm``: a construction site's valid hourly PM10 above ``[grid.construction] pm10_limit`` for
   ``hours`` hours in a row (one event per run, like ``hourly_exceedance``); ``peak``/``limit`` in µg/m³.
 * ``data_interruption``: :class:`~cems.rules.events.InterruptionTracker` on the sensor's data times, given in
-  data-time order once they are older than the watermark minus the lateness (so a reading late within the
-  lateness changes nothing); threshold ``[grid] interruption_threshold_s``, else max(600 s, 3 × interval_s).
+  data-time order once the sensor's own newest data time, or the watermark, has passed them by the lateness
+  (so a reading late within the lateness changes nothing, also in a back-fill); threshold
+  ``[grid] interruption_threshold_s``, else max(600 s, 3 × interval_s).
 
 Runs are recomputed from the hours whenever an hour changes, as :class:`~cems.rules.events.ExceedanceTracker`
 does: the same events whatever the order; a run that late data make disappear is ``retracted``.
@@ -355,7 +356,7 @@ class _Silence:
 
 
 class _Sensor:
-    __slots__ = ("das", "g", "had", "hours", "pending", "runs", "silence", "subs")
+    __slots__ = ("das", "g", "had", "hours", "newest", "pending", "runs", "silence", "subs")
 
     def __init__(self, g: GridSensor, threshold_s: int | None) -> None:
         self.g = g
@@ -369,6 +370,7 @@ class _Sensor:
         self.hours: dict[int, dict[str, _Val]] = {}
         #: data times not yet given to the silence tracker (within the lateness of the watermark)
         self.pending: list[float] = []
+        self.newest = float(_NEVER)  # the newest data time of the sensor
         threshold = threshold_s if threshold_s is not None else max(600, 3 * g.interval_s)
         self.silence = InterruptionTracker(
             _Silence(g.id, g.interval_s), GRID_ENTERPRISE, g.district, threshold=timedelta(seconds=threshold)
@@ -414,6 +416,7 @@ class _Sensor:
             "had": sorted(self.had),
             "hours": {str(h): {p: list(v) for p, v in ps.items()} for h, ps in sorted(self.hours.items())},
             "pending": sorted(self.pending),
+            "newest": self.newest,
             "silence": self.silence.snapshot(),
             "runs": [r.snapshot() for _, r in sorted(self.runs.items())],
         }
@@ -430,6 +433,7 @@ class _Sensor:
             for h, ps in s["hours"].items()
         }
         self.pending = [float(t) for t in s["pending"]]
+        self.newest = float(s["newest"])
         self.silence.restore(s["silence"])
         self.runs = {}
         for r in s["runs"]:
@@ -563,11 +567,13 @@ class GridEngine:
                 subs = st.subs.setdefault(h, {})
                 for p, v in vals.items():
                     subs.setdefault(p, {})[ts - h] = v
-        if t <= self._wm - self._lateness:
-            self._release(st, self._wm - self._lateness, out)
-            out.events.extend(st.silence.on_data(reading.data_time))
-        else:
-            st.pending.append(t)
+        # the silence tracker takes the sensor's data times in data-time order: each waits until the sensor's
+        # own newest data time (or the watermark, at the next minute) has passed it by the lateness, so that
+        # readings shuffled within the lateness — also in a back-fill — give the in-order result
+        st.pending.append(t)
+        if t > st.newest:
+            st.newest = t
+        self._release(st, st.newest - self._lateness, out)
         if ts > self._wm:
             self._advance(ts, out)
 
