@@ -502,7 +502,10 @@ async def test_an_st22_packet_of_a_grid_sensor_is_published_on_its_grid_topic(mo
         dt = t.strftime("%Y%m%d%H%M%S")
 
         def ambient(q: str, st: str = "22", pw: str = "654321") -> bytes:
-            vals = {"a34004": {"Rtd": 35.0, "Flag": "N"}, "a34002": {"Rtd": 70.0, "Flag": "N"}}
+            vals: dict[str, dict[str, float | int | str]] = {
+                "a34004": {"Rtd": 35.0, "Flag": "N"},
+                "a34002": {"Rtd": 70.0, "Flag": "N"},
+            }
             return encode(qn=q, st=st, cn="2011", pw=pw, mn="G001", flag=5, data_time=dt, values=vals).encode()
 
         w.write(ambient(qn(1)))
