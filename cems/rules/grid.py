@@ -356,7 +356,8 @@ class _Silence:
 
 
 class _Sensor:
-    __slots__ = ("das", "g", "had", "hours", "newest", "pending", "runs", "silence", "subs")
+    __slots__ = ("changed_hours", "das", "g", "had", "hours", "hours_changed", "newest", "pending", "runs", "silence",
+                 "subs")  # fmt: skip
 
     def __init__(self, g: GridSensor, threshold_s: int | None) -> None:
         self.g = g
@@ -376,6 +377,9 @@ class _Sensor:
             _Silence(g.id, g.interval_s), GRID_ENTERPRISE, g.district, threshold=timedelta(seconds=threshold)
         )
         self.runs: dict[tuple[str, str], _Runs] = {}
+        #: persistence: held hours whose readings changed (or left memory), and whether ``hours`` changed
+        self.changed_hours: set[int] = set()
+        self.hours_changed = False
 
     def run(self, type_: str, pollutant: str, min_hours: int) -> _Runs:
         r = self.runs.get((type_, pollutant))
@@ -406,32 +410,46 @@ class _Sensor:
         return out
 
     def snapshot(self) -> dict[str, Any]:
+        """The sensor's state without its held readings and emitted hours (:meth:`hour_row`, :meth:`hours_row`:
+        persisted apart, each only when it changed)."""
         return {
             "version": 1,
-            "subs": {
-                str(h): {p: [[s, v] for s, v in sorted(d.items())] for p, d in ps.items()}
-                for h, ps in sorted(self.subs.items())
-            },
-            "das": {str(h): ps for h, ps in sorted(self.das.items())},
             "had": sorted(self.had),
-            "hours": {str(h): {p: list(v) for p, v in ps.items()} for h, ps in sorted(self.hours.items())},
             "pending": sorted(self.pending),
             "newest": self.newest,
             "silence": self.silence.snapshot(),
             "runs": [r.snapshot() for _, r in sorted(self.runs.items())],
         }
 
+    def hour_row(self, h: int) -> dict[str, Any] | None:
+        """The held readings of hour ``h`` (``None``: none held any more)."""
+        if not self.held(h):
+            return None
+        subs = self.subs.get(h, {})
+        return {
+            "subs": {p: [[s, v] for s, v in sorted(d.items())] for p, d in subs.items()},
+            "das": self.das.get(h, {}),
+        }
+
+    def hours_row(self) -> dict[str, Any]:
+        return {"hours": {str(h): {p: list(v) for p, v in ps.items()} for h, ps in sorted(self.hours.items())}}
+
+    def restore_hour(self, h: int, row: Mapping[str, Any]) -> None:
+        if row["subs"]:
+            self.subs[h] = {p: {int(x[0]): float(x[1]) for x in d} for p, d in row["subs"].items()}
+        if row["das"]:
+            self.das[h] = {p: float(v) for p, v in row["das"].items()}
+
+    def restore_hours(self, row: Mapping[str, Any]) -> None:
+        self.hours = {
+            int(h): {p: (None if v[0] is None else float(v[0]), int(v[1]), bool(v[2])) for p, v in ps.items()}
+            for h, ps in row["hours"].items()
+        }
+
     def restore(self, s: Mapping[str, Any], min_hours: Mapping[str, int]) -> None:
         if s.get("version") != 1:
             raise ValueError("not a version-1 grid sensor state")
-        self.subs = {int(h): {p: {int(x[0]): float(x[1]) for x in d} for p, d in ps.items()}
-                     for h, ps in s["subs"].items()}  # fmt: skip
-        self.das = {int(h): {p: float(v) for p, v in ps.items()} for h, ps in s["das"].items()}
         self.had = {int(h) for h in s["had"]}
-        self.hours = {
-            int(h): {p: (None if v[0] is None else float(v[0]), int(v[1]), bool(v[2])) for p, v in ps.items()}
-            for h, ps in s["hours"].items()
-        }
         self.pending = [float(t) for t in s["pending"]]
         self.newest = float(s["newest"])
         self.silence.restore(s["silence"])
@@ -559,6 +577,7 @@ class GridEngine:
                 self.late_unrevised += 1
                 store = False
         if store:
+            st.changed_hours.add(h)
             vals = _values(reading)
             if reading.stream is Stream.HOUR:
                 if vals:
@@ -642,11 +661,14 @@ class GridEngine:
                 st.subs.pop(h, None)
                 st.das.pop(h, None)
                 st.had.add(h)
+                st.changed_hours.add(h)
                 self._dirty.add(sid)
             for h in [h for h in st.had if past(h)]:
                 st.had.discard(h)
             for h in [h for h in st.hours if past(_day_start(h) + _DAY - _H)]:
                 del st.hours[h]
+                st.hours_changed = True
+                self._dirty.add(sid)
             cut = wm - int(self._repair.total_seconds()) - _H
             for r in st.runs.values():
                 r.prune(cut)
@@ -674,6 +696,7 @@ class GridEngine:
                     continue
                 vals = st.build(h)
                 st.hours[h] = vals
+                st.hours_changed = True
                 out.hourly.append(self._hour_record(st.g, h, vals))
                 changed.append(sid)
                 self._dirty.add(sid)
@@ -812,9 +835,23 @@ class GridEngine:
         }
 
     # -- persistence --------------------------------------------------------------------------------------
-    def take_changes(self) -> dict[str, dict[str, Any]]:
-        """The state of every sensor changed since the last call (key ``""``: the engine's own)."""
-        out = {sid: self._state[sid].snapshot() for sid in sorted(self._dirty) if sid in self._state}
+    def take_changes(self) -> dict[str, dict[str, Any] | None]:
+        """What changed since the last call, as rows to store (``None``: delete the row): per sensor changed,
+        ``{id}`` its state, ``{id}\t{hour}`` the readings of each held hour that changed (``None`` once they
+        left memory), ``{id}\thours`` its emitted hours when they changed; ``""`` the engine's own state.  An
+        hour's readings are rewritten when that hour changes, not at every commit (bounded writes)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for sid in sorted(self._dirty):
+            st = self._state.get(sid)
+            if st is None:
+                continue
+            out[sid] = st.snapshot()
+            for h in sorted(st.changed_hours):
+                out[f"{sid}\t{h}"] = st.hour_row(h)
+            st.changed_hours.clear()
+            if st.hours_changed:
+                out[f"{sid}\thours"] = st.hours_row()
+                st.hours_changed = False
         self._dirty.clear()
         glob = {
             "version": 1,
@@ -827,10 +864,10 @@ class GridEngine:
             out[""] = self._saved = glob
         return out
 
-    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+    def restore(self, states: Mapping[str, Mapping[str, Any] | None]) -> None:
         """Restore what :meth:`take_changes` gave (unknown sensors are skipped)."""
         glob = states.get("")
-        if glob is not None:
+        if glob:
             if glob.get("version") != 1:
                 raise ValueError("not a version-1 grid engine state")
             self._wm = int(glob["wm"])
@@ -839,12 +876,19 @@ class GridEngine:
             self.late_readings = int(glob["late_readings"])
             self.late_unrevised = int(glob["late_unrevised"])
             self.late_beyond_window = int(glob["late_beyond_window"])
-        for sid, s in states.items():
-            if sid == "":
+        for key, s in sorted(states.items()):  # "{id}" sorts before "{id}\t…"
+            if key == "" or s is None:
                 continue
+            sid, _, part = key.partition("\t")
             st = self._sensor(sid)
-            if st is not None:
+            if st is None:
+                continue
+            if not part:
                 st.restore(s, self._min_hours)
+            elif part == "hours":
+                st.restore_hours(s)
+            else:
+                st.restore_hour(int(part), s)
 
 
 def grid_day(d: date) -> datetime:

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS hour_log(
     id INTEGER PRIMARY KEY, mn TEXT NOT NULL, last_hour INTEGER NOT NULL, entries TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
--- the grid engine (cems.rules.grid): one row per grid sensor, and the engine's own under sensor ''
+-- the grid engine (cems.rules.grid): per grid sensor its state ('{id}'), the readings of each held hour
+-- ('{id}<TAB>{hour}') and its emitted hours ('{id}<TAB>hours'); the engine's own state under ''
 CREATE TABLE IF NOT EXISTS grid_state(
     sensor TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -315,7 +316,7 @@ def commit_state(
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
-    grid: Mapping[str, dict[str, Any]] | None = None,
+    grid: Mapping[str, dict[str, Any] | None] | None = None,
 ) -> None:
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
@@ -331,8 +332,9 @@ def commit_state(
         if grid:
             conn.executemany(
                 "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES (?,?,?)",
-                ((sensor, _COMPACT_JSON.encode(state), now_ts) for sensor, state in grid.items()),
+                ((key, _COMPACT_JSON.encode(state), now_ts) for key, state in grid.items() if state is not None),
             )
+            conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid.items() if v is None])
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
