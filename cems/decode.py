@@ -103,11 +103,14 @@ GRID_ST: Final = "22"
 CONSTRUCTION_ST: Final = "39"
 
 
+def find_grid_sensor(registry: Registry, sensor_id: str | None) -> GridSensor | None:
+    """The ``[[grid_sensor]]`` of this id (the registry keeps sensor ids apart from every outlet MN), or ``None``."""
+    return next((g for g in registry.grid_sensor if g.id == sensor_id), None) if registry.grid_sensor else None
+
+
 def grid_sensor_of(packet: hj212.Packet, registry: Registry) -> GridSensor | None:
-    """The grid sensor an HJ 212 packet comes from: its MN is a ``[[grid_sensor]]`` id (the registry keeps these
-    apart from every outlet MN), else ``None``."""
-    mn = packet.mn or ""
-    return next((g for g in registry.grid_sensor if g.id == mn), None) if registry.grid_sensor else None
+    """The grid sensor an HJ 212 packet comes from (its MN is the sensor's id), else ``None``."""
+    return find_grid_sensor(registry, packet.mn)
 
 
 def check_grid_packet(packet: hj212.Packet, topic_sensor: str | None, registry: Registry) -> GridSensor:

@@ -66,7 +66,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from cems.config import split_url_credentials
-from cems.decode import check_grid_packet, grid_sensor_of
+from cems.decode import check_grid_packet, find_grid_sensor, grid_sensor_of
 from cems.errors import ConfigError, RejectedMessage
 from cems.model import CN_STREAM
 from cems.protocol.hj212 import (
@@ -541,7 +541,7 @@ class HJ212Bridge:
         the outlet's ``password_env`` variable has gone missing since the start (the packet is refused)."""
         info = self.registry.outlet(mn)
         if info is None:
-            g = next((g for g in self.registry.grid_sensor if g.id == mn), None)
+            g = find_grid_sensor(self.registry, mn)
             return (False, None) if g is None else (True, g.hj212_password)
         return True, expected_password(info.outlet, self.environ)
 
