@@ -657,7 +657,8 @@ class GridEngine:
             return v
 
         for sid, st in self._state.items():
-            for h in [h for h in (*st.subs, *st.das) if h < self._decided and h + _H + self._hold <= wm]:
+            old_hours = [h for h in (*st.subs, *st.das) if h < self._decided and h + _H + self._hold <= wm]
+            for h in [h for h in old_hours if (sid, h) not in self._revised]:  # a revision is built first
                 st.subs.pop(h, None)
                 st.das.pop(h, None)
                 st.had.add(h)

@@ -328,3 +328,26 @@ def test_state_survives_a_restart() -> None:
     got = final(out)
     assert got[0] == expected[0] and got[1] == expected[1]
     assert {k: e.to_json() for k, e in got[2].items()} == {k: e.to_json() for k, e in expected[2].items()}
+
+
+def test_a_backfill_of_an_hour_without_data_is_built_afresh_and_later_data_are_counted() -> None:
+    reg = grid_registry(sensor("G1"), sensor("G2"))
+    eng = GridEngine(reg)
+    live = series("G2", DAY, 10, lambda t: {PM25: 40.0})
+    run(eng, live, finish=False)
+    # G1 back-fills its hour 03:00 (no data before, older than the 3-hour hold) in the batch that also moves
+    # the watermark past another hour
+    backfill = series("G1", DAY + timedelta(hours=3), 1, lambda t: {PM25: 55.0})
+    out = eng.on_readings([*backfill, reading("G2", DAY + timedelta(hours=11, minutes=6), {PM25: 40.0})])
+    (h3,) = [h for h in out.hourly if h.sensor == "G1"]
+    assert (h3.hour_start, h3.values[0].mean, h3.values[0].valid) == (DAY + timedelta(hours=3), 55.0, True)
+    assert eng.late_readings == 12
+    # once the next hour is decided, that hour leaves memory: one more reading of it is stored by the service
+    # but not merged
+    eng.on_reading(reading("G2", DAY + timedelta(hours=12, minutes=6), {PM25: 40.0}))
+    out = eng.on_reading(reading("G1", DAY + timedelta(hours=3, minutes=2), {PM25: 500.0}))
+    assert eng.late_unrevised == 1 and not out.hourly
+    # after the repair deadline (10 days, DOMAIN.md §5) nothing moves
+    eng.on_reading(reading("G2", DAY + timedelta(days=12), {PM25: 40.0}))
+    out = eng.on_reading(reading("G1", DAY + timedelta(hours=5), {PM25: 500.0}))
+    assert eng.late_beyond_window == 1 and not out.hourly
