@@ -576,12 +576,11 @@ class GridEngine:
             else:
                 self.late_unrevised += 1
                 store = False
-        if store:
+        vals = _values(reading) if store else {}
+        if vals:  # (a reading without a valid ambient value adds nothing to the hour; its data time still counts)
             st.changed_hours.add(h)
-            vals = _values(reading)
             if reading.stream is Stream.HOUR:
-                if vals:
-                    st.das.setdefault(h, {}).update(vals)
+                st.das.setdefault(h, {}).update(vals)
             else:
                 subs = st.subs.setdefault(h, {})
                 for p, v in vals.items():
