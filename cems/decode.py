@@ -3,19 +3,21 @@
 Topics (defaults; the registry's ``[topics]`` table changes the prefixes):
 - ``cems/v1/{mn}/{rtd|min|hour|day}``: JSON reading (schema ``cems.reading/1``, docs/payload.md)
 - ``cems/v1/{mn}/hj212``: a raw HJ 212 packet (its MN must match the topic; password checked)
-- ``grid/v1/{sensor_id}``: a grid air-quality micro-station reading (same JSON schema, stream rtd)
+- ``grid/v1/{sensor_id}``: a grid air-quality micro-station reading (same JSON schema, stream rtd), or a raw
+  HJ 212 packet of ambient air (ST=22; ST=39 construction dust from a construction-site monitor) whose MN is the
+  sensor id (issue 15)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from cems.errors import RejectedMessage
 from cems.model import Reading, Stream
 from cems.protocol import hj212
 from cems.protocol.payload import decode_payload
-from cems.registry import OutletInfo, Registry
+from cems.registry import GridSensor, OutletInfo, Registry
 
 _STREAMS = {s.value: s for s in Stream}
 
@@ -46,6 +48,10 @@ def decode_message(topic: str, payload: bytes, registry: Registry, *, require_cr
         sensor = topic[len(t.grid_prefix) + 1 :]
         if not sensor or "/" in sensor:
             raise RejectedMessage("bad_topic", f"topic {topic!r} is not {t.grid_prefix}/{{sensor_id}}")
+        if payload.lstrip()[:2] == b"##":  # a raw HJ 212 packet (a JSON reading starts with '{')
+            packet = hj212.decode(hj212_text(payload), require_crc=require_crc)
+            check_grid_packet(packet, sensor, registry)
+            return Decoded(hj212.to_reading(packet, tz=tz), grid=True)
         return Decoded(decode_payload(payload, mn=sensor, stream=Stream.RTD, tz=tz), grid=True)
     raise RejectedMessage("bad_topic", f"topic {topic!r} is not a data topic")
 
@@ -89,6 +95,39 @@ def check_packet(packet: hj212.Packet, topic_mn: str | None, registry: Registry)
     if expected is not None and packet.pw != expected:
         raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for MN {mn!r}")
     return info
+
+
+#: HJ 212 system codes (ST) a grid sensor's packets may carry: 22 ambient air; 39 construction dust (扬尘), for a
+#: construction-site monitor only (HJ 212-2017 table 5, DOMAIN.md §2).
+GRID_ST: Final = "22"
+CONSTRUCTION_ST: Final = "39"
+
+
+def find_grid_sensor(registry: Registry, sensor_id: str | None) -> GridSensor | None:
+    """The ``[[grid_sensor]]`` of this id (the registry keeps sensor ids apart from every outlet MN), or ``None``."""
+    return next((g for g in registry.grid_sensor if g.id == sensor_id), None) if registry.grid_sensor else None
+
+
+def grid_sensor_of(packet: hj212.Packet, registry: Registry) -> GridSensor | None:
+    """The grid sensor an HJ 212 packet comes from (its MN is the sensor's id), else ``None``."""
+    return find_grid_sensor(registry, packet.mn)
+
+
+def check_grid_packet(packet: hj212.Packet, topic_sensor: str | None, registry: Registry) -> GridSensor:
+    """The checks of an ambient packet of a grid sensor: MN as on the topic, in the registry, ST, PW."""
+    if topic_sensor is not None and packet.mn != topic_sensor:
+        raise RejectedMessage("mn_mismatch", f"packet MN {packet.mn!r} does not match topic sensor {topic_sensor!r}")
+    g = grid_sensor_of(packet, registry)
+    if g is None:
+        raise RejectedMessage("unknown_sensor", f"grid sensor {packet.mn!r} is not in the registry")
+    allowed = (GRID_ST, CONSTRUCTION_ST) if g.kind == "construction_site" else (GRID_ST,)
+    if packet.st not in allowed:
+        raise RejectedMessage(
+            "hj212_field", f"ST={packet.st} from grid sensor {g.id!r}: expected ST={' or '.join(allowed)} (ambient air)"
+        )
+    if g.hj212_password is not None and packet.pw != g.hj212_password:
+        raise RejectedMessage("bad_password", f"wrong HJ 212 password (PW) for grid sensor {g.id!r}")
+    return g
 
 
 def hj212_text(payload: bytes) -> str:

@@ -62,6 +62,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser, env: Env | None = No
     parser.add_argument("--start", default=None, help="simulated start time, ISO 8601 (default now, Beijing time)")
     parser.add_argument("--no-grid", action="store_true", help="do not simulate grid sensors")
     parser.add_argument(
+        "--grid-hotspot",
+        action="append",
+        default=[],
+        metavar="SENSOR_ID",
+        help="make this grid sensor clearly higher than its surroundings (PM2.5, PM10 x 2.5): a grid_hotspot "
+        "(repeatable)",
+    )
+    parser.add_argument(
         "--eventful",
         action="store_true",
         help="many more exceedance episodes, gaps, calibrations and maintenance (for demos)",
@@ -73,7 +81,7 @@ def _simulate(a: argparse.Namespace, env: Env) -> int:
     # the device side needs the PW too: password_env resolved as the bridge and the ingester do
     registry = with_credentials(load_registry(a.config), env.values, strict=False)
     start = parse_data_time(a.start) if a.start else None
-    config = SimConfig(grid=not a.no_grid)
+    config = SimConfig(grid=not a.no_grid, grid_hotspots=tuple(a.grid_hotspot))
     if a.eventful:
         config = replace(
             config, exceedances_per_day=4.0, gaps_per_day=1.0, calibrations_per_day=2.0, maintenance_per_day=1.0

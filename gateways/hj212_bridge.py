@@ -6,6 +6,11 @@ packets are published, as received, to ``{topic_prefix}/{mn}/hj212`` with QoS 1;
 PUBACK** does the device get its 9014 data reply (when the Flag's A bit asks for one).  If the broker does
 not acknowledge within ``ack_timeout_s`` the device gets no reply and will resend (HJ 212: 10 s, 3 retries).
 
+A packet whose MN is a grid sensor's id (``[[grid_sensor]]``, ambient air ST=22; ST=39 from a construction
+site) is checked as the ingester checks it on a grid topic (:func:`cems.decode.check_grid_packet`: ST, the
+sensor's ``password``) and published to ``{grid_prefix}/{MN}`` (default ``grid/v1/{MN}``), where the ingester
+takes it as a grid reading (issue 15).
+
 Rejections are answered with 9011: unknown MN → QnRtn 4, wrong PW → 3, CRC error → 9; nothing is published.
 HJ 212-2025 heartbeats (CN 9015) are answered (9014, when asked) but not published.
 
@@ -71,6 +76,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from cems.config import split_url_credentials
+from cems.decode import check_grid_packet, find_grid_sensor, grid_sensor_of
 from cems.errors import ConfigError, RejectedMessage
 from cems.model import CN_STREAM
 from cems.protocol.hj212 import (
@@ -94,7 +100,7 @@ from cems.protocol.hj212 import (
 from cems.registry import Registry, check_credentials, expected_password
 from cems.service.mqtt import MqttSettings
 from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
-from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
 from gateways._paho import make_client
 
 log = logging.getLogger(__name__)
@@ -553,7 +559,8 @@ class HJ212Bridge:
         the outlet's ``password_env`` variable has gone missing since the start (the packet is refused)."""
         info = self.registry.outlet(mn)
         if info is None:
-            return False, None
+            g = find_grid_sensor(self.registry, mn)
+            return (False, None) if g is None else (True, g.hj212_password)
         return True, expected_password(info.outlet, self.environ)
 
     def _auth_failure(self, conn: _Conn, mn: str | None) -> bool:
@@ -694,10 +701,16 @@ class HJ212Bridge:
         else:
             parts = []
             published = frame
+        grid = grid_sensor_of(p, self.registry) is not None
         if p.cn in CN_STREAM:
             # the ingester's own checks: what it would reject is not confirmed (nor published)
             try:
-                validate(to_reading(p, tz=self.registry.tz), self.registry, datetime.now(UTC), self.policy)
+                reading = to_reading(p, tz=self.registry.tz)
+                if grid:  # a grid sensor's ambient packet (ST=22): published on its grid topic (issue 15)
+                    check_grid_packet(p, None, self.registry)
+                    validate_grid(reading, datetime.now(UTC), self.policy)
+                else:
+                    validate(reading, self.registry, datetime.now(UTC), self.policy)
             except RejectedMessage as e:
                 self.stats[e.reason] += 1
                 self._warn(conn, "MN %s QN %s rejected (%s): %s", p.mn, p.qn, e.reason, e.detail)
@@ -706,7 +719,7 @@ class HJ212Bridge:
                 return True
         if p.deviations:
             log.debug("%s: MN %s packet deviations: %s", conn.peer, p.mn, "; ".join(p.deviations))
-        topic = f"{self.topic_prefix}/{p.mn}/hj212"
+        topic = f"{self.registry.topics.grid_prefix}/{p.mn}" if grid else f"{self.topic_prefix}/{p.mn}/hj212"
         if not await self.publisher.publish(topic, published, timeout=self.ack_timeout_s):
             self.stats["publish_failed"] += 1
             await self._keep(frame, conn, received, "publish_failed", None, mn, published=published)

@@ -18,6 +18,7 @@ from cems.errors import ConfigError
 from cems.protocol.mark import MarkRecord
 from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, load_marks, replay
+from cems.rules.grid import day_to_json
 from cems.service.warnings import read_history
 from cems.sinks.store import store_replay
 
@@ -26,6 +27,8 @@ EPILOG = examples(
     "    --hourly-out hourly.jsonl --events-out events.jsonl \\",
     "    --rates-out rates.jsonl --districts-out districts.jsonl \\",
     "    --daily-out daily.jsonl --monthly-out monthly.jsonl",
+    "cems replay --config registry.toml --input grid.txt --grid-hourly-out grid_hourly.jsonl \\",
+    "    --grid-daily-out grid_daily.jsonl --events-out events.jsonl",
     "cems replay --config registry.toml --input recorded.txt --store --influx-url http://127.0.0.1:8086",
     "cems replay --config registry.toml --input recorded.txt --warnings warnings.json --events-out events.jsonl",
     "cems marks list --json > marks.jsonl && cems replay --config registry.toml --input recorded.txt \\",
@@ -43,7 +46,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         formatter_class=Formatter,
     )
     rp.add_argument("--config", required=True, help="registry TOML, e.g. deploy/registry.toml")
-    rp.add_argument("--input", required=True, help="recorded data, one HJ 212 packet or JSON reading per line")
+    rp.add_argument(
+        "--input",
+        required=True,
+        help="recorded data, one per line: an HJ 212 packet, a JSON reading, or an MQTT message as 'TOPIC PAYLOAD' "
+        "(grid sensors: 'grid/v1/G001 {...}' or 'grid/v1/G001 ##...' for an HJ 212 ST=22 packet)",
+    )
     rp.add_argument(
         "--format",
         choices=["auto", "hj212", "jsonl"],
@@ -79,6 +87,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         metavar="FILE",
         help="marks, declarations, repairs and withdrawals to apply, one JSON record per line as "
         "`cems marks list --json` writes them (issue 14)",
+    )
+    rp.add_argument("--grid-hourly-out", metavar="FILE", help="write grid sensors' hourly values and AQI (JSON lines)")
+    rp.add_argument(
+        "--grid-daily-out",
+        metavar="FILE",
+        help="write grid sensors' daily values, AQI and upload rate per Beijing day (JSON lines)",
     )
     rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
     rp.add_argument(
@@ -148,6 +162,8 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
         (a.districts_out, (d.to_json() for d in res.district_months)),
         (a.daily_out, (d.to_json() for d in res.daily)),
         (a.monthly_out, (m.to_json() for m in res.months)),
+        (a.grid_hourly_out, (h.to_json() for h in res.grid_hourly)),
+        (a.grid_daily_out, (day_to_json(d) for d in res.grid_daily)),
     ]
     for path, objs in outputs:
         if path:
@@ -160,7 +176,8 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     print(
         f"replay: {res.lines} lines, {res.readings} readings, {res.values} values in {elapsed:.2f}s "
         f"({res.values / max(elapsed, 1e-9):,.0f} values/s); {len(res.hourly)} hourly records, "
-        f"{len(res.events)} events ({n_open} open); rejected: {rejected}; late readings: {res.late_readings} "
+        f"{len(res.events)} events ({n_open} open); grid: {res.grid_readings} readings, {len(res.grid_hourly)} "
+        f"hours, {len(res.grid_daily)} days; rejected: {rejected}; late readings: {res.late_readings} "
         f"merged, {res.late_unrevised} unrevised, {res.late_beyond_window} beyond the repair window"
         + (f"; rules errors: {res.rules_errors} (see the log)" if res.rules_errors else ""),
         file=sys.stderr,

@@ -294,6 +294,58 @@ class GridSensor(_Strict):
     kind: Literal["micro_station", "national_station", "construction_site"] = "micro_station"
     #: Seconds between readings: each reading covers this long for the 45-minute hourly rule (GB 3095-2012).
     interval_s: Annotated[int, Field(gt=0, le=3600)] = 60
+    #: HJ 212 PW its ST=22 packets must carry (on ``grid/v1/{id}`` or through the HJ 212 bridge); ``None``:
+    #: not checked (the broker's ACL still lets only the sensor publish on its topic).
+    password: str | None = None
+
+    @property
+    def hj212_password(self) -> str | None:
+        return self.password
+
+
+HotspotPollutant = Literal["pm25", "pm10"]
+SensorKind = Literal["micro_station", "national_station", "construction_site"]
+_HOTSPOT_POLLUTANTS: tuple[HotspotPollutant, ...] = ("pm25", "pm10")
+_HOTSPOT_KINDS: tuple[SensorKind, ...] = ("micro_station", "national_station")
+
+
+class GridHotspot(_Strict):
+    """``[grid.hotspot]``: a sensor whose hourly PM2.5 (or PM10) is at least ``ratio`` × and ``floor`` µg/m³
+    above the median of its neighbours (at least ``min_neighbours`` sensors within ``radius_km``; the same
+    township when either has no coordinates) for ``hours`` consecutive hours raises ``grid_hotspot``
+    (明显高于周边, seed 000). The defaults are a documented choice, not a standard's figure; the 3 km radius
+    follows the MEE hotspot-grid cell (3 km × 3 km, DOMAIN.md §9)."""
+
+    ratio: Annotated[float, Field(gt=1)] = 1.5
+    floor: Annotated[float, Field(ge=0)] = 20.0
+    hours: Annotated[int, Field(ge=1, le=72)] = 3
+    min_neighbours: Annotated[int, Field(ge=1)] = 2
+    radius_km: Annotated[float, Field(gt=0, le=100)] = 3.0
+    pollutants: list[HotspotPollutant] = Field(default_factory=lambda: list(_HOTSPOT_POLLUTANTS))
+    #: Kinds of sensor compared (as candidates and as neighbours): construction sites are hot by design and
+    #: have their own alarm (``[grid.construction]``).
+    kinds: list[SensorKind] = Field(default_factory=lambda: list(_HOTSPOT_KINDS))
+
+
+class GridConstruction(_Strict):
+    """``[grid.construction]``: a construction site's PM10 monitor (``kind = "construction_site"``) whose valid
+    hourly PM10 is above ``pm10_limit`` µg/m³ for ``hours`` consecutive hours raises ``grid_pm10_alarm``. No
+    figure in DOMAIN.md (§6: construction sites' PM10 monitors report to the housing department); the default
+    150 µg/m³ is the GB 3095-2012 grade-II 24-h PM10 limit applied to hourly means, a documented choice: set
+    the local standard's figure (e.g. a provincial 施工扬尘排放标准)."""
+
+    pm10_limit: Annotated[float, Field(gt=0)] = 150.0
+    hours: Annotated[int, Field(ge=1, le=72)] = 1
+
+
+class GridRules(_Strict):
+    """``[grid]``: the city's grid air-quality rules (cems.rules.grid)."""
+
+    #: Silence (by data time) after which a sensor's ``data_interruption`` opens; default max(10 min, 3 ×
+    #: the sensor's ``interval_s``), as for an outlet (DOMAIN.md §5).
+    interruption_threshold_s: Annotated[int, Field(gt=0)] | None = None
+    hotspot: GridHotspot = Field(default_factory=GridHotspot)
+    construction: GridConstruction = Field(default_factory=GridConstruction)
 
 
 class Topics(_Strict):
@@ -339,6 +391,7 @@ class Registry(_Strict):
     district: list[District] = Field(default_factory=list)
     enterprise: list[Enterprise] = Field(default_factory=list)
     grid_sensor: list[GridSensor] = Field(default_factory=list)
+    grid: GridRules = Field(default_factory=GridRules)
     topics: Topics = Field(default_factory=Topics)
     #: The city's default emergency profile (issue 16, cems/limits/emergency.toml).
     emergency: EmergencySettings = Field(default_factory=EmergencySettings)

@@ -149,7 +149,7 @@ def quality_html(q: QualitySection | None) -> str:
             f"<tr><td>{ev.start.astimezone(BEIJING).strftime('%Y-%m-%d %H:%M')}</td>"
             f'<td class="mono">{esc(ev.mn)}</td><td>{esc(SIGNAL_NAMES.get(ev.type, ev.type))}</td>'
             f"<td>{esc(ev.pollutant or '')}</td><td class='n'>{ev.hours:g}</td><td>{esc(state)}</td>"
-            f"<td>{esc(ev.evidence or '')}</td></tr>"
+            f"<td>{esc(str(ev.evidence or ''))}</td></tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)

@@ -49,6 +49,13 @@ AMBIENT_CODES: Final[dict[str, str]] = {
 }
 
 
+def covered_minutes(offset_s: int, interval_s: int) -> range:
+    """The minutes of its hour a reading ``offset_s`` seconds into the hour covers: ``interval_s`` seconds from
+    its data time (at least one minute), cut at the hour's end."""
+    start = offset_s // 60
+    return range(start, min(60, start + max(1, min(60, interval_s // 60))))
+
+
 def _hour(t: datetime) -> datetime:
     return t.astimezone(BEIJING).replace(minute=0, second=0, microsecond=0)
 
@@ -103,9 +110,9 @@ class AmbientHourly:
     def add(self, sensor: str, t: datetime, values: Mapping[str, float]) -> None:
         """``values``: code (``a34004``…) or AQI name → concentration (µg/m³; CO mg/m³)."""
         start = _hour(t)
-        offset = int((t.astimezone(BEIJING) - start).total_seconds()) // 60
-        span = max(1, min(60, self._interval.get(sensor, self._default) // 60))
-        covered = range(offset, min(60, offset + span))
+        covered = covered_minutes(
+            int((t.astimezone(BEIJING) - start).total_seconds()), self._interval.get(sensor, self._default)
+        )
         accs = self._open.setdefault((sensor, start), {})
         for code, v in values.items():
             name = AMBIENT_CODES.get(code, code)

@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
@@ -99,7 +99,10 @@ class Event:
     marks: tuple[str, ...] = ()
     #: What triggered a data-quality signal (issue 17, :mod:`cems.rules.quality`): the figures a person
     #: checks, in words.  ``None`` for the other event types (then left out of the JSON).
-    evidence: str | None = None
+    #: What the event was judged on, beyond peak and limit: a data-quality signal's figures in words (issue
+    #: 17, :mod:`cems.rules.quality`); a ``grid_hotspot``'s hours with the sensor's value, the neighbours'
+    #: values and their median (issue 15, docs/events.md). ``None`` for the other types (left out of the JSON).
+    evidence: str | dict[str, Any] | None = None
 
     @property
     def event_id(self) -> str:
@@ -683,7 +686,28 @@ class RealtimeWarningTracker:
 # ---------------------------------------------------------------------------------------------- interruption
 
 
-def _merged_stops(outlet: Outlet) -> Sequence[tuple[float, float]]:
+class _Span(Protocol):
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+
+
+class SilenceSource(Protocol):
+    """What :class:`InterruptionTracker` reads of its source: an :class:`~cems.registry.Outlet`, or a grid
+    sensor (:mod:`cems.rules.grid`), which has no declared stops."""
+
+    @property
+    def mn(self) -> str: ...
+    @property
+    def rtd_interval_s(self) -> int: ...
+    @property
+    def interruption_threshold_s(self) -> int | None: ...
+    @property
+    def stop(self) -> Sequence[_Span]: ...
+
+
+def _merged_stops(outlet: SilenceSource) -> Sequence[tuple[float, float]]:
     if not outlet.stop:
         return ()  # most outlets: no list per outlet
     spans = sorted((s.start.timestamp(), s.end.timestamp()) for s in outlet.stop)
@@ -718,7 +742,9 @@ class InterruptionTracker:
     __slots__ = ("_cadence", "_closed_until", "_fixed_s", "_last", "_open", "_stops", "district", "enterprise",
                  "mn", "outlet")  # fmt: skip
 
-    def __init__(self, outlet: Outlet, enterprise: str, district: str, *, threshold: timedelta | None = None) -> None:
+    def __init__(
+        self, outlet: SilenceSource, enterprise: str, district: str, *, threshold: timedelta | None = None
+    ) -> None:
         self.outlet = outlet
         self.mn = outlet.mn
         self.enterprise = enterprise

@@ -40,13 +40,13 @@ from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
 from cems.sinks.influx import InfluxConfig, InfluxWriter
-from cems.sinks.lineprotocol import point, reading_line
+from cems.sinks.lineprotocol import GRID_READING_MEASUREMENT, grid_reading_line, reading_line
 from cems.sinks.spool import Spool
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
 
 log = logging.getLogger(__name__)
 
-GRID_MEASUREMENT = "grid_reading"
+GRID_MEASUREMENT = GRID_READING_MEASUREMENT
 
 
 @dataclass
@@ -121,7 +121,8 @@ class _Prepared:
 
     lines: list[str]
     good: list[InboundMessage]
-    items: list[tuple[Reading, OutletInfo] | None]
+    #: (reading, its outlet), or (reading, None) for a grid sensor's reading; None: nothing to judge
+    items: list[tuple[Reading, OutletInfo | None] | None]
     commands: list[InboundMessage]
     rejects: list[tuple[InboundMessage, RejectedMessage]]
     fingerprints: list[int]
@@ -483,9 +484,10 @@ class IngestService:
     async def rules_stage(self, p: _Prepared, stop: asyncio.Event | None) -> None:
         """After :meth:`write_stage`: the compliance rules, then acknowledge and dead-letter."""
         good, items, commands, rejects, fingerprints = p.good, p.items, p.commands, p.rejects, p.fingerprints
-        readings = [it for it in items if it is not None]
+        readings = [(r, info) for r, info in filter(None, items) if info is not None]
+        grid = [r for r, info in filter(None, items) if info is None]
         n_data = len(good)
-        if self.compliance is not None and (readings or commands):
+        if self.compliance is not None and (readings or grid or commands):
             # hourly records, events, engine state and alerts durable before the batch is acknowledged:
             # the runtime releases (acknowledges) the data messages once the state including them is
             # committed, at once or at its next group commit
@@ -496,7 +498,7 @@ class IngestService:
                 for m in data:
                     self._ack(m)
 
-            bad_commands = await self.compliance.on_batch(readings, commands, stop, release=release)
+            bad_commands = await self.compliance.on_batch(readings, commands, stop, release=release, grid=grid)
             if bad_commands is None:
                 return  # stopping before the results are durable: the broker redelivers the batch
             bad_ids = {id(m) for m, _ in bad_commands}
@@ -518,7 +520,7 @@ class IngestService:
                     return  # stopping: not acknowledged, the broker redelivers them
             await asyncio.gather(*(self._dead_letter(m, e) for m, e in rejects))
 
-    def _accept(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
+    def _accept(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo | None] | None]:
         d = decode_message(msg.topic, msg.payload, self.registry, require_crc=self.settings.require_crc)
         r = d.reading
         if d.grid:
@@ -526,24 +528,15 @@ class IngestService:
             if g is None:
                 raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
             r = validate_grid(r, now, self.settings.policy)  # the same time, name and value checks as a stack's
-            fields: dict[str, float | int | str | bool | None] = {}
-            for code, m in r.measurements.items():
-                for suffix, v in m.values.items():
-                    fields[f"{code}_{suffix}"] = v
-                if m.flag is not None:
-                    fields[f"{code}_Flag"] = m.flag
-            if not fields:
+            if not any(m.values or m.flag is not None for m in r.measurements.values()):
                 raise RejectedMessage("empty_reading", "the reading carries no values")
-            if r.dropped:
-                fields["dropped"] = ",".join(r.dropped)
-            tags = {"sensor": g.id, "district": g.district, "township": g.township}
             self.stats.values += r.value_count
             if r.dropped:
                 self.stats.values_dropped += len(r.dropped)
-            return point(GRID_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000)), None
+            return grid_reading_line(r, g), (r, None)  # no outlet: the grid engine judges it
         return self._accept_reading(r, now)
 
-    def _accept_reading(self, r: Reading, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None]:
+    def _accept_reading(self, r: Reading, now: datetime) -> tuple[str, tuple[Reading, OutletInfo | None] | None]:
         r, info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
         if r.dropped:
@@ -552,7 +545,9 @@ class IngestService:
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
 
     # -- HJ 212 split packets (PNUM/PNO) ---------------------------------------------------------------
-    def _accept_part(self, msg: InboundMessage, now: datetime) -> tuple[str, tuple[Reading, OutletInfo] | None] | None:
+    def _accept_part(
+        self, msg: InboundMessage, now: datetime
+    ) -> tuple[str, tuple[Reading, OutletInfo | None] | None] | None:
         """A packet on ``{prefix}/{mn}/hj212`` that may be one part of a split packet: ``None`` while its group
         is incomplete (the message is held, unacknowledged), else the reassembled reading's line, judged as one
         reading; the last part's message then carries the others (acknowledged with it, :meth:`_ack`)."""

@@ -7,6 +7,7 @@ One point per (outlet, stream, DataTime): the same key written twice overwrites 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -15,8 +16,12 @@ from typing import Final
 
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import MarkRecord
+from cems.registry import GridSensor
+from cems.rules.ambient import AmbientDay
+from cems.rules.aqi import standard_for
 from cems.rules.daily import DailyRecord, MonthResult
 from cems.rules.events import Event
+from cems.rules.grid import GridHour, category_of, grid_day
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import RankEntry, Ranking
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
@@ -158,7 +163,10 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "ref_o2": ev.ref_o2,
         "profile": ev.profile,
         "late": ev.late,
-        "evidence": ev.evidence,
+        # a data-quality signal's figures in words; what a grid hotspot was judged on, as JSON
+        "evidence": ev.evidence
+        if ev.evidence is None or isinstance(ev.evidence, str)
+        else json.dumps(ev.evidence, ensure_ascii=False, separators=(",", ":")),
         **extra,
     }
     if ev.marks:  # the marks, declarations or repairs that touched the event (issue 14)
@@ -326,3 +334,63 @@ def mark_line(rec: MarkRecord, enterprise: str, district: str) -> str:
         "note": rec.note or None,
     }
     return point(MARK_MEASUREMENT, tags, fields, _ms(rec.received_at))
+
+
+GRID_READING_MEASUREMENT: Final = "grid_reading"
+GRID_HOURLY_MEASUREMENT: Final = "grid_hourly"
+GRID_DAILY_MEASUREMENT: Final = "grid_daily"
+
+
+def _grid_tags(sensor: str, district: str, township: str, kind: str) -> dict[str, str]:
+    return {"sensor": sensor, "district": district, "township": township, "kind": kind}
+
+
+def grid_reading_line(r: Reading, g: GridSensor) -> str:
+    """``grid_reading``: one point per (sensor, data time); fields ``{code}_{suffix}``, ``{code}_Flag`` and
+    ``dropped``, tags ``sensor``, ``district``, ``township``."""
+    fields: dict[str, float | int | str | bool | None] = {}
+    for code, m in r.measurements.items():
+        for suffix, v in m.values.items():
+            fields[f"{code}_{suffix}"] = v
+        if m.flag is not None:
+            fields[f"{code}_Flag"] = m.flag
+    if r.dropped:
+        fields["dropped"] = ",".join(r.dropped)
+    tags = {"sensor": g.id, "district": g.district, "township": g.township}
+    return point(GRID_READING_MEASUREMENT, tags, fields, round(r.data_time.timestamp() * 1000))
+
+
+def grid_hourly_line(h: GridHour) -> str:
+    """``grid_hourly``: one point per (sensor, Beijing hour), time = start of the hour (docs/influxdb.md)."""
+    fields: dict[str, float | int | str | bool | None] = {}
+    for v in h.values:
+        fields[v.pollutant] = v.mean
+        fields[f"{v.pollutant}_minutes"] = v.minutes
+        fields[f"{v.pollutant}_valid"] = v.valid
+    fields |= {
+        "aqi": h.aqi,
+        "level": h.level,
+        "category": h.category,
+        "primary": ",".join(h.primary),
+        "standard": h.standard,
+    }
+    return point(
+        GRID_HOURLY_MEASUREMENT, _grid_tags(h.sensor, h.district, h.township, h.kind), fields, _ms(h.hour_start)
+    )
+
+
+def grid_daily_line(d: AmbientDay) -> str:
+    """``grid_daily``: one point per (sensor, Beijing day), time = the day's Beijing midnight."""
+    fields: dict[str, float | int | str | bool | None] = dict(d.means)
+    fields |= {f"{p}_hours": n for p, n in d.hours.items()}
+    fields |= {
+        "aqi": d.aqi,
+        "level": d.level,
+        "category": category_of(d.level),
+        "primary": ",".join(d.primary),
+        "standard": f"HJ 633-{standard_for(d.day)}",
+        "upload_rate": d.upload_rate,
+    }
+    return point(
+        GRID_DAILY_MEASUREMENT, _grid_tags(d.sensor, d.district, d.township, d.kind), fields, _ms(grid_day(d.day))
+    )

@@ -10,6 +10,9 @@ from cems.sinks.lineprotocol import (
     daily_line,
     district_month_rate_line,
     event_line,
+    grid_daily_line,
+    grid_hourly_line,
+    grid_reading_line,
     hourly_line,
     mark_line,
     outlet_day_rate_line,
@@ -35,6 +38,10 @@ async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
         for d in res.daily:
             ent, dist = where.get(d.mn, ("", ""))
             lines.append(daily_line(d, ent, dist))
+        sensors = {g.id: g for g in res.registry_sensors}
+        lines += [grid_reading_line(r, sensors[r.mn]) for r in res.grid_accepted if r.mn in sensors]
+        lines += [grid_hourly_line(h) for h in res.grid_hourly]
+        lines += [grid_daily_line(d) for d in res.grid_daily]
         lines += [event_line(e) for e in res.events]
         lines += [mark_line(m, *where.get(m.mn, ("", ""))) for m in res.marks]  # issue 14: the records applied
         lines += [outlet_day_rate_line(r) for r in res.outlet_days]

@@ -175,3 +175,44 @@ def test_replay_goes_on_past_impossible_data_times(tmp_path: Path) -> None:
     assert "bad_data_time 1" in r.stderr and "hj212_datatime 1" in r.stderr
     so2 = [json.loads(x) for x in h.read_text().splitlines() if json.loads(x)["pollutant"] == "a21026"]
     assert len(so2) == len(HOURS)  # every good line was replayed
+
+
+def test_replay_of_recorded_grid_messages_writes_grid_hours_days_and_a_hotspot(tmp_path: Path) -> None:
+    """Issue 15: ``cems replay`` of ``grid/v1/{id} PAYLOAD`` lines, as a user runs it: hours and the real-time AQI,
+    days with their upload rate, and the hotspot (with its neighbours' values) in --events-out."""
+    sensors = "".join(
+        f'[[grid_sensor]]\nid = "G{i}"\ndistrict = "130602"\ntownship = "先锋街道"\ninterval_s = 300\n'
+        for i in (1, 2, 3)
+    )
+    reg = tmp_path / "r.toml"
+    reg.write_text(one_outlet(tail=sensors + "[grid.hotspot]\nhours = 2\n"), encoding="utf-8")
+    lines = []
+    for k in range(24 * 12):  # one day, a reading every 5 minutes
+        t = datetime(2026, 11, 20, tzinfo=BEIJING).timestamp() + 300 * k
+        dt = datetime.fromtimestamp(t, BEIJING)
+        for sid in ("G1", "G2", "G3"):
+            pm25 = 100.0 if sid == "G1" and dt.hour in (9, 10) else 40.0
+            body = {"data_time": dt.isoformat(), "values": {"a34004": {"Rtd": pm25, "Flag": "N"}}}
+            lines.append(f"grid/v1/{sid} {json.dumps(body)}")
+    inp = tmp_path / "grid.txt"
+    inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = {name: tmp_path / f"{name}.jsonl" for name in ("gh", "gd", "ev")}
+    r = cems("replay", "--config", str(reg), "--input", str(inp), "--grid-hourly-out", str(out["gh"]),
+             "--grid-daily-out", str(out["gd"]), "--events-out", str(out["ev"]))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "grid: 864 readings, 72 hours, 3 days" in r.stderr
+    hours = [json.loads(x) for x in out["gh"].read_text().splitlines()]
+    g1 = {h["hour_start"][11:13]: h for h in hours if h["sensor"] == "G1"}
+    assert g1["09"]["values"]["pm25"] == {"mean": 100.0, "minutes": 60, "valid": True}
+    # PM2.5 alone (the other five missing): 100 µg/m³ gives ⌈100 + 50 × 40/55⌉ = 137 > 100, an AQI known whatever
+    # the others add; 40 µg/m³ gives 60 ≤ 100: not computable (HJ 633, DOMAIN.md §6)
+    assert (g1["09"]["aqi"], g1["09"]["category"], g1["09"]["primary"]) == (137, "轻度污染", ["pm25"])
+    assert (g1["08"]["aqi"], g1["08"]["level"], g1["08"]["standard"]) == (None, None, "HJ 633-2026")
+    days = [json.loads(x) for x in out["gd"].read_text().splitlines()]
+    d1 = next(d for d in days if d["sensor"] == "G1")
+    assert d1["means"]["pm25"] == (22 * 40.0 + 2 * 100.0) / 24 and d1["upload_rate"] == 1.0
+    (ev,) = [json.loads(x) for x in out["ev"].read_text().splitlines()]
+    assert (ev["type"], ev["mn"], ev["start"], ev["end"], ev["status"]) == (
+        "grid_hotspot", "G1", "2026-11-20T09:00:00+08:00", "2026-11-20T11:00:00+08:00", "closed"
+    )  # fmt: skip
+    assert ev["evidence"]["hours"][0]["neighbours"] == {"G2": 40.0, "G3": 40.0}

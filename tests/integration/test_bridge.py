@@ -520,3 +520,47 @@ async def test_bridge_archives_every_frame_with_the_plants_address_before_the_re
     assert msgs[0]["topic"] == topic
     # the link to the ingester's archive: the published payload is the archived frame, byte for byte
     assert msgs[0]["sha256"] == hashlib.sha256(published).hexdigest()
+
+
+async def test_an_st22_packet_of_a_grid_sensor_is_published_on_its_grid_topic(mosquitto: Any, prefix: str) -> None:
+    """Issue 15: ambient packets (ST=22) whose MN is a grid sensor go to ``{grid_prefix}/{MN}``, checked as the
+    ingester checks them there (ST, the sensor's password)."""
+    from test_ingest import Mqtt  # same directory (pytest prepend import mode)
+
+    grid_prefix = f"{prefix}-grid"
+    reg = parse_registry(
+        one_outlet(
+            tail='[[grid_sensor]]\nid = "G001"\ndistrict = "130602"\npassword = "654321"\n'
+            f'[topics]\ngrid_prefix = "{grid_prefix}"\n'
+        )
+    )
+    watcher = Mqtt(mosquitto.url)
+    watcher.subscribe(f"{grid_prefix}/#")
+    b = await start_bridge(reg, mosquitto.url, prefix)
+    try:
+        r, w = await connect(b)
+        t = datetime.now(BEIJING).replace(microsecond=0) - timedelta(minutes=1)
+        dt = t.strftime("%Y%m%d%H%M%S")
+
+        def ambient(q: str, st: str = "22", pw: str = "654321") -> bytes:
+            vals: dict[str, dict[str, float | int | str]] = {
+                "a34004": {"Rtd": 35.0, "Flag": "N"},
+                "a34002": {"Rtd": 70.0, "Flag": "N"},
+            }
+            return encode(qn=q, st=st, cn="2011", pw=pw, mn="G001", flag=5, data_time=dt, values=vals).encode()
+
+        w.write(ambient(qn(1)))
+        assert decode(await read_reply(r)).cn == "9014"
+        w.write(ambient(qn(2), st="31"))  # a flue-gas packet from an ambient sensor: refused
+        assert decode(await read_reply(r)).cp_other == {"QnRtn": "2"}
+        w.write(ambient(qn(3), pw="000000"))
+        assert decode(await read_reply(r)).cp_other == {"QnRtn": "3"}
+        end = time.monotonic() + 10
+        while not watcher.got and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert [(topic, decode(p).qn) for topic, p in watcher.got] == [(f"{grid_prefix}/G001", qn(1))]
+        w.close()
+    finally:
+        watcher.close()
+        await b.close()

@@ -34,3 +34,25 @@ def test_alert_line_names_enterprise_outlet_pollutant_and_limit() -> None:
     assert format_alert("t", json.dumps({**body, "update": "updated"}).encode(), reg) is None
     assert format_alert("t", b'{"request_id": "r", "result": "acknowledged"}', reg) is None
     assert format_alert("t", b"not json", reg) is None
+
+
+def test_a_grid_hotspot_alert_names_the_sensor_its_value_and_the_neighbours_median() -> None:
+    reg = parse_registry(one_outlet())
+    body = {
+        "event_id": "e2",
+        "type": "grid_hotspot",
+        "update": "opened",
+        "mn": "G130602001",
+        "enterprise": "grid",
+        "pollutant": "pm25",
+        "start": "2026-11-30T09:00:00+08:00",
+        "peak": 112.4,
+        "limit": 67.5,
+        "hours": 3,
+        "evidence": {"hours": [{"median": 45.0, "neighbours": {"G2": 44.0, "G3": 45.0, "G4": 47.0}}]},
+    }
+    line = format_alert("cems/alerts/v1/130602/grid/grid_hotspot", json.dumps(body).encode(), reg)
+    assert line == (
+        "  ▶ 2026-11-30 09:00 网格热点（明显高于周边）开始  网格站 G130602001  PM2.5  112.4 µg/m³ ≥ 热点阈值 67.5"
+        "（周边 3 站中位数 45.0）  3 h"
+    )

@@ -708,3 +708,28 @@ def test_command_line_options_and_environment(monkeypatch: pytest.MonkeyPatch) -
     add_simulate_arguments(p2)
     with pytest.raises(SystemExit):
         p2.parse_args([])  # --config is required without CEMS_CONFIG
+
+
+def test_the_demo_fleet_shows_grid_hours_and_its_hotspot_sensor_raises_grid_hotspot() -> None:
+    """Issue 15 item 5: the demo's sample city and simulator give grid hourly values, and the sensor the demo
+    makes a hotspot (``--grid-hotspot``) raises ``grid_hotspot`` in the grid engine, the others not."""
+    from cems.devtools.demo import DEMO_HOTSPOT, sample_registry_toml
+    from cems.rules.grid import GRID_HOTSPOT, GridEngine
+
+    reg = parse_registry(sample_registry_toml(2))
+    model = FleetModel(
+        reg,
+        seed=1,
+        start=datetime(2026, 11, 20, 6, tzinfo=BEIJING),
+        config=SimConfig.quiet(grid_hotspots=(DEMO_HOTSPOT,)),
+    )
+    engine = GridEngine(reg)
+    hours = 0
+    hotspots: set[str] = set()
+    for em in model.run_for(6 * 3600):
+        if em.grid:
+            out = engine.on_reading(em.reading)
+            hours += len(out.hourly)
+            hotspots |= {u.event.mn for u in out.events if u.event.type == GRID_HOTSPOT}
+    assert hours >= 16 * 5  # 16 sensors, the first 5 hours decided
+    assert hotspots == {DEMO_HOTSPOT}

@@ -35,7 +35,7 @@ import re
 import time
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -50,6 +50,7 @@ from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
 from cems.registry import OutletInfo, Registry, Topics
 from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds, month_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
+from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
@@ -62,6 +63,7 @@ from cems.service.compliance._state import (
     alert_id,
     commit_state,
     load_events,
+    load_grid_state,
     load_marks,
     load_state,
     prune_archive,
@@ -88,6 +90,8 @@ from cems.sinks.lineprotocol import (
     daily_line,
     district_month_rate_line,
     event_line,
+    grid_daily_line,
+    grid_hourly_line,
     hourly_line,
     mark_line,
     monthly_line,
@@ -163,6 +167,8 @@ class ComplianceRuntime:
         #: emitted hours out of memory, until their repair deadline (SQLite ``hour_archive``)
         self.archive = PendingHourArchive()
         self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold, archive=self.archive)
+        #: The grid sensors' engine (issue 15): fed alongside, committed in the same transaction.
+        self.grid = GridEngine(registry, lateness=config.lateness, hold=config.hold)
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -186,6 +192,7 @@ class ComplianceRuntime:
         self._unacked: dict[str, float] = {}
         self._broken = False
         self._pending = EngineOutput()  # engine output not yet committed
+        self._grid_pending = GridOutput()
         self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
         self._held_messages = 0
         self._last_commit = time.monotonic()
@@ -227,6 +234,11 @@ class ComplianceRuntime:
                 restored += 1
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("cannot restore the engine state of outlet %s (%s): starting it afresh", mn, e)
+        try:
+            self.grid.restore(await self.db.call(load_grid_state))
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("cannot restore the grid engine state (%s): starting it afresh", e)
+            self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
         for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
             self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
         marks = await self.db.call(load_marks)
@@ -289,6 +301,7 @@ class ComplianceRuntime:
         stop: asyncio.Event | None,
         *,
         release: Callable[[], None] | None = None,
+        grid: Sequence[Reading] = (),
     ) -> list[tuple[InboundMessage, RejectedMessage]] | None:
         """Process a batch whose readings are durable in InfluxDB.
 
@@ -296,7 +309,7 @@ class ComplianceRuntime:
         them is committed: at once when the batch produced hourly records or events (alert latency), else
         at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
         commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
-        batch).  Returns the rejected
+        batch).  ``grid``: the batch's grid-sensor readings (the grid engine).  Returns the rejected
         commands, or ``None`` when stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
@@ -305,6 +318,8 @@ class ComplianceRuntime:
             if readings:
                 await self._load_archived(readings)
                 self._pending.extend(self._judge(readings))
+            if grid:
+                self._grid_pending.extend(self._judge_grid(grid))
             if release is not None:
                 self._held.append(release)
                 self._held_messages += len(readings)
@@ -312,7 +327,7 @@ class ComplianceRuntime:
                 time.monotonic() - self._last_commit >= self._commit_every
                 or self._held_messages >= self.config.commit_max_messages
             )
-            if (self._pending or commands or due) and not await self._flush(stop):
+            if (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
                 if self.is_mark_topic(msg.topic):
@@ -366,11 +381,28 @@ class ComplianceRuntime:
                 )
         return out
 
+    def _judge_grid(self, readings: Sequence[Reading]) -> GridOutput:
+        """The grid engine's output for a batch; as :meth:`_judge`, a reading the rules fail on is logged,
+        counted (``rules_errors``) and left unjudged."""
+        try:
+            return self.grid.on_readings(readings)
+        except Exception:
+            log.exception("the grid rules failed on a batch of %d readings: judging them one by one", len(readings))
+        out = GridOutput()
+        for r in sorted(readings, key=lambda r: r.data_time):
+            try:
+                out.extend(self.grid.on_readings([r]))
+            except Exception:
+                self.stats.rules_errors += 1
+                log.exception("the grid rules failed on the reading of %s at %s: stored, not judged", r.mn, r.data_time)
+        return out
+
     async def _flush(self, stop: asyncio.Event | None) -> bool:
         """Commit what the engine produced since the last commit, then release the held batches."""
         out, self._pending = self._pending, EngineOutput()
+        gout, self._grid_pending = self._grid_pending, GridOutput()
         t0 = time.monotonic()
-        if not await self._commit(out, stop):
+        if not await self._commit(out, stop, gout):
             return False
         self._last_commit = time.monotonic()
         # adaptive group commit: snapshots cost grows with the outlets touched and their open hours; keep
@@ -391,11 +423,12 @@ class ComplianceRuntime:
             now = self.config.clock()
             self.stats.clock_ticks += 1
             self._pending.extend(self.engine.on_clock(now))
+            self._grid_pending.extend(self.grid.on_clock(now))
             late = self.engine.late_counts()
             self.stats.late_readings = late["late_readings"]
             self.stats.late_unrevised = late["late_unrevised"]
             self.stats.late_beyond_window = late["late_beyond_window"]
-            if (self._pending or self._held) and not await self._flush(stop):
+            if (self._pending or self._grid_pending or self._held) and not await self._flush(stop):
                 return False
             if not await self._write_rates(stop):
                 return False
@@ -511,10 +544,12 @@ class ComplianceRuntime:
             lines.append(monthly_line(m, ent, dist))
         return lines
 
-    async def _commit(self, out: EngineOutput, stop: asyncio.Event | None) -> bool:
+    async def _commit(self, out: EngineOutput, stop: asyncio.Event | None, gout: GridOutput | None = None) -> bool:
         now_dt = self.config.clock()
         changes = self.engine.take_changes()
         archived = self.archive.take()
+        gout = gout if gout is not None else GridOutput()
+        grid_changes = self.grid.take_changes()
         factors = self.engine.rates.factors
         # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
         rate_rows = [
@@ -528,13 +563,16 @@ class ComplianceRuntime:
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(hourly_line(rec, ent, dist))
         lines += self._daily_lines(out)
+        lines += [grid_hourly_line(h) for h in gout.hourly]
+        lines += [grid_daily_line(d) for d in gout.daily]
+        events = out.events + gout.events
         upserts: dict[str, EventRow] = {}
         rows: list[OutboxRow] = []
         new_unacked: dict[str, float] = {}
-        if out.events:
-            ids = {u.event.event_id for u in out.events}
+        if events:
+            ids = {u.event.event_id for u in events}
             known = await self.db.call(lambda c: load_events(c, ids))
-            for u in out.events:
+            for u in events:
                 ev = u.event
                 eid = ev.event_id
                 j = ev.to_json()
@@ -580,15 +618,19 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if changes or rate_rows or upserts or rows or marks or archived:
+        if changes or rate_rows or upserts or rows or marks or archived or grid_changes:
             ups = list(upserts.values())
             ts = time.time()
             try:
-                await self.db.call(lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks, archived))
+                await self.db.call(
+                    lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes)
+                )
             except BaseException:
                 self._broken = True
                 raise
         self.stats.hourly_records += len(out.hourly)
+        self.stats.grid_hourly_records += len(gout.hourly)
+        self.stats.grid_daily_records += len(gout.daily)
         self._rate_days.update(rec.hour_start.astimezone(BEIJING).date() for rec in out.hourly)
         self._unacked.update(new_unacked)
         if rows:

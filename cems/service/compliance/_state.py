@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -73,6 +73,13 @@ CREATE INDEX IF NOT EXISTS hour_log_mn ON hour_log(mn, last_hour);
 CREATE TABLE IF NOT EXISTS marks(
     record_id TEXT NOT NULL, mn TEXT NOT NULL, kind TEXT NOT NULL, received_ts REAL NOT NULL, json TEXT NOT NULL,
     PRIMARY KEY(mn, record_id)
+);
+-- the grid engine (cems.rules.grid): per grid sensor its state ('{id}'), the readings of each held hour
+-- ('{id}<TAB>{hour}') and its emitted hours ('{id}<TAB>hours'); the engine's own state under ''
+CREATE TABLE IF NOT EXISTS grid_state(
+    sensor TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_ts REAL NOT NULL
 );
 -- emitted hours out of memory, until their repair deadline (cems.hour_archive)
 """
@@ -194,6 +201,9 @@ class ComplianceStats:
     rules_errors: int = 0
     #: marks, stop declarations, repairs and withdrawals stored (issue 14)
     marks: int = 0
+    #: grid hours written (``grid_hourly``, first emitted or revised) and grid days (``grid_daily``)
+    grid_hourly_records: int = 0
+    grid_daily_records: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -325,6 +335,11 @@ def load_marks(conn: sqlite3.Connection, mn: str | None = None) -> list[MarkReco
     return [MarkRecord.from_json(json.loads(j)) for (j,) in conn.execute(q, () if mn is None else (mn,))]
 
 
+def load_grid_state(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The grid engine's persisted state (:meth:`cems.rules.grid.GridEngine.restore`)."""
+    return {str(sensor): json.loads(state) for sensor, state in conn.execute("SELECT sensor, state FROM grid_state")}
+
+
 def commit_state(
     conn: sqlite3.Connection,
     changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
@@ -334,6 +349,7 @@ def commit_state(
     now_ts: float,
     marks: Sequence[MarkRecord] = (),
     archived: dict[tuple[str, int], bytes] | None = None,
+    grid: Mapping[str, dict[str, Any] | None] | None = None,
 ) -> None:
     """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
     the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts."""
@@ -358,6 +374,12 @@ def commit_state(
             )
         if archived:
             write_archived(conn, archived)
+        if grid:
+            conn.executemany(
+                "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES (?,?,?)",
+                ((key, _COMPACT_JSON.encode(state), now_ts) for key, state in grid.items() if state is not None),
+            )
+            conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid.items() if v is None])
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         for r in upserts:
