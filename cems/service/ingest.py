@@ -220,6 +220,7 @@ class IngestService:
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))
             subs.append((self.compliance.warning_topic, 1))  # heavy-pollution warning settings (issue 16)
+            subs.append((self.compliance.action_topic, 1))  # event actions of the duty console (issue 19)
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -378,7 +379,8 @@ class IngestService:
             self._reassembler.expire(time.monotonic())
         for msg in batch:
             if msg.topic == self._command_topic or (
-                self.compliance is not None and msg.topic == self.compliance.warning_topic
+                self.compliance is not None
+                and msg.topic in (self.compliance.warning_topic, self.compliance.action_topic)
             ):
                 commands.append(msg)
                 continue

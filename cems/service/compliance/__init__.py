@@ -2,11 +2,25 @@
 
 * :mod:`cems.service.compliance._runtime`: :class:`ComplianceRuntime` (feeds the engine, writes to InfluxDB,
   commits, dispatches alerts), :class:`ComplianceConfig`, the acknowledgement command.
+* :mod:`cems.service.compliance._actions`: event actions of the duty console (电子督办: ack, dispatch,
+  feedback, close, send back) and their append-only history.
 * :mod:`cems.service.compliance._state`: the durable state in SQLite (schema, events table, commits).
 * :mod:`cems.service.compliance._read`: events as stored in InfluxDB (``cems events list``).
 """
 
 from cems.rules.events import CLOSED
+from cems.service.compliance._actions import (
+    ACTION_LABELS,
+    ACTIONS,
+    CASE_LABELS,
+    CASE_STATES,
+    ActionCommand,
+    CaseState,
+    action_topic,
+    apply_action,
+    parse_action,
+    send_action,
+)
 from cems.service.compliance._read import EVENT_COLUMNS, list_events
 from cems.service.compliance._runtime import (
     ComplianceConfig,
@@ -28,19 +42,29 @@ from cems.service.compliance._state import (
 
 __all__ = [
     "ACKNOWLEDGED",
+    "ACTIONS",
+    "ACTION_LABELS",
+    "CASE_LABELS",
+    "CASE_STATES",
     "CLOSED",
     "DB_FILE",
     "ESCALATED",
     "ESCALATION_TOPIC",
     "EVENT_COLUMNS",
+    "ActionCommand",
+    "CaseState",
     "ComplianceConfig",
     "ComplianceRuntime",
     "ComplianceStats",
     "EventRow",
     "ack_event",
+    "action_topic",
     "alert_id",
+    "apply_action",
     "list_events",
     "parse_ack",
+    "parse_action",
+    "send_action",
     "transition_key",
     "wall_clock",
 ]
