@@ -19,6 +19,7 @@ from cems.cli import (
     aqi,
     bench,
     broker_config,
+    console,
     demo,
     events,
     grid,
@@ -42,6 +43,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (
     run,
     events,
+    console,
     replay,
     report,
     stops,
