@@ -280,7 +280,8 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         ev = data.present(row, names, settings.clock(), sla_hours)
         for a in actions:
             a["dispatched_name"] = names.district(a.get("dispatched_to"))
-            a["at_text"] = data._fmt_time(a["at"])
+            a["at_text"] = data.fmt_time(a["at"])
+            a["deadline_text"] = data.fmt_time(a.get("deadline"))
         allowed = [a for a in ("ack", "dispatch", "feedback", "send_back", "close") if can_act(user, a, row)]
         default_deadline = (settings.clock() + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M")
         return await page(
@@ -329,7 +330,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             failure = "接入服务未在规定时间内确认（操作已发送，请稍后刷新查看）"
         label = ACTION_LABELS.get(action, action)
         if reply is not None and reply.get("result") == "done":
-            text = f"已确认：{label}已由接入服务记录（{data._fmt_time(reply.get('at'))}，第{reply.get('seq')}条）"
+            text = f"已确认：{label}已由接入服务记录（{data.fmt_time(reply.get('at'))}，第{reply.get('seq')}条）"
             request.session["flash"] = {"ok": True, "text": text}
         elif reply is not None:
             why = reply.get("detail") or reply.get("result")

@@ -212,7 +212,7 @@ class Names:
         return self.enterprises.get(ent or "", ent or "")
 
 
-def _fmt_time(iso: Any) -> str:
+def fmt_time(iso: Any) -> str:
     if not iso:
         return ""
     try:
@@ -239,9 +239,9 @@ def present(row: dict[str, Any], names: Names, now: datetime, sla_hours: float) 
     out["pollutant_name"] = POLLUTANT_NAMES.get(str(pol), str(pol or "")) if pol else ""
     out["value"] = _num(row["peak"])
     out["limit_text"] = _num(row["limit"])
-    out["start_text"] = _fmt_time(row["start"])
-    out["opened_text"] = _fmt_time(row["opened_at"] or row["start"])
-    out["deadline_text"] = _fmt_time(row["deadline"])
+    out["start_text"] = fmt_time(row["start"])
+    out["opened_text"] = fmt_time(row["opened_at"] or row["start"])
+    out["deadline_text"] = fmt_time(row["deadline"])
     out["overdue"] = False
     out["sla_text"] = ""
     if row["acked_at"] is None:
@@ -253,7 +253,7 @@ def present(row: dict[str, Any], names: Names, now: datetime, sla_hours: float) 
     elif row["case_status"] == "dispatched" and row["deadline"]:
         left = datetime.fromisoformat(str(row["deadline"])) - now
         out["overdue"] = left <= timedelta(0)
-        out["sla_text"] = ("反馈超期 " if out["overdue"] else "反馈期限 ") + _fmt_time(row["deadline"])
+        out["sla_text"] = ("反馈超期 " if out["overdue"] else "反馈期限 ") + fmt_time(row["deadline"])
     return out
 
 
