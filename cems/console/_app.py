@@ -316,7 +316,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         if not note:
             request.session["flash"] = {"ok": False, "text": "请填写意见（处理意见 / 督办要求 / 处理结果）"}
             return RedirectResponse(f"/events/{eid}", status_code=303)
-        body: dict[str, Any] = {"action": action, "event_id": eid, "by": user.label, "note": note[:1000]}
+        body: dict[str, Any] = {"action": action, "event_id": eid, "by": user.signature, "note": note[:1000]}
         if action in ("dispatch", "send_back") and form.get("deadline"):
             body["deadline"] = form["deadline"]
         if action == "dispatch" and form.get("dispatched_to"):

@@ -149,15 +149,21 @@ def _f(v: Any) -> float | None:
 
 
 def current_warning(query: Query, now: datetime) -> dict[str, Any] | None:
-    """The heavy-pollution warning in force (the latest ``warning_level`` event still open, issue 16), or
+    """The heavy-pollution warning in force (issue 16: the ``warning_level`` events, one per setting), or
     ``None``."""
-    rows = query("SELECT * FROM cems_event WHERE \"type\" = 'warning_level'", None)
-    live = [_norm(r) for r in rows if r.get("status") == "open"]
-    if not live:
+    return warning_in_force(query("SELECT * FROM cems_event WHERE \"type\" = 'warning_level'", None), now)
+
+
+def warning_in_force(rows: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any] | None:
+    """Of the warning settings, the latest that has started by ``now``; ``None`` when it has ended, lifts the
+    warning (level 0) or none has started."""
+    started = [_norm(r) for r in rows if r.get("start") and datetime.fromisoformat(str(r["start"])) <= now]
+    started = [r for r in started if r["status"] != "retracted"]
+    if not started:
         return None
-    w = max(live, key=lambda r: str(r["start"]))
+    w = max(started, key=lambda r: datetime.fromisoformat(str(r["start"])))
     level = int(w["peak"] or 0)
-    if level <= 0 or datetime.fromisoformat(str(w["start"])) > now:
+    if level <= 0 or (w["end"] is not None and datetime.fromisoformat(str(w["end"])) <= now):
         return None
     return {**w, "level": level, "label": WARNING_LEVELS.get(level, str(w.get("pollutant")))}
 

@@ -57,6 +57,11 @@ class User:
     def label(self) -> str:
         return f"{self.display_name}（{ROLE_LABELS.get(self.role, self.role)}）"
 
+    @property
+    def signature(self) -> str:
+        """Who acted, as recorded in an event's history: the name shown, the role and the login name."""
+        return f"{self.display_name}（{ROLE_LABELS.get(self.role, self.role)} {self.username}）"
+
 
 class UserStore:
     """The accounts file. Each call opens its own connection (the web app calls it from worker threads)."""

@@ -154,7 +154,7 @@ def queue_ids(c: TestClient) -> set[str]:
     return set(re.findall(r'data-event="([0-9a-f]+)"', c.get("/queue/rows").text))
 
 
-def test_who_sees_what(setup: Any) -> None:
+def test_who_sees_what(setup: Any, influxdb: Any, influx_db: str) -> None:
     settings, _ = setup
     both = {"e1000000000000a1", "e2000000000000b2"}
     assert queue_ids(login(settings, "duty")) == both
@@ -171,6 +171,15 @@ def test_who_sees_what(setup: Any) -> None:
     row = re.search(r'<tr class="overdue" data-event="e1000000000000a1">.*?</tr>', page, re.S)
     assert row and "超时 1小时00分" in row.group(0)
     assert "督办中 → 莲池区" in page
+    assert "当前无重污染天气预警" in page
+    set_at = NOW - timedelta(hours=2)
+    influxdb.write(
+        influx_db,
+        "cems_event,type=warning_level,mn=city,enterprise=city,district=city,pollutant=orange "
+        f'event_id="w1",status="open",start="{set_at.isoformat()}",hours=0.0,peak=3.0 {int(set_at.timestamp() * 1000)}',
+        precision="ms",
+    )
+    assert "当前重污染天气预警：<b>橙色预警</b>" in login(settings, "qiye2").get("/").text
 
 
 def forms(c: TestClient, eid: str) -> set[str]:

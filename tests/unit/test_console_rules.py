@@ -9,7 +9,7 @@ import pytest
 from registries import one_outlet  # tests/registries.py
 
 from cems.console import ROLE_ACTIONS, User, can_act, can_see
-from cems.console._data import HourPoint, Names, open_cases, present, svg_chart
+from cems.console._data import HourPoint, Names, open_cases, present, svg_chart, warning_in_force
 from cems.model import BEIJING
 from cems.registry import parse_registry
 from cems.service.compliance import ACTIONS
@@ -104,3 +104,24 @@ def test_chart_bars_and_limit() -> None:
     assert svg.count('class="bar over"') == 2 and svg.count('class="bar"') == 1
     assert 'class="limit"' in svg and "限值 35" in svg
     assert "无小时数据" in str(svg_chart([], 35.0))
+
+
+def warning(level: int, start: datetime, end: datetime | None = None) -> dict[str, object]:
+    return {
+        "type": "warning_level", "status": "open" if end is None else "closed", "start": start.isoformat(),
+        "end": end.isoformat() if end else None, "peak": float(level), "pollutant": "orange",
+    }  # fmt: skip
+
+
+def test_the_warning_in_force() -> None:
+    assert warning_in_force([], NOW) is None
+    orange = warning(3, NOW - timedelta(hours=5), NOW + timedelta(hours=19))  # declared end still ahead
+    w = warning_in_force([orange], NOW)
+    assert w is not None and (w["level"], w["label"]) == (3, "橙色预警")
+    later = warning(4, NOW + timedelta(hours=1))  # announced, not yet in force
+    w = warning_in_force([orange, later], NOW)
+    assert w is not None and w["level"] == 3
+    w = warning_in_force([orange, later], NOW + timedelta(hours=2))
+    assert w is not None and w["label"] == "红色预警"
+    assert warning_in_force([orange], NOW + timedelta(days=1)) is None  # ended
+    assert warning_in_force([orange, warning(0, NOW - timedelta(hours=1))], NOW) is None  # lifted
