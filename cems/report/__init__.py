@@ -14,12 +14,14 @@ BOM) in ``--out``.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Registry
+from cems.report._cases import CASES_CSV, CaseRow, build_cases, load_case_input
 from cems.report._csv import CSV_FILES, write_csvs
 from cems.report._data import (
     GridInput,
@@ -48,9 +50,11 @@ from cems.report._tables import (
 )
 
 __all__ = [
+    "CASES_CSV",
     "CSV_FILES",
     "AvailabilityCell",
     "AvailabilityRow",
+    "CaseRow",
     "DistrictRow",
     "ExceedanceRow",
     "GridInput",
@@ -109,7 +113,7 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
             "period (check --influx-url/--influx-db, or replay the data with `cems replay --store`); "
             "a report would show every district as 挂牌督办"
         )
-    return build_report(
+    report = build_report(
         registry,
         period,
         data.records,
@@ -119,6 +123,10 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         grid=grid,
         emergency_events=data.emergency,
     )
+    # the events' cases (电子督办, issue 19)
+    events, actions = load_case_input(query, period.start, period.end)
+    cases = build_cases(registry, events, actions, until or period.end)
+    return dataclasses.replace(report, cases=cases, case_sla_hours=registry.city.ack_sla_hours)
 
 
 def load_grid_section(

@@ -9,6 +9,7 @@ import html
 from datetime import datetime
 
 from cems.model import BEIJING
+from cems.report._cases import cases_html
 from cems.report._csv import num, pct
 from cems.report._tables import (
     NOT_ASSESSED,
@@ -498,6 +499,7 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         _hotspot_section(r),
         "<h2>重污染天气应急响应</h2>",
         _warning_section(r),
+        *(["<h2>电子督办：事件签收、督办与办结</h2>", cases_html(r.cases, r.case_sla_hours)] if r.cases else []),
         "<h2>数据可用性（排放口 × 日）</h2>",
         legend(),
         f'<div style="overflow-x:auto">{heat_map(r)}</div>',

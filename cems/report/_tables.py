@@ -20,6 +20,7 @@ from datetime import date, datetime, time, timedelta
 
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.registry import Outlet, Registry
+from cems.report._cases import CaseRow
 from cems.report._emergency import WarningRow, warning_rows
 from cems.report._period import Period
 from cems.rules.ambient import AmbientDay
@@ -258,6 +259,11 @@ class Report:
     grid: GridSection | None = None
     #: Heavy-pollution warnings of the period and the listed enterprises' verdicts (issue 16).
     warnings: tuple[WarningRow, ...] = ()
+    #: The events' cases (电子督办, issue 19: acknowledgement within the SLA, dispatch, answer, close);
+    #: ``None``: not loaded (a report built without the database).
+    cases: tuple[CaseRow, ...] | None = None
+    #: The city's acknowledgement SLA the cases were judged with (``[city] ack_sla_hours``).
+    case_sla_hours: float = 2.0
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -28,6 +28,7 @@ from test_compliance_live import (  # same directory (pytest prepend import mode
 )
 
 from cems.registry import Registry
+from cems.report import Period, influx_loader, load_report, write_report
 from cems.service.compliance import send_action
 from cems.service.mqtt import MqttSettings
 
@@ -126,3 +127,18 @@ async def test_dispatch_feedback_send_back_close(
     assert (ev["case_status"], ev["dispatched_to"], ev["deadline"]) == ("closed", "130602", deadline)
     assert (ev["acked_by"], ev["ack_note"], ev["opened_at"]) == ("张三", "已电话通知企业核查", T0.isoformat())
     pub.close()
+
+    # cems report: the case of the event (acknowledged 2 h 30 after the alert: beyond the 2-hour SLA)
+    period = Period("month", f"{T0:%Y-%m}", T0.date().replace(day=1), T0.date() + timedelta(days=1))
+    report = load_report(registry, period, influx_loader(influxdb.url, influx_db))
+    assert report.cases is not None
+    (case,) = [c for c in report.cases if c.event_id == eid]
+    assert (case.ack_in_sla, case.acked_by, case.dispatched_to) == (False, "张三", "竞秀区")
+    assert (case.answered_in_time, case.case_status, case.actions) == (True, "closed", 6)
+    assert (case.enterprise, case.outlet) == ("示例热电有限公司", "1#机组排放口")
+    assert case.closed_at == T0 + timedelta(hours=3, minutes=30)
+    written = write_report(report, tmp_path / "report")
+    assert tmp_path / "report" / "cases.csv" in written
+    csv_text = (tmp_path / "report" / "cases.csv").read_text(encoding="utf-8-sig")
+    assert eid in csv_text and "已签收" not in csv_text and ",否," in csv_text
+    assert "电子督办" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
