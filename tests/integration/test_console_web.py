@@ -5,6 +5,7 @@ which action). The actions' round trip through the ingester is in tests/e2e/test
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from registries import one_outlet  # tests/registries.py
 from starlette.testclient import TestClient
 
-from cems.console import ConsoleSettings, UserStore, create_app
+from cems.console import ConsoleSettings, User, UserStore, create_app
+from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Registry, parse_registry
 from cems.service.mqtt import MqttSettings
@@ -251,3 +253,24 @@ def test_disabling_a_user_ends_its_session(setup: Any) -> None:
     assert r.status_code == 401
     users.passwd("jingxiu", "another long password")
     assert login(settings, "jingxiu", "another long password").get("/").status_code == 200
+
+
+def test_accounts(tmp_path: Path) -> None:
+    users = UserStore(tmp_path / "users.sqlite3")
+    with pytest.raises(CemsError, match="at least 10"):
+        users.add("a", "short", "duty", None, None)
+    with pytest.raises(CemsError, match="role must be"):
+        users.add("a", PASSWORD, "admin", None, None)
+    with pytest.raises(CemsError, match="needs --scope"):
+        users.add("a", PASSWORD, "district", None, None)
+    with pytest.raises(CemsError, match="takes no --scope"):
+        users.add("a", PASSWORD, "viewer", "130602", None)
+    users.add("a", PASSWORD, "district", "130602", "竞秀区")
+    with pytest.raises(CemsError, match="exists"):
+        users.add("a", PASSWORD, "duty", None, None)
+    with sqlite3.connect(users.path) as c:
+        (stored,) = c.execute("SELECT password_hash FROM users").fetchone()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert users.authenticate("a", PASSWORD) == User("a", "district", "130602", "竞秀区")
+    assert users.authenticate("a", "wrong password") is None and users.authenticate("nobody", PASSWORD) is None
+    assert oct(users.path.stat().st_mode & 0o777) == "0o600"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -83,8 +85,17 @@ async def test_dispatch_feedback_send_back_close(
     back = await act(action="send_back", by="张三", note="请补充现场照片")
     assert back["case_status"] == "dispatched" and back["deadline"] == deadline
     fb2 = await act(action="feedback", by="李四(竞秀区)", note="已补充照片")
-    closed = await act(action="close", by="张三", note="整改到位，办结")
-    assert (fb2["case_status"], closed["case_status"]) == ("answered", "closed")
+    assert fb2["case_status"] == "answered"
+    # the CLI sends the same command and reports the ingester's answer
+    cli = [sys.executable, "-m", "cems", "events", "close", eid, "--by", "张三", "--note", "整改到位，办结"]
+    done = await asyncio.to_thread(
+        subprocess.run, [*cli, "--mqtt-url", mosquitto.url, "--wait", "20"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "case closed" in done.stdout, done.stderr
+    again = await asyncio.to_thread(
+        subprocess.run, [*cli, "--mqtt-url", mosquitto.url, "--wait", "20"], capture_output=True, text=True
+    )
+    assert again.returncode == 1 and "not possible on a case that is closed" in again.stderr
 
     # a redelivered command (same request id) is answered as before, not recorded twice
     raw = Mqtt(mosquitto.url)
