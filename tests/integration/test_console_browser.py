@@ -166,6 +166,7 @@ def test_duty_officer_and_district_work_a_case_in_the_browser(stack: dict[str, A
         form = browser.find_element(By.ID, f"form-{action}")
         form.find_element(By.NAME, "note").send_keys(note)
         form.find_element(By.CSS_SELECTOR, "button").click()
+        wait.until(ec.staleness_of(form))  # the next page (the redirect after the ingester's answer)
         flash = wait.until(ec.presence_of_element_located((By.ID, "flash")))
         return str(flash.text)
 
