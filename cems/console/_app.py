@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cems.console import _data as data
 from cems.console._access import can_act, can_see, sees_district
 from cems.console._users import ROLE_LABELS, User, UserStore
-from cems.errors import CemsError
+from cems.errors import CemsError, CsrfError
 from cems.model import BEIJING
 from cems.registry import Registry
 from cems.service.compliance import ACTION_LABELS, send_action
@@ -136,10 +136,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class Forbidden(Exception):
-    pass
-
-
 def create_app(settings: ConsoleSettings) -> Starlette:
     """The console as an ASGI application."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -166,7 +162,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         sent = form.get("csrf_token")
         tok = request.session.get("csrf")
         if not isinstance(sent, str) or not isinstance(tok, str) or not hmac.compare_digest(sent, tok):
-            raise Forbidden("CSRF")
+            raise CsrfError("CSRF")
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
     async def current_user(request: Request) -> User | None:
@@ -221,7 +217,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     async def login(request: Request) -> Response:
         try:
             form = await check_csrf(request)
-        except Forbidden:
+        except CsrfError:
             return await page(request, "login.html", None, 403, error="表单已过期，请重新登录")
         username = form.get("username", "").strip()[:64]
         password = form.get("password", "")[:1024]
@@ -244,7 +240,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     async def logout(request: Request) -> Response:
         try:
             await check_csrf(request)
-        except Forbidden:
+        except CsrfError:
             return PlainTextResponse("CSRF token missing or wrong", status_code=403)
         request.session.clear()
         return login_redirect()
@@ -304,7 +300,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             return login_redirect()
         try:
             form = await check_csrf(request)
-        except Forbidden:
+        except CsrfError:
             return PlainTextResponse("CSRF token missing or wrong", status_code=403)
         eid = str(request.path_params["event_id"])
         action = form.get("action", "")
@@ -381,4 +377,4 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             https_only=settings.secure_cookies,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={Forbidden: forbidden})
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={CsrfError: forbidden})

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cems.errors import InvalidTransition
 from cems.service.compliance import ACTIONS, CaseState, apply_action, parse_action
-from cems.service.compliance._actions import InvalidTransition
 
 AT = "2026-11-30T10:00:00+08:00"
 DEADLINE = "2026-12-01T10:00:00+08:00"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
-from cems.errors import ServiceError
+from cems.errors import InvalidTransition, ServiceError
 from cems.model import BEIJING
 from cems.registry import Topics
 from cems.service.mqtt import MqttConnection, MqttSettings
@@ -137,10 +137,6 @@ class CaseState:
             "dispatched_at": self.dispatched_at,
             "deadline": self.deadline,
         }
-
-
-class InvalidTransition(ValueError):
-    """The action does not follow the case's current state (e.g. feedback before dispatch)."""
 
 
 def apply_action(case: CaseState, cmd: ActionCommand, at: str, event_district: str) -> CaseState:

@@ -43,7 +43,7 @@ from typing import IO, Any, Final, NamedTuple
 
 from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
-from cems.errors import CemsError, RejectedMessage, ServiceError
+from cems.errors import CemsError, InvalidTransition, RejectedMessage, ServiceError
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, Registry, Topics
 from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, day_bounds, month_bounds
@@ -54,7 +54,6 @@ from cems.service.compliance._actions import (
     DISPATCH,
     ActionCommand,
     CaseState,
-    InvalidTransition,
     action_line,
     action_ms,
     action_topic,
