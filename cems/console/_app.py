@@ -174,7 +174,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             request.session.clear()
             return None
         user: User | None = await q(users.get, name)
-        if user is None or user.disabled:
+        if user is None or user.disabled or started < user.changed_ts:  # disabled, or password changed since
             request.session.clear()
             return None
         return user
@@ -233,7 +233,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             return await page(request, "login.html", None, 401, error="用户名或密码错误")
         throttle.clear(f"user:{username}")
         request.session.clear()  # a new session (and CSRF token) at login: no fixation
-        request.session.update({"user": user.username, "since": int(time.time())})
+        request.session.update({"user": user.username, "since": time.time()})
         log.info("console login of %s (%s) from %s", user.username, user.role, client)
         return RedirectResponse("/", status_code=303)
 

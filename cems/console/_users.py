@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -52,6 +52,8 @@ class User:
     scope: str | None
     display_name: str
     disabled: bool = False
+    #: When the password or the account last changed (epoch s): sessions that began before it are ended.
+    changed_ts: float = field(default=0.0, compare=False)
 
     @property
     def label(self) -> str:
@@ -119,9 +121,10 @@ class UserStore:
     def get(self, username: str) -> User | None:
         with self._connect() as conn:
             t = conn.execute(
-                "SELECT username, role, scope, display_name, disabled FROM users WHERE username=?", (username,)
+                "SELECT username, role, scope, display_name, disabled, changed_ts FROM users WHERE username=?",
+                (username,),
             ).fetchone()
-        return None if t is None else User(t[0], t[1], t[2], t[3], bool(t[4]))
+        return None if t is None else User(t[0], t[1], t[2], t[3], bool(t[4]), float(t[5]))
 
     def list(self) -> list[User]:
         with self._connect() as conn:

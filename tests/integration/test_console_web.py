@@ -252,7 +252,15 @@ def test_disabling_a_user_ends_its_session(setup: Any) -> None:
     r = c.post("/login", data={"username": "jingxiu", "password": PASSWORD, "csrf_token": csrf(c)})
     assert r.status_code == 401
     users.passwd("jingxiu", "another long password")
-    assert login(settings, "jingxiu", "another long password").get("/").status_code == 200
+    c = login(settings, "jingxiu", "another long password")
+    assert c.get("/").status_code == 200
+    # a password change ends the sessions that began before it (a copied cookie too)
+    other = login(settings, "lianchi")
+    copied = client(settings)
+    copied.cookies.update(other.cookies)
+    assert copied.get("/").status_code == 200
+    users.passwd("lianchi", "a brand new password")
+    assert other.get("/").status_code == 303 and copied.get("/").status_code == 303
 
 
 def test_accounts(tmp_path: Path) -> None:
