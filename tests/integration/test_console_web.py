@@ -282,3 +282,12 @@ def test_accounts(tmp_path: Path) -> None:
     assert users.authenticate("a", PASSWORD) == User("a", "district", "130602", "竞秀区")
     assert users.authenticate("a", "wrong password") is None and users.authenticate("nobody", PASSWORD) is None
     assert oct(users.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_supervision_page(setup: Any) -> None:
+    settings, _ = setup
+    # November so far: MN0001 sent 5 of its expected hours, MN0002 none: both districts below 90 %
+    page = login(settings, "duty").get("/supervision").text
+    assert "2026年11月" in page and "竞秀区" in page and "莲池区" in page and "传输有效率" in page
+    own = login(settings, "jingxiu").get("/supervision").text
+    assert "竞秀区" in own and "莲池区" not in own
