@@ -60,8 +60,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     s.add_argument(
         "--http-cookies",
         action="store_true",
-        help="send the session cookie over plain HTTP too (only for a console reached without the TLS proxy, "
-        "e.g. on the machine itself; the default when --host is a loopback address)",
+        help="send the session cookie over plain HTTP too: only for a browser on the console's own machine "
+        "without the TLS proxy (by default the cookie is Secure: the browser sends it over HTTPS only)",
     )
     s.add_argument("--confirm-wait", type=float, default=10.0, help="seconds to wait for the ingester's confirmation")
     s.add_argument("--refresh", type=int, default=15, help="seconds between refreshes of the queue page")
@@ -207,8 +207,7 @@ def cmd_console_serve(a: argparse.Namespace, env: Env) -> int:
     if registry is None:
         raise CemsError("--config (or CEMS_CONFIG) is required: the console shows the registry's names")
     directory = console_dir(a, env)
-    loopback = _is_loopback(a.host)
-    if not loopback:
+    if not _is_loopback(a.host):
         log.warning("the console listens on %s: serve it to users only through the TLS reverse proxy", a.host)
     settings = ConsoleSettings(
         registry=registry,
@@ -217,7 +216,7 @@ def cmd_console_serve(a: argparse.Namespace, env: Env) -> int:
         mqtt=mqtt_settings(a, url=a.mqtt_url or local_url("mosquitto", env), client_id="cems-console"),
         users_file=directory / USERS_FILE,
         secret_key=session_key(directory),
-        secure_cookies=not (a.http_cookies or loopback),
+        secure_cookies=not a.http_cookies,
         confirm_s=a.confirm_wait,
         refresh_s=max(a.refresh, 2),
     )

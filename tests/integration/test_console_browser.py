@@ -101,7 +101,7 @@ def stack(tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str) -> Iter
     )  # fmt: skip
     console = _spawn(
         ["console", "serve", "--config", str(reg), "--port", str(port), "--console-dir", str(console_dir),
-         "--refresh", "2", *common], env, console_log,
+         "--refresh", "2", "--http-cookies", *common], env, console_log,
     )  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{health}/healthz", run, run_log)
