@@ -188,3 +188,12 @@ class ArchiveError(SinkError):
 
 class WebhookError(SinkError):
     """A webhook receiver answered something other than 2xx."""
+
+
+class InvalidTransition(CemsError, ValueError):
+    """An action on an event's case (电子督办, issue 19) that does not follow the case's state, e.g. feedback
+    before the dispatch (:func:`cems.service.compliance.apply_action`)."""
+
+
+class CsrfError(CemsError):
+    """A duty-console form came without the session's CSRF token (or with another one)."""

@@ -19,6 +19,7 @@ from cems.cli import (
     aqi,
     bench,
     broker_config,
+    console,
     demo,
     events,
     evidence,
@@ -44,6 +45,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (
     run,
     events,
+    console,
     evidence,
     marks,
     replay,

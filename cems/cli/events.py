@@ -1,4 +1,4 @@
-"""``cems events list|ack``: what the monitoring room sees and acknowledges."""
+"""``cems events list|ack|dispatch|feedback|close|send-back``: what the monitoring room sees and does (电子督办)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cems.cli._common import Formatter, add_influx_read_args, examples, local_ur
 from cems.config import Env
 from cems.model import BEIJING
 from cems.registry import Topics, load_registry
-from cems.service.compliance import ack_event, list_events
+from cems.service.compliance import ack_event, list_events, send_action
 from cems.service.mqtt import MqttSettings
 
 
@@ -67,6 +67,73 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     ea.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
     ea.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
     ea.set_defaults(func=cmd_events_ack)
+    _add_action_parsers(ev_sub, env)
+
+
+#: (sub-command, action, help, what the note is, example)
+_ACTIONS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "dispatch",
+        "dispatch",
+        "dispatch an acknowledged event to its district (督办单, with a deadline)",
+        "督办要求: what the district must do",
+        "cems events dispatch 3f9c0a1b2c3d4e5f --by 张三 --deadline 2026-12-01T18:00 --note 请核查超标原因并反馈",
+    ),
+    (
+        "feedback",
+        "feedback",
+        "the district's answer to a dispatched event (处理结果)",
+        "处理结果: what was found and done",
+        "cems events feedback 3f9c0a1b2c3d4e5f --by 李四 --note 已现场检查，脱硫塔故障已修复",
+    ),
+    (
+        "close",
+        "close",
+        "close an event's case (办结), after the district's answer or without dispatch",
+        "办结意见",
+        "cems events close 3f9c0a1b2c3d4e5f --by 张三 --note 整改到位，办结",
+    ),
+    (
+        "send-back",
+        "send_back",
+        "send the district's answer back (退回): the case is dispatched again",
+        "退回理由",
+        "cems events send-back 3f9c0a1b2c3d4e5f --by 张三 --note 未附现场照片，请补充",
+    ),
+)
+
+
+def _add_action_parsers(ev_sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
+    for name, action, help_, note_help, example in _ACTIONS:
+        p = ev_sub.add_parser(
+            name,
+            help=help_,
+            description=help_ + ". Sent to the ingester over MQTT (QoS 1) on {command_prefix}/event_action; "
+            "exit 0 when the ingester recorded it, 1 when it refused it or did not confirm within --wait seconds.",
+            epilog=examples(example + " --config registry.toml"),
+            formatter_class=Formatter,
+        )
+        p.add_argument("event_id", help="the event's id, as `cems events list` shows it")
+        p.add_argument("--by", required=True, help="who acts (name), e.g. 张三")
+        p.add_argument("--note", required=True, help=f"{note_help} (1-1000 characters)")
+        if action in ("dispatch", "send_back"):
+            p.add_argument(
+                "--deadline",
+                required=action == "dispatch",
+                help="when the district's answer is due, ISO 8601 Beijing time, e.g. 2026-12-01T18:00"
+                + ("" if action == "dispatch" else " (default: the previous deadline)"),
+            )
+        if action == "dispatch":
+            p.add_argument("--to", default=None, help="district code (default: the event's district), e.g. 130602")
+        p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="how long to wait for the ingester")
+        p.add_argument(
+            "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
+        )
+        p.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
+        p.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
+        p.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
+        p.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+        p.set_defaults(func=cmd_events_action, action_name=action)
 
 
 def cmd_events_list(a: argparse.Namespace, env: Env) -> int:
@@ -114,6 +181,47 @@ def cmd_events_ack(a: argparse.Namespace, env: Env) -> int:
         print(f"cems: the ingester knows no event {a.event_id!r} (see: cems events list --all)", file=sys.stderr)
         return 1
     print(f"cems: the ingester refused the acknowledgement: {reply.get('detail') or result}", file=sys.stderr)
+    return 1
+
+
+def cmd_events_action(a: argparse.Namespace, env: Env) -> int:
+    topics = load_registry(a.config).topics if a.config else Topics()
+    settings = MqttSettings(
+        url=a.mqtt_url or local_url("mosquitto", env),
+        client_id="cems-cli",
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+    body: dict[str, Any] = {"action": a.action_name, "event_id": a.event_id, "by": a.by, "note": a.note}
+    if getattr(a, "deadline", None):
+        body["deadline"] = a.deadline
+    if getattr(a, "to", None):
+        body["dispatched_to"] = a.to
+    reply = asyncio.run(send_action(settings, topics, body, confirm_s=max(a.wait, 0.0)))
+    if a.wait <= 0:
+        print(f"{a.action_name} of {a.event_id} sent to the broker (not waiting for the ingester)")
+        return 0
+    if reply is None:
+        print(
+            f"cems: {a.action_name} of {a.event_id} sent, but the ingester did not confirm it within {a.wait:g} s "
+            "(is `cems run` running and connected to this broker?)",
+            file=sys.stderr,
+        )
+        return 1
+    if reply.get("result") == "done":
+        extra = (
+            f", dispatched to {reply.get('dispatched_to')} until {reply.get('deadline')}"
+            if reply.get("dispatched_to")
+            else ""
+        )
+        who = f"{a.action_name} by {reply.get('by')} at {reply.get('at')}"
+        print(f"event {a.event_id}: {who}: case {reply.get('case_status')}{extra}")
+        return 0
+    print(
+        f"cems: the ingester refused the {a.action_name} of {a.event_id}: {reply.get('detail') or reply.get('result')}",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -14,13 +14,14 @@ Output: ``report.html`` (self-contained) and CSV tables (UTF-8 with BOM) in ``--
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Registry
+from cems.report._cases import CASES_CSV, CaseRow, build_cases, load_case_input
 from cems.report._csv import CSV_FILES, write_csvs
 from cems.report._data import (
     GridInput,
@@ -51,9 +52,11 @@ from cems.report._tables import (
 )
 
 __all__ = [
+    "CASES_CSV",
     "CSV_FILES",
     "AvailabilityCell",
     "AvailabilityRow",
+    "CaseRow",
     "DistrictRow",
     "ExceedanceRow",
     "GridInput",
@@ -130,7 +133,11 @@ def load_report(registry: Registry, period: Period, query: Query, *, now: dateti
         marks=data.marks,
         monthly=data.months,
     )
-    return replace(report, quality=build_quality_section(registry, load_quality_signals(query, period)))
+    report = dataclasses.replace(report, quality=build_quality_section(registry, load_quality_signals(query, period)))
+    # the events' cases (电子督办, issue 19)
+    events, actions = load_case_input(query, period.start, period.end)
+    cases = build_cases(registry, events, actions, until or period.end)
+    return dataclasses.replace(report, cases=cases, case_sla_hours=registry.city.ack_sla_hours)
 
 
 def load_grid_section(

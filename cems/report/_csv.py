@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from cems.report._cases import CASES_CSV, cases_rows
 from cems.report._quality import CSV_FILE as QUALITY_CSV
 from cems.report._quality import quality_csv_rows
 from cems.report._tables import (
@@ -428,6 +429,10 @@ def write_csvs(r: Report, out_dir: Path) -> list[Path]:
     for name, fn in files.items():
         p = out_dir / name
         p.write_text(BOM + fn(r), encoding="utf-8", newline="")
+        paths.append(p)
+    if r.cases:  # the events' cases (电子督办, issue 19)
+        p = out_dir / CASES_CSV
+        p.write_text(BOM + _csv_text(*cases_rows(r.cases)), encoding="utf-8", newline="")
         paths.append(p)
     if r.warnings:  # heavy-pollution warnings of the period (issue 16)
         p = out_dir / EMERGENCY_CSV

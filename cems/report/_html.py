@@ -9,6 +9,7 @@ import html
 from datetime import datetime
 
 from cems.model import BEIJING
+from cems.report._cases import cases_html
 from cems.report._csv import num, pct
 from cems.report._quality import quality_html
 from cems.report._tables import (
@@ -586,6 +587,7 @@ def render_html(r: Report, *, generated: datetime | None = None) -> str:
         '<p class="note">标记不参与超标判定的小时不计为超标（生态环境部公告2022年第21号）；标记、修约须在 10 日内提交，'
         "当月数据于次月 10 日后终结；逾期的停产申报保留记录但不产生效力。</p>",
         _marks_tables(r),
+        *(["<h2>电子督办：事件签收、督办与办结</h2>", cases_html(r.cases, r.case_sla_hours)] if r.cases else []),
         "<h2>数据可用性（排放口 × 日）</h2>",
         legend(),
         f'<div style="overflow-x:auto">{heat_map(r)}</div>',

@@ -21,6 +21,7 @@ from datetime import date, datetime, time, timedelta
 from cems.model import BEIJING, POLLUTANT_NAMES
 from cems.protocol.mark import MarkRecord
 from cems.registry import Outlet, Registry
+from cems.report._cases import CaseRow
 from cems.report._emergency import WarningRow, warning_rows
 from cems.report._marks import MarksSection, marks_ledger, marks_section
 from cems.report._period import Period
@@ -280,6 +281,11 @@ class Report:
     marks: MarksSection = field(default_factory=MarksSection)
     #: The data-quality section (issue 17); ``None``: not loaded (the section is left out).
     quality: QualitySection | None = None
+    #: The events' cases (电子督办, issue 19: acknowledgement within the SLA, dispatch, answer, close);
+    #: ``None``: not loaded (a report built without the database).
+    cases: tuple[CaseRow, ...] | None = None
+    #: The city's acknowledgement SLA the cases were judged with (``[city] ack_sla_hours``).
+    case_sla_hours: float = 2.0
 
 
 # ---------------------------------------------------------------------------------------------- building

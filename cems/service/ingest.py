@@ -242,6 +242,7 @@ class IngestService:
             subs.append((self._command_topic, 1))
             subs.append((self.compliance.warning_topic, 1))  # heavy-pollution warning settings (issue 16)
             subs.append((self.compliance.mark_topic, 1))  # marks entered by the bureau (issue 14)
+            subs.append((self.compliance.action_topic, 1))  # event actions of the duty console (issue 19)
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -408,8 +409,11 @@ class IngestService:
         for msg in batch:
             if msg.topic == self._command_topic or (
                 self.compliance is not None
-                and (msg.topic == self.compliance.warning_topic or self.compliance.is_mark_topic(msg.topic))
-            ):  # acknowledgements, warning settings (issue 16); marks, declarations and repairs (issue 14)
+                and (
+                    msg.topic in (self.compliance.warning_topic, self.compliance.action_topic)
+                    or self.compliance.is_mark_topic(msg.topic)
+                )
+            ):  # acknowledgements, warning settings (issue 16), event actions (issue 19); marks (issue 14)
                 commands.append(msg)
                 if evidence is not None:
                     evidence.append(_entry(msg, "command"))

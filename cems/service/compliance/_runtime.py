@@ -43,7 +43,7 @@ from typing import IO, Any, Final, NamedTuple
 
 from cems.config import private_dir
 from cems.engine import ComplianceEngine, EngineOutput
-from cems.errors import CemsError, RejectedMessage, ServiceError
+from cems.errors import CemsError, InvalidTransition, RejectedMessage, ServiceError
 from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
@@ -52,6 +52,22 @@ from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
+from cems.service.compliance._actions import (
+    ACK,
+    ACTIONS_SCHEMA,
+    DISPATCH,
+    ActionCommand,
+    CaseState,
+    action_line,
+    action_ms,
+    action_topic,
+    apply_action,
+    find_request,
+    load_case,
+    parse_action,
+    record_action,
+    record_legacy_ack,
+)
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
     DB_FILE,
@@ -169,7 +185,7 @@ class ComplianceRuntime:
         self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold, archive=self.archive)
         #: The grid sensors' engine (issue 15): fed alongside, committed in the same transaction.
         self.grid = GridEngine(registry, lateness=config.lateness, hold=config.hold)
-        self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA))
+        self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
         )
@@ -188,6 +204,10 @@ class ComplianceRuntime:
         self._data_prefix = registry.topics.prefix + "/"
         #: Mark records accepted since the last commit (stored with it, in the same transaction).
         self._pending_marks: list[MarkRecord] = []
+        #: Event actions of the duty console (issue 19, :mod:`cems.service.compliance._actions`).
+        self.action_topic = action_topic(registry.topics)
+        #: the time (ms) of the last ``cems_event_action`` point: two actions in one millisecond stay apart
+        self._last_action_ms = 0
         #: hourly_exceedance events neither acknowledged nor escalated: event_id → opening time (epoch s)
         self._unacked: dict[str, float] = {}
         self._broken = False
@@ -704,6 +724,8 @@ class ComplianceRuntime:
     async def _ack_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
         if msg.topic == self.warning_topic:
             return await self._warning_command(msg, stop)
+        if msg.topic == self.action_topic:
+            return await self._action_command(msg, stop)
         try:
             cmd = parse_ack(msg.payload, self.config.clock)
         except ValueError as e:
@@ -741,7 +763,78 @@ class ComplianceRuntime:
             self._unacked.pop(event_id, None)
             self.dispatcher.kick()
             log.info("event %s acknowledged by %s", event_id, by)
+            await self.db.call(lambda c: record_legacy_ack(c, event_id, by, at, note))  # the action history
         self._reply(cmd.reply_to, {"result": "acknowledged", **_ack_view(row)})
+        return True
+
+    async def _action_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
+        """An action on an event's case (issue 19): checked against the case, written to InfluxDB, recorded
+        in SQLite with its alerts, answered (:mod:`cems.service.compliance._actions`)."""
+        try:
+            cmd = parse_action(msg.payload)
+        except ValueError as e:
+            self._reply(_reply_to(msg.payload), {"result": "bad_command", "detail": str(e)})
+            return RejectedMessage("bad_command", f"event action: {e}")
+        if cmd.reply_to is not None:  # a redelivered command: answer as the first time
+            request_id = cmd.reply_to
+            done = await self.db.call(lambda c: find_request(c, request_id))
+            if done is not None:
+                self._reply(cmd.reply_to, {"result": "done", "duplicate": True, **done})
+                return True
+        known = await self.db.call(lambda c: load_events(c, [cmd.event_id]))
+        row = known.get(cmd.event_id)
+        if row is None:
+            self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": cmd.event_id})
+            return RejectedMessage("unknown_event", f"no event {cmd.event_id!r} to {cmd.action}")
+        if cmd.dispatched_to is not None and cmd.dispatched_to not in {d.code for d in self.registry.district}:
+            detail = f"no district {cmd.dispatched_to!r} in the registry"
+            self._reply(cmd.reply_to, {"result": "bad_command", "detail": detail})
+            return RejectedMessage("bad_command", f"event action: {detail}")
+        acked = row.acked_at is not None
+        case = await self.db.call(lambda c: load_case(c, cmd.event_id, acked))
+        now = self.config.clock()
+        at = bound_ack_time(cmd.at or now.isoformat(), row.opened_at, now)
+        try:
+            new = apply_action(case, cmd, at, row.district)
+        except InvalidTransition as e:  # e.g. two officers on the same case: the first one stands
+            self._reply(cmd.reply_to, {"result": "invalid_state", "event_id": row.event_id, **case.fields(),
+                                       "detail": str(e)})  # fmt: skip
+            return True
+        if cmd.action == DISPATCH and new.deadline is not None and new.deadline <= at:
+            detail = f"the deadline {new.deadline} is not after the dispatch ({at})"
+            self._reply(cmd.reply_to, {"result": "bad_command", "detail": detail})
+            return RejectedMessage("bad_command", f"event action: {detail}")
+        if cmd.action == ACK:
+            row = replace(row, acked_by=cmd.by, acked_at=at, ack_note=cmd.note)
+        lines = [
+            event_line(row.event(), **row.ack_fields(), **new.fields()),
+            action_line(
+                cmd,
+                at,
+                new,
+                event_type=row.type,
+                enterprise=row.enterprise,
+                district=row.district,
+                mn=row.mn,
+                ts_ms=max(action_ms(at), self._last_action_ms + 1),
+            ),
+        ]
+        if not await self._write(lines, stop):
+            return False
+        self._last_action_ms = max(action_ms(at), self._last_action_ms + 1)
+        extra: dict[str, Any] = {"action": cmd.action, "action_by": cmd.by, "action_note": cmd.note, **new.fields()}
+        if cmd.action == ACK:
+            rows = self._alert_rows(row, ACKNOWLEDGED, ACKNOWLEDGED, extra=extra)
+        else:
+            rows = self._alert_rows(row, cmd.action, f"{cmd.action}:{at}", extra=extra)
+        ts = time.time()
+        seq = await self.db.call(lambda c: record_action(c, cmd, at, new, rows, ts))
+        if cmd.action == ACK:
+            self.stats.acks += 1
+            self._unacked.pop(cmd.event_id, None)
+        self.dispatcher.kick()
+        log.info("event %s: %s by %s (case %s)", cmd.event_id, cmd.action, cmd.by, new.case_status)
+        self._reply(cmd.reply_to, {"result": "done", **_action_view(cmd, at, new, seq)})
         return True
 
     def _reply(self, request_id: str | None, body: dict[str, Any]) -> None:
@@ -830,6 +923,18 @@ def _reply_to(payload: bytes) -> str | None:
         if isinstance(value, str) and _REQUEST_ID.match(value):
             return value
     return None
+
+
+def _action_view(cmd: ActionCommand, at: str, case: CaseState, seq: int) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "event_id": cmd.event_id,
+        "action": cmd.action,
+        "by": cmd.by,
+        "at": at,
+        "note": cmd.note,
+        **case.fields(),
+    }
 
 
 def _ack_view(row: EventRow) -> dict[str, Any]:

@@ -117,7 +117,12 @@ class EventRow:
     ack_note: str | None = None
 
     def ack_fields(self) -> dict[str, str | None]:
-        fields = {"acked_by": self.acked_by, "acked_at": self.acked_at, "escalated_at": self.escalated_at}
+        fields = {
+            "opened_at": self.opened_at,
+            "acked_by": self.acked_by,
+            "acked_at": self.acked_at,
+            "escalated_at": self.escalated_at,
+        }
         if self.ack_note is not None:
             fields["ack_note"] = self.ack_note
         return fields
