@@ -19,6 +19,7 @@ from cems.cli import (
     aqi,
     bench,
     broker_config,
+    dashboards,
     demo,
     events,
     grid,
@@ -52,6 +53,7 @@ COMMANDS = (
     grid,
     services,
     broker_config,
+    dashboards,
     demo,
     bench,
 )

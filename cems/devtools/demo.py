@@ -96,6 +96,9 @@ def sample_registry_toml(enterprises: int = 12, grid_per_district: int = 2) -> s
                 f'profile = "{profile}"',
                 'password = "123456"',
                 f"rtd_interval_s = {interval}",
+                # fictitious places around Baoding (WGS 84) for the dashboards' map
+                f"lat = {38.78 + 0.011 * i + 0.002 * j:.4f}",
+                f"lon = {115.38 + 0.019 * (i % 8) + 0.002 * j:.4f}",
                 "",
             ]
     for code, _name in _DISTRICTS:
@@ -105,6 +108,8 @@ def sample_registry_toml(enterprises: int = 12, grid_per_district: int = 2) -> s
                 f'id = "G{code}{k + 1:03d}"',
                 f'district = "{code}"',
                 f'township = "{k + 1}号网格"',
+                f"lat = {38.80 + 0.03 * _DISTRICTS.index((code, _name)) + 0.01 * k:.4f}",
+                f"lon = {115.42 + 0.025 * k + 0.01 * _DISTRICTS.index((code, _name)):.4f}",
                 "",
             ]
     return "\n".join(out)

@@ -133,6 +133,9 @@ class Outlet(_Strict):
     o2_max: Annotated[float, Field(gt=0, le=21)] | None = None
     stop: list[Stop] = Field(default_factory=list)
     limit_change: list[LimitChange] = Field(default_factory=list)
+    #: Where the stack stands (WGS 84), for the monitoring room's map (docs/dashboards.md); optional.
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
 
     @field_validator("mn")
     @classmethod
