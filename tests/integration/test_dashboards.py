@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +36,12 @@ from grafana import (
 
 from cems.devtools.demo import sample_registry_toml
 from cems.protocol.payload import encode_payload
-from cems.registry import parse_registry
+from cems.registry import Registry, parse_registry
 from cems.replay import ReplayResult, replay
+from cems.rules.events import Event
 from cems.sinks.influx import InfluxConfig
 from cems.sinks.lineprotocol import SOURCE_RANK, event_line, hourly_line, point
+from cems.sinks.registryinfo import registry_lines
 from cems.sinks.store import store_replay
 from gateways.simulator import FleetModel, SimConfig
 
@@ -64,12 +67,15 @@ def test_dashboard_json_structure() -> None:
         ids = [p["id"] for p in dash["panels"]]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         for p in dash["panels"]:
-            assert p["datasource"]["uid"] == "cems-influxdb" and p["type"] and p["targets"]
+            # every panel follows the dashboard's datasource variable (InfluxDB 1.x or 2.x/3.x v1 compatibility)
+            assert p["datasource"]["uid"] == "${datasource}" and p["type"] and p["targets"]
             assert {"x", "y", "w", "h"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
             for t in p["targets"]:
                 assert t["rawQuery"] is True and t["query"].lstrip().upper().startswith("SELECT")
                 bounded = "$timeFilter" in t["query"] or "time > now() - " in t["query"]
                 assert bounded, f"{path.name}: {p['title']} has no time bound"
+            for t in p["targets"]:
+                assert t["datasource"]["uid"] == "${datasource}"
             unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
             if "µg/m³" in p["title"]:
                 assert unit == "conμgm3", f"{path.name}: {p['title']} is in µg/m³ but its unit is {unit}"
@@ -88,6 +94,9 @@ class DataSet:
     res: ReplayResult
     grid: list[tuple[str, str, datetime, dict[str, float]]]  # sensor, district, time, fields
     districts: list[str]
+    registry: Registry
+    #: acknowledgement fields written on some events (event id → fields), as the ingester writes them
+    acks: dict[str, dict[str, str]]
 
     def readings(self, districts: set[str], lo: int, hi: int, stream: str | None = None) -> list[Any]:
         out = []
@@ -168,7 +177,33 @@ def data(influxdb: Any) -> DataSet:
     old = dataclasses.replace(first, start=end - timedelta(days=5), end=None, status="open", hours=120.0)
     influxdb.write(db, [event_line(old)], precision="ms")
     res.events.append(old)
-    return DataSet(db, now, res, grid, districts)
+    # acknowledgement state as the ingester writes it (ComplianceRuntime: acked_by/acked_at on `cems events ack`,
+    # escalated_at when the city's ack SLA passed unacknowledged); the replay has no duty officer, so three
+    # open events get hand-built states: escalated, escalated then acknowledged, acknowledged in time
+    opened = [e for e in res.events if e.status == "open" and e.type != "warning_level"]
+    assert len(opened) >= 3
+    acks = {
+        opened[0].event_id: {"escalated_at": (end - timedelta(hours=1)).isoformat()},
+        opened[1].event_id: {
+            "escalated_at": (end - timedelta(hours=2)).isoformat(),
+            "acked_by": "张三",
+            "acked_at": (end - timedelta(minutes=30)).isoformat(),
+        },
+        opened[2].event_id: {"acked_by": "李四", "acked_at": (end - timedelta(minutes=10)).isoformat()},
+    }
+    influxdb.write(db, [event_line(e, **acks[e.event_id]) for e in opened[:3]], precision="ms")
+    # heavy-pollution warnings as `cems warning set` leaves them (docs/events.md, warning_level): a red
+    # warning that ended, then orange in force
+    w: dict[str, Any] = dict(mn="city", enterprise="city", district="city", limit=None, ref_o2=None, profile="test")
+    red = Event("warning_level", pollutant="red", start=end - timedelta(hours=30), end=end - timedelta(hours=20),
+                hours=10.0, peak=4.0, status="closed", **w)  # fmt: skip
+    orange = Event("warning_level", pollutant="orange", start=end - timedelta(hours=3), end=None, hours=3.0,
+                   peak=3.0, status="open", **w)  # fmt: skip
+    influxdb.write(db, [event_line(red), event_line(orange)], precision="ms")
+    res.events += [red, orange]
+    # the registry's names and places (`cems dashboards registry`)
+    influxdb.write(db, registry_lines(registry, end - timedelta(hours=1)), precision="ms")
+    return DataSet(db, now, res, grid, districts, registry, acks)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,6 +218,7 @@ class Run:
     lo: int
     hi: int
     interval_ms: int
+    ref: str = "A"  # the panel target's refId
 
 
 Check = Callable[[Run], None]
@@ -374,6 +410,114 @@ def outlets_below_90(run: Run) -> None:
         assert _close(got[mn]["effective_rate"], rate) and got[mn]["expected"] == exp[mn]
 
 
+# ---- cems-room (值班总览)
+
+
+def _open(run: Run, types: set[str]) -> list[Event]:
+    return [e for e in run.data.res.events if e.type in types and e.status == "open" and e.district in run.districts]
+
+
+def open_count(*types: str) -> Check:
+    def check(run: Run) -> None:
+        assert _scalar(run) == len(_open(run, set(types)))
+
+    return check
+
+
+def _all(run: Run) -> bool:
+    return "city" in run.districts
+
+
+def escalated_unacked(run: Run) -> None:
+    """Open events escalated (the ack SLA passed) and, of them, acknowledged since; the panel shows the
+    difference (Grafana calculateField, an empty count as 0)."""
+    kinds = {e.type for e in run.data.res.events} - {"warning_level"}
+    esc = [e for e in _open(run, kinds) if "escalated_at" in run.data.acks.get(e.event_id, {})]
+    acked = [e for e in esc if "acked_at" in run.data.acks[e.event_id]]
+    if _all(run):
+        assert len(esc) - len(acked) == 1, "the data set has one escalated, unacknowledged event"
+    if not esc:
+        assert not run.rows
+        return
+    (row,) = run.rows
+    assert (row["escalated"], row["acked"] or 0) == (len(esc), len(acked))
+    assert row["escalated"] - (row["acked"] or 0) == len(esc) - len(acked)
+
+
+def warning_level_now(run: Run) -> None:
+    in_force = [e for e in run.data.res.events if e.type == "warning_level" and e.status == "open"]
+    assert run.rows[0]["last"] == max(in_force, key=lambda e: e.start).peak == 3
+
+
+def _outlet_names(run: Run, cols: dict[str, str]) -> None:
+    want = {i.outlet.mn: i for i in run.data.registry.outlets()}
+    got = {row["mn"]: row for row in run.rows}
+    assert got.keys() == want.keys()
+    for mn, i in want.items():
+        for col, attr in cols.items():
+            value = {"name": f"{i.enterprise.name} {i.outlet.name}", "district": i.district.name}[attr]
+            assert got[mn][col] == value, (mn, col)
+
+
+def open_events_table(run: Run) -> None:
+    if run.ref == "B":
+        _outlet_names(run, {"排口": "name", "区县": "district"})
+        return
+    kinds = {e.type for e in run.data.res.events} - {"warning_level"}
+    want = {(e.type, e.mn, e.pollutant or "", utc_ms(e.start)): e for e in _open(run, kinds)}
+    got = {(r["type"], r["mn"], r["pollutant"], _t(r)): r for r in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run))
+    for k, e in want.items():
+        acks = run.data.acks.get(e.event_id, {})
+        for f in ("acked_by", "acked_at", "escalated_at"):
+            assert got[k][f] == acks.get(f), (k, f)
+        assert _close(got[k]["peak"], e.peak) and got[k]["start"] == e.start.astimezone(BJ).isoformat()
+
+
+def today_by_district(run: Run) -> None:
+    if run.ref == "B":
+        names = {d.code: d.name for d in run.data.registry.district}
+        assert {r["district"]: r["区县"] for r in run.rows} == names
+        return
+    want = Counter(
+        (e.district, e.type)
+        for e in run.data.res.events
+        if e.type != "warning_level" and e.district in run.districts and run.lo <= utc_ms(e.start) <= run.hi
+    )
+    assert {(r["district"], r["type"]): r["count"] for r in run.rows} == dict(want)
+
+
+def outlet_map(run: Run) -> None:
+    if run.ref == "A":
+        want = {i.outlet.mn: i for i in run.data.registry.outlets() if i.district.code in run.districts}
+        got = {r["mn"]: r for r in run.rows}
+        assert got.keys() == want.keys()
+        for mn, i in want.items():
+            assert (got[mn]["lat"], got[mn]["lon"]) == (i.outlet.lat, i.outlet.lon) and i.outlet.lat is not None
+        return
+    kinds = {"hourly_exceedance", "daily_exceedance", "realtime_warning", "data_interruption"}
+    want = Counter(e.mn for e in _open(run, kinds))
+    assert {r["mn"]: r["open_events"] for r in run.rows} == dict(want) and (want or not _all(run))
+
+
+def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
+    """A label variable shows the registry's names and sends the codes."""
+    if variable == "district":
+        assert names == {d.name: d.code for d in data.registry.district if d.code in data.districts} or names == {
+            d.name: d.code for d in data.registry.district
+        }
+    elif variable == "enterprise":
+        assert names == {e.name: e.id for e in data.registry.enterprise if e.district == data.districts[0]}
+    elif variable == "outlet":
+        assert names == {
+            f"{i.enterprise.name} {i.outlet.name}": i.outlet.mn
+            for i in data.registry.outlets()
+            if i.district.code == data.districts[0]
+        }
+    else:
+        raise AssertionError(f"no name check for variable {variable}")
+
+
 CHECKS: dict[tuple[str, int], Check] = {
     ("cems-overview", 1): count_rtd("a21026"),
     ("cems-overview", 2): reporting_outlets,
@@ -401,6 +545,14 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-compliance", 9): valid_hours,
     ("cems-compliance", 10): district_rate,
     ("cems-compliance", 11): outlets_below_90,
+    ("cems-room", 1): open_count("hourly_exceedance", "daily_exceedance"),
+    ("cems-room", 2): open_count("realtime_warning"),
+    ("cems-room", 3): open_count("data_interruption"),
+    ("cems-room", 4): escalated_unacked,
+    ("cems-room", 5): warning_level_now,
+    ("cems-room", 6): open_events_table,
+    ("cems-room", 7): today_by_district,
+    ("cems-room", 8): outlet_map,
 }
 
 
@@ -412,6 +564,8 @@ def test_every_panel_has_a_check() -> None:
 def _variables(dash: dict[str, Any], selected: list[str] | None, all_districts: list[str]) -> dict[str, Variable]:
     out = {}
     for v in dash.get("templating", {}).get("list", []):
+        if v["type"] == "datasource":
+            continue
         opts = all_districts if v["name"] == "district" else []
         vals = selected if (v["name"] == "district" and selected) else [ALL]
         out[v["name"]] = Variable(
@@ -430,7 +584,8 @@ def test_panel_values(path: Path, selection: str, data: DataSet, influxdb: Any) 
     dash = _load(path)
     n = SELECTIONS[selection]
     chosen = None if n is None else data.districts[:n]
-    districts = set(chosen or data.districts)
+    # All (.*) matches every district tag, the city-wide warning events' `city` too
+    districts = set(chosen) if chosen else {*data.districts, "city"}
     failures = []
     for panel in dash["panels"]:
         frm, to = dash["time"]["from"], dash["time"]["to"]
@@ -443,9 +598,10 @@ def test_panel_values(path: Path, selection: str, data: DataSet, influxdb: Any) 
         for target in panel["targets"]:
             rows = influxdb.query(data.db, expand(target["query"], ctx, panel), epoch="ms")
             try:
-                CHECKS[(dash["uid"], panel["id"])](Run(rows, data, districts, lo, hi, interval_ms))
+                run = Run(rows, data, districts, lo, hi, interval_ms, target["refId"])
+                CHECKS[(dash["uid"], panel["id"])](run)
             except AssertionError as e:
-                failures.append(f"panel {panel['id']} {panel['title']}: {e}")
+                failures.append(f"panel {panel['id']} {panel['title']} {target['refId']}: {e}")
     assert not failures, "\n".join(failures)
 
 
@@ -454,8 +610,17 @@ def test_variable_queries(path: Path, data: DataSet, influxdb: Any) -> None:
     dash = _load(path)
     ctx = Context(dash["time"]["from"], "now", data.now, variables=_variables(dash, data.districts[:1], data.districts))
     for v in dash.get("templating", {}).get("list", []):
+        if v["type"] == "datasource":
+            continue
         rows = influxdb.query(data.db, expand(v["query"], ctx))
         values = {row["value"] for row in rows}
+        if v.get("regex"):  # Grafana's named groups: the text shown, the value sent
+            pattern = re.compile(v["regex"].strip("/").replace("(?<", "(?P<"))
+            matched = [pattern.match(x) for x in values]
+            assert all(matched), values
+            names = {m.group("text"): m.group("value") for m in matched if m}
+            values = set(names.values())
+            _check_names(v["name"], names, data)
         if v["name"] == "district":
             assert values == set(data.districts)
         elif v["name"] == "mn":  # outlets of the selected district only
