@@ -496,8 +496,8 @@ def outlet_map(run: Run) -> None:
             assert (got[mn]["lat"], got[mn]["lon"]) == (i.outlet.lat, i.outlet.lon) and i.outlet.lat is not None
         return
     kinds = {"hourly_exceedance", "daily_exceedance", "realtime_warning", "data_interruption"}
-    want = Counter(e.mn for e in _open(run, kinds))
-    assert {r["mn"]: r["open_events"] for r in run.rows} == dict(want) and (want or not _all(run))
+    per_mn = Counter(e.mn for e in _open(run, kinds))
+    assert {r["mn"]: r["open_events"] for r in run.rows} == dict(per_mn) and (per_mn or not _all(run))
 
 
 def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
