@@ -98,19 +98,26 @@ class DataSet:
     #: acknowledgement fields written on some events (event id → fields), as the ingester writes them
     acks: dict[str, dict[str, str]]
 
-    def readings(self, districts: set[str], lo: int, hi: int, stream: str | None = None) -> list[Any]:
+    def readings(
+        self, districts: set[str], lo: int, hi: int, stream: str | None = None, mns: set[str] | None = None
+    ) -> list[Any]:
         out = []
         for r, info in self.res.accepted:
             t = utc_ms(r.data_time)
-            if info.district.code in districts and lo <= t <= hi and (stream is None or r.stream.value == stream):
+            wanted = (stream is None or r.stream.value == stream) and (mns is None or r.mn in mns)
+            if info.district.code in districts and lo <= t <= hi and wanted:
                 out.append((r, info))
         return out
 
-    def hours(self, districts: set[str], lo: int, hi: int) -> dict[tuple[str, str, datetime], Any]:
+    def hours(
+        self, districts: set[str], lo: int, hi: int, mns: set[str] | None = None
+    ) -> dict[tuple[str, str, datetime], Any]:
         """The record of each (outlet, pollutant, hour): the highest ``source`` (docs/influxdb.md)."""
         best: dict[tuple[str, str, datetime], Any] = {}
         for h in self.res.hourly:
             if self.district_of(h.mn) not in districts or not lo <= utc_ms(h.hour_start) <= hi:
+                continue
+            if mns is not None and h.mn not in mns:
                 continue
             k = (h.mn, h.pollutant, h.hour_start)
             if k not in best or SOURCE_RANK[h.source] > SOURCE_RANK[best[k].source]:
@@ -219,6 +226,7 @@ class Run:
     hi: int
     interval_ms: int
     ref: str = "A"  # the panel target's refId
+    mns: set[str] | None = None  # the outlets selected (None: All)
 
 
 Check = Callable[[Run], None]
@@ -276,19 +284,19 @@ def bad_flags(run: Run) -> None:
     assert _scalar(run) == want
 
 
-def series_mean(field: str, stream: str, by_hour: bool = False) -> Check:
+def series_mean(field: str, stream: str, by_hour: bool = False, column: str = "mean") -> Check:
     """``mean(field) GROUP BY time(...), "mn"``: every bucket's mean, per outlet."""
     code, suffix = field.split("_")
 
     def check(run: Run) -> None:
         step = 3_600_000 if by_hour else run.interval_ms
         acc: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for r, i in run.data.readings(run.districts, run.lo, run.hi, stream):
+        for r, i in run.data.readings(run.districts, run.lo, run.hi, stream, run.mns):
             v = r.measurements.get(code, _NONE).values.get(suffix)
             if v is not None:
                 acc[(i.outlet.mn, bucket(utc_ms(r.data_time), step))].append(v)
-        got = {(row["mn"], _t(row)): row["mean"] for row in run.rows if row["mean"] is not None}
-        assert got.keys() == acc.keys()
+        got = {(row["mn"], _t(row)): row[column] for row in run.rows if row[column] is not None}
+        assert got.keys() == acc.keys() and (acc or not _all(run))
         for k, vs in acc.items():
             assert math.isclose(got[k], sum(vs) / len(vs), rel_tol=1e-9), k
 
@@ -353,7 +361,7 @@ def hourly_vs_limit(pollutant: str) -> Check:
     def check(run: Run) -> None:
         want = {
             (mn, utc_ms(h)): rec
-            for (mn, p, h), rec in run.data.hours(run.districts, run.lo, run.hi).items()
+            for (mn, p, h), rec in run.data.hours(run.districts, run.lo, run.hi, run.mns).items()
             if p == pollutant
         }
         got = {(row["mn"], _t(row)): row for row in run.rows}
@@ -500,6 +508,39 @@ def outlet_map(run: Run) -> None:
     assert {r["mn"]: r["open_events"] for r in run.rows} == dict(per_mn) and (per_mn or not _all(run))
 
 
+# ---- cems-outlet (排口详情)
+
+
+def several(*checks: Check) -> Check:
+    def check(run: Run) -> None:
+        for c in checks:
+            c(run)
+
+    return check
+
+
+FLAGGED = {"SO2": "a21026", "NOx": "a21002", "颗粒物": "a34013", "O2": "a19001"}
+
+
+def flags_table(run: Run) -> None:
+    want = {}
+    for r, _ in run.data.readings(run.districts, run.lo, run.hi, "rtd", run.mns):
+        flags = {col: r.measurements.get(code, _NONE).flag for col, code in FLAGGED.items()}
+        if any(f not in (None, "N") for f in flags.values()):
+            want[(r.mn, utc_ms(r.data_time))] = flags
+    got = {(row["mn"], _t(row)): {col: row[col] for col in FLAGGED} for row in run.rows}
+    assert got == want and (want or not _all(run))
+
+
+def event_annotations(run: Run) -> None:
+    want = {
+        e.event_id
+        for e in run.data.res.events
+        if e.district in run.districts and (run.mns is None or e.mn in run.mns) and run.lo <= utc_ms(e.start) <= run.hi
+    }
+    assert {row["event_id"] for row in run.rows} == want and want
+
+
 def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
     """A label variable shows the registry's names and sends the codes."""
     if variable == "district":
@@ -553,7 +594,19 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-room", 6): open_events_table,
     ("cems-room", 7): today_by_district,
     ("cems-room", 8): outlet_map,
+    ("cems-outlet", 1): hourly_vs_limit("a21026"),
+    ("cems-outlet", 2): hourly_vs_limit("a21002"),
+    ("cems-outlet", 3): hourly_vs_limit("a34013"),
+    ("cems-outlet", 4): several(
+        series_mean("a21026_ZsRtd", "rtd", column="SO2"),
+        series_mean("a21002_ZsRtd", "rtd", column="NOx"),
+        series_mean("a34013_ZsRtd", "rtd", column="颗粒物"),
+    ),
+    ("cems-outlet", 5): series_mean("a19001_Rtd", "rtd"),
+    ("cems-outlet", 6): series_mean("a00000_Rtd", "rtd"),
+    ("cems-outlet", 7): flags_table,
 }
+ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_annotations}
 
 
 def test_every_panel_has_a_check() -> None:
@@ -574,7 +627,7 @@ def _variables(dash: dict[str, Any], selected: list[str] | None, all_districts: 
     return out
 
 
-SELECTIONS = {"all": None, "one district": 1, "two districts": 2}
+SELECTIONS = {"all": None, "one district": 1, "two districts": 2, "two outlets": 0}
 
 
 @pytest.mark.parametrize("selection", list(SELECTIONS), ids=list(SELECTIONS))
@@ -583,22 +636,38 @@ def test_panel_values(path: Path, selection: str, data: DataSet, influxdb: Any) 
     """Every panel, as Grafana sends it for the dashboard's default range, shows what the data imply."""
     dash = _load(path)
     n = SELECTIONS[selection]
-    chosen = None if n is None else data.districts[:n]
+    chosen = data.districts[:n] if n else None
     # All (.*) matches every district tag, the city-wide warning events' `city` too
     districts = set(chosen) if chosen else {*data.districts, "city"}
+    variables = _variables(dash, chosen, data.districts)
+    mns = None
+    if selection == "two outlets":  # multi-select across districts: "mn" =~ /^(a|b)$/
+        if "outlet" not in variables:
+            pytest.skip("the dashboard has no outlet variable")
+        mns = {data.res.accepted[0][1].outlet.mn, next(i.outlet.mn for _, i in data.res.accepted
+               if i.district.code != data.res.accepted[0][1].district.code)}  # fmt: skip
+        variables["outlet"] = dataclasses.replace(variables["outlet"], values=sorted(mns))
     failures = []
+    for ann in dash.get("annotations", {}).get("list", []):
+        ctx = Context(dash["time"]["from"], dash["time"]["to"], data.now, variables=variables)
+        lo, hi = ctx.range_ms()
+        rows = influxdb.query(data.db, expand(ann["query"], ctx), epoch="ms")
+        try:
+            ANNOTATIONS[(dash["uid"], ann["name"])](Run(rows, data, districts, lo, hi, 0, "annotation", mns))
+        except AssertionError as e:
+            failures.append(f"annotation {ann['name']}: {e}")
     for panel in dash["panels"]:
         frm, to = dash["time"]["from"], dash["time"]["to"]
         if panel.get("timeFrom"):  # the panel's relative-time override (Grafana's applyPanelTimeOverrides)
             tf = panel["timeFrom"]
             frm, to = (tf, tf) if tf.startswith("now/") else (f"now-{tf}", "now")
-        ctx = Context(frm, to, data.now, variables=_variables(dash, chosen, data.districts))
+        ctx = Context(frm, to, data.now, variables=variables)
         lo, hi = ctx.range_ms()
         interval_ms, _ = calculate_interval(hi - lo, panel_resolution(panel), panel.get("interval") or ctx.min_interval)
         for target in panel["targets"]:
             rows = influxdb.query(data.db, expand(target["query"], ctx, panel), epoch="ms")
             try:
-                run = Run(rows, data, districts, lo, hi, interval_ms, target["refId"])
+                run = Run(rows, data, districts, lo, hi, interval_ms, target["refId"], mns)
                 CHECKS[(dash["uid"], panel["id"])](run)
             except AssertionError as e:
                 failures.append(f"panel {panel['id']} {panel['title']} {target['refId']}: {e}")
