@@ -17,7 +17,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,6 +38,7 @@ from cems.devtools.demo import sample_registry_toml
 from cems.protocol.payload import encode_payload
 from cems.registry import Registry, parse_registry
 from cems.replay import ReplayResult, replay
+from cems.report import Period, influx_loader, load_report
 from cems.rules.events import Event
 from cems.sinks.influx import InfluxConfig
 from cems.sinks.lineprotocol import SOURCE_RANK, event_line, hourly_line, point
@@ -541,6 +542,64 @@ def event_annotations(run: Run) -> None:
     assert {row["event_id"] for row in run.rows} == want and want
 
 
+# ---- cems-transmission (传输有效率)
+
+
+def _day_ms(d: Any) -> int:
+    return utc_ms(datetime.combine(d, datetime.min.time(), BJ))
+
+
+def _registry_names(run: Run, key: str) -> None:
+    reg = run.data.registry
+    want = {
+        "district": {d.code: d.name for d in reg.district},
+        "enterprise": {e.id: e.name for e in reg.enterprise},
+        "mn": {i.outlet.mn: f"{i.enterprise.name} {i.outlet.name}" for i in reg.outlets()},
+    }[key]
+    assert {r[key]: r["名称"] for r in run.rows} == want
+
+
+def rate_by(key: str) -> Check:
+    """Σ valid ÷ Σ expected of the outlet days in the range (the replay's RateCounter), per ``key``."""
+
+    def check(run: Run) -> None:
+        if run.ref == "B":
+            _registry_names(run, key)
+            return
+        exp: Counter[str] = Counter()
+        val: Counter[str] = Counter()
+        for r in run.data.res.outlet_days:
+            if r.district in run.districts and run.lo <= _day_ms(r.day) <= run.hi:
+                k = {"district": r.district, "enterprise": r.enterprise, "mn": r.mn}[key]
+                exp[k] += r.expected
+                val[k] += r.valid
+        want = {k: val[k] / exp[k] for k in exp if exp[k]}
+        if key == "mn":
+            want = {k: v for k, v in want.items() if v < 0.9}
+        got = {r[key]: r["effective_rate"] for r in run.rows}
+        assert got.keys() == want.keys() and want
+        for k, v in want.items():
+            assert _close(got[k], v), k
+
+    return check
+
+
+def supervised_districts(run: Run) -> None:
+    if run.ref == "B":
+        _registry_names(run, "district")
+        return
+    want = {}
+    for m in run.data.res.district_months:
+        start = utc_ms(datetime.strptime(m.month + "-01", "%Y-%m-%d").replace(tzinfo=BJ))
+        if m.supervised and m.district in run.districts and run.lo <= start <= run.hi:
+            want[m.district] = m
+    got = {r["district"]: r for r in run.rows}
+    assert got.keys() == want.keys() and want
+    for d, m in want.items():
+        assert got[d]["reasons"] == "；".join(m.reasons) or m.reasons[0] in got[d]["reasons"]
+        assert got[d]["enterprises_exceeding"] == len(m.exceeding_enterprises)
+
+
 def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
     """A label variable shows the registry's names and sends the codes."""
     if variable == "district":
@@ -605,6 +664,10 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-outlet", 5): series_mean("a19001_Rtd", "rtd"),
     ("cems-outlet", 6): series_mean("a00000_Rtd", "rtd"),
     ("cems-outlet", 7): flags_table,
+    ("cems-transmission", 1): rate_by("district"),
+    ("cems-transmission", 2): rate_by("enterprise"),
+    ("cems-transmission", 3): rate_by("mn"),
+    ("cems-transmission", 4): supervised_districts,
 }
 ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_annotations}
 
@@ -694,3 +757,56 @@ def test_variable_queries(path: Path, data: DataSet, influxdb: Any) -> None:
             assert values == set(data.districts)
         elif v["name"] == "mn":  # outlets of the selected district only
             assert values == {i.outlet.mn for _, i in data.res.accepted if i.district.code == data.districts[0]}
+
+
+@pytest.fixture(scope="module")
+def full_day(influxdb: Any) -> tuple[str, Registry, date, datetime]:
+    """A simulated fleet over the whole of yesterday (Beijing) and a little around it, replayed and stored."""
+    db = "dashboards_day_test"
+    influxdb.drop_db(db)
+    influxdb.create_db(db)
+    registry = parse_registry(sample_registry_toml(3))
+    now = datetime.now(UTC)
+    midnight = now.astimezone(BJ).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = (midnight - timedelta(days=1)).date()
+    cfg = SimConfig(exceedances_per_day=4, calibrations_per_day=4, maintenance_per_day=2, gaps_per_day=3)
+    model = FleetModel(registry, seed=11, start=midnight - timedelta(hours=27), config=cfg)
+    emissions = model.advance(min(midnight + timedelta(hours=1), now.replace(minute=0, second=0, microsecond=0)))
+    lines = [encode_payload(e.reading).decode() for e in emissions if e.outlet is not None]
+    res = replay(registry, lines, "jsonl", keep_readings=True)
+    asyncio.run(store_replay(InfluxConfig(url=influxdb.url, db=db), res))
+    influxdb.write(db, registry_lines(registry, now - timedelta(hours=1)), precision="ms")
+    return db, registry, yesterday, now
+
+
+def test_transmission_dashboard_shows_the_figures_of_cems_report(full_day: Any, influxdb: Any) -> None:
+    """The Transmission dashboard for a whole day (Grafana's "Yesterday", now-1d/d) shows what `cems report`
+    reports for that day: per district, per enterprise and the outlets below 90 %, figure for figure."""
+    db, registry, yesterday, now = full_day
+    report = load_report(registry, Period.day(yesterday.isoformat()), influx_loader(influxdb.url, db))
+    dash = _load(ROOT / "dashboards" / "cems-transmission.json")
+    ctx = Context("now-1d/d", "now-1d/d", now, variables=_variables(dash, None, []))
+    panels = {p["id"]: p for p in dash["panels"]}
+
+    def run(pid: int) -> list[dict[str, Any]]:
+        q = next(t["query"] for t in panels[pid]["targets"] if t["refId"] == "A")
+        return influxdb.query(db, expand(q, ctx, panels[pid]))
+
+    by_district = {r["district"]: r["effective_rate"] for r in run(1)}
+    want_d = {d.code: d.effective_rate for d in report.districts if d.effective_rate is not None}
+    assert by_district.keys() == want_d.keys() and want_d
+    for code, rate in want_d.items():
+        assert _close(by_district[code], rate), code
+    exp: Counter[str] = Counter()
+    val: Counter[str] = Counter()
+    for o in report.outlets:
+        exp[o.enterprise_id] += o.expected
+        val[o.enterprise_id] += o.valid
+    by_enterprise = {r["enterprise"]: r["effective_rate"] for r in run(2)}
+    assert by_enterprise.keys() == {e for e in exp if exp[e]}
+    for e in by_enterprise:
+        assert _close(by_enterprise[e], val[e] / exp[e]), e
+    below = {r["mn"]: r for r in run(3)}
+    assert below.keys() == {o.mn for o in report.below_target} and below
+    for o in report.below_target:
+        assert _close(below[o.mn]["effective_rate"], o.effective_rate) and below[o.mn]["expected"] == o.expected
