@@ -790,7 +790,8 @@ def test_transmission_dashboard_shows_the_figures_of_cems_report(full_day: Any, 
 
     def run(pid: int) -> list[dict[str, Any]]:
         q = next(t["query"] for t in panels[pid]["targets"] if t["refId"] == "A")
-        return influxdb.query(db, expand(q, ctx, panels[pid]))
+        rows: list[dict[str, Any]] = influxdb.query(db, expand(q, ctx, panels[pid]))
+        return rows
 
     by_district = {r["district"]: r["effective_rate"] for r in run(1)}
     want_d = {d.code: d.effective_rate for d in report.districts if d.effective_rate is not None}
