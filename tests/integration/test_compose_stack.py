@@ -35,6 +35,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cems.cli import build_parser
+from cems.registry import load_registry
 from cems.security import BrokerConfigOptions, write_broker_config
 
 pytestmark = pytest.mark.integration
@@ -337,3 +338,29 @@ def _unprivileged_cems() -> tuple[list[str], dict[str, str]]:
 def influx_write_auth(url: str, db: str, auth: tuple[str, str]) -> None:
     r = httpx.post(f"{url}/write", params={"db": db}, content=b"compose_check v=1", auth=auth)
     assert r.status_code == 204, r.text
+
+
+def test_dashboards_registry_service_publishes_names(stack: Stack) -> None:
+    """The dashboards-registry service's command with its environment: the writer account (not an admin, so
+    CREATE DATABASE is refused) publishes cems_registry, which Grafana's read-only account then reads."""
+    svc = COMPOSE["services"]["dashboards-registry"]
+    env = _service_env("dashboards-registry")
+    env["CEMS_INFLUX_URL"] = stack.influx_url
+    env["CEMS_CONFIG"] = str(ROOT / "deploy" / "registry.toml")
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "cems"), *svc["command"]],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    ienv = _service_env("influxdb")
+    reader = (ienv["INFLUXDB_READ_USER"], ienv["INFLUXDB_READ_USER_PASSWORD"])
+    resp = httpx.post(
+        f"{stack.influx_url}/query",
+        params={"db": ienv["INFLUXDB_DB"]},
+        data={"q": 'SELECT count("name") FROM "cems_registry" WHERE "kind" = \'outlet\''},
+        auth=reader,
+    )
+    values = resp.json()["results"][0]["series"][0]["values"]
+    assert values[0][1] == len(load_registry(ROOT / "deploy" / "registry.toml").outlets())

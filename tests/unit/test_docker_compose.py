@@ -16,8 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 
 
-SERVICES = {"broker-config", "mosquitto", "influxdb", "cems", "hj212-bridge", "grafana", "simulator"}
-LONG_RUNNING = SERVICES - {"broker-config", "simulator"}
+SERVICES = {
+    "broker-config",
+    "mosquitto",
+    "influxdb",
+    "cems",
+    "dashboards-registry",
+    "hj212-bridge",
+    "grafana",
+    "simulator",
+}
+LONG_RUNNING = SERVICES - {"broker-config", "simulator", "dashboards-registry"}
 
 
 def _env_example() -> dict[str, str]:
@@ -56,7 +65,7 @@ def test_services_and_pinned_images() -> None:
         if "image" in svc and "build" not in svc:
             # a full version: no floating tag such as :2.0, :1.8 or :latest
             assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", svc["image"]), f"{name}: {svc['image']} is not pinned"
-    for name in ("cems", "hj212-bridge", "simulator", "broker-config"):
+    for name in ("cems", "hj212-bridge", "simulator", "broker-config", "dashboards-registry"):
         assert s[name]["build"] == "."
     base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
     assert base and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base.group(1)), "the base image is not pinned"
@@ -205,6 +214,11 @@ def test_commands_parse_with_the_real_cli() -> None:
         assert a.mqtt_url == "mqtt://mosquitto:1883" and a.influx_url == "http://influxdb:8086"
         assert a.config == "/etc/cems/registry.toml" and a.health_port == 9108
         assert "9108/healthz" in str(s["cems"]["healthcheck"]["test"])
+        env_reg = {k: _interpolate(str(v), _env_example()) for k, v in s["dashboards-registry"]["environment"].items()}
+        os.environ.update(env_reg)
+        r = build_parser().parse_args(s["dashboards-registry"]["command"])
+        assert r.func.__name__ == "cmd_dashboards_registry" and r.influx_url == "http://influxdb:8086"
+        assert r.config == "/etc/cems/registry.toml" and r.influx_token.startswith("cems:")
         for name in ("hj212-bridge", "simulator"):
             os.environ.update({k: _interpolate(str(v), _env_example()) for k, v in s[name]["environment"].items()})
             gateway_parser().parse_args(s[name]["command"])
@@ -217,7 +231,7 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
     code = "".join(
         p.read_text(encoding="utf-8") for p in [*(ROOT / "cems").rglob("*.py"), *(ROOT / "gateways").rglob("*.py")]
     )
-    for name in ("cems", "hj212-bridge", "simulator"):
+    for name in ("cems", "hj212-bridge", "simulator", "dashboards-registry"):
         for var in COMPOSE["services"][name]["environment"]:
             assert re.search(rf"[\"']{var}[\"']", code), f"{var} is set in compose but never read"
 
