@@ -46,6 +46,9 @@ def registry_lines(registry: Registry, at: datetime) -> list[str]:
             "outlet_name": o.name,
             "name": f"{e.name} {o.name}",
             "profile": o.profile,
+            "grade": e.grade,
+            # production lines of the enterprise's emergency list (应急减排清单, issue 16) that include this outlet
+            "emergency_lines": sum(1 for line in e.line if o.mn in line.outlets),
             "lat": o.lat,
             "lon": o.lon,
         }
@@ -57,6 +60,7 @@ def registry_lines(registry: Registry, at: datetime) -> list[str]:
             "district": g.district,
             "township": g.township,
             "sensor": g.id,
+            "mn": g.id,  # as in cems_event (grid_hotspot events carry the sensor id as `mn`)
             "district_label": label(districts.get(g.district, ""), g.district),
             "sensor_label": label(name, g.id),
             "sensor_kind": g.kind,

@@ -33,6 +33,7 @@ from grafana import (
     panel_resolution,
     utc_ms,
 )  # tests/grafana.py
+from registries import emergency_line  # tests/registries.py
 
 from cems.devtools.demo import sample_registry_toml
 from cems.protocol.payload import encode_payload
@@ -40,6 +41,8 @@ from cems.registry import Registry, parse_registry
 from cems.replay import ReplayResult, replay
 from cems.report import Period, influx_loader, load_report
 from cems.rules.events import Event
+from cems.rules.ranking import Ranking, RankPeriod
+from cems.sinks.gridrank import rank_and_write
 from cems.sinks.influx import InfluxConfig
 from cems.sinks.lineprotocol import SOURCE_RANK, event_line, hourly_line, point
 from cems.sinks.registryinfo import registry_lines
@@ -98,6 +101,7 @@ class DataSet:
     registry: Registry
     #: acknowledgement fields written on some events (event id → fields), as the ingester writes them
     acks: dict[str, dict[str, str]]
+    ranking: Ranking
 
     def readings(
         self, districts: set[str], lo: int, hi: int, stream: str | None = None, mns: set[str] | None = None
@@ -135,7 +139,11 @@ def data(influxdb: Any) -> DataSet:
     db = "dashboards_test"
     influxdb.drop_db(db)
     influxdb.create_db(db)
-    registry = parse_registry(sample_registry_toml(6))
+    # the sample city, its first enterprise on the emergency list (tests/registries.py's line, on its first outlet)
+    toml = sample_registry_toml(6)
+    first_sector = toml.index("\n", toml.index("sector = ")) + 1
+    toml = toml[:first_sector] + emergency_line().replace("MN0001", "13060200001001") + toml[first_sector:]
+    registry = parse_registry(toml)
     now = datetime.now(UTC)
     end = now.replace(minute=0, second=0, microsecond=0)
     cfg = SimConfig(exceedances_per_day=6, calibrations_per_day=6, maintenance_per_day=3, gaps_per_day=2)
@@ -211,7 +219,59 @@ def data(influxdb: Any) -> DataSet:
     res.events += [red, orange]
     # the registry's names and places (`cems dashboards registry`)
     influxdb.write(db, registry_lines(registry, end - timedelta(hours=1)), precision="ms")
-    return DataSet(db, now, res, grid, districts, registry, acks)
+    # heavy-pollution response events (docs/events.md; hand-built: a replay without a warning file has none)
+    e1 = next(i for _, i in res.accepted if i.enterprise.id == "E001")
+    e2 = next(i for _, i in res.accepted if i.district.code != e1.district.code)
+    response = [
+        Event("emergency_noncompliance", e1.outlet.mn, "E001", e1.district.code, "a21026", end - timedelta(hours=2),
+              None, 2.0, 12.5, 8.0, None, "速率 12.5 kg/h > 允许 8.0 kg/h", "open"),
+        Event("staggered_production_violation", e2.outlet.mn, e2.enterprise.id, e2.district.code, None,
+              end - timedelta(hours=5), end - timedelta(hours=4), 1.0, 3.0, 1.0, None, "错峰期间运行", "closed"),
+    ]  # fmt: skip
+    influxdb.write(db, [event_line(e) for e in response], precision="ms")
+    res.events += response
+    # the grid pipeline's output (docs/influxdb.md; hand-built here: grid_hourly/grid_daily are written by the
+    # grid pipeline, not by this branch): hourly AQI per sensor, yesterday's daily values ranked by cems's
+    # own ranking (grid_rank), two hotspots of which one was retracted
+    sensors_by_id = {g.id: g for g in registry.grid_sensor}
+    hourly_grid = []
+    for k, g in enumerate(registry.grid_sensor):
+        for h in range(1, 13):
+            a = 30 + 23 * k + 4 * h
+            tags = {"sensor": g.id, "district": g.district, "township": g.township, "kind": g.kind}
+            fields: dict[str, Any] = {"pm25": a / 1.5, "pm25_minutes": 60, "pm25_valid": True, "aqi": a}
+            hourly_grid.append(point("grid_hourly", tags, fields, utc_ms(end - timedelta(hours=h))))
+    influxdb.write(db, hourly_grid, precision="ms")
+    yesterday = (now.astimezone(BJ) - timedelta(days=1)).date()
+    midnight = utc_ms(datetime.combine(yesterday, datetime.min.time(), BJ))
+    daily_grid = [
+        point("grid_daily", {"sensor": g.id, "district": g.district, "township": g.township, "kind": g.kind},
+              {"pm25": 20.0 + 7 * k, "pm10": 50.0 + 5 * k, "pm25_hours": 24, "pm10_hours": 24, "aqi": 40 + 5 * k,
+               "upload_rate": 1.0}, midnight)
+        for k, g in enumerate(registry.grid_sensor)
+    ]  # fmt: skip
+    influxdb.write(db, daily_grid, precision="ms")
+
+    def query(q: str, epoch: str | None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = influxdb.query(db, q, epoch=epoch)
+        return rows
+
+    ranking = rank_and_write(
+        query,
+        lambda lines: influxdb.write(db, lines, precision="ms"),
+        RankPeriod.containing("day", yesterday),
+        pollutants=("pm25", "pm10"),
+    )
+    assert ranking is not None and ranking.city
+    spots = [
+        Event("grid_hotspot", g.id, "", g.district, "pm25", end - timedelta(hours=3 + k), None if k == 0 else
+              end - timedelta(hours=1), 2.0, 160.0 + k, None, None, None, status)
+        for k, (g, status) in enumerate(zip(registry.grid_sensor[:3], ("open", "closed", "retracted"), strict=True))
+    ]  # fmt: skip
+    influxdb.write(db, [event_line(e) for e in spots], precision="ms")
+    res.events += spots
+    assert sensors_by_id
+    return DataSet(db, now, res, grid, districts, registry, acks, ranking)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -600,6 +660,130 @@ def supervised_districts(run: Run) -> None:
         assert got[d]["enterprises_exceeding"] == len(m.exceeding_enterprises)
 
 
+# ---- cems-emergency (重污染天气应急)
+
+RESPONSE = {"emergency_noncompliance", "emergency_stop_violation", "staggered_production_violation", "treatment_off"}
+
+
+def warning_history(run: Run) -> None:
+    want = {e.pollutant: e for e in run.data.res.events if e.type == "warning_level"}
+    got = {r["pollutant"]: r for r in run.rows}
+    assert got.keys() == want.keys() and len(want) == 2
+    for level, e in want.items():
+        assert got[level]["peak"] == e.peak and got[level]["status"] == e.status
+        assert got[level]["start"] == e.start.astimezone(BJ).isoformat()
+
+
+def _response_in_range(run: Run) -> list[Event]:
+    return [
+        e
+        for e in run.data.res.events
+        if e.type in RESPONSE and e.district in run.districts and run.lo <= utc_ms(e.start) <= run.hi
+    ]
+
+
+def response_by_type(run: Run) -> None:
+    want = Counter(e.type for e in _response_in_range(run))
+    assert {r["type"]: r["count"] for r in run.rows} == dict(want) and (want or not _all(run))
+
+
+def response_table(run: Run) -> None:
+    if run.ref == "B":
+        reg = run.data.registry
+        names = {i.outlet.mn: f"{i.enterprise.name} {i.outlet.name}" for i in reg.outlets()}
+        names |= {g.id: g.name or g.id for g in reg.grid_sensor}
+        assert {r["mn"]: r["名称"] for r in run.rows} == names
+        return
+    want = {(e.type, e.mn): e for e in _response_in_range(run)}
+    got = {(r["type"], r["mn"]): r for r in run.rows}
+    assert got.keys() == want.keys()
+    for k, e in want.items():
+        assert (got[k]["peak"], got[k]["limit"], got[k]["profile"]) == (e.peak, e.limit, e.profile)
+
+
+def listed_enterprises(run: Run) -> None:
+    if run.ref == "B":
+        want = Counter(e.enterprise for e in _response_in_range(run))
+        assert {r["enterprise"]: r["违规事件"] for r in run.rows} == dict(want)
+        return
+    listed = {
+        e.id: e
+        for e in run.data.registry.enterprise
+        if e.line and e.district in run.districts and any(o.mn in line.outlets for line in e.line for o in e.outlet)
+    }
+    got = {r["enterprise"]: r for r in run.rows}
+    assert got.keys() == listed.keys() and (listed or not _all(run))
+    for eid, e in listed.items():
+        assert (got[eid]["企业"], got[eid]["绩效分级"]) == (e.name, e.grade)
+
+
+# ---- cems-air (空气质量)
+
+
+def _sensors(run: Run) -> dict[str, Any]:
+    return {g.id: g for g in run.data.registry.grid_sensor if g.district in run.districts}
+
+
+def _hourly_aqi(run: Run) -> dict[tuple[str, int], int]:
+    """The hand-built grid_hourly points in the range: (sensor, time) → AQI (as the fixture wrote them)."""
+    end = run.data.now.replace(minute=0, second=0, microsecond=0)
+    out = {}
+    for k, g in enumerate(run.data.registry.grid_sensor):
+        for h in range(1, 13):
+            t = utc_ms(end - timedelta(hours=h))
+            if g.district in run.districts and run.lo <= t <= run.hi:
+                out[(g.id, t)] = 30 + 23 * k + 4 * h
+    return out
+
+
+def aqi_map(run: Run) -> None:
+    if run.ref == "B":
+        want = _sensors(run)
+        got = {r["sensor"]: r for r in run.rows}
+        assert got.keys() == want.keys() and want
+        for sid, g in want.items():
+            assert (got[sid]["lat"], got[sid]["lon"]) == (g.lat, g.lon) and g.lat is not None
+        return
+    latest: dict[str, tuple[int, int]] = {}
+    for (sid, t), a in _hourly_aqi(run).items():
+        if sid not in latest or t > latest[sid][0]:
+            latest[sid] = (t, a)
+    assert {r["sensor"]: r["aqi"] for r in run.rows} == {s: a for s, (_, a) in latest.items()} and latest
+
+
+def aqi_series(run: Run) -> None:
+    want = {(s, bucket(t, 3_600_000)): a for (s, t), a in _hourly_aqi(run).items()}
+    assert {(r["sensor"], _t(r)): r["last"] for r in run.rows} == want and want
+
+
+def township_ranking(run: Run) -> None:
+    want = {(e.figures.township, e.figures.district): e for e in run.data.ranking.city}
+    want = {k: e for k, e in want.items() if k[1] in run.districts}
+    got = {(r["township"], r["district"]): r for r in run.rows}
+    assert got.keys() == want.keys() and want
+    for k, e in want.items():
+        assert got[k]["rank"] == e.rank and got[k]["of"] == e.of and _close(got[k]["index"], e.index)
+        assert _close(got[k]["pm25"], e.figures.pm25)
+
+
+def hotspots(run: Run) -> None:
+    if run.ref == "B":
+        assert {r["mn"]: r["网格站"] for r in run.rows} == {g.id: g.name or g.id for g in run.data.registry.grid_sensor}
+        return
+    want = {
+        e.mn: e
+        for e in run.data.res.events
+        if e.type == "grid_hotspot"
+        and e.status != "retracted"
+        and e.district in run.districts
+        and run.lo <= utc_ms(e.start) <= run.hi
+    }
+    got = {r["mn"]: r for r in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run))
+    for mn, e in want.items():
+        assert got[mn]["status"] == e.status and got[mn]["peak"] == e.peak
+
+
 def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
     """A label variable shows the registry's names and sends the codes."""
     if variable == "district":
@@ -668,6 +852,15 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-transmission", 2): rate_by("enterprise"),
     ("cems-transmission", 3): rate_by("mn"),
     ("cems-transmission", 4): supervised_districts,
+    ("cems-emergency", 1): warning_level_now,
+    ("cems-emergency", 2): warning_history,
+    ("cems-emergency", 3): response_by_type,
+    ("cems-emergency", 4): response_table,
+    ("cems-emergency", 5): listed_enterprises,
+    ("cems-air", 1): aqi_map,
+    ("cems-air", 2): aqi_series,
+    ("cems-air", 3): township_ranking,
+    ("cems-air", 4): hotspots,
 }
 ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_annotations}
 
@@ -723,7 +916,7 @@ def test_panel_values(path: Path, selection: str, data: DataSet, influxdb: Any) 
         frm, to = dash["time"]["from"], dash["time"]["to"]
         if panel.get("timeFrom"):  # the panel's relative-time override (Grafana's applyPanelTimeOverrides)
             tf = panel["timeFrom"]
-            frm, to = (tf, tf) if tf.startswith("now/") else (f"now-{tf}", "now")
+            frm, to = (tf, tf) if "/" in tf else (f"now-{tf}", "now")
         ctx = Context(frm, to, data.now, variables=variables)
         lo, hi = ctx.range_ms()
         interval_ms, _ = calculate_interval(hi - lo, panel_resolution(panel), panel.get("interval") or ctx.min_interval)
