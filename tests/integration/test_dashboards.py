@@ -239,8 +239,8 @@ def data(influxdb: Any) -> DataSet:
         for h in range(1, 13):
             a = 30 + 23 * k + 4 * h
             tags = {"sensor": g.id, "district": g.district, "township": g.township, "kind": g.kind}
-            fields: dict[str, Any] = {"pm25": a / 1.5, "pm25_minutes": 60, "pm25_valid": True, "aqi": a}
-            hourly_grid.append(point("grid_hourly", tags, fields, utc_ms(end - timedelta(hours=h))))
+            values: dict[str, Any] = {"pm25": a / 1.5, "pm25_minutes": 60, "pm25_valid": True, "aqi": a}
+            hourly_grid.append(point("grid_hourly", tags, values, utc_ms(end - timedelta(hours=h))))
     influxdb.write(db, hourly_grid, precision="ms")
     yesterday = (now.astimezone(BJ) - timedelta(days=1)).date()
     midnight = utc_ms(datetime.combine(yesterday, datetime.min.time(), BJ))
