@@ -784,6 +784,40 @@ def hotspots(run: Run) -> None:
         assert got[mn]["status"] == e.status and got[mn]["peak"] == e.peak
 
 
+# ---- cems-service (数据接入状态)
+
+
+def last_data(run: Run) -> None:
+    if run.ref == "B":
+        _outlet_names(run, {"排口": "name", "区县": "district"})
+        return
+    last: dict[str, int] = {}
+    for r, i in run.data.res.accepted:
+        if i.district.code in run.districts:
+            last[r.mn] = max(last.get(r.mn, 0), utc_ms(r.data_time))
+    assert {r["mn"]: _t(r) for r in run.rows} == last and last
+
+
+def silent_outlets(run: Run) -> None:
+    registered = [i for i in run.data.registry.outlets() if i.district.code in run.districts]
+    if run.ref == "A":
+        assert _scalar(run) == len(registered)
+        return
+    hour_ago = utc_ms(run.data.now) - 3_600_000
+    reporting = {
+        r.mn for r, i in run.data.res.accepted if i.district.code in run.districts and utc_ms(r.data_time) > hour_ago
+    }
+    assert _scalar(run) == len(reporting)
+
+
+def records_per_bucket(run: Run) -> None:
+    want: Counter[tuple[str, int]] = Counter()
+    for r, _ in run.data.readings(run.districts, run.lo, run.hi):
+        want[(r.stream.value, bucket(utc_ms(r.data_time), run.interval_ms))] += 1
+    got = {(row["stream"], _t(row)): row["count"] for row in run.rows if row["count"]}
+    assert got == dict(want) and want
+
+
 def _check_names(variable: str, names: dict[str, str], data: DataSet) -> None:
     """A label variable shows the registry's names and sends the codes."""
     if variable == "district":
@@ -861,6 +895,9 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-air", 2): aqi_series,
     ("cems-air", 3): township_ranking,
     ("cems-air", 4): hotspots,
+    ("cems-service", 1): last_data,
+    ("cems-service", 2): silent_outlets,
+    ("cems-service", 3): records_per_bucket,
 }
 ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_annotations}
 
