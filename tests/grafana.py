@@ -228,3 +228,17 @@ def bucket(t_ms: int, interval_ms: int) -> int:
 
 def utc_ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
+
+
+def expand_promql(expr: str, ctx: Context, panel: dict[str, Any], scrape_interval: str) -> str:
+    """A PromQL panel query as Grafana's Prometheus datasource sends it: ``$__interval`` as above (never below
+    the scrape interval, the datasource's ``timeInterval``), ``$__rate_interval`` = max(``$__interval`` +
+    scrape interval, 4 × scrape interval) in seconds (``60s``), ``$__range`` = the range in whole seconds
+    (``3600s``)."""
+    a, b = ctx.range_ms()
+    scrape = interval_to_ms(scrape_interval)
+    interval_ms, interval = calculate_interval(b - a, panel_resolution(panel), panel.get("interval") or scrape_interval)
+    rate_ms = max(interval_ms + scrape, 4 * scrape)
+    q = expr.replace("$__rate_interval", f"{rate_ms // 1000}s")  # getRateIntervalScopedVariable: seconds
+    q = q.replace("$__range", f"{round((b - a) / 1000)}s")
+    return q.replace("$__interval_ms", str(interval_ms)).replace("$__interval", interval)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from grafana import (
     ALL,
@@ -30,6 +32,7 @@ from grafana import (
     bucket,
     calculate_interval,
     expand,
+    expand_promql,
     panel_resolution,
     utc_ms,
 )  # tests/grafana.py
@@ -71,6 +74,9 @@ def test_dashboard_json_structure() -> None:
         ids = [p["id"] for p in dash["panels"]]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         for p in dash["panels"]:
+            if p["datasource"]["type"] == "prometheus":  # service metrics: the provisioned Prometheus
+                assert p["datasource"]["uid"] == "cems-prometheus" and all(t["expr"] for t in p["targets"])
+                continue
             # every panel follows the dashboard's datasource variable (InfluxDB 1.x or 2.x/3.x v1 compatibility)
             assert p["datasource"]["uid"] == "${datasource}" and p["type"] and p["targets"]
             assert {"x", "y", "w", "h"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
@@ -904,7 +910,8 @@ ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_an
 
 def test_every_panel_has_a_check() -> None:
     panels = {(_load(p)["uid"], panel["id"]) for p in DASHBOARDS for panel in _load(p)["panels"]}
-    assert panels == set(CHECKS), f"panels without a value check: {panels - set(CHECKS)}"
+    checked = set(CHECKS) | set(PROM_CHECKS)
+    assert panels == checked, f"panels without a value check: {panels - checked}"
 
 
 def _variables(dash: dict[str, Any], selected: list[str] | None, all_districts: list[str]) -> dict[str, Variable]:
@@ -950,6 +957,8 @@ def test_panel_values(path: Path, selection: str, data: DataSet, influxdb: Any) 
         except AssertionError as e:
             failures.append(f"annotation {ann['name']}: {e}")
     for panel in dash["panels"]:
+        if panel["datasource"]["type"] == "prometheus":
+            continue  # test_service_metrics_panels
         frm, to = dash["time"]["from"], dash["time"]["to"]
         if panel.get("timeFrom"):  # the panel's relative-time override (Grafana's applyPanelTimeOverrides)
             tf = panel["timeFrom"]
@@ -1041,3 +1050,141 @@ def test_transmission_dashboard_shows_the_figures_of_cems_report(full_day: Any, 
     assert below.keys() == {o.mn for o in report.below_target} and below
     for o in report.below_target:
         assert _close(below[o.mn]["effective_rate"], o.effective_rate) and below[o.mn]["expected"] == o.expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prometheus panels (cems-service): PromQL on VictoriaMetrics (a PromQL engine) loaded with known series of
+# the metrics `cems run --health-port` exports
+
+SCRAPE_S = 15
+PROM_CHECKS: dict[tuple[str, int], Callable[[list[Any]], None]] = {}
+
+
+def _series_values(result: list[dict[str, Any]]) -> list[float]:
+    return [float(v) for r in result for _, v in r["values"]]
+
+
+def _prom(pid: int) -> Callable[[Callable[[list[Any]], None]], Callable[[list[Any]], None]]:
+    def register(f: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+        PROM_CHECKS[("cems-service", pid)] = f
+        return f
+
+    return register
+
+
+@_prom(4)
+def _messages_rate(results: list[Any]) -> None:
+    received, accepted = results
+    assert all(math.isclose(v, 12.0, rel_tol=1e-6) for v in _series_values(received)) and received
+    assert all(math.isclose(v, 11.0, rel_tol=1e-6) for v in _series_values(accepted)) and accepted
+
+
+@_prom(5)
+def _rejects(results: list[Any]) -> None:
+    (by_reason,) = results
+    got = {r["metric"]["reason"]: float(r["value"][1]) for r in by_reason}
+    assert got.keys() == {"bad_crc", "unknown_mn"}
+    assert math.isclose(got["bad_crc"], 0.5 * 3600, rel_tol=0.02) and math.isclose(got["unknown_mn"], 360, rel_tol=0.02)
+
+
+@_prom(6)
+def _write_latency(results: list[Any]) -> None:
+    (mean,) = results
+    assert all(math.isclose(v, 0.05, rel_tol=1e-6) for v in _series_values(mean)) and mean
+
+
+@_prom(7)
+def _spool(results: list[Any]) -> None:
+    spool, queue = results
+    assert set(_series_values(spool)) == {4096.0} and set(_series_values(queue)) == {3.0}
+
+
+@_prom(8)
+def _lag(results: list[Any]) -> None:
+    (lag,) = results
+    assert {r["metric"]["mn"]: round(float(r["value"][1])) for r in lag} == {"MN_A": 30, "MN_B": 600}
+
+
+def test_service_metrics_panels(victoria: Any) -> None:
+    """Known series of the ingester's metrics (12 messages/s received, 11 accepted, rejects 0.5/s bad_crc and
+    0.1/s unknown_mn, writes 2/s taking 0.05 s each, 4096 spool bytes, queue 3, outlets 30 s and 600 s behind)
+    every 15 s for an hour; each panel's PromQL, expanded as Grafana does, shows those figures."""
+    end_s = (int(time.time()) // SCRAPE_S) * SCRAPE_S - SCRAPE_S
+    lines = []
+    for k in range(0, 3600 // SCRAPE_S + 1):
+        t = end_s - 3600 + k * SCRAPE_S
+        s = t - (end_s - 3600)
+        ms = t * 1000
+        lines += [
+            f'cems_messages_received_total{{job="dash"}} {12 * s} {ms}',
+            f'cems_messages_accepted_total{{job="dash"}} {11 * s} {ms}',
+            f'cems_messages_rejected_total{{job="dash",reason="bad_crc"}} {0.5 * s} {ms}',
+            f'cems_messages_rejected_total{{job="dash",reason="unknown_mn"}} {0.1 * s} {ms}',
+            f'cems_write_latency_seconds_sum{{job="dash"}} {0.1 * s} {ms}',
+            f'cems_write_latency_seconds_count{{job="dash"}} {2 * s} {ms}',
+            f'cems_spool_bytes{{job="dash"}} 4096 {ms}',
+            f'cems_queue_depth{{job="dash"}} 3 {ms}',
+            f'cems_last_data_time_seconds{{job="dash",mn="MN_A"}} {t - 30} {ms}',
+            f'cems_last_data_time_seconds{{job="dash",mn="MN_B"}} {t - 600} {ms}',
+        ]
+    httpx.post(f"{victoria.url}/api/v1/import/prometheus", content="\n".join(lines).encode()).raise_for_status()
+    httpx.get(f"{victoria.url}/internal/resetRollupResultCache")
+    httpx.get(f"{victoria.url}/internal/force_flush")
+    dash = _load(ROOT / "dashboards" / "cems-service.json")
+    now = datetime.fromtimestamp(end_s, UTC)
+    ctx = Context("now-1h", "now", now)
+    failures = []
+    for panel in (p for p in dash["panels"] if p["datasource"]["type"] == "prometheus"):
+        results = []
+        for t in panel["targets"]:
+            q = expand_promql(t["expr"], ctx, panel, f"{SCRAPE_S}s")
+            if t.get("instant"):
+                params: dict[str, Any] = {"query": q, "time": end_s}
+                path = "query"
+            else:  # the middle of the range, away from the first samples (a rate needs two)
+                params = {"query": q, "start": end_s - 2400, "end": end_s - 600, "step": SCRAPE_S}
+                path = "query_range"
+            deadline = time.monotonic() + 15
+            while True:
+                body = httpx.get(f"{victoria.url}/api/v1/{path}", params=params, timeout=10).json()
+                if body["data"]["result"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+                httpx.get(f"{victoria.url}/internal/force_flush")
+            results.append(body["data"]["result"])
+        try:
+            PROM_CHECKS[(dash["uid"], panel["id"])](results)
+        except AssertionError as e:
+            failures.append(f"panel {panel['id']} {panel['title']}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+def test_service_panels_use_metrics_cems_exports() -> None:
+    """Every metric the Prometheus panels read is one `cems run --health-port` exports."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from cems.service.health import StatsCollector
+    from cems.service.ingest import IngestStats
+
+    class Conn:
+        connected = True
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+    class Service:
+        stats = IngestStats()
+        conn = Conn()
+
+    Service.stats.last_data_time["MN_A"] = 1.0
+    Service.stats.rejected["bad_crc"] += 1
+    reg = CollectorRegistry()
+    reg.register(StatsCollector(Service()))
+    exported = set(re.findall(r"^(\w+)", generate_latest(reg).decode(), re.M))
+    dash = _load(ROOT / "dashboards" / "cems-service.json")
+    used = {
+        m
+        for p in dash["panels"]
+        if p["datasource"]["type"] == "prometheus"
+        for t in p["targets"]
+        for m in re.findall(r"\b(cems_\w+)", t["expr"])
+    }
+    assert used and used <= exported, used - exported

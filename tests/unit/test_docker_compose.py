@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cems.cli import build_parser
+from cems.config import Env
 from gateways.cli import build_parser as gateway_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,7 @@ SERVICES = {
     "dashboards-registry",
     "hj212-bridge",
     "grafana",
+    "prometheus",
     "simulator",
 }
 LONG_RUNNING = SERVICES - {"broker-config", "simulator", "dashboards-registry"}
@@ -64,7 +66,7 @@ def test_services_and_pinned_images() -> None:
     for name, svc in s.items():
         if "image" in svc and "build" not in svc:
             # a full version: no floating tag such as :2.0, :1.8 or :latest
-            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", svc["image"]), f"{name}: {svc['image']} is not pinned"
+            assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", svc["image"]), f"{name}: {svc['image']} is not pinned"
     for name in ("cems", "hj212-bridge", "simulator", "broker-config", "dashboards-registry"):
         assert s[name]["build"] == "."
     base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
@@ -169,7 +171,14 @@ def test_grafana_is_not_admin_admin() -> None:
 
 def test_volumes_for_every_state() -> None:
     s = COMPOSE["services"]
-    assert set(COMPOSE["volumes"]) >= {"broker-auth", "mosquitto-data", "influxdb-data", "grafana-data", "cems-state"}
+    assert set(COMPOSE["volumes"]) >= {
+        "broker-auth",
+        "mosquitto-data",
+        "influxdb-data",
+        "grafana-data",
+        "prometheus-data",
+        "cems-state",
+    }
 
     def target(svc: str, volume: str) -> str:
         return next(str(v).split(":")[1] for v in s[svc]["volumes"] if v.split(":")[0] == volume)
@@ -177,6 +186,7 @@ def test_volumes_for_every_state() -> None:
     assert target("mosquitto", "mosquitto-data") == "/mosquitto/data"
     assert target("influxdb", "influxdb-data") == "/var/lib/influxdb"
     assert target("grafana", "grafana-data") == "/var/lib/grafana"
+    assert target("prometheus", "prometheus-data") == "/prometheus"
     # the ingester's state and spool (STATE_DIR/ingester, .../spool) live in the cems-state volume, which is
     # the image's CEMS_STATE_DIR, owned by its unprivileged user
     state = target("cems", "cems-state")
@@ -272,3 +282,20 @@ def test_dockerfile_installs_pinned_versions() -> None:
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(req.name)
     assert "numpy" not in seen, "numpy is not used at run time"
+
+
+def test_prometheus_scrapes_the_ingester_metrics() -> None:
+    """Prometheus scrapes the port `cems run --health-port` serves, on an address the compose network reaches,
+    and Grafana's Prometheus datasource uses the scrape interval ($__rate_interval depends on it)."""
+    s = COMPOSE["services"]
+    env = {k: _interpolate(str(v), _env_example()) for k, v in s["cems"]["environment"].items()}
+    a = build_parser(Env(env)).parse_args(s["cems"]["command"])
+    assert a.health_host == "0.0.0.0" and "ports" not in s["cems"] and "ports" not in s["prometheus"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text(encoding="utf-8"))
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == [f"cems:{a.health_port}"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in s["prometheus"]["volumes"]}
+    assert f"--config.file={mounts['./deploy/prometheus.yml']}" in s["prometheus"]["command"]
+    ds = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/influxdb.yml").read_text(encoding="utf-8"))
+    p = next(d for d in ds["datasources"] if d["type"] == "prometheus")
+    assert p["uid"] == "cems-prometheus" and p["url"] == "http://prometheus:9090"
+    assert p["jsonData"]["timeInterval"] == prom["global"]["scrape_interval"]

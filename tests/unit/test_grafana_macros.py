@@ -83,3 +83,15 @@ def test_interval_macros() -> None:
 def test_round_interval_is_monotonic(ms: int) -> None:
     assert round_interval(ms) <= round_interval(ms + 1)
     assert round_interval(ms) > 0
+
+
+def test_promql_macros() -> None:
+    from grafana import expand_promql  # tests/grafana.py
+
+    ctx = Context("now-1h", "now", NOW)
+    panel = {"gridPos": {"w": 12}}
+    # 1 h over 960 px = 3.75 s → 5 s, raised to the 15 s scrape interval; rate interval max(15+15, 4·15) = 60 s
+    assert expand_promql("rate(x[$__rate_interval]) $__interval", ctx, panel, "15s") == "rate(x[60s]) 15s"
+    assert expand_promql("increase(x[$__range])", ctx, panel, "15s") == "increase(x[3600s])"
+    wide = Context("now-24h", "now", NOW)  # 86400 s / 960 px = 90 s → 2 m; max(2 m + 15 s, 60 s) = 135 s
+    assert expand_promql("rate(x[$__rate_interval])", wide, panel, "15s") == "rate(x[135s])"
