@@ -109,6 +109,23 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def writable_private_dir(path: Path, what: str) -> Path:
+    """:func:`private_dir`, or a :class:`ConfigError` saying which directory and what to do when this user
+    cannot create or write it (e.g. a service account without a home directory: ``cems run`` as ``nobody``
+    would otherwise die on a raw ``FileNotFoundError``/``PermissionError`` from deep inside the service)."""
+    try:
+        private_dir(path)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(path))
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(
+            f"{what} {path} cannot be created or written by this user (uid {os.getuid()}): {reason}. "
+            "Set CEMS_STATE_DIR (or --state-dir) to a directory it can write"
+        ) from None
+    return path
+
+
 def private_file(path: Path) -> Path:
     """Create ``path`` empty if it does not exist and make it ``0600`` (e.g. before SQLite opens it; its
     ``-wal`` and ``-shm`` files get the same mode)."""

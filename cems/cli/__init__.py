@@ -20,6 +20,7 @@ from cems.cli import (
     bench,
     broker_config,
     console,
+    dashboards,
     demo,
     events,
     evidence,
@@ -58,6 +59,7 @@ COMMANDS = (
     grid,
     services,
     broker_config,
+    dashboards,
     demo,
     bench,
 )

@@ -21,7 +21,7 @@ from cems.cli._common import (
     late_hold,
     mqtt_settings,
 )
-from cems.config import Env, state_dir
+from cems.config import Env, state_dir, writable_private_dir
 from cems.errors import ConfigError
 from cems.registry import Registry, load_registry, registry_warnings, with_credentials
 from cems.service.compliance import ComplianceConfig
@@ -205,6 +205,10 @@ def cmd_run(a: argparse.Namespace, env: Env) -> int:
     influx = influx_config(a)
     settings = ingest_settings(a, env, evidence_settings(a, env, registry, mqtt))
     compliance = compliance_config(a, env)
+    if compliance is not None:
+        writable_private_dir(compliance.state_dir, "the ingester's state directory")
+    if settings.spool_dir is not None:
+        writable_private_dir(settings.spool_dir, "the spool directory")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -102,6 +102,9 @@ def sample_registry_toml(enterprises: int = 12, grid_per_district: int = 4) -> s
                 f'profile = "{profile}"',
                 'password = "123456"',
                 f"rtd_interval_s = {interval}",
+                # fictitious places around Baoding (WGS 84) for the dashboards' map
+                f"lat = {38.78 + 0.011 * i + 0.002 * j:.4f}",
+                f"lon = {115.38 + 0.019 * (i % 8) + 0.002 * j:.4f}",
                 "",
             ]
     for code, _name in _DISTRICTS:

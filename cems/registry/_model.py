@@ -203,6 +203,9 @@ class Outlet(_Strict):
     #: The outlet's flow in normal operation (m³/s, e.g. from the permit or the design): a ``stop`` mark over
     #: hours whose flow reaches a share of it raises ``mark_suspicious`` (marks.toml ``[suspicious]``).
     normal_flow: Annotated[float, Field(gt=0)] | None = None
+    #: Where the stack stands (WGS 84), for the monitoring room's map (docs/dashboards.md); optional.
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
 
     @field_validator("mn")
     @classmethod

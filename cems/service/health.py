@@ -59,6 +59,11 @@ class StatsCollector(Collector):
             count_value=getattr(s, "writes", 0),
             sum_value=getattr(s, "write_seconds", 0.0),
         )
+        yield GaugeMetricFamily(
+            "cems_spool_bytes",
+            "bytes waiting in the on-disk spool for InfluxDB (0 while the database takes every write)",
+            value=getattr(s, "spool_bytes", 0),
+        )
         last = GaugeMetricFamily(
             "cems_last_data_time_seconds", "data time of the latest reading per outlet (Unix s)", labels=["mn"]
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from cems.errors import InfluxQueryError as InfluxQueryError  # declared in cems
 from cems.errors import InfluxWriteError as InfluxWriteError  # declared in cems.errors, re-exported
 from cems.sinks.influxql import quote_ident as quote_ident  # re-exported
 from cems.sinks.influxql import quote_literal as quote_literal  # re-exported
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,12 @@ class InfluxWriter:
             )
         except httpx.HTTPError as e:
             raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
+        if r.status_code == 403:
+            # a least-privilege writer (docker-compose.yml: INFLUXDB_USER has ALL on its database, not admin)
+            # may not create databases: the database must already exist, and a write to a missing one fails
+            # with its own error
+            log.info("not allowed to CREATE DATABASE %s (not an admin user): using the existing one", self.config.db)
+            return
         if r.status_code != 200:
             raise InfluxWriteError(f"CREATE DATABASE answered {r.status_code}: {r.text[:300]}", retryable=False)
 

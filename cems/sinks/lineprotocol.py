@@ -114,6 +114,12 @@ def _ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
 
 
+#: ``cems_hourly`` field ``source_rank``: the precedence of the hour's ``source`` tag (docs/influxdb.md: a
+#: revision only raises it, readers take the highest), so that an InfluxQL reader (the Grafana dashboards) can
+#: pick each hour's record with the selector ``max("source_rank")`` and the fields beside it.
+SOURCE_RANK: Final[dict[str, int]] = {"realtime": 1, "minutes": 2, "das_2061": 3}
+
+
 def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
     """``cems_hourly``: one point per (outlet, pollutant, hour); time = start of the hour."""
     tags = {
@@ -138,6 +144,7 @@ def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
         "exceeds": rec.exceeds,
         "o2_invalid": rec.o2_invalid,
         "note": rec.note or None,
+        "source_rank": SOURCE_RANK.get(rec.source, 0),
     }
     return point(HOURLY_MEASUREMENT, tags, fields, _ms(rec.hour_start))
 

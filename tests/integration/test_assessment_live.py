@@ -36,7 +36,8 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "cems-complianc
 
 def _outlet_panel_query() -> str:
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    (q,) = [t["query"] for p in dash["panels"] if p["title"].startswith("Outlets below") for t in p["targets"]]
+    # panel 11: 本月传输有效率低于 90 % 的排口 (outlets below 90 %, the month's Σ valid ÷ Σ expected)
+    (q,) = [t["query"] for p in dash["panels"] if p["id"] == 11 for t in p["targets"]]
     q = q.replace("$timeFilter", "time > now() - 14d")
     return re.sub(r"/\^\$\w+\$/", "/^.*$/", q)
 

@@ -7,6 +7,8 @@ import builtins
 import re
 from pathlib import Path
 
+import pytest
+
 from cems import errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,3 +55,17 @@ def test_old_import_locations_still_work() -> None:
     assert MqttProtocolError is errors.MqttProtocolError and WebhookError is errors.WebhookError
     assert InfluxWriteError is errors.InfluxWriteError and SpoolFull is errors.SpoolFull
     assert issubclass(SpoolFull, errors.SinkError) and issubclass(WebhookError, errors.SinkError)
+
+
+def test_unwritable_state_dir_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """`cems run` as a service account without a home: a ConfigError naming the directory and CEMS_STATE_DIR,
+    not a raw FileNotFoundError/PermissionError from inside the service."""
+    from cems.config import writable_private_dir
+    from cems.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"state directory .*file/ingester.*CEMS_STATE_DIR"):
+        writable_private_dir(blocker / "ingester", "the ingester's state directory")
+    ok = writable_private_dir(tmp_path / "s" / "ingester", "the ingester's state directory")
+    assert ok.is_dir() and (ok.stat().st_mode & 0o777) == 0o700
