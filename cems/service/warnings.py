@@ -20,22 +20,19 @@ into a ``warning_level`` event, judges the emergency lists' kept hours again, an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import time
 import uuid
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from cems.errors import CemsError, ServiceError
+from cems.errors import CemsError
 from cems.model import BEIJING
 from cems.registry import Topics
 from cems.rules.emergency import WarningHistory, WarningLevel, WarningPeriod
-from cems.service.mqtt import MqttConnection, MqttSettings
+from cems.service.commands import send_command
+from cems.service.mqtt import MqttSettings
 
 #: The history file in the ingester's state directory.
 HISTORY_FILE: Final = "warnings.json"
@@ -120,32 +117,17 @@ async def publish_warning(
     also for the ingester's reply (``{"result": "set" | "already_set" | "bad_command", …}``), else ``None``."""
     period = WarningPeriod(level, start, end, by, set_at or datetime.now(BEIJING).replace(microsecond=0), note)
     request_id = uuid.uuid4().hex
-    settings = replace(mqtt_settings, client_id=f"cems-warning-{request_id[:10]}", clean_session=True)
-    reply_topic = f"{topics.command_prefix}/reply/{request_id}"
-    conn = MqttConnection(settings, [(reply_topic, 0)] if confirm_s > 0 else [], manual_ack=False)
     body: dict[str, Any] = period.to_json()
     if confirm_s > 0:
         body["reply_to"] = request_id
-    await conn.start(wait_s=timeout_s)
-    try:
-        data = json.dumps(body, ensure_ascii=False)
-        try:
-            await asyncio.wait_for(conn.publish(warning_topic(topics), data, qos=1, retain=True), timeout_s)
-        except TimeoutError as e:
-            raise ServiceError(f"the MQTT broker did not acknowledge the warning within {timeout_s}s") from e
-        if confirm_s <= 0:
-            return None
-        deadline = time.monotonic() + confirm_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await asyncio.wait_for(conn.queue.get(), left)
-            except TimeoutError:
-                break
-            if msg.topic == reply_topic:
-                with contextlib.suppress(ValueError):
-                    reply = json.loads(msg.payload)
-                    if isinstance(reply, dict):
-                        return reply
-        return None
-    finally:
-        await conn.stop()
+    return await send_command(
+        mqtt_settings,
+        warning_topic(topics),
+        body,
+        client_id=f"cems-warning-{request_id[:10]}",
+        reply_topic=f"{topics.command_prefix}/reply/{request_id}",
+        what="warning",
+        retain=True,
+        timeout_s=timeout_s,
+        confirm_s=confirm_s,
+    )

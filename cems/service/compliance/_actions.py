@@ -22,20 +22,18 @@ the runtime's worker thread calls; :func:`send_action` is the client side.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
-import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
-from cems.errors import InvalidTransition, ServiceError
+from cems.errors import InvalidTransition
 from cems.model import BEIJING
 from cems.registry import Topics
-from cems.service.mqtt import MqttConnection, MqttSettings
+from cems.service.commands import send_command
+from cems.service.mqtt import MqttSettings
 from cems.service.outbox import OutboxRow, enqueue, transaction
 from cems.sinks.lineprotocol import point
 
@@ -355,32 +353,16 @@ async def send_action(
     and wait for the broker's PUBACK; with ``confirm_s`` > 0 also for the ingester's reply
     (``{"result": "done" | "invalid_state" | "unknown_event" | "bad_command", …}``), else return ``None``."""
     request_id = uuid.uuid4().hex
-    settings = replace(mqtt_settings, client_id=f"cems-action-{request_id[:10]}", clean_session=True)
-    reply_topic = f"{topics.command_prefix}/reply/{request_id}"
-    conn = MqttConnection(settings, [(reply_topic, 0)] if confirm_s > 0 else [], manual_ack=False)
     payload = dict(body)
     if confirm_s > 0:
         payload["reply_to"] = request_id
-    await conn.start(wait_s=timeout_s)
-    try:
-        data = json.dumps(payload, ensure_ascii=False)
-        try:
-            await asyncio.wait_for(conn.publish(action_topic(topics), data, qos=1), timeout_s)
-        except TimeoutError as e:
-            raise ServiceError(f"the MQTT broker did not acknowledge the action within {timeout_s}s") from e
-        if confirm_s <= 0:
-            return None
-        deadline = time.monotonic() + confirm_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await asyncio.wait_for(conn.queue.get(), left)
-            except TimeoutError:
-                break
-            if msg.topic == reply_topic:
-                with contextlib.suppress(ValueError):
-                    reply = json.loads(msg.payload)
-                    if isinstance(reply, dict):
-                        return reply
-        return None
-    finally:
-        await conn.stop()
+    return await send_command(
+        mqtt_settings,
+        action_topic(topics),
+        payload,
+        client_id=f"cems-action-{request_id[:10]}",
+        reply_topic=f"{topics.command_prefix}/reply/{request_id}",
+        what="action",
+        timeout_s=timeout_s,
+        confirm_s=confirm_s,
+    )

@@ -4,17 +4,12 @@ client only publishes and listens on ``{command_prefix}/reply/{mn}/{request_id}`
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import time
 import uuid
-from dataclasses import replace
 from typing import Any
 
-from cems.errors import ServiceError
 from cems.registry import Topics
-from cems.service.mqtt import MqttConnection, MqttSettings
+from cems.service.commands import send_command
+from cems.service.mqtt import MqttSettings
 
 
 def mark_topic(topics: Topics, mn: str, *, on_behalf: bool) -> str:
@@ -43,30 +38,13 @@ async def submit_mark(
     mn = str(payload["mn"])
     request_id = request_id or uuid.uuid4().hex
     body = {**payload, "reply_to": request_id}
-    settings = replace(mqtt_settings, client_id=f"cems-mark-{request_id[:10]}", clean_session=True)
-    reply_topic = f"{topics.command_prefix}/reply/{mn}/{request_id}"
-    conn = MqttConnection(settings, [(reply_topic, 0)] if confirm_s > 0 else [], manual_ack=False)
-    await conn.start(wait_s=timeout_s)
-    try:
-        data = json.dumps(body, ensure_ascii=False)
-        topic = mark_topic(topics, mn, on_behalf=on_behalf)
-        try:
-            await asyncio.wait_for(conn.publish(topic, data, qos=1), timeout_s)
-        except TimeoutError as e:
-            raise ServiceError(f"the MQTT broker did not acknowledge the mark within {timeout_s}s") from e
-        if confirm_s <= 0:
-            return None
-        deadline = time.monotonic() + confirm_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await asyncio.wait_for(conn.queue.get(), left)
-            except TimeoutError:
-                break
-            if msg.topic == reply_topic:
-                with contextlib.suppress(ValueError):
-                    reply = json.loads(msg.payload)
-                    if isinstance(reply, dict):
-                        return reply
-        return None
-    finally:
-        await conn.stop()
+    return await send_command(
+        mqtt_settings,
+        mark_topic(topics, mn, on_behalf=on_behalf),
+        body,
+        client_id=f"cems-mark-{request_id[:10]}",
+        reply_topic=f"{topics.command_prefix}/reply/{mn}/{request_id}",
+        what="mark",
+        timeout_s=timeout_s,
+        confirm_s=confirm_s,
+    )

@@ -52,6 +52,7 @@ from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
+from cems.service.commands import send_command
 from cems.service.compliance._actions import (
     ACK,
     ACTIONS_SCHEMA,
@@ -90,7 +91,7 @@ from cems.service.compliance._state import (
     transition_key,
     with_open_hours,
 )
-from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
+from cems.service.mqtt import InboundMessage, MqttSettings
 from cems.service.outbox import (
     MQTT,
     OUTBOX_SCHEMA,
@@ -1050,10 +1051,6 @@ async def ack_event(
     Uses its own clean-session client id, never the ingester's persistent session.
     """
     request_id = uuid.uuid4().hex
-    settings = replace(mqtt_settings, client_id=f"cems-ack-{request_id[:10]}", clean_session=True)
-    reply_topic = ack_result_topic(topics.command_prefix, request_id)
-    # QoS 0: this short-lived client does not acknowledge what it receives.
-    conn = MqttConnection(settings, [(reply_topic, 0)] if confirm_s > 0 else [], manual_ack=False)
     payload: dict[str, str] = {"event_id": event_id, "by": by}
     if note:
         payload["note"] = note
@@ -1061,26 +1058,13 @@ async def ack_event(
         payload["reply_to"] = request_id
     if at is not None:
         payload["at"] = (at if at.tzinfo is not None else at.replace(tzinfo=BEIJING)).isoformat()
-    await conn.start(wait_s=timeout_s)
-    try:
-        body = json.dumps(payload, ensure_ascii=False)
-        try:
-            await asyncio.wait_for(conn.publish(f"{topics.command_prefix}/ack", body, qos=1), timeout_s)
-        except TimeoutError as e:
-            raise ServiceError(f"the MQTT broker did not acknowledge the ack command within {timeout_s}s") from e
-        if confirm_s <= 0:
-            return None
-        deadline = time.monotonic() + confirm_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await asyncio.wait_for(conn.queue.get(), left)
-            except TimeoutError:
-                break
-            if msg.topic == reply_topic:
-                with contextlib.suppress(ValueError):
-                    reply = json.loads(msg.payload)
-                    if isinstance(reply, dict):
-                        return reply
-        return None
-    finally:
-        await conn.stop()
+    return await send_command(
+        mqtt_settings,
+        f"{topics.command_prefix}/ack",
+        payload,
+        client_id=f"cems-ack-{request_id[:10]}",
+        reply_topic=ack_result_topic(topics.command_prefix, request_id),
+        what="ack command",
+        timeout_s=timeout_s,
+        confirm_s=confirm_s,
+    )
