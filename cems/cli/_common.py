@@ -17,6 +17,7 @@ from typing import Any
 
 from cems.config import Env, split_url_credentials, state_dir
 from cems.errors import CemsError, ConfigError
+from cems.registry import Topics, load_registry
 from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
 from cems.service.mqtt import MqttSettings
 from cems.sinks.archive import DEFAULT_RETENTION_DAYS
@@ -197,3 +198,28 @@ def evidence_retention_days(days: int | None, env: Env) -> int:
     if value < 1:
         raise ConfigError(f"--evidence-retention-days {value}: must be at least 1")
     return value
+
+
+def add_command_client_args(p: argparse.ArgumentParser, env: Env, *, username_help: str = "") -> None:
+    """The options of a command sent to the running ingester over MQTT (``cems events ack``, ``cems marks``,
+    ``cems warning set``): the broker, its credentials and TLS, and the registry (for its ``[topics]``)."""
+    p.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)")
+    p.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
+    p.add_argument(
+        "--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help=f"{username_help}[CEMS_MQTT_USERNAME]"
+    )
+    p.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
+    p.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+
+
+def command_client(a: argparse.Namespace, env: Env) -> tuple[Topics, MqttSettings]:
+    """The registry's topics and the MQTT settings of :func:`add_command_client_args`' options."""
+    topics = load_registry(a.config).topics if a.config else Topics()
+    settings = MqttSettings(
+        url=a.mqtt_url or local_url("mosquitto", env),
+        client_id="cems-cli",
+        username=a.mqtt_username,
+        password=a.mqtt_password,
+        ca_file=a.mqtt_ca_file,
+    )
+    return topics, settings

@@ -11,12 +11,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cems.cli._common import Formatter, add_influx_read_args, examples, local_url
+from cems.cli._common import (
+    Formatter,
+    add_command_client_args,
+    add_influx_read_args,
+    command_client,
+    examples,
+    local_url,
+)
 from cems.config import Env
 from cems.model import BEIJING
-from cems.registry import Topics, load_registry
 from cems.service.compliance import ack_event, list_events, send_action
-from cems.service.mqtt import MqttSettings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
@@ -59,13 +64,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         metavar="SECONDS",
         help="how long to wait for the ingester's confirmation (default 10; 0: only wait for the broker)",
     )
-    ea.add_argument(
-        "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
-    )
-    ea.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
-    ea.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
-    ea.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
-    ea.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+    add_command_client_args(ea, env)
     ea.set_defaults(func=cmd_events_ack)
     _add_action_parsers(ev_sub, env)
 
@@ -126,13 +125,7 @@ def _add_action_parsers(ev_sub: argparse._SubParsersAction[argparse.ArgumentPars
         if action == "dispatch":
             p.add_argument("--to", default=None, help="district code (default: the event's district), e.g. 130602")
         p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="how long to wait for the ingester")
-        p.add_argument(
-            "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
-        )
-        p.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
-        p.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
-        p.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
-        p.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+        add_command_client_args(p, env)
         p.set_defaults(func=cmd_events_action, action_name=action)
 
 
@@ -148,14 +141,7 @@ def cmd_events_list(a: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_events_ack(a: argparse.Namespace, env: Env) -> int:
-    topics = load_registry(a.config).topics if a.config else Topics()
-    settings = MqttSettings(
-        url=a.mqtt_url or local_url("mosquitto", env),
-        client_id="cems-cli",
-        username=a.mqtt_username,
-        password=a.mqtt_password,
-        ca_file=a.mqtt_ca_file,
-    )
+    topics, settings = command_client(a, env)
     reply = asyncio.run(ack_event(settings, topics, a.event_id, a.by, note=a.note, confirm_s=max(a.wait, 0.0)))
     if a.wait <= 0:
         print(f"acknowledgement of {a.event_id} by {a.by} sent to the broker (not waiting for the ingester)")
@@ -185,14 +171,7 @@ def cmd_events_ack(a: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_events_action(a: argparse.Namespace, env: Env) -> int:
-    topics = load_registry(a.config).topics if a.config else Topics()
-    settings = MqttSettings(
-        url=a.mqtt_url or local_url("mosquitto", env),
-        client_id="cems-cli",
-        username=a.mqtt_username,
-        password=a.mqtt_password,
-        ca_file=a.mqtt_ca_file,
-    )
+    topics, settings = command_client(a, env)
     body: dict[str, Any] = {"action": a.action_name, "event_id": a.event_id, "by": a.by, "note": a.note}
     if getattr(a, "deadline", None):
         body["deadline"] = a.deadline

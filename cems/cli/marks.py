@@ -11,14 +11,20 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from cems.cli._common import Formatter, add_influx_read_args, examples, local_url
+from cems.cli._common import (
+    Formatter,
+    add_command_client_args,
+    add_influx_read_args,
+    command_client,
+    examples,
+    local_url,
+)
 from cems.config import Env
 from cems.limits import builtin_mark_catalog
 from cems.model import BEIJING
 from cems.protocol.mark import MarkKind, mark_payload
-from cems.registry import Topics, load_registry
+from cems.registry import load_registry
 from cems.service.compliance import list_marks, submit_mark, withdrawn
-from cems.service.mqtt import MqttSettings
 
 
 def _time(v: str) -> datetime:
@@ -46,15 +52,7 @@ def _send_args(p: argparse.ArgumentParser, env: Env) -> None:
         metavar="SECONDS",
         help="how long to wait for the ingester's answer (default 10; 0: only wait for the broker)",
     )
-    p.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
-    p.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)")
-    p.add_argument(
-        "--mqtt-username",
-        default=env.get("CEMS_MQTT_USERNAME"),
-        help="the MN, or the command user [CEMS_MQTT_USERNAME]",
-    )
-    p.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
-    p.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+    add_command_client_args(p, env, username_help="the MN, or the command user ")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
@@ -149,14 +147,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
 
 
 def cmd_marks_send(a: argparse.Namespace, env: Env) -> int:
-    topics = load_registry(a.config).topics if a.config else Topics()
-    settings = MqttSettings(
-        url=a.mqtt_url or local_url("mosquitto", env),
-        client_id="cems-cli",
-        username=a.mqtt_username,
-        password=a.mqtt_password,
-        ca_file=a.mqtt_ca_file,
-    )
+    topics, settings = command_client(a, env)
     kind: MarkKind = a.kind
     payload = mark_payload(
         kind,

@@ -9,13 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cems.cli._common import Formatter, add_influx_read_args, examples, local_url
+from cems.cli._common import (
+    Formatter,
+    add_command_client_args,
+    add_influx_read_args,
+    command_client,
+    examples,
+    local_url,
+)
 from cems.config import Env
 from cems.errors import CemsError
-from cems.registry import Topics, load_registry
 from cems.rules.emergency import WarningLevel
 from cems.service.compliance import list_events
-from cems.service.mqtt import MqttSettings
 from cems.service.warnings import publish_warning, read_history
 from cems.stops import parse_when
 
@@ -61,13 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         metavar="SECONDS",
         help="how long to wait for the ingester's confirmation (default 10; 0: only wait for the broker)",
     )
-    ws.add_argument(
-        "--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)"
-    )
-    ws.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
-    ws.add_argument("--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help="[CEMS_MQTT_USERNAME]")
-    ws.add_argument("--mqtt-password", default=env.get("CEMS_MQTT_PASSWORD"), help="[CEMS_MQTT_PASSWORD]")
-    ws.add_argument("--mqtt-ca-file", default=env.get("CEMS_MQTT_CA_FILE"), help="[CEMS_MQTT_CA_FILE]")
+    add_command_client_args(ws, env)
     ws.set_defaults(func=cmd_warning_set)
     wl = w_sub.add_parser(
         "list",
@@ -89,18 +88,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
 
 
 def cmd_warning_set(a: argparse.Namespace, env: Env) -> int:
-    topics = load_registry(a.config).topics if a.config else Topics()
+    topics, settings = command_client(a, env)
     start = parse_when(a.start)
     end = None if a.end is None else parse_when(a.end)
     if end is not None and end <= start:
         raise CemsError(f"the warning ends ({end.isoformat()}) before it starts ({start.isoformat()})")
-    settings = MqttSettings(
-        url=a.mqtt_url or local_url("mosquitto", env),
-        client_id="cems-cli",
-        username=a.mqtt_username,
-        password=a.mqtt_password,
-        ca_file=a.mqtt_ca_file,
-    )
     level = WarningLevel.parse(a.level)
     reply = asyncio.run(
         publish_warning(settings, topics, level, start, end, a.by, note=a.note, confirm_s=max(a.wait, 0.0))
