@@ -4,8 +4,10 @@ queue's polling). :func:`create_app` takes :class:`ConsoleSettings`.
 Reads come from InfluxDB (what the ingesters write); actions go to the ingester as commands over MQTT
 (:func:`cems.service.compliance.send_action`: the same asyncio MQTT client as the CLI, one short clean-session
 connection per action — actions are a few an hour, so there is no connection state to keep or lose, and the
-reply topic carries the request id) and the page shows the ingester's confirmation. Nothing is kept in the
-console but the accounts: a restart loses nothing, several ingesters behind one broker work.
+reply topic carries the request id) and the page shows the ingester's confirmation; so do an enterprise's marks
+(:func:`cems.service.compliance.submit_mark` on the command topic). Nothing is kept in the console but the
+accounts, their server-side sessions and the failed logins (:class:`UserStore`'s SQLite): a restart loses
+nothing, several ingesters behind one broker work.
 """
 
 from __future__ import annotations
