@@ -245,7 +245,7 @@ def test_an_enterprise_submits_a_mark_in_the_browser(stack: dict[str, Any], brow
     browser.find_element(By.LINK_TEXT, "标记与申报").click()
     form = wait.until(ec.presence_of_element_located((By.ID, "form-mark-MN0001")))
     # its outlet's industry (coal power) and the device marks only
-    codes = {o.get_attribute("value") for o in form.find_elements(By.CSS_SELECTOR, "select[name=type] option")}
+    codes = {str(o.get_attribute("value")) for o in form.find_elements(By.CSS_SELECTOR, "select[name=type] option")}
     assert "cp_fault" in codes and not any(c.startswith("wi_") for c in codes)
     Select(form.find_element(By.NAME, "type")).select_by_value("cp_fault")  # the period: the last two hours
     form.find_element(By.NAME, "reason").send_keys("引风机跳闸，已抢修")

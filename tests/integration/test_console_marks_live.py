@@ -22,6 +22,7 @@ from test_reliability import _free_port
 
 from cems.console import ConsoleSettings, UserStore, create_app
 from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.registry import parse_registry
 from cems.service.compliance import list_marks
 from cems.service.mqtt import MqttSettings
@@ -115,11 +116,11 @@ def test_an_enterprise_marks_declares_repairs_and_withdraws(
     assert "没有可撤回的这条记录" in submit(c, kind="withdrawal", target=mark_id, reason="再撤")
 
     # stored by the ingester in cems_mark, with the enterprise user as submitter, sent on the command topic
-    def stored() -> list[Any] | None:
+    def all_four() -> list[MarkRecord] | None:
         recs = list_marks(influxdb.url, influx_db, mn="MN0002")
         return recs if len(recs) >= 4 else None
 
-    recs = wait_until(stored)
+    recs: list[MarkRecord] = wait_until(all_four)
     assert sorted(r.kind for r in recs) == ["declaration", "mark", "repair", "withdrawal"]
     stored = next(r for r in recs if r.record_id == mark_id)
     assert (stored.type, stored.reason, stored.attachment, stored.submitter) == (
