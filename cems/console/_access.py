@@ -4,6 +4,10 @@
 * district officer (区县): sees only the events of its district; answers (feedback) the cases dispatched to it.
 * enterprise (企业): sees only the events of its own outlets; answers (feedback) its dispatched cases.
 * viewer (只读): sees everything, does nothing.
+
+Marks (标记), stop declarations (停产申报), repairs (修约) and withdrawals (issue 14) are the enterprise's: only an
+enterprise account submits them, and only for its own outlets (:func:`can_mark`); the others see them read-only
+(:func:`sees_outlet`). The bureau enters one on an enterprise's behalf with ``cems marks … --on-behalf``.
 """
 
 from __future__ import annotations
@@ -45,3 +49,13 @@ def can_act(user: User, action: str, event: Mapping[str, Any]) -> bool:
 
 def sees_district(user: User, code: str) -> bool:
     return user.role in (DUTY, VIEWER) or (user.role == DISTRICT and user.scope == code)
+
+
+def sees_outlet(user: User, enterprise: str, district: str) -> bool:
+    """May ``user`` see the outlets (and their marks) of ``enterprise`` in ``district``?"""
+    return can_see(user, {"enterprise": enterprise, "district": district})
+
+
+def can_mark(user: User, enterprise: str) -> bool:
+    """May ``user`` submit marks, declarations, repairs and withdrawals for the outlets of ``enterprise``?"""
+    return user.role == ENTERPRISE and user.scope == enterprise

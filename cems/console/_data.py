@@ -16,8 +16,11 @@ from typing import Any, Final
 
 from markupsafe import Markup, escape
 
+from cems.limits import MarkCatalog, MarkType
 from cems.model import BEIJING, POLLUTANT_NAMES
-from cems.registry import Registry
+from cems.protocol.mark import MarkRecord
+from cems.registry import OutletInfo, Registry
+from cems.rules.limits import LimitSchedule
 from cems.service.compliance import ACTION_LABELS, CASE_LABELS
 from cems.sinks.influxql import quote_literal
 
@@ -62,6 +65,7 @@ _TEXT: Final = (
     "dispatched_to",
     "dispatched_at",
     "deadline",
+    "marks",
 )
 
 
@@ -306,3 +310,87 @@ def svg_chart(points: Sequence[HourPoint], limit: float | None, *, width: int = 
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+# ------------------------------------------------------------------------------------------------ marks (issue 14)
+
+#: How far back the marks page lists records (by their period): the repair window is days, not months.
+MARKS_LOOKBACK: Final = timedelta(days=92)
+MARK_KIND_LABELS: Final = {"mark": "工况标记", "declaration": "停产申报", "repair": "修约", "withdrawal": "撤回"}
+#: The ingester's answer to a submission (docs/payload.md "Marks"; cems.rules.marks.MarkBook.check).
+MARK_RESULT_LABELS: Final = {
+    "accepted": "已受理",
+    "duplicate": "已受理（重复提交，只存一条）",
+    "late": "逾期申报：记录已保留，不产生效力",
+    "mark_too_late": "已过标记/修约期限，不予受理",
+    "unknown_mark_type": "该排放口所属行业不能使用此类型",
+    "unknown_mark": "没有可撤回的这条记录（或已撤回）",
+    "unknown_mn": "排放口不在登记表中",
+    "bad_mark": "内容不符合要求",
+    "bad_schema": "内容不符合要求",
+    "mn_mismatch": "排放口不符",
+}
+
+
+def mark_types(catalog: MarkCatalog, info: OutletInfo) -> tuple[list[MarkType], list[MarkType]]:
+    """The mark types and the stop-declaration types the outlet may use (its industry's and the device
+    marks: "1 + N", MEE 公告2022年第21号; the same rule as the ingester's :meth:`MarkCatalog.allowed`)."""
+    industry = catalog.industry_of(info.outlet.profile, info.outlet.mark_industry)
+    types = sorted(catalog.types.values(), key=lambda t: (t.industry == "all", t.code))
+    marks = [t for t in types if catalog.allowed(t.code, industry) is not None]
+    decls = [t for t in types if catalog.allowed(t.code, industry, declaration=True) is not None]
+    return marks, decls
+
+
+def repair_pollutants(info: OutletInfo, at: datetime) -> list[tuple[str, str]]:
+    """(code, name) of the pollutants with a limit at the outlet at ``at``: what a repair may correct."""
+    sched = LimitSchedule(info.outlet)
+    return [(code, name) for code, name in POLLUTANT_NAMES.items() if sched.at(code, at) is not None]
+
+
+def present_marks(records: Sequence[MarkRecord], catalog: MarkCatalog) -> list[dict[str, Any]]:
+    """Records for the templates, newest first: labels, period, status (a withdrawn record names the
+    withdrawal that took it out of force)."""
+    gone = {r.target: r.record_id for r in records if r.kind == "withdrawal" and r.target}
+    out: list[dict[str, Any]] = []
+    for r in sorted(records, key=lambda r: (r.received_at, r.record_id), reverse=True):
+        t = catalog.types.get(r.type)
+        if r.kind == "repair":
+            what = f"{POLLUTANT_NAMES.get(r.pollutant or '', r.pollutant or '')} 修约为 {_num(r.value)}"
+            period = f"{r.start.astimezone(BEIJING):%m-%d %H}时"
+        elif r.kind == "withdrawal":
+            what, period = f"撤回 {r.target}", ""
+        else:
+            what = t.name if t is not None else r.type
+            period = f"{r.start.astimezone(BEIJING):%m-%d %H:%M} — {r.end.astimezone(BEIJING):%m-%d %H:%M}"
+        if r.record_id in gone:
+            status, live = f"已撤回（{gone[r.record_id]}）", False
+        elif r.status == "late":
+            status, live = "逾期，无效力", False
+        else:
+            status, live = ("已受理" if r.kind != "withdrawal" else "已生效"), r.kind != "withdrawal"
+        out.append(
+            {
+                "record_id": r.record_id,
+                "mn": r.mn,
+                "kind": r.kind,
+                "kind_label": MARK_KIND_LABELS.get(r.kind, r.kind),
+                "what": what,
+                "period": period,
+                "reason": r.reason,
+                "attachment": r.attachment,
+                "submitter": r.submitter,
+                "received": f"{r.received_at.astimezone(BEIJING):%m-%d %H:%M}",
+                "status": status,
+                "withdrawable": live,
+                "note": r.note,
+            }
+        )
+    return out
+
+
+def event_marks(records: Sequence[MarkRecord], ids: str | None) -> list[MarkRecord]:
+    """Of an outlet's records, those an event names in its ``marks`` field (comma-separated record ids),
+    with the withdrawals of them."""
+    wanted = {i for i in (ids or "").split(",") if i}
+    return [r for r in records if r.record_id in wanted or (r.kind == "withdrawal" and r.target in wanted)]

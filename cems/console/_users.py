@@ -1,9 +1,15 @@
 """Console accounts: a SQLite file in the state directory (``STATE_DIR/console/users.sqlite3``), passwords
 hashed with Argon2id (argon2-cffi, its default parameters — RFC 9106's second recommended option), managed
-with ``cems console user add|passwd|disable``."""
+with ``cems console user add|passwd|disable``.
+
+The same file keeps the server-side sessions (a random id per login, stored as its SHA-256 with the expiry:
+logout, a password change and disabling the account delete it, so a copied cookie dies with them) and the
+failed logins of the throttle (so a restart of the console does not reset a lockout)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -36,7 +42,21 @@ CREATE TABLE IF NOT EXISTS users(
     created_ts REAL NOT NULL,
     changed_ts REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions(
+    sid_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created_ts REAL NOT NULL,
+    expires_ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
+CREATE TABLE IF NOT EXISTS login_failures(
+    key TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures(key, ts);
 """
+#: The most failed logins kept (a flood from many addresses cannot grow the file without bound).
+MAX_FAILURE_ROWS: Final = 100_000
 
 _HASHER: Final = PasswordHasher()
 #: Verified against when the user does not exist, so that an unknown name takes as long as a wrong password.
@@ -111,12 +131,14 @@ class UserStore:
             )
             if cur.rowcount != 1:
                 raise CemsError(f"no user {username!r}")
+            conn.execute("DELETE FROM sessions WHERE username=?", (username,))
 
     def disable(self, username: str) -> None:
         with self._connect() as conn:
             cur = conn.execute("UPDATE users SET disabled=1, changed_ts=? WHERE username=?", (time.time(), username))
             if cur.rowcount != 1:
                 raise CemsError(f"no user {username!r}")
+            conn.execute("DELETE FROM sessions WHERE username=?", (username,))
 
     def get(self, username: str) -> User | None:
         with self._connect() as conn:
@@ -148,6 +170,62 @@ class UserStore:
             with self._connect() as conn:
                 conn.execute("UPDATE users SET password_hash=? WHERE username=?", (_HASHER.hash(password), username))
         return User(username, t[1], t[2], t[3], False)
+
+    # -- server-side sessions ---------------------------------------------------------------------------
+    def open_session(self, username: str, lifetime_s: float, now: float | None = None) -> str:
+        """A new session of ``username``: its random id (goes into the signed cookie; only its hash is stored).
+        Expired sessions are dropped on the way."""
+        now = time.time() if now is None else now
+        sid = secrets.token_urlsafe(32)
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_ts <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions(sid_hash, username, created_ts, expires_ts) VALUES (?,?,?,?)",
+                (_sid_hash(sid), username, now, now + lifetime_s),
+            )
+        return sid
+
+    def session_user(self, sid: str, now: float | None = None) -> str | None:
+        """The user name of the live session ``sid``; ``None`` when it was ended, expired or never existed."""
+        now = time.time() if now is None else now
+        with self._connect() as conn:
+            t = conn.execute(
+                "SELECT username FROM sessions WHERE sid_hash=? AND expires_ts > ?", (_sid_hash(sid), now)
+            ).fetchone()
+        return None if t is None else str(t[0])
+
+    def end_session(self, sid: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sessions WHERE sid_hash=?", (_sid_hash(sid),))
+
+    def end_sessions(self, username: str) -> int:
+        """End every session of ``username``; how many there were."""
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM sessions WHERE username=?", (username,)).rowcount
+
+    # -- failed logins (the throttle) ---------------------------------------------------------------------
+    def failures(self, key: str, since: float) -> int:
+        with self._connect() as conn:
+            (n,) = conn.execute("SELECT COUNT(*) FROM login_failures WHERE key=? AND ts > ?", (key, since)).fetchone()
+        return int(n)
+
+    def record_failure(self, keys: tuple[str, ...], now: float, forget_before: float) -> None:
+        with self._connect() as conn:
+            conn.executemany("INSERT INTO login_failures(key, ts) VALUES (?,?)", [(k, now) for k in keys])
+            conn.execute("DELETE FROM login_failures WHERE ts <= ?", (forget_before,))
+            conn.execute(
+                "DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures ORDER BY ts DESC "
+                "LIMIT -1 OFFSET ?)",
+                (MAX_FAILURE_ROWS,),
+            )
+
+    def clear_failures(self, key: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM login_failures WHERE key=?", (key,))
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def _check_password(password: str) -> None:

@@ -85,6 +85,7 @@ def stack(tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str) -> Iter
         ("zhangsan", "duty", None, "张三"),
         ("jingxiu", "district", "130602", "竞秀区分局李四"),
         ("daqiban", "viewer", None, "大气办"),
+        ("wanggong", "enterprise", "E001", "示例热电王工"),
     ]:
         args = ["console", "user", "add", user, "--role", role, "--name", name, "--password-stdin"]
         args += ["--console-dir", str(console_dir)] + (["--scope", scope] if scope else [])
@@ -227,3 +228,33 @@ def test_duty_officer_and_district_work_a_case_in_the_browser(stack: dict[str, A
     browser.save_screenshot(str(shots / "event.png"))
     browser.get(url + "/")
     assert browser.find_elements(By.XPATH, "//tr[@data-event][td/a[contains(., '小时均值超标')]]") == []
+
+
+def test_an_enterprise_submits_a_mark_in_the_browser(stack: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, shots = stack["url"], stack["tmp"]
+    wait = WebDriverWait(browser, 30)
+    browser.get(url + "/login")
+    browser.find_element(By.ID, "username").send_keys("wanggong")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.ID, "whoami")))
+    browser.find_element(By.LINK_TEXT, "标记与申报").click()
+    form = wait.until(ec.presence_of_element_located((By.ID, "form-mark-MN0001")))
+    # its outlet's industry (coal power) and the device marks only
+    codes = {str(o.get_attribute("value")) for o in form.find_elements(By.CSS_SELECTOR, "select[name=type] option")}
+    assert "cp_fault" in codes and not any(c.startswith("wi_") for c in codes)
+    Select(form.find_element(By.NAME, "type")).select_by_value("cp_fault")  # the period: the last two hours
+    form.find_element(By.NAME, "reason").send_keys("引风机跳闸，已抢修")
+    form.find_element(By.NAME, "attachment").send_keys("DOC-2026-118")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait.until(ec.staleness_of(form))
+    flash = wait.until(ec.presence_of_element_located((By.ID, "flash"))).text
+    assert flash.startswith("工况标记已受理：记录 "), flash
+    record = flash.split("记录 ")[1].strip()
+    row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-record="{record}"]')))
+    assert "已受理" in row.text and "引风机跳闸" in row.text and "示例热电王工（企业 wanggong）" in row.text
+    browser.save_screenshot(str(shots / "marks.png"))

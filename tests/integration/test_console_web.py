@@ -291,3 +291,119 @@ def test_supervision_page(setup: Any) -> None:
     assert "2026年11月" in page and "竞秀区" in page and "莲池区" in page and "传输有效率" in page
     own = login(settings, "jingxiu").get("/supervision").text
     assert "竞秀区" in own and "莲池区" not in own
+
+
+def test_logout_ends_the_session_on_the_server(setup: Any) -> None:
+    settings, users = setup
+    c = login(settings, "duty")
+    copied = client(settings)
+    copied.cookies.update(c.cookies)  # a cookie copied off the machine
+    assert copied.get("/").status_code == 200
+    with sqlite3.connect(users.path) as db:
+        assert db.execute("SELECT username FROM sessions").fetchall() == [("duty",)]
+    assert c.post("/logout", data={"csrf_token": csrf(c, "/")}).status_code == 303
+    assert copied.get("/").status_code == 303 and copied.get("/queue/rows").status_code == 401
+    with sqlite3.connect(users.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM sessions").fetchone() == (0,)
+    # ending the user's sessions on the server (what passwd and disable do) refuses its cookie
+    fresh = login(settings, "duty")
+    assert fresh.get("/").status_code == 200
+    assert users.end_sessions("duty") == 1
+    assert fresh.get("/").status_code == 303
+    # and an expired session is refused even though its cookie still verifies
+    c = login(settings, "viewer")
+    with sqlite3.connect(users.path) as db:
+        db.execute("UPDATE sessions SET expires_ts = 0 WHERE username = 'viewer'")
+    assert c.get("/").status_code == 303
+
+
+def test_the_login_throttle_survives_a_restart(setup: Any) -> None:
+    settings, _ = setup
+    c = client(settings)
+    for _ in range(5):
+        r = c.post("/login", data={"username": "duty", "password": "wrong password", "csrf_token": csrf(c)})
+        assert r.status_code == 401
+    restarted = client(settings)  # a new app on the same accounts file: the console restarted
+    r = restarted.post("/login", data={"username": "duty", "password": PASSWORD, "csrf_token": csrf(restarted)})
+    assert r.status_code == 429
+    # after the window the failures are forgotten
+    later = client(ConsoleSettings(**{**settings.__dict__, "failure_window_s": 0.001}))
+    r = later.post("/login", data={"username": "duty", "password": PASSWORD, "csrf_token": csrf(later)})
+    assert r.status_code == 303
+
+
+def mark_forms(c: TestClient) -> set[str]:
+    return set(re.findall(r'id="form-([a-z]+-MN\d+)"', c.get("/marks").text))
+
+
+def test_only_an_enterprise_marks_and_only_its_own_outlets(setup: Any) -> None:
+    settings, _ = setup
+    qiye = login(settings, "qiye2")
+    page = qiye.get("/marks").text
+    assert mark_forms(qiye) == {"mark-MN0002", "declaration-MN0002", "repair-MN0002"}
+    assert "窑尾排放口" in page and "1#机组排放口" not in page  # another enterprise's outlet is not listed
+    # its outlet's industry (coal power) only: cp_* and the device marks, no waste-incineration type
+    form = re.search(r'id="form-mark-MN0002".*?</form>', page, re.S)
+    assert form and 'value="cp_fault"' in form.group(0) and 'value="wi_fault"' not in form.group(0)
+    for user in ("duty", "viewer", "lianchi"):  # they see the outlets' marks, read-only
+        assert mark_forms(login(settings, user)) == set(), user
+    assert "1#机组排放口" in login(settings, "duty").get("/marks").text
+    assert "1#机组排放口" not in login(settings, "lianchi").get("/marks").text
+    mark = {"kind": "mark", "type": "cp_fault", "from": "2026-11-30T06:00", "to": "2026-11-30T08:00", "reason": "跳闸"}
+    denied = [
+        ("qiye2", "MN0001"),
+        ("qiye2", "NOSUCHMN"),
+        ("lianchi", "MN0002"),
+        ("viewer", "MN0002"),
+        ("duty", "MN0002"),
+    ]
+    for user, mn in denied:  # crafted requests: the server checks, the hidden form is not the guard
+        c = login(settings, user)
+        r = c.post("/marks", data={**mark, "mn": mn, "csrf_token": csrf(c, "/marks")})
+        assert r.status_code == 403 and "无权" in r.text, (user, mn)
+    # CSRF on the marks form
+    assert qiye.post("/marks", data={**mark, "mn": "MN0002"}).status_code == 403
+    assert qiye.post("/marks", data={**mark, "mn": "MN0002", "csrf_token": "forged"}).status_code == 403
+    # refused before sending: another industry's type, no reason, end before start, a pollutant without a limit
+    tok = csrf(qiye, "/marks")
+    for bad, words in [
+        ({"type": "wi_fault"}, "不能使用此类型"),
+        ({"reason": " "}, "请填写原因"),
+        ({"to": "2026-11-30T05:00"}, "结束时间须晚于开始时间"),
+        ({"from": "yesterday"}, "格式不正确"),
+        ({"kind": "repair", "pollutant": "a99999", "hour": "2026-11-30T06:00", "value": "1"}, "没有此因子的限值"),
+        ({"kind": "repair", "pollutant": "a21026", "hour": "2026-11-30T06:00", "value": "-1"}, "非负数"),
+        ({"kind": "withdrawal", "target": ""}, "请指定要撤回的记录"),
+        ({"kind": "approve"}, "未知的提交类型"),
+    ]:
+        r = qiye.post("/marks", data={**mark, "mn": "MN0002", "csrf_token": tok, **bad})
+        assert r.status_code == 303
+        assert words in qiye.get("/marks").text, bad
+    # no ingester listens here: sent, and the page says there was no answer
+    qiye.post("/marks", data={**mark, "mn": "MN0002", "csrf_token": tok})
+    assert "未在规定时间内答复" in qiye.get("/marks").text
+
+
+def test_the_event_page_shows_the_marks_that_touched_it(setup: Any, influxdb: Any, influx_db: str) -> None:
+    from cems.protocol.mark import MarkRecord
+    from cems.sinks.lineprotocol import mark_line
+
+    settings, _ = setup
+    start = NOW - timedelta(hours=3)
+    rec = MarkRecord(
+        "m1a2b3c4d5e6f7a8", "mark", "MN0001", "cp_fault", start, start + timedelta(hours=2), "引风机跳闸", "DOC-1",
+        "示例热电（企业 qiye1）", NOW - timedelta(hours=1), "cems/command/v1/mark",
+    )  # fmt: skip
+    other = MarkRecord(**{**{f: getattr(rec, f) for f in rec.__slots__}, "record_id": "m9", "reason": "别的"})
+    influxdb.write(influx_db, [mark_line(rec, "E001", "130602"), mark_line(other, "E001", "130602")], precision="ms")
+    assert "引风机跳闸" not in login(settings, "duty").get("/events/e1000000000000a1").text
+    influxdb.write(
+        influx_db, event_point("e1000000000000a1", "MN0001", "E001", "130602", start, marks="m1a2b3c4d5e6f7a8"),
+        precision="ms",
+    )  # fmt: skip
+    page = login(settings, "duty").get("/events/e1000000000000a1").text
+    marks = re.search(r'id="event-marks".*?</table>', page, re.S)
+    assert marks, page
+    assert "m1a2b3c4d5e6f7a8" in marks.group(0) and "引风机跳闸" in marks.group(0) and "已受理" in marks.group(0)
+    assert "别的" not in marks.group(0)  # only the records the event names
+    assert "<form" not in marks.group(0)  # read-only

@@ -9,8 +9,21 @@ import pytest
 from registries import one_outlet  # tests/registries.py
 
 from cems.console import ROLE_ACTIONS, User, can_act, can_see
-from cems.console._data import HourPoint, Names, open_cases, present, svg_chart, warning_in_force
+from cems.console._access import can_mark, sees_outlet
+from cems.console._data import (
+    HourPoint,
+    Names,
+    event_marks,
+    mark_types,
+    open_cases,
+    present,
+    present_marks,
+    repair_pollutants,
+    svg_chart,
+    warning_in_force,
+)
 from cems.model import BEIJING
+from cems.protocol.mark import MarkRecord
 from cems.registry import parse_registry
 from cems.service.compliance import ACTIONS
 
@@ -125,3 +138,84 @@ def test_the_warning_in_force() -> None:
     assert w is not None and w["label"] == "红色预警"
     assert warning_in_force([orange], NOW + timedelta(days=1)) is None  # ended
     assert warning_in_force([orange, warning(0, NOW - timedelta(hours=1))], NOW) is None  # lifted
+
+
+# -- marks (issue 14): who may submit, which types an outlet offers, how records are shown ---------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "enterprise", "may"),
+    [
+        (ENT, "E001", True),
+        (OTHER_ENT, "E001", False),  # another enterprise's outlet
+        (DUTY, "E001", False),  # the bureau enters marks with `cems marks … --on-behalf`, not here
+        (DIST, "E001", False),
+        (VIEWER, "E001", False),
+    ],
+)
+def test_who_may_mark(user: User, enterprise: str, may: bool) -> None:
+    assert can_mark(user, enterprise) is may
+
+
+def test_who_sees_an_outlets_marks() -> None:
+    assert sees_outlet(DUTY, "E001", "130602") and sees_outlet(VIEWER, "E002", "130606")
+    assert sees_outlet(DIST, "E001", "130602") and not sees_outlet(DIST, "E002", "130606")
+    assert sees_outlet(ENT, "E001", "130602") and not sees_outlet(ENT, "E002", "130602")
+
+
+def test_an_outlet_offers_its_industrys_mark_types_and_the_device_marks() -> None:
+    reg = parse_registry(one_outlet())
+    info = reg.outlet("MN0001")
+    assert info is not None
+    marks, decls = mark_types(reg.mark_catalog, info)
+    codes = {t.code for t in marks}
+    # coal power (coal_power_ultra_low): its 1 + N types and the device marks, no other industry's
+    assert {"cp_fault", "cp_startup", "maintenance", "calibration"} <= codes
+    assert not any(c.startswith(("wi_", "ce_", "pa_")) for c in codes)
+    assert all(reg.mark_catalog.allowed(t.code, "coal_power") is not None for t in marks)
+    assert [t.code for t in decls] == ["production_stop"] and "production_stop" not in codes
+    pols = dict(repair_pollutants(info, datetime(2026, 11, 20, 9, tzinfo=BEIJING)))
+    assert {"a21026", "a21002", "a34013"} <= set(pols) and pols["a21026"] == "二氧化硫"
+
+
+def record(rid: str, kind: str = "mark", **kw: object) -> MarkRecord:
+    t = datetime(2026, 11, 20, 8, tzinfo=BEIJING)
+    base: dict[str, object] = {
+        "record_id": rid,
+        "kind": kind,
+        "mn": "MN0001",
+        "type": "cp_fault",
+        "start": t,
+        "end": t + timedelta(hours=3),
+        "reason": "引风机跳闸",
+        "attachment": "",
+        "submitter": "王工",
+        "received_at": t + timedelta(hours=int(rid[-1])),
+        "via": "cems/command/v1/mark",
+    }
+    return MarkRecord(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_records_as_shown_newest_first_with_their_status() -> None:
+    catalog = parse_registry(one_outlet()).mark_catalog
+    recs = [
+        record("r1"),
+        record("r2", "declaration", type="production_stop", status="late", note="逾期申报"),
+        record(
+            "r3", "repair", type="repair", pollutant="a21026", value=28.5, end=record("x1").start + timedelta(hours=1)
+        ),
+        record("r4", "withdrawal", type="withdrawal", target="r1", reason="标记有误"),
+    ]
+    shown = present_marks(recs, catalog)
+    assert [r["record_id"] for r in shown] == ["r4", "r3", "r2", "r1"]
+    by = {r["record_id"]: r for r in shown}
+    assert by["r1"]["status"] == "已撤回（r4）" and not by["r1"]["withdrawable"]
+    assert by["r1"]["what"] == catalog.types["cp_fault"].name and by["r1"]["period"] == "11-20 08:00 — 11-20 11:00"
+    assert by["r2"]["status"] == "逾期，无效力" and not by["r2"]["withdrawable"]
+    assert (
+        by["r3"]["what"] == "二氧化硫 修约为 28.5" and by["r3"]["withdrawable"] and by["r3"]["period"] == "11-20 08时"
+    )
+    assert by["r4"]["what"] == "撤回 r1" and not by["r4"]["withdrawable"]
+    # an event shows the records its `marks` field names, and their withdrawals
+    assert [r.record_id for r in event_marks(recs, "r1,r9")] == ["r1", "r4"]
+    assert event_marks(recs, None) == [] and [r.record_id for r in event_marks(recs, "r3")] == ["r3"]
