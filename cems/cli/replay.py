@@ -94,7 +94,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         metavar="FILE",
         help="write grid sensors' daily values, AQI and upload rate per Beijing day (JSON lines)",
     )
-    rp.add_argument("--store", action="store_true", help="also write readings, hourly records and events to InfluxDB")
+    rp.add_argument(
+        "--store",
+        action="store_true",
+        help="also write to InfluxDB what the live service writes: readings, hourly, daily and monthly "
+        "results, grid points, events, marks and rates",
+    )
     rp.add_argument(
         "--late-hold-hours",
         type=float,

@@ -21,7 +21,13 @@ from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import PeriodKind, RankPeriod
 from cems.sinks.gridrank import load_ranking_days
 from cems.sinks.influxql import quote_ident, quote_literal
-from cems.sinks.lineprotocol import EVENT_MEASUREMENT, HOURLY_MEASUREMENT, MARK_MEASUREMENT, MONTHLY_MEASUREMENT
+from cems.sinks.lineprotocol import (
+    EVENT_MEASUREMENT,
+    HOURLY_MEASUREMENT,
+    MARK_MEASUREMENT,
+    MONTHLY_MEASUREMENT,
+    present,
+)
 
 #: ``(q, epoch) -> rows`` (e.g. :func:`cems.sinks.influx.influx_query` bound to a URL and database).
 Query = Callable[[str, str | None], list[dict[str, Any]]]
@@ -88,7 +94,8 @@ def _opt_float(v: Any) -> float | None:
 
 
 def event_from_row(row: dict[str, Any]) -> Event:
-    """An :class:`Event` from a ``cems_event`` row."""
+    """An :class:`Event` from a ``cems_event`` row (without the fields its ``unset`` names)."""
+    row = present(row)
     end = row.get("end") or None
     return Event(
         type=str(row["type"]),
@@ -113,7 +120,9 @@ def _opt_int(v: Any) -> int:
 
 
 def month_from_row(row: dict[str, Any]) -> MonthResult:
-    """A :class:`MonthResult` from a ``cems_monthly`` row queried with ``epoch="s"``."""
+    """A :class:`MonthResult` from a ``cems_monthly`` row queried with ``epoch="s"`` (without the fields its
+    ``unset`` names: a revision that left the monthly rule unjudged)."""
+    row = present(row)
     t = _time(row["time"])
     meets = row.get("meets_monthly_rule")
     return MonthResult(

@@ -475,11 +475,16 @@ class OutletDaily:
         and closed at once (the day is over); a revision opens one late, updates its peak, or retracts it
         (``retracted``, late) when the day no longer exceeds.  Each change is reported once."""
         ups: list[EventUpdate] = []
+        # late = a revision of a day already reported, or a day rebuilt by late data: decided once per day, so
+        # the other codes of the same day are not taken for late (issue 12 follow-up)
+        late_of: dict[int, bool] = {}
         for r in records:
             d = _day_index(r.day_start)
             reported = self._reported.get(d)
-            late = reported is not None or d in self._late_days
-            self._late_days.discard(d)
+            late = late_of.get(d)
+            if late is None:
+                late = late_of[d] = reported is not None or d in self._late_days
+                self._late_days.discard(d)
             prev = reported.get(r.pollutant) if reported is not None else None
             if reported is None and not self._final(d):
                 reported = self._reported[d] = {}

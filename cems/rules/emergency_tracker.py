@@ -264,15 +264,11 @@ class _Runs(ExceedanceTracker):
     def hour_of_keys(
         self, hour: datetime, items: list[tuple[str, bool, float | None, float | None, str | None]]
     ) -> list[EventUpdate]:
-        """Several keys (pollutants) of one hour: judged against what was decided before the hour, so that the
-        second key is not taken for late data because the first one decided the hour."""
-        before = top = self._decided
+        """Several keys (pollutants) of one hour (the tracker does not take the second key of an hour for late
+        data: :class:`~cems.rules.events.ExceedanceTracker` keeps the keys of the latest hour)."""
         ups: list[EventUpdate] = []
         for key, hit, peak, limit, evidence in items:
-            self._decided = before
             ups += self._step(key, hour, hit, peak, limit, None, evidence)
-            top = max(top, self._decided)
-        self._decided = top
         return ups
 
 

@@ -195,7 +195,9 @@ class ExceedanceTracker:
     consecutive exceeding hours; any other hour (compliant, invalid, flagged, missing) ends it.  A run is
     closed once the hour after it is *decided*: a record came for a later hour (records are emitted in hour
     order) or ``on_clock(until)`` says that hour has ended (call it with the ``until`` given to
-    ``OutletHourly.flush``).  Updates caused by a record of an hour already decided are marked ``late``: a run
+    ``OutletHourly.flush``).  Updates caused by a record that arrived after its hour was emitted (a second
+    record of the pollutant's hour, a record after a later hour's or after ``on_clock`` ended the hour; the
+    other pollutants of the same hour are on time) are marked ``late``: a run
     extended or reopened, a new run, or a run that no longer exists (``retracted``: merged into an earlier
     run, or its hours revised below the limit) — each reported once, never duplicated.  :meth:`prune`
     forgets what can no longer change (before the repair window).
@@ -203,7 +205,7 @@ class ExceedanceTracker:
 
     # Memory (one tracker per outlet): slots, and the dicts are made on first use (``None`` = empty); most
     # outlets never have a run.  Only exceeding hours are kept.
-    __slots__ = ("_decided", "_events", "_hits", "district", "enterprise", "mn")
+    __slots__ = ("_clock", "_decided", "_events", "_hits", "_latest", "_latest_keys", "district", "enterprise", "mn")
 
     TYPE: str = HOURLY_EXCEEDANCE
     KIND: str = "exceedance"
@@ -218,6 +220,13 @@ class ExceedanceTracker:
         self._events: dict[str, dict[int, Event]] | None = None
         #: every hour starting before this (epoch s) is decided (has had its record, or has ended)
         self._decided = _NEVER_H
+        #: every hour starting before this (epoch s) has ended by ``on_clock``
+        self._clock = _NEVER_H
+        #: the latest hour (epoch s) with a record, and the pollutants that had a record of it: records of one
+        #: hour are emitted together, so the second pollutant of an hour is not late, a second record of a
+        #: pollutant's hour (a revision) is
+        self._latest = _NEVER_H
+        self._latest_keys: set[str] = set()
 
     @property
     def open_events(self) -> list[Event]:
@@ -247,7 +256,14 @@ class ExceedanceTracker:
     ) -> list[EventUpdate]:
         """The record of one hour of pollutant ``p`` (first or revised)."""
         h = int(_ts(hour_start))
-        late = h < self._decided
+        latest = self._latest
+        # late = changed by data that arrived after the hour was emitted: the clock ended the hour, a later hour
+        # was emitted, or this pollutant already had its record of the hour (issue 12 follow-up)
+        late = h < self._clock or h < latest or (h == latest and p in self._latest_keys)
+        if h > latest:
+            self._latest, self._latest_keys = h, {p}
+        elif h == latest:
+            self._latest_keys.add(p)
         hits = self._hits
         by_p = None if hits is None else hits.get(p)
         if hit:
@@ -329,6 +345,7 @@ class ExceedanceTracker:
         """Hours that ended at or before ``until`` are decided: close runs whose next hour is one of them."""
         u = math.floor(_ts(until))
         decided = u - u % 3600
+        self._clock = max(self._clock, decided)
         if decided <= self._decided:
             return []
         self._decided = decided
@@ -382,6 +399,9 @@ class ExceedanceTracker:
                 p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted((self._events or {}).items())
             },
             "decided": self._decided,
+            "clock": self._clock,
+            "latest": self._latest,
+            "latest_keys": sorted(self._latest_keys),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -392,6 +412,7 @@ class ExceedanceTracker:
         if state["version"] == 1:  # before event time: open runs and the last hour seen per pollutant
             self._hits, self._events = None, None
             self._decided = max((int(v) + 3600 for v in state["last"].values()), default=_NEVER_H)
+            self._clock, self._latest, self._latest_keys = self._decided, _NEVER_H, set()
             for p, d in state["runs"].items():
                 ev = Event.from_json(d)
                 s = int(_ts(ev.start))
@@ -407,6 +428,10 @@ class ExceedanceTracker:
             p: {int(_ts(ev.start)): ev for ev in map(Event.from_json, rows)} for p, rows in state["events"].items()
         } or None
         self._decided = int(state["decided"])
+        # saved before the follow-up of issue 12: every decided hour is taken as ended (conservative: late)
+        self._clock = int(state.get("clock", self._decided))
+        self._latest = int(state.get("latest", _NEVER_H))
+        self._latest_keys = set(state.get("latest_keys", ()))
 
     def _set_hits(self) -> dict[str, dict[int, _Hit]]:
         self._hits = {}

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import MarkRecord
@@ -88,6 +88,44 @@ def point(
     return f"{escape_tag(measurement)}{tag_part} {','.join(out)} {ts_ms}"
 
 
+#: Field of the revisable measurements (``cems_hourly``, ``cems_daily``, ``cems_monthly``, ``cems_event``,
+#: ``grid_hourly``): the names of their numeric and boolean fields that have no value in this point,
+#: comma-separated (``""`` when every one has a value).  Always written (docs/influxdb.md).
+UNSET_FIELD: Final = "unset"
+
+Fields = dict[str, float | int | str | bool | None]
+
+
+def revisable(fields: Fields, strings: frozenset[str]) -> Fields:
+    """The fields of a point that a revision (a point with the same key) rewrites.
+
+    InfluxDB 1.x merges the fields of points with the same key, so a field a revision leaves out keeps its
+    old value.  So nothing is left out silently: a string field without a value is written as ``""`` (the
+    "no value" sentinel; ``strings`` names them); a numeric or boolean field without a value (``None`` or
+    not finite) cannot take a sentinel without corrupting means, counts and types, so it is left out and
+    named in :data:`UNSET_FIELD`, which readers honour (:func:`present`)."""
+    out: Fields = {}
+    unset: list[str] = []
+    for k, v in fields.items():
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            if k in strings:
+                out[k] = ""
+            else:
+                unset.append(k)
+        else:
+            out[k] = v
+    out[UNSET_FIELD] = ",".join(unset)
+    return out
+
+
+def present(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A queried row of a revisable measurement without the fields its :data:`UNSET_FIELD` names (stale
+    values that an older version of the point left; rows written before the field existed are as they are)."""
+    unset = row.get(UNSET_FIELD)
+    gone = set(unset.split(",")) if isinstance(unset, str) and unset else set()
+    return {k: v for k, v in row.items() if k not in gone and k != UNSET_FIELD}
+
+
 def reading_line(reading: Reading, enterprise: str, district: str) -> str:
     """The ``cems_reading`` point of a reading.  Fields are ``{code}_{suffix}`` and ``{code}_Flag``, ``qn`` and
     ``dropped`` (the ``code-suffix`` of values left out as invalid, comma-separated)."""
@@ -120,6 +158,9 @@ def _ms(t: datetime) -> int:
 SOURCE_RANK: Final[dict[str, int]] = {"realtime": 1, "minutes": 2, "das_2061": 3}
 
 
+_HOURLY_STRINGS: Final = frozenset({"zs_source", "flag", "profile", "note"})
+
+
 def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
     """``cems_hourly``: one point per (outlet, pollutant, hour); time = start of the hour."""
     tags = {
@@ -146,7 +187,10 @@ def hourly_line(rec: HourlyRecord, enterprise: str, district: str) -> str:
         "note": rec.note or None,
         "source_rank": SOURCE_RANK.get(rec.source, 0),
     }
-    return point(HOURLY_MEASUREMENT, tags, fields, _ms(rec.hour_start))
+    return point(HOURLY_MEASUREMENT, tags, revisable(fields, _HOURLY_STRINGS), _ms(rec.hour_start))
+
+
+_EVENT_STRINGS: Final = frozenset({"event_id", "status", "start", "end", "profile", "evidence"})
 
 
 def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
@@ -174,14 +218,18 @@ def event_line(ev: Event, **extra: float | int | str | bool | None) -> str:
         "evidence": ev.evidence
         if ev.evidence is None or isinstance(ev.evidence, str)
         else json.dumps(ev.evidence, ensure_ascii=False, separators=(",", ":")),
-        **extra,
     }
-    if ev.marks:  # the marks, declarations or repairs that touched the event (issue 14)
-        fields["marks"] = ",".join(ev.marks)
-    return point(EVENT_MEASUREMENT, tags, fields, _ms(ev.start))
+    own = revisable(fields, _EVENT_STRINGS)
+    # the marks, declarations or repairs that touched the event (issue 14); "" once none does (a withdrawal)
+    own["marks"] = ",".join(ev.marks)
+    # the acknowledgement fields (``extra``) are only ever set, never cleared: left out while not set
+    return point(EVENT_MEASUREMENT, tags, {**own, **extra}, _ms(ev.start))
 
 
 DAILY_MEASUREMENT: Final = "cems_daily"
+
+
+_DAILY_STRINGS: Final = frozenset({"profile", "note"})
 
 
 def daily_line(rec: DailyRecord, enterprise: str, district: str) -> str:
@@ -207,7 +255,7 @@ def daily_line(rec: DailyRecord, enterprise: str, district: str) -> str:
         "exceeds": rec.exceeds,
         "note": rec.note or None,
     }
-    return point(DAILY_MEASUREMENT, tags, fields, _ms(rec.day_start))
+    return point(DAILY_MEASUREMENT, tags, revisable(fields, _DAILY_STRINGS), _ms(rec.day_start))
 
 
 MONTHLY_MEASUREMENT: Final = "cems_monthly"
@@ -234,7 +282,7 @@ def monthly_line(rec: MonthResult, enterprise: str, district: str) -> str:
         "meets_monthly_rule": rec.meets_monthly_rule,
         "citation": rec.citation or None,
     }
-    return point(MONTHLY_MEASUREMENT, tags, fields, _ms(month_start(rec.month)))
+    return point(MONTHLY_MEASUREMENT, tags, revisable(fields, frozenset({"citation"})), _ms(month_start(rec.month)))
 
 
 RATE_MEASUREMENT: Final = "cems_rate"
@@ -381,6 +429,7 @@ def grid_hourly_line(h: GridHour) -> str:
         "primary": ",".join(h.primary),
         "standard": h.standard,
     }
+    fields = revisable(fields, frozenset({"category", "primary", "standard"}))
     return point(
         GRID_HOURLY_MEASUREMENT, _grid_tags(h.sensor, h.district, h.township, h.kind), fields, _ms(h.hour_start)
     )

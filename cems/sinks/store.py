@@ -1,5 +1,6 @@
-"""Backfill: write a replay's readings, hourly records, events and transmission rates to InfluxDB
-(``cems replay --store``)."""
+"""Backfill: write a replay's readings, hourly records, daily and monthly results, grid readings, hours and
+days, events, marks and transmission rates to InfluxDB (``cems replay --store``): what the live service
+writes for the same data."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cems.sinks.lineprotocol import (
     grid_reading_line,
     hourly_line,
     mark_line,
+    monthly_line,
     outlet_day_rate_line,
     reading_line,
 )
@@ -38,6 +40,9 @@ async def store_replay(config: InfluxConfig, res: ReplayResult) -> int:
         for d in res.daily:
             ent, dist = where.get(d.mn, ("", ""))
             lines.append(daily_line(d, ent, dist))
+        for m in res.months:  # month validity and monthly rules, as the live service writes them
+            ent, dist = where.get(m.mn, ("", ""))
+            lines.append(monthly_line(m, ent, dist))
         sensors = {g.id: g for g in res.registry_sensors}
         lines += [grid_reading_line(r, sensors[r.mn]) for r in res.grid_accepted if r.mn in sensors]
         lines += [grid_hourly_line(h) for h in res.grid_hourly]

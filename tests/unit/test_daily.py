@@ -179,3 +179,29 @@ def test_month_validity_25_days_23_in_february() -> None:
     feb = [day(date(2026, 2, i), i <= 23) for i in range(1, 29)]
     (m,) = month_results([], feb)
     assert (m.valid_days, m.days_needed, m.month_valid) == (23, 23, True)
+
+
+def test_two_pollutants_exceeding_the_same_day_are_both_on_time() -> None:
+    """SO2 90 (24-h limit 80) and NOx 260 (24-h limit 250) every hour of one day, at 11 % O2: two daily
+    exceedances of the same day, neither late (issue 12 follow-up: the second code of a day was marked late)."""
+    rs = [
+        Reading(
+            "WI",
+            Stream.HOUR,
+            D + h * H,
+            {
+                "a21026": Measurement("a21026", {"Avg": 90.0}, "N"),
+                "a21002": Measurement("a21002", {"Avg": 260.0}, "N"),
+                "a19001": Measurement("a19001", {"Avg": 11.0}, "N"),
+            },
+        )
+        for h in range(24)
+    ]
+    out = run(ComplianceEngine(registry(), journal=False), rs)
+    evs = [u for u in out.events if u.event.type == DAILY_EXCEEDANCE]
+    assert sorted((u.event.pollutant, u.kind, u.event.late) for u in evs) == [
+        ("a21002", "closed", False),
+        ("a21002", "opened", False),
+        ("a21026", "closed", False),
+        ("a21026", "opened", False),
+    ]

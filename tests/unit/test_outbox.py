@@ -224,6 +224,10 @@ def test_transition_keys_and_alert_ids_are_stable() -> None:
     j = {"hours": 2, "peak": 51.5}
     assert transition_key("opened", j) == "opened" and transition_key("closed", j) == "closed"
     assert transition_key("updated", j) == "updated:2:51.5"
+    # a late close (a revision of a closed event) is a new transition per (end, hours, peak)
+    late = {**j, "late": True, "end": "2026-01-01T10:00:00+08:00"}
+    assert transition_key("closed", late) == "closed:late:2026-01-01T10:00:00+08:00:2:51.5"
+    assert transition_key("closed", {**late, "hours": 3}) != transition_key("closed", late)
     assert alert_id("abc", "opened") == alert_id("abc", "opened") != alert_id("abc", "closed")
 
 

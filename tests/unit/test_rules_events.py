@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -382,3 +383,29 @@ def test_interruption_live_equals_replay_and_respects_stops(gaps: list[int], sto
         1 for a, b in pairwise(times) for x, y in ((a, min(b, s0)), (max(a, s1), b)) if y - x > timedelta(minutes=10)
     )
     assert len(closed_rep) == silent
+
+
+def test_pollutants_of_the_same_hour_are_not_late() -> None:
+    """SO2 and NOx exceed in the same hour, their records emitted together: neither is late (issue 12
+    follow-up: the second pollutant of an hour was taken for late data).  A revision of either, or a record of
+    the hour after the clock decided it, is late."""
+    nox = "a21002"
+    tr = ExceedanceTracker("M1", "E1", "D1")
+    so2_rec = rec(0, 40)
+    nox_rec = replace(rec(0, 120, limit=50.0), pollutant=nox)
+    ups = [*tr.on_hour(so2_rec), *tr.on_hour(nox_rec)]
+    assert [(u.kind, u.event.pollutant, u.event.late) for u in ups] == [
+        ("opened", SO2, False),
+        ("opened", nox, False),
+    ]
+    ups = tr.on_hour(replace(nox_rec, zs_avg=130.0))  # a revision of the NOx hour: late
+    assert [(u.kind, u.event.peak, u.event.late) for u in ups] == [("updated", 130.0, True)]
+    assert tr.on_clock(H0 + 2 * H) != []  # hour 1 ended without a record: both runs close
+    co = "a21005"
+    ups = tr.on_hour(replace(rec(0, 90, limit=50.0), pollutant=co))  # CO of hour 0 after the hour was decided
+    assert [(u.kind, u.event.late) for u in ups] == [("opened", True), ("closed", True)]
+    # after a restart the same holds
+    tr2 = ExceedanceTracker("M1", "E1", "D1")
+    tr2.restore(json.loads(json.dumps(tr.snapshot())))
+    ups = [*tr2.on_hour(rec(2, 40)), *tr2.on_hour(replace(rec(2, 120, limit=50.0), pollutant=nox))]
+    assert [(u.kind, u.event.late) for u in ups] == [("opened", False), ("opened", False)]

@@ -11,6 +11,7 @@ from cems.model import BEIJING
 from cems.protocol.mark import MarkRecord
 from cems.sinks.influx import influx_query
 from cems.sinks.influxql import quote_literal
+from cems.sinks.lineprotocol import present
 
 EVENT_COLUMNS: Final = (
     "event_id",
@@ -42,11 +43,11 @@ def list_events(
     if only_open:
         q += " WHERE \"status\" = 'open'"
     out: list[dict[str, Any]] = []
-    for r in influx_query(influx_url, db, q):
+    for r in map(present, influx_query(influx_url, db, q)):  # without the fields a revision emptied
         if only_unacked and r.get("acked_by"):
             continue
         row = {k: r.get(k) for k in EVENT_COLUMNS}
-        for k in ("end", "pollutant", "acked_by", "acked_at", "ack_note", "escalated_at"):
+        for k in ("end", "pollutant", "profile", "acked_by", "acked_at", "ack_note", "escalated_at"):
             if row[k] == "":
                 row[k] = None
         if r.get("evidence"):  # data-quality signals (issue 17): what triggered them

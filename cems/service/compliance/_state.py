@@ -19,7 +19,7 @@ from typing import Any, Final
 from cems.hour_archive import ARCHIVE_SCHEMA, prune_archived, write_archived
 from cems.model import BEIJING
 from cems.protocol.mark import MarkRecord
-from cems.rules.events import HOURLY_EXCEEDANCE, UPDATED, Event
+from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, UPDATED, Event
 from cems.rules.hourly import HourlyRecord
 from cems.service.outbox import (
     OutboxRow,
@@ -175,9 +175,13 @@ def all_events(conn: sqlite3.Connection) -> list[EventRow]:
 
 
 def transition_key(kind: str, ev_json: dict[str, Any]) -> str:
-    """What makes an update a new transition: opened/closed once; each distinct (hours, peak) update."""
+    """What makes an update a new transition: opened/closed once; each distinct (hours, peak) update; and each
+    distinct late close (end, hours, peak): late data that extend, or move the peak of, an event already closed
+    revise it (issue 12 follow-up), so the revision is stored and alerted once, not taken for a redelivery."""
     if kind == UPDATED:
         return f"{UPDATED}:{ev_json.get('hours')}:{ev_json.get('peak')}"
+    if kind == CLOSED and ev_json.get("late"):
+        return f"{CLOSED}:late:{ev_json.get('end')}:{ev_json.get('hours')}:{ev_json.get('peak')}"
     return kind
 
 
