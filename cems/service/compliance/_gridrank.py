@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 
-from cems.rules.ranking import RANKED_KINDS, RankPeriod, periods_to_rank
+from cems.rules.ranking import PERIOD_KINDS, RANKED_KINDS, RankPeriod, periods_to_rank
 from cems.service.compliance._state import ComplianceStats
 from cems.sinks.gridrank import Query, rank_from_influx
 from cems.sinks.lineprotocol import grid_rank_lines
@@ -68,7 +68,7 @@ class GridRankScheduler:
 
     @property
     def due(self) -> list[RankPeriod]:
-        return sorted(self._due, key=lambda p: (p.first, p.kind))
+        return sorted(self._due, key=lambda p: (p.last, PERIOD_KINDS.index(p.kind)))
 
     def days_written(self, days: Iterable[date]) -> None:
         """The ``grid_daily`` points of ``days`` (closed or revised) are durable: rank what they close."""
