@@ -39,6 +39,7 @@ from grafana import (
 from registries import emergency_line  # tests/registries.py
 
 from cems.devtools.demo import sample_registry_toml
+from cems.protocol.mark import MarkRecord
 from cems.protocol.payload import encode_payload
 from cems.registry import Registry, parse_registry
 from cems.replay import ReplayResult, replay
@@ -157,8 +158,9 @@ def data(influxdb: Any) -> DataSet:
     emissions = model.advance(end)
     plant = [e for e in emissions if e.outlet is not None]
     lines = [encode_payload(e.reading).decode() for e in plant]
-    res = replay(registry, lines, "jsonl", keep_readings=True)
-    assert res.readings == len(plant) and not res.rejected
+    marks = _marks(registry, end)
+    res = replay(registry, lines, "jsonl", keep_readings=True, marks=marks)
+    assert res.readings == len(plant) and not res.rejected and len(res.marks) == len(marks)
     asyncio.run(store_replay(InfluxConfig(url=influxdb.url, db=db), res))
     sensors = {g.id: g for g in registry.grid_sensor}
     grid = []
@@ -204,14 +206,26 @@ def data(influxdb: Any) -> DataSet:
     # open events get hand-built states: escalated, escalated then acknowledged, acknowledged in time
     opened = [e for e in res.events if e.status == "open" and e.type != "warning_level"]
     assert len(opened) >= 3
+    # `opened_at` (when the ingester first alerted: the SLA counts from it, docs/influxdb.md) differs from the
+    # start on purpose; `case_status` as the console's actions leave it (dispatched after the acknowledgement)
     acks = {
-        opened[0].event_id: {"escalated_at": (end - timedelta(hours=1)).isoformat()},
+        opened[0].event_id: {
+            "escalated_at": (end - timedelta(hours=1)).isoformat(),
+            "opened_at": (end - timedelta(hours=5)).isoformat(),
+        },
         opened[1].event_id: {
             "escalated_at": (end - timedelta(hours=2)).isoformat(),
             "acked_by": "张三",
             "acked_at": (end - timedelta(minutes=30)).isoformat(),
+            "opened_at": (end - timedelta(hours=6)).isoformat(),
+            "case_status": "dispatched",
         },
-        opened[2].event_id: {"acked_by": "李四", "acked_at": (end - timedelta(minutes=10)).isoformat()},
+        opened[2].event_id: {
+            "acked_by": "李四",
+            "acked_at": (end - timedelta(minutes=10)).isoformat(),
+            "opened_at": (end - timedelta(hours=1)).isoformat(),
+            "case_status": "acknowledged",
+        },
     }
     influxdb.write(db, [event_line(e, **acks[e.event_id]) for e in opened[:3]], precision="ms")
     # heavy-pollution warnings as `cems warning set` leaves them (docs/events.md, warning_level): a red
@@ -223,6 +237,16 @@ def data(influxdb: Any) -> DataSet:
                    peak=3.0, status="open", **w)  # fmt: skip
     influxdb.write(db, [event_line(red), event_line(orange)], precision="ms")
     res.events += [red, orange]
+    # data-quality signals (docs/events.md, issue 17; hand-built: the simulated fleet raises none), one of each
+    # type on outlets of several districts, open and closed, one open since three days, two acknowledged
+    quality = _quality_events(res, end)
+    qacks = {quality[0].event_id: {"acked_by": "王五", "acked_at": (end - timedelta(hours=1)).isoformat(),
+                                   "opened_at": (end - timedelta(hours=2)).isoformat(), "case_status": "acknowledged"},
+             quality[2].event_id: {"acked_by": "赵六", "acked_at": (end - timedelta(minutes=20)).isoformat(),
+                                   "opened_at": (end - timedelta(days=3)).isoformat()}}  # fmt: skip
+    influxdb.write(db, [event_line(e, **qacks.get(e.event_id, {})) for e in quality], precision="ms")
+    res.events += quality
+    acks.update(qacks)
     # the registry's names and places (`cems dashboards registry`)
     influxdb.write(db, registry_lines(registry, end - timedelta(hours=1)), precision="ms")
     # heavy-pollution response events (docs/events.md; hand-built: a replay without a warning file has none)
@@ -278,6 +302,47 @@ def data(influxdb: Any) -> DataSet:
     res.events += spots
     assert sensors_by_id
     return DataSet(db, now, res, grid, districts, registry, acks, ranking)
+
+
+QUALITY = ("flatline", "o2_anomaly", "zs_inconsistent", "hourly_inconsistent", "limit_hugging", "out_of_range",
+           "operation_mismatch")  # fmt: skip
+
+
+def _quality_events(res: ReplayResult, end: datetime) -> list[Event]:
+    """One event of each data-quality signal (docs/events.md's fields and evidence in words), spread over the
+    outlets of every district; the first four open (the third since three days), the others closed."""
+    outlets = list({i.outlet.mn: i for _, i in res.accepted}.values())
+    out = []
+    for k, kind in enumerate(QUALITY):
+        i = outlets[(k * 5) % len(outlets)]
+        start = end - (timedelta(days=3) if k == 2 else timedelta(hours=2 + k))
+        closed = k >= 4
+        out.append(
+            Event(kind, i.outlet.mn, i.enterprise.id, i.district.code, "a19001" if kind == "o2_anomaly" else "a21026",
+                  start, start + timedelta(hours=1) if closed else None, 1.0 + k, 20.5 + k, 20.0, None,
+                  i.outlet.profile, "closed" if closed else "open", evidence=f"信号 {kind}：数值 {20.5 + k}，阈值 20")
+        )  # fmt: skip
+    return out
+
+
+def _marks(registry: Registry, end: datetime) -> list[MarkRecord]:
+    """Marks as enterprises and the bureau submit them (docs/influxdb.md ``cems_mark``), applied by the replay
+    (``cems replay --marks``) and stored by its writer: two on the first outlet, one in another district."""
+    outlets = registry.outlets()
+    first = outlets[0]
+    other = next(i for i in outlets if i.district.code != first.district.code)
+    out = []
+    for k, (info, kind, typ) in enumerate(
+        ((first, "mark", "calibration"), (first, "mark", "maintenance"), (other, "mark", "fault"))
+    ):
+        start = end - timedelta(hours=6 - k)
+        out.append(
+            MarkRecord(record_id=f"R{k:03d}", kind=kind, mn=info.outlet.mn, type=typ, start=start,  # type: ignore[arg-type]
+                       end=start + timedelta(hours=1), reason=f"第{k + 1}号标记理由", attachment=f"附件{k}.pdf",
+                       submitter="企业环保员" if k < 2 else "区局", received_at=start - timedelta(minutes=30),
+                       via=f"cems/v1/{info.outlet.mn}/mark")
+        )  # fmt: skip
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -544,7 +609,7 @@ def open_events_table(run: Run) -> None:
     assert got.keys() == want.keys() and (want or not _all(run))
     for k, e in want.items():
         acks = run.data.acks.get(e.event_id, {})
-        for f in ("acked_by", "acked_at", "escalated_at"):
+        for f in ("acked_by", "acked_at", "escalated_at", "opened_at", "case_status"):
             assert got[k][f] == acks.get(f), (k, f)
         assert _close(got[k]["peak"], e.peak) and got[k]["start"] == e.start.astimezone(BJ).isoformat()
 
@@ -606,6 +671,103 @@ def event_annotations(run: Run) -> None:
         if e.district in run.districts and (run.mns is None or e.mn in run.mns) and run.lo <= utc_ms(e.start) <= run.hi
     }
     assert {row["event_id"] for row in run.rows} == want and want
+
+
+def _marks_in(run: Run) -> list[MarkRecord]:
+    where = {i.outlet.mn: i.district.code for i in run.data.registry.outlets()}
+    return [
+        m
+        for m in run.data.res.marks
+        if where[m.mn] in run.districts and (run.mns is None or m.mn in run.mns)
+        and run.lo <= utc_ms(m.received_at) <= run.hi
+    ]  # fmt: skip
+
+
+def mark_annotations(run: Run) -> None:
+    want = {m.record_id: m for m in _marks_in(run)}
+    got = {row["record_id"]: row for row in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run) or run.mns is not None)
+    for rid, m in want.items():
+        assert (got[rid]["type"], got[rid]["reason"], _t(got[rid])) == (m.type, m.reason, utc_ms(m.received_at))
+
+
+def marks_table(run: Run) -> None:
+    if run.ref == "B":
+        _outlet_names(run, {"排口": "name", "区县": "district"})
+        return
+    want = {(m.mn, m.record_id): m for m in _marks_in(run)}
+    got = {(row["mn"], row["record_id"]): row for row in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run) or run.mns is not None)
+    for k, m in want.items():
+        row = got[k]
+        assert (row["kind"], row["type"], row["status"], row["submitter"], row["attachment"]) == (
+            m.kind, m.type, m.status, m.submitter, m.attachment
+        )  # fmt: skip
+        assert (row["from"], row["to"]) == (m.start.astimezone(BJ).isoformat(), m.end.astimezone(BJ).isoformat())
+
+
+# ---- cems-quality (数据质量)
+
+
+def _signals(run: Run, *, open_only: bool) -> list[Event]:
+    return [
+        e
+        for e in run.data.res.events
+        if e.type in QUALITY and e.district in run.districts
+        and (e.status == "open" if open_only else run.lo <= utc_ms(e.start) <= run.hi)
+    ]  # fmt: skip
+
+
+def quality_open(run: Run) -> None:
+    want = _signals(run, open_only=True)
+    acked = [e for e in want if "acked_at" in run.data.acks.get(e.event_id, {})]
+    if _all(run):
+        assert (len(want), len(acked)) == (4, 2), "the data set: four open signals, two acknowledged"
+    if not want:
+        assert not run.rows
+        return
+    (row,) = run.rows
+    assert (row["未关闭"], row["已签收"] or 0) == (len(want), len(acked))
+
+
+def quality_by_type(run: Run) -> None:
+    want = Counter(e.type for e in _signals(run, open_only=False))
+    assert {r["type"]: r["信号数"] for r in run.rows} == dict(want) and (want or not _all(run))
+
+
+def quality_open_table(run: Run) -> None:
+    if run.ref == "B":
+        _outlet_names(run, {"排口": "name", "区县": "district"})
+        return
+    want = {(e.type, e.mn, e.pollutant, utc_ms(e.start)): e for e in _signals(run, open_only=True)}
+    got = {(r["type"], r["mn"], r["pollutant"], _t(r)): r for r in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run))
+    for k, e in want.items():
+        acks = run.data.acks.get(e.event_id, {})
+        assert got[k]["evidence"] == e.evidence and _close(got[k]["peak"], e.peak), k
+        for f in ("opened_at", "acked_by", "acked_at", "case_status"):
+            assert got[k][f] == acks.get(f), (k, f)
+
+
+def quality_by_enterprise(run: Run) -> None:
+    if run.ref == "B":
+        _registry_names(run, "enterprise")
+        return
+    want = Counter(e.enterprise for e in _signals(run, open_only=False))
+    assert {r["enterprise"]: r["信号数"] for r in run.rows} == dict(want) and (want or not _all(run))
+
+
+def quality_in_range(run: Run) -> None:
+    if run.ref == "B":
+        _outlet_names(run, {"排口": "name", "区县": "district"})
+        return
+    want = {(e.type, e.mn, utc_ms(e.start)): e for e in _signals(run, open_only=False)}
+    got = {(r["type"], r["mn"], _t(r)): r for r in run.rows}
+    assert got.keys() == want.keys() and (want or not _all(run))
+    for k, e in want.items():
+        end = e.end.astimezone(BJ).isoformat() if e.end is not None else ""
+        assert (got[k]["status"], got[k]["end"], got[k]["evidence"]) == (e.status, end, e.evidence), k
+        assert got[k]["case_status"] == run.data.acks.get(e.event_id, {}).get("case_status"), k
 
 
 # ---- cems-transmission (传输有效率)
@@ -888,6 +1050,12 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-outlet", 5): series_mean("a19001_Rtd", "rtd"),
     ("cems-outlet", 6): series_mean("a00000_Rtd", "rtd"),
     ("cems-outlet", 7): flags_table,
+    ("cems-outlet", 8): marks_table,
+    ("cems-quality", 1): quality_open,
+    ("cems-quality", 2): quality_by_type,
+    ("cems-quality", 3): quality_open_table,
+    ("cems-quality", 4): quality_by_enterprise,
+    ("cems-quality", 5): quality_in_range,
     ("cems-transmission", 1): rate_by("district"),
     ("cems-transmission", 2): rate_by("enterprise"),
     ("cems-transmission", 3): rate_by("mn"),
@@ -905,7 +1073,10 @@ CHECKS: dict[tuple[str, int], Check] = {
     ("cems-service", 2): silent_outlets,
     ("cems-service", 3): records_per_bucket,
 }
-ANNOTATIONS: dict[tuple[str, str], Check] = {("cems-outlet", "事件"): event_annotations}
+ANNOTATIONS: dict[tuple[str, str], Check] = {
+    ("cems-outlet", "事件"): event_annotations,
+    ("cems-outlet", "标记"): mark_annotations,
+}
 
 
 def test_every_panel_has_a_check() -> None:
