@@ -910,7 +910,11 @@ def township_ranking(run: Run) -> None:
         assert got[k]["rank"] == e.rank and got[k]["of"] == e.of and _close(got[k]["index"], e.index)
         assert _close(got[k]["pm25"], e.figures.pm25)
         # the township's PM2.5 of the day: the mean of its micro-stations' replayed daily means
-        pm25 = [d.means["pm25"] for d in daily if (d.township, d.district) == k and d.kind == "micro_station"]
+        pm25 = [
+            v
+            for d in daily
+            if (d.township, d.district) == k and d.kind == "micro_station" and (v := d.means.get("pm25")) is not None
+        ]
         assert pm25 and math.isclose(got[k]["pm25"], sum(pm25) / len(pm25), rel_tol=1e-9), k
     ranks = sorted(got.values(), key=lambda r: r["index"])
     assert [r["rank"] for r in ranks] == sorted(r["rank"] for r in ranks)  # cleanest first
