@@ -136,3 +136,10 @@ def test_reads_carry_the_writers_credentials() -> None:
     v2 = InfluxConfig(api="v2", token="tok", bucket="cems-bucket", org="bureau")
     assert (v2.query_headers(), v2.query_db) == ({"Authorization": "Token tok"}, "cems-bucket")
     assert InfluxConfig().query_headers() == {}
+
+
+def test_what_is_left_at_shutdown_is_logged(caplog: Any) -> None:
+    s = GridRankScheduler(Fake().query, Fake().write)
+    s.days_written([date(2026, 11, 22)])  # a Sunday: the day and its ISO week
+    s.log_left()
+    assert "day 2026-11-22, week 2026-W47" in caplog.text and "cems grid rank --write" in caplog.text

@@ -83,27 +83,28 @@ class GridRankScheduler:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rank what is due until ``stop`` is set (then log what is left)."""
-        try:
-            while not stop.is_set():
-                if not self._due:
-                    self._wake.clear()
-                    await _wait_any(stop, self._wake, None)
-                    continue
-                await _wait_any(stop, None, self.delay_s)  # let a pass of closing days and revisions gather
-                if stop.is_set():
-                    break
-                await self.run_once(stop)
-                if self._due:  # only periods waiting for a retry or for the spool are left
-                    nxt = min(t for _, t in self._due.values())
-                    self._wake.clear()
-                    await _wait_any(stop, self._wake, max(1.0, min(self.retry_s, nxt - time.monotonic())))
-        finally:
-            if self._due:
-                log.warning(
-                    "township ranking not done for %s: run `cems grid rank --write` for them",
-                    ", ".join(f"{p.kind} {p.key}" for p in self.due),
-                )
+        """Rank what is due until ``stop`` is set (:meth:`log_left` then says what is left)."""
+        while not stop.is_set():
+            if not self._due:
+                self._wake.clear()
+                await _wait_any(stop, self._wake, None)
+                continue
+            await _wait_any(stop, None, self.delay_s)  # let a pass of closing days and revisions gather
+            if stop.is_set():
+                break
+            await self.run_once(stop)
+            if self._due:  # only periods waiting for a retry or for the spool are left
+                nxt = min(t for _, t in self._due.values())
+                self._wake.clear()
+                await _wait_any(stop, self._wake, max(1.0, min(self.retry_s, nxt - time.monotonic())))
+
+    def log_left(self) -> None:
+        """Log the periods not ranked (the ingester is stopping): ``cems grid rank --write`` ranks them."""
+        if self._due:
+            log.warning(
+                "township ranking not done for %s: run `cems grid rank --write` for them",
+                ", ".join(f"{p.kind} {p.key}" for p in self.due),
+            )
 
     async def run_once(self, stop: asyncio.Event | None = None) -> None:
         """Rank every period due now (oldest first)."""

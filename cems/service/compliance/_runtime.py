@@ -329,6 +329,8 @@ class ComplianceRuntime:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._rank_task, 10.0)
             self._rank_task = None
+        if self.ranker is not None:
+            self.ranker.log_left()
         if self._dispatch_task is not None:
             try:
                 await asyncio.wait_for(self._dispatch_task, 5.0)
