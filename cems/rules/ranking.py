@@ -185,6 +185,23 @@ def periods_closed_by(day: date) -> list[RankPeriod]:
     return out
 
 
+def periods_to_rank(days: Iterable[date], closed_through: date) -> list[RankPeriod]:
+    """The periods to (re-)rank when the ``grid_daily`` points of ``days`` are written and every Beijing day
+    up to ``closed_through`` has closed: each day itself, and its ISO week and month once they have ended
+    (a day closing a period ranks the period, as :func:`periods_closed_by`; a revised day re-ranks the
+    periods it belongs to that have already ended). Ordered by their last day (a day before the week and
+    month it ends), without repeats."""
+    out: set[RankPeriod] = set()
+    for d in days:
+        out.add(RankPeriod.containing("day", d))
+        for kind in ("week", "month"):
+            p = RankPeriod.containing(kind, d)
+            if p.last <= max(closed_through, d):
+                out.add(p)
+    order = {k: i for i, k in enumerate(PERIOD_KINDS)}
+    return sorted(out, key=lambda p: (p.last, order[p.kind]))
+
+
 # ----------------------------------------------------------------------------------------- township days
 
 

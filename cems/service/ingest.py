@@ -39,7 +39,7 @@ from cems.registry import OutletInfo, Registry
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
-from cems.sinks.influx import InfluxConfig, InfluxWriter
+from cems.sinks.influx import InfluxConfig, InfluxWriter, config_query
 from cems.sinks.lineprotocol import GRID_READING_MEASUREMENT, grid_reading_line, reading_line
 from cems.sinks.spool import Spool
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
@@ -236,7 +236,14 @@ class IngestService:
         self._command_topic: str | None = None
         if compliance is not None:
             self.compliance = ComplianceRuntime(
-                registry, compliance, write=self._write_derived, publish=self._publish_alert
+                registry,
+                compliance,
+                write=self._write_derived,
+                publish=self._publish_alert,
+                # the live township ranking reads grid_daily back with the writer's credentials, once the
+                # spool (if any) has drained into the database
+                rank_query=config_query(influx),
+                rank_ready=lambda: self.spool is None or self.spool.empty(),
             )
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import gzip
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +68,18 @@ class InfluxConfig:
             return {}
         user, _, pw = self.token.partition(":")
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode("ascii")}
+
+    def query_headers(self) -> dict[str, str]:
+        """The credentials of an InfluxQL read on ``/query``, the same the writer uses: v1 ``user:password``
+        as Basic auth; v2 the token (``Authorization: Token``), read through the v1 compatibility API."""
+        if self.api == "v2":
+            return {"Authorization": f"Token {self.token}"} if self.token else {}
+        return self.v1_auth_headers()
+
+    @property
+    def query_db(self) -> str:
+        """The ``db`` of a ``/query`` read: the v1 database, or on 2.x the bucket (its DBRP mapping)."""
+        return (self.bucket or self.db) if self.api == "v2" else self.db
 
 
 class InfluxWriter:
@@ -161,8 +173,18 @@ def _series(line: str) -> str:
 # ``cems events list``, ``cems query`` and the developer tools; synchronous (command-line programs).
 
 
-def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+def influx_query(
+    url: str,
+    db: str,
+    q: str,
+    *,
+    epoch: str | None = None,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Run InfluxQL ``q`` against the v1 ``/query`` endpoint (POST) and flatten the answer.
+
+    ``headers``: credentials (:meth:`InfluxConfig.query_headers`; none for an open development database).
 
     Returns one dict per row of every series of every statement: column → value, plus the series
     tags (``GROUP BY``) merged in. ``epoch`` ("ns", "ms", "s"...) returns integer times instead of
@@ -172,7 +194,7 @@ def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout
     if epoch:
         params["epoch"] = epoch
     try:
-        resp = httpx.post(f"{url.rstrip('/')}/query", params=params, data={"q": q}, timeout=timeout)
+        resp = httpx.post(f"{url.rstrip('/')}/query", params=params, data={"q": q}, timeout=timeout, headers=headers)
     except httpx.HTTPError as exc:
         raise InfluxQueryError(f"InfluxDB query at {url} failed: {exc}") from exc
     try:
@@ -195,6 +217,17 @@ def influx_query(url: str, db: str, q: str, *, epoch: str | None = None, timeout
                 row.update(tags)
                 rows.append(row)
     return rows
+
+
+def config_query(config: InfluxConfig) -> Callable[[str, str | None], list[dict[str, Any]]]:
+    """A synchronous ``query(text, epoch) -> rows`` reading what ``config``'s writer writes, with its
+    credentials (the ingester's live township ranking, :mod:`cems.sinks.gridrank`)."""
+    url, db, headers, timeout = config.url, config.query_db, config.query_headers(), config.timeout_s
+
+    def query(text: str, epoch: str | None) -> list[dict[str, Any]]:
+        return influx_query(url, db, text, epoch=epoch, timeout=timeout, headers=headers)
+
+    return query
 
 
 def influx_write(

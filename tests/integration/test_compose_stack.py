@@ -364,3 +364,19 @@ def test_dashboards_registry_service_publishes_names(stack: Stack) -> None:
     )
     values = resp.json()["results"][0]["series"][0]["values"]
     assert values[0][1] == len(load_registry(ROOT / "deploy" / "registry.toml").outlets())
+
+
+def test_the_ingesters_reads_use_its_write_credentials(stack: Stack) -> None:
+    """The live township ranking reads ``grid_daily`` back (cems.sinks.influx.config_query) with the account the
+    ingester writes with; on an InfluxDB with authentication a read without it is refused."""
+    from cems.errors import InfluxQueryError
+    from cems.sinks.influx import InfluxConfig, config_query
+
+    ienv = _service_env("influxdb")
+    user = (ienv["INFLUXDB_USER"], ienv["INFLUXDB_USER_PASSWORD"])
+    influx_write_auth(stack.influx_url, ienv["INFLUXDB_DB"], user)
+    config = InfluxConfig(url=stack.influx_url, db=ienv["INFLUXDB_DB"], token=":".join(user))
+    rows = config_query(config)("SELECT count(v) FROM compose_check", None)
+    assert rows and rows[0]["count"] >= 1
+    with pytest.raises(InfluxQueryError, match="401"):
+        config_query(InfluxConfig(url=stack.influx_url, db=ienv["INFLUXDB_DB"]))("SELECT v FROM compose_check", None)

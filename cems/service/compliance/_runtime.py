@@ -69,6 +69,7 @@ from cems.service.compliance._actions import (
     record_action,
     record_legacy_ack,
 )
+from cems.service.compliance._gridrank import GridRankScheduler
 from cems.service.compliance._state import (
     ACKNOWLEDGED,
     DB_FILE,
@@ -119,6 +120,8 @@ log = logging.getLogger(__name__)
 
 WriteFn = Callable[[list[str], asyncio.Event | None], Awaitable[bool]]
 Clock = Callable[[], datetime]
+#: ``(InfluxQL, epoch) -> rows`` (:func:`cems.sinks.influx.config_query`).
+RankQuery = Callable[[str, str | None], list[dict[str, Any]]]
 
 
 def wall_clock() -> datetime:
@@ -155,6 +158,10 @@ class ComplianceConfig:
     #: How long an emitted hour keeps its sub-values in memory for exact revision by late data
     #: (:mod:`cems.rules.hourly`; the repair window itself is 10 days, DOMAIN.md §5).
     hold: timedelta = DEFAULT_HOLD
+    #: Live township ranking (:mod:`cems.service.compliance._gridrank`): how long closing days gather before
+    #: a ranking pass, and the wait before a failed ranking is tried again.
+    grid_rank_delay_s: float = 5.0
+    grid_rank_retry_s: float = 60.0
 
     def webhook_settings(self) -> WebhookSettings:
         return WebhookSettings(
@@ -174,9 +181,21 @@ class ComplianceRuntime:
 
     ``write(lines, stop)`` must write line protocol durably and return ``False`` only when asked to stop
     while the database is unreachable; ``publish(topic, body)`` publishes QoS 1 and waits for the PUBACK.
+    ``rank_query(text, epoch)`` reads InfluxDB (InfluxQL): with it, and grid sensors in the registry, the
+    township ranking follows every closed (or revised) day (:class:`GridRankScheduler`); ``rank_ready()``
+    says whether what was written is in the database (not waiting in a spool).
     """
 
-    def __init__(self, registry: Registry, config: ComplianceConfig, *, write: WriteFn, publish: Publish) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        config: ComplianceConfig,
+        *,
+        write: WriteFn,
+        publish: Publish,
+        rank_query: RankQuery | None = None,
+        rank_ready: Callable[[], bool] | None = None,
+    ) -> None:
         if config.webhooks and not config.webhook_secret:
             raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
         self.registry = registry
@@ -186,11 +205,22 @@ class ComplianceRuntime:
         self.engine = ComplianceEngine(registry, lateness=config.lateness, hold=config.hold, archive=self.archive)
         #: The grid sensors' engine (issue 15): fed alongside, committed in the same transaction.
         self.grid = GridEngine(registry, lateness=config.lateness, hold=config.hold)
+        self.stats = ComplianceStats()
+        #: The live township ranking (issue 15 item 3): after the ``grid_daily`` points of a day are durable.
+        self.ranker: GridRankScheduler | None = None
+        if rank_query is not None and registry.grid_sensor:
+            self.ranker = GridRankScheduler(
+                rank_query,
+                write,
+                ready=rank_ready or (lambda: True),
+                delay_s=config.grid_rank_delay_s,
+                retry_s=config.grid_rank_retry_s,
+                stats=self.stats,
+            )
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
         )
-        self.stats = ComplianceStats()
         self.lock = asyncio.Lock()
         self._write = write
         self._publish = publish
@@ -226,6 +256,7 @@ class ComplianceRuntime:
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._rank_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -277,6 +308,8 @@ class ComplianceRuntime:
         """Start the clock and the outbox dispatcher (call after the MQTT connection is up)."""
         self._clock_task = asyncio.create_task(self._clock_loop(stop), name="cems-compliance-clock")
         self._dispatch_task = asyncio.create_task(self.dispatcher.run(stop), name="cems-outbox")
+        if self.ranker is not None:
+            self._rank_task = asyncio.create_task(self.ranker.run(stop), name="cems-grid-rank")
 
     async def shutdown(self) -> None:
         """After ``stop`` was set: finish the clock task, then make a last delivery pass (best effort)."""
@@ -292,6 +325,13 @@ class ComplianceRuntime:
                     await self._flush(None)
                 with contextlib.suppress(Exception):  # best effort: rewritten when the next hours complete
                     await self._write_rates(None, force=True)
+        if self._rank_task is not None:
+            # a ranking under way finishes (its reads are bounded by the query timeout); what is left is logged
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._rank_task, 10.0)
+            self._rank_task = None
+        if self.ranker is not None:
+            self.ranker.log_left()
         if self._dispatch_task is not None:
             try:
                 await asyncio.wait_for(self._dispatch_task, 5.0)
@@ -652,6 +692,8 @@ class ComplianceRuntime:
         self.stats.hourly_records += len(out.hourly)
         self.stats.grid_hourly_records += len(gout.hourly)
         self.stats.grid_daily_records += len(gout.daily)
+        if gout.daily and self.ranker is not None:  # durable now: rank the days (in the background)
+            self.ranker.days_written(d.day for d in gout.daily)
         self._rate_days.update(rec.hour_start.astimezone(BEIJING).date() for rec in out.hourly)
         self._unacked.update(new_unacked)
         if rows:

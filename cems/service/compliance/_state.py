@@ -213,6 +213,12 @@ class ComplianceStats:
     #: grid hours written (``grid_hourly``, first emitted or revised) and grid days (``grid_daily``)
     grid_hourly_records: int = 0
     grid_daily_records: int = 0
+    #: live township ranking (:mod:`cems.service.compliance._gridrank`): periods ranked and written, their
+    #: ``grid_rank`` points, failed attempts (logged, retried) and periods given up after the last attempt
+    grid_rankings: int = 0
+    grid_rank_points: int = 0
+    grid_rank_errors: int = 0
+    grid_rank_abandoned: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
