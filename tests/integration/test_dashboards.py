@@ -161,7 +161,10 @@ def data(influxdb: Any) -> DataSet:
     # the grid sensors for 36 hours (so that yesterday is a whole Beijing day), as the ingester receives them:
     # `grid/v1/{id} {json}` lines, replayed with the plant's by the same engine (grid_reading, grid_hourly,
     # grid_daily and grid events stored by the replay's writer, as `cems replay --store` does)
-    grid_model = FleetModel(registry, seed=7, start=end - timedelta(hours=36))
+    # one sensor made a hotspot (as `cems-gateway simulate --grid-hotspot` does), so that real grid_hotspot
+    # events are in the data set whatever hour the test runs at
+    hot = SimConfig(grid_hotspots=(registry.grid_sensor[0].id,))
+    grid_model = FleetModel(registry, seed=7, start=end - timedelta(hours=36), config=hot)
     grid_readings = [e.reading for e in grid_model.advance(end) if e.outlet is None]
     prefix = registry.topics.grid_prefix
     lines += [f"{prefix}/{r.mn} {encode_payload(r).decode()}" for r in grid_readings]
