@@ -65,6 +65,7 @@ Reason = Literal[
     "stream_mismatch",
     # registry and plausibility (cems.validate, cems.service.ingest)
     "unknown_mn",
+    "wrong_shard",
     "unknown_sensor",
     "empty_reading",
     "future_data_time",
