@@ -29,7 +29,7 @@ def emergency_line(*, line: str = "", staggered: str = "") -> str:
     )
 
 
-def many_outlets(n: int) -> str:
+def many_outlets(n: int, *, city: str = "") -> str:
     """:func:`one_outlet` (MN0001, enterprise E001) and ``n`` more outlets ``MN1000``… (PW 123456) of enterprise
     E002 in the same district: a city whose outlets spread over several shards (issue 20)."""
     extra = '[[enterprise]]\nid = "E002"\nname = "示例水泥有限公司"\ndistrict = "130602"\n' + "".join(
@@ -37,4 +37,4 @@ def many_outlets(n: int) -> str:
         'password = "123456"\n'
         for i in range(n)
     )
-    return one_outlet(tail=extra)
+    return one_outlet(city=city, tail=extra)

@@ -226,8 +226,13 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
     if urls and not secret:
         raise ConfigError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
     state = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
+    shard, _ = scale_options(a, env) if hasattr(a, "shard") else (None, None)
     return ComplianceConfig(
-        state_dir=state, webhooks=tuple(urls), webhook_secret=secret, hold=late_hold(a.late_hold_hours, env)
+        state_dir=state,
+        webhooks=tuple(urls),
+        webhook_secret=secret,
+        hold=late_hold(a.late_hold_hours, env),
+        shard=shard,
     )
 
 

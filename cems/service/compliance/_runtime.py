@@ -48,7 +48,9 @@ from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
 from cems.registry import OutletInfo, Registry, Topics
+from cems.registry.shard import Shard
 from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds, month_bounds
+from cems.rules.district_parts import part_of
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
@@ -105,6 +107,7 @@ from cems.service.warnings import HISTORY_FILE, parse_warning, read_history, war
 from cems.sinks.lineprotocol import (
     daily_line,
     district_month_rate_line,
+    district_part_line,
     event_line,
     grid_daily_line,
     grid_hourly_line,
@@ -137,6 +140,9 @@ class ComplianceConfig:
     webhook_secret: bytes = field(default=b"", repr=False)
     #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
     clock: Clock = wall_clock
+    #: ``cems run --shard K/N``: the district months are this shard's parts, written as ``level=district_shard``
+    #: points tagged with the shard and merged by ``cems districts`` (:mod:`cems.rules.district_parts`).
+    shard: Shard | None = None
     clock_interval_s: float = 5.0
     #: Group commit: engine state is committed (and the batches acknowledged) at least this often.
     commit_interval_s: float = 0.25
@@ -495,7 +501,12 @@ class ComplianceRuntime:
         for y, m in sorted({(d.year, d.month) for d in days}):
             a, b = month_bounds(y, m)
             if min(b, cap) > a:
-                lines += [district_month_rate_line(r) for r in self.engine.rates.district_months(a, min(b, cap))]
+                months = self.engine.rates.district_months(a, min(b, cap))
+                shard = self.config.shard
+                if shard is None:
+                    lines += [district_month_rate_line(r) for r in months]
+                else:  # a part only: never under the district's key, where the shards would overwrite each other
+                    lines += [district_part_line(part_of(r, shard)) for r in months]
         if lines and not await self._write(lines, stop):
             return False
         self._rate_days.clear()
