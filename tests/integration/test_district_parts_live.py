@@ -22,7 +22,7 @@ from cems.registry import parse_registry
 from cems.registry.shard import Shard, outlet_topic, shard_of, shard_registry
 from cems.report import Period, influx_loader, load_report
 from cems.rules.district_parts import PART_LEVEL, merge_parts, part_from_row
-from cems.service.compliance import ComplianceConfig
+from cems.service.compliance import ComplianceConfig, ack_event
 from cems.service.ingest import IngestService, IngestSettings
 from cems.service.mqtt import MqttSettings
 from cems.sinks.influx import InfluxConfig
@@ -39,10 +39,8 @@ async def test_two_shards_parts_merge_to_the_reports_district_figures(
 ) -> None:
     text = many_outlets(5, city=CITY)
     whole = parse_registry(text)
-    exceeding = {
-        "MN0001",
-        next(i.outlet.mn for i in whole.outlets() if shard_of(i.outlet.mn, 2) != shard_of("MN0001", 2)),
-    }
+    other = next(i.outlet.mn for i in whole.outlets() if shard_of(i.outlet.mn, 2) != shard_of("MN0001", 2))
+    exceeding = {"MN0001", other}
     day = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     clock = {"t": day + timedelta(hours=12, minutes=30)}
     influx = InfluxConfig(url=influxdb.url, db=influx_db)
@@ -97,6 +95,21 @@ async def test_two_shards_parts_merge_to_the_reports_district_figures(
             return (parts, merge_parts(whole.city, parts)) if merge_parts(whole.city, parts) == expected else None
 
         parts, _ = await asyncio.to_thread(wait_until, merged, 30)
+        # an acknowledgement reaches both ingesters: the owner of the event answers, the other stays silent
+        eq = f"SELECT * FROM cems_event WHERE \"type\" = 'hourly_exceedance' AND \"mn\" = '{other}'"
+        (ev, *_) = await asyncio.to_thread(wait_until, lambda: influxdb.query(influx_db, eq), 30)
+        dl = Mqtt(mosquitto.url)
+        dl.subscribe("cems/deadletter/v1/#")
+        reply = await ack_event(MqttSettings(url=mosquitto.url), whole.topics, ev["event_id"], "值班员", confirm_s=20)
+        assert reply is not None and reply["result"] == "acknowledged", reply
+        owner, bystander = (services[1], services[0]) if shard_of(other, 2) == 1 else (services[0], services[1])
+        assert owner.compliance is not None and bystander.compliance is not None
+        by = bystander.compliance
+        await asyncio.to_thread(wait_until, lambda: by.stats.other_shard_commands == 1)
+        assert owner.compliance.stats.acks == 1 and owner.compliance.stats.other_shard_commands == 0
+        await asyncio.sleep(0.5)
+        assert not dl.got  # no unknown_event dead letter from the other shard
+        dl.close()
     finally:
         pub.close()
         stop.set()

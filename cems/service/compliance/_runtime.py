@@ -699,6 +699,8 @@ class ComplianceRuntime:
             self._mark_reply(topic_mn or _payload_mn(msg.payload), _reply_to(msg.payload), e.reason, e.detail)
             return e
         rec = sub.record
+        if self.config.shard is not None and not self.config.shard.owns(rec.mn):
+            return self._other_shard(f"{rec.kind} of outlet", rec.mn)
         known = self.engine.marks.get(rec.mn, rec.record_id)
         if known is not None:  # redelivered, or sent twice with the same reply_to: stored once
             self._mark_reply(rec.mn, sub.reply_to, "duplicate", "already stored", known)
@@ -719,6 +721,13 @@ class ComplianceRuntime:
         self.stats.marks += 1
         log.info("%s %s of %s (%s) stored: %s", rec.kind, rec.record_id, rec.mn, rec.type, rec.status)
         self._mark_reply(rec.mn, sub.reply_to, "accepted" if rec.status == ACCEPTED else rec.status, rec.note, rec)
+        return True
+
+    def _other_shard(self, what: str, key: str) -> bool:
+        """A command about another shard's event or outlet (``cems run --shard``; every ingester receives the
+        commands): its owner answers it, this one stays silent — no reply, no dead letter (docs/scaling.md)."""
+        self.stats.other_shard_commands += 1
+        log.debug("%s %s: not of shard %s, left to its owner", what, key, self.config.shard)
         return True
 
     def _mark_reply(
@@ -745,6 +754,8 @@ class ComplianceRuntime:
         event_id, by, at, note = cmd.event_id, cmd.by, cmd.at, cmd.note
         known = await self.db.call(lambda c: load_events(c, [event_id]))
         row = known.get(event_id)
+        if row is None and self.config.shard is not None:
+            return self._other_shard("acknowledgement", event_id)
         if row is None:
             self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": event_id})
             return RejectedMessage("unknown_event", f"no event {event_id!r} to acknowledge")
@@ -794,6 +805,8 @@ class ComplianceRuntime:
                 return True
         known = await self.db.call(lambda c: load_events(c, [cmd.event_id]))
         row = known.get(cmd.event_id)
+        if row is None and self.config.shard is not None:
+            return self._other_shard(f"event action {cmd.action}", cmd.event_id)
         if row is None:
             self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": cmd.event_id})
             return RejectedMessage("unknown_event", f"no event {cmd.event_id!r} to {cmd.action}")

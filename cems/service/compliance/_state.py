@@ -209,6 +209,8 @@ class ComplianceStats:
     #: grid hours written (``grid_hourly``, first emitted or revised) and grid days (``grid_daily``)
     grid_hourly_records: int = 0
     grid_daily_records: int = 0
+    #: commands about another shard's event or outlet, left to their owner (``cems run --shard``; issue 20)
+    other_shard_commands: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
