@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cems.errors import IncompleteParts as IncompleteParts  # declared in cems.errors, re-exported
 from cems.model import BEIJING
 from cems.registry import City
 from cems.registry.shard import Shard
@@ -79,10 +80,6 @@ def part_from_row(row: Mapping[str, Any]) -> DistrictPart:
         int(row.get("outlets") or 0),
         frozenset(e for e in ents.split(",") if e),
     )
-
-
-class IncompleteParts(ValueError):
-    """Not every shard has written its part of a district month: a merge would be a partial figure."""
 
 
 def merge_parts(city: City, parts: Iterable[DistrictPart]) -> list[DistrictMonthRate]:
