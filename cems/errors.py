@@ -65,6 +65,7 @@ Reason = Literal[
     "stream_mismatch",
     # registry and plausibility (cems.validate, cems.service.ingest)
     "unknown_mn",
+    "wrong_shard",
     "unknown_sensor",
     "empty_reading",
     "future_data_time",
@@ -197,3 +198,8 @@ class InvalidTransition(CemsError, ValueError):
 
 class CsrfError(CemsError):
     """A duty-console form came without the session's CSRF token (or with another one)."""
+
+
+class IncompleteParts(CemsError, ValueError):
+    """The district parts of a sharded deployment cannot be merged: a shard's part is missing, doubled, or the
+    parts come from different shard counts (:func:`cems.rules.district_parts.merge_parts`, issue 20)."""

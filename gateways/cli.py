@@ -138,6 +138,14 @@ def add_bridge_arguments(parser: argparse.ArgumentParser, env: Env | None = None
         help="close a connection that sent no authenticated packet for this long (s; stray bytes do not count)",
     )
     parser.add_argument("--max-connections", type=int, default=10000, help="connections open at once, in all")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=e.integer("CEMS_SHARDS", 0, minimum=0) or None,
+        metavar="N",
+        help="publish each outlet under its shard, {prefix}/s{K}/{mn}/hj212 with K = CRC-32(MN) mod N, for "
+        "`cems run --shard K/N` ingesters (docs/scaling.md), e.g. 2 [CEMS_SHARDS]",
+    )
     parser.add_argument("--max-connections-per-ip", type=int, default=64, help="connections open at once per peer IP")
     parser.add_argument(
         "--max-junk-bytes",
@@ -238,6 +246,7 @@ def _bridge(a: argparse.Namespace, env: Env) -> int:
             auth_window_s=a.auth_window,
             auth_ban_s=a.auth_ban,
             evidence=bridge_evidence(a, env, registry, a.listen),
+            shards=a.shards,
         )
     )
     return 0

@@ -98,6 +98,7 @@ from cems.protocol.hj212 import (
     to_reading,
 )
 from cems.registry import Registry, check_credentials, expected_password
+from cems.registry.shard import outlet_topic
 from cems.service.mqtt import MqttSettings
 from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
 from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
@@ -376,8 +377,14 @@ class HJ212Bridge:
         split_timeout_s: float = 60.0,
         split_max_pending: int = 1000,
         evidence: ArchiveSettings | None = None,
+        shards: int | None = None,
     ) -> None:
         check_credentials(registry, environ)
+        #: With N shards (``--shards N``, docs/scaling.md) an outlet's packets go to ``{prefix}/s{k}/{mn}/hj212``,
+        #: ``k = CRC-32(MN) mod N``: the topics of ``cems run --shard k/N``.
+        if shards is not None and shards < 1:
+            raise ValueError(f"shards {shards}: must be at least 1")
+        self.shards = shards
         self.archive = EvidenceArchive(evidence) if evidence is not None else None
         self.registry = registry
         self.environ = environ
@@ -408,6 +415,11 @@ class HJ212Bridge:
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
+
+    def outlet_topic(self, mn: str) -> str:
+        """Where an outlet's packets are published: ``{prefix}/{mn}/hj212``, or with shards
+        ``{prefix}/s{CRC-32(mn) mod N}/{mn}/hj212`` (:func:`cems.registry.shard.outlet_topic`)."""
+        return outlet_topic(self.topic_prefix, mn, "hj212", self.shards)
 
     @property
     def port(self) -> int:
@@ -611,7 +623,7 @@ class HJ212Bridge:
         via: dict[str, str | int] = {"peer": f"{conn.ip}:{conn.peer[1]}" if isinstance(conn.peer, tuple) else conn.ip}
         if published is not None and published != frame:
             via["published_sha256"] = hashlib.sha256(published).hexdigest()
-        topic = f"{self.topic_prefix}/{mn}/hj212" if mn else ""
+        topic = self.outlet_topic(mn) if mn else ""
         try:
             await self.archive.append([Entry(frame, received, topic, status, reason, None, "msg", via, mn or None)])
             return True
@@ -719,7 +731,7 @@ class HJ212Bridge:
                 return True
         if p.deviations:
             log.debug("%s: MN %s packet deviations: %s", conn.peer, p.mn, "; ".join(p.deviations))
-        topic = f"{self.registry.topics.grid_prefix}/{p.mn}" if grid else f"{self.topic_prefix}/{p.mn}/hj212"
+        topic = f"{self.registry.topics.grid_prefix}/{p.mn}" if grid else self.outlet_topic(str(p.mn))
         if not await self.publisher.publish(topic, published, timeout=self.ack_timeout_s):
             self.stats["publish_failed"] += 1
             await self._keep(frame, conn, received, "publish_failed", None, mn, published=published)
@@ -762,6 +774,7 @@ async def run_bridge(
     auth_window_s: float = 60.0,
     auth_ban_s: float = 60.0,
     evidence: ArchiveSettings | None = None,
+    shards: int | None = None,
 ) -> None:
     """Run the bridge until ``stop_event`` is set (or SIGINT/SIGTERM when no event is given).
 
@@ -786,6 +799,7 @@ async def run_bridge(
         auth_window_s=auth_window_s,
         auth_ban_s=auth_ban_s,
         evidence=evidence,
+        shards=shards,
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

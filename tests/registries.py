@@ -27,3 +27,14 @@ def emergency_line(*, line: str = "", staggered: str = "") -> str:
         'running_codes = ["SB1"]\nproduction_power = { code = "ep01" }\ntreatment_power = { code = "et01" }\n'
         "idle_flow_m3_s = 1.0\nidle_power_kw = 5.0\ntreatment_idle_power_kw = 2.0\n" + line + staggered
     )
+
+
+def many_outlets(n: int, *, city: str = "") -> str:
+    """:func:`one_outlet` (MN0001, enterprise E001) and ``n`` more outlets ``MN1000``… (PW 123456) of enterprise
+    E002 in the same district: a city whose outlets spread over several shards (issue 20)."""
+    extra = '[[enterprise]]\nid = "E002"\nname = "示例水泥有限公司"\ndistrict = "130602"\n' + "".join(
+        f'[[enterprise.outlet]]\nmn = "MN{1000 + i}"\nname = "{i}#窑尾"\nprofile = "coal_power_ultra_low"\n'
+        'password = "123456"\n'
+        for i in range(n)
+    )
+    return one_outlet(city=city, tail=extra)

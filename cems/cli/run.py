@@ -24,6 +24,7 @@ from cems.cli._common import (
 from cems.config import Env, state_dir, writable_private_dir
 from cems.errors import ConfigError
 from cems.registry import Registry, load_registry, registry_warnings, with_credentials
+from cems.registry.shard import Shard, check_share_group, shard_registry
 from cems.service.compliance import ComplianceConfig
 from cems.service.health import HealthServer
 from cems.service.ingest import IngestService, IngestSettings
@@ -36,6 +37,8 @@ EPILOG = examples(
     "cems run --config registry.toml --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 --influx-db cems",
     "CEMS_INFLUX_TOKEN=… cems run --config registry.toml --mqtt-url mqtts://broker:8883 --mqtt-ca-file ca.crt \\",
     "    --influx-url http://influxdb:8086 --influx-api v2 --influx-org bureau --influx-bucket cems",
+    "cems run --config registry.toml --shard 1/2 --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 \\",
+    "    --influx-db cems     # outlets with CRC-32(MN) mod 2 = 1, from cems/v1/s1/{mn}/{stream}",
 )
 
 
@@ -55,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         help="registry TOML, e.g. deploy/registry.toml [CEMS_CONFIG]",
     )
     add_mqtt_args(r, env)
+    add_scale_args(r, env)
     add_influx_args(r, env)
     r.add_argument(
         "--batch-max", type=int, default=None, help="most messages per InfluxDB write (default 5000) [CEMS_BATCH_MAX]"
@@ -107,6 +111,54 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
     )
     add_evidence_args(r, env)
     r.set_defaults(func=cmd_run)
+
+
+#: The default client id of ``cems run`` (``--client-id``); with ``--shard K/N`` it becomes ``cems-ingester-sK``.
+DEFAULT_CLIENT_ID = "cems-ingester"
+
+
+def add_scale_args(r: argparse.ArgumentParser, env: Env) -> None:
+    s = r.add_argument_group("several ingesters (docs/scaling.md)")
+    s.add_argument(
+        "--shard",
+        default=env.get("CEMS_SHARD"),
+        metavar="K/N",
+        help="be ingester K of N (K from 0): take only the outlets with CRC-32(MN) mod N = K, published on "
+        "{prefix}/sK/{mn}/{stream}; the default client id and state dir get the suffix -sK, e.g. 0/2 [CEMS_SHARD]",
+    )
+    s.add_argument(
+        "--share-group",
+        default=env.get("CEMS_SHARE_GROUP"),
+        metavar="GROUP",
+        help="subscribe to the data topics as the MQTT shared subscription $share/GROUP/…: the broker gives each "
+        "message to one member (per-outlet affinity needs EMQX hash_topic); each member needs its own "
+        "--client-id and --state-dir, e.g. cems [CEMS_SHARE_GROUP]",
+    )
+
+
+def scale_options(a: argparse.Namespace, env: Env) -> tuple[Shard | None, str | None]:
+    """``--shard`` and ``--share-group``, checked; with a shard, ``a.client_id`` and ``a.state_dir`` default to
+    per-shard values (``cems-ingester-sK``, ``STATE_DIR/ingester-sK``), so that two shards never share them."""
+    shard: Shard | None = None
+    group: str | None = None
+    try:
+        if a.shard:
+            shard = Shard.parse(a.shard)
+        if a.share_group:
+            group = check_share_group(a.share_group)
+    except ValueError as e:
+        raise ConfigError(f"--shard/--share-group: {e}") from e
+    if shard is not None:
+        if a.client_id == DEFAULT_CLIENT_ID:
+            a.client_id = f"{DEFAULT_CLIENT_ID}-{shard.level}"
+        if a.state_dir is None:
+            a.state_dir = str(state_dir(env) / f"ingester-{shard.level}")
+    elif group is not None and a.client_id == DEFAULT_CLIENT_ID:
+        raise ConfigError(
+            "--share-group: give each member of the group its own --client-id (and --state-dir): two members "
+            f"on the client id {DEFAULT_CLIENT_ID!r} would take the session from each other"
+        )
+    return shard, group
 
 
 def add_evidence_args(r: argparse.ArgumentParser, env: Env) -> None:
@@ -174,8 +226,13 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
     if urls and not secret:
         raise ConfigError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
     state = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
+    shard, _ = scale_options(a, env) if hasattr(a, "shard") else (None, None)
     return ComplianceConfig(
-        state_dir=state, webhooks=tuple(urls), webhook_secret=secret, hold=late_hold(a.late_hold_hours, env)
+        state_dir=state,
+        webhooks=tuple(urls),
+        webhook_secret=secret,
+        hold=late_hold(a.late_hold_hours, env),
+        shard=shard,
     )
 
 
@@ -187,7 +244,10 @@ def ingest_settings(a: argparse.Namespace, env: Env, evidence: ArchiveSettings |
     batch_max = a.batch_max if a.batch_max is not None else env.integer("CEMS_BATCH_MAX", 5000, minimum=1)
     if batch_max < 1:
         raise ConfigError(f"--batch-max {batch_max}: must be at least 1")
+    shard, group = scale_options(a, env) if hasattr(a, "shard") else (None, None)
     return IngestSettings(
+        shard=shard,
+        share_group=group,
         batch_max=batch_max,
         require_crc=not a.accept_bad_crc,
         spool_dir=spool_dir,
@@ -199,6 +259,10 @@ def ingest_settings(a: argparse.Namespace, env: Env, evidence: ArchiveSettings |
 def cmd_run(a: argparse.Namespace, env: Env) -> int:
     # fail closed: every password_env must be set, resolved the same way as the bridge does
     registry = with_credentials(load_registry(a.config), env.values)
+    shard, _ = scale_options(a, env)  # before anything reads a.client_id or a.state_dir
+    if shard is not None:
+        registry = shard_registry(registry, shard)
+        log.info("shard %s: %d outlets, from %s/+/+", shard, len(registry.outlets()), registry.topics.prefix)
     for w in registry_warnings(registry):
         log.warning("registry %s: %s", a.config, w)
     mqtt = mqtt_settings(a)

@@ -36,7 +36,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Final, Protocol
 
 from cems.model import BEIJING
-from cems.registry import Outlet, OutletInfo, Registry
+from cems.registry import City, Outlet, OutletInfo, Registry
 from cems.rules.hourly import SOURCE_DAS, SOURCE_MINUTES, HourlyRecord
 
 _BJ_OFFSET: Final = 8 * 3600
@@ -198,6 +198,38 @@ class DistrictMonthRate(_Rates):
             "supervision": self.supervised,
             "reasons": list(self.reasons),
         }
+
+
+def district_month(
+    city: City, district: str, month: str, counts: RateCounts, outlets: int, enterprises: Iterable[str]
+) -> DistrictMonthRate:
+    """One district's month from its counts and its exceeding enterprises, with the supervision (挂牌督办)
+    decision: the effective transmission rate below the city's target, or at least the city's threshold of
+    enterprises with an exceeding hourly mean in the month.  :meth:`RateCounter.district_months` and the merge
+    of several ingesters' parts (:mod:`cems.rules.district_parts`) both decide here."""
+    c = counts
+    ents = tuple(sorted(set(enterprises)))
+    target = city.transmission_rate_target
+    threshold = city.supervision_enterprise_threshold
+    reasons: list[str] = []
+    eff = c.effective_rate
+    # Reasons are read by the bureau: Chinese, citing the rule itself (the city's plan, the
+    # standard), not our notes (issue 12 item 13).
+    basis = city.supervision_basis
+    if eff is not None and eff < target:
+        reasons.append(
+            f"传输有效率 {eff:.2%} 低于考核目标 {target:.0%}"
+            f"（应收小时记录 {c.expected} 条，有效 {c.valid} 条）。"
+            f"依据：{basis}；{RATE_RULE_ZH}"
+        )
+    if len(ents) >= threshold:
+        reasons.append(
+            f"当月 {len(ents)} 家企业小时均值超标（阈值 {threshold} 家，含）：{'、'.join(ents)}。"
+            f"依据：{basis}；{EXCEEDANCE_RULE_ZH}"
+        )
+    return DistrictMonthRate(
+        district, month, c.expected, c.received, c.valid, outlets, ents, bool(reasons), tuple(reasons)
+    )
 
 
 def _month_key(d: date) -> str:
@@ -463,8 +495,6 @@ class RateCounter:
         if win is None:
             return []
         monthly = self._monthly(win)
-        target = self.city.transmission_rate_target
-        threshold = self.city.supervision_enterprise_threshold
         agg: dict[tuple[str, str], RateCounts] = {}
         outlets: dict[tuple[str, str], int] = {}
         for (mn, month), c in monthly.items():
@@ -491,35 +521,9 @@ class RateCounter:
         for month in _months(*win):
             for dist in sorted(d.code for d in self.registry.district):
                 key = (dist, month)
-                c = agg.get(key, RateCounts())
-                ents = tuple(sorted(exceeding.get(key, set())))
-                reasons: list[str] = []
-                eff = c.effective_rate
-                # Reasons are read by the bureau: Chinese, citing the rule itself (the city's plan, the
-                # standard), not our notes (issue 12 item 13).
-                basis = self.city.supervision_basis
-                if eff is not None and eff < target:
-                    reasons.append(
-                        f"传输有效率 {eff:.2%} 低于考核目标 {target:.0%}"
-                        f"（应收小时记录 {c.expected} 条，有效 {c.valid} 条）。"
-                        f"依据：{basis}；{RATE_RULE_ZH}"
-                    )
-                if len(ents) >= threshold:
-                    reasons.append(
-                        f"当月 {len(ents)} 家企业小时均值超标（阈值 {threshold} 家，含）：{'、'.join(ents)}。"
-                        f"依据：{basis}；{EXCEEDANCE_RULE_ZH}"
-                    )
                 out.append(
-                    DistrictMonthRate(
-                        dist,
-                        month,
-                        c.expected,
-                        c.received,
-                        c.valid,
-                        outlets.get(key, 0),
-                        ents,
-                        bool(reasons),
-                        tuple(reasons),
+                    district_month(
+                        self.city, dist, month, agg.get(key, RateCounts()), outlets.get(key, 0), exceeding.get(key, ())
                     )
                 )
         return out

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import json
 import logging
+import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -32,10 +34,11 @@ from pathlib import Path
 from typing import Final
 
 from cems.decode import check_packet, decode_message, hj212_text
-from cems.errors import InfluxWriteError, RejectedMessage, SpoolFull
+from cems.errors import InfluxWriteError, RejectedMessage, ServiceError, SpoolFull
 from cems.model import Reading
 from cems.protocol import hj212
 from cems.registry import OutletInfo, Registry
+from cems.registry.shard import Shard, data_subscriptions, shard_of
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.mqtt import InboundMessage, MqttConnection, MqttSettings
 from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArchive
@@ -113,6 +116,11 @@ class IngestSettings:
     split_max_pending: int = 1000
     #: The evidence archive of every raw message (:mod:`cems.sinks.archive`; None: not kept).
     evidence: ArchiveSettings | None = None
+    #: This ingester's shard (``cems run --shard K/N``; the registry is then :func:`shard_registry`'s): a
+    #: reading of another shard's outlet is rejected ``wrong_shard``, and only shard 0 takes the grid sensors.
+    shard: Shard | None = None
+    #: Subscribe to the data topics as the shared subscription ``$share/{share_group}/…`` (docs/scaling.md).
+    share_group: str | None = None
 
 
 @dataclass(slots=True)
@@ -215,6 +223,22 @@ def _utf8_prefix(head: bytes) -> str:
         raise
 
 
+def _lock_spool(directory: Path) -> int:
+    """Hold ``directory/.lock`` (``flock``, released when the process ends): two ingesters never share a spool,
+    whose order and truncation assume a single writer (docs/scaling.md: each ingester its own state and spool)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise ServiceError(
+            f"spool {directory} is in use by another ingester: give each ingester its own --state-dir "
+            "(or --spool-dir), e.g. with --shard K/N"
+        ) from e
+    return fd
+
+
 class IngestService:
     def __init__(
         self,
@@ -230,7 +254,9 @@ class IngestService:
         self.stats = IngestStats()
         self.writer = InfluxWriter(influx)
         t = registry.topics
-        subs = [(f"{t.prefix}/+/+", 1), (f"{t.grid_prefix}/+", 1)]
+        shard = self.settings.shard
+        grid = shard is None or shard.index == 0
+        subs = [(f, 1) for f in data_subscriptions(t, share_group=self.settings.share_group, grid=grid)]
         #: The compliance rules (``None``: readings are stored only).
         self.compliance: ComplianceRuntime | None = None
         self._command_topic: str | None = None
@@ -280,6 +306,14 @@ class IngestService:
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then process what was received, acknowledge it, and disconnect."""
+        spool_lock = _lock_spool(self.spool.dir) if self.spool is not None else None
+        try:
+            await self._run(stop)
+        finally:
+            if spool_lock is not None:
+                os.close(spool_lock)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await self._retry(self.writer.ensure_database, stop)
         if self.archive is not None:
             await asyncio.to_thread(self.archive.open)  # recovers and seals what a crash left open
@@ -548,6 +582,11 @@ class IngestService:
         return self._accept_reading(r, now)
 
     def _accept_reading(self, r: Reading, now: datetime) -> tuple[str, tuple[Reading, OutletInfo | None] | None]:
+        shard = self.settings.shard
+        if shard is not None and not shard.owns(r.mn) and self.registry.outlet(r.mn) is None:
+            raise RejectedMessage(
+                "wrong_shard", f"outlet {r.mn!r} belongs to shard {shard_of(r.mn, shard.count)}, not {shard}"
+            )
         r, info = validate(r, self.registry, now, self.settings.policy)
         self.stats.values += r.value_count
         if r.dropped:

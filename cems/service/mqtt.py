@@ -394,6 +394,12 @@ class MqttConnection:
         self._puback = asyncio.Event()
         self.min_delay_s = float(random.randint(1, 3))
         self.max_delay_s = float(random.randint(30, 60))
+        #: SUBSCRIBE packets awaiting their SUBACK: mid → the filters they carry; filters the broker refused
+        #: are subscribed again after a back-off (``_resubscribe_s``, doubling up to ``max_delay_s``).
+        self._sub_pending: dict[int, list[tuple[str, int]]] = {}
+        self._resubscribe_s = 1.0
+        #: Topic filters the broker refused (SUBACK 0x80), counted each time.
+        self.subscriptions_refused = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self, *, wait_s: float = 30.0) -> None:
@@ -564,8 +570,7 @@ class MqttConnection:
         elif kind == _CONNACK:
             self._connack(proto, body)
         elif kind == _SUBACK:
-            if any(code == 0x80 for code in body[2:]):
-                log.error("MQTT: the broker refused a subscription (SUBACK 0x80): check the ACL")
+            self._suback(proto, body)
         else:
             raise MqttProtocolError(f"unexpected packet type 0x{first:02x}")
 
@@ -583,15 +588,51 @@ class MqttConnection:
         proto.accepted_at = time.monotonic()
         proto.session_present = bool(body[0] & 1)
         log.info("MQTT connected to %s:%s (session present: %s)", self._host, self._port, proto.session_present)
-        subs = self.subscriptions
-        for k in range(0, len(subs), _SUBSCRIBE_CHUNK):
-            filters = b"".join(_utf8(t) + bytes((q,)) for t, q in subs[k : k + _SUBSCRIBE_CHUNK])
-            self._write(_packet(_SUBSCRIBE, struct.pack("!H", self._new_mid()) + filters))
+        self._sub_pending.clear()
+        self._resubscribe_s = 1.0
+        self._subscribe(self.subscriptions)
         for packet, _ in list(self._outgoing.values()):  # not acknowledged before: again, with DUP
             self._write(bytes((packet[0] | 0x08,)) + packet[1:])
         self._ping_sent = None
         self._keepalive = asyncio.create_task(self._keep_alive(proto))
         self._connected.set()
+
+    def _subscribe(self, subs: list[tuple[str, int]]) -> None:
+        for k in range(0, len(subs), _SUBSCRIBE_CHUNK):
+            chunk = subs[k : k + _SUBSCRIBE_CHUNK]
+            mid = self._new_mid()
+            self._sub_pending[mid] = chunk
+            filters = b"".join(_utf8(t) + bytes((q,)) for t, q in chunk)
+            self._write(_packet(_SUBSCRIBE, struct.pack("!H", mid) + filters))
+
+    def _suback(self, proto: _Protocol, body: bytes) -> None:
+        """A filter refused (0x80) is subscribed again after a back-off on the same connection: an ACL that
+        forbids it is reported again each time (ERROR), and a broker that refused it for a passing reason —
+        a NATS cluster node whose JetStream consumer could not be created while a peer was rejoining
+        (docs/scaling.md) — grants it on a later attempt instead of leaving the ingester deaf to the topic."""
+        chunk = self._sub_pending.pop((body[0] << 8) | body[1], None)
+        if chunk is None:  # not a SUBSCRIBE of this connection: nothing to retry
+            if any(code == 0x80 for code in body[2:]):
+                log.error("MQTT: the broker refused a subscription (SUBACK 0x80): check the ACL")
+            return
+        refused = [f for f, code in zip(chunk, body[2:], strict=False) if code == 0x80]
+        if not refused:
+            return
+        self.subscriptions_refused += len(refused)
+        delay = self._resubscribe_s
+        self._resubscribe_s = min(delay * 2.0, self.max_delay_s)
+        log.error(
+            "MQTT: the broker refused the subscription to %s (SUBACK 0x80): check the ACL; subscribing again in %.0fs",
+            ", ".join(f for f, _ in refused),
+            delay,
+        )
+
+        def again() -> None:
+            t = proto.transport
+            if self._proto is proto and not self._closing and t is not None and not t.is_closing():
+                self._subscribe(refused)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
     def _room(self) -> None:
         if self._proto is not None:

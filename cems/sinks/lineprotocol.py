@@ -20,6 +20,7 @@ from cems.registry import GridSensor
 from cems.rules.ambient import AmbientDay
 from cems.rules.aqi import standard_for
 from cems.rules.daily import DailyRecord, MonthResult
+from cems.rules.district_parts import DistrictPart, part_fields
 from cems.rules.events import Event
 from cems.rules.grid import GridHour, category_of, grid_day
 from cems.rules.hourly import HourlyRecord
@@ -318,6 +319,14 @@ def district_month_rate_line(r: DistrictMonthRate) -> str:
         "reasons": "; ".join(r.reasons),
     }
     return point(RATE_MEASUREMENT, tags, fields, _ms(datetime(y, m, 1, tzinfo=BEIJING)))
+
+
+def district_part_line(part: DistrictPart) -> str:
+    """``cems_rate`` of one shard's part of a district month (``level=district_shard``, tag ``shard``; issue 20):
+    counts, outlets and exceeding enterprises, merged by ``cems districts`` (:mod:`cems.rules.district_parts`)."""
+    y, m = (int(x) for x in part.month.split("-"))
+    tags, fields = part_fields(part)
+    return point(RATE_MEASUREMENT, tags, dict(fields), _ms(datetime(y, m, 1, tzinfo=BEIJING)))
 
 
 GRID_RANK_MEASUREMENT: Final = "grid_rank"

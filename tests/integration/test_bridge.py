@@ -27,6 +27,7 @@ from cems.evidence import verify_archive
 from cems.model import BEIJING
 from cems.protocol.hj212 import decode, encode
 from cems.registry import Registry, parse_registry
+from cems.registry.shard import shard_of
 from cems.sinks.archive import ArchiveSettings
 from gateways.hj212_bridge import FailureGuard, HJ212Bridge, TokenBucket
 
@@ -564,3 +565,25 @@ async def test_an_st22_packet_of_a_grid_sensor_is_published_on_its_grid_topic(mo
     finally:
         watcher.close()
         await b.close()
+
+
+async def test_with_shards_an_outlet_is_published_under_its_shard(
+    registry: Registry, mosquitto: Any, prefix: str
+) -> None:
+    """``cems-gateway hj212-bridge --shards N`` (issue 20): MN0001's packets go to ``{prefix}/s{k}/MN0001/hj212``
+    with k = CRC-32("MN0001") mod N, the topics ``cems run --shard k/N`` takes."""
+    k = shard_of("MN0001", 3)
+    s = Sub(mosquitto.url, f"{prefix}/s{k}")
+    b = await start_bridge(registry, mosquitto.url, prefix, shards=3)
+    try:
+        r, w = await connect(b)
+        data = packet(qn(1))
+        w.write(data)
+        await w.drain()
+        assert decode(await read_reply(r)).cn == "9014"
+        got = await s.wait_for(1)
+        assert got == [(f"{prefix}/s{k}/MN0001/hj212", data.rstrip(b"\r\n"))]
+        w.close()
+    finally:
+        await b.close()
+        s.close()

@@ -314,3 +314,50 @@ def test_a_client_id_taken_over_again_and_again_is_an_error_and_backs_off_increa
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and all("'cems-ingester-7'" in r.getMessage() for r in errors)
     assert "same client id" in errors[0].getMessage()
+
+
+def _subscribes(written: bytes) -> list[tuple[int, list[str]]]:
+    """The SUBSCRIBE packets in a byte stream: (packet identifier, topic filters)."""
+    out: list[tuple[int, list[str]]] = []
+    i = 0
+    while i < len(written):
+        n, k = _decode_length(written[i + 1 :])
+        body = written[i + 1 + k : i + 1 + k + n]
+        if written[i] == 0x82:
+            filters, j = [], 2
+            while j < len(body):
+                ln = (body[j] << 8) | body[j + 1]
+                filters.append(body[j + 2 : j + 2 + ln].decode())
+                j += 2 + ln + 1
+            out.append(((body[0] << 8) | body[1], filters))
+        i += 1 + k + n
+    return out
+
+
+def test_a_refused_subscription_is_subscribed_again_after_a_back_off(caplog: pytest.LogCaptureFixture) -> None:
+    """A NATS cluster node refuses a subscription while its JetStream consumer cannot be created (a peer
+    rejoining): the filter is subscribed again, and the ones granted are not (issue 20)."""
+
+    async def run() -> None:
+        conn = MqttConnection(MqttSettings(), [("cems/v1/s0/+/+", 1), ("cems/cmd/v1/ack", 1)])
+        proto = _Protocol(conn, 1)
+        proto.connection_made(t := FakeTransport())
+        conn._proto = proto
+        proto.data_received(b"\x20\x02\x00\x00")  # CONNACK
+        ((mid, filters),) = _subscribes(bytes(t.written))
+        assert filters == ["cems/v1/s0/+/+", "cems/cmd/v1/ack"]
+        t.written.clear()
+        with caplog.at_level(logging.ERROR, logger="cems.service.mqtt"):
+            proto.data_received(b"\x90\x04" + mid.to_bytes(2, "big") + b"\x01\x80")  # the second refused
+        assert conn.subscriptions_refused == 1 and "cems/cmd/v1/ack" in caplog.text
+        assert not t.written  # not at once: after the back-off (1 s the first time)
+        await asyncio.sleep(1.2)
+        ((mid2, again),) = _subscribes(bytes(t.written))
+        assert again == ["cems/cmd/v1/ack"] and mid2 != mid
+        t.written.clear()
+        proto.data_received(b"\x90\x03" + mid2.to_bytes(2, "big") + b"\x01")  # granted now
+        await asyncio.sleep(2.2)
+        assert not _subscribes(bytes(t.written))  # nothing more
+        assert conn.subscriptions_refused == 1
+
+    asyncio.run(run())

@@ -48,7 +48,9 @@ from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, MarkRecord, parse_mark
 from cems.registry import OutletInfo, Registry, Topics
+from cems.registry.shard import Shard
 from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds, month_bounds
+from cems.rules.district_parts import part_of
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
@@ -107,6 +109,7 @@ from cems.service.warnings import HISTORY_FILE, parse_warning, read_history, war
 from cems.sinks.lineprotocol import (
     daily_line,
     district_month_rate_line,
+    district_part_line,
     event_line,
     grid_daily_line,
     grid_hourly_line,
@@ -141,6 +144,9 @@ class ComplianceConfig:
     webhook_secret: bytes = field(default=b"", repr=False)
     #: The wall clock (injectable for tests): engine.on_clock, opening time of alerts, SLA, ack time.
     clock: Clock = wall_clock
+    #: ``cems run --shard K/N``: the district months are this shard's parts, written as ``level=district_shard``
+    #: points tagged with the shard and merged by ``cems districts`` (:mod:`cems.rules.district_parts`).
+    shard: Shard | None = None
     clock_interval_s: float = 5.0
     #: Group commit: engine state is committed (and the batches acknowledged) at least this often.
     commit_interval_s: float = 0.25
@@ -536,7 +542,12 @@ class ComplianceRuntime:
         for y, m in sorted({(d.year, d.month) for d in days}):
             a, b = month_bounds(y, m)
             if min(b, cap) > a:
-                lines += [district_month_rate_line(r) for r in self.engine.rates.district_months(a, min(b, cap))]
+                months = self.engine.rates.district_months(a, min(b, cap))
+                shard = self.config.shard
+                if shard is None:
+                    lines += [district_month_rate_line(r) for r in months]
+                else:  # a part only: never under the district's key, where the shards would overwrite each other
+                    lines += [district_part_line(part_of(r, shard)) for r in months]
         if lines and not await self._write(lines, stop):
             return False
         self._rate_days.clear()
@@ -731,6 +742,8 @@ class ComplianceRuntime:
             self._mark_reply(topic_mn or _payload_mn(msg.payload), _reply_to(msg.payload), e.reason, e.detail)
             return e
         rec = sub.record
+        if self.config.shard is not None and not self.config.shard.owns(rec.mn):
+            return self._other_shard(f"{rec.kind} of outlet", rec.mn)
         known = self.engine.marks.get(rec.mn, rec.record_id)
         if known is not None:  # redelivered, or sent twice with the same reply_to: stored once
             self._mark_reply(rec.mn, sub.reply_to, "duplicate", "already stored", known)
@@ -751,6 +764,13 @@ class ComplianceRuntime:
         self.stats.marks += 1
         log.info("%s %s of %s (%s) stored: %s", rec.kind, rec.record_id, rec.mn, rec.type, rec.status)
         self._mark_reply(rec.mn, sub.reply_to, "accepted" if rec.status == ACCEPTED else rec.status, rec.note, rec)
+        return True
+
+    def _other_shard(self, what: str, key: str) -> bool:
+        """A command about another shard's event or outlet (``cems run --shard``; every ingester receives the
+        commands): its owner answers it, this one stays silent — no reply, no dead letter (docs/scaling.md)."""
+        self.stats.other_shard_commands += 1
+        log.debug("%s %s: not of shard %s, left to its owner", what, key, self.config.shard)
         return True
 
     def _mark_reply(
@@ -777,6 +797,8 @@ class ComplianceRuntime:
         event_id, by, at, note = cmd.event_id, cmd.by, cmd.at, cmd.note
         known = await self.db.call(lambda c: load_events(c, [event_id]))
         row = known.get(event_id)
+        if row is None and self.config.shard is not None:
+            return self._other_shard("acknowledgement", event_id)
         if row is None:
             self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": event_id})
             return RejectedMessage("unknown_event", f"no event {event_id!r} to acknowledge")
@@ -826,6 +848,8 @@ class ComplianceRuntime:
                 return True
         known = await self.db.call(lambda c: load_events(c, [cmd.event_id]))
         row = known.get(cmd.event_id)
+        if row is None and self.config.shard is not None:
+            return self._other_shard(f"event action {cmd.action}", cmd.event_id)
         if row is None:
             self._reply(cmd.reply_to, {"result": "unknown_event", "event_id": cmd.event_id})
             return RejectedMessage("unknown_event", f"no event {cmd.event_id!r} to {cmd.action}")

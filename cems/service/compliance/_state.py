@@ -219,6 +219,8 @@ class ComplianceStats:
     grid_rank_points: int = 0
     grid_rank_errors: int = 0
     grid_rank_abandoned: int = 0
+    #: commands about another shard's event or outlet, left to their owner (``cems run --shard``; issue 20)
+    other_shard_commands: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -1,0 +1,181 @@
+"""Scale-out on a clustered broker (issue 20 item 2): a 3-node NATS cluster with MQTT on loopback, a gateway
+publishing QoS 1 to node 0, two ``cems run --shard K/2`` ingesters on node 1, the real InfluxDB.  Under
+load, node 2 (a replica, and leader, of the MQTT streams and consumers) is killed and restarted, and
+ingester 1 is killed and restarted: nothing the broker acknowledged is lost, and every outlet's
+``cems_hourly`` equals a single-process ``cems replay``.  (An ingester whose own node is killed reconnects to
+it once it is back; NATS 2.9.10 can then leave the resumed session without deliveries while the node's
+consumer replicas catch up: docs/scaling.md, "Known limits".)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from registries import many_outlets  # tests/registries.py
+from test_ingest import wait_until  # same directory (pytest prepend import mode)
+from test_shards_live import hourly_from_influx, hourly_from_replay, minute_data
+
+from cems.devtools.nats import NatsCluster, nats_server_binary
+from cems.errors import ServiceError
+from cems.model import BEIJING
+from cems.registry import parse_registry
+from cems.registry.shard import outlet_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Any:
+    try:
+        nats_server_binary()
+    except ServiceError as e:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{e} (CI is set, so this fails instead of skipping)", pytrace=False)
+        pytest.skip(str(e))
+    # a message not acknowledged for 5 s is redelivered (the killed ingester's in-flight ones)
+    with NatsCluster(tmp_path / "nats", 3, ack_wait="5s") as cluster:
+        yield cluster
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _health(port: int) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+    except httpx.HTTPError:
+        return None
+    doc: dict[str, Any] = r.json()
+    return doc if r.status_code == 200 else None
+
+
+class Ingester:
+    """``cems run --shard K/N`` as a process (so that it can be killed), with its health port."""
+
+    def __init__(self, k: int, n: int, reg: Path, url: str, influx: Any, db: str, state: Path) -> None:
+        self.port = _free_port()
+        self.argv = [
+            sys.executable, "-m", "cems", "-v", "run", "--config", str(reg), "--shard", f"{k}/{n}",
+            "--mqtt-url", url, "--influx-url", influx.url, "--influx-db", db,
+            "--health-port", str(self.port),
+        ]  # fmt: skip
+        self.env = {**os.environ, "CEMS_STATE_DIR": str(state)}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = state / f"ingester-s{k}.log"
+        state.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        wait_until(lambda: (h := _health(self.port)) is not None and h.get("mqtt_connected"), 60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+
+
+class Gateway(threading.Thread):
+    """Publishes every message QoS 1 to one node, each until the broker acknowledged it (PUBACK): what it
+    counts as acknowledged the broker has taken responsibility for."""
+
+    def __init__(self, url: str, messages: list[tuple[str, str]]) -> None:
+        super().__init__(daemon=True)
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{uuid.uuid4().hex[:6]}", clean_session=False)
+        self.c.connect(host, int(port))
+        self.c.loop_start()
+        self.messages = messages
+        self.acknowledged = 0
+        self.retries = 0
+
+    def run(self) -> None:
+        for topic, payload in self.messages:
+            while True:
+                info = self.c.publish(topic, payload, qos=1)
+                try:
+                    info.wait_for_publish(10)
+                except (RuntimeError, ValueError):
+                    info = None  # type: ignore[assignment]
+                if info is not None and info.is_published():
+                    break
+                self.retries += 1  # no PUBACK in time: publish again (at least once; the ingester de-duplicates)
+                time.sleep(0.2)
+            self.acknowledged += 1
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_cluster_node_and_ingester_failures_lose_nothing_and_equal_one_replay(
+    tmp_path: Path, nats_cluster: NatsCluster, influxdb: Any, influx_db: str
+) -> None:
+    text = many_outlets(5)
+    reg_file = tmp_path / "registry.toml"
+    reg_file.write_text(text, encoding="utf-8")
+    whole = parse_registry(text)
+    day = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    data = list(minute_data(whole, day))
+    # the minutes in time order across outlets, as a fleet sends them
+    data.sort(key=lambda d: json.loads(d[2])["data_time"])
+    messages = [(outlet_topic(whole.topics.prefix, mn, s, 2), p) for mn, s, p in data]
+    n0, n1, _n2 = nats_cluster.nodes
+    ingesters = [
+        Ingester(0, 2, reg_file, n1.mqtt_url, influxdb, influx_db, tmp_path / "state"),
+        Ingester(1, 2, reg_file, n1.mqtt_url, influxdb, influx_db, tmp_path / "state"),
+    ]
+    for ing in ingesters:
+        ing.start()
+    gw = Gateway(n0.mqtt_url, messages)
+    try:
+        gw.start()
+        total = len(messages)
+        wait_until(lambda: gw.acknowledged >= total // 4, 60)
+        # node 2 crashes: it holds a replica of every MQTT stream and consumer (R3), some of them as leader;
+        # the other two keep the quorum, new leaders are elected, and publishing and delivery go on
+        nats_cluster.stop_node(2, kill=True)
+        wait_until(lambda: gw.acknowledged >= total * 2 // 5, 60)
+        nats_cluster.start_node(2)
+        wait_until(lambda: gw.acknowledged >= total * 3 // 5, 60)
+        ingesters[1].kill()  # ingester 1 crashes with messages in flight
+        wait_until(lambda: gw.acknowledged >= total * 3 // 4, 60)
+        ingesters[1].start()
+        gw.join(120)
+        assert gw.acknowledged == total
+        # every acknowledged message is stored: one cems_reading point per outlet and minute
+        q = "SELECT count(a21026_Avg) FROM cems_reading"
+        wait_until(lambda: (r := influxdb.query(influx_db, q)) and r[0]["count"] == total, 120)
+        expected = hourly_from_replay(whole, data)
+        assert len(expected) == 6 * 2 * 2
+        wait_until(lambda: hourly_from_influx(influxdb, influx_db) == expected, 90)
+    finally:
+        gw.close()
+        for ing in ingesters:
+            ing.stop()
+    restarted = ingesters[1].log.read_text(errors="replace")
+    assert "session present: True" in restarted  # ingester 1 resumed its persistent session after the crash
