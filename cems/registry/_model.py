@@ -109,6 +109,14 @@ class Quality(_Strict):
     o2_co2_profiles: list[str] = Field(
         default_factory=lambda: ["coal_power", "gas_turbine", "thermal_power", "boiler_", "waste_incineration"]
     )
+    #: ``out_of_range``: the dry standard flow (a00000) may exceed velocity × duct area (``outlet.duct_area_m2``,
+    #: the wet flow at stack conditions) by this share before it is impossible.  At a stack temperature above
+    #: 0 °C and near-atmospheric pressure, reducing to 273 K, 101.325 kPa and dry gas only shrinks the volume
+    #: (HJ 75-2017 standard-state conversion), so the margin covers the two instruments' errors only.
+    dry_wet_tol: Annotated[float, Field(ge=0)] = 0.10
+    #: ... judged only at a velocity of at least this (m/s): at start-up and shut-down a differential-pressure
+    #: probe reads near zero and the ratio means nothing (a documented choice).
+    dry_wet_min_velocity: Annotated[float, Field(ge=0)] = 2.0
     #: ``operation_mismatch``: minutes of an hour with production running and treatment reporting off.
     mismatch_min_minutes: Annotated[int, Field(ge=1, le=60)] = 15
 
@@ -203,6 +211,10 @@ class Outlet(_Strict):
     #: The outlet's flow in normal operation (m³/s, e.g. from the permit or the design): a ``stop`` mark over
     #: hours whose flow reaches a share of it raises ``mark_suspicious`` (marks.toml ``[suspicious]``).
     normal_flow: Annotated[float, Field(gt=0)] | None = None
+    #: Cross-section of the duct at the flow-measuring point (m², from the CEMS acceptance report, HJ 75-2017):
+    #: velocity (a01011) × this is the wet flow at stack conditions, which the dry standard flow (a00000)
+    #: cannot exceed in a hot stack (``out_of_range``, issue 17).  Optional: without it the check is off.
+    duct_area_m2: Annotated[float, Field(gt=0)] | None = None
     #: Where the stack stands (WGS 84), for the monitoring room's map (docs/dashboards.md); optional.
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None

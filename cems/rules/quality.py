@@ -31,7 +31,9 @@ Signals (event types), each judged per closed hour (``limit_hugging``: per Beiji
   day is not judged).  ``peak``: the day's share; ``limit``: ``hugging_share``.
 * ``out_of_range``: minutes (≥ ``out_of_range_min_minutes`` in an hour) with a concentration below
   −``negative_tol``, a value pinned at the configured analyser full scale, flow with zero velocity
-  (a00000 > 0, a01011 ≤ 0), or O2 + CO2 (a05001) above ``o2_co2_max``.  Pollutant: the code concerned;
+  (a00000 > 0, a01011 ≤ 0), dry standard flow above the wet flow at stack conditions (a00000 > a01011 ×
+  ``outlet.duct_area_m2`` × (1 + ``dry_wet_tol``) with the stack above 0 °C), or O2 + CO2 (a05001) above
+  ``o2_co2_max``.  Pollutant: the code concerned;
   ``peak``: the minutes; ``limit``: the minimum.
 * ``operation_mismatch``: minutes (≥ ``mismatch_min_minutes``) in which flue-gas flow shows production
   running while a treatment facility reports off (``SBxxx-RS = 0``).  Pollutant: the facility code.
@@ -86,6 +88,8 @@ QUALITY_TYPES: Final = (
 
 #: Flue-gas velocity (HJ 212-2017 appendix B, DOMAIN.md §2).
 VELOCITY: Final = "a01011"
+#: Flue-gas temperature, ℃ (HJ 212-2017 appendix B, DOMAIN.md §2).
+TEMPERATURE: Final = "a01012"
 #: Carbon dioxide, % (HJ 212-2017 appendix B code of CO2).
 CO2: Final = "a05001"
 #: A valid day has ≥ 20 valid hours (HJ 75-2017, DOMAIN.md §3): fewer and ``limit_hugging`` has no share.
@@ -167,7 +171,7 @@ def _g(v: float | None) -> str:
 class _HourStats:
     """What the readings of one hour add (commutative summaries; see the module docstring)."""
 
-    __slots__ = ("hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
+    __slots__ = ("drywet", "hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
 
     def __init__(self) -> None:
         self.lo: dict[str, float] = {}
@@ -177,6 +181,7 @@ class _HourStats:
         self.pinned: dict[str, list[float]] = {}  # code → [minute mask, value]
         self.novel = 0  # minutes with flow > 0 and velocity ≤ 0
         self.o2co2: list[float] = [0, 0.0]  # [minute mask, highest O2 + CO2]
+        self.drywet: list[float] = [0, 0.0]  # [minute mask, highest dry standard ÷ wet actual flow]
         self.running = 0  # minutes with flue-gas flow above running_flow
         self.rs_off: dict[str, int] = {}  # facility code → minutes reported off (RS = 0)
         self.zs_rt: dict[str, list[float]] = {}  # code → [minute mask, largest |ZsRtd − formula|, das, formula]
@@ -189,6 +194,7 @@ class _HourStats:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
         d: dict[str, Any] = {"lo": self.lo, "hi": self.hi, "mask": self.mask, "neg": self.neg, "pinned": self.pinned,
                              "novel": self.novel, "o2co2": self.o2co2 if self.o2co2[0] else None,
+                             "drywet": self.drywet if self.drywet[0] else None,
                              "running": self.running, "rs_off": self.rs_off, "zs_rt": self.zs_rt,
                              "mins": self.mins}  # fmt: skip
         return {k: v for k, v in d.items() if v}
@@ -204,6 +210,8 @@ class _HourStats:
         s.novel = int(d.get("novel", 0))
         o2co2 = d.get("o2co2") or [0, 0.0]
         s.o2co2 = [int(o2co2[0]), float(o2co2[1])]
+        drywet = d.get("drywet") or [0, 0.0]
+        s.drywet = [int(drywet[0]), float(drywet[1])]
         s.running = int(d.get("running", 0))
         s.rs_off = {k: int(v) for k, v in d.get("rs_off", {}).items()}
         s.zs_rt = {k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d.get("zs_rt", {}).items()}
@@ -225,8 +233,8 @@ class QualityTracker:
     :meth:`on_reading` and every emitted or revised hourly record with :meth:`on_hours`; live, call
     :meth:`on_clock` with the time up to which hours are decided.  Each returns :class:`EventUpdate` s."""
 
-    __slots__ = ("_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_o2_co2", "_pruned",
-                 "_schedule", "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
+    __slots__ = ("_area", "_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_o2_co2",
+                 "_pruned", "_schedule", "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
 
     def __init__(
         self,
@@ -249,6 +257,7 @@ class QualityTracker:
         self._max_o2 = max_o2
         self._stats: dict[int, _HourStats] = {}
         self._o2_co2 = outlet.profile.startswith(tuple(self.cfg.o2_co2_profiles))
+        self._area = outlet.duct_area_m2
         self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
@@ -290,7 +299,7 @@ class QualityTracker:
         neg = -cfg.negative_tol
         ranges = cfg.analyser_range
         lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
-        flow = vel = o2 = co2 = None
+        flow = vel = o2 = co2 = temp = None
         has_zs = False
         for code, m in reading.measurements.items():
             vals = m.values
@@ -330,6 +339,8 @@ class QualityTracker:
                 vel = v
             elif kind == _CO2:
                 co2 = v
+            elif code == TEMPERATURE:
+                temp = v
             if ranges:
                 full = ranges.get(code)
                 if full is not None and v >= 0.999 * full:
@@ -346,6 +357,16 @@ class QualityTracker:
                 st.running |= bit
             if flow > 0 and vel is not None and vel <= 0:
                 st.novel |= bit
+            area = self._area
+            if (
+                area is not None
+                and vel is not None
+                and vel >= max(cfg.dry_wet_min_velocity, 1e-9)
+                and (temp is None or temp > 0)
+            ):
+                ratio = flow / (vel * area)  # dry standard ÷ wet flow at stack conditions
+                if ratio > 1 + cfg.dry_wet_tol:
+                    st.drywet = [int(st.drywet[0]) | bit, max(st.drywet[1], ratio)]
         if o2 is not None:
             # CO2 in % (a value above 100 is not: a DAS sending mg/m³); combustion outlets only (registry)
             if co2 is not None and co2 <= 100 and o2 + co2 > cfg.o2_co2_max and self._o2_co2:
@@ -609,6 +630,14 @@ class QualityTracker:
         n = _bits(st.novel)
         if n >= need:
             add(FLOW, n, f"flue-gas flow with zero velocity ({VELOCITY} ≤ 0) in {n} minutes")
+        n = _bits(int(st.drywet[0]))
+        if n >= need:
+            add(
+                FLOW,
+                n,
+                f"dry standard flow ({FLOW}) {st.drywet[1]:.3g}× the wet flow at stack conditions ({VELOCITY} × duct "
+                f"area {self._area:g} m²) in {n} minutes",
+            )
         n = _bits(int(st.o2co2[0]))
         if n >= need:
             add(O2, n, f"O2 + CO2 ({CO2}) = {st.o2co2[1]:.3g} % > {cfg.o2_co2_max:g} % in {n} minutes")

@@ -71,6 +71,8 @@ def test_a_slow_client_is_dropped_after_the_request_time() -> None:
         task = asyncio.create_task(trickle())
         try:
             await asyncio.wait_for(reader.read(), 8)  # until the server closes
+        except ConnectionResetError:
+            pass  # closed while the client was still writing: the kernel answers the next header with a reset
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

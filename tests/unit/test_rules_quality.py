@@ -311,6 +311,24 @@ def test_out_of_range_negative_pinned_zero_velocity_and_o2_plus_co2() -> None:
     assert quality(run(readings(rows))) == []
 
 
+def test_out_of_range_dry_standard_flow_above_the_wet_flow_at_stack_conditions() -> None:
+    """Issue 17 item 6: a00000 (dry, standard state) cannot exceed velocity × duct area (wet, stack conditions)
+    in a hot stack; judged only where the registry gives the duct's cross-section."""
+    duct = parse_registry(one_outlet(outlet="duct_area_m2 = 20.0\n"))
+    rows = plant(3 * 60, seed=12, stopped_until=20, ramp=30)  # 150 m³/s at 12 m/s: 0.625 of 240 m³/s, honest
+    assert quality(run(readings(rows), duct)) == []
+    for r in rows[70:80]:
+        r["a01011"] = 5.0  # wet flow 100 m³/s < 150 m³/s dry: impossible
+    evs = quality(run(readings(rows), duct), "out_of_range")
+    assert [(e.pollutant, e.start, e.peak) for e in evs] == [("a00000", T0 + timedelta(hours=1), 10.0)]
+    assert evs[0].evidence and "duct area 20 m²" in evs[0].evidence
+    # without the duct's cross-section in the registry, or with the stack below 0 °C: not judged
+    assert quality(run(readings(rows))) == []
+    for r in rows[70:80]:
+        r["a01012"] = -5.0
+    assert quality(run(readings(rows), duct)) == []
+
+
 def test_operation_mismatch_treatment_off_while_producing() -> None:
     rows = plant(3 * 60, seed=10)
     for r in rows[70:100]:
