@@ -12,7 +12,7 @@ kept in memory and what late data beyond it count as.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -257,6 +257,7 @@ class ComplianceEngine:
                 self.archive,
                 self.registry.city.quality,
             )
+            oe.daily.exempt = partial(_exempting, self.marks, o.mn)  # marked hours out of daily judgement
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:
@@ -352,6 +353,8 @@ class ComplianceEngine:
         if repair is not None and repair.status == ACCEPTED:
             out.hourly.append(repair_record(repair, oe.marks.schedule, withdrawn=rec.kind == WITHDRAWAL))
         out.events.extend(oe.marks.refresh(self.marks, oe.exceedance))
+        span = target if target is not None else rec
+        self._days(oe, oe.daily.remark(span.start, span.end), out)  # daily exceedances over marked hours
         out.events.extend(oe.marks.mark_events(self.marks))
         oe.interruption.set_marked_stops(self.marks.stop_spans(rec.mn))
         return out
@@ -459,6 +462,14 @@ class ComplianceEngine:
             em = state.get("emergency")
             if em is not None and self.emergency.watches(mn):
                 self.emergency.restore_outlet(mn, em)
+
+
+def _exempting(ledger: MarkLedger, mn: str, hour: int, raw: Mapping[str, float | None]) -> str | None:
+    """The id of the mark that exempts ``mn``'s ``hour`` from exceedance judgement (issue 14), or ``None``."""
+    if not ledger.active(mn):
+        return None
+    rec = ledger.exempting(mn, hour, raw)
+    return None if rec is None else rec.record_id
 
 
 def _with_emergency(snap: Callable[[], dict[str, Any]], em: EmergencyMonitor, mn: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import math
 import sys
 import zlib
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
@@ -45,6 +45,7 @@ from cems.registry import Outlet
 from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
 from cems.rules.hourly import REPAIR_WINDOW, HourArchive, HourlyRecord, is_concentration, repair_deadline
 from cems.rules.limits import LimitSchedule, daily_limit_at
+from cems.rules.marks import MARKED
 from cems.rules.o2 import DEFAULT_MAX_O2, correct
 
 DAILY_EXCEEDANCE: Final = "daily_exceedance"
@@ -56,6 +57,10 @@ MIN_VALID_DAYS_FEBRUARY: Final = 23
 
 SOURCE_HOURS: Final = "hours"
 SOURCE_DAS_DAY: Final = "das_2031"
+
+#: Whether marks exempt an hour (epoch s) from exceedance judgement, given the hour's corrected means by code
+#: (for ``judged_above``): the id of the exempting mark, or ``None`` (:meth:`cems.rules.marks.MarkLedger.exempting`).
+Exempt = Callable[[int, Mapping[str, float | None]], str | None]
 
 _BJ: Final = 8 * 3600
 _DAY: Final = 86400
@@ -89,6 +94,14 @@ class DailyRecord:
     profile: str | None
     exceeds: bool
     note: str = ""
+    #: Valid hours of the day marked "not judged" (issue 14, MEE 公告2022年第21号), left out of the daily
+    #: judgement, and the ids of the marks that did so; ``judged_zs_avg``: the corrected mean of the other valid
+    #: hours, which ``exceeds`` judges (``None``: not judged, < 20 of them); ``measured_exceeds``: whether the
+    #: day would exceed without the marks.
+    marked_hours: int = 0
+    marks: tuple[str, ...] = ()
+    judged_zs_avg: float | None = None
+    measured_exceeds: bool = False
 
     @property
     def day_start(self) -> datetime:
@@ -147,13 +160,15 @@ class _DayCode:
             self.valid &= ~bit
             self.values[i] = self.values[24 + i] = _NAN
 
-    def sums(self) -> tuple[int, int, float, int, float, int]:
-        """received hours, valid hours, sum of avg, n avg, sum of zs, n zs (hour order)."""
+    def sums(self, exclude: int = 0) -> tuple[int, int, float, int, float, int]:
+        """received hours, valid hours, sum of avg, n avg, sum of zs, n zs (hour order); ``exclude``: a mask
+        of hours left out of the valid ones (marked hours, issue 14)."""
         v = self.values
         sa = sz = 0.0
         na = nz = 0
+        valid = self.valid & ~exclude
         for i in range(24):
-            if self.valid >> i & 1:
+            if valid >> i & 1:
                 a, z = v[i], v[24 + i]
                 if a == a:
                     sa += a
@@ -161,7 +176,7 @@ class _DayCode:
                 if z == z:
                     sz += z
                     nz += 1
-        return self.received.bit_count(), self.valid.bit_count(), sa, na, sz, nz
+        return self.received.bit_count(), valid.bit_count(), sa, na, sz, nz
 
     def to_json(self) -> list[Any]:
         if self._enc is None:
@@ -215,6 +230,7 @@ class OutletDaily:
         "_stored",
         "district",
         "enterprise",
+        "exempt",
         "late",
         "mn",
     )
@@ -259,6 +275,8 @@ class OutletDaily:
         self._now = -(1 << 62)  # newest hour end seen (epoch s)
         #: Hourly records and daily readings that arrived for a day past its repair deadline (not aggregated).
         self.late = 0
+        #: Marks (issue 14): which hours are not judged for exceedance (the engine sets it; ``None``: no marks).
+        self.exempt: Exempt | None = None
 
     @property
     def closed_before_day(self) -> date | None:
@@ -418,6 +436,7 @@ class OutletDaily:
         day = start.date()
         out: list[DailyRecord] = []
         das_o2 = das.get(O2)
+        exempt = self._exempt_hours(d, accs)
         for code in sorted(set(accs) | set(legacy) | set(das)):
             dc = accs.get(code)
             lg = legacy.get(code)
@@ -448,6 +467,22 @@ class OutletDaily:
                 valid = dv[2] == "N" and avg is not None and (zs is not None or not conc)
                 note = "DAS daily record (CN=2031): no hourly record of this code was received for the day"
             exceeds = valid and zs is not None and al is not None and zs > al.limit
+            measured, judged_zs, n_marked, ids = exceeds, zs, 0, ()
+            mask = sum(1 << i for i in exempt) & dc.valid if dc is not None and conc else 0
+            if mask:  # marked hours are left out of the day's judgement (MEE 公告2022年第21号)
+                assert dc is not None
+                n_marked = mask.bit_count()
+                ids = tuple(sorted({exempt[i] for i in range(24) if mask >> i & 1}))
+                _, n_judged, _, _, sj, nj = dc.sums(mask)
+                judged_zs = sj / nj if nj and n_judged >= MIN_VALID_HOURS_PER_DAY else None
+                exceeds = valid and judged_zs is not None and al is not None and judged_zs > al.limit
+                judged = (
+                    f"judged on the other {n_judged} valid hours" if judged_zs is not None
+                    else f"{n_judged} other valid hours (< {MIN_VALID_HOURS_PER_DAY}, HJ 75-2017): not judged"
+                )  # fmt: skip
+                note = "; ".join(
+                    x for x in (note, f"{n_marked} hours marked not judged (MEE 公告2022年第21号), {judged}") if x
+                )
             out.append(
                 DailyRecord(
                     mn=self.mn,
@@ -466,9 +501,40 @@ class OutletDaily:
                     profile=al.profile if al is not None else None,
                     exceeds=exceeds,
                     note=note,
+                    marked_hours=n_marked,
+                    marks=ids,
+                    judged_zs_avg=judged_zs if conc else None,
+                    measured_exceeds=measured,
                 )
             )
         return out
+
+    def _exempt_hours(self, d: int, accs: Mapping[str, _DayCode]) -> dict[int, str]:
+        """Hour of the day → the id of the mark that exempts it from exceedance judgement (issue 14)."""
+        if self.exempt is None or not accs:
+            return {}
+        base = d * _DAY - _BJ
+        out: dict[int, str] = {}
+        received = 0
+        for dc in accs.values():
+            received |= dc.valid
+        for i in range(24):
+            if received >> i & 1:
+                raw = {c: _num(dc.values[24 + i]) for c, dc in accs.items() if dc.valid >> i & 1}
+                rid = self.exempt(base + i * 3600, raw)
+                if rid is not None:
+                    out[i] = rid
+        return out
+
+    def remark(self, start: datetime, end: datetime) -> list[DailyRecord]:
+        """Marks over ``[start, end)`` changed (issue 14): the closed days they touch (inside the repair window)
+        are rebuilt and returned; open days are judged with the marks when they close."""
+        lo, hi = _day_index(start), _day_index(end - timedelta(microseconds=1))
+        for d in range(lo, min(hi + 1, self._closed_before)):
+            if self._final(d) or (d not in self._days and not (d in self._stored and self._load(d))):
+                continue
+            self._dirty.add(d)
+        return self._revised()
 
     def exceedances(self, records: Iterable[DailyRecord]) -> list[EventUpdate]:
         """``daily_exceedance`` events of these day records (first or revised): an exceeding day is opened
@@ -488,8 +554,9 @@ class OutletDaily:
             prev = reported.get(r.pollutant) if reported is not None else None
             if reported is None and not self._final(d):
                 reported = self._reported[d] = {}
+            peak = (r.judged_zs_avg if r.marked_hours else r.zs_avg) if r.exceeds else prev
             if reported is not None:
-                reported[r.pollutant] = r.zs_avg if r.exceeds else None
+                reported[r.pollutant] = peak if r.exceeds else None
             if not r.exceeds and prev is None:
                 continue
             start = r.day_start
@@ -502,19 +569,22 @@ class OutletDaily:
                 start=start,
                 end=None,
                 hours=24,
-                peak=r.zs_avg if r.exceeds else prev,
+                peak=peak,
                 limit=r.limit,
                 ref_o2=r.ref_o2,
                 profile=r.profile,
                 status="open",
                 late=late,
+                marks=r.marks,
             )
             closed = ev.closed_at(start + timedelta(days=1))
-            if not r.exceeds:
+            if not r.exceeds and r.measured_exceeds and r.marked_hours:  # marks took it away: closed as marked
+                ups.append(EventUpdate(MARKED, replace(closed, status=MARKED)))
+            elif not r.exceeds:
                 ups.append(EventUpdate(RETRACTED, replace(closed, status=RETRACTED_STATUS)))
             elif prev is None:
                 ups += [EventUpdate(OPENED, ev), EventUpdate(CLOSED, closed)]
-            elif prev != r.zs_avg:
+            elif prev != peak:
                 ups.append(EventUpdate(UPDATED, closed))
         return ups
 
