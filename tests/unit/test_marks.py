@@ -21,6 +21,7 @@ from cems.protocol.mark import LATE, MarkKind, MarkRecord, mark_payload, parse_m
 from cems.registry import Registry, parse_registry
 from cems.replay import load_readings
 from cems.rules import HOURLY_EXCEEDANCE, RETRACTED, Event
+from cems.rules.daily import DAILY_EXCEEDANCE
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, mark_deadline, marked_hours
 
 PM, SO2, NOX, O2, FLOW = "a34013", "a21026", "a21002", "a19001", "a00000"
@@ -504,3 +505,108 @@ def test_final_judgement_and_rates_do_not_depend_on_when_marks_arrive(
     after = run([len(lines)] * len(recs))
     assert run([0] * len(recs)) == after
     assert run(positions[: len(recs)]) == after
+
+
+# -------------------------------------------------------------------------- daily exceedance (issue 14 follow-up)
+
+#: MN2 (waste incineration, GB 18485-2014 表4): SO2 hourly limit 100, 24-h limit 80 mg/m³.  20 hours at 60 and 4
+#: at 300 average 100 (> 80: a daily exceedance); without the 4 hours the day's other hours average 60.
+DAY_SO2 = [60.0] * 10 + [300.0] * 4 + [60.0] * 10
+#: (O2 at the profile's reference 11 %, so the corrected means are the measured ones)
+MARK_FROM, MARK_TO = DAY + 10 * H, DAY + 14 * H
+
+
+def daily_events(run: Run, mn: str = "MN2") -> list[Event]:
+    return [e for e in run.events.values() if e.type == DAILY_EXCEEDANCE and e.mn == mn and e.pollutant == SO2]
+
+
+def test_unmarked_day_exceeds_on_its_daily_mean() -> None:
+    run = Run(registry())
+    run.hours("MN2", DAY, DAY_SO2, o2=11.0)
+    [ev] = daily_events(run)
+    assert (ev.status, ev.peak, ev.limit, ev.marks) == ("closed", pytest.approx(100.0), 80.0, ())
+
+
+def test_marked_hours_are_left_out_of_the_daily_judgement() -> None:
+    """A mark received before the data: the day is judged on its other 20 valid hours (mean 60 ≤ 80), so no
+    daily exceedance; the daily record keeps the measured mean and says why."""
+    run = Run(registry())
+    rec = record("MN2", "mark", MARK_FROM, MARK_TO, type_="calibration", received=DAY)
+    run.mark(rec)
+    out = EngineOutput()
+    for i, v in enumerate(DAY_SO2):
+        out.extend(run.take(run.engine.on_readings(load_readings(run.reg, [das_hour("MN2", DAY + i * H, v, o2=11.0)], "hj212"))))
+    out.extend(run.take(run.engine.on_clock(DAY + 24 * H + timedelta(minutes=10))))
+    assert daily_events(run) == []
+    [day] = [d for d in out.daily if d.mn == "MN2" and d.pollutant == SO2]
+    assert (day.zs_avg, day.valid, day.exceeds) == (pytest.approx(100.0), True, False)
+    assert (day.marked_hours, day.marks, day.judged_zs_avg) == (4, (rec.record_id,), pytest.approx(60.0))
+    assert day.measured_exceeds and "公告2022年第21号" in day.note
+
+
+def test_a_day_with_fewer_than_20_unmarked_valid_hours_is_not_judged() -> None:
+    """Marking 5 hours of a day whose every hour is above the 24-h limit leaves 19 (< 20, HJ 75-2017): the day is
+    not judged, so no daily exceedance although its measured mean exceeds."""
+    run = Run(registry())
+    run.mark(record("MN2", "mark", DAY, DAY + 5 * H, type_="calibration", received=DAY))
+    run.hours("MN2", DAY, [90.0] * 24, o2=11.0)
+    assert daily_events(run) == []
+
+
+def test_a_mark_after_the_day_closed_closes_the_daily_exceedance_as_marked_and_withdrawal_reopens_it() -> None:
+    run = Run(registry())
+    run.hours("MN2", DAY, DAY_SO2, o2=11.0)
+    [ev] = daily_events(run)
+    rec = record("MN2", "mark", MARK_FROM, MARK_TO, type_="calibration", received=DAY + 30 * H)
+    out = run.mark(rec)
+    [marked] = daily_events(run)
+    assert marked.event_id == ev.event_id  # revised, never deleted
+    assert (marked.status, marked.marks) == (MARKED, (rec.record_id,))
+    assert [u.kind for u in out.events if u.event.type == DAILY_EXCEEDANCE] == [MARKED]
+    [day] = [d for d in out.daily if d.pollutant == SO2]  # the cems_daily point is rewritten with the judgement
+    assert not day.exceeds and day.marked_hours == 4
+    w = record("MN2", "withdrawal", DAY + 30 * H, DAY + 30 * H, target=rec.record_id, reply="w1", received=DAY + 31 * H)
+    out = run.mark(w)
+    [back] = daily_events(run)
+    assert back.event_id == ev.event_id and back.status == "closed" and back.peak == pytest.approx(100.0)
+    assert [u.kind for u in out.events if u.event.type == DAILY_EXCEEDANCE] == ["opened", "closed"]
+
+
+def test_a_mark_outside_the_days_hours_changes_nothing_daily() -> None:
+    run = Run(registry())
+    run.hours("MN2", DAY, DAY_SO2, o2=11.0)
+    out = run.mark(record("MN2", "mark", DAY + 30 * H, DAY + 31 * H, type_="calibration", received=DAY + 32 * H))
+    assert not out.daily and [e.status for e in daily_events(run)] == ["closed"]
+
+
+def test_judged_above_keeps_a_marked_hour_in_the_daily_judgement() -> None:
+    """wi_startup does not exempt an hour whose particulate is above 150 mg/m³: such hours stay judged."""
+    run = Run(registry())
+    run.mark(record("MN2", "mark", MARK_FROM, MARK_TO, type_="wi_startup", received=DAY))
+    lines = [das_hour("MN2", DAY + i * H, v, o2=11.0, pm=200.0 if 10 <= i < 14 else 5.0) for i, v in enumerate(DAY_SO2)]
+    run.take(run.engine.on_readings(load_readings(run.reg, lines, "hj212")))
+    run.take(run.engine.on_clock(DAY + 24 * H + timedelta(minutes=10)))
+    assert [e.status for e in daily_events(run)] == ["closed"]
+
+
+def test_daily_replay_with_the_stored_marks_equals_live() -> None:
+    """Live: a day exceeds, closes, then a mark closes its daily exceedance as marked; replay of the same packets
+    with the stored mark gives the same daily events and daily records."""
+    from cems.replay import replay
+
+    reg = registry()
+    live = Run(reg)
+    lines = [das_hour("MN2", DAY + i * H, v, o2=11.0) for i, v in enumerate(DAY_SO2 + [60.0] * 24)]
+    live.take(live.engine.on_readings(load_readings(reg, lines[:30], "hj212")))
+    live.take(live.engine.on_clock(DAY + 30 * H + timedelta(minutes=10)))
+    at = DAY + 30 * H + timedelta(minutes=20)  # after the day closed, live and in replay
+    rec = live.engine.marks.check(record("MN2", "mark", MARK_FROM, MARK_TO, type_="calibration", received=at), at)
+    live.take(live.engine.on_mark(rec))
+    live.take(live.engine.on_readings(load_readings(reg, lines[30:], "hj212")))
+    live.take(live.engine.on_clock(DAY + 48 * H + timedelta(minutes=10)))
+    res = replay(reg, lines, "hj212", marks=[MarkRecord.from_json(json.loads(json.dumps(rec.to_json())))])
+    live_daily = [e for e in live.events.values() if e.type == DAILY_EXCEEDANCE]
+    assert [e.status for e in live_daily if e.pollutant == SO2] == [MARKED]
+    assert sorted(e for e in res.events if e.type == DAILY_EXCEEDANCE) == sorted(live_daily)
+    [day] = [d for d in res.daily if d.mn == "MN2" and d.day == DAY.date() and d.pollutant == SO2]
+    assert (day.marked_hours, day.exceeds, day.measured_exceeds) == (4, False, True)
