@@ -467,7 +467,8 @@ class OutletDaily:
                 valid = dv[2] == "N" and avg is not None and (zs is not None or not conc)
                 note = "DAS daily record (CN=2031): no hourly record of this code was received for the day"
             exceeds = valid and zs is not None and al is not None and zs > al.limit
-            measured, judged_zs, n_marked, ids = exceeds, zs, 0, ()
+            measured, judged_zs, n_marked = exceeds, zs, 0
+            ids: tuple[str, ...] = ()
             mask = sum(1 << i for i in exempt) & dc.valid if dc is not None and conc else 0
             if mask:  # marked hours are left out of the day's judgement (MEE 公告2022年第21号)
                 assert dc is not None
