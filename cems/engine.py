@@ -359,6 +359,16 @@ class ComplianceEngine:
         oe.interruption.set_marked_stops(self.marks.stop_spans(rec.mn))
         return out
 
+    def mark_archived_wanted(self, rec: MarkRecord) -> set[tuple[str, int]]:
+        """The archive keys of the closed days a mark (or the record a withdrawal takes back) touches, to load
+        before :meth:`on_mark` (live: off the event loop), so that their daily judgement is revised."""
+        oe = self._outlets.get(rec.mn)
+        if oe is None:
+            return set()
+        target = self.marks.get(rec.mn, rec.target) if rec.kind == WITHDRAWAL and rec.target else None
+        span = target if target is not None else rec
+        return oe.daily.archived_days(span.start, span.end)
+
     def load_marks(self, records: list[MarkRecord]) -> None:
         """Restart: the stored records back into the ledger (their effects on judgement are in the restored
         outlet states; the stops they document are given to the interruption trackers again)."""

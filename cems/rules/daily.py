@@ -527,11 +527,25 @@ class OutletDaily:
                     out[i] = rid
         return out
 
+    def _closed_days(self, start: datetime, end: datetime) -> range:
+        """The closed days that ``[start, end)`` touches."""
+        return range(_day_index(start), min(_day_index(end - timedelta(microseconds=1)) + 1, self._closed_before))
+
+    def archived_days(self, start: datetime, end: datetime) -> set[tuple[str, int]]:
+        """The archive keys of the closed days over ``[start, end)`` whose slots are archived (the live service
+        loads them, off the event loop, before a mark over them is applied: :meth:`remark`)."""
+        if self._archive is None:
+            return set()
+        return {
+            (self._akey, self._archive_key(d))
+            for d in self._closed_days(start, end)
+            if d in self._stored and d not in self._days and not self._final(d)
+        }
+
     def remark(self, start: datetime, end: datetime) -> list[DailyRecord]:
         """Marks over ``[start, end)`` changed (issue 14): the closed days they touch (inside the repair window)
         are rebuilt and returned; open days are judged with the marks when they close."""
-        lo, hi = _day_index(start), _day_index(end - timedelta(microseconds=1))
-        for d in range(lo, min(hi + 1, self._closed_before)):
+        for d in self._closed_days(start, end):
             if self._final(d) or (d not in self._days and not (d in self._stored and self._load(d))):
                 continue
             self._dirty.add(d)

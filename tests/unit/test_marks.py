@@ -613,3 +613,22 @@ def test_daily_replay_with_the_stored_marks_equals_live() -> None:
     assert replayed == {e.event_id: e for e in live_daily}
     [day] = [d for d in res.daily if d.mn == "MN2" and d.day == DAY.date() and d.pollutant == SO2]
     assert (day.marked_hours, day.exceeds, day.measured_exceeds) == (4, False, True)
+
+
+def test_a_mark_over_an_archived_day_is_applied_once_the_service_loaded_it() -> None:
+    """Live, a closed day's slots leave memory for the ingester's SQLite archive at the next commit: the engine
+    names the archived days a mark touches (:meth:`ComplianceEngine.mark_archived_wanted`), the service loads them
+    off the event loop, and the mark then closes the daily exceedance as marked."""
+    from cems.hour_archive import PendingHourArchive
+
+    archive = PendingHourArchive()
+    run = Run(registry())
+    run.engine = ComplianceEngine(run.reg, archive=archive)
+    run.hours("MN2", DAY, DAY_SO2, o2=11.0)
+    committed = archive.take()  # what the commit wrote to SQLite
+    rec = run.engine.marks.check(record("MN2", "mark", MARK_FROM, MARK_TO, type_="calibration"), DAY + 30 * H)
+    want = run.engine.mark_archived_wanted(rec)
+    assert want and want <= set(committed)
+    archive.loaded({k: committed[k] for k in archive.missing(want)})
+    run.take(run.engine.on_mark(rec))
+    assert [e.status for e in daily_events(run)] == [MARKED]

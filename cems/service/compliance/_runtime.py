@@ -755,6 +755,10 @@ class ComplianceRuntime:
             log.info("%s of %s refused: %s: %s", rec.kind, rec.mn, e.reason, e.detail)
             return e
         target = self.engine.marks.get(rec.mn, rec.target) if rec.target else None
+        want = self.engine.mark_archived_wanted(rec)  # closed days whose daily judgement the mark revises
+        if want:
+            keys = self.archive.missing(want)
+            self.archive.loaded(await self.db.call(lambda c: read_archived(c, keys)) if keys else {})
         out = self.engine.on_mark(rec)
         self._pending.extend(out)
         self._pending_marks.append(rec)
