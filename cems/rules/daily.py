@@ -11,6 +11,12 @@
 * **Daily exceedance** (``daily_exceedance``): a valid day whose corrected daily mean is above the 24-h limit
   of the active profile (``daily_limits`` in ``cems/limits/profiles.toml``, e.g. GB 18485-2014 表4 for waste
   incineration).  One event per outlet, code and day (start = Beijing midnight, end = the next one).
+* **Marks** (issue 14): valid hours marked "not judged" (:meth:`cems.rules.marks.MarkLedger.exempting`, through
+  :attr:`OutletDaily.exempt`) are left out of the day's judgement — MEE 公告2022年第21号: data marked as not
+  judged are not used to judge exceedances — so the day is judged on the corrected mean of its other valid
+  hours, and only when ≥ 20 of them remain (HJ 75-2017); the daily record keeps the measured mean.  A mark
+  over a closed day (:meth:`OutletDaily.remark`) rebuilds it; a ``daily_exceedance`` it takes away is closed
+  as ``marked`` (never deleted), a withdrawal opens it again.
 * **Month** (:func:`month_results`): a month of a code is valid with ≥ 25 valid days (≥ 23 in February)
   (HJ 75-2017, DOMAIN.md §3).  Where the profile has a monthly rule (``monthly_share``: steel ultra-low,
   环大气〔2019〕35号, ≥ 95 % of the month's valid hours at or below the limits) the result says whether it is
