@@ -270,10 +270,11 @@ class ComplianceEngine:
                 out.events.extend(oe.marks.tag(ups, ledger))
         if records:
             em = self.emergency
+            o2recs = oe.marks.judge_o2(records, ledger)  # hours marks exempt are no o2_invalid (issue 14)
             if em.power:  # power meters (kW) are not concentrations: no O2 correction, no o2_invalid
-                out.events.extend(oe.o2.on_records([r for r in records if not em.is_power_code(r.mn, r.pollutant)]))
+                out.events.extend(oe.o2.on_records([r for r in o2recs if not em.is_power_code(r.mn, r.pollutant)]))
             else:
-                out.events.extend(oe.o2.on_records(records))
+                out.events.extend(oe.o2.on_records(o2recs))
             if em.active:
                 out.events.extend(em.on_records(records))
             sus = ledger.catalog.suspicious
@@ -353,6 +354,7 @@ class ComplianceEngine:
         if repair is not None and repair.status == ACCEPTED:
             out.hourly.append(repair_record(repair, oe.marks.schedule, withdrawn=rec.kind == WITHDRAWAL))
         out.events.extend(oe.marks.refresh(self.marks, oe.exceedance))
+        out.events.extend(oe.marks.refresh_o2(self.marks, oe.o2))
         span = target if target is not None else rec
         self._days(oe, oe.daily.remark(span.start, span.end), out)  # daily exceedances over marked hours
         out.events.extend(oe.marks.mark_events(self.marks))

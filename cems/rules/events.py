@@ -481,6 +481,10 @@ class O2InvalidTracker(ExceedanceTracker):
             i = j
         return ups
 
+    def on_o2_hour(self, hour_start: datetime, hit: bool, o2: float | None) -> list[EventUpdate]:
+        """One hour judged again (marks, issue 14: :meth:`cems.rules.marks.OutletMarks.refresh_o2`)."""
+        return self._step(O2, hour_start, hit, o2, self.max_o2, None, None)
+
 
 # ---------------------------------------------------------------------------------------------- warnings
 

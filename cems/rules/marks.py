@@ -54,6 +54,7 @@ from cems.rules.events import (
     Event,
     EventUpdate,
     ExceedanceTracker,
+    O2InvalidTracker,
 )
 from cems.rules.hourly import REPAIR_WINDOW, HourlyRecord
 from cems.rules.limits import LimitSchedule
@@ -385,8 +386,8 @@ class OutletMarks:
     """The engine's per-outlet part (module docstring): raw exceeding hours, what the tracker was fed, the
     hours that looked operating, and the mark events last reported."""
 
-    __slots__ = ("_fed", "_mevents", "_op", "_op_base", "_raw", "district", "enterprise", "mn", "normal_flow",
-                 "schedule")  # fmt: skip
+    __slots__ = ("_fed", "_mevents", "_o2off", "_o2raw", "_op", "_op_base", "_raw", "district", "enterprise", "mn",
+                 "normal_flow", "schedule")  # fmt: skip
 
     def __init__(
         self, mn: str, enterprise: str, district: str, schedule: LimitSchedule, normal_flow: float | None
@@ -405,6 +406,10 @@ class OutletMarks:
         self._op = 0
         self._op_base = 0
         self._mevents: dict[str, Event] | None = None
+        #: ``o2_invalid`` hours as the hourly rules judged them (hour → O2 hourly mean), and those of them that
+        #: marks exempt (fed to the tracker as not O2-invalid)
+        self._o2raw: dict[int, float | None] | None = None
+        self._o2off: set[int] | None = None
 
     # -- judging ------------------------------------------------------------------------------------------
     def judge(self, rec: HourlyRecord, ledger: MarkLedger) -> HourlyRecord:
@@ -425,6 +430,54 @@ class OutletMarks:
         if hit == rec.exceeds and (not hit or v[0] == rec.zs_avg):
             return rec
         return _judged_record(self.mn, key[0], key[1], hit, v)
+
+    def judge_o2(self, records: Sequence[HourlyRecord], ledger: MarkLedger) -> Sequence[HourlyRecord]:
+        """The records to feed the ``o2_invalid`` tracker: an hour marks exempt from judgement (the type's
+        ``judged = false``; MEE 公告2022年第21号) is fed as not O2-invalid, like an exceeding hour."""
+        hours: dict[int, bool] = {}
+        for r in records:
+            h = _ts(r.hour_start)
+            hours[h] = hours.get(h, False) or r.o2_invalid
+            if r.o2_invalid:
+                if self._o2raw is None:
+                    self._o2raw = {}
+                self._o2raw[h] = r.o2_avg
+        for h, hit in hours.items():
+            if not hit and self._o2raw is not None:
+                self._o2raw.pop(h, None)
+        if not ledger.active(self.mn) and not self._o2off:
+            return records
+        off = {h for h, hit in hours.items() if hit and ledger.exempting(self.mn, h, {}) is not None}
+        if self._o2off is not None:
+            self._o2off -= hours.keys()
+        if off:
+            self._o2off = (self._o2off or set()) | off
+            return [replace(r, o2_invalid=False) if _ts(r.hour_start) in off else r for r in records]
+        return records
+
+    def refresh_o2(self, ledger: MarkLedger, tracker: O2InvalidTracker) -> list[EventUpdate]:
+        """After marks of the outlet changed: feed the ``o2_invalid`` tracker every O2-invalid hour whose
+        exemption changed; runs that disappear are closed as ``marked``, a withdrawal reopens them."""
+        ups: list[EventUpdate] = []
+        for h, o2 in sorted((self._o2raw or {}).items()):
+            exempt = ledger.exempting(self.mn, h, {}) is not None
+            if exempt == (self._o2off is not None and h in self._o2off):
+                continue
+            if exempt:
+                self._o2off = (self._o2off or set()) | {h}
+            elif self._o2off is not None:
+                self._o2off.discard(h)
+            ups.extend(tracker.on_o2_hour(_dt(h), not exempt, o2))
+        out: list[EventUpdate] = []
+        for u in _net(ups):
+            ev = u.event
+            ids = ledger.touching(self.mn, ev.start, ev.end, ev.hours)
+            start = _ts(ev.start)
+            if u.kind == RETRACTED and not (start in (self._o2raw or {}) and start not in (self._o2off or ())):
+                out.append(EventUpdate(MARKED, replace(ev, status=MARKED, marks=ids, end=ev.end or _end(ev))))
+            else:
+                out.append(EventUpdate(u.kind, replace(ev, marks=ids)) if ids else u)
+        return out
 
     def _set_fed(self, key: tuple[str, int], hit: bool) -> None:
         raw = self._raw is not None and key in self._raw
@@ -465,24 +518,7 @@ class OutletMarks:
                 continue
             self._set_fed(key, hit)
             ups.extend(tracker.on_hour(_judged_record(self.mn, key[0], key[1], hit, v)))
-        # the hours are fed one by one: keep only each event's net change (a run that existed only between
-        # two of these feeds is no event at all)
-        first: dict[str, EventUpdate] = {}
-        last: dict[str, EventUpdate] = {}
-        for u in ups:
-            eid = u.event.event_id
-            first.setdefault(eid, u)
-            last.pop(eid, None)
-            last[eid] = u
-        net: list[EventUpdate] = []
-        for eid, u in last.items():
-            f = first[eid]
-            if f.kind == OPENED and u.event.status == RETRACTED_STATUS:
-                continue
-            if f.kind == OPENED and u is not f:
-                net.append(EventUpdate(OPENED, replace(u.event, end=None, status="open")))
-            net.append(u)
-        return [self._with_marks(u, ledger, marking=True) for u in net]
+        return [self._with_marks(u, ledger, marking=True) for u in _net(ups)]
 
     def _with_marks(self, u: EventUpdate, ledger: MarkLedger, *, marking: bool = False) -> EventUpdate:
         ev = u.event
@@ -595,15 +631,21 @@ class OutletMarks:
             if d:
                 for k in [k for k in d if k[1] < before]:
                     del d[k]
+        if self._o2raw:
+            self._o2raw = {h: v for h, v in self._o2raw.items() if h >= before} or None
+        if self._o2off:
+            self._o2off = {h for h in self._o2off if h >= before} or None
         if self._op and before > self._op_base:
             n = (before - self._op_base) // _H
             self._op >>= n
             self._op_base += n * _H
 
     def snapshot(self) -> dict[str, Any] | None:
-        if not (self._raw or self._fed or self._op or self._mevents):
+        if not (self._raw or self._fed or self._op or self._mevents or self._o2raw):
             return None
         return {
+            "o2raw": [[h, v] for h, v in sorted((self._o2raw or {}).items())],
+            "o2off": sorted(self._o2off or ()),
             "raw": [[p, h, *v] for (p, h), v in sorted((self._raw or {}).items())],
             "fed": [[p, h, hit] for (p, h), hit in sorted((self._fed or {}).items())],
             "op": [self._op_base, format(self._op, "x")],
@@ -616,8 +658,31 @@ class OutletMarks:
         self._raw = {(str(r[0]), int(r[1])): (r[2], r[3], r[4], r[5]) for r in s["raw"]} or None
         self._fed = {(str(r[0]), int(r[1])): bool(r[2]) for r in s["fed"]} or None
         self._op_base, self._op = int(s["op"][0]), int(str(s["op"][1]), 16)
+        self._o2raw = {int(h): v for h, v in s.get("o2raw", [])} or None  # absent before o2_invalid marks
+        self._o2off = {int(h) for h in s.get("o2off", [])} or None
         evs = [Event.from_json(e) for e in s["events"]]
         self._mevents = {e.event_id: e for e in evs} or None
+
+
+def _net(ups: list[EventUpdate]) -> list[EventUpdate]:
+    """Hours fed one by one: only each event's net change (a run that existed only between two of these feeds
+    is no event at all)."""
+    first: dict[str, EventUpdate] = {}
+    last: dict[str, EventUpdate] = {}
+    for u in ups:
+        eid = u.event.event_id
+        first.setdefault(eid, u)
+        last.pop(eid, None)
+        last[eid] = u
+    net: list[EventUpdate] = []
+    for eid, u in last.items():
+        f = first[eid]
+        if f.kind == OPENED and u.event.status == RETRACTED_STATUS:
+            continue
+        if f.kind == OPENED and u is not f:
+            net.append(EventUpdate(OPENED, replace(u.event, end=None, status="open")))
+        net.append(u)
+    return net
 
 
 def _end(ev: Event) -> datetime:

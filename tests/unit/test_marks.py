@@ -22,6 +22,7 @@ from cems.registry import Registry, parse_registry
 from cems.replay import load_readings
 from cems.rules import HOURLY_EXCEEDANCE, RETRACTED, Event
 from cems.rules.daily import DAILY_EXCEEDANCE
+from cems.rules.events import O2_INVALID
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, mark_deadline, marked_hours
 
 PM, SO2, NOX, O2, FLOW = "a34013", "a21026", "a21002", "a19001", "a00000"
@@ -632,3 +633,66 @@ def test_a_mark_over_an_archived_day_is_applied_once_the_service_loaded_it() -> 
     archive.loaded({k: committed[k] for k in archive.missing(want)})
     run.take(run.engine.on_mark(rec))
     assert [e.status for e in daily_events(run)] == [MARKED]
+
+
+# -------------------------------------------------------------------------- o2_invalid over marked hours
+
+
+def o2_events(run: Run, mn: str = "MN2") -> list[Event]:
+    return [e for e in run.events.values() if e.type == O2_INVALID and e.mn == mn]
+
+
+def o2_hours(run: Run, mn: str = "MN2") -> None:
+    """Hours 08–12; 09–11 with O2 at 20.5 % (above the 19.5 % dilution cut-off: no valid corrected value)."""
+    lines = [das_hour(mn, DAY + (8 + i) * H, LOW, o2=20.5 if 1 <= i <= 2 else 11.0) for i in range(5)]
+    run.take(run.engine.on_readings(load_readings(run.reg, lines, "hj212")))
+    run.take(run.engine.on_clock(DAY + 13 * H + timedelta(minutes=10)))
+
+
+def test_o2_invalid_hours_marked_in_advance_raise_no_event() -> None:
+    run = Run(registry())
+    run.mark(record("MN2", "mark", DAY + 9 * H, DAY + 11 * H, type_="calibration", received=DAY))
+    o2_hours(run)
+    assert o2_events(run) == []
+    assert any(h.o2_invalid for h in run.hourly)  # the hourly records stay as measured
+
+
+def test_a_mark_closes_an_o2_invalid_event_as_marked_and_withdrawal_reopens_it() -> None:
+    run = Run(registry())
+    o2_hours(run)
+    [ev] = o2_events(run)
+    assert (ev.start, ev.hours, ev.status) == (DAY + 9 * H, 2, "closed")
+    rec = record("MN2", "mark", DAY + 9 * H, DAY + 11 * H, type_="calibration")
+    out = run.mark(rec)
+    [marked] = o2_events(run)
+    assert (marked.event_id, marked.status, marked.marks) == (ev.event_id, MARKED, (rec.record_id,))
+    assert [u.kind for u in out.events if u.event.type == O2_INVALID] == [MARKED]
+    w = record("MN2", "withdrawal", DAY + 12 * H, DAY + 12 * H, target=rec.record_id, reply="w1")
+    out = run.mark(w)
+    [back] = o2_events(run)
+    assert (back.event_id, back.status, back.hours) == (ev.event_id, "closed", 2)
+    assert "opened" in [u.kind for u in out.events if u.event.type == O2_INVALID]
+
+
+def test_a_partial_mark_shortens_the_o2_invalid_run() -> None:
+    run = Run(registry())
+    o2_hours(run)
+    run.mark(record("MN2", "mark", DAY + 10 * H, DAY + 11 * H, type_="calibration"))
+    [ev] = o2_events(run)
+    assert (ev.start, ev.hours, ev.status) == (DAY + 9 * H, 1, "closed")
+
+
+def test_o2_invalid_marks_survive_a_restart() -> None:
+    run = Run(registry())
+    o2_hours(run)
+    rec = run.engine.marks.check(record("MN2", "mark", DAY + 9 * H, DAY + 11 * H, type_="calibration"), DAY + 14 * H)
+    run.take(run.engine.on_mark(rec))
+    state = json.loads(json.dumps(run.engine._outlets["MN2"].snapshot()))
+    again = ComplianceEngine(run.reg)
+    again.restore_outlet("MN2", state)
+    again.load_marks([rec])
+    w = again.marks.check(
+        record("MN2", "withdrawal", DAY + 12 * H, DAY + 12 * H, target=rec.record_id, reply="w1"), DAY + 15 * H
+    )
+    kinds = [u.kind for u in again.on_mark(w).events if u.event.type == O2_INVALID]
+    assert "opened" in kinds
