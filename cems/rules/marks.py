@@ -18,6 +18,8 @@ Rules (each a setting of ``cems/limits/marks.toml``, which cites its source):
   used up: per outlet and calendar year, the first ``hours`` marked hours of the group (in hour order) are
   exempt, the later ones are judged.  Hours past a cap raise one ``mark_cap_exceeded`` event per outlet,
   group and year (``hours``: hours past the cap; ``peak``: hours marked; ``limit``: the cap).
+* The same holds for ``o2_invalid`` hours (:meth:`OutletMarks.judge_o2`, :meth:`OutletMarks.refresh_o2`), and
+  the daily judgement leaves such hours out (:mod:`cems.rules.daily`).
 * A run of exceeding hours that marks make disappear is closed as ``marked`` (never deleted: the event and
   its alerts stay, with the marks' ids); a run they shorten or split is revised like late data would.
 * A repair (修约) replaces the hour's corrected value of one pollutant: the hour is judged on the submitted
