@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from registries import many_outlets  # tests/registries.py
 
+from cems.cli import main
 from cems.errors import ConfigError, ServiceError
 from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
@@ -27,8 +28,9 @@ T0 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
 CUT = 145
 
 
-def readings(n: int = 300) -> list[Reading]:
-    """Minute data of MN0001: SO2 exceeding 35 mg/m³ (GB 13223-2011 ultra-low, at 6 % O2) from 09:00 to 11:59."""
+def readings(n: int = 330) -> list[Reading]:
+    """Minute data of MN0001: SO2 exceeding 35 mg/m³ (GB 13223-2011 ultra-low, at 6 % O2) from 09:00 to 11:59,
+    then clean until 13:29 (the exceedance opens on the old owner and closes on the new one)."""
     out = []
     for i in range(n):
         so2 = 50.0 + i % 7 if 60 <= i < 240 else 10.0
@@ -86,7 +88,9 @@ def owners() -> tuple[Shard, Shard]:
     return two, three
 
 
-async def test_a_moved_outlet_gives_the_results_of_an_unmoved_run(tmp_path: Path) -> None:
+async def test_a_moved_outlet_gives_the_results_of_an_unmoved_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rs = readings()
     whole = Run(tmp_path / "whole")
     await whole.feed(rs)
@@ -95,17 +99,20 @@ async def test_a_moved_outlet_gives_the_results_of_an_unmoved_run(tmp_path: Path
     two, three = owners()
     old, new = Run(tmp_path / "old", two), Run(tmp_path / "new", three)
     await old.feed(rs[:CUT])
-    with stopped_state(old.state) as c:
-        doc = json.loads(json.dumps(export_outlets(c, [MN], remove=True)))  # through JSON, as the CLI does
+    # the move, through the commands an operator runs (both ingesters stopped)
+    moved_file = tmp_path / "mn.json"
+    argv = ["state", "export", "--state-dir", str(old.state), "--mn", MN, "--remove", "--out", str(moved_file)]
+    assert main(argv) == 0
+    with stopped_state(old.state) as c:  # removed from the old owner
         assert c.execute("SELECT COUNT(*) FROM outlet_state").fetchone() == (0,)
         assert c.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
-    with stopped_state(new.state) as c:
-        counts = import_outlets(c, doc)
-    assert counts["outlet_state"] == 1 and counts["events"] >= 1
+    assert main(["state", "import", "--state-dir", str(new.state), str(moved_file)]) == 0
+    assert "imported MN0001" in capsys.readouterr().out
     await new.feed(rs[CUT:])
 
     assert sorted(old.hourly() + new.hourly()) == sorted(whole.hourly())
     assert new.events() == whole.events()
+    assert old.alerts() and new.alerts()  # the run was alerted on both sides of the move
     moved = old.alerts() + new.alerts()
     ids = [a["alert_id"] for a in moved]
     assert len(ids) == len(set(ids)), "an alert sent twice"
