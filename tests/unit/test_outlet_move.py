@@ -64,7 +64,9 @@ class Run:
         await rt.open()
         try:
             for r in rs:
-                assert await rt.on_batch([(r, self.registry.outlet(r.mn))], [], None) == []
+                info = self.registry.outlet(r.mn)
+                assert info is not None  # the shard owns the outlet
+                assert await rt.on_batch([(r, info)], [], None) == []
             await rt.shutdown()
         finally:
             await rt.close()
