@@ -18,8 +18,10 @@ from cems.errors import ConfigError, ServiceError
 from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
 from cems.registry.shard import Shard, shard_registry
+from cems.replay import replay
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.compliance._transfer import export_outlets, import_outlets, stopped_state
+from cems.sinks.lineprotocol import hourly_line
 
 CITY = parse_registry(many_outlets(5))
 MN = "MN0001"
@@ -28,17 +30,30 @@ T0 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
 CUT = 145
 
 
+def so2(i: int) -> float:
+    """SO2 exceeding 35 mg/m³ (GB 13223-2011 ultra-low, at 6 % O2) from 09:00 to 11:59, clean around it."""
+    return 50.0 + i % 7 if 60 <= i < 240 else 10.0
+
+
 def readings(n: int = 330) -> list[Reading]:
-    """Minute data of MN0001: SO2 exceeding 35 mg/m³ (GB 13223-2011 ultra-low, at 6 % O2) from 09:00 to 11:59,
-    then clean until 13:29 (the exceedance opens on the old owner and closes on the new one)."""
-    out = []
-    for i in range(n):
-        so2 = 50.0 + i % 7 if 60 <= i < 240 else 10.0
-        out.append(Reading(MN, Stream.MIN, T0 + timedelta(minutes=i), {
-            "a21026": Measurement("a21026", {"Avg": so2}, "N"),
+    """Minute data of MN0001 from 08:00 to 13:29 (the exceedance opens on the old owner, closes on the new one)."""
+    return [
+        Reading(MN, Stream.MIN, T0 + timedelta(minutes=i), {
+            "a21026": Measurement("a21026", {"Avg": so2(i)}, "N"),
             "a19001": Measurement("a19001", {"Avg": 8.0}, "N"),
-        }))  # fmt: skip
-    return out
+        })
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def recorded(n: int = 330) -> list[str]:
+    """The same data as ``cems replay`` reads them (``cems.reading/1`` JSON lines)."""
+    return [
+        json.dumps({"schema": "cems.reading/1", "mn": MN, "stream": "min",
+                    "data_time": (T0 + timedelta(minutes=i)).isoformat(),
+                    "values": {"a21026": {"Avg": so2(i), "Flag": "N"}, "a19001": {"Avg": 8.0, "Flag": "N"}}})
+        for i in range(n)
+    ]  # fmt: skip
 
 
 class Run:
@@ -114,6 +129,12 @@ async def test_a_moved_outlet_gives_the_results_of_an_unmoved_run(
 
     assert sorted(old.hourly() + new.hourly()) == sorted(whole.hourly())
     assert new.events() == whole.events()
+    # and to `cems replay` of all the data (which also closes the last, unfinished hour: left out)
+    res = replay(CITY, recorded(), "jsonl")
+    e = CITY.enterprise[0]
+    replayed = [hourly_line(h, e.id, e.district) for h in res.hourly if h.hour_start < T0 + timedelta(hours=5)]
+    assert sorted(old.hourly() + new.hourly()) == sorted(replayed)
+    assert new.events() == {ev.event_id: ev.to_json() for ev in res.events}
     assert old.alerts() and new.alerts()  # the run was alerted on both sides of the move
     moved = old.alerts() + new.alerts()
     ids = [a["alert_id"] for a in moved]
