@@ -33,6 +33,7 @@ from cems.cli import (
     report,
     run,
     services,
+    state,
     stops,
     warning,
 )
@@ -53,6 +54,7 @@ COMMANDS = (
     replay,
     report,
     districts,
+    state,
     stops,
     warning,
     registry,

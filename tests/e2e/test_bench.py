@@ -32,8 +32,9 @@ def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
     assert doc["lost"] == 0, doc["notes"]
     for key in ("broker_msgs_per_s", "baseline_msgs_per_s", "database_msgs_per_s", "cems_msgs_per_s",
                 "cems_values_per_s", "ratio_vs_baseline", "ratio_vs_database", "baseline_cpu_us_per_msg",
-                "cems_cpu_us_per_msg", "replay_values_per_s"):  # fmt: skip
+                "cems_cpu_us_per_msg", "cpu_per_msg_vs_baseline", "replay_values_per_s"):  # fmt: skip
         assert _positive(doc[key]), (key, doc[key], doc["notes"])
+    assert doc["cpu_per_msg_vs_baseline"] == doc["cems_cpu_us_per_msg"] / doc["baseline_cpu_us_per_msg"]
     assert doc["rss_mb"] and all(_positive(v) for v in doc["rss_mb"].values()), doc["rss_mb"]
     assert set(doc["rss_mb"]) == {"200", "1000"}
     if COMPLIANCE.exists():

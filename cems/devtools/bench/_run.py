@@ -69,6 +69,7 @@ KEYS = (
     "ratio_vs_database",
     "baseline_cpu_us_per_msg",
     "cems_cpu_us_per_msg",
+    "cpu_per_msg_vs_baseline",
     "alert_latency_p50_s",
     "alert_latency_p99_s",
     "rss_mb",
@@ -565,6 +566,7 @@ class Bench:
         self.res.figures["ratio_vs_baseline"] = rate / base if rate and base else None
         if w.get("cems_cores") is not None and n:
             self.res.figures["cems_cpu_us_per_msg"] = w["cems_cores"] * w["seconds"] / n * 1e6
+        self.res.figures["cpu_per_msg_vs_baseline"] = cpu_ratio(self.res.figures)
         self.res.details["cems"] = {"messages": n, **w, "stored_after_stop": stored, "ingest_stats": stats,
                                     "loadgen_msgs_per_s": pub.get("msgs_per_s")}  # fmt: skip
         if stats and stats.get("rejected"):
@@ -799,6 +801,7 @@ def evaluate(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("ratio_vs_database", num(fig.get("ratio_vs_database"), "{:.2f}"), "", "-"),
         ("baseline_cpu_us_per_msg", num(fig.get("baseline_cpu_us_per_msg"), "{:.1f}"), "", "-"),
         ("cems_cpu_us_per_msg", num(fig.get("cems_cpu_us_per_msg"), "{:.1f}"), "", "-"),
+        ("cpu_per_msg_vs_baseline", num(fig.get("cpu_per_msg_vs_baseline"), "{:.2f}"), "(× bare consumer)", "-"),
         ("alert_latency_p50_s", num(fig.get("alert_latency_p50_s"), "{:.3f}"), "", "-"),
         ("alert_latency_p99_s", num(p99, "{:.3f}"), f"<= {TARGET_P99_S}",
          verdict(None if p99 is None else p99 <= TARGET_P99_S)),
@@ -812,6 +815,13 @@ def evaluate(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows.append(("replay_values_per_s", num(replay), f">= {TARGET_REPLAY:,.0f}",
                  verdict(None if replay is None else replay >= TARGET_REPLAY)))  # fmt: skip
     return rows
+
+
+def cpu_ratio(figures: dict[str, Any]) -> float | None:
+    """cems's CPU per message ÷ the bare consumer's, both measured in the same run: the speed figure that
+    compares across machines (a wall-clock rate depends on the cores and on what else runs)."""
+    cems, base = figures.get("cems_cpu_us_per_msg"), figures.get("baseline_cpu_us_per_msg")
+    return float(cems) / float(base) if cems and base else None
 
 
 def format_table(rows: list[tuple[str, str, str, str]]) -> str:
