@@ -172,6 +172,35 @@ class EventUpdate:
     event: Event
 
 
+def run_updates(prev: Event | None, ev: Event) -> list[EventUpdate]:
+    """What a run recomputed as ``ev`` reports, given how it was last reported (``prev``): opened (and at once
+    closed) when new or retracted before, updated or closed when it changed, nothing when only ``late`` differs.
+    Shared by every tracker that recomputes its runs from their hours (exceedances, grid, data quality)."""
+    if prev is None or prev.status == RETRACTED_STATUS:
+        ups = [EventUpdate(OPENED, replace(ev, end=None, status="open"))]
+        if ev.status == "closed":
+            ups.append(EventUpdate(CLOSED, ev))
+        return ups
+    if replace(prev, late=ev.late) != ev:
+        return [EventUpdate(CLOSED if ev.status == "closed" else UPDATED, ev)]
+    return []
+
+
+def retract_missing(old: Mapping[int, Event], new: dict[int, Event]) -> list[EventUpdate]:
+    """Runs of ``old`` (by start) that the recomputation ``new`` no longer has: retracted (late data undid
+    them; kept, never deleted) and carried into ``new``."""
+    ups: list[EventUpdate] = []
+    for start, prev in old.items():
+        if start not in new:
+            if prev.status != RETRACTED_STATUS:
+                gone = replace(prev, status=RETRACTED_STATUS, late=True)
+                ups.append(EventUpdate(RETRACTED, gone))
+                new[start] = gone
+            else:
+                new[start] = prev
+    return ups
+
+
 def _duration_h(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds() / 3600.0, 4)
 
@@ -316,20 +345,8 @@ class ExceedanceTracker:
                 late=late or (prev is not None and prev.late),
             )
             new[start] = ev
-            if prev is None or prev.status == RETRACTED_STATUS:
-                ups.append(EventUpdate(OPENED, replace(ev, end=None, status="open")))
-                if closed:
-                    ups.append(EventUpdate(CLOSED, ev))
-            elif replace(prev, late=ev.late) != ev:
-                ups.append(EventUpdate(CLOSED if closed else UPDATED, ev))
-        for start, prev in old.items():
-            if start not in new:
-                if prev.status != RETRACTED_STATUS:
-                    ev = replace(prev, status=RETRACTED_STATUS, late=True)
-                    ups.append(EventUpdate(RETRACTED, ev))
-                    new[start] = ev
-                else:
-                    new[start] = prev
+            ups += run_updates(prev, ev)
+        ups += retract_missing(old, new)
         if new:
             if events is None:
                 events = self._events = {}

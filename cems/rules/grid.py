@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
@@ -81,14 +81,11 @@ from cems.rules.ambient import (
 )
 from cems.rules.aqi import LEVELS, aqi, standard_for
 from cems.rules.events import (
-    CLOSED,
-    OPENED,
-    RETRACTED,
-    RETRACTED_STATUS,
-    UPDATED,
     Event,
     EventUpdate,
     InterruptionTracker,
+    retract_missing,
+    run_updates,
 )
 from cems.rules.hourly import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, repair_deadline
 
@@ -304,20 +301,8 @@ class _Runs:
                 evidence=evidence,
             )
             new[start] = ev
-            if prev is None or prev.status == RETRACTED_STATUS:
-                ups.append(EventUpdate(OPENED, replace(ev, end=None, status="open")))
-                if closed:
-                    ups.append(EventUpdate(CLOSED, ev))
-            elif replace(prev, late=ev.late) != ev:
-                ups.append(EventUpdate(CLOSED if closed else UPDATED, ev))
-        for start, prev in old.items():
-            if start not in new:
-                if prev.status != RETRACTED_STATUS:
-                    gone = replace(prev, status=RETRACTED_STATUS, late=True)
-                    ups.append(EventUpdate(RETRACTED, gone))
-                    new[start] = gone
-                else:
-                    new[start] = prev
+            ups += run_updates(prev, ev)
+        ups += retract_missing(old, new)
         self.events = new
         return ups
 

@@ -57,13 +57,18 @@ import itertools
 import math
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet, Quality
-from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
+from cems.rules.events import (
+    RETRACTED_STATUS,
+    Event,
+    EventUpdate,
+    retract_missing,
+    run_updates,
+)
 from cems.rules.hourly import DEFAULT_HOLD, SOURCE_DAS, VALID_HOUR_FLAGS, HourlyRecord, is_concentration, unit_factors
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
@@ -763,20 +768,8 @@ class QualityTracker:
                 evidence=first[2],
             )
             new[start] = ev
-            if prev is None or prev.status == RETRACTED_STATUS:
-                ups.append(EventUpdate(OPENED, replace(ev, end=None, status="open")))
-                if closed:
-                    ups.append(EventUpdate(CLOSED, ev))
-            elif replace(prev, late=ev.late) != ev:
-                ups.append(EventUpdate(CLOSED if closed else UPDATED, ev))
-        for start, prev in old.items():
-            if start not in new:
-                if prev.status != RETRACTED_STATUS:
-                    ev = replace(prev, status=RETRACTED_STATUS, late=True)
-                    ups.append(EventUpdate(RETRACTED, ev))
-                    new[start] = ev
-                else:
-                    new[start] = prev
+            ups += run_updates(prev, ev)
+        ups += retract_missing(old, new)
         by_key = self._events.setdefault(type_, {})
         if new:
             by_key[key] = new
