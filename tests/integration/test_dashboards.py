@@ -48,7 +48,7 @@ from cems.rules.events import Event
 from cems.rules.ranking import Ranking, RankPeriod
 from cems.sinks.gridrank import rank_and_write
 from cems.sinks.influx import InfluxConfig
-from cems.sinks.lineprotocol import SOURCE_RANK, event_line, hourly_line
+from cems.sinks.lineprotocol import SOURCE_RANK, event_line, grid_hourly_line, hourly_line
 from cems.sinks.registryinfo import registry_lines
 from cems.sinks.store import store_replay
 from gateways.simulator import FleetModel, SimConfig
@@ -173,6 +173,18 @@ def data(influxdb: Any) -> DataSet:
     assert res.readings == len(plant) + len(grid_readings) and res.grid_readings == len(grid_readings)
     assert not res.rejected and len(res.marks) == len(marks) and res.grid_hourly and res.grid_daily
     asyncio.run(store_replay(InfluxConfig(url=influxdb.url, db=db), res))
+    # a grid hour revised to having no AQI (late data made it invalid): InfluxDB keeps the old `aqi` beside the
+    # revision's `unset` (docs/influxdb.md); the air panels must not show it. Each sensor's latest hour with an
+    # AQI, so that the map's `last` would pick the stale value.
+    latest: dict[str, Any] = {}
+    for h in res.grid_hourly:
+        if h.aqi is not None and (h.sensor not in latest or h.hour_start > latest[h.sensor].hour_start):
+            latest[h.sensor] = h
+    revised = [dataclasses.replace(h, aqi=None, level=None, category=None, primary=()) for h in latest.values()][::2]
+    assert revised
+    influxdb.write(db, [grid_hourly_line(h) for h in revised], precision="ms")
+    gone = {(h.sensor, h.hour_start) for h in revised}
+    res.grid_hourly[:] = [h for h in res.grid_hourly if (h.sensor, h.hour_start) not in gone] + revised
     sensors = {g.id: g for g in registry.grid_sensor}
     grid = []
     for r in grid_readings:
