@@ -41,13 +41,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, Final
 
 from cems.model import BEIJING
+from cems.rules.aqi import POLLUTANTS, aqi, standard_for
 
 # ---------------------------------------------------------------------------------------------- levels
 
@@ -461,3 +462,51 @@ def suggest_level(hourly_aqi: Sequence[int | None]) -> tuple[WarningLevel, str]:
     if level is WarningLevel.NONE:
         return level, f"AQI > 200 for the last {run} h (yellow needs ≥ 48 h)"
     return level, f"AQI > 200 for the last {run} h ({severe} h > 300)"
+
+
+@dataclass(frozen=True, slots=True)
+class CityHour:
+    """The city's real-time AQI of one Beijing hour, from its stations' hourly values (``cems warning
+    suggest``): each pollutant's city value is the arithmetic mean of the stations that have a valid hourly
+    value for it (HJ 663-2013 §5: a city's concentration is the mean of its assessment stations), the AQI is
+    HJ 633's of those means (the standard in force on the hour's date).  ``aqi`` None: no station reported,
+    or too few pollutants for an AQI (HJ 633: NA unless the others already exceed 100)."""
+
+    hour_start: datetime
+    aqi: int | None
+    #: Stations that gave at least one valid value in the hour.
+    stations: int
+    #: Pollutant (AQI name) → the city mean, µg/m³ (CO mg/m³).
+    means: Mapping[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "hour_start": self.hour_start.isoformat(),
+            "aqi": self.aqi,
+            "stations": self.stations,
+            "means": {k: round(v, 3) for k, v in self.means.items()},
+        }
+
+
+def city_hours(
+    station_hours: Mapping[datetime, Sequence[Mapping[str, float]]], start: datetime, end: datetime
+) -> list[CityHour]:
+    """The city's hourly AQI for every Beijing hour in [``start``, ``end``), oldest first: ``station_hours``
+    maps an hour's start to the valid hourly values of each station that reported (AQI name → value); an hour
+    missing from it has no AQI (and so ends a run in :func:`suggest_level`)."""
+    first = start.astimezone(BEIJING).replace(minute=0, second=0, microsecond=0)
+    if first < start:
+        first += timedelta(hours=1)
+    out: list[CityHour] = []
+    t = first
+    while t < end:
+        stations = [s for s in station_hours.get(t, ()) if s]
+        means: dict[str, float] = {}
+        for p in POLLUTANTS:
+            vals = [s[p] for s in stations if p in s]
+            if vals:
+                means[p] = math.fsum(vals) / len(vals)
+        value = aqi(means, period="1h", standard=standard_for(t.date())).aqi if means else None
+        out.append(CityHour(t, value, len(stations), MappingProxyType(means)))
+        t += timedelta(hours=1)
+    return out
