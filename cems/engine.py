@@ -258,6 +258,7 @@ class ComplianceEngine:
                 self.registry.city.quality,
             )
             oe.daily.exempt = partial(_exempting, self.marks, o.mn)  # marked hours out of daily judgement
+            oe.monthly.exempt = oe.daily.exempt  # and out of the monthly rule
         return oe
 
     def _hours(self, oe: _OutletEngine, records: list[HourlyRecord], out: EngineOutput) -> None:
@@ -356,6 +357,7 @@ class ComplianceEngine:
         out.events.extend(oe.marks.refresh(self.marks, oe.exceedance))
         out.events.extend(oe.marks.refresh_o2(self.marks, oe.o2))
         span = target if target is not None else rec
+        oe.monthly.remark(span.start, span.end)  # closed months judged again (returned by _days' close)
         self._days(oe, oe.daily.remark(span.start, span.end), out)  # daily exceedances over marked hours
         out.events.extend(oe.marks.mark_events(self.marks))
         oe.interruption.set_marked_stops(self.marks.stop_spans(rec.mn))

@@ -207,6 +207,7 @@ def monthly_csv(r: Report) -> str:
         "要求(%)",
         "月度考核",
         "依据",
+        "标记不判定小时数",
     ]
     rows = []
     for row in r.monthly:
@@ -229,6 +230,7 @@ def monthly_csv(r: Report) -> str:
                 pct(m.share_required),
                 {True: "达标", False: "未达标", None: ""}[m.meets_monthly_rule],
                 m.citation,
+                m.marked_hours,
             ]
         )
     return _csv_text(header, rows)

@@ -139,6 +139,7 @@ def month_from_row(row: dict[str, Any]) -> MonthResult:
         share_required=_opt_float(row.get("share_required")),
         meets_monthly_rule=None if meets is None else meets is True,
         citation=str(row.get("citation") or ""),
+        marked_hours=_opt_int(row.get("marked_hours")),
     )
 
 

@@ -510,6 +510,8 @@ def _monthly_table(r: Report) -> str:
         m = row.result
         meets = {True: '<td class="good">达标</td>', False: '<td class="bad">未达标</td>', None: "<td>—</td>"}
         rule = f"{m.hours_within_limit} / {m.rule_hours}" if m.rule_hours else "—"
+        if m.marked_hours:  # MEE 公告2022年第21号: marked hours are not judged
+            rule += f"（另 {m.marked_hours} 小时标记不参与判定）"
         out.append(
             f"<tr><td>{esc(row.district)}</td><td>{esc(row.enterprise)}</td><td>{esc(row.outlet)}</td>"
             f'<td class="mono">{esc(m.mn)}</td><td>{esc(pollutant_label(m.pollutant))}</td><td>{esc(m.month)}</td>'

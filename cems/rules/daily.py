@@ -680,6 +680,9 @@ class MonthResult:
     #: ``None``: no monthly rule for this profile, or no valid hour to judge.
     meets_monthly_rule: bool | None
     citation: str
+    #: Valid hours under the monthly rule that marks left out of it ("not judged", MEE 公告2022年第21号;
+    #: :mod:`cems.rules.monthly`): not in ``rule_hours``.
+    marked_hours: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -696,6 +699,7 @@ class MonthResult:
             "share_required": self.share_required,
             "meets_monthly_rule": self.meets_monthly_rule,
             "citation": self.citation,
+            "marked_hours": self.marked_hours,
         }
 
 

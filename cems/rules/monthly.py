@@ -5,6 +5,11 @@ and revisable.  Pure: no I/O, no clock reads.
 * **Month validity**: ≥ 25 valid days (≥ 23 in February) (HJ 75-2017, DOMAIN.md §3).
 * **Monthly rule** (profiles with ``monthly_share``: steel ultra-low, 环大气〔2019〕35号): the share of the
   month's valid hours at or below the hourly limit must reach the required share (95 %).
+* **Marks** (issue 14): valid hours marked "not judged" (:meth:`cems.rules.marks.MarkLedger.exempting`, through
+  :attr:`OutletMonthly.exempt`) are left out of the monthly rule's hours, within the limit or not — MEE
+  公告2022年第21号: data marked as not judged are not used to judge exceedances — as they are out of the daily
+  judgement (:mod:`cems.rules.daily`). The marks are applied when a month's result is computed, so a mark (or a
+  withdrawal) over a closed month revises it until the month is final (:meth:`OutletMonthly.remark`).
 
 A month's result is returned when the month closes (its last day is closed: :class:`~cems.rules.daily.OutletDaily`)
 and again whenever a revised hour or day of it changes it, until the month is final: after the 10th of the
@@ -16,8 +21,9 @@ revision replaces its hour's contribution and the result is the same whatever th
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from cems.limits import builtin_profiles
@@ -26,6 +32,7 @@ from cems.rules.daily import (
     MIN_VALID_DAYS_FEBRUARY,
     MIN_VALID_DAYS_PER_MONTH,
     DailyRecord,
+    Exempt,
     MonthResult,
 )
 from cems.rules.hourly import REPAIR_WINDOW, HourlyRecord, repair_deadline
@@ -55,16 +62,42 @@ class _MonthCode:
     """One code in one month: bit sets of its hours (received, valid, judged under a monthly rule, within the
     limit) and of its valid days; the rule's share and citation of the latest rule hour."""
 
-    __slots__ = ("cite", "days", "rule", "rule_hour", "seen", "share", "valid", "within")
+    __slots__ = ("cite", "days", "rule", "rule_hour", "seen", "share", "valid", "within", "zs")
 
     def __init__(self) -> None:
         self.seen = self.valid = self.rule = self.within = self.days = 0
         self.rule_hour = -1
         self.share: float | None = None
         self.cite = ""
+        #: The corrected hourly mean of each rule hour (NaN elsewhere), for the marks' ``judged_above``; made for
+        #: the first rule hour only (steel outlets), 744 doubles.
+        self.zs: array[float] | None = None
+
+    def set_zs(self, i: int, value: float | None) -> None:
+        if self.zs is None:
+            if value is None:
+                return
+            self.zs = array("d", [math.nan]) * _MONTH_HOURS
+        self.zs[i] = math.nan if value is None else value
+
+    def zs_at(self, i: int) -> float | None:
+        v = math.nan if self.zs is None else self.zs[i]
+        return None if math.isnan(v) else v
 
     def to_json(self) -> list[Any]:
-        return [self.seen, self.valid, self.rule, self.within, self.days, self.rule_hour, self.share, self.cite]
+        out: list[Any] = [
+            self.seen,
+            self.valid,
+            self.rule,
+            self.within,
+            self.days,
+            self.rule_hour,
+            self.share,
+            self.cite,
+        ]
+        if self.zs is not None:
+            out.append({str(i): v for i, v in enumerate(self.zs) if not math.isnan(v)})
+        return out
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> _MonthCode:
@@ -72,16 +105,25 @@ class _MonthCode:
         mc.seen, mc.valid, mc.rule, mc.within, mc.days, mc.rule_hour = (int(x) for x in raw[:6])
         mc.share = None if raw[6] is None else float(raw[6])
         mc.cite = str(raw[7])
+        if len(raw) > 8:  # states saved before marks applied to the monthly rule have no values (not exempted)
+            for i, v in raw[8].items():
+                mc.set_zs(int(i), float(v))
         return mc
+
+
+#: Hours in the longest month.
+_MONTH_HOURS: Final = 31 * 24
 
 
 class OutletMonthly:
     """Monthly results of one outlet (see the module docstring)."""
 
-    __slots__ = ("_closed_before", "_dirty", "_months", "_now", "_repair", "mn")
+    __slots__ = ("_closed_before", "_dirty", "_months", "_now", "_repair", "exempt", "mn")
 
     def __init__(self, mn: str, *, repair_window: Any = REPAIR_WINDOW) -> None:
         self.mn = mn
+        #: Whether marks exempt an hour from judgement (set by the engine; None: no marks).
+        self.exempt: Exempt | None = None
         self._repair = repair_window
         #: (year, month) → code → its bit sets; open months and closed ones not yet final
         self._months: dict[tuple[int, int], dict[str, _MonthCode]] = {}
@@ -122,6 +164,8 @@ class OutletMonthly:
             mc.valid &= ~bit
             mc.rule &= ~bit
             mc.within &= ~bit
+            if mc.zs is not None:
+                mc.set_zs(i, None)
             if not h.counts_valid:
                 continue
             mc.valid |= bit
@@ -129,6 +173,7 @@ class OutletMonthly:
             if p is None or p.monthly_share is None or h.limit is None or h.zs_avg is None:
                 continue
             mc.rule |= bit
+            mc.set_zs(i, h.zs_avg)
             if h.zs_avg <= h.limit:
                 mc.within |= bit
             if i >= mc.rule_hour:
@@ -143,6 +188,37 @@ class OutletMonthly:
                 continue
             bit = 1 << (d.day.day - 1)
             mc.days = mc.days | bit if d.valid else mc.days & ~bit
+
+    def remark(self, start: datetime, end: datetime) -> None:
+        """Marks over ``[start, end)`` changed (issue 14): the closed months they touch are judged again (returned
+        by the next :meth:`close`) until final; open months are judged with the marks when they close."""
+        ym, last = _month_of(start), _month_of(end - timedelta(microseconds=1))
+        while ym <= last:
+            if ym < self._closed_before and ym in self._months and not self._final(ym):
+                self._dirty.add(ym)
+            ym = _next(*ym)
+
+    def _marked(self, ym: tuple[int, int]) -> int:
+        """The month's hours (bits) that marks exempt from judgement: the hours of its rule hours whose marks
+        say "not judged", given the hour's corrected means (``judged_above``)."""
+        if self.exempt is None:
+            return 0
+        codes = self._months[ym]
+        rule = 0
+        for mc in codes.values():
+            rule |= mc.rule
+        if not rule:
+            return 0
+        base = math.floor(_month_start(*ym).timestamp())
+        mask = 0
+        while rule:
+            low = rule & -rule
+            i = low.bit_length() - 1
+            rule ^= low
+            raw = {c: mc.zs_at(i) for c, mc in codes.items() if mc.rule & low}
+            if self.exempt(base + i * 3600, raw) is not None:
+                mask |= low
+        return mask
 
     def close(self, days_closed_before: date | None) -> list[MonthResult]:
         """Every day before ``days_closed_before`` is closed (``None``: the input has ended, close every
@@ -176,9 +252,10 @@ class OutletMonthly:
         y, m = ym
         need = MIN_VALID_DAYS_FEBRUARY if m == 2 else MIN_VALID_DAYS_PER_MONTH
         out: list[MonthResult] = []
+        marked = self._marked(ym)
         for code, mc in sorted(self._months[ym].items()):
             vd = mc.days.bit_count()
-            rule_h, within = mc.rule.bit_count(), mc.within.bit_count()
+            rule_h, within = (mc.rule & ~marked).bit_count(), (mc.within & ~marked).bit_count()
             req = mc.share if rule_h else None
             ratio = within / rule_h if rule_h else None
             out.append(
@@ -196,6 +273,7 @@ class OutletMonthly:
                     share_required=req,
                     meets_monthly_rule=None if req is None or ratio is None else ratio >= req,
                     citation=mc.cite if rule_h else "",
+                    marked_hours=(mc.rule & marked).bit_count(),
                 )
             )
         return out

@@ -282,6 +282,7 @@ def monthly_line(rec: MonthResult, enterprise: str, district: str) -> str:
         "share_required": rec.share_required,
         "meets_monthly_rule": rec.meets_monthly_rule,
         "citation": rec.citation or None,
+        "marked_hours": rec.marked_hours,
     }
     return point(MONTHLY_MEASUREMENT, tags, revisable(fields, frozenset({"citation"})), _ms(month_start(rec.month)))
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_daily import das_hour, registry
+from test_marks import record
 
 from cems.engine import ComplianceEngine, EngineOutput
+from cems.errors import RejectedMessage
 from cems.hour_archive import TempHourArchive
 from cems.model import BEIJING, Reading
 from cems.rules.daily import DailyRecord, MonthResult, month_results
@@ -97,3 +100,66 @@ def test_live_months_equal_the_month_results_of_the_final_records(
     live.take(live.engine.finish())
     want = month_results(live.hourly.values(), live.daily.values())
     assert sorted(live.monthly.values(), key=lambda m: (m.mn, m.pollutant, m.month)) == want
+
+
+def test_marked_hours_are_left_out_of_the_monthly_rule_and_a_late_mark_revises_the_month() -> None:
+    """MEE 公告2022年第21号: data marked "not judged" are not used to judge exceedances — nor the steel monthly
+    rule's share (环大气〔2019〕35号). A device-fault mark received after February closed (on 5 March, inside
+    the 10-day window) over 10 of its 40 bad hours revises the month; its withdrawal restores it."""
+    hours = 28 * 24
+    levels = {k: (50.0 if k >= hours - 40 else 20.0) for k in range(hours)}
+    live = Live()
+    for r in _sinter_month(levels):
+        live.arrive(r, r.data_time + H + timedelta(minutes=1))
+    live.take(live.engine.on_clock(FEB + hours * H + 2 * H))
+    key = ("SINTER", "a21026", "2026-02")
+    before = live.monthly[key]
+    assert (before.rule_hours, before.hours_within_limit, before.meets_monthly_rule) == (672, 632, False)
+    assert before.marked_hours == 0
+
+    start = FEB + (hours - 40) * H
+    march5 = datetime(2026, 3, 5, tzinfo=BEIJING)
+    fault = record("SINTER", "mark", start, start + 10 * H, type_="fault", reply="f1", received=march5)
+    live.take(live.engine.on_mark(live.engine.marks.check(fault, march5)))
+    m = live.monthly[key]
+    # 632 within of 662 judged hours = 95.5 % ≥ 95 %; the marked hours are out of both counts
+    assert (m.rule_hours, m.hours_within_limit, m.marked_hours, m.meets_monthly_rule) == (662, 632, 10, True)
+    assert m.valid_hours == before.valid_hours  # validity is the 90 % rule's business, not changed here
+
+    # a mark over hours within the limit also takes them out: 20 good hours → 612 / 642 = 95.3 %
+    good = record("SINTER", "mark", start - 20 * H, start, type_="calibration", reply="c1", received=march5)
+    live.take(live.engine.on_mark(live.engine.marks.check(good, march5)))
+    m = live.monthly[key]
+    assert (m.rule_hours, m.hours_within_limit, m.marked_hours) == (642, 612, 30)
+
+    undo = record("SINTER", "withdrawal", start, start + 10 * H, reply="w1", received=march5, target=fault.record_id)
+    live.take(live.engine.on_mark(live.engine.marks.check(undo, march5)))
+    m = live.monthly[key]
+    assert (m.rule_hours, m.hours_within_limit, m.marked_hours, m.meets_monthly_rule) == (652, 612, 20, False)
+
+    # once the month is final (after 10 March) a mark over it is refused as too late; the month stays
+    late = record("SINTER", "mark", start, start + 10 * H, type_="fault", reply="f2", received=march5)
+    with pytest.raises(RejectedMessage, match="mark_too_late"):
+        live.engine.marks.check(late, datetime(2026, 3, 12, tzinfo=BEIJING))
+    # and the month no longer moves: closing it again returns nothing
+    live.take(live.engine.on_clock(datetime(2026, 3, 12, tzinfo=BEIJING)))
+    assert live.monthly[key] == m
+
+
+def test_a_mark_received_before_the_month_closed_counts_as_one_received_after() -> None:
+    hours = 28 * 24
+    levels = {k: (50.0 if k >= hours - 40 else 20.0) for k in range(hours)}
+    start = FEB + (hours - 40) * H
+    results = []
+    for early in (True, False):
+        live = Live()
+        fault = record("SINTER", "mark", start, start + 10 * H, type_="fault", reply="f1", received=start + 11 * H)
+        if early:
+            live.take(live.engine.on_mark(live.engine.marks.check(fault, start + 11 * H)))
+        for r in _sinter_month(levels):
+            live.arrive(r, r.data_time + H + timedelta(minutes=1))
+        live.take(live.engine.on_clock(FEB + hours * H + 2 * H))
+        if not early:
+            live.take(live.engine.on_mark(live.engine.marks.check(fault, FEB + hours * H + 3 * H)))
+        results.append(live.monthly[("SINTER", "a21026", "2026-02")])
+    assert results[0] == results[1] and results[0].marked_hours == 10 and results[0].meets_monthly_rule
