@@ -20,7 +20,7 @@ from cems.registry import parse_registry
 from cems.registry.shard import Shard, shard_registry
 from cems.replay import replay
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
-from cems.service.compliance._transfer import export_outlets, import_outlets, stopped_state
+from cems.service.compliance._transfer import export_outlets, import_outlets, outlets_in, stopped_state
 from cems.sinks.lineprotocol import hourly_line
 
 CITY = parse_registry(many_outlets(5))
@@ -172,3 +172,85 @@ async def test_import_is_refused_over_existing_state_and_export_of_an_unknown_ou
 def test_a_running_ingesters_state_is_refused(tmp_path: Path) -> None:
     with stopped_state(tmp_path), pytest.raises(ServiceError, match="in use"), stopped_state(tmp_path):
         pass
+
+
+def all_readings(n: int = 330) -> list[Reading]:
+    """The minute data of every outlet of the city (MN0001, MN1000 … MN1004), in data-time order."""
+    mns = [o.mn for e in CITY.enterprise for o in e.outlet]
+    return [Reading(mn, r.stream, r.data_time, r.measurements) for r in readings(n) for mn in mns]
+
+
+async def test_resharding_two_to_three_with_state_adopt_gives_the_unmoved_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ingesters (shards of N = 2, STATE_DIR/ingester-s0 and -s1) ingest every outlet up to 10:25; all stop;
+    `cems state adopt --shard K/3` runs for K = 0, 1, 2 with the default directories; the three go on. The
+    city's hourly lines, events and alerts equal one ingester's that never resharded, none alerted twice."""
+    rs = all_readings()
+    whole = Run(tmp_path / "whole")
+    await whole.feed(rs)
+    assert len({e["mn"] for e in whole.events().values()}) == len({r.mn for r in rs}) == 6  # each has its exceedance
+
+    base = tmp_path / "state"
+    monkeypatch.setenv("CEMS_STATE_DIR", str(base))
+    cut = T0 + timedelta(minutes=CUT)
+    old = [Run(base / f"ingester-s{k}", Shard(k, 2)) for k in range(2)]
+    for run in old:
+        await run.feed([r for r in rs if r.data_time < cut and run.registry.outlet(r.mn) is not None])
+    lines_before = [ln for run in old for ln in run.hourly()]
+    alerts_before = [a for run in old for a in run.alerts()]
+
+    # a dry run moves nothing
+    assert main(["state", "adopt", "--shard", "2/3", "--dry-run"]) == 0
+    assert "would move" in capsys.readouterr().out
+    assert not (base / "ingester-s2").exists() or not Run(base / "ingester-s2").events()
+    moved = 0
+    for k in range(3):
+        assert main(["state", "adopt", "--shard", f"{k}/3"]) == 0
+        out = capsys.readouterr().out
+        moved += sum(line.startswith("moved ") for line in out.splitlines())
+    assert moved >= 2  # outlets did change owner (else the test proves nothing)
+    new = [Run(base / f"ingester-s{k}", Shard(k, 3)) for k in range(3)]
+    for k, run in enumerate(new):
+        with stopped_state(run.state) as c:  # each holds exactly its own outlets now
+            assert all(Shard(k, 3).owns(mn) for (mn,) in c.execute("SELECT mn FROM outlet_state"))
+            assert all(Shard(k, 3).owns(mn) for (mn,) in c.execute("SELECT mn FROM events"))
+    # a second adoption finds nothing left to move
+    assert main(["state", "adopt", "--shard", "0/3"]) == 0
+    assert "0 outlet(s) moved" in capsys.readouterr().out
+
+    for run in new:
+        run.lines.clear()
+        await run.feed([r for r in rs if r.data_time >= cut and run.registry.outlet(r.mn) is not None])
+    assert sorted(lines_before + [ln for run in new for ln in run.hourly()]) == sorted(whole.hourly())
+    events: dict[str, dict[str, Any]] = {}
+    for run in new:
+        events |= run.events()
+    assert events == whole.events()
+    # alerts: the old owners' outboxes keep theirs (sent when they ran); the new ones add only new transitions
+    sent = alerts_before + [a for run in new for a in run.alerts() if a not in alerts_before]
+    ids = [a["alert_id"] for a in sent]
+    assert len(ids) == len(set(ids)), "an alert sent twice"
+    assert sorted(ids) == sorted(a["alert_id"] for a in whole.alerts())
+
+
+def test_adopt_refuses_two_histories_of_one_outlet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rs = readings(90)
+    a, b, c = Run(tmp_path / "a"), Run(tmp_path / "b"), Run(tmp_path / "c")
+    asyncio.run(a.feed(rs))
+    asyncio.run(b.feed(rs[:60]))
+    owner = next(s for k in range(2) if (s := Shard(k, 2)).owns(MN))
+    argv = ["state", "adopt", "--shard", str(owner), "--state-dir", str(c.state), "--from", str(a.state)]
+    assert main([*argv, "--from", str(b.state)]) != 0
+    assert "has state in both" in capsys.readouterr().err
+    with stopped_state(a.state) as conn:  # refused before anything moved
+        assert outlets_in(conn) == [MN]
+    # an adoption interrupted after the import (the outlet in both, the same rows) is completed
+    with stopped_state(a.state) as src, stopped_state(c.state) as dst:
+        import_outlets(dst, export_outlets(src, [MN]))
+    assert main(argv) == 0
+    with stopped_state(a.state) as src, stopped_state(c.state) as dst:
+        assert outlets_in(src) == [] and outlets_in(dst) == [MN]
+    # but a different history here and there is refused
+    assert main(["state", "adopt", "--shard", str(owner), "--state-dir", str(c.state), "--from", str(b.state)]) != 0
+    assert "they differ" in capsys.readouterr().err

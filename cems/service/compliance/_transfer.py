@@ -9,7 +9,9 @@ which events were already alerted.  All of that lives, per outlet, in the old ow
 * :func:`export_outlets` reads every row of the given outlets from a *stopped* ingester's state (and with
   ``remove`` deletes them, in the same transaction, so the old owner neither escalates nor counts them again);
 * :func:`import_outlets` writes them into the new owner's state before it starts (refusing an outlet it
-  already has state for: two histories of one outlet cannot be merged exactly).
+  already has state for: two histories of one outlet cannot be merged exactly);
+* :func:`adopt_outlets` does both for every outlet a new owner owns (``cems state adopt --shard K/N``: after a
+  resharding each new shard pulls its outlets from the other ingesters' stopped state directories).
 
 The events come with their ``alerted_key``: the new owner recognises a transition the old owner already
 alerted (event ids are stable: type, outlet, pollutant, start) and does not alert it again.  Alerts still
@@ -21,7 +23,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -113,6 +115,62 @@ def import_outlets(conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, i
             )
             counts[table] = len(rows)
     return counts
+
+
+def outlets_in(conn: sqlite3.Connection) -> list[str]:
+    """The outlets that have engine state in ``conn``."""
+    return [mn for (mn,) in conn.execute("SELECT mn FROM outlet_state ORDER BY mn")]
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two exports hold the same rows (in any order)."""
+    return all(sorted(map(repr, a["tables"][t])) == sorted(map(repr, b["tables"][t])) for t in _TABLES)
+
+
+def adopt_outlets(
+    new: sqlite3.Connection,
+    olds: Sequence[tuple[str, sqlite3.Connection]],
+    owns: Callable[[str], bool],
+    *,
+    dry_run: bool = False,
+) -> list[tuple[str, str]]:
+    """Move into ``new`` every outlet that ``owns`` and that has state in one of ``olds`` (name, stopped
+    state), one outlet at a time: copied (:func:`export_outlets`), written here (:func:`import_outlets`),
+    then deleted there. Returns the (MN, name) moved (``dry_run``: that would be moved, nothing written).
+
+    Refused before anything moves: an outlet with state in two of ``olds`` (which history is the outlet's?),
+    or here and in one of them — unless the two hold the same rows, which is what an adoption interrupted
+    between the import and the delete leaves: the old copy is then deleted."""
+    here = set(outlets_in(new))
+    moves: list[tuple[str, str, sqlite3.Connection]] = []
+    finish: list[tuple[str, str, sqlite3.Connection]] = []
+    seen: dict[str, str] = {}
+    for name, old in olds:
+        for mn in outlets_in(old):
+            if not owns(mn):
+                continue
+            if mn in seen:
+                raise ConfigError(f"outlet {mn} has state in both {seen[mn]} and {name}: move one by hand")
+            seen[mn] = name
+            if mn in here:
+                if not _same(export_outlets(new, [mn]), export_outlets(old, [mn])):
+                    raise ConfigError(
+                        f"outlet {mn} has state both here and in {name}, and they differ: two histories of one "
+                        "outlet cannot be merged (export the one to keep by hand)"
+                    )
+                finish.append((mn, name, old))
+            else:
+                moves.append((mn, name, old))
+    if dry_run:
+        return [(mn, name) for mn, name, _ in finish + moves]
+    for mn, _name, old in finish:  # an earlier adoption stopped after the import: complete it
+        export_outlets(old, [mn], remove=True)
+    for mn, name, old in moves:
+        doc = export_outlets(old, [mn])
+        import_outlets(new, doc)
+        if not _same(export_outlets(old, [mn], remove=True), doc):  # pragma: no cover - the lock excludes it
+            raise ServiceError(f"outlet {mn}: its state in {name} changed during the move")
+    return [(mn, name) for mn, name, _ in finish + moves]
 
 
 @contextmanager
