@@ -162,7 +162,7 @@ def test_line_protocol_escaping_and_types() -> None:
         {"a21026": Measurement("a21026", {"Avg": 1e-7, "Max": 12.0}, "N")},
     )
     assert reading_line(r, "E1", "D1") == (
-        'cems_reading,district=D1,enterprise=E1,mn=MN1,stream=min a21026_Avg=1e-07,a21026_Max=12.0,a21026_Flag="N" '
+        'cems_reading,district=D1,enterprise=E1,mn=MN1,stream=min a21026_Avg=1e-7,a21026_Max=12.0,a21026_Flag="N" '
         "1767225600000"
     )
     assert json.loads(encode_payload(r))["data_time"] == "2026-01-01T08:00:00+08:00"
