@@ -166,3 +166,21 @@ def test_line_protocol_escaping_and_types() -> None:
         "1767225600000"
     )
     assert json.loads(encode_payload(r))["data_time"] == "2026-01-01T08:00:00+08:00"
+
+
+@pytest.mark.parametrize("now", [NOW, NOW.astimezone(BEIJING) + timedelta(microseconds=123_457)])
+def test_data_time_limits_are_exact_to_the_microsecond(now: datetime) -> None:
+    """The time checks compare Unix times (floats): still exact at the microsecond, in any zone."""
+    a = {"a": Measurement("a", {"Rtd": 1.0})}
+    for t, ok in [
+        (now + timedelta(minutes=10), True),
+        (now + timedelta(minutes=10, microseconds=1), False),
+        (now - timedelta(days=400), True),
+        (now - timedelta(days=400, microseconds=1), False),
+    ]:
+        r = Reading("MN1", Stream.RTD, t.astimezone(BEIJING), a)
+        if ok:
+            validate(r, REG, now)
+        else:
+            with pytest.raises(RejectedMessage):
+                validate(r, REG, now)
