@@ -137,6 +137,23 @@ def _slow_fields(payload: bytes) -> _Fields:
 
 def parse_data_time(text: str, tz: Any = BEIJING) -> datetime:
     """ISO 8601 (offset optional) or HJ 212 ``YYYYMMDDhhmmss[zzz]``.  Without an offset: Beijing time."""
+    key = (text, tz)
+    dt = _DATA_TIMES.get(key)
+    if dt is None:
+        dt = _parse_data_time(text, tz)
+        if len(_DATA_TIMES) >= _DATA_TIMES_MAX:
+            _DATA_TIMES.clear()
+        _DATA_TIMES[key] = dt
+    return dt
+
+
+#: data_time text (and zone) → datetime: a city's gateways send the same few data times at once, so most
+#: payloads find theirs here (datetimes are immutable: shared safely).
+_DATA_TIMES: dict[tuple[str, Any], datetime] = {}
+_DATA_TIMES_MAX: Final = 4096
+
+
+def _parse_data_time(text: str, tz: Any) -> datetime:
     t = text.strip()
     if t.isascii() and t.isdigit() and len(t) in (14, 17):
         try:  # month 13, 30 February, hour 24 ...: a reject, never an uncaught ValueError (a poison message)
