@@ -151,8 +151,10 @@ def reading_line(reading: Reading, enterprise: str, district: str) -> str:
             fields %= tuple(repr(v) for v in values)
         else:
             fields %= tuple(numbers[1:-1].decode("ascii").split(","))
-    if reading.qn:
-        fields += f',qn="{escape_str(reading.qn)}"' if fields else f'qn="{escape_str(reading.qn)}"'
+    qn = reading.qn
+    if qn:
+        q = f'qn="{qn if qn.isalnum() else escape_str(qn)}"'  # (a QN is digits: nothing to escape)
+        fields = f"{fields},{q}" if fields else q
     if reading.dropped:  # the values left out as invalid (validate.check_values), named: "a01012-Rtd,..."
         d = f'dropped="{escape_str(",".join(reading.dropped))}"'
         fields = f"{fields},{d}" if fields else d
