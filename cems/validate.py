@@ -69,6 +69,7 @@ def _range(code: str) -> tuple[float, float] | None:
 #: ``_range`` by code (hot path: every value of every reading); bounded against floods of odd codes.
 _RANGE_CACHE: dict[str, tuple[float, float] | None] = {}
 _RANGE_CACHE_MAX: Final = 4096
+_UNSEEN: Final = (0.0, 0.0)
 
 
 def validate(
@@ -79,7 +80,10 @@ def validate(
     info = registry.outlet(reading.mn)
     if info is None:
         raise RejectedMessage("unknown_mn", f"MN {reading.mn!r} is not in the registry")
-    if not any(m.values or m.flag is not None for m in reading.measurements.values()):
+    for m in reading.measurements.values():
+        if m.values or m.flag is not None:
+            break
+    else:
         raise RejectedMessage("empty_reading", "the reading carries no pollutant values")
     check_time(reading, now, policy)
     return check_values(reading), info
@@ -95,15 +99,32 @@ def validate_grid(reading: Reading, now: datetime, policy: ValidationPolicy = DE
 
 def check_time(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
     """Reject a data time too far ahead of ``now`` (clock skew allowance) or too old."""
-    if reading.data_time > now + policy.max_future:
+    latest, earliest = _bounds(now, policy)
+    t = reading.data_time.timestamp()  # (one conversion, then two float comparisons: exact to the microsecond)
+    if t > latest:
         raise RejectedMessage(
             "future_data_time",
             f"data time {reading.data_time.isoformat()} is more than {policy.max_future} ahead of {now.isoformat()}",
         )
-    if reading.data_time < now - policy.max_age:
+    if t < earliest:
         raise RejectedMessage(
             "stale_data_time", f"data time {reading.data_time.isoformat()} is older than {policy.max_age.days} days"
         )
+
+
+def _bounds(now: datetime, policy: ValidationPolicy) -> tuple[float, float]:
+    """(latest, earliest) data time accepted at ``now``, as Unix times: the same for every reading of a batch
+    (one ``now``), so remembered for the last ``now`` and policy."""
+    global _last_bounds
+    last = _last_bounds  # (one tuple, read and replaced whole: safe across threads)
+    if last[0] is now and last[1] is policy:
+        return last[2], last[3]
+    latest, earliest = (now + policy.max_future).timestamp(), (now - policy.max_age).timestamp()
+    _last_bounds = (now, policy, latest, earliest)
+    return latest, earliest
+
+
+_last_bounds: tuple[datetime | None, ValidationPolicy | None, float, float] = (None, None, 0.0, 0.0)
 
 
 #: Most values (numbers and flags: the fields of one point) a reading may carry.  An HJ 212 data segment
@@ -141,19 +162,24 @@ def check_values(reading: Reading) -> Reading:
     without its NaN/Inf, negative or absurd values (each named in :attr:`Reading.dropped`), or the reading
     itself when every value is good.  Raises the first bad value's reason when no value is left."""
     ranged = _RANGED_SUFFIXES
-    codes, suffixes = _KNOWN_CODES, _KNOWN_SUFFIXES
+    codes, suffixes, ranges = _KNOWN_CODES, _KNOWN_SUFFIXES, _RANGE_CACHE
     big = MAX_MAGNITUDE
     n = 0
     bad: list[tuple[str, str, RejectedMessage]] | None = None
     for code, m in reading.measurements.items():
         if code not in codes and not _name_ok(code, CODE_GRAMMAR, codes):
             raise RejectedMessage("bad_field", f"pollutant code {_show(code)} is not letters, digits and '_' (1-24)")
-        n += len(m.values) + (m.flag is not None)
-        rng = _range(code)
+        values = m.values
+        n += len(values) + (m.flag is not None)
+        if not suffixes.issuperset(values):  # (rare: a suffix not checked before)
+            for suffix in values:
+                if suffix not in suffixes and not _name_ok(suffix, SUFFIX_GRAMMAR, suffixes):
+                    raise RejectedMessage("bad_field", f"{_show(code)}: suffix {_show(suffix)} is not a field suffix")
+        rng = ranges.get(code, _UNSEEN)
+        if rng is _UNSEEN:
+            rng = _range(code)
         lo, hi = rng if rng is not None else (-big, big)
-        for suffix, v in m.values.items():
-            if suffix not in suffixes and not _name_ok(suffix, SUFFIX_GRAMMAR, suffixes):
-                raise RejectedMessage("bad_field", f"{_show(code)}: suffix {_show(suffix)} is not a field suffix")
+        for suffix, v in values.items():
             if -big <= v <= big and (suffix not in ranged or lo <= v <= hi):
                 continue
             if bad is None:

@@ -19,6 +19,7 @@ import sys
 from datetime import datetime
 from typing import Annotated, Any, Final
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from cems.errors import Reason, RejectedMessage
@@ -42,8 +43,117 @@ class _Payload(BaseModel):
     values: Annotated[dict[str, dict[str, _Number | str]], Field(max_length=256)]
 
 
+class _FastPayload(msgspec.Struct, kw_only=True, frozen=True):
+    """:class:`_Payload` for msgspec, without the length and finiteness constraints (checked after decoding)."""
+
+    schema: str | None = None
+    mn: str | None = None
+    stream: str | None = None
+    data_time: str
+    qn: str | None = None
+    values: dict[str, dict[str, float | str]]
+
+
+_FAST_DECODER: Final = msgspec.json.Decoder(_FastPayload)
+_STREAMS: Final = {s.value: s for s in Stream}
+#: (schema, mn, stream, data_time, qn, values) of a payload that :class:`_Payload` accepts.
+_Fields = tuple[str | None, str | None, Stream | None, str, str | None, dict[str, dict[str, float | str]]]
+
+
+def _fast_fields(payload: bytes) -> _Fields | None:
+    """The fields of a payload that :class:`_Payload` surely accepts, decoded by msgspec (faster than pydantic,
+    docs/benchmark.md); ``None`` for anything else, which pydantic then decodes so that every reason and detail
+    stays its own.  (msgspec reads a number out of the float range as an error: every float it returns is
+    finite.)  Equivalence: tests/unit/test_payload_fast_path.py."""
+    if not payload.isascii():
+        try:  # msgspec skips an unknown key's value without checking its UTF-8; pydantic checks it
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    try:
+        p = _FAST_DECODER.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    mn, qn, dt = p.mn, p.qn, p.data_time
+    if (mn is not None and len(mn) > 24) or (qn is not None and len(qn) > 20) or not 8 <= len(dt) <= 40:
+        return None
+    stream: Stream | None = None
+    if p.stream is not None:
+        stream = _STREAMS.get(p.stream)
+        if stream is None:
+            return None
+    if len(p.values) > 256:
+        return None
+    return p.schema, mn, stream, dt, qn, p.values
+
+
+_new_tuple: Final = tuple.__new__
+_intern: Final = sys.intern
+
+
+def _fast_measurements(values: dict[str, dict[str, float | str]]) -> dict[str, Measurement] | None:
+    """The measurements of :func:`_fast_fields`'s ``values`` (whose dicts it takes over) when every value is a
+    number and every ``Flag`` an HJ 212 flag; ``None`` otherwise (:func:`_measurements` then says why)."""
+    out: dict[str, Measurement] = {}
+    flags = DATA_FLAGS
+    for code, nums in values.items():
+        flag = nums.pop("Flag", None)
+        if (flag is not None and flag not in flags) or str in map(type, nums.values()):
+            return None
+        code = _intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
+        out[code] = _new_tuple(Measurement, (code, nums, flag))  # (Measurement(...) without its Python frame)
+    return out
+
+
+def _measurements(values: dict[str, dict[str, float | str]]) -> dict[str, Measurement]:
+    measurements: dict[str, Measurement] = {}
+    for code, fields in values.items():
+        flag: str | None = None
+        nums: dict[str, float] = {}
+        for suffix, v in fields.items():
+            if suffix == "Flag":
+                if not isinstance(v, str) or v not in DATA_FLAGS:
+                    raise RejectedMessage("bad_flag", f"{code}-Flag {v!r} is not an HJ 212 data flag")
+                flag = v
+            elif isinstance(v, str):
+                raise RejectedMessage("bad_field", f"{code}-{suffix}: {v!r} is not a number")
+            else:
+                nums[suffix] = v
+        code = _intern(code)
+        measurements[code] = Measurement(code, nums, flag)
+    return measurements
+
+
+def _slow_fields(payload: bytes) -> _Fields:
+    try:
+        p = _Payload.model_validate_json(payload)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "payload"
+        kind: Reason = "malformed_json" if err["type"] == "json_invalid" else "bad_field"
+        raise RejectedMessage(kind, f"{where}: {err['msg']}") from None
+    return p.schema_, p.mn, p.stream, p.data_time, p.qn, p.values
+
+
 def parse_data_time(text: str, tz: Any = BEIJING) -> datetime:
     """ISO 8601 (offset optional) or HJ 212 ``YYYYMMDDhhmmss[zzz]``.  Without an offset: Beijing time."""
+    key = (text, tz)
+    dt = _DATA_TIMES.get(key)
+    if dt is None:
+        dt = _parse_data_time(text, tz)
+        if len(_DATA_TIMES) >= _DATA_TIMES_MAX:
+            _DATA_TIMES.clear()
+        _DATA_TIMES[key] = dt
+    return dt
+
+
+#: data_time text (and zone) → datetime: a city's gateways send the same few data times at once, so most
+#: payloads find theirs here (datetimes are immutable: shared safely).
+_DATA_TIMES: dict[tuple[str, Any], datetime] = {}
+_DATA_TIMES_MAX: Final = 4096
+
+
+def _parse_data_time(text: str, tz: Any) -> datetime:
     t = text.strip()
     if t.isascii() and t.isdigit() and len(t) in (14, 17):
         try:  # month 13, 30 February, hour 24 ...: a reject, never an uncaught ValueError (a poison message)
@@ -70,40 +180,25 @@ def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING
     """Decode a JSON payload published on ``cems/v1/{mn}/{stream}`` into a :class:`Reading`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RejectedMessage("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        p = _Payload.model_validate_json(payload)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "payload"
-        kind: Reason = "malformed_json" if err["type"] == "json_invalid" else "bad_field"
-        raise RejectedMessage(kind, f"{where}: {err['msg']}") from None
-    if p.schema_ is not None and p.schema_ != SCHEMA:
-        raise RejectedMessage("bad_schema", f"schema {p.schema_!r} is not {SCHEMA!r}")
-    if p.mn is not None and p.mn != mn:
-        raise RejectedMessage("mn_mismatch", f"payload MN {p.mn!r} does not match topic MN {mn!r}")
-    if p.stream is not None and p.stream is not stream:
-        raise RejectedMessage("stream_mismatch", f"payload stream {p.stream!r} does not match topic {stream!r}")
-    measurements: dict[str, Measurement] = {}
-    for code, fields in p.values.items():
-        flag: str | None = None
-        nums: dict[str, float] = {}
-        for suffix, v in fields.items():
-            if suffix == "Flag":
-                if not isinstance(v, str) or v not in DATA_FLAGS:
-                    raise RejectedMessage("bad_flag", f"{code}-Flag {v!r} is not an HJ 212 data flag")
-                flag = v
-            elif isinstance(v, str):
-                raise RejectedMessage("bad_field", f"{code}-{suffix}: {v!r} is not a number")
-            else:
-                nums[suffix] = v
-        code = sys.intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
-        measurements[code] = Measurement(code, nums, flag)
+    parsed = _fast_fields(payload)
+    schema, p_mn, p_stream, data_time, qn, values = parsed if parsed is not None else _slow_fields(payload)
+    if schema is not None and schema != SCHEMA:
+        raise RejectedMessage("bad_schema", f"schema {schema!r} is not {SCHEMA!r}")
+    if p_mn is not None and p_mn != mn:
+        raise RejectedMessage("mn_mismatch", f"payload MN {p_mn!r} does not match topic MN {mn!r}")
+    if p_stream is not None and p_stream is not stream:
+        raise RejectedMessage("stream_mismatch", f"payload stream {p_stream!r} does not match topic {stream!r}")
+    measurements = _fast_measurements(values) if parsed is not None else None  # (takes the dicts over)
+    if measurements is None:
+        if parsed is not None:  # a value that is not a number, a bad flag: the dicts again, in their order
+            values = _FAST_DECODER.decode(payload).values
+        measurements = _measurements(values)
     return Reading(
         mn=mn,
         stream=stream,
-        data_time=parse_data_time(p.data_time, tz),
+        data_time=parse_data_time(data_time, tz),
         measurements=measurements,
-        qn=p.qn,
+        qn=qn,
         origin="json",
     )
 

@@ -24,6 +24,7 @@ import fcntl
 import gc
 import json
 import logging
+import operator
 import os
 import time
 from collections import Counter, OrderedDict
@@ -143,9 +144,14 @@ class _Prepared:
 def _entry(msg: InboundMessage, status: str, err: RejectedMessage | None = None, *, kind: str = "msg") -> Entry:
     """The evidence archive's entry of one message and its verdict."""
     via = {"connection": msg.connection, "packet_id": msg.mid, "qos": msg.qos}
-    if err is None:
-        return Entry(msg.payload, msg.received, msg.topic, status, kind=kind, via=via)
-    return Entry(msg.payload, msg.received, msg.topic, status, err.reason, err.detail, kind, via)
+    reason, detail = (None, None) if err is None else (err.reason, err.detail)
+    # (Entry(...) without the Python frame of the named tuple's __new__: one per message)
+    return _new_tuple(Entry, (msg.payload, msg.received, msg.topic, status, reason, detail, kind, via, None))
+
+
+_new_tuple: Final = tuple.__new__
+#: A measurement's values (``Measurement.values``, field 1 of the named tuple).
+_VALUES: Final = operator.itemgetter(1)
 
 
 def _tune_gc() -> None:
@@ -276,6 +282,11 @@ class IngestService:
             subs.append((self.compliance.warning_topic, 1))  # heavy-pollution warning settings (issue 16)
             subs.append((self.compliance.mark_topic, 1))  # marks entered by the bureau (issue 14)
             subs.append((self.compliance.action_topic, 1))  # event actions of the duty console (issue 19)
+        #: Topics whose messages are commands, not data (besides the enterprises' ``{prefix}/{mn}/mark``).
+        self._commands: frozenset[str] = frozenset()
+        if self.compliance is not None:
+            c = self.compliance
+            self._commands = frozenset({c.ack_topic, c.warning_topic, c.action_topic, c.mark_topic})
         self.conn = MqttConnection(mqtt, subs, queue_size=self.settings.queue_size)
         self.spool: Spool | None = None
         if self.settings.spool_dir is not None:
@@ -447,26 +458,23 @@ class IngestService:
         if self._held:
             self._reassembler.expire(time.monotonic())
         evidence = p.evidence if self.archive is not None else None
+        comp, command_topics = self.compliance, self._commands
         for msg in batch:
-            if msg.topic == self._command_topic or (
-                self.compliance is not None
-                and (
-                    msg.topic in (self.compliance.warning_topic, self.compliance.action_topic)
-                    or self.compliance.is_mark_topic(msg.topic)
-                )
-            ):  # acknowledgements, warning settings (issue 16), event actions (issue 19); marks (issue 14)
+            topic = msg.topic
+            if topic in command_topics or (comp is not None and topic.endswith("/mark") and comp.is_mark_topic(topic)):
+                # acknowledgements, warning settings (issue 16), event actions (issue 19); marks (issue 14)
                 commands.append(msg)
                 if evidence is not None:
                     evidence.append(_entry(msg, "command"))
                 continue
-            fp = hash((msg.topic, msg.payload))
+            fp = hash((topic, msg.payload))
             if fp in self._recent or fp in in_batch:
                 rejects.append((msg, RejectedMessage("duplicate", "an identical message was already stored")))
                 if evidence is not None:
                     evidence.append(_entry(msg, "rejected", rejects[-1][1]))
                 continue
             try:
-                if b"PNUM=" in msg.payload and msg.topic.endswith("/hj212"):  # (rare: only split packets)
+                if b"PNUM=" in msg.payload and topic.endswith("/hj212"):  # (rare: only split packets)
                     accepted = self._accept_part(msg, now)
                     if accepted is None:
                         if evidence is not None:
@@ -588,7 +596,7 @@ class IngestService:
                 "wrong_shard", f"outlet {r.mn!r} belongs to shard {shard_of(r.mn, shard.count)}, not {shard}"
             )
         r, info = validate(r, self.registry, now, self.settings.policy)
-        self.stats.values += r.value_count
+        self.stats.values += sum(map(len, map(_VALUES, r.measurements.values())))  # (r.value_count, in C)
         if r.dropped:
             self.stats.values_dropped += len(r.dropped)
         self.stats.last_data_time[r.mn] = r.data_time.timestamp()

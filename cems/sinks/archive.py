@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import concurrent.futures
 import contextlib
 import fcntl
@@ -74,6 +75,8 @@ _ENC: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_c
 #: Topics whose MN and JSON spelling are remembered (a city's topics; cleared beyond).
 _CACHE_MAX: Final = 1_000_000
 _UNSEEN: Final = object()
+_sha256: Final = hashlib.sha256
+_b64: Final = binascii.b2a_base64
 
 
 class Entry(NamedTuple):
@@ -281,6 +284,7 @@ class EvidenceArchive:
         self._broken: str | None = None
         self._mns: dict[str, object] = {}
         self._strings: dict[str, str] = {}
+        self._via_templates: dict[tuple[str, ...], str] = {}
         self._iso_second = -1.0
         self._iso_text = ""
         #: Lines written and fsyncs done (group commits), for tests and metrics.
@@ -429,6 +433,7 @@ class EvidenceArchive:
         """A message's (or verdict's) line body, built directly (≈ 3 times faster than a dict through
         ``json.dumps``: the archive writes one per message); the same JSON as :func:`seal_line` writes."""
         q = self._quoted
+        payload = e.payload
         second, frac = divmod(e.arrival, 1.0)
         if second != self._iso_second:
             self._iso_second = second
@@ -437,17 +442,31 @@ class EvidenceArchive:
         text = (
             f'{{"seq":{seq},"prev":"{prev}","kind":{q(e.kind)},"mn":{q(mn) if mn is not None else "null"},'
             f'"mn_prev":"{mn_prev}","arrival":"{self._iso_text}.{us:06d}Z","topic":{q(e.topic)},'
-            f'"size":{len(e.payload)},"sha256":"{hashlib.sha256(e.payload).hexdigest()}","status":{q(e.status)}'
+            f'"size":{len(payload)},"sha256":"{_sha256(payload).hexdigest()}","status":{q(e.status)}'
         )
         if e.reason is not None:
             text += ',"reason":' + q(e.reason)
         if e.detail:
             text += ',"detail":' + _ENC.encode(e.detail[:_DETAIL_MAX])
-        if e.via:
-            text += ',"via":{' + ",".join(f"{q(k)}:{v if isinstance(v, int) else q(v)}" for k, v in e.via.items()) + "}"
-        if e.kind == "msg":
-            text += ',"payload":"' + base64.b64encode(e.payload).decode("ascii") + '"'
+        via = e.via
+        if via:
+            keys = tuple(via)
+            template = self._via_templates.get(keys)
+            if template is None:
+                template = self._via_template(keys)
+            text += template % tuple([v if isinstance(v, int) else q(v) for v in via.values()])
+        if e.kind == "msg":  # (the payload's base64 straight as bytes: no str made of it)
+            return b"".join((text.encode("ascii"), b',"payload":"', _b64(payload, newline=False), b'"}'))
         return (text + "}").encode("ascii")
+
+    def _via_template(self, keys: tuple[str, ...]) -> str:
+        """``,"via":{"k1":%s,...}`` for ``via`` mappings with these keys (remembered: every message has the
+        same keys, its connection's)."""
+        template = ',"via":{' + ",".join(self._quoted(k).replace("%", "%%") + ":%s" for k in keys) + "}"
+        if len(self._via_templates) >= 64:
+            self._via_templates.clear()
+        self._via_templates[keys] = template
+        return template
 
     # -- segments -------------------------------------------------------------------------------------
     def _start_segment(self, previous: dict[str, Any], deleted: list[dict[str, Any]]) -> None:

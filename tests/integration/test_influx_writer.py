@@ -49,6 +49,20 @@ async def test_v1_write_gzip_and_query_back(influxdb: Any, influx_db: str) -> No
     ]
 
 
+async def test_v1_reads_every_spelling_of_a_number_back_exactly(influxdb: Any, influx_db: str) -> None:
+    """reading_line writes numbers as JSON spells them (``1e-7``, ``1e16``, ``0.000025``, not repr's ``1e-07``):
+    InfluxDB reads each back as the same float."""
+    values = {"Rtd": 1e-7, "Avg": 1e16, "Min": 2.5e-5, "Max": -0.0, "Cou": 1.2345678901234568e17, "ZsRtd": 123.456}
+    r = Reading(
+        "MN1", Stream.RTD, datetime(2026, 11, 22, 8, 0, tzinfo=BEIJING), {"a21026": Measurement("a21026", values)}
+    )
+    w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db))
+    await w.write([reading_line(r, "E1", "130602")])
+    await w.aclose()
+    (row,) = influxdb.query(influx_db, "SELECT * FROM cems_reading", epoch="ms")
+    assert {k[len("a21026_") :]: v for k, v in row.items() if k.startswith("a21026_")} == values
+
+
 async def test_v1_bad_line_is_not_retryable_and_unreachable_is_retryable(influxdb: Any, influx_db: str) -> None:
     w = InfluxWriter(InfluxConfig(url=influxdb.url, db=influx_db))
     with pytest.raises(InfluxWriteError) as e:

@@ -162,7 +162,53 @@ def test_line_protocol_escaping_and_types() -> None:
         {"a21026": Measurement("a21026", {"Avg": 1e-7, "Max": 12.0}, "N")},
     )
     assert reading_line(r, "E1", "D1") == (
-        'cems_reading,district=D1,enterprise=E1,mn=MN1,stream=min a21026_Avg=1e-07,a21026_Max=12.0,a21026_Flag="N" '
+        'cems_reading,district=D1,enterprise=E1,mn=MN1,stream=min a21026_Avg=1e-7,a21026_Max=12.0,a21026_Flag="N" '
         "1767225600000"
     )
     assert json.loads(encode_payload(r))["data_time"] == "2026-01-01T08:00:00+08:00"
+
+
+@pytest.mark.parametrize("now", [NOW, NOW.astimezone(BEIJING) + timedelta(microseconds=123_457)])
+def test_data_time_limits_are_exact_to_the_microsecond(now: datetime) -> None:
+    """The time checks compare Unix times (floats): still exact at the microsecond, in any zone."""
+    a = {"a": Measurement("a", {"Rtd": 1.0})}
+    for t, ok in [
+        (now + timedelta(minutes=10), True),
+        (now + timedelta(minutes=10, microseconds=1), False),
+        (now - timedelta(days=400), True),
+        (now - timedelta(days=400, microseconds=1), False),
+    ]:
+        r = Reading("MN1", Stream.RTD, t.astimezone(BEIJING), a)
+        if ok:
+            validate(r, REG, now)
+        else:
+            with pytest.raises(RejectedMessage):
+                validate(r, REG, now)
+
+
+def test_reading_line_is_point_of_the_same_fields() -> None:
+    """``reading_line`` (templates per measurement, numbers in one call) writes what :func:`point` writes of
+    the same fields, odd names (``%``, spaces, commas: escaped, never read as a format) and flags included;
+    only a number's exponent may be spelt differently (``1e-7``), which InfluxDB reads the same."""
+    r = Reading(
+        "MN 1",
+        Stream.RTD,
+        datetime(2026, 1, 1, 8, 0, 0, 250_000, tzinfo=BEIJING),
+        {
+            "a%s": Measurement("a%s", {"R%d": 1.5, "x y": -2.0}, 'N"%'),
+            "b": Measurement("b", {}, None),
+            "c,d": Measurement("c,d", {}, "F"),
+            "e": Measurement("e", {"Rtd": 3.0}, None),
+        },
+        qn='q"1',
+        dropped=("a-b", "c-d"),
+    )
+    fields: dict[str, float | int | str | bool | None] = {
+        "a%s_R%d": 1.5, "a%s_x y": -2.0, "a%s_Flag": 'N"%', "c,d_Flag": "F", "e_Rtd": 3.0, "qn": 'q"1',
+        "dropped": "a-b,c-d",
+    }  # fmt: skip
+    tags = {"district": "D 1", "enterprise": "E,1", "mn": "MN 1", "stream": "rtd"}
+    for _ in range(2):  # (the second time from the templates remembered)
+        assert reading_line(r, "E,1", "D 1") == point("cems_reading", tags, fields, 1767225600250)
+    plain = Reading("MN1", Stream.RTD, NOW, {"a": Measurement("a", {"Rtd": 2.0}, None)}, qn="20261122080030123")
+    assert reading_line(plain, "E1", "D1").split(" ")[1] == 'a_Rtd=2.0,qn="20261122080030123"'

@@ -159,14 +159,28 @@ def _fast_head(text: str) -> _Head | None:
 
 
 def _fast_datatime(raw: str, tz: tzinfo) -> datetime | None:
+    key = (raw, tz)
+    dt = _DATATIMES.get(key)
+    if dt is not None:
+        return dt
     if len(raw) != 14 or not raw.isdigit():
         return None
     try:
-        return datetime(
+        dt = datetime(
             int(raw[0:4]), int(raw[4:6]), int(raw[6:8]), int(raw[8:10]), int(raw[10:12]), int(raw[12:14]), tzinfo=tz
         )
     except ValueError:
         return None
+    if len(_DATATIMES) >= _DATATIMES_MAX:
+        _DATATIMES.clear()
+    _DATATIMES[key] = dt
+    return dt
+
+
+#: DataTime text (and zone) → datetime: the outlets of a city send the same few data times (every 30 s, each
+#: minute ...) at once, so most packets find theirs here (datetimes are immutable: shared safely).
+_DATATIMES: dict[tuple[str, tzinfo], datetime] = {}
+_DATATIMES_MAX: Final = 4096
 
 
 def _decode_fast(text: str) -> Packet | None:
@@ -290,7 +304,8 @@ def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | 
             return None
         flags_get = flags.get
         intern = sys.intern  # codes are kept as keys in per-outlet state: one copy each, not one per message
-        measurements = {(c := intern(code)): Measurement(c, d, flags_get(code)) for code, d in nums.items()}
+        new = tuple.__new__  # (Measurement(...) without the Python frame of its __new__)
+        measurements = {(c := intern(code)): new(Measurement, (c, d, flags_get(code))) for code, d in nums.items()}
         if flag < 4:  # HJ/T 212-2005 (version bits 0): its codes become 2017 codes, as in to_reading
             measurements = map_2005(measurements)
         return mn, pw, Reading(mn, stream, dt, measurements, qn, "hj212", extra)
