@@ -611,7 +611,8 @@ class RealtimeWarningTracker:
         if self._last_t is not None and t - self._last_t > self._stop_after:
             ups.extend(self._stop(self._last_t))
         self._last_t = t
-        dt = _dt(t)
+        # the limits and the durations need an aware time, not Beijing's zone: the reading's own when aware
+        dt = reading.data_time if reading.data_time.tzinfo is not None else _dt(t)
         ms = reading.measurements
         o2m = ms.get(O2)
         o2: float | None = None
@@ -869,6 +870,10 @@ class InterruptionTracker:
     def _advance(self, to: float, data: bool) -> list[EventUpdate]:
         assert self._last is not None
         base = self._last if self._closed_until is None else max(self._last, self._closed_until)
+        if self._open is None and to - base <= (600.0 if self._fixed_s is None else self._fixed_s):
+            # nothing open and no silence can reach the threshold (≥ 600 s unless fixed): the segments are
+            # parts of (base, to), so none opens an event (the common case, on every reading)
+            return []
         segments = self._segments(base, to)
         ups: list[EventUpdate] = []
         if self._open is not None and all(abs(s - _ts(self._open.start)) > 1e-3 for s, _ in segments):

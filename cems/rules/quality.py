@@ -156,6 +156,19 @@ def _kind(code: str) -> int:
     return k
 
 
+_CONC_CODES: dict[str, bool] = {}
+
+
+def _is_conc(code: str) -> bool:
+    """:func:`~cems.rules.hourly.is_concentration`, cached (a handful of codes per city)."""
+    c = _CONC_CODES.get(code)
+    if c is None:
+        c = is_concentration(code)
+        if len(_CONC_CODES) < 10_000:
+            _CONC_CODES[code] = c
+    return c
+
+
 def _bits(mask: int) -> int:
     return mask.bit_count()
 
@@ -322,7 +335,7 @@ class QualityTracker:
                 v *= f.get(code, 1.0)
             if kind <= _O2_KIND:  # a concentration or O2: the flatline summary
                 lo = hi = v
-                if len(vals) > 1:
+                if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
                 old = lo_d.get(code)
                 if old is None or lo < old:
@@ -404,21 +417,25 @@ class QualityTracker:
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
+        zs_key = "Zs" + main
+        ref_and_limit = self._schedule.ref_and_limit
+        factors = self._factors
+        t = reading.data_time
         for code, m in reading.measurements.items():
-            das = m.values.get("Zs" + main)
-            rtd = m.values.get(main)
-            if das is None or rtd is None or m.flag not in _N or not is_concentration(code):
+            vals = m.values
+            das = vals.get(zs_key)
+            if das is None:
                 continue
-            f = self._factors.get(code, 1.0)
-            ref = self._schedule.ref_o2(reading.data_time)
-            al = self._schedule.at(code, reading.data_time)
-            if al is not None:
-                ref = al.ref_o2
+            rtd = vals.get(main)
+            if rtd is None or m.flag not in _N or not _is_conc(code):
+                continue
+            f = factors.get(code, 1.0)
+            ref, limit = ref_and_limit(code, t)
             computed = correct(rtd * f, o2, ref, max_o2=self._max_o2)
             if computed is None or not math.isfinite(das):
                 continue
             das *= f
-            if self._agrees(das, computed, None if al is None else al.limit):
+            if self._agrees(das, computed, limit):
                 continue
             diff = abs(das - computed)
             cur = st.zs_rt.get(code)
