@@ -319,9 +319,12 @@ class QualityTracker:
         lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
         flow = vel = o2 = co2 = temp = None
         has_zs = False
+        kinds, isfinite = _KINDS, math.isfinite
         for code, m in reading.measurements.items():
             vals = m.values
-            kind = _kind(code)
+            kind = kinds.get(code)
+            if kind is None:
+                kind = _kind(code)
             if kind == _FACILITY:
                 if vals.get("RS") == 0:
                     st.rs_off[code] = st.rs_off.get(code, 0) | bit
@@ -329,7 +332,7 @@ class QualityTracker:
             if m.flag not in _N:
                 continue
             v = vals.get(main)
-            if v is None or not math.isfinite(v):
+            if v is None or not isfinite(v):
                 continue
             if f:
                 v *= f.get(code, 1.0)
