@@ -304,18 +304,26 @@ class ComplianceEngine:
         info = info or self.registry.outlet(reading.mn)
         if info is None:
             return None
-        oe = self._outlet(info)
+        oe = self._outlets.get(info.outlet.mn) or self._outlet(info)
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
-        out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
+        ups = oe.interruption.on_data(reading.data_time, reading.stream)
+        if ups:
+            out.events.extend(ups)
         if self.emergency.active:
             self.emergency.on_reading(reading)
         oe.daily.on_reading(reading)
         oe.quality.on_reading(reading)
-        self._hours(oe, oe.hourly.feed(reading), out)
+        records = oe.hourly.feed(reading)
+        if records:
+            self._hours(oe, records, out)
         if revise:
-            self._hours(oe, oe.hourly.revisions(), out)
-        out.events.extend(oe.warnings.on_reading(reading))
+            records = oe.hourly.revisions()
+            if records:
+                self._hours(oe, records, out)
+        ups = oe.warnings.on_reading(reading)
+        if ups:
+            out.events.extend(ups)
         return oe
 
     def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
@@ -333,7 +341,9 @@ class ComplianceEngine:
             if oe is not None:
                 touched[reading.mn] = oe
         for oe in touched.values():
-            self._hours(oe, oe.hourly.revisions(), out)
+            records = oe.hourly.revisions()
+            if records:
+                self._hours(oe, records, out)
         return out
 
     def on_mark(self, rec: MarkRecord) -> EngineOutput:

@@ -61,6 +61,21 @@ _NEVER_H: Final = -(1 << 62)
 _Hit = tuple[float | None, float | None, float | None, str | None]
 
 
+_CONC_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _conc_codes(ms: Mapping[str, Any]) -> tuple[str, ...]:
+    """The concentration codes of a reading's measurements, sorted (cached per code list: a DAS sends the same
+    codes in the same order reading after reading)."""
+    key = tuple(ms)
+    got = _CONC_ORDER.get(key)
+    if got is None:
+        got = tuple(c for c in sorted(ms) if is_concentration(c))
+        if len(_CONC_ORDER) < 10_000:
+            _CONC_ORDER[key] = got
+    return got
+
+
 def _ts(t: datetime) -> float:
     return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
 
@@ -618,9 +633,7 @@ class RealtimeWarningTracker:
         o2: float | None = None
         if o2m is not None and o2m.flag in _N_FLAGS:
             o2 = o2m.values.get("Rtd")
-        for code in sorted(ms):
-            if not is_concentration(code):
-                continue
+        for code in _conc_codes(ms):
             al = self._schedule.at(code, dt)
             if al is None:
                 continue
