@@ -189,12 +189,12 @@ def _g(v: float | None) -> str:
 class _HourStats:
     """What the readings of one hour add (commutative summaries; see the module docstring)."""
 
-    __slots__ = ("drywet", "flat", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
+    __slots__ = ("drywet", "hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
 
     def __init__(self) -> None:
-        #: code → [lowest value, highest value, minutes with a valid value (mask)]: the flatline summary (one
-        #: list per code, updated in place: the per-reading loop's costliest part before)
-        self.flat: dict[str, list[Any]] = {}
+        self.lo: dict[str, float] = {}
+        self.hi: dict[str, float] = {}
+        self.mask: dict[str, int] = {}  # code → minutes with a valid value (flatline coverage)
         self.neg: dict[str, list[float]] = {}  # code → [minute mask, lowest value]
         self.pinned: dict[str, list[float]] = {}  # code → [minute mask, value]
         self.novel = 0  # minutes with flow > 0 and velocity ≤ 0
@@ -210,9 +210,7 @@ class _HourStats:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
-        flat = self.flat
-        d: dict[str, Any] = {"lo": {c: f[0] for c, f in flat.items()}, "hi": {c: f[1] for c, f in flat.items()},
-                             "mask": {c: f[2] for c, f in flat.items()}, "neg": self.neg, "pinned": self.pinned,
+        d: dict[str, Any] = {"lo": self.lo, "hi": self.hi, "mask": self.mask, "neg": self.neg, "pinned": self.pinned,
                              "novel": self.novel, "o2co2": self.o2co2 if self.o2co2[0] else None,
                              "drywet": self.drywet if self.drywet[0] else None,
                              "running": self.running, "rs_off": self.rs_off, "zs_rt": self.zs_rt,
@@ -222,8 +220,9 @@ class _HourStats:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _HourStats:
         s = cls()
-        lo, hi = d.get("lo", {}), d.get("hi", {})
-        s.flat = {k: [float(lo[k]), float(hi[k]), int(v)] for k, v in d.get("mask", {}).items()}
+        s.lo = {k: float(v) for k, v in d.get("lo", {}).items()}
+        s.hi = {k: float(v) for k, v in d.get("hi", {}).items()}
+        s.mask = {k: int(v) for k, v in d.get("mask", {}).items()}
         s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()}
         s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()}
         s.novel = int(d.get("novel", 0))
@@ -317,8 +316,7 @@ class QualityTracker:
         is_min = stream is Stream.MIN
         neg = -cfg.negative_tol
         ranges = cfg.analyser_range
-        flat_d = st.flat
-        zs_key = "Zs" + main
+        lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
         flow = vel = o2 = co2 = temp = None
         has_zs = False
         kinds, isfinite = _KINDS, math.isfinite
@@ -342,19 +340,17 @@ class QualityTracker:
                 lo = hi = v
                 if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
-                fl = flat_d.get(code)
-                if fl is None:
-                    flat_d[code] = [lo, hi, bit]
-                else:
-                    if lo < fl[0]:
-                        fl[0] = lo
-                    if hi > fl[1]:
-                        fl[1] = hi
-                    fl[2] |= bit
+                old = lo_d.get(code)
+                if old is None or lo < old:
+                    lo_d[code] = lo
+                old = hi_d.get(code)
+                if old is None or hi > old:
+                    hi_d[code] = hi
+                mask_d[code] = mask_d.get(code, 0) | bit
                 if kind == _CONC:
                     if v < neg:
                         _or(st.neg, code, bit, v, True)
-                    if not has_zs and zs_key in vals:
+                    if not has_zs and "Zs" + main in vals:
                         has_zs = True
                 else:
                     o2 = v
@@ -418,11 +414,9 @@ class QualityTracker:
             if v is None or not math.isfinite(v):
                 continue
             lo, hi = self._min_max(code, vals, v * self._factors.get(code, 1.0))
-            fl = st.flat.get(code)
-            if fl is None:
-                st.flat[code] = [lo, hi, _FULL_HOUR]
-            else:
-                fl[0], fl[1], fl[2] = min(fl[0], lo), max(fl[1], hi), fl[2] | _FULL_HOUR
+            st.lo[code] = min(st.lo.get(code, lo), lo)
+            st.hi[code] = max(st.hi.get(code, hi), hi)
+            st.mask[code] = st.mask.get(code, 0) | _FULL_HOUR
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
@@ -527,9 +521,9 @@ class QualityTracker:
         flow = recs.get(FLOW)
         flow_txt = f"flow {_g(flow.avg)} m³/s (flag {flow.flag})" if flow is not None else "no flow measured"
         if st is not None and not stopped:
-            for code in sorted(st.flat):
-                lo, hi, mask = st.flat[code]
-                n = _bits(mask)
+            for code in sorted(st.mask):
+                n = _bits(st.mask[code])
+                lo, hi = st.lo[code], st.hi[code]
                 if n < cfg.flatline_min_minutes or not running or hi <= cfg.flatline_floor:
                     continue
                 mid = (lo + hi) / 2

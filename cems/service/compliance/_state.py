@@ -388,7 +388,12 @@ def commit_state(
     closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
     with transaction(conn):
         if changes:
-            conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
+            # an upsert rewrites the row in place (INSERT OR REPLACE deletes it and inserts it again)
+            conn.executemany(
+                "INSERT INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)"
+                " ON CONFLICT(mn) DO UPDATE SET state = excluded.state, updated_ts = excluded.updated_ts",
+                states,
+            )
             # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
             # thousands: docs/benchmark.md)
             logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
