@@ -424,6 +424,7 @@ class QualityTracker:
         ref_and_limit = self._schedule.ref_and_limit
         factors = self._factors
         t = reading.data_time
+        rel_tol, abs_tol, max_o2 = self.cfg.zs_rel_tol, self.cfg.zs_abs_tol, self._max_o2
         for code, m in reading.measurements.items():
             vals = m.values
             das = vals.get(zs_key)
@@ -434,11 +435,12 @@ class QualityTracker:
                 continue
             f = factors.get(code, 1.0)
             ref, limit = ref_and_limit(code, t)
-            computed = correct(rtd * f, o2, ref, max_o2=self._max_o2)
+            computed = correct(rtd * f, o2, ref, max_o2=max_o2)
             if computed is None or not math.isfinite(das):
                 continue
             das *= f
-            if self._agrees(das, computed, limit):
+            # as _agrees, inline (three codes a reading)
+            if zs_agrees(das, computed, rel_tol, abs_tol) and (limit is None or (das > limit) == (computed > limit)):
                 continue
             diff = abs(das - computed)
             cur = st.zs_rt.get(code)
