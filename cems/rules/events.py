@@ -426,10 +426,12 @@ class ExceedanceTracker:
             "version": 2,
             "kind": self.KIND,
             "mn": self.mn,
-            "hits": {p: [[h, *v] for h, v in sorted(d.items())] for p, d in sorted((self._hits or {}).items())},
-            "events": {
-                p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted((self._events or {}).items())
-            },
+            "hits": {p: [[h, *v] for h, v in sorted(d.items())] for p, d in sorted(self._hits.items())}
+            if self._hits
+            else {},
+            "events": {p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted(self._events.items())}
+            if self._events
+            else {},
             "decided": self._decided,
             "clock": self._clock,
             "latest": self._latest,

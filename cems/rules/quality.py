@@ -884,9 +884,13 @@ class QualityTracker:
             "hits": {
                 t: {k: [[u, *hit] for u, hit in sorted(d.items())] for k, d in sorted(by_k.items())}
                 for t, by_k in sorted(self._hits.items())
-            },
-            "events": [ev.to_json() for ev in self._all_events()],
-            "days": {c: [[d, *v] for d, v in sorted(by_d.items())] for c, by_d in sorted(self._zs.items())},
+            }
+            if self._hits
+            else {},
+            "events": [ev.to_json() for ev in self._all_events()] if self._events else [],
+            "days": {c: [[d, *v] for d, v in sorted(by_d.items())] for c, by_d in sorted(self._zs.items())}
+            if self._zs
+            else {},
         }
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -309,11 +310,14 @@ def _migrate_hour_rows(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE hour_das")
 
 
+_HOUR: Final = operator.itemgetter(1)  # a journal entry's hour
+
+
 def _log_rows(journals: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[tuple[str, int, str]]:
     """``hour_log`` rows (mn, last hour, JSON entries) of the outlets' journals (NaN is written as ``null``)."""
     for mn, journal in journals:
         if journal:
-            yield mn, max(e[1] for e in journal), encode_state(journal)
+            yield mn, max(map(_HOUR, journal)), encode_state(journal)
 
 
 def prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
