@@ -435,7 +435,7 @@ class ExceedanceTracker:
             "decided": self._decided,
             "clock": self._clock,
             "latest": self._latest,
-            "latest_keys": sorted(self._latest_keys),
+            "latest_keys": sorted(self._latest_keys) if self._latest_keys else [],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -537,6 +537,10 @@ class _WarnState:
 #: shared by every outlet and pollutant in that state (memory: one tracker per outlet), so it is never
 #: mutated: a pollutant that goes above its limit gets its own ``_WarnState`` first.
 _IDLE: Final = _WarnState()
+#: Its state as :meth:`RealtimeWarningTracker.snapshot` writes it (copied per snapshot).
+_IDLE_JSON: Final[dict[str, Any]] = {
+    "above": 0, "above_start": 0.0, "above_peak": 0.0, "below": 0, "below_start": 0.0, "event": None
+}  # fmt: skip
 
 #: Unit factors of an outlet sending every code in the standard's units (most outlets): shared, read-only.
 _NO_FACTORS: Final[Mapping[str, float]] = {}
@@ -715,7 +719,9 @@ class RealtimeWarningTracker:
             "mn": self.mn,
             "last_t": self._last_t,
             "states": {
-                code: {
+                code: dict(_IDLE_JSON)
+                if st is _IDLE
+                else {
                     "above": st.above,
                     "above_start": st.above_start,
                     "above_peak": st.above_peak,

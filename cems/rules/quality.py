@@ -210,12 +210,20 @@ class _HourStats:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
-        d: dict[str, Any] = {"lo": self.lo, "hi": self.hi, "mask": self.mask, "neg": self.neg, "pinned": self.pinned,
-                             "novel": self.novel, "o2co2": self.o2co2 if self.o2co2[0] else None,
-                             "drywet": self.drywet if self.drywet[0] else None,
-                             "running": self.running, "rs_off": self.rs_off, "zs_rt": self.zs_rt,
-                             "mins": self.mins}  # fmt: skip
-        return {k: v for k, v in d.items() if v}
+        d: dict[str, Any] = {}
+        for k in ("lo", "hi", "mask", "neg", "pinned", "novel"):
+            v = getattr(self, k)
+            if v:
+                d[k] = v
+        if self.o2co2[0]:
+            d["o2co2"] = self.o2co2
+        if self.drywet[0]:
+            d["drywet"] = self.drywet
+        for k in ("running", "rs_off", "zs_rt", "mins"):
+            v = getattr(self, k)
+            if v:
+                d[k] = v
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _HourStats:

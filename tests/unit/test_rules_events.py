@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from cems.model import BEIJING, O2, SO2, Measurement, Reading, Stream
 from cems.registry import Outlet
 from cems.rules.events import (
+    _IDLE,
+    _IDLE_JSON,
     Event,
     EventUpdate,
     ExceedanceTracker,
@@ -247,6 +249,21 @@ def test_warning_closes_when_data_stops() -> None:
     warn_feed(tr2, [50, 50, 50])
     ups = tr2.on_reading(rt(100, 50))  # 50 min later
     assert kinds(ups) == ["closed"] and ups[0].event.end == last + S
+
+
+def test_warning_snapshot_of_an_idle_pollutant_is_the_idle_state() -> None:
+    """The snapshot writes the shared idle state from a constant (speed): it must be that state's fields, and
+    a restored idle pollutant must snapshot the same."""
+    assert asdict(_IDLE) == _IDLE_JSON
+    tr = RealtimeWarningTracker(outlet(), "E1", "D1")
+    warn_feed(tr, [10, 10])  # SO2 below its limit: idle
+    snap = tr.snapshot()
+    assert snap["states"][SO2] == asdict(_IDLE)
+    snap["states"][SO2]["above"] = 99  # a copy per snapshot: the constant is never handed out
+    assert tr.snapshot()["states"][SO2]["above"] == 0 and _IDLE_JSON["above"] == 0
+    b = RealtimeWarningTracker(outlet(), "E1", "D1")
+    b.restore(json.loads(json.dumps(tr.snapshot())))
+    assert b.snapshot() == tr.snapshot()
 
 
 def test_warning_snapshot_restore() -> None:
