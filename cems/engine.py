@@ -422,18 +422,28 @@ class ComplianceEngine:
     def on_clock(self, now: datetime) -> EngineOutput:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
+        decided = now - self.lateness
+        events = out.events
         for mn, oe in self._outlets.items():
-            before = len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly)
-            self._hours(oe, oe.hourly.advance(now), out)
+            before = len(out.hourly) + len(events) + len(out.daily) + len(out.monthly)
+            records = oe.hourly.advance(now)
+            if records:
+                self._hours(oe, records, out)
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
                 self._days(oe, oe.daily.flush(closed), out)
-            out.events.extend(oe.marks.tag(oe.exceedance.on_clock(now - self.lateness), self.marks))
-            out.events.extend(oe.o2.on_clock(now - self.lateness))
-            out.events.extend(oe.quality.on_clock(now - self.lateness))
-            out.events.extend(oe.interruption.on_clock(now))
-            out.events.extend(oe.warnings.on_clock(now))
-            if len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly) != before:
+            ups = oe.exceedance.on_clock(decided)
+            if ups:
+                events.extend(oe.marks.tag(ups, self.marks))
+            for ups in (
+                oe.o2.on_clock(decided),
+                oe.quality.on_clock(decided),
+                oe.interruption.on_clock(now),
+                oe.warnings.on_clock(now),
+            ):
+                if ups:
+                    events.extend(ups)
+            if len(out.hourly) + len(events) + len(out.daily) + len(out.monthly) != before:
                 self._dirty.add(mn)
         if self.emergency.active:
             out.events.extend(self.emergency.on_clock(now - self.lateness))
