@@ -305,18 +305,26 @@ class ComplianceEngine:
         info = info or self.registry.outlet(reading.mn)
         if info is None:
             return None
-        oe = self._outlet(info)
+        oe = self._outlets.get(info.outlet.mn) or self._outlet(info)
         self._dirty.add(reading.mn)
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
-        out.events.extend(oe.interruption.on_data(reading.data_time, reading.stream))
+        ups = oe.interruption.on_data(reading.data_time, reading.stream)
+        if ups:
+            out.events.extend(ups)
         if self.emergency.active:
             self.emergency.on_reading(reading)
         oe.daily.on_reading(reading)
         oe.quality.on_reading(reading)
-        self._hours(oe, oe.hourly.feed(reading), out)
+        records = oe.hourly.feed(reading)
+        if records:
+            self._hours(oe, records, out)
         if revise:
-            self._hours(oe, oe.hourly.revisions(), out)
-        out.events.extend(oe.warnings.on_reading(reading))
+            records = oe.hourly.revisions()
+            if records:
+                self._hours(oe, records, out)
+        ups = oe.warnings.on_reading(reading)
+        if ups:
+            out.events.extend(ups)
         return oe
 
     def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
@@ -334,7 +342,9 @@ class ComplianceEngine:
             if oe is not None:
                 touched[reading.mn] = oe
         for oe in touched.values():
-            self._hours(oe, oe.hourly.revisions(), out)
+            records = oe.hourly.revisions()
+            if records:
+                self._hours(oe, records, out)
         return out
 
     def on_mark(self, rec: MarkRecord) -> EngineOutput:
@@ -414,18 +424,28 @@ class ComplianceEngine:
     def on_clock(self, now: datetime) -> EngineOutput:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
+        decided = now - self.lateness
+        events = out.events
         for mn, oe in self._outlets.items():
-            before = len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly)
-            self._hours(oe, oe.hourly.advance(now), out)
+            before = len(out.hourly) + len(events) + len(out.daily) + len(out.monthly)
+            records = oe.hourly.advance(now)
+            if records:
+                self._hours(oe, records, out)
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
                 self._days(oe, oe.daily.flush(closed), out)
-            out.events.extend(oe.marks.tag(oe.exceedance.on_clock(now - self.lateness), self.marks))
-            out.events.extend(oe.o2.on_clock(now - self.lateness))
-            out.events.extend(oe.quality.on_clock(now - self.lateness))
-            out.events.extend(oe.interruption.on_clock(now))
-            out.events.extend(oe.warnings.on_clock(now))
-            if len(out.hourly) + len(out.events) + len(out.daily) + len(out.monthly) != before:
+            ups = oe.exceedance.on_clock(decided)
+            if ups:
+                events.extend(oe.marks.tag(ups, self.marks))
+            for ups in (
+                oe.o2.on_clock(decided),
+                oe.quality.on_clock(decided),
+                oe.interruption.on_clock(now),
+                oe.warnings.on_clock(now),
+            ):
+                if ups:
+                    events.extend(ups)
+            if len(out.hourly) + len(events) + len(out.daily) + len(out.monthly) != before:
                 self._dirty.add(mn)
         if self.emergency.active:
             out.events.extend(self.emergency.on_clock(now - self.lateness))

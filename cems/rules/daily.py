@@ -619,13 +619,21 @@ class OutletDaily:
             "closed_before": self._closed_before,
             "late": self.late,
             "now": self._now,
-            "days": {str(d): {c: dc.to_json() for c, dc in day.items()} for d, day in sorted(self._days.items())},
-            "legacy": {str(d): {c: list(a) for c, a in x.items()} for d, x in sorted(self._legacy.items())},
-            "das": {str(d): {c: list(v) for c, v in das.items()} for d, das in sorted(self._das.items())},
-            "dirty": sorted(self._dirty),
-            "late_days": sorted(self._late_days),
-            "reported": {str(d): dict(r) for d, r in sorted(self._reported.items())},
-            "stored": sorted(self._stored),
+            # (empty containers skipped without sorting: the state of every changed outlet is taken at every
+            # commit, docs/benchmark.md)
+            "days": {str(d): {c: dc.to_json() for c, dc in day.items()} for d, day in sorted(self._days.items())}
+            if self._days
+            else {},
+            "legacy": {str(d): {c: list(a) for c, a in x.items()} for d, x in sorted(self._legacy.items())}
+            if self._legacy
+            else {},
+            "das": {str(d): {c: list(v) for c, v in das.items()} for d, das in sorted(self._das.items())}
+            if self._das
+            else {},
+            "dirty": sorted(self._dirty) if self._dirty else [],
+            "late_days": sorted(self._late_days) if self._late_days else [],
+            "reported": {str(d): dict(r) for d, r in sorted(self._reported.items())} if self._reported else {},
+            "stored": sorted(self._stored) if self._stored else [],
         }
 
     def restore(self, state: dict[str, Any]) -> None:

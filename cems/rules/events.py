@@ -61,6 +61,21 @@ _NEVER_H: Final = -(1 << 62)
 _Hit = tuple[float | None, float | None, float | None, str | None]
 
 
+_CONC_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _conc_codes(ms: Mapping[str, Any]) -> tuple[str, ...]:
+    """The concentration codes of a reading's measurements, sorted (cached per code list: a DAS sends the same
+    codes in the same order reading after reading)."""
+    key = tuple(ms)
+    got = _CONC_ORDER.get(key)
+    if got is None:
+        got = tuple(c for c in sorted(ms) if is_concentration(c))
+        if len(_CONC_ORDER) < 10_000:
+            _CONC_ORDER[key] = got
+    return got
+
+
 def _ts(t: datetime) -> float:
     return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
 
@@ -411,14 +426,16 @@ class ExceedanceTracker:
             "version": 2,
             "kind": self.KIND,
             "mn": self.mn,
-            "hits": {p: [[h, *v] for h, v in sorted(d.items())] for p, d in sorted((self._hits or {}).items())},
-            "events": {
-                p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted((self._events or {}).items())
-            },
+            "hits": {p: [[h, *v] for h, v in sorted(d.items())] for p, d in sorted(self._hits.items())}
+            if self._hits
+            else {},
+            "events": {p: [ev.to_json() for _, ev in sorted(d.items())] for p, d in sorted(self._events.items())}
+            if self._events
+            else {},
             "decided": self._decided,
             "clock": self._clock,
             "latest": self._latest,
-            "latest_keys": sorted(self._latest_keys),
+            "latest_keys": sorted(self._latest_keys) if self._latest_keys else [],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -520,6 +537,10 @@ class _WarnState:
 #: shared by every outlet and pollutant in that state (memory: one tracker per outlet), so it is never
 #: mutated: a pollutant that goes above its limit gets its own ``_WarnState`` first.
 _IDLE: Final = _WarnState()
+#: Its state as :meth:`RealtimeWarningTracker.snapshot` writes it (copied per snapshot).
+_IDLE_JSON: Final[dict[str, Any]] = {
+    "above": 0, "above_start": 0.0, "above_peak": 0.0, "below": 0, "below_start": 0.0, "event": None
+}  # fmt: skip
 
 #: Unit factors of an outlet sending every code in the standard's units (most outlets): shared, read-only.
 _NO_FACTORS: Final[Mapping[str, float]] = {}
@@ -611,15 +632,14 @@ class RealtimeWarningTracker:
         if self._last_t is not None and t - self._last_t > self._stop_after:
             ups.extend(self._stop(self._last_t))
         self._last_t = t
-        dt = _dt(t)
+        # the limits and the durations need an aware time, not Beijing's zone: the reading's own when aware
+        dt = reading.data_time if reading.data_time.tzinfo is not None else _dt(t)
         ms = reading.measurements
         o2m = ms.get(O2)
         o2: float | None = None
         if o2m is not None and o2m.flag in _N_FLAGS:
             o2 = o2m.values.get("Rtd")
-        for code in sorted(ms):
-            if not is_concentration(code):
-                continue
+        for code in _conc_codes(ms):
             al = self._schedule.at(code, dt)
             if al is None:
                 continue
@@ -699,7 +719,9 @@ class RealtimeWarningTracker:
             "mn": self.mn,
             "last_t": self._last_t,
             "states": {
-                code: {
+                code: dict(_IDLE_JSON)
+                if st is _IDLE
+                else {
                     "above": st.above,
                     "above_start": st.above_start,
                     "above_peak": st.above_peak,
@@ -869,6 +891,10 @@ class InterruptionTracker:
     def _advance(self, to: float, data: bool) -> list[EventUpdate]:
         assert self._last is not None
         base = self._last if self._closed_until is None else max(self._last, self._closed_until)
+        if self._open is None and to - base <= (600.0 if self._fixed_s is None else self._fixed_s):
+            # nothing open and no silence can reach the threshold (≥ 600 s unless fixed): the segments are
+            # parts of (base, to), so none opens an event (the common case, on every reading)
+            return []
         segments = self._segments(base, to)
         ups: list[EventUpdate] = []
         if self._open is not None and all(abs(s - _ts(self._open.start)) > 1e-3 for s, _ in segments):

@@ -137,13 +137,14 @@ class LimitSchedule:
     was built for).  Build a new schedule when the registry is reloaded.
     """
 
-    __slots__ = ("_bounds", "_cache", "_outlet", "_ref_cache")
+    __slots__ = ("_bounds", "_cache", "_outlet", "_ref_cache", "_zs_cache")
 
     def __init__(self, outlet: Outlet) -> None:
         self._outlet = outlet
         self._bounds: list[float] = sorted({ch.start.timestamp() for ch in outlet.limit_change})
         self._cache: dict[tuple[str, int], AppliedLimit | None] = {}
         self._ref_cache: dict[int, float] = {}
+        self._zs_cache: dict[tuple[str, int], tuple[float, float | None]] = {}
 
     @property
     def outlet(self) -> Outlet:
@@ -168,3 +169,13 @@ class LimitSchedule:
         if ref is None:
             ref = self._ref_cache[seg] = ref_o2_at(self._outlet, t)
         return ref
+
+    def ref_and_limit(self, code: str, t: datetime) -> tuple[float, float | None]:
+        """The reference O2 that ``code``'s corrected value uses at ``t`` (its limit's, else the outlet's) and
+        the limit (``None``: none): one cached look-up for the per-reading checks."""
+        key = (code, self._segment(t))
+        got = self._zs_cache.get(key)
+        if got is None:
+            al = self.at(code, t)
+            got = self._zs_cache[key] = (self.ref_o2(t), None) if al is None else (al.ref_o2, al.limit)
+        return got

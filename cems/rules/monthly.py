@@ -287,7 +287,7 @@ class OutletMonthly:
             "mn": self.mn,
             "closed_before": list(self._closed_before),
             "now": self._now,
-            "dirty": sorted(list(ym) for ym in self._dirty),
+            "dirty": sorted(list(ym) for ym in self._dirty) if self._dirty else [],
             "months": [[y, m, {c: mc.to_json() for c, mc in codes.items()}] for (y, m), codes in self._months.items()],
         }
 

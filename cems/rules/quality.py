@@ -156,6 +156,19 @@ def _kind(code: str) -> int:
     return k
 
 
+_CONC_CODES: dict[str, bool] = {}
+
+
+def _is_conc(code: str) -> bool:
+    """:func:`~cems.rules.hourly.is_concentration`, cached (a handful of codes per city)."""
+    c = _CONC_CODES.get(code)
+    if c is None:
+        c = is_concentration(code)
+        if len(_CONC_CODES) < 10_000:
+            _CONC_CODES[code] = c
+    return c
+
+
 def _bits(mask: int) -> int:
     return mask.bit_count()
 
@@ -197,12 +210,20 @@ class _HourStats:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
-        d: dict[str, Any] = {"lo": self.lo, "hi": self.hi, "mask": self.mask, "neg": self.neg, "pinned": self.pinned,
-                             "novel": self.novel, "o2co2": self.o2co2 if self.o2co2[0] else None,
-                             "drywet": self.drywet if self.drywet[0] else None,
-                             "running": self.running, "rs_off": self.rs_off, "zs_rt": self.zs_rt,
-                             "mins": self.mins}  # fmt: skip
-        return {k: v for k, v in d.items() if v}
+        d: dict[str, Any] = {}
+        for k in ("lo", "hi", "mask", "neg", "pinned", "novel"):
+            v = getattr(self, k)
+            if v:
+                d[k] = v
+        if self.o2co2[0]:
+            d["o2co2"] = self.o2co2
+        if self.drywet[0]:
+            d["drywet"] = self.drywet
+        for k in ("running", "rs_off", "zs_rt", "mins"):
+            v = getattr(self, k)
+            if v:
+                d[k] = v
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _HourStats:
@@ -306,9 +327,12 @@ class QualityTracker:
         lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
         flow = vel = o2 = co2 = temp = None
         has_zs = False
+        kinds, isfinite = _KINDS, math.isfinite
         for code, m in reading.measurements.items():
             vals = m.values
-            kind = _kind(code)
+            kind = kinds.get(code)
+            if kind is None:
+                kind = _kind(code)
             if kind == _FACILITY:
                 if vals.get("RS") == 0:
                     st.rs_off[code] = st.rs_off.get(code, 0) | bit
@@ -316,13 +340,13 @@ class QualityTracker:
             if m.flag not in _N:
                 continue
             v = vals.get(main)
-            if v is None or not math.isfinite(v):
+            if v is None or not isfinite(v):
                 continue
             if f:
                 v *= f.get(code, 1.0)
             if kind <= _O2_KIND:  # a concentration or O2: the flatline summary
                 lo = hi = v
-                if len(vals) > 1:
+                if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
                 old = lo_d.get(code)
                 if old is None or lo < old:
@@ -404,21 +428,27 @@ class QualityTracker:
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
+        zs_key = "Zs" + main
+        ref_and_limit = self._schedule.ref_and_limit
+        factors = self._factors
+        t = reading.data_time
+        rel_tol, abs_tol, max_o2 = self.cfg.zs_rel_tol, self.cfg.zs_abs_tol, self._max_o2
         for code, m in reading.measurements.items():
-            das = m.values.get("Zs" + main)
-            rtd = m.values.get(main)
-            if das is None or rtd is None or m.flag not in _N or not is_concentration(code):
+            vals = m.values
+            das = vals.get(zs_key)
+            if das is None:
                 continue
-            f = self._factors.get(code, 1.0)
-            ref = self._schedule.ref_o2(reading.data_time)
-            al = self._schedule.at(code, reading.data_time)
-            if al is not None:
-                ref = al.ref_o2
-            computed = correct(rtd * f, o2, ref, max_o2=self._max_o2)
+            rtd = vals.get(main)
+            if rtd is None or m.flag not in _N or not _is_conc(code):
+                continue
+            f = factors.get(code, 1.0)
+            ref, limit = ref_and_limit(code, t)
+            computed = correct(rtd * f, o2, ref, max_o2=max_o2)
             if computed is None or not math.isfinite(das):
                 continue
             das *= f
-            if self._agrees(das, computed, None if al is None else al.limit):
+            # as _agrees, inline (three codes a reading)
+            if zs_agrees(das, computed, rel_tol, abs_tol) and (limit is None or (das > limit) == (computed > limit)):
                 continue
             diff = abs(das - computed)
             cur = st.zs_rt.get(code)
@@ -862,9 +892,13 @@ class QualityTracker:
             "hits": {
                 t: {k: [[u, *hit] for u, hit in sorted(d.items())] for k, d in sorted(by_k.items())}
                 for t, by_k in sorted(self._hits.items())
-            },
-            "events": [ev.to_json() for ev in self._all_events()],
-            "days": {c: [[d, *v] for d, v in sorted(by_d.items())] for c, by_d in sorted(self._zs.items())},
+            }
+            if self._hits
+            else {},
+            "events": [ev.to_json() for ev in self._all_events()] if self._events else [],
+            "days": {c: [[d, *v] for d, v in sorted(by_d.items())] for c, by_d in sorted(self._zs.items())}
+            if self._zs
+            else {},
         }
 
     def restore(self, state: dict[str, Any]) -> None:

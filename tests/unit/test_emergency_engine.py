@@ -3,6 +3,7 @@ the same whatever the arrival order, and kept across a restart."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timedelta
 
@@ -15,6 +16,7 @@ from cems.registry import Registry, parse_registry
 from cems.rules import Event
 from cems.rules.emergency import WarningHistory, WarningLevel, WarningPeriod
 from cems.rules.transmission import month_bounds
+from cems.service.compliance._state import encode_state
 
 T0 = datetime(2026, 12, 1, 0, tzinfo=BEIJING)
 
@@ -207,7 +209,8 @@ def test_state_survives_restart() -> None:
     a = ComplianceEngine(r, warnings=h)
     for i in range(6, 11):
         a.on_reading(hour(T0 + timedelta(hours=i), 25.0))
-    states = {mn: fn() for mn, (fn, _, _) in a.take_changes().items()}
+    # through the JSON the service stores (cems.service.compliance._state.encode_state) and reads back
+    states = {mn: json.loads(encode_state(fn())) for mn, (fn, _, _) in a.take_changes().items()}
     assert "emergency" in states["MN0001"]
     b = ComplianceEngine(r, warnings=h)
     for mn, s in states.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -16,11 +16,18 @@ from hypothesis import strategies as st
 from cems.model import BEIJING, O2, SO2, Measurement, Reading, Stream
 from cems.registry import Outlet
 from cems.rules.events import (
+    _IDLE,
+    _IDLE_JSON,
+    CLOSED,
+    OPENED,
     Event,
     EventUpdate,
     ExceedanceTracker,
     InterruptionTracker,
     RealtimeWarningTracker,
+    _dt,
+    _duration_h,
+    _ts,
     event_id,
 )
 from cems.rules.hourly import HourlyRecord
@@ -249,6 +256,21 @@ def test_warning_closes_when_data_stops() -> None:
     assert kinds(ups) == ["closed"] and ups[0].event.end == last + S
 
 
+def test_warning_snapshot_of_an_idle_pollutant_is_the_idle_state() -> None:
+    """The snapshot writes the shared idle state from a constant (speed): it must be that state's fields, and
+    a restored idle pollutant must snapshot the same."""
+    assert asdict(_IDLE) == _IDLE_JSON
+    tr = RealtimeWarningTracker(outlet(), "E1", "D1")
+    warn_feed(tr, [10, 10])  # SO2 below its limit: idle
+    snap = tr.snapshot()
+    assert snap["states"][SO2] == asdict(_IDLE)
+    snap["states"][SO2]["above"] = 99  # a copy per snapshot: the constant is never handed out
+    assert tr.snapshot()["states"][SO2]["above"] == 0 and _IDLE_JSON["above"] == 0
+    b = RealtimeWarningTracker(outlet(), "E1", "D1")
+    b.restore(json.loads(json.dumps(tr.snapshot())))
+    assert b.snapshot() == tr.snapshot()
+
+
 def test_warning_snapshot_restore() -> None:
     values: list[float | tuple[float, str]] = [40, 40, 30, 40, 41, 42, 30, 30, 45, 30, 30, 30, 30, 50, 50, 50]
     for cut in range(len(values)):
@@ -409,3 +431,61 @@ def test_pollutants_of_the_same_hour_are_not_late() -> None:
     tr2.restore(json.loads(json.dumps(tr.snapshot())))
     ups = [*tr2.on_hour(rec(2, 40)), *tr2.on_hour(replace(rec(2, 120, limit=50.0), pollutant=nox))]
     assert [(u.kind, u.event.late) for u in ups] == [("opened", False), ("opened", False)]
+
+
+class _NoFastPath(InterruptionTracker):
+    """The interruption tracker as it was before the fast path of ``_advance`` (issue 20 speed): the
+    reference the faster one must equal."""
+
+    def _advance(self, to: float, data: bool) -> list[EventUpdate]:
+        assert self._last is not None
+        base = self._last if self._closed_until is None else max(self._last, self._closed_until)
+        segments = self._segments(base, to)
+        ups: list[EventUpdate] = []
+        if self._open is not None and all(abs(s - _ts(self._open.start)) > 1e-3 for s, _ in segments):
+            end = _dt(max(_ts(self._open.start), min(to, base)))
+            ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
+            self._open = None
+        for s, e in segments:
+            ended = e < to or data
+            if self._open is not None and abs(s - _ts(self._open.start)) <= 1e-3:
+                if ended:
+                    end = _dt(e)
+                    ups.append(EventUpdate(CLOSED, self._open.closed_at(end, _duration_h(self._open.start, end))))
+                    self._open = None
+                    self._closed_until = e
+            elif e - s > self.threshold_s:
+                ev = self._new(s, e)
+                ups.append(EventUpdate(OPENED, ev))
+                if ended:
+                    end = _dt(e)
+                    ups.append(EventUpdate(CLOSED, ev.closed_at(end, _duration_h(ev.start, end))))
+                    self._closed_until = e
+                else:
+                    self._open = ev
+        return ups
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(-60, 2400), st.sampled_from(list(Stream))), max_size=40),
+    st.sampled_from([None, timedelta(minutes=5), timedelta(minutes=30)]),
+    st.booleans(),
+)
+def test_interruption_fast_path_equals_the_full_judgement(
+    steps: list[tuple[bool, int, Stream]], threshold: timedelta | None, stopped: bool
+) -> None:
+    """Data and clock ticks with any gaps (below, at and above the threshold; fixed or from the cadence),
+    with and without a declared stop: the same updates and the same state as without the fast path."""
+    stop = [{"from": datetime(2026, 1, 1, 8, 20), "to": datetime(2026, 1, 1, 8, 50)}] if stopped else []
+    o = outlet(stop=stop)
+    fast = InterruptionTracker(o, "E1", "D1", threshold=threshold)
+    slow = _NoFastPath(o, "E1", "D1", threshold=threshold)
+    t = T0
+    for is_clock, gap, stream in steps:
+        t += timedelta(seconds=gap)
+        if is_clock:
+            assert fast.on_clock(t) == slow.on_clock(t)
+        else:
+            assert fast.on_data(t, stream) == slow.on_data(t, stream)
+        assert fast.snapshot() == slow.snapshot()

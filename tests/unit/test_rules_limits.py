@@ -139,3 +139,25 @@ def test_strictest_of_all_candidates(permit: float | None, change: float | None,
     al = limit_at(o, SO2, t)
     assert al is not None and al.limit == min(candidates)
     assert LimitSchedule(o).at(SO2, t) == al
+
+
+@given(st.lists(st.integers(-3 * 24, 3 * 24), min_size=1, max_size=12), st.sampled_from([SO2, NOX, PM, "a99999"]))
+def test_ref_and_limit_is_the_limit_and_reference_o2_at_any_time(offsets_h: list[int], code: str) -> None:
+    """The quality rules' cached (reference O2, limit) equals the limit's (else the outlet's reference O2 and
+    no limit), on both sides of a change of profile and reference O2, in any order of look-ups."""
+    cut = date(2026, 3, 1)
+    o = outlet(
+        profile="thermal_power_special",
+        limit_change=[{"from": cut, "profile": "gas_turbine_ultra_low"}, {"from": date(2026, 3, 2), "ref_o2": 9.0}],
+    )
+    sched = LimitSchedule(o)
+    base = datetime(2026, 3, 1, 0, 0, tzinfo=BEIJING)
+    seen = set()
+    for h in offsets_h:
+        t = base + timedelta(hours=h)
+        al = limit_at(o, code, t)
+        want = (ref_o2_at(o, t), None) if al is None else (al.ref_o2, al.limit)
+        assert sched.ref_and_limit(code, t) == want
+        seen.add(want)
+    if code == "a99999":
+        assert all(limit is None for _, limit in seen)

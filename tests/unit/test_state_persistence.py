@@ -4,6 +4,7 @@ any point gives the same results as an engine that never stopped."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,14 @@ from cems.hour_archive import PendingHourArchive, read_archived
 from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
 from cems.rules import DEFAULT_HOLD
-from cems.service.compliance._state import STATE_SCHEMA, commit_state, load_state, rate_record, with_open_hours
+from cems.service.compliance._state import (
+    STATE_SCHEMA,
+    commit_state,
+    encode_state,
+    load_state,
+    rate_record,
+    with_open_hours,
+)
 
 REG = parse_registry(
     '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
@@ -200,3 +208,93 @@ def test_an_archived_hour_revised_late_survives_restarts(cuts: list[int]) -> Non
         got[(h.mn, h.pollutant, h.hour_start.isoformat())] = h.to_json()
     assert got == want
     assert engine.late_counts()["late_unrevised"] == 0
+
+
+# -- the state's JSON encoding (msgspec since issue 20's speed work): the same data as the standard encoder
+# wrote, and state directories written by the standard encoder (NaN in the journal) still restore
+
+
+def _non_finite(obj: Any, path: str = "") -> list[str]:
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _non_finite(v, f"{path}/{k}")]
+    if isinstance(obj, list | tuple):
+        return [p for i, v in enumerate(obj) for p in _non_finite(v, f"{path}/{i}")]
+    return []
+
+
+_VALUE = st.one_of(
+    st.floats(-50, 500, allow_nan=False),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 0.0, 1e300]),
+)
+
+
+@st.composite
+def _readings(draw: st.DrawFn) -> list[Reading]:
+    out = []
+    for _ in range(draw(st.integers(1, 40))):
+        stream = draw(st.sampled_from([Stream.RTD, Stream.MIN, Stream.HOUR]))
+        key = {Stream.RTD: "Rtd", Stream.MIN: "Avg", Stream.HOUR: "Avg"}[stream]
+        t = T0 + timedelta(seconds=draw(st.integers(0, 3 * 3600)))
+        if stream is Stream.HOUR:
+            t = t.replace(minute=0, second=0)
+        ms = {}
+        for code in draw(st.lists(st.sampled_from(["a21026", "a19001", "a34013", "a21002", "a00000", "a01012"]))):
+            vals = {key: draw(_VALUE), "Zs" + key: draw(_VALUE), "Min": draw(_VALUE), "Max": draw(_VALUE)}
+            ms[code] = Measurement(code, vals, draw(st.sampled_from(["N", "M", "T", "D", None])))
+        out.append(Reading(draw(st.sampled_from(["A", "B"])), stream, t, ms))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(_readings())
+def test_engine_states_hold_only_finite_floats_and_encode_as_the_standard_encoder(rs: list[Reading]) -> None:
+    """msgspec writes a non-finite float as ``null`` (``json`` wrote ``NaN``): the snapshots must hold none,
+    whatever the readings (non-finite values, any flag, stream and order), and decode to what ``json`` gave."""
+    engine = ComplianceEngine(REG)
+    for r in rs:
+        engine.on_reading(r)
+    engine.on_clock(T0 + timedelta(hours=5))
+    for mn, (state, journal, _) in engine.take_changes().items():
+        s = state()
+        assert _non_finite(s) == [], mn
+        assert json.loads(encode_state(s)) == json.loads(json.dumps(s))
+        full = engine._outlets[mn].snapshot()  # with the open hours (cems replay's checkpoints, moves)
+        assert _non_finite(full) == []
+        assert json.loads(encode_state(full)) == json.loads(json.dumps(full))
+        # the journal keeps NaN for a flagged code sent without a number: written as null
+        decoded = json.loads(encode_state(journal))
+        assert [e[:5] for e in decoded] == [list(e[:5]) for e in json.loads(json.dumps(journal))]
+
+
+def test_a_state_directory_written_by_the_standard_encoder_restores_the_same() -> None:
+    """Rows written before msgspec (``json``: spaces, NaN in the journal) load and give the same results."""
+    rs = readings(150)
+    # a flagged code sent without a number: NaN in the journal
+    rs.insert(10, Reading("A", Stream.MIN, T0 + timedelta(minutes=5), {"a34013": Measurement("a34013", {}, "D")}))
+    reference = ComplianceEngine(REG)
+    expected_tail = run(reference, rs)[len(run(ComplianceEngine(REG), rs[:60])) :]
+    old = sqlite3.connect(":memory:")
+    old.executescript(STATE_SCHEMA)
+    engine = ComplianceEngine(REG)
+    run(engine, rs[:60])
+    nan_rows = 0
+    for mn, (state, journal, _) in engine.take_changes().items():
+        old.execute("INSERT INTO outlet_state VALUES (?,?,0)", (mn, json.dumps(state())))
+        text = json.dumps(journal)
+        nan_rows += "NaN" in text
+        old.execute(
+            "INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", (mn, max(e[1] for e in journal), text)
+        )
+    assert nan_rows > 0  # the old rows do hold NaN
+    e2 = restored(old)
+    assert run(e2, rs[60:]) == expected_tail != []
+    # and the same cut written by the new encoder restores the same
+    new = sqlite3.connect(":memory:")
+    new.executescript(STATE_SCHEMA)
+    engine = ComplianceEngine(REG)
+    persist(engine, new, run(engine, rs[:60]))
+    assert "NaN" not in "".join(e for (e,) in new.execute("SELECT entries FROM hour_log"))
+    assert len(load_state(new).subs["A"]) == len(load_state(old).subs["A"])
+    assert run(restored(new), rs[60:]) == expected_tail

@@ -10,11 +10,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+
+import msgspec
 
 from cems.hour_archive import ARCHIVE_SCHEMA, prune_archived, write_archived
 from cems.model import BEIJING
@@ -248,7 +251,7 @@ def load_state(conn: sqlite3.Connection) -> Stored:
         s_rows = subs.setdefault(mn, [])
         d_rows = das.setdefault(mn, [])
         for e in json.loads(entries):
-            if e[0] == "s":  # ["s", hour, kind, code, sec, v, ok]
+            if e[0] == "s":  # ["s", hour, kind, code, sec, v, ok]; v: NaN (written before msgspec) or null
                 s_rows.append((e[1], e[2], e[3], e[4], None if e[5] != e[5] else e[5], e[6]))
             elif e[0] == "d":  # ["d", hour, code, avg, zs, flag]
                 d_rows.append(tuple(e[1:]))
@@ -267,9 +270,20 @@ def load_state(conn: sqlite3.Connection) -> Stored:
     return Stored(outlets, subs, das, rate_rows, unacked)
 
 
-#: Engine state and journal rows: compact, and without the circular-reference check (plain data; ≈ 20 %
-#: faster, and these are encoded for every outlet at every commit).
+#: Grid state: compact, and without the circular-reference check (plain data; ≈ 20 % faster).
 _COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+#: Engine state and journal rows, encoded for every changed outlet at every commit: msgspec, ≈ 5× faster than
+#: the standard encoder (docs/benchmark.md, "Issue 20 speed").  Its JSON is the same data (compact, shortest
+#: round-trip floats, int keys as strings), read back with :func:`json.loads` as before; it writes a
+#: non-finite float as ``null``, where ``json`` wrote ``NaN``: the engine's snapshots hold none
+#: (tests/unit/test_state_persistence.py), and the journal's NaN (a flagged code sent without a number) is
+#: restored from ``null`` the same (:func:`load_state`).
+_STATE_JSON: Final = msgspec.json.Encoder()
+
+
+def encode_state(obj: Any) -> str:
+    """An engine state or journal as the JSON text stored in SQLite."""
+    return _STATE_JSON.encode(obj).decode()
 
 
 def _migrate_ack_note(conn: sqlite3.Connection) -> None:
@@ -296,11 +310,14 @@ def _migrate_hour_rows(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE hour_das")
 
 
+_HOUR: Final = operator.itemgetter(1)  # a journal entry's hour
+
+
 def _log_rows(journals: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator[tuple[str, int, str]]:
-    """``hour_log`` rows (mn, last hour, JSON entries) of the outlets' journals (NaN is kept as JSON NaN)."""
+    """``hour_log`` rows (mn, last hour, JSON entries) of the outlets' journals (NaN is written as ``null``)."""
     for mn, journal in journals:
         if journal:
-            yield mn, max(e[1] for e in journal), _COMPACT_JSON.encode(journal)
+            yield mn, max(map(_HOUR, journal)), encode_state(journal)
 
 
 def prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
@@ -371,11 +388,16 @@ def commit_state(
     """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
     the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts."""
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
-    states = ((mn, _COMPACT_JSON.encode(state()), now_ts) for mn, (state, _, _) in changes.items())
+    states = ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in changes.items())
     closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
     with transaction(conn):
         if changes:
-            conn.executemany("INSERT OR REPLACE INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)", states)
+            # an upsert rewrites the row in place (INSERT OR REPLACE deletes it and inserts it again)
+            conn.executemany(
+                "INSERT INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)"
+                " ON CONFLICT(mn) DO UPDATE SET state = excluded.state, updated_ts = excluded.updated_ts",
+                states,
+            )
             # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
             # thousands: docs/benchmark.md)
             logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
