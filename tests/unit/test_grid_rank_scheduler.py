@@ -12,10 +12,16 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from registries import one_outlet  # tests/registries.py
 
+from cems.engine import EngineOutput
 from cems.errors import InfluxQueryError
 from cems.model import BEIJING
+from cems.registry import parse_registry
+from cems.rules.ambient import AmbientDay
+from cems.rules.grid import GridOutput
 from cems.rules.ranking import RankPeriod, periods_closed_by, periods_to_rank
+from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 from cems.service.compliance._gridrank import GridRankScheduler
 from cems.sinks.influx import InfluxConfig
 
@@ -143,3 +149,50 @@ def test_what_is_left_at_shutdown_is_logged(caplog: Any) -> None:
     s.days_written([date(2026, 11, 22)])  # a Sunday: the day and its ISO week
     s.log_left()
     assert "day 2026-11-22, week 2026-W47" in caplog.text and "cems grid rank --write" in caplog.text
+    assert "ranked when the ingester starts again" in caplog.text
+
+
+async def test_rankings_due_survive_a_restart(tmp_path: Any) -> None:
+    """The periods a closed grid day makes due are stored with the day (grid_rank_due, same transaction): an
+    ingester stopped before ranking them ranks them when it starts again, then forgets them."""
+    sensors = "".join(
+        f'[[grid_sensor]]\nid = "{s}"\ndistrict = "130602"\ntownship = "{tw}"\nkind = "micro_station"\n'
+        for s, tw in (("A", "甲"), ("B", "乙"))
+    )
+    reg = parse_registry(one_outlet(tail=sensors))
+    sunday = date(2026, 11, 22)  # closes its day and ISO week 47
+    days = [
+        AmbientDay(s, "130602", tw, "micro_station", sunday, {"pm25": 40.0}, {"pm25": 24}, 57, 2, ("pm25",), 1.0)
+        for s, tw in (("A", "甲"), ("B", "乙"))
+    ]
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    down, up = Fake(fail=1000), Fake()
+    cfg = ComplianceConfig(state_dir=tmp_path, grid_rank_delay_s=0.0, grid_rank_retry_s=0.0)
+    rt = ComplianceRuntime(reg, cfg, write=down.write, publish=publish, rank_query=down.query)
+    await rt.open()
+    try:
+        assert await rt._commit(EngineOutput(), None, GridOutput(daily=days))
+        assert rt.ranker is not None and [(p.kind, p.key) for p in rt.ranker.due] == [
+            ("day", "2026-11-22"), ("week", "2026-W47")
+        ]  # fmt: skip
+        await rt.ranker.run_once()  # InfluxDB unreachable: still due
+        rows = await rt.db.call(lambda c: c.execute("SELECT kind, first, last FROM grid_rank_due").fetchall())
+        assert sorted(rows) == [("day", "2026-11-22", "2026-11-22"), ("week", "2026-11-16", "2026-11-22")]
+    finally:
+        await rt.close()  # stopped before the ranking was done
+
+    rt = ComplianceRuntime(reg, cfg, write=up.write, publish=publish, rank_query=up.query)
+    await rt.open()
+    try:
+        assert rt.ranker is not None and [(p.kind, p.key) for p in rt.ranker.due] == [
+            ("day", "2026-11-22"), ("week", "2026-W47")
+        ]  # fmt: skip
+        await rt.ranker.run_once()
+        assert rt.ranker.due == [] and rt.stats.grid_rankings == 2 and up.queries >= 2
+        rows = await rt.db.call(lambda c: c.execute("SELECT COUNT(*) FROM grid_rank_due").fetchone())
+        assert rows == (0,)
+    finally:
+        await rt.close()

@@ -13,8 +13,10 @@ spool has drained. A failed ranking (InfluxDB unreachable, a bad answer) is logg
 
 A revision of a day (late data: the grid engine emits the day again) re-ranks the day and the week and month
 it belongs to when they have already ended (:func:`~cems.rules.ranking.periods_to_rank`). What is due is
-kept in memory: periods due when the ingester stops are logged, and ``cems grid rank --write`` ranks them
-(docs/report.md, "live wiring").
+durable: the runtime stores the periods :meth:`GridRankScheduler.periods_for` gives in the same SQLite
+transaction as the days that make them due (``grid_rank_due``), :meth:`~GridRankScheduler.restore` takes them
+back after a restart, and ``forget`` deletes a period once ranked or given up. Periods left when the ingester
+stops are logged too (``cems grid rank --write`` ranks them at once; docs/report.md, "live wiring").
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class GridRankScheduler:
         attempts: int = 5,
         kinds: Iterable[str] = RANKED_KINDS,
         stats: ComplianceStats | None = None,
+        forget: Callable[[RankPeriod], Awaitable[None]] | None = None,
     ) -> None:
         self._query = query
         self._write = write
@@ -65,22 +68,53 @@ class GridRankScheduler:
         self._due: dict[RankPeriod, tuple[int, float]] = {}
         self._closed_through: date | None = None
         self._wake = asyncio.Event()
+        #: deletes a period from the durable list once ranked or given up (None: not kept)
+        self._forget = forget
 
     @property
     def due(self) -> list[RankPeriod]:
         return sorted(self._due, key=lambda p: (p.last, PERIOD_KINDS.index(p.kind)))
+
+    def periods_for(self, days: Iterable[date]) -> list[RankPeriod]:
+        """The periods that ``grid_daily`` points of ``days`` (closed or revised) make due (nothing changes:
+        the runtime stores them with the days, then calls :meth:`days_written`)."""
+        ds = set(days)
+        if not ds:
+            return []
+        top = max(ds)
+        through = top if self._closed_through is None or top > self._closed_through else self._closed_through
+        return periods_to_rank(ds, through)
 
     def days_written(self, days: Iterable[date]) -> None:
         """The ``grid_daily`` points of ``days`` (closed or revised) are durable: rank what they close."""
         ds = set(days)
         if not ds:
             return
+        due = self.periods_for(ds)
         top = max(ds)
         if self._closed_through is None or top > self._closed_through:
             self._closed_through = top
-        for p in periods_to_rank(ds, self._closed_through):
+        for p in due:
             self._due[p] = (0, 0.0)  # a new revision resets the attempts
         self._wake.set()
+
+    def restore(self, periods: Iterable[RankPeriod]) -> None:
+        """Periods that were due when the ingester stopped (the durable list): ranked like new ones."""
+        for p in periods:
+            self._due.setdefault(p, (0, 0.0))
+            if self._closed_through is None or p.last > self._closed_through:
+                self._closed_through = p.last
+        if self._due:
+            self._wake.set()
+
+    async def _done(self, p: RankPeriod) -> None:
+        if self._forget is not None and p not in self._due:  # not due again meanwhile (a newer revision)
+            try:
+                await self._forget(p)
+            except Exception as e:  # the period stays listed: ranked again after a restart (idempotent)
+                log.warning(
+                    "township ranking of %s %s: could not update the list of rankings due: %s", p.kind, p.key, e
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rank what is due until ``stop`` is set (:meth:`log_left` then says what is left)."""
@@ -99,10 +133,12 @@ class GridRankScheduler:
                 await _wait_any(stop, self._wake, max(1.0, min(self.retry_s, nxt - time.monotonic())))
 
     def log_left(self) -> None:
-        """Log the periods not ranked (the ingester is stopping): ``cems grid rank --write`` ranks them."""
+        """Log the periods not ranked (the ingester is stopping): ranked after the restart, or at once by
+        ``cems grid rank --write``."""
         if self._due:
             log.warning(
-                "township ranking not done for %s: run `cems grid rank --write` for them",
+                "township ranking not done for %s: kept, ranked when the ingester starts again (or now with "
+                "`cems grid rank --write`)",
                 ", ".join(f"{p.kind} {p.key}" for p in self.due),
             )
 
@@ -129,6 +165,7 @@ class GridRankScheduler:
                 if n + 1 >= self.attempts:
                     self.stats.grid_rank_abandoned += 1
                     log.error("township ranking of %s %s failed %d times, given up: %s", p.kind, p.key, n + 1, e)
+                    await self._done(p)
                 else:
                     self._due[p] = (n + 1, time.monotonic() + self.retry_s)
                     log.warning(
@@ -138,6 +175,7 @@ class GridRankScheduler:
             self.stats.grid_rankings += 1
             self.stats.grid_rank_points += len(lines)
             log.info("township ranking of %s %s written (%d points)", p.kind, p.key, len(lines))
+            await self._done(p)
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float | None) -> None:

@@ -54,6 +54,7 @@ from cems.rules.district_parts import part_of
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
+from cems.rules.ranking import RankPeriod
 from cems.service.commands import send_command
 from cems.service.compliance._actions import (
     ACK,
@@ -82,9 +83,11 @@ from cems.service.compliance._state import (
     EventRow,
     alert_id,
     commit_state,
+    forget_rank_due,
     load_events,
     load_grid_state,
     load_marks,
+    load_rank_due,
     load_state,
     prune_archive,
     prune_rate_records,
@@ -222,6 +225,7 @@ class ComplianceRuntime:
                 delay_s=config.grid_rank_delay_s,
                 retry_s=config.grid_rank_retry_s,
                 stats=self.stats,
+                forget=self._forget_rank,
             )
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))
         self.dispatcher = OutboxDispatcher(
@@ -301,6 +305,9 @@ class ComplianceRuntime:
             self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
+        if self.ranker is not None:  # township rankings due when the ingester stopped
+            due = await self.db.call(load_rank_due)
+            self.ranker.restore(RankPeriod.containing(kind, date.fromisoformat(first)) for kind, first, _ in due)
         unacked = stored.unacked
         self._unacked = unacked
         log.info(
@@ -309,6 +316,9 @@ class ComplianceRuntime:
             restored,
             len(unacked),
         )
+
+    async def _forget_rank(self, p: RankPeriod) -> None:
+        await self.db.call(lambda c: forget_rank_due(c, p.kind, p.first.isoformat()))
 
     def start(self, stop: asyncio.Event) -> None:
         """Start the clock and the outbox dispatcher (call after the MQTT connection is up)."""
@@ -690,12 +700,18 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        if changes or rate_rows or upserts or rows or marks or archived or grid_changes:
+        rank_due = [
+            (p.kind, p.first.isoformat(), p.last.isoformat())
+            for p in (self.ranker.periods_for(d.day for d in gout.daily) if self.ranker is not None else ())
+        ]
+        if changes or rate_rows or upserts or rows or marks or archived or grid_changes or rank_due:
             ups = list(upserts.values())
             ts = time.time()
             try:
                 await self.db.call(
-                    lambda c: commit_state(c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes)
+                    lambda c: commit_state(
+                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due
+                    )
                 )
             except BaseException:
                 self._broken = True

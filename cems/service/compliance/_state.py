@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS rate_records(
     valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
     PRIMARY KEY(mn, pollutant, hour, source)
 ) WITHOUT ROWID;
+-- township rankings due (cems.service.compliance._gridrank): written with the grid_daily days that make them
+-- due, deleted once ranked (or given up), so that a restart ranks what a stop left
+CREATE TABLE IF NOT EXISTS grid_rank_due(
+    kind TEXT NOT NULL, first TEXT NOT NULL, last TEXT NOT NULL,
+    PRIMARY KEY(kind, first)
+) WITHOUT ROWID;
 """
 )
 
@@ -384,9 +390,11 @@ def commit_state(
     marks: Sequence[MarkRecord] = (),
     archived: dict[tuple[str, int], bytes] | None = None,
     grid: Mapping[str, dict[str, Any] | None] | None = None,
+    rank_due: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
-    the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts."""
+    the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts, and the
+    township rankings the grid days make due (``rank_due``: kind, first and last day)."""
     # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
     states = ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in changes.items())
     closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
@@ -421,6 +429,8 @@ def commit_state(
             conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid.items() if v is None])
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
+        if rank_due:
+            conn.executemany("INSERT OR REPLACE INTO grid_rank_due(kind, first, last) VALUES (?,?,?)", rank_due)
         for r in upserts:
             conn.execute(
                 f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -478,3 +488,14 @@ def record_escalations(
             [(at, now_ts, eid) for eid, at in done],
         )
         enqueue(conn, rows, now_ts)
+
+
+def load_rank_due(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The township rankings due when the ingester stopped (kind, first day, last day)."""
+    return [(str(k), str(f), str(la)) for k, f, la in conn.execute("SELECT kind, first, last FROM grid_rank_due")]
+
+
+def forget_rank_due(conn: sqlite3.Connection, kind: str, first: str) -> None:
+    """A ranking done (or given up): no longer due."""
+    with transaction(conn):
+        conn.execute("DELETE FROM grid_rank_due WHERE kind = ? AND first = ?", (kind, first))
