@@ -79,10 +79,11 @@ import math
 import sys
 import zlib
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol
+from types import MappingProxyType
+from typing import Any, Final, Protocol, TypeAlias
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
@@ -195,14 +196,18 @@ def unit_factor(code: str, unit: str) -> float:
     return entry[1]
 
 
-def unit_factors(outlet: Outlet) -> dict[str, float]:
+#: The factors of an outlet without conversions (most of them): one shared, read-only mapping.
+_NO_FACTORS: Final[Mapping[str, float]] = MappingProxyType({})
+
+
+def unit_factors(outlet: Outlet) -> Mapping[str, float]:
     """Conversion factors of an outlet (``outlet.units``); codes with factor 1 are left out."""
     out: dict[str, float] = {}
     for code, unit in outlet.units.items():
         f = unit_factor(code, unit)
         if f != 1.0:
             out[code] = f
-    return out
+    return out or _NO_FACTORS  # memory: one shared empty mapping, not one dict per outlet
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -292,19 +297,73 @@ def beijing_hour(t: datetime) -> datetime:
 
 # ---------------------------------------------------------------------------------------------- aggregator
 
-# (value, is N) of one sub-value; value is NaN for a flagged code sent without a number.
-_Sub = tuple[float, int]  # (value, _BAD | _OK | _LOWER_BOUND)
+# A sub-value's value is NaN for a flagged code sent without a number; its state _BAD, _OK or _LOWER_BOUND.
 # (avg, valid, flag, source, valid_minutes, das_zs)
 _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
+
+#: One code's sub-values of one hour and stream: ``array("d")`` of triples (second, value, state), sorted by
+#: second, one triple per second (a re-sent value of a second replaces the earlier one).  Memory (issue 20):
+#: 24 bytes a sub-value and one object per code, instead of a dict of (value, state) tuples (≈ 100 bytes a
+#: sub-value, and ≈ 230 for the dict of a code with one value).  Seconds (< 3600) and states are exact in a
+#: float64.
+_Subs: TypeAlias = "array[float]"
+#: An empty mapping shared by the hours that have no DAS record or no minute record (most): never written,
+#: :meth:`_HourAcc.writable` replaces it by the hour's own dict first.
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def _put(a: _Subs, sec: int, v: float, ok: int) -> None:
+    """Add the sub-value of second ``sec`` (replacing one of the same second), keeping ``a`` sorted."""
+    n = len(a)
+    if not n or a[n - 3] < sec:  # after every second so far: the usual case (data in time order)
+        a.extend((sec, v, ok))
+        return
+    lo, hi = 0, n // 3
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[3 * mid] < sec:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = 3 * lo
+    if i < n and a[i] == sec:  # the same second: replace
+        a[i + 1] = v
+        a[i + 2] = ok
+    else:
+        a[i:i] = array("d", (sec, v, ok))
+
+
+def _sub_items(a: _Subs) -> Iterator[tuple[int, float, int]]:
+    """(second, value, state) of each sub-value, in second order."""
+    it = iter(a)
+    for s, v, ok in zip(it, it, it, strict=True):
+        yield int(s), v, int(ok)
+
+
+def _subs_from(rows: Iterator[tuple[int, float, int]] | list[tuple[int, float, int]]) -> _Subs:
+    a: _Subs = array("d")
+    for sec, v, ok in rows:
+        _put(a, sec, v, ok)
+    return a
 
 
 class _HourAcc:
     __slots__ = ("das", "mins", "rtd")
 
     def __init__(self) -> None:
-        self.das: dict[str, tuple[float | None, float | None, str]] = {}
-        self.mins: dict[str, dict[int, _Sub]] = {}  # code → second within the hour → sub-value
-        self.rtd: dict[str, dict[int, _Sub]] = {}
+        # memory: the streams an hour has no data of share one empty mapping (``_writable`` replaces it)
+        self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
+        self.mins: Mapping[str, _Subs] = _NOTHING  # code → sub-values (:data:`_Subs`)
+        self.rtd: Mapping[str, _Subs] = _NOTHING
+
+    def writable(self, stream: str) -> dict[str, Any]:
+        """The hour's own dict of ``stream`` ("das", "mins" or "rtd"), made on first use."""
+        d = getattr(self, stream)
+        if d is _NOTHING:
+            d = {}
+            setattr(self, stream, d)
+        assert isinstance(d, dict)
+        return d
 
 
 class HourArchive(Protocol):
@@ -332,15 +391,14 @@ def pack_hour(acc: _HourAcc) -> bytes:
     body = bytearray()
     for key, subs in (("m", acc.mins), ("r", acc.rtd)):
         for code, d in subs.items():
-            secs = sorted(d)
-            head[key].append([code, len(secs)])
-            a_secs, a_vals = array("H", secs), array("d", [d[s][0] for s in secs])
+            a_secs, a_vals = array("H", [int(x) for x in d[0::3]]), d[1::3]
+            head[key].append([code, len(a_vals)])
             if _BIG_ENDIAN:
                 a_secs.byteswap()
                 a_vals.byteswap()
             body += a_secs.tobytes()
             body += a_vals.tobytes()
-            body += bytes(d[s][1] for s in secs)
+            body += bytes(int(x) for x in d[2::3])
     raw = json.dumps(head, separators=(",", ":")).encode()
     return bytes([_PACK_VERSION]) + zlib.compress(len(raw).to_bytes(4, "little") + raw + bytes(body), 1)
 
@@ -354,8 +412,9 @@ def unpack_hour(data: bytes) -> _HourAcc:
     head = json.loads(raw[4 : 4 + n])
     pos = 4 + n
     acc = _HourAcc()
-    acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
-    for key, target in (("m", acc.mins), ("r", acc.rtd)):
+    if head["d"]:
+        acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
+    for key, stream in (("m", "mins"), ("r", "rtd")):
         for code, k in head[key]:
             secs = array("H")
             secs.frombytes(raw[pos : pos + 2 * k])
@@ -368,7 +427,7 @@ def unpack_hour(data: bytes) -> _HourAcc:
             if _BIG_ENDIAN:
                 secs.byteswap()
                 vals.byteswap()
-            target[code] = {s: (v, ok) for s, v, ok in zip(secs, vals, oks, strict=True)}
+            acc.writable(stream)[code] = _subs_from(zip(secs, vals, oks, strict=True))
     return acc
 
 
@@ -486,7 +545,7 @@ class OutletHourly:
             isfinite = math.isfinite
             journal = self._journal
             if stream is Stream.HOUR:
-                das = acc.das
+                das = acc.writable("das")
                 for code, m in reading.measurements.items():
                     avg = _num(m.values.get("Avg"))
                     zs = _num(m.values.get("ZsAvg"))
@@ -501,8 +560,8 @@ class OutletHourly:
                         journal.append(("d", hour, code, *dv))
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
-                target = acc.rtd if stream is Stream.RTD else acc.mins
                 kind = "rtd" if stream is Stream.RTD else "mins"
+                target = acc.writable(kind)
                 over_range = self._over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
@@ -519,8 +578,13 @@ class OutletHourly:
                             v *= f
                     d = target.get(code)
                     if d is None:
-                        d = target[code] = {}
-                    d[sec] = (v, ok)
+                        target[code] = array("d", (sec, v, ok))
+                    elif d[-3] < sec:  # after the code's last second (data in time order): append
+                        d.append(sec)
+                        d.append(v)
+                        d.append(ok)
+                    else:
+                        _put(d, sec, v, ok)
                     if journal is not None:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
@@ -562,7 +626,7 @@ class OutletHourly:
                 journal.append(("d", hour, code, *dv))
             for kind, subs in (("mins", acc.mins), ("rtd", acc.rtd)):
                 for code, d in subs.items():
-                    journal.extend(("s", hour, kind, code, sec, v, ok) for sec, (v, ok) in d.items())
+                    journal.extend(("s", hour, kind, code, sec, v, ok) for sec, v, ok in _sub_items(d))
         return True
 
     def archived_wanted(self, reading: Reading) -> int | None:
@@ -710,21 +774,19 @@ class OutletHourly:
         step = hour_cadence(secs, self._min_interval, min_gaps=1)
         return min(3600, max(60, round(step / 60) * 60))
 
-    def _minutes_value(
-        self, d: dict[int, _Sub], interval: int | None = None, source: str = SOURCE_MINUTES
-    ) -> _HourValue:
+    def _minutes_value(self, d: _Subs, interval: int | None = None, source: str = SOURCE_MINUTES) -> _HourValue:
         """Minute records (or real-time values sparser than one a minute, with their ``interval``): each
         valid one covers its period up to the next; the covered minutes are the valid minutes."""
-        secs = sorted(d)
+        subs = list(_sub_items(d))  # in second order
+        secs = [s for s, _, _ in subs]
         if interval is None:
             interval = self._infer_interval(secs)
         n_cov = 0
         wsum = 0.0
         lower_bound = False
         last = len(secs) - 1
-        for i, s in enumerate(secs):
+        for i, (s, v, ok) in enumerate(subs):
             cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
-            v, ok = d[s]
             if ok:
                 n_cov += cov
                 wsum += v * cov
@@ -734,16 +796,18 @@ class OutletHourly:
         avg = wsum / n_cov if n_cov else None
         return (avg, valid, _hour_flag(valid, lower_bound), source, valid_minutes, None)
 
-    def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
-        cadence = hour_cadence(d, self._rtd_hint)
+    def _rtd_value(self, d: _Subs) -> _HourValue:
+        secs = d[0::3]
+        cadence = int(hour_cadence(secs, self._rtd_hint))  # type: ignore[arg-type]  # whole seconds as floats
         if cadence > 60 and self._need is None:
             # sparser than one value a minute: each value covers its interval (see the module docstring)
             return self._minutes_value(d, min(cadence, 3600), SOURCE_REALTIME)
-        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
-        for s, (v, ok) in d.items():
-            acc = minutes.get(s // 60)
+        minutes: dict[float, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
+        for s, v, ok in zip(secs, d[1::3], d[2::3], strict=True):
+            m = s // 60  # the minute (seconds and states are whole floats)
+            acc = minutes.get(m)
             if acc is None:
-                acc = minutes[s // 60] = [0.0, 0.0, 0.0, 0.0]
+                acc = minutes[m] = [0.0, 0.0, 0.0, 0.0]
             acc[0] += 1.0
             if ok:
                 acc[1] += 1.0
@@ -903,9 +967,9 @@ class OutletHourly:
         """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
         hours' content out (persisted incrementally from :meth:`take_journal` instead)."""
 
-        def subs(d: dict[str, dict[int, _Sub]]) -> dict[str, list[list[Any]]]:
+        def subs(d: Mapping[str, _Subs]) -> dict[str, list[list[Any]]]:
             return {
-                code: [[s, None if math.isnan(v) else v, ok] for s, (v, ok) in sorted(vals.items())]
+                code: [[s, None if math.isnan(v) else v, ok] for s, v, ok in _sub_items(vals)]
                 for code, vals in d.items()
             }
 
@@ -952,8 +1016,11 @@ class OutletHourly:
         self._open = {}
         for h, raw in state["open"].items():
             acc = _HourAcc()
-            acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
-            for name, target in (("mins", acc.mins), ("rtd", acc.rtd)):
+            if raw["das"]:
+                acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
+            for name in ("mins", "rtd"):
                 for code, rows in raw[name].items():
-                    target[code] = {int(s): (_NAN if v is None else float(v), int(ok)) for s, v, ok in rows}
+                    acc.writable(name)[code] = _subs_from(
+                        [(int(s), _NAN if v is None else float(v), int(ok)) for s, v, ok in rows]
+                    )
             self._open[int(h)] = acc

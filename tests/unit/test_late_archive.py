@@ -31,7 +31,7 @@ from cems.model import BEIJING
 from cems.replay import load_readings, replay
 from cems.rules import DEFAULT_HOLD
 from cems.rules.daily import DailyRecord
-from cems.rules.hourly import _BAD, _LOWER_BOUND, _OK, _HourAcc, pack_hour, unpack_hour
+from cems.rules.hourly import _BAD, _LOWER_BOUND, _OK, _HourAcc, _sub_items, _subs_from, pack_hour, unpack_hour
 
 DAY = timedelta(days=1)
 
@@ -85,18 +85,50 @@ def test_a_packed_hour_unpacks_to_the_same_sub_values(
     subs: dict[str, dict[int, tuple[float, int]]], das: dict[str, tuple[float | None, float | None, str]]
 ) -> None:
     acc = _HourAcc()
-    acc.rtd = subs
-    acc.mins = {c: dict(d) for c, d in list(subs.items())[:1]}
+    acc.rtd = {c: _subs_from((s, v, ok) for s, (v, ok) in d.items()) for c, d in subs.items()}
+    acc.mins = {c: _subs_from((s, v, ok) for s, (v, ok) in d.items()) for c, d in list(subs.items())[:1]}
     acc.das = das
     back = unpack_hour(pack_hour(acc))
     assert back.das == acc.das
-    for got, want in ((back.rtd, acc.rtd), (back.mins, acc.mins)):
+    for got, want in ((back.rtd, dict(subs)), (back.mins, dict(list(subs.items())[:1]))):
         assert got.keys() == want.keys()
         for code in want:
-            assert got[code].keys() == want[code].keys()
-            for s, (v, ok) in want[code].items():
-                gv, gok = got[code][s]
+            got_items = list(_sub_items(got[code]))
+            assert [s for s, _, _ in got_items] == sorted(want[code])  # in second order
+            for s, gv, gok in got_items:
+                v, ok = want[code][s]
                 assert gok == ok and (gv == v or (math.isnan(gv) and math.isnan(v)))
+
+
+@given(st.lists(st.tuples(st.integers(0, 3599), st.floats(-1e6, 1e6), st.sampled_from([_BAD, _OK, _LOWER_BOUND]))))
+def test_sub_values_keep_one_value_per_second_in_second_order_whatever_the_arrival_order(
+    rows: list[tuple[int, float, int]],
+) -> None:
+    """The compact sub-value arrays (issue 20, memory) behave as the dict of second → (value, state) they
+    replace: a re-sent second replaces the earlier value, and the values come out in second order."""
+    want: dict[int, tuple[float, int]] = {}
+    for s, v, ok in rows:
+        want[s] = (v, ok)
+    got = list(_sub_items(_subs_from(rows)))
+    assert got == [(s, *want[s]) for s in sorted(want)]
+
+
+#: An hour packed by the layout before the compact sub-values (issue 20): hours archived by an older cems.
+_OLD_PACKED = bytes.fromhex(
+    "0178010b666060a8564a51b2aa564a343234303253b28a3632d033d0313205124a7e4ab1b53a4ab940c168b0bc8191928e616cac8e"
+    "52115c08a845c7385607286f686960600896af8d60029acbc0d0e0e0c0c8c020c71005e63130fca88730341dc0b4828b030323442590afecc008003ecf18cf"
+)
+
+
+def test_an_hour_archived_by_an_older_version_unpacks_and_packs_to_the_same_bytes() -> None:
+    acc = unpack_hour(_OLD_PACKED)
+    assert acc.das == {"a21026": (20.0, 25.0, "N")}
+    rtd = {c: list(_sub_items(a)) for c, a in acc.rtd.items()}
+    assert rtd["a19001"] == [(0, 9.5, _OK)]
+    assert [(s, ok) for s, _, ok in rtd["a21026"]] == [(0, _BAD), (30, _OK), (90, _LOWER_BOUND)]
+    assert math.isnan(rtd["a21026"][0][1]) and [v for _, v, _ in rtd["a21026"][1:]] == [12.5, 40.25]
+    assert {c: list(_sub_items(a)) for c, a in acc.mins.items()} == {"a21002": [(600, 33.0, _OK)]}
+    assert pack_hour(acc) == _OLD_PACKED
 
 
 # -- the cases of the issue -------------------------------------------------------------------------------
