@@ -79,7 +79,7 @@ import math
 import sys
 import zlib
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -297,73 +297,85 @@ def beijing_hour(t: datetime) -> datetime:
 
 # ---------------------------------------------------------------------------------------------- aggregator
 
-# A sub-value's value is NaN for a flagged code sent without a number; its state _BAD, _OK or _LOWER_BOUND.
+# (value, state) of one sub-value; value is NaN for a flagged code sent without a number.
+_Sub = tuple[float, int]  # (value, _BAD | _OK | _LOWER_BOUND)
 # (avg, valid, flag, source, valid_minutes, das_zs)
 _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
 
-#: One code's sub-values of one hour and stream: ``array("d")`` of triples (second, value, state), sorted by
-#: second, one triple per second (a re-sent value of a second replaces the earlier one).  Memory (issue 20):
-#: 24 bytes a sub-value and one object per code, instead of a dict of (value, state) tuples (≈ 100 bytes a
-#: sub-value, and ≈ 230 for the dict of a code with one value).  Seconds (< 3600) and states are exact in a
-#: float64.
-_Subs: TypeAlias = "array[float]"
-#: An empty mapping shared by the hours that have no DAS record or no minute record (most): never written,
-#: :meth:`_HourAcc.writable` replaces it by the hour's own dict first.
+#: The DAS records of the hours that have none (most): one shared mapping, never written
+#: (:meth:`_HourAcc.das_writable` gives the hour its own dict first).
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+#: A stream's log of one hour (see :class:`_HourAcc`): (code index, second, state) triples, and the values.
+_Keys: TypeAlias = "array[int]"
+_Vals: TypeAlias = "array[float]"
 
 
-def _put(a: _Subs, sec: int, v: float, ok: int) -> None:
-    """Add the sub-value of second ``sec`` (replacing one of the same second), keeping ``a`` sorted."""
-    n = len(a)
-    if not n or a[n - 3] < sec:  # after every second so far: the usual case (data in time order)
-        a.extend((sec, v, ok))
-        return
-    lo, hi = 0, n // 3
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[3 * mid] < sec:
-            lo = mid + 1
-        else:
-            hi = mid
-    i = 3 * lo
-    if i < n and a[i] == sec:  # the same second: replace
-        a[i + 1] = v
-        a[i + 2] = ok
-    else:
-        a[i:i] = array("d", (sec, v, ok))
-
-
-def _sub_items(a: _Subs) -> Iterator[tuple[int, float, int]]:
-    """(second, value, state) of each sub-value, in second order."""
-    it = iter(a)
-    for s, v, ok in zip(it, it, it, strict=True):
-        yield int(s), v, int(ok)
-
-
-def _subs_from(rows: Iterator[tuple[int, float, int]] | list[tuple[int, float, int]]) -> _Subs:
-    a: _Subs = array("d")
-    for sec, v, ok in rows:
-        _put(a, sec, v, ok)
-    return a
+def _grouped(codes: list[str] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
+    """code → second → (value, state) of a stream's log: codes in order of first arrival, seconds in order
+    of first arrival, a re-sent second's value replacing the earlier one (what a dict per code kept)."""
+    if codes is None or keys is None or vals is None:
+        return {}
+    ds: list[dict[int, _Sub]] = [{} for _ in codes]
+    it = iter(keys)
+    for (i, s, ok), v in zip(zip(it, it, it, strict=True), vals, strict=True):
+        ds[i][s] = (v, ok)
+    return dict(zip(codes, ds, strict=True))
 
 
 class _HourAcc:
-    __slots__ = ("das", "mins", "rtd")
+    """One hour of one outlet in memory: the DAS's hourly records and the real-time and minute sub-values.
+
+    Memory (issue 20): a stream's sub-values are a log in arrival order, two arrays: (code index, second,
+    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's list
+    of codes, instead of a dict per code of (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a
+    code with one value).  :attr:`rtd` and :attr:`mins` group a log back into those dicts
+    (:func:`_grouped`) when the hour is built, packed or saved."""
+
+    __slots__ = ("das", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
 
     def __init__(self) -> None:
-        # memory: the streams an hour has no data of share one empty mapping (``_writable`` replaces it)
         self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
-        self.mins: Mapping[str, _Subs] = _NOTHING  # code → sub-values (:data:`_Subs`)
-        self.rtd: Mapping[str, _Subs] = _NOTHING
+        self.rtd_codes: list[str] | None = None
+        self.rtd_keys: _Keys | None = None
+        self.rtd_vals: _Vals | None = None
+        self.mins_codes: list[str] | None = None
+        self.mins_keys: _Keys | None = None
+        self.mins_vals: _Vals | None = None
 
-    def writable(self, stream: str) -> dict[str, Any]:
-        """The hour's own dict of ``stream`` ("das", "mins" or "rtd"), made on first use."""
-        d = getattr(self, stream)
-        if d is _NOTHING:
-            d = {}
-            setattr(self, stream, d)
-        assert isinstance(d, dict)
-        return d
+    def das_writable(self) -> dict[str, tuple[float | None, float | None, str]]:
+        das = self.das
+        if das is _NOTHING:
+            das = self.das = {}
+        assert isinstance(das, dict)
+        return das
+
+    def log(self, kind: str) -> tuple[list[str], _Keys, _Vals]:
+        """The codes, keys and values of stream ``kind`` ("rtd" or "mins"), made on first use."""
+        if kind == "rtd":
+            if self.rtd_codes is None or self.rtd_keys is None or self.rtd_vals is None:
+                self.rtd_codes, self.rtd_keys, self.rtd_vals = [], array("I"), array("d")
+            return self.rtd_codes, self.rtd_keys, self.rtd_vals
+        if self.mins_codes is None or self.mins_keys is None or self.mins_vals is None:
+            self.mins_codes, self.mins_keys, self.mins_vals = [], array("I"), array("d")
+        return self.mins_codes, self.mins_keys, self.mins_vals
+
+    def add(self, kind: str, code: str, sec: int, v: float, ok: int) -> None:
+        codes, keys, vals = self.log(kind)
+        try:
+            i = codes.index(code)
+        except ValueError:
+            i = len(codes)
+            codes.append(code)
+        keys.extend((i, sec, ok))
+        vals.append(v)
+
+    @property
+    def rtd(self) -> dict[str, dict[int, _Sub]]:
+        return _grouped(self.rtd_codes, self.rtd_keys, self.rtd_vals)
+
+    @property
+    def mins(self) -> dict[str, dict[int, _Sub]]:
+        return _grouped(self.mins_codes, self.mins_keys, self.mins_vals)
 
 
 class HourArchive(Protocol):
@@ -391,14 +403,15 @@ def pack_hour(acc: _HourAcc) -> bytes:
     body = bytearray()
     for key, subs in (("m", acc.mins), ("r", acc.rtd)):
         for code, d in subs.items():
-            a_secs, a_vals = array("H", [int(x) for x in d[0::3]]), d[1::3]
-            head[key].append([code, len(a_vals)])
+            secs = sorted(d)
+            head[key].append([code, len(secs)])
+            a_secs, a_vals = array("H", secs), array("d", [d[s][0] for s in secs])
             if _BIG_ENDIAN:
                 a_secs.byteswap()
                 a_vals.byteswap()
             body += a_secs.tobytes()
             body += a_vals.tobytes()
-            body += bytes(int(x) for x in d[2::3])
+            body += bytes(d[s][1] for s in secs)
     raw = json.dumps(head, separators=(",", ":")).encode()
     return bytes([_PACK_VERSION]) + zlib.compress(len(raw).to_bytes(4, "little") + raw + bytes(body), 1)
 
@@ -414,7 +427,7 @@ def unpack_hour(data: bytes) -> _HourAcc:
     acc = _HourAcc()
     if head["d"]:
         acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
-    for key, stream in (("m", "mins"), ("r", "rtd")):
+    for key, kind in (("m", "mins"), ("r", "rtd")):
         for code, k in head[key]:
             secs = array("H")
             secs.frombytes(raw[pos : pos + 2 * k])
@@ -427,7 +440,8 @@ def unpack_hour(data: bytes) -> _HourAcc:
             if _BIG_ENDIAN:
                 secs.byteswap()
                 vals.byteswap()
-            acc.writable(stream)[code] = _subs_from(zip(secs, vals, oks, strict=True))
+            for s, v, ok in zip(secs, vals, oks, strict=True):
+                acc.add(kind, code, s, v, ok)
     return acc
 
 
@@ -449,6 +463,10 @@ def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else v
 
 
+#: The evicted spans of an outlet that has evicted nothing (shared, never written: ``_evict`` makes its own).
+_NO_SPANS: Final[list[list[int]]] = []
+
+
 class OutletHourly:
     """Incremental hourly aggregator of one outlet (see the module docstring for the rules).
 
@@ -456,6 +474,36 @@ class OutletHourly:
     records of the hours they close, in hour order then code order.  ``snapshot()``/``restore()`` keep the
     open hours across a restart.
     """
+
+    # memory (issue 20): one per outlet
+    __slots__ = (
+        "_abs_tol",
+        "_archive",
+        "_closed_before",
+        "_dirty",
+        "_evicted",
+        "_factors",
+        "_hold_s",
+        "_journal",
+        "_journaling",
+        "_lateness_s",
+        "_max_o2",
+        "_min_interval",
+        "_need",
+        "_now",
+        "_open",
+        "_over_range_valid",
+        "_rel_tol",
+        "_repair",
+        "_rtd_hint",
+        "_schedule",
+        "_touched",
+        "late_beyond_window",
+        "late_readings",
+        "late_unrevised",
+        "mn",
+        "outlet",
+    )
 
     def __init__(
         self,
@@ -501,7 +549,7 @@ class OutletHourly:
         self._touched: dict[int, int] | None = None
         #: [start, end) spans of emitted hours that had data and whose sub-values were dropped from memory
         #: (within the repair window)
-        self._evicted: list[list[int]] = []
+        self._evicted: list[list[int]] = _NO_SPANS  # made on first use (memory: most outlets evict nothing yet)
         self._min_interval = STREAM_HINT_S[Stream.MIN]  # CN=2051 period of an hour with one record, seconds
         #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
         self._archive = archive
@@ -515,7 +563,8 @@ class OutletHourly:
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
         #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
         #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
-        self._journal: list[tuple[Any, ...]] | None = [] if journal else None
+        self._journaling = journal
+        self._journal: list[tuple[Any, ...]] | None = None  # made on first use (memory: idle outlets)
 
     # -- input
 
@@ -544,8 +593,10 @@ class OutletHourly:
             factors = self._factors
             isfinite = math.isfinite
             journal = self._journal
+            if journal is None and self._journaling:
+                journal = self._journal = []
             if stream is Stream.HOUR:
-                das = acc.writable("das")
+                das = acc.das_writable()
                 for code, m in reading.measurements.items():
                     avg = _num(m.values.get("Avg"))
                     zs = _num(m.values.get("ZsAvg"))
@@ -561,7 +612,8 @@ class OutletHourly:
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 kind = "rtd" if stream is Stream.RTD else "mins"
-                target = acc.writable(kind)
+                codes, keys, vals = acc.log(kind)
+                append = keys.append
                 over_range = self._over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
@@ -576,15 +628,15 @@ class OutletHourly:
                         f = factors.get(code)
                         if f is not None:
                             v *= f
-                    d = target.get(code)
-                    if d is None:
-                        target[code] = array("d", (sec, v, ok))
-                    elif d[-3] < sec:  # after the code's last second (data in time order): append
-                        d.append(sec)
-                        d.append(v)
-                        d.append(ok)
-                    else:
-                        _put(d, sec, v, ok)
+                    try:
+                        i = codes.index(code)
+                    except ValueError:  # the code's first sub-value of the hour
+                        i = len(codes)
+                        codes.append(code)
+                    append(i)
+                    append(sec)
+                    append(ok)
+                    vals.append(v)
                     if journal is not None:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
@@ -620,13 +672,15 @@ class OutletHourly:
             return False
         acc = self._open[hour] = unpack_hour(data)
         journal = self._journal
+        if journal is None and self._journaling:
+            journal = self._journal = []
         if journal is not None:  # the hour is in memory again: its whole content, after a reset, for a restart
             journal.append(("x", hour))
             for code, dv in acc.das.items():
                 journal.append(("d", hour, code, *dv))
             for kind, subs in (("mins", acc.mins), ("rtd", acc.rtd)):
                 for code, d in subs.items():
-                    journal.extend(("s", hour, kind, code, sec, v, ok) for sec, v, ok in _sub_items(d))
+                    journal.extend(("s", hour, kind, code, sec, v, ok) for sec, (v, ok) in d.items())
         return True
 
     def archived_wanted(self, reading: Reading) -> int | None:
@@ -692,6 +746,8 @@ class OutletHourly:
         ]
         if old:
             spans = self._evicted
+            if spans is _NO_SPANS:
+                spans = self._evicted = []
             archive = self._archive
             for h in sorted(old):
                 acc = self._open.pop(h)
@@ -774,19 +830,21 @@ class OutletHourly:
         step = hour_cadence(secs, self._min_interval, min_gaps=1)
         return min(3600, max(60, round(step / 60) * 60))
 
-    def _minutes_value(self, d: _Subs, interval: int | None = None, source: str = SOURCE_MINUTES) -> _HourValue:
+    def _minutes_value(
+        self, d: dict[int, _Sub], interval: int | None = None, source: str = SOURCE_MINUTES
+    ) -> _HourValue:
         """Minute records (or real-time values sparser than one a minute, with their ``interval``): each
         valid one covers its period up to the next; the covered minutes are the valid minutes."""
-        subs = list(_sub_items(d))  # in second order
-        secs = [s for s, _, _ in subs]
+        secs = sorted(d)
         if interval is None:
             interval = self._infer_interval(secs)
         n_cov = 0
         wsum = 0.0
         lower_bound = False
         last = len(secs) - 1
-        for i, (s, v, ok) in enumerate(subs):
+        for i, s in enumerate(secs):
             cov = min(interval, (secs[i + 1] if i < last else 3600) - s)
+            v, ok = d[s]
             if ok:
                 n_cov += cov
                 wsum += v * cov
@@ -796,18 +854,16 @@ class OutletHourly:
         avg = wsum / n_cov if n_cov else None
         return (avg, valid, _hour_flag(valid, lower_bound), source, valid_minutes, None)
 
-    def _rtd_value(self, d: _Subs) -> _HourValue:
-        secs = d[0::3]
-        cadence = int(hour_cadence(secs, self._rtd_hint))  # type: ignore[arg-type]  # whole seconds as floats
+    def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
+        cadence = hour_cadence(d, self._rtd_hint)
         if cadence > 60 and self._need is None:
             # sparser than one value a minute: each value covers its interval (see the module docstring)
             return self._minutes_value(d, min(cadence, 3600), SOURCE_REALTIME)
-        minutes: dict[float, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
-        for s, v, ok in zip(secs, d[1::3], d[2::3], strict=True):
-            m = s // 60  # the minute (seconds and states are whole floats)
-            acc = minutes.get(m)
+        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
+        for s, (v, ok) in d.items():
+            acc = minutes.get(s // 60)
             if acc is None:
-                acc = minutes[m] = [0.0, 0.0, 0.0, 0.0]
+                acc = minutes[s // 60] = [0.0, 0.0, 0.0, 0.0]
             acc[0] += 1.0
             if ok:
                 acc[1] += 1.0
@@ -828,7 +884,9 @@ class OutletHourly:
         avg = wsum / valid_minutes if valid_minutes else None
         return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_REALTIME, valid_minutes, None)
 
-    def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
+    def _hour_value(
+        self, code: str, acc: _HourAcc, mins_of: dict[str, dict[int, _Sub]], rtd_of: dict[str, dict[int, _Sub]]
+    ) -> _HourValue:
         das = acc.das.get(code)
         if das is not None:
             avg, zs, flag = das
@@ -836,14 +894,15 @@ class OutletHourly:
                 flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
             valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
             return (avg, valid, flag, SOURCE_DAS, None, zs)
-        mins = acc.mins.get(code)
+        mins = mins_of.get(code)
         if mins:
             return self._minutes_value(mins)
-        return self._rtd_value(acc.rtd[code])
+        return self._rtd_value(rtd_of[code])
 
     def _build(self, hour: int, acc: _HourAcc) -> list[HourlyRecord]:
-        codes = sorted(set(acc.das) | set(acc.mins) | set(acc.rtd))
-        values = {code: self._hour_value(code, acc) for code in codes}
+        mins_of, rtd_of = acc.mins, acc.rtd
+        codes = sorted(set(acc.das) | set(mins_of) | set(rtd_of))
+        values = {code: self._hour_value(code, acc, mins_of, rtd_of) for code in codes}
         hour_dt = datetime.fromtimestamp(hour, BEIJING)
         o2 = values.get(O2)
         o2_avg = o2[0] if o2 is not None else None
@@ -943,9 +1002,9 @@ class OutletHourly:
         """The sub-values added since the last call (the service persists them as one row per outlet and
         commit, so a commit costs what was added, not the size of the open hours)."""
         j = self._journal
-        if j is None:
+        if not j:
             return []
-        self._journal = []
+        self._journal = None
         return j
 
     @property
@@ -967,9 +1026,9 @@ class OutletHourly:
         """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
         hours' content out (persisted incrementally from :meth:`take_journal` instead)."""
 
-        def subs(d: Mapping[str, _Subs]) -> dict[str, list[list[Any]]]:
+        def subs(d: dict[str, dict[int, _Sub]]) -> dict[str, list[list[Any]]]:
             return {
-                code: [[s, None if math.isnan(v) else v, ok] for s, v, ok in _sub_items(vals)]
+                code: [[s, None if math.isnan(v) else v, ok] for s, (v, ok) in sorted(vals.items())]
                 for code, vals in d.items()
             }
 
@@ -1020,7 +1079,6 @@ class OutletHourly:
                 acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
             for name in ("mins", "rtd"):
                 for code, rows in raw[name].items():
-                    acc.writable(name)[code] = _subs_from(
-                        [(int(s), _NAN if v is None else float(v), int(ok)) for s, v, ok in rows]
-                    )
+                    for s, v, ok in rows:
+                        acc.add(name, code, int(s), _NAN if v is None else float(v), int(ok))
             self._open[int(h)] = acc

@@ -31,7 +31,7 @@ from cems.model import BEIJING
 from cems.replay import load_readings, replay
 from cems.rules import DEFAULT_HOLD
 from cems.rules.daily import DailyRecord
-from cems.rules.hourly import _BAD, _LOWER_BOUND, _OK, _HourAcc, _sub_items, _subs_from, pack_hour, unpack_hour
+from cems.rules.hourly import _BAD, _LOWER_BOUND, _OK, _HourAcc, pack_hour, unpack_hour
 
 DAY = timedelta(days=1)
 
@@ -85,35 +85,51 @@ def test_a_packed_hour_unpacks_to_the_same_sub_values(
     subs: dict[str, dict[int, tuple[float, int]]], das: dict[str, tuple[float | None, float | None, str]]
 ) -> None:
     acc = _HourAcc()
-    acc.rtd = {c: _subs_from((s, v, ok) for s, (v, ok) in d.items()) for c, d in subs.items()}
-    acc.mins = {c: _subs_from((s, v, ok) for s, (v, ok) in d.items()) for c, d in list(subs.items())[:1]}
-    acc.das = das
+    for kind, streams in (("rtd", subs), ("mins", dict(list(subs.items())[:1]))):
+        for code, d in streams.items():
+            for s, (v, ok) in d.items():
+                acc.add(kind, code, s, v, ok)
+    if das:
+        acc.das_writable().update(das)
     back = unpack_hour(pack_hour(acc))
     assert back.das == acc.das
-    for got, want in ((back.rtd, dict(subs)), (back.mins, dict(list(subs.items())[:1]))):
+    for got, want in ((back.rtd, {c: d for c, d in subs.items() if d}), (back.mins, dict(list(subs.items())[:1]))):
+        want = {c: d for c, d in want.items() if d}
         assert got.keys() == want.keys()
         for code in want:
-            got_items = list(_sub_items(got[code]))
-            assert [s for s, _, _ in got_items] == sorted(want[code])  # in second order
-            for s, gv, gok in got_items:
-                v, ok = want[code][s]
+            assert sorted(got[code]) == sorted(want[code])
+            for s, (v, ok) in want[code].items():
+                gv, gok = got[code][s]
                 assert gok == ok and (gv == v or (math.isnan(gv) and math.isnan(v)))
 
 
-@given(st.lists(st.tuples(st.integers(0, 3599), st.floats(-1e6, 1e6), st.sampled_from([_BAD, _OK, _LOWER_BOUND]))))
-def test_sub_values_keep_one_value_per_second_in_second_order_whatever_the_arrival_order(
-    rows: list[tuple[int, float, int]],
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a21026", "a19001", "a21002"]),
+            st.integers(0, 3599),
+            st.floats(-1e6, 1e6),
+            st.sampled_from([_BAD, _OK, _LOWER_BOUND]),
+        )
+    )
+)
+def test_the_compact_log_of_sub_values_groups_back_as_a_dict_per_code_would(
+    rows: list[tuple[str, int, float, int]],
 ) -> None:
-    """The compact sub-value arrays (issue 20, memory) behave as the dict of second → (value, state) they
-    replace: a re-sent second replaces the earlier value, and the values come out in second order."""
-    want: dict[int, tuple[float, int]] = {}
-    for s, v, ok in rows:
-        want[s] = (v, ok)
-    got = list(_sub_items(_subs_from(rows)))
-    assert got == [(s, *want[s]) for s in sorted(want)]
+    """The compact log (issue 20, memory) gives what the dict per code it replaces kept: a re-sent second
+    replaces the earlier value, codes and seconds in order of first arrival."""
+    want: dict[str, dict[int, tuple[float, int]]] = {}
+    acc = _HourAcc()
+    for code, s, v, ok in rows:
+        want.setdefault(code, {})[s] = (v, ok)
+        acc.add("rtd", code, s, v, ok)
+    got = acc.rtd
+    assert list(got) == list(want)
+    assert all(list(got[c].items()) == list(want[c].items()) for c in want)
+    assert acc.mins == {}
 
 
-#: An hour packed by the layout before the compact sub-values (issue 20): hours archived by an older cems.
+#: An hour packed by the layout before the compact log (issue 20): hours archived by an older cems.
 _OLD_PACKED = bytes.fromhex(
     "0178010b666060a8564a51b2aa564a343234303253b28a3632d033d0313205124a7e4ab1b53a4ab940c168b0bc8191928e616cac8e"
     "52115c08a845c7385607286f686960600896af8d60029acbc0d0e0e0c0c8c020c71005e63130fca88730341dc0b4828b030323442590afecc008003ecf18cf"
@@ -123,11 +139,11 @@ _OLD_PACKED = bytes.fromhex(
 def test_an_hour_archived_by_an_older_version_unpacks_and_packs_to_the_same_bytes() -> None:
     acc = unpack_hour(_OLD_PACKED)
     assert acc.das == {"a21026": (20.0, 25.0, "N")}
-    rtd = {c: list(_sub_items(a)) for c, a in acc.rtd.items()}
-    assert rtd["a19001"] == [(0, 9.5, _OK)]
-    assert [(s, ok) for s, _, ok in rtd["a21026"]] == [(0, _BAD), (30, _OK), (90, _LOWER_BOUND)]
-    assert math.isnan(rtd["a21026"][0][1]) and [v for _, v, _ in rtd["a21026"][1:]] == [12.5, 40.25]
-    assert {c: list(_sub_items(a)) for c, a in acc.mins.items()} == {"a21002": [(600, 33.0, _OK)]}
+    rtd = acc.rtd
+    assert rtd["a19001"] == {0: (9.5, _OK)}
+    assert sorted((s, ok) for s, (_, ok) in rtd["a21026"].items()) == [(0, _BAD), (30, _OK), (90, _LOWER_BOUND)]
+    assert math.isnan(rtd["a21026"][0][0]) and (rtd["a21026"][30][0], rtd["a21026"][90][0]) == (12.5, 40.25)
+    assert acc.mins == {"a21002": {600: (33.0, _OK)}}
     assert pack_hour(acc) == _OLD_PACKED
 
 
