@@ -317,7 +317,7 @@ def _grouped(codes: list[str] | None, keys: _Keys | None, vals: _Vals | None) ->
         return {}
     ds: list[dict[int, _Sub]] = [{} for _ in codes]
     it = iter(keys)
-    for (i, s, ok), v in zip(zip(it, it, it, strict=True), vals, strict=True):
+    for i, s, ok, v in zip(it, it, it, vals):  # noqa: B905 (the lengths agree by construction)
         ds[i][s] = (v, ok)
     return dict(zip(codes, ds, strict=True))
 

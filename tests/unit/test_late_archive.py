@@ -5,6 +5,7 @@ and in replay, and the final records, events and rates are those of the sorted r
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 
@@ -327,3 +328,36 @@ def test_live_with_delays_of_days_equals_the_sorted_replay(
     assert _rates(live.engine, start, end) == _rates(sorted_engine, start, end)
     counts = live.engine.late_counts()
     assert counts["late_unrevised"] == 0 and counts["late_beyond_window"] == 0
+
+
+#: State an older cems (before the compact log, issue 20) saved for the benchmark outlet after its first three
+#: real-time packets of the day (`cems.devtools.bench._data.replay_lines`).
+_OLD_SNAPSHOT = (
+    '{"version":1,"mn":"130602BN00000000","closed_before":1772290800,"min_interval":60,"late_readings":0,"late'
+    '_unrevised":0,"late_beyond_window":0,"now":1772294520,"evicted":[],"dirty":[],"touched":[],"memory":[1772'
+    '294400],"open":{"1772294400":{"das":{},"mins":{},"rtd":{"a34013":[[0,1.13,1],[60,2.6,1],[120,2.42,1]],"a2'
+    '1026":[[0,13.81,1],[60,11.64,1],[120,14.42,1]],"a21002":[[0,14.31,1],[60,22.8,1],[120,26.86,1]],"a19001":'
+    '[[0,7.46,1],[60,6.81,1],[120,7.22,1]],"a01012":[[0,130.13,1],[60,89.5,1],[120,106.69,1]],"a01014":[[0,10.'
+    '15,1],[60,8.01,1],[120,6.88,1]],"a00000":[[0,284.41,1],[60,187.74,1],[120,62.57,1]]}}}}'
+)
+
+
+def test_state_saved_by_an_older_version_restores_and_gives_the_records_of_an_uninterrupted_run() -> None:
+    from cems.decode import decode_message
+    from cems.devtools.bench import _data
+    from cems.registry import parse_registry
+    from cems.rules.hourly import OutletHourly
+
+    reg = parse_registry(_data.registry_toml(1))
+    outlet = reg.outlets()[0].outlet
+    readings = [
+        decode_message(f"cems/v1/{outlet.mn}/hj212", line.encode(), reg).reading
+        for line in list(_data.replay_lines(1))[:200]
+    ]
+    uninterrupted = OutletHourly(outlet)
+    want = [r for reading in readings for r in uninterrupted.feed(reading)] + uninterrupted.flush()
+    restored = OutletHourly(outlet)
+    restored.restore(json.loads(_OLD_SNAPSHOT))
+    assert restored.snapshot() == json.loads(_OLD_SNAPSHOT)  # the same layout, read and written back
+    got = [r for reading in readings[3:] for r in restored.feed(reading)] + restored.flush()
+    assert len(want) == 28 and [r.to_json() for r in got] == [r.to_json() for r in want]
