@@ -82,7 +82,8 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol
+from types import MappingProxyType
+from typing import Any, Final, Protocol, TypeAlias
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
@@ -195,14 +196,18 @@ def unit_factor(code: str, unit: str) -> float:
     return entry[1]
 
 
-def unit_factors(outlet: Outlet) -> dict[str, float]:
+#: The factors of an outlet without conversions (most of them): one shared, read-only mapping.
+_NO_FACTORS: Final[Mapping[str, float]] = MappingProxyType({})
+
+
+def unit_factors(outlet: Outlet) -> Mapping[str, float]:
     """Conversion factors of an outlet (``outlet.units``); codes with factor 1 are left out."""
     out: dict[str, float] = {}
     for code, unit in outlet.units.items():
         f = unit_factor(code, unit)
         if f != 1.0:
             out[code] = f
-    return out
+    return out or _NO_FACTORS  # memory: one shared empty mapping, not one dict per outlet
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -292,19 +297,85 @@ def beijing_hour(t: datetime) -> datetime:
 
 # ---------------------------------------------------------------------------------------------- aggregator
 
-# (value, is N) of one sub-value; value is NaN for a flagged code sent without a number.
+# (value, state) of one sub-value; value is NaN for a flagged code sent without a number.
 _Sub = tuple[float, int]  # (value, _BAD | _OK | _LOWER_BOUND)
 # (avg, valid, flag, source, valid_minutes, das_zs)
 _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
 
+#: The DAS records of the hours that have none (most): one shared mapping, never written
+#: (:meth:`_HourAcc.das_writable` gives the hour its own dict first).
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+#: A stream's log of one hour (see :class:`_HourAcc`): (code index, second, state) triples, and the values.
+_Keys: TypeAlias = "array[int]"
+_Vals: TypeAlias = "array[float]"
+
+
+def _grouped(codes: list[str] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
+    """code → second → (value, state) of a stream's log: codes in order of first arrival, seconds in order
+    of first arrival, a re-sent second's value replacing the earlier one (what a dict per code kept)."""
+    if codes is None or keys is None or vals is None:
+        return {}
+    ds: list[dict[int, _Sub]] = [{} for _ in codes]
+    it = iter(keys)
+    for i, s, ok, v in zip(it, it, it, vals):  # noqa: B905 (the lengths agree by construction)
+        ds[i][s] = (v, ok)
+    return dict(zip(codes, ds, strict=True))
+
 
 class _HourAcc:
-    __slots__ = ("das", "mins", "rtd")
+    """One hour of one outlet in memory: the DAS's hourly records and the real-time and minute sub-values.
+
+    Memory (issue 20): a stream's sub-values are a log in arrival order, two arrays: (code index, second,
+    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's list
+    of codes, instead of a dict per code of (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a
+    code with one value).  :attr:`rtd` and :attr:`mins` group a log back into those dicts
+    (:func:`_grouped`) when the hour is built, packed or saved."""
+
+    __slots__ = ("das", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
 
     def __init__(self) -> None:
-        self.das: dict[str, tuple[float | None, float | None, str]] = {}
-        self.mins: dict[str, dict[int, _Sub]] = {}  # code → second within the hour → sub-value
-        self.rtd: dict[str, dict[int, _Sub]] = {}
+        self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
+        self.rtd_codes: list[str] | None = None
+        self.rtd_keys: _Keys | None = None
+        self.rtd_vals: _Vals | None = None
+        self.mins_codes: list[str] | None = None
+        self.mins_keys: _Keys | None = None
+        self.mins_vals: _Vals | None = None
+
+    def das_writable(self) -> dict[str, tuple[float | None, float | None, str]]:
+        das = self.das
+        if das is _NOTHING:
+            das = self.das = {}
+        assert isinstance(das, dict)
+        return das
+
+    def log(self, kind: str) -> tuple[list[str], _Keys, _Vals]:
+        """The codes, keys and values of stream ``kind`` ("rtd" or "mins"), made on first use."""
+        if kind == "rtd":
+            if self.rtd_codes is None or self.rtd_keys is None or self.rtd_vals is None:
+                self.rtd_codes, self.rtd_keys, self.rtd_vals = [], array("I"), array("d")
+            return self.rtd_codes, self.rtd_keys, self.rtd_vals
+        if self.mins_codes is None or self.mins_keys is None or self.mins_vals is None:
+            self.mins_codes, self.mins_keys, self.mins_vals = [], array("I"), array("d")
+        return self.mins_codes, self.mins_keys, self.mins_vals
+
+    def add(self, kind: str, code: str, sec: int, v: float, ok: int) -> None:
+        codes, keys, vals = self.log(kind)
+        try:
+            i = codes.index(code)
+        except ValueError:
+            i = len(codes)
+            codes.append(code)
+        keys.extend((i, sec, ok))
+        vals.append(v)
+
+    @property
+    def rtd(self) -> dict[str, dict[int, _Sub]]:
+        return _grouped(self.rtd_codes, self.rtd_keys, self.rtd_vals)
+
+    @property
+    def mins(self) -> dict[str, dict[int, _Sub]]:
+        return _grouped(self.mins_codes, self.mins_keys, self.mins_vals)
 
 
 class HourArchive(Protocol):
@@ -354,8 +425,9 @@ def unpack_hour(data: bytes) -> _HourAcc:
     head = json.loads(raw[4 : 4 + n])
     pos = 4 + n
     acc = _HourAcc()
-    acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
-    for key, target in (("m", acc.mins), ("r", acc.rtd)):
+    if head["d"]:
+        acc.das = {c: (a, z, str(f)) for c, (a, z, f) in head["d"].items()}
+    for key, kind in (("m", "mins"), ("r", "rtd")):
         for code, k in head[key]:
             secs = array("H")
             secs.frombytes(raw[pos : pos + 2 * k])
@@ -368,7 +440,8 @@ def unpack_hour(data: bytes) -> _HourAcc:
             if _BIG_ENDIAN:
                 secs.byteswap()
                 vals.byteswap()
-            target[code] = {s: (v, ok) for s, v, ok in zip(secs, vals, oks, strict=True)}
+            for s, v, ok in zip(secs, vals, oks, strict=True):
+                acc.add(kind, code, s, v, ok)
     return acc
 
 
@@ -390,6 +463,10 @@ def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else v
 
 
+#: The evicted spans of an outlet that has evicted nothing (shared, never written: ``_evict`` makes its own).
+_NO_SPANS: Final[list[list[int]]] = []
+
+
 class OutletHourly:
     """Incremental hourly aggregator of one outlet (see the module docstring for the rules).
 
@@ -397,6 +474,36 @@ class OutletHourly:
     records of the hours they close, in hour order then code order.  ``snapshot()``/``restore()`` keep the
     open hours across a restart.
     """
+
+    # memory (issue 20): one per outlet
+    __slots__ = (
+        "_abs_tol",
+        "_archive",
+        "_closed_before",
+        "_dirty",
+        "_evicted",
+        "_factors",
+        "_hold_s",
+        "_journal",
+        "_journaling",
+        "_lateness_s",
+        "_max_o2",
+        "_min_interval",
+        "_need",
+        "_now",
+        "_open",
+        "_over_range_valid",
+        "_rel_tol",
+        "_repair",
+        "_rtd_hint",
+        "_schedule",
+        "_touched",
+        "late_beyond_window",
+        "late_readings",
+        "late_unrevised",
+        "mn",
+        "outlet",
+    )
 
     def __init__(
         self,
@@ -442,7 +549,7 @@ class OutletHourly:
         self._touched: dict[int, int] | None = None
         #: [start, end) spans of emitted hours that had data and whose sub-values were dropped from memory
         #: (within the repair window)
-        self._evicted: list[list[int]] = []
+        self._evicted: list[list[int]] = _NO_SPANS  # made on first use (memory: most outlets evict nothing yet)
         self._min_interval = STREAM_HINT_S[Stream.MIN]  # CN=2051 period of an hour with one record, seconds
         #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
         self._archive = archive
@@ -456,7 +563,8 @@ class OutletHourly:
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
         #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
         #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
-        self._journal: list[tuple[Any, ...]] | None = [] if journal else None
+        self._journaling = journal
+        self._journal: list[tuple[Any, ...]] | None = None  # made on first use (memory: idle outlets)
 
     # -- input
 
@@ -485,8 +593,10 @@ class OutletHourly:
             factors = self._factors
             isfinite = math.isfinite
             journal = self._journal
+            if journal is None and self._journaling:
+                journal = self._journal = []
             if stream is Stream.HOUR:
-                das = acc.das
+                das = acc.das_writable()
                 for code, m in reading.measurements.items():
                     avg = _num(m.values.get("Avg"))
                     zs = _num(m.values.get("ZsAvg"))
@@ -501,8 +611,9 @@ class OutletHourly:
                         journal.append(("d", hour, code, *dv))
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
-                target = acc.rtd if stream is Stream.RTD else acc.mins
                 kind = "rtd" if stream is Stream.RTD else "mins"
+                codes, keys, vals = acc.log(kind)
+                append = keys.append
                 over_range = self._over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
@@ -517,10 +628,15 @@ class OutletHourly:
                         f = factors.get(code)
                         if f is not None:
                             v *= f
-                    d = target.get(code)
-                    if d is None:
-                        d = target[code] = {}
-                    d[sec] = (v, ok)
+                    try:
+                        i = codes.index(code)
+                    except ValueError:  # the code's first sub-value of the hour
+                        i = len(codes)
+                        codes.append(code)
+                    append(i)
+                    append(sec)
+                    append(ok)
+                    vals.append(v)
                     if journal is not None:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
@@ -556,6 +672,8 @@ class OutletHourly:
             return False
         acc = self._open[hour] = unpack_hour(data)
         journal = self._journal
+        if journal is None and self._journaling:
+            journal = self._journal = []
         if journal is not None:  # the hour is in memory again: its whole content, after a reset, for a restart
             journal.append(("x", hour))
             for code, dv in acc.das.items():
@@ -628,6 +746,8 @@ class OutletHourly:
         ]
         if old:
             spans = self._evicted
+            if spans is _NO_SPANS:
+                spans = self._evicted = []
             archive = self._archive
             for h in sorted(old):
                 acc = self._open.pop(h)
@@ -764,7 +884,9 @@ class OutletHourly:
         avg = wsum / valid_minutes if valid_minutes else None
         return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_REALTIME, valid_minutes, None)
 
-    def _hour_value(self, code: str, acc: _HourAcc) -> _HourValue:
+    def _hour_value(
+        self, code: str, acc: _HourAcc, mins_of: dict[str, dict[int, _Sub]], rtd_of: dict[str, dict[int, _Sub]]
+    ) -> _HourValue:
         das = acc.das.get(code)
         if das is not None:
             avg, zs, flag = das
@@ -772,14 +894,15 @@ class OutletHourly:
                 flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
             valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
             return (avg, valid, flag, SOURCE_DAS, None, zs)
-        mins = acc.mins.get(code)
+        mins = mins_of.get(code)
         if mins:
             return self._minutes_value(mins)
-        return self._rtd_value(acc.rtd[code])
+        return self._rtd_value(rtd_of[code])
 
     def _build(self, hour: int, acc: _HourAcc) -> list[HourlyRecord]:
-        codes = sorted(set(acc.das) | set(acc.mins) | set(acc.rtd))
-        values = {code: self._hour_value(code, acc) for code in codes}
+        mins_of, rtd_of = acc.mins, acc.rtd
+        codes = sorted(set(acc.das) | set(mins_of) | set(rtd_of))
+        values = {code: self._hour_value(code, acc, mins_of, rtd_of) for code in codes}
         hour_dt = datetime.fromtimestamp(hour, BEIJING)
         o2 = values.get(O2)
         o2_avg = o2[0] if o2 is not None else None
@@ -879,9 +1002,9 @@ class OutletHourly:
         """The sub-values added since the last call (the service persists them as one row per outlet and
         commit, so a commit costs what was added, not the size of the open hours)."""
         j = self._journal
-        if j is None:
+        if not j:
             return []
-        self._journal = []
+        self._journal = None
         return j
 
     @property
@@ -952,8 +1075,10 @@ class OutletHourly:
         self._open = {}
         for h, raw in state["open"].items():
             acc = _HourAcc()
-            acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
-            for name, target in (("mins", acc.mins), ("rtd", acc.rtd)):
+            if raw["das"]:
+                acc.das = {c: (a, z, str(f)) for c, (a, z, f) in raw["das"].items()}
+            for name in ("mins", "rtd"):
                 for code, rows in raw[name].items():
-                    target[code] = {int(s): (_NAN if v is None else float(v), int(ok)) for s, v, ok in rows}
+                    for s, v, ok in rows:
+                        acc.add(name, code, int(s), _NAN if v is None else float(v), int(ok))
             self._open[int(h)] = acc

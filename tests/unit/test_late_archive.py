@@ -5,6 +5,7 @@ and in replay, and the final records, events and rates are those of the sorted r
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 
@@ -85,18 +86,66 @@ def test_a_packed_hour_unpacks_to_the_same_sub_values(
     subs: dict[str, dict[int, tuple[float, int]]], das: dict[str, tuple[float | None, float | None, str]]
 ) -> None:
     acc = _HourAcc()
-    acc.rtd = subs
-    acc.mins = {c: dict(d) for c, d in list(subs.items())[:1]}
-    acc.das = das
+    for kind, streams in (("rtd", subs), ("mins", dict(list(subs.items())[:1]))):
+        for code, d in streams.items():
+            for s, (v, ok) in d.items():
+                acc.add(kind, code, s, v, ok)
+    if das:
+        acc.das_writable().update(das)
     back = unpack_hour(pack_hour(acc))
     assert back.das == acc.das
-    for got, want in ((back.rtd, acc.rtd), (back.mins, acc.mins)):
+    for got, want in ((back.rtd, {c: d for c, d in subs.items() if d}), (back.mins, dict(list(subs.items())[:1]))):
+        want = {c: d for c, d in want.items() if d}
         assert got.keys() == want.keys()
         for code in want:
-            assert got[code].keys() == want[code].keys()
+            assert sorted(got[code]) == sorted(want[code])
             for s, (v, ok) in want[code].items():
                 gv, gok = got[code][s]
                 assert gok == ok and (gv == v or (math.isnan(gv) and math.isnan(v)))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a21026", "a19001", "a21002"]),
+            st.integers(0, 3599),
+            st.floats(-1e6, 1e6),
+            st.sampled_from([_BAD, _OK, _LOWER_BOUND]),
+        )
+    )
+)
+def test_the_compact_log_of_sub_values_groups_back_as_a_dict_per_code_would(
+    rows: list[tuple[str, int, float, int]],
+) -> None:
+    """The compact log (issue 20, memory) gives what the dict per code it replaces kept: a re-sent second
+    replaces the earlier value, codes and seconds in order of first arrival."""
+    want: dict[str, dict[int, tuple[float, int]]] = {}
+    acc = _HourAcc()
+    for code, s, v, ok in rows:
+        want.setdefault(code, {})[s] = (v, ok)
+        acc.add("rtd", code, s, v, ok)
+    got = acc.rtd
+    assert list(got) == list(want)
+    assert all(list(got[c].items()) == list(want[c].items()) for c in want)
+    assert acc.mins == {}
+
+
+#: An hour packed by the layout before the compact log (issue 20): hours archived by an older cems.
+_OLD_PACKED = bytes.fromhex(
+    "0178010b666060a8564a51b2aa564a343234303253b28a3632d033d0313205124a7e4ab1b53a4ab940c168b0bc8191928e616cac8e"
+    "52115c08a845c7385607286f686960600896af8d60029acbc0d0e0e0c0c8c020c71005e63130fca88730341dc0b4828b030323442590afecc008003ecf18cf"
+)
+
+
+def test_an_hour_archived_by_an_older_version_unpacks_and_packs_to_the_same_bytes() -> None:
+    acc = unpack_hour(_OLD_PACKED)
+    assert acc.das == {"a21026": (20.0, 25.0, "N")}
+    rtd = acc.rtd
+    assert rtd["a19001"] == {0: (9.5, _OK)}
+    assert sorted((s, ok) for s, (_, ok) in rtd["a21026"].items()) == [(0, _BAD), (30, _OK), (90, _LOWER_BOUND)]
+    assert math.isnan(rtd["a21026"][0][0]) and (rtd["a21026"][30][0], rtd["a21026"][90][0]) == (12.5, 40.25)
+    assert acc.mins == {"a21002": {600: (33.0, _OK)}}
+    assert pack_hour(acc) == _OLD_PACKED
 
 
 # -- the cases of the issue -------------------------------------------------------------------------------
@@ -279,3 +328,36 @@ def test_live_with_delays_of_days_equals_the_sorted_replay(
     assert _rates(live.engine, start, end) == _rates(sorted_engine, start, end)
     counts = live.engine.late_counts()
     assert counts["late_unrevised"] == 0 and counts["late_beyond_window"] == 0
+
+
+#: State an older cems (before the compact log, issue 20) saved for the benchmark outlet after its first three
+#: real-time packets of the day (`cems.devtools.bench._data.replay_lines`).
+_OLD_SNAPSHOT = (
+    '{"version":1,"mn":"130602BN00000000","closed_before":1772290800,"min_interval":60,"late_readings":0,"late'
+    '_unrevised":0,"late_beyond_window":0,"now":1772294520,"evicted":[],"dirty":[],"touched":[],"memory":[1772'
+    '294400],"open":{"1772294400":{"das":{},"mins":{},"rtd":{"a34013":[[0,1.13,1],[60,2.6,1],[120,2.42,1]],"a2'
+    '1026":[[0,13.81,1],[60,11.64,1],[120,14.42,1]],"a21002":[[0,14.31,1],[60,22.8,1],[120,26.86,1]],"a19001":'
+    '[[0,7.46,1],[60,6.81,1],[120,7.22,1]],"a01012":[[0,130.13,1],[60,89.5,1],[120,106.69,1]],"a01014":[[0,10.'
+    '15,1],[60,8.01,1],[120,6.88,1]],"a00000":[[0,284.41,1],[60,187.74,1],[120,62.57,1]]}}}}'
+)
+
+
+def test_state_saved_by_an_older_version_restores_and_gives_the_records_of_an_uninterrupted_run() -> None:
+    from cems.decode import decode_message
+    from cems.devtools.bench import _data
+    from cems.registry import parse_registry
+    from cems.rules.hourly import OutletHourly
+
+    reg = parse_registry(_data.registry_toml(1))
+    outlet = reg.outlets()[0].outlet
+    readings = [
+        decode_message(f"cems/v1/{outlet.mn}/hj212", line.encode(), reg).reading
+        for line in list(_data.replay_lines(1))[:200]
+    ]
+    uninterrupted = OutletHourly(outlet)
+    want = [r for reading in readings for r in uninterrupted.feed(reading)] + uninterrupted.flush()
+    restored = OutletHourly(outlet)
+    restored.restore(json.loads(_OLD_SNAPSHOT))
+    assert restored.snapshot() == json.loads(_OLD_SNAPSHOT)  # the same layout, read and written back
+    got = [r for reading in readings[3:] for r in restored.feed(reading)] + restored.flush()
+    assert len(want) == 28 and [r.to_json() for r in got] == [r.to_json() for r in want]
