@@ -39,6 +39,8 @@ EPILOG = examples(
     "    --influx-url http://influxdb:8086 --influx-api v2 --influx-org bureau --influx-bucket cems",
     "cems run --config registry.toml --shard 1/2 --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 \\",
     "    --influx-db cems     # outlets with CRC-32(MN) mod 2 = 1, from cems/v1/s1/{mn}/{stream}",
+    "cems run --config registry.toml --mqtt-url mqtt://nats1:1883,mqtt://nats2:1883,mqtt://nats3:1883 \\",
+    "    --influx-url http://influxdb:8086   # a broker cluster: the next node when one fails",
 )
 
 
