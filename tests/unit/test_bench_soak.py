@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from cems.devtools.bench._data import accelerated_clock
 from cems.devtools.bench._soak import Sample, drift
 from cems.devtools.bench.loadgen import soak_exceeds
 
@@ -40,3 +43,16 @@ def test_drift_compares_the_last_quarter_with_the_first() -> None:
 
 def test_too_few_samples_give_no_drift() -> None:
     assert "note" in drift([_sample(1.0, 1.0)] * 3, [(0.0, 0.0, 0.0, 0.0)] * 3)
+
+
+def test_the_accelerated_clock_reads_data_at_wall_and_runs_speed_times_faster() -> None:
+    wall = time.time()
+    clock = accelerated_clock(f"{wall},{wall - 86_400},30")
+    a = clock().timestamp()
+    time.sleep(0.2)
+    b = clock().timestamp()
+    assert wall - 86_400 <= a < wall - 86_400 + 30 * 5  # the start of the data time, ± a loaded machine
+    assert 30 * 0.2 <= b - a < 30 * 5
+    for bad in ("1,2", "1,2,0", "1,2,-3", "a,b,c", "1,2,nan"):
+        with pytest.raises(ValueError):
+            accelerated_clock(bad)

@@ -5,9 +5,12 @@ The short benchmark drains a backlog of ≈ 90 000 messages: too short for the c
 pays — the 200 000-message duplicate window full and evicting, the compliance state committed and its
 SQLite WAL checkpointed again and again, InfluxDB compacting its shards, hours and days closing, warnings
 opening and closing.  Here, on the same project-owned Mosquitto and InfluxDB as the benchmark
-(``LocalServices``), ``cems run`` (every rule on) takes a load generator's live stream (``loadgen soak``:
-round robin over the outlets at a fixed rate, each round's data time the wall clock, a few outlets
-exceeding three readings in a row now and then) for MINUTES, while a bare paho-mqtt subscriber (the
+(``LocalServices``), ``cems run`` (every rule on) takes a load generator's stream (``loadgen soak``: round
+robin over the outlets at a fixed rate, a few outlets exceeding three readings in a row now and then) for
+MINUTES.  Data time runs faster than the wall clock, so that each outlet sends every 30 s of it (its
+registry cadence), and ``cems run`` is given the same accelerated clock for its rules
+(``--accelerated-clock``, a hidden benchmark option): hours, days and events close as they would live, every
+few minutes instead of every hour.  Meanwhile a bare paho-mqtt subscriber (the
 benchmark's baseline consumer) receives the same stream, so that every interval's CPU per message of cems
 is compared with the bare consumer's *in the same interval* (a ratio: the machine is shared).
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import socket
 import sys
@@ -42,6 +44,8 @@ from cems.devtools.bench._run import CEMS_TOPICS, Bench, BenchConfig, _cpu_s, _r
 from cems.errors import CemsError, ServiceError
 from cems.sinks.influx import create_database
 
+#: Seconds ``cems run`` may take to start (its first reading stored) in a soak.
+_WARM_UP_S = 180.0
 #: Messages the bare consumer is told to wait for: it runs until stopped.
 _FOREVER = 10**12
 
@@ -117,7 +121,7 @@ def drift(samples: Sequence[Sample], cpu: Sequence[tuple[float, float, float, fl
 
 
 def format_samples(samples: Sequence[Sample]) -> str:
-    head = ("t_s", "msg/s", "cems_us/msg", "base_us/msg", "ratio", "rss_mb", "backlog", "stored")
+    head = ("t_s", "msg/s", "cems_us/msg", "base_us/msg", "ratio", "rss_mb", "backlog", "stored", "influx_cores")
 
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else fmt.format(v)
@@ -125,7 +129,7 @@ def format_samples(samples: Sequence[Sample]) -> str:
     rows = [
         (f"{s.t_s:.0f}", f(s.msgs_per_s, "{:,.0f}"), f(s.cems_cpu_us_per_msg, "{:.1f}"),
          f(s.baseline_cpu_us_per_msg, "{:.1f}"), f(s.ratio, "{:.2f}"), f(s.rss_mb, "{:.0f}"), f"{s.backlog:,}",
-         f"{s.accepted:,}")
+         f"{s.accepted:,}", f(s.influxdb_cores, "{:.2f}"))
         for s in samples
     ]  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -168,19 +172,19 @@ class Soak:
         try:
             b.start_services()
             rate = self.rate()
-            outlets = max(self.cfg.outlets, math.ceil(rate))
-            if outlets > self.cfg.outlets:
-                self.note(f"{outlets} outlets (not {self.cfg.outlets}): one reading per outlet per second at most")
+            outlets = self.cfg.outlets
+            # data time runs so that each outlet sends every 30 s of it (its registry cadence)
+            speed = max(1.0, _data.RTD_INTERVAL_S * rate / outlets)
             self.result["config"] = {"minutes": minutes, "rate_msgs_per_s": rate, "outlets": outlets,
-                                     "interval_s": self.cfg.soak_interval}  # fmt: skip
-            self._soak(minutes * 60.0, rate, outlets)
+                                     "interval_s": self.cfg.soak_interval, "clock_speed": speed}  # fmt: skip
+            self._soak(minutes * 60.0, rate, outlets, speed)
         finally:
             b.procs.kill_all()
             with contextlib.suppress(CemsError):
                 b.services.down()
         return self.result
 
-    def _soak(self, duration: float, rate: float, outlets: int) -> None:
+    def _soak(self, duration: float, rate: float, outlets: int, speed: float) -> None:
         b, logs = self.bench, self.dir / "logs"
         reg = self.dir / "registry-soak.toml"
         reg.write_text(_data.registry_toml(outlets), encoding="utf-8")
@@ -189,15 +193,25 @@ class Soak:
         b._create_session(cid, CEMS_TOPICS)
         b._create_session(base_cid, CEMS_TOPICS[:1])
         port = _free_port()
+        # the accelerated clock of the rules and of the data times: it starts far enough back that the data
+        # never pass the wall clock (the ingester rejects data times ahead of it)
+        wall = time.time()
+        data = wall - (duration + _WARM_UP_S) * speed - 3600.0
+        clock = f"{wall:.3f},{data:.3f},{speed:g}"
         argv = b._py(
             "-m", "cems", "run", "--config", str(reg), "--mqtt-url", b.mqtt_url, "--influx-url", b.influx_url,
-            "--influx-db", db, "--client-id", cid, "--health-port", str(port), *self.cfg.cems_args,
+            "--influx-db", db, "--client-id", cid, "--health-port", str(port), "--accelerated-clock", clock,
+            *self.cfg.cems_args,
         )  # fmt: skip
         proc = b.procs.spawn("cems-soak", argv, env=b._cems_env("soak"))
-        # one reading two hours back: the ingester is connected and consuming once it is stored
-        warm = b._warm_up("soak", db, proc, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2))
+        # one reading before the clock's start: the ingester is connected and consuming once it is stored
+        start = datetime.fromtimestamp(data, UTC).replace(microsecond=0)
+        warm = b._warm_up("soak", db, proc, start - timedelta(hours=2))
+        if warm > _WARM_UP_S:
+            raise ServiceError(f"cems run took {warm:.0f} s to start (at most {_WARM_UP_S:.0f} s for the soak's clock)")
         self.log(f"soak: ingester ready after {warm:.1f} s; {duration / 60:g} min at {rate:,.0f} msg/s over "
-                 f"{outlets} outlets, a sample every {self.cfg.soak_interval:g} s")  # fmt: skip
+                 f"{outlets} outlets, data time ×{speed:g} from {start.isoformat()}, a sample every "
+                 f"{self.cfg.soak_interval:g} s")  # fmt: skip
         base_status, base_out = logs / "soak-baseline.status", logs / "soak-baseline.json"
         sub = b.procs.spawn("soak-baseline", b._py(
             "-m", "cems.devtools.bench._sub", "--mqtt-url", b.mqtt_url, "--client-id", base_cid,
@@ -206,7 +220,7 @@ class Soak:
         pub_status, pub_out = logs / "soak-loadgen.status", logs / "soak-loadgen.json"
         pub = b.procs.spawn("soak-loadgen", b._py(
             "-m", "cems.devtools.bench.loadgen", "soak", "--mqtt-url", b.mqtt_url, "--client-id", "bench-soak-loadgen",
-            "--outlets", str(outlets), "--rate", f"{rate:.1f}", "--duration", str(duration),
+            "--outlets", str(outlets), "--rate", f"{rate:.1f}", "--duration", str(duration), "--clock", clock,
             "--status", str(pub_status), "--out", str(pub_out)))  # fmt: skip
         health = f"http://127.0.0.1:{port}/healthz"
         t0 = time.monotonic()

@@ -16,8 +16,9 @@ outlets at ``--rate``; each of ``--alert-outlets`` outlets sends three consecuti
 times its limit, starting at a staggered round, and the summary gives for each of them the wall-clock
 time (``time.time()``) just before the third exceeding reading was published — the reading that opens a
 real-time warning (3 consecutive values above the limit).  ``soak`` (``cems bench --soak``) publishes
-round robin over the outlets at ``--rate`` for ``--duration`` seconds, live: a round's data time is the
-wall clock (one second after the previous round's at least, so that it needs ``--outlets`` ≥ ``--rate``);
+round robin over the outlets at ``--rate`` for ``--duration`` seconds; a round's data time is ``--clock``
+(``WALL,DATA,SPEED``: the accelerated clock that ``cems run --accelerated-clock`` is given too; default the
+wall clock), one second after the previous round's at least;
 every ``--exceed-every``-th outlet sends three exceeding readings every ``--exceed-period`` rounds (real-time
 warnings open and close); ``--status`` is rewritten every second with the counts so far.
 """
@@ -32,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,7 +178,8 @@ def soak_exceeds(index: int, rnd: int, every: int, period: int) -> bool:
 
 
 async def run_soak(pub: Publisher, n_outlets: int, rate: float, duration_s: float, status: str | None,
-                   exceed_every: int, exceed_period: int, seed: int) -> dict[str, Any]:  # fmt: skip
+                   exceed_every: int, exceed_period: int, seed: int,
+                   clock: Callable[[], datetime] | None = None) -> dict[str, Any]:  # fmt: skip
     rng = random.Random(seed)
     outlets = [_data.outlet(i) for i in range(n_outlets)]
     t0 = time.monotonic()
@@ -186,7 +188,7 @@ async def run_soak(pub: Publisher, n_outlets: int, rate: float, duration_s: floa
     data_time: datetime | None = None
     next_status = t0
     while time.monotonic() - t0 < duration_s:
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = (clock() if clock is not None else datetime.now(UTC)).replace(microsecond=0)
         data_time = now if data_time is None else max(now, data_time + timedelta(seconds=1))
         for o in outlets:
             await _pace(t0, i, rate)
@@ -228,15 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--step-s", type=float, default=2.0, help="data-time step between rounds, seconds")
     a.add_argument("--seed", type=int, default=3)
     k = sub.choices["soak"]
-    k.add_argument("--outlets", type=int, required=True, help="at least --rate (one round per second at most)")
+    k.add_argument("--outlets", type=int, required=True)
+    k.add_argument("--clock", help="WALL,DATA,SPEED: data times from this accelerated clock (default: the wall clock)")
     k.add_argument("--duration", type=float, required=True, help="seconds of publishing")
     k.add_argument("--status", help="rewrite this JSON file every second with the counts so far")
     k.add_argument("--exceed-every", type=int, default=50, help="every N-th outlet sends exceeding readings (0: none)")
     k.add_argument("--exceed-period", type=int, default=30, help="rounds between an outlet's exceedances")
     k.add_argument("--seed", type=int, default=4)
     args = p.parse_args(argv)
-    if args.mode == "soak" and (not args.rate or args.outlets < args.rate):
-        p.error("soak needs a --rate and --outlets >= --rate (each outlet's data times one second apart at least)")
+    clock = None
+    if args.mode == "soak":
+        if not args.rate or args.outlets < 1:
+            p.error("soak needs a --rate and --outlets")
+        try:
+            clock = _data.accelerated_clock(args.clock) if args.clock else None
+        except ValueError as e:
+            p.error(f"--clock {e}")
     host = args.mqtt_url.split("://", 1)[-1].rsplit(":", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         p.error("the load generator only talks to a loopback broker")
@@ -249,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             return await run_publish(pub, _file_messages(args.file), rate)
         if args.mode == "soak":
             return await run_soak(pub, args.outlets, args.rate, args.duration, args.status, args.exceed_every,
-                                  args.exceed_period, args.seed)  # fmt: skip
+                                  args.exceed_period, args.seed, clock)  # fmt: skip
         return await run_alert(pub, args.outlets, args.rounds, args.alert_outlets, rate, args.step_s, args.seed)
 
     res = asyncio.run(run())
