@@ -46,6 +46,8 @@ from cems.sinks.influx import create_database
 
 #: Seconds ``cems run`` may take to start (its first reading stored) in a soak.
 _WARM_UP_S = 180.0
+#: A backlog this large nears the broker's per-client queue limit (``MAX_BACKLOG`` of the benchmark).
+_BACKLOG_WARN = 80_000
 #: Messages the bare consumer is told to wait for: it runs until stopped.
 _FOREVER = 10**12
 
@@ -292,6 +294,11 @@ class Soak:
             backlog=max(0, b["acked"] - b["received"]),
             influxdb_cores=icpu / wall if icpu is not None and wall > 0 else None,
         )  # fmt: skip
+        if s.backlog > _BACKLOG_WARN and not any("queue limit" in n for n in self.result["notes"]):
+            self.note(
+                f"backlog {s.backlog:,} at {t_s:.0f} s: cems does not keep up with the rate, and the broker drops "
+                "what is queued beyond its 100 000-message queue limit per client: lower --soak-rate"
+            )
         self.samples.append(s)
         self.cpu.append((cpu or 0.0, float(n), bcpu or 0.0, float(nb)))
         print(format_samples([s]).splitlines()[1], file=sys.stderr, flush=True)
