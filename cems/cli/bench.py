@@ -67,6 +67,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="messages/s of the soak (default: half the sustained rate, measured first by a throughput run)",
     )
     s.add_argument("--soak-interval", type=float, default=None, help="seconds between samples (30; smoke 2)")
+    s.add_argument(
+        "--soak-speed",
+        type=float,
+        default=None,
+        help="data time and the rules' clock run this many times the wall clock (default: 30 × rate ÷ outlets, "
+        "at least 1: each outlet every 30 s of data time)",
+    )
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -93,6 +100,7 @@ def bench_config(a: argparse.Namespace) -> BenchConfig:
         soak_minutes=a.soak,
         soak_rate=a.soak_rate,
         soak_interval=a.soak_interval,
+        soak_speed=a.soak_speed,
     )
 
 

@@ -97,6 +97,7 @@ class BenchConfig:
     soak_minutes: float | None = None
     soak_rate: float | None = None
     soak_interval: float = 30.0
+    soak_speed: float | None = None
 
     @classmethod
     def create(
@@ -115,6 +116,7 @@ class BenchConfig:
         soak_minutes: float | None = None,
         soak_rate: float | None = None,
         soak_interval: float | None = None,
+        soak_speed: float | None = None,
     ) -> BenchConfig:
         """The configuration, with the sizes of a full run or, with ``smoke``, tiny ones for what is not given."""
         outlets = outlets if outlets is not None else (20 if smoke else 2000)
@@ -128,11 +130,11 @@ class BenchConfig:
             raise CemsError(f"--messages must be at most {MAX_BACKLOG} (the broker's per-client queue limit)")
         if soak_minutes is not None and soak_minutes <= 0:
             raise CemsError("--soak must be a positive number of minutes")
-        if (soak_rate is not None and soak_rate <= 0) or (soak_interval is not None and soak_interval <= 0):
-            raise CemsError("--soak-rate and --soak-interval must be positive")
+        if any(v is not None and v <= 0 for v in (soak_rate, soak_interval, soak_speed)):
+            raise CemsError("--soak-rate, --soak-interval and --soak-speed must be positive")
         interval = soak_interval or (2.0 if smoke else 30.0)
         return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args),
-                   soak_minutes, soak_rate, interval)  # fmt: skip
+                   soak_minutes, soak_rate, interval, soak_speed)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- processes
