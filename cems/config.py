@@ -152,6 +152,17 @@ def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
     return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment)), user, password
 
 
+def url_list(text: str | None) -> tuple[str, ...]:
+    """The URLs of a comma-separated list such as ``CEMS_MQTT_URL=mqtt://a:1883,mqtt://b:1883`` (brokers to
+    fail over between), blanks dropped, repeats kept once, in order."""
+    out: list[str] = []
+    for part in (text or "").split(","):
+        url = part.strip()
+        if url and url not in out:
+            out.append(url)
+    return tuple(out)
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (for messages that must show the URL)."""
     u = urlsplit(url)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cems.config import Env, split_url_credentials, state_dir
+from cems.config import Env, split_url_credentials, state_dir, url_list
 from cems.errors import CemsError, ConfigError
 from cems.registry import Topics, load_registry
 from cems.rules.hourly import DEFAULT_HOLD, REPAIR_WINDOW
@@ -72,9 +72,29 @@ def add_influx_read_args(p: argparse.ArgumentParser, env: Env) -> None:
     p.add_argument("--influx-db", default=env.get("CEMS_INFLUX_DB", "cems"), help="database [CEMS_INFLUX_DB]")
 
 
+class UrlList(argparse.Action):
+    """``--mqtt-url`` given several times, or as a comma-separated list: the values joined with commas, in
+    order (a given option replaces the environment's default instead of adding to it)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        given = f"_{self.dest}_given"
+        before = getattr(namespace, self.dest) if getattr(namespace, given, False) else None
+        setattr(namespace, self.dest, f"{before},{values}" if before else values)
+        setattr(namespace, given, True)
+
+
+#: ``--help`` text of ``--mqtt-url``.
+MQTT_URL_HELP = (
+    "mqtt://HOST:PORT or mqtts://; several brokers (nodes of one cluster) to fail over between: "
+    "a comma-separated list or the option repeated [CEMS_MQTT_URL]"
+)
+
+
 def add_mqtt_args(p: argparse.ArgumentParser, env: Env, *, client_id: bool = True) -> None:
     g = p.add_argument_group("MQTT")
-    g.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="mqtt://HOST:PORT or mqtts:// [CEMS_MQTT_URL]")
+    g.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), action=UrlList, help=MQTT_URL_HELP)
     if client_id:
         g.add_argument(
             "--client-id",
@@ -154,19 +174,40 @@ def mqtt_settings(a: argparse.Namespace, *, url: str | None = None, client_id: s
     if not mqtt_url:
         raise ConfigError("--mqtt-url (or CEMS_MQTT_URL) is required")
     warn_secrets_on_command_line(a)
-    bare, url_user, url_password = split_url_credentials(mqtt_url)
+    bare, url_user, url_password = broker_urls(mqtt_url)
     if url_password is not None:
         log.warning("the MQTT URL holds a password: use --mqtt-password-file or CEMS_MQTT_PASSWORD instead")
     password = a.mqtt_password
     if getattr(a, "mqtt_password_file", None) and not password:
         password = read_secret_file("--mqtt-password-file", a.mqtt_password_file)
     return MqttSettings(
-        url=bare,
+        url=bare[0],
+        failover_urls=bare[1:],
         client_id=client_id or a.client_id,
         username=a.mqtt_username or url_user,
         password=password or url_password,
         ca_file=a.mqtt_ca_file,
     )
+
+
+def broker_urls(text: str) -> tuple[tuple[str, ...], str | None, str | None]:
+    """``(URLs without credentials, user, password)`` of ``--mqtt-url``'s list of brokers (the first user and
+    password found in them: one cluster, one set of credentials); every URL checked."""
+    urls = url_list(text)
+    if not urls:
+        raise ConfigError(f"--mqtt-url {text!r}: no broker URL")
+    bare: list[str] = []
+    user: str | None = None
+    password: str | None = None
+    for url in urls:
+        b, u, pw = split_url_credentials(url)
+        user, password = user or u, password if password is not None else pw
+        try:
+            MqttSettings(url=b).host_port  # noqa: B018 - checks the scheme and the port
+        except CemsError as e:
+            raise ConfigError(str(e)) from None
+        bare.append(b)
+    return tuple(bare), user, password
 
 
 def services_dir(env: Env) -> Path:
@@ -203,7 +244,12 @@ def evidence_retention_days(days: int | None, env: Env) -> int:
 def add_command_client_args(p: argparse.ArgumentParser, env: Env, *, username_help: str = "") -> None:
     """The options of a command sent to the running ingester over MQTT (``cems events ack``, ``cems marks``,
     ``cems warning set``): the broker, its credentials and TLS, and the registry (for its ``[topics]``)."""
-    p.add_argument("--mqtt-url", default=env.get("CEMS_MQTT_URL"), help="[CEMS_MQTT_URL] (default: the local services)")
+    p.add_argument(
+        "--mqtt-url",
+        default=env.get("CEMS_MQTT_URL"),
+        action=UrlList,
+        help="broker, or a comma-separated list to fail over between [CEMS_MQTT_URL] (default: the local services)",
+    )
     p.add_argument("--config", default=env.get("CEMS_CONFIG"), help="registry, for its [topics] [CEMS_CONFIG]")
     p.add_argument(
         "--mqtt-username", default=env.get("CEMS_MQTT_USERNAME"), help=f"{username_help}[CEMS_MQTT_USERNAME]"
@@ -215,11 +261,13 @@ def add_command_client_args(p: argparse.ArgumentParser, env: Env, *, username_he
 def command_client(a: argparse.Namespace, env: Env) -> tuple[Topics, MqttSettings]:
     """The registry's topics and the MQTT settings of :func:`add_command_client_args`' options."""
     topics = load_registry(a.config).topics if a.config else Topics()
+    urls, url_user, url_password = broker_urls(a.mqtt_url or local_url("mosquitto", env))
     settings = MqttSettings(
-        url=a.mqtt_url or local_url("mosquitto", env),
+        url=urls[0],
+        failover_urls=urls[1:],
         client_id="cems-cli",
-        username=a.mqtt_username,
-        password=a.mqtt_password,
+        username=a.mqtt_username or url_user,
+        password=a.mqtt_password or url_password,
         ca_file=a.mqtt_ca_file,
     )
     return topics, settings

@@ -7,7 +7,7 @@ import argparse
 
 from cems.cli._common import Formatter, examples
 from cems.config import Env
-from cems.devtools.bench import BenchConfig, run_bench
+from cems.devtools.bench import BenchConfig, run_bench, run_soak
 from cems.errors import ConfigError
 
 
@@ -16,8 +16,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         "bench",
         help="benchmark against the broker's and a bare Python consumer's limits (docs/benchmark.md)",
         description="Measure cems against this machine's limits. Exit 0: every target met (a --smoke run "
-        "judges only that nothing was lost); 1: readings lost or a target missed; 2: set-up error.",
-        epilog=examples("cems bench --smoke", "cems bench --json bench.json"),
+        "judges only that nothing was lost); 1: readings lost or a target missed; 2: set-up error. "
+        "--soak MINUTES instead runs `cems run` under a steady live load for that long and prints its CPU per "
+        "message (and the ratio to a bare consumer receiving the same stream) and RSS every --soak-interval "
+        "seconds, then the drift (last quarter ÷ first); exit 0 when nothing was lost, 1 otherwise.",
+        epilog=examples(
+            "cems bench --smoke",
+            "cems bench --json bench.json",
+            "cems bench --soak 60 --soak-rate 3000 --json soak.json",
+        ),
         formatter_class=Formatter,
     )
     add_bench_arguments(p)
@@ -49,6 +56,24 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
     p.add_argument("--profile", default=None, help="py-spy raw profile of `cems run` during the throughput run")
     p.add_argument("--cems-arg", action="append", default=[], help="extra argument passed to `cems run` (repeatable)")
+    s = p.add_argument_group('soak mode (docs/benchmark.md, "Soak mode")')
+    s.add_argument(
+        "--soak", type=float, default=None, metavar="MINUTES", help="run the soak mode for this many minutes"
+    )
+    s.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="messages/s of the soak (default: half the sustained rate, measured first by a throughput run)",
+    )
+    s.add_argument("--soak-interval", type=float, default=None, help="seconds between samples (30; smoke 2)")
+    s.add_argument(
+        "--soak-speed",
+        type=float,
+        default=None,
+        help="data time and the rules' clock run this many times the wall clock (default: 30 × rate ÷ outlets, "
+        "at least 1: each outlet every 30 s of data time)",
+    )
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -72,8 +97,15 @@ def bench_config(a: argparse.Namespace) -> BenchConfig:
         keep=a.keep,
         profile=a.profile,
         cems_args=a.cems_arg,
+        soak_minutes=a.soak,
+        soak_rate=a.soak_rate,
+        soak_interval=a.soak_interval,
+        soak_speed=a.soak_speed,
     )
 
 
 def cmd_bench(a: argparse.Namespace, env: Env) -> int:
-    return run_bench(bench_config(a), a.json_file)
+    cfg = bench_config(a)
+    if cfg.soak_minutes is not None:
+        return run_soak(cfg, a.json_file)
+    return run_bench(cfg, a.json_file)

@@ -39,6 +39,8 @@ EPILOG = examples(
     "    --influx-url http://influxdb:8086 --influx-api v2 --influx-org bureau --influx-bucket cems",
     "cems run --config registry.toml --shard 1/2 --mqtt-url mqtt://broker:1883 --influx-url http://influxdb:8086 \\",
     "    --influx-db cems     # outlets with CRC-32(MN) mod 2 = 1, from cems/v1/s1/{mn}/{stream}",
+    "cems run --config registry.toml --mqtt-url mqtt://nats1:1883,mqtt://nats2:1883,mqtt://nats3:1883 \\",
+    "    --influx-url http://influxdb:8086   # a broker cluster: the next node when one fails",
 )
 
 
@@ -104,6 +106,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         "that they wait in an archive on disk until the repair deadline, so late data revise the hour exactly "
         "either way: this only trades memory for disk reads [CEMS_LATE_HOLD_HOURS]",
     )
+    g.add_argument("--accelerated-clock", default=None, help=argparse.SUPPRESS)  # cems bench --soak only
     g.add_argument(
         "--no-rules",
         action="store_true",
@@ -227,13 +230,25 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
         raise ConfigError("webhooks need a signing secret: set CEMS_WEBHOOK_SECRET or --webhook-secret-file")
     state = Path(a.state_dir) if a.state_dir else state_dir(env) / "ingester"
     shard, _ = scale_options(a, env) if hasattr(a, "shard") else (None, None)
-    return ComplianceConfig(
+    config = ComplianceConfig(
         state_dir=state,
         webhooks=tuple(urls),
         webhook_secret=secret,
         hold=late_hold(a.late_hold_hours, env),
         shard=shard,
     )
+    if getattr(a, "accelerated_clock", None):
+        # benchmark only (cems bench --soak, docs/benchmark.md): the rules' clock runs faster than the wall clock
+        from dataclasses import replace
+
+        from cems.devtools.bench._data import accelerated_clock
+
+        try:
+            config = replace(config, clock=accelerated_clock(a.accelerated_clock))
+        except ValueError as e:
+            raise ConfigError(f"--accelerated-clock {e}") from None
+        log.warning("the compliance clock is accelerated (%s): a benchmark run, not a live one", a.accelerated_clock)
+    return config
 
 
 def ingest_settings(a: argparse.Namespace, env: Env, evidence: ArchiveSettings | None = None) -> IngestSettings:

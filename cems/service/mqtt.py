@@ -81,6 +81,20 @@ class MqttSettings:
     #: Seconds to wait for the TCP (and TLS) connection and then for the broker's CONNACK: a broker that
     #: accepts TCP but never answers is given up and connected to again (with back-off).
     connect_timeout_s: float = 10.0
+    #: Further brokers (other nodes of one cluster) after ``url``: when the current one is unreachable or
+    #: the connection drops, the next one in the list is tried (with the usual back-off once every one of
+    #: them failed in a row); a persistent session kept cluster-wide continues on the node reached.
+    failover_urls: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every broker, in the order they are tried: ``url``, then ``failover_urls``."""
+        return (self.url, *self.failover_urls)
+
+    @property
+    def endpoints(self) -> list[tuple[str, int, bool]]:
+        """(host, port, TLS) of every broker in :attr:`urls` (each URL checked)."""
+        return [_host_port(u) for u in self.urls]
 
     def credentials(self) -> tuple[str | None, str | None]:
         """(username, password) from the settings, else from the URL."""
@@ -89,9 +103,10 @@ class MqttSettings:
         pw = self.password or (unquote(u.password) if u.password else None)
         return user, pw
 
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context when the URL is mqtts:// or a CA file is given (server certificate and host checked)."""
-        tls = self.host_port[2]
+    def tls_context(self, tls: bool | None = None) -> ssl.SSLContext | None:
+        """The TLS context when the URL (or ``tls``: a failover URL's) is mqtts:// or a CA file is given
+        (server certificate and host checked)."""
+        tls = self.host_port[2] if tls is None else tls
         if not (tls or self.ca_file):
             return None
         ctx = ssl.create_default_context(cafile=self.ca_file)
@@ -101,11 +116,20 @@ class MqttSettings:
 
     @property
     def host_port(self) -> tuple[str, int, bool]:
-        u = urlparse(self.url)
-        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ServiceError(f"MQTT URL {self.url!r}: scheme must be mqtt:// or mqtts://")
-        tls = u.scheme in ("mqtts", "ssl")
-        return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls
+        return _host_port(self.url)
+
+
+def _host_port(url: str) -> tuple[str, int, bool]:
+    """(host, port, TLS) of an ``mqtt://`` or ``mqtts://`` URL; :class:`ServiceError` for anything else."""
+    u = urlparse(url)
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ServiceError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
+    tls = u.scheme in ("mqtts", "ssl")
+    try:
+        port = u.port
+    except ValueError:
+        raise ServiceError(f"MQTT URL {url!r}: the port is not a number from 0 to 65535") from None
+    return u.hostname or "127.0.0.1", port or (8883 if tls else 1883), tls
 
 
 # -- MQTT 3.1.1 packet types (OASIS MQTT 3.1.1, section 2.2.1) ------------------------------------------------
@@ -361,7 +385,11 @@ class MqttConnection:
         self.subscriptions = subscriptions
         self.queue = Inbox(queue_size)
         self.queue.on_room = self._room
-        self._host, self._port, _ = settings.host_port
+        #: The brokers, tried in turn (``settings.failover_urls``); ``_current`` is the one in use.
+        self._endpoints = settings.endpoints
+        self._current = 0
+        #: Connection attempts in a row that reached no broker (several brokers: the back-off doubles per round).
+        self._failed_in_row = 0
         self._manual_ack = manual_ack
         self._proto: _Protocol | None = None
         self._number = 0
@@ -401,6 +429,23 @@ class MqttConnection:
         #: Topic filters the broker refused (SUBACK 0x80), counted each time.
         self.subscriptions_refused = 0
 
+    @property
+    def _host(self) -> str:
+        return self._endpoints[self._current][0]
+
+    @property
+    def _port(self) -> int:
+        return self._endpoints[self._current][1]
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker in use (or tried next)."""
+        return f"{self._host}:{self._port}"
+
+    def _next_broker(self) -> None:
+        """Move on to the next broker of the list (round robin)."""
+        self._current = (self._current + 1) % len(self._endpoints)
+
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self, *, wait_s: float = 30.0) -> None:
         # jitter the first connection so a restarted fleet of ingesters does not hit the broker at once
@@ -410,9 +455,12 @@ class MqttConnection:
             await asyncio.wait_for(self._connected.wait(), wait_s)
         except TimeoutError:
             await self.stop()
-            raise ServiceError(
-                f"MQTT broker {self.settings.url} did not accept a connection within {wait_s}s"
-            ) from None
+            which = (
+                "broker " + self.settings.url
+                if len(self._endpoints) == 1
+                else "brokers " + ", ".join(self.settings.urls)
+            )
+            raise ServiceError(f"MQTT {which} did not accept a connection within {wait_s}s") from None
 
     async def stop(self) -> None:
         self._closing = True
@@ -438,22 +486,26 @@ class MqttConnection:
         return self._connected.is_set()
 
     async def _run(self) -> None:
-        """Connect, and reconnect with exponential back-off and jitter, until stopped."""
+        """Connect, and reconnect with exponential back-off and jitter, until stopped.  With several brokers
+        (``failover_urls``) each failure (unreachable, or a connection that dropped) moves on to the next
+        one; the back-off doubles once per round of the list without a successful connection."""
         loop = asyncio.get_running_loop()
         delay = self.min_delay_s
-        ctx = self.settings.tls_context()
+        contexts = {tls: self.settings.tls_context(tls) for tls in {e[2] for e in self._endpoints}}
         timeout = self.settings.connect_timeout_s
         while not self._closing:
             self._number += 1
             proto: _Protocol | None = None
+            host, port, tls = self._endpoints[self._current]
+            ctx = contexts[tls]
             try:
                 _, new = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: _Protocol(self, self._number),
-                        self._host,
-                        self._port,
+                        host,
+                        port,
                         ssl=ctx,
-                        server_hostname=self._host if ctx is not None else None,
+                        server_hostname=host if ctx is not None else None,
                     ),
                     timeout,
                 )
@@ -490,8 +542,21 @@ class MqttConnection:
             if was and proto is not None:
                 self.disconnects += 1
                 delay = self._after_disconnect(proto)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.max_delay_s)
+            if len(self._endpoints) == 1:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.max_delay_s)
+                continue
+            # several brokers: the next one at once (jittered) after a drop or an unreachable one, and the
+            # back-off once a whole round of the list failed in a row, or when the session is being taken over
+            self._failed_in_row = 0 if was else self._failed_in_row + 1
+            self._next_broker()
+            log.warning("MQTT: %s:%s %s; trying the next broker of the list, %s", host, port,
+                        "dropped" if was else "unreachable or refused", self.broker)  # fmt: skip
+            if (was and self._kicks >= 2) or (not was and self._failed_in_row % len(self._endpoints) == 0):
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.max_delay_s)
+            else:
+                await asyncio.sleep(random.uniform(0.05, 0.25))
 
     def _after_disconnect(self, proto: _Protocol) -> float:
         """Log a lost connection; the delay before the next attempt.  A connection the broker closed soon

@@ -47,3 +47,29 @@ def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
     db = doc["details"]["database"]
     assert db["stored"] == db["lines"] == doc["details"]["cems"]["messages"]
     assert doc["machine"]["nproc"] >= 1
+
+
+def test_bench_soak_samples_cpu_and_rss_over_time_and_loses_nothing(tmp_path: Path, service_binaries: None) -> None:
+    out = tmp_path / "soak.json"
+    # 10 outlets at 100 msg/s: data time runs 300 times the wall clock (each outlet every 30 s of it), so the
+    # 18 s of load cover 90 min of data: at least one hour closes
+    rc = cli_main(["bench", "--soak", "0.3", "--soak-rate", "100", "--outlets", "10", "--soak-interval", "3",
+                   "--json", str(out)])  # fmt: skip
+
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert rc == 0, doc["notes"]
+    assert doc["mode"] == "soak" and doc["lost"] == 0, doc["notes"]
+    assert doc["acknowledged"] == doc["stored"] > 0
+    samples = doc["samples"]
+    assert 4 <= len(samples) <= 6  # 18 s of load, one sample every 3 s
+    assert [s["t_s"] for s in samples] == sorted(s["t_s"] for s in samples)
+    for s in samples:
+        for key in ("msgs_per_s", "cems_cpu_us_per_msg", "baseline_cpu_us_per_msg", "ratio", "rss_mb"):
+            assert _positive(s[key]), (key, s)
+        assert s["ratio"] == s["cems_cpu_us_per_msg"] / s["baseline_cpu_us_per_msg"]
+    assert samples[-1]["accepted"] <= doc["stored"] + 1  # + the warm-up reading
+    assert _positive(doc["drift"]["cpu_per_msg_drift"]) and doc["drift"]["rss_growth_mb"] is not None
+    assert doc["config"]["clock_speed"] == 300.0
+    stats = doc["ingest_stats"]
+    assert stats["rejected"] == {}
+    assert stats["points_written"] > stats["accepted"]  # hourly records (and events) besides the readings

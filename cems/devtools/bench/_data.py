@@ -7,8 +7,10 @@ outlets, passwords and limits without loading the registry (which takes seconds 
 from __future__ import annotations
 
 import json
+import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -94,6 +96,22 @@ def registry_toml(n_outlets: int) -> str:
             "",
         ]
     return "\n".join(out)
+
+
+def accelerated_clock(spec: str) -> Callable[[], datetime]:
+    """The clock of ``WALL,DATA,SPEED`` (Unix seconds, Unix seconds, factor): at wall-clock time ``WALL`` it reads
+    ``DATA`` and it runs ``SPEED`` times faster than the wall clock.  ``cems bench --soak`` gives the same one
+    to the load generator (data times) and to ``cems run --accelerated-clock`` (its compliance clock), so
+    that hours and days close within minutes, as they would live (``ValueError`` for a bad ``spec``)."""
+    parts = [float(x) for x in spec.split(",")]
+    if len(parts) != 3 or not all(math.isfinite(x) for x in parts) or parts[2] <= 0:
+        raise ValueError(f"{spec!r}: expected WALL,DATA,SPEED (Unix seconds, Unix seconds, a positive factor)")
+    wall, data, speed = parts
+
+    def clock() -> datetime:
+        return datetime.fromtimestamp(data + (time.time() - wall) * speed, BEIJING)
+
+    return clock
 
 
 def _r(x: float) -> float:

@@ -92,6 +92,12 @@ class BenchConfig:
     keep: bool = False
     profile: str | None = None
     cems_args: tuple[str, ...] = ()
+    #: ``--soak MINUTES`` (cems.devtools.bench._soak): the minutes of load, its rate (None: half the measured
+    #: sustained rate) and the seconds between samples.
+    soak_minutes: float | None = None
+    soak_rate: float | None = None
+    soak_interval: float = 30.0
+    soak_speed: float | None = None
 
     @classmethod
     def create(
@@ -107,6 +113,10 @@ class BenchConfig:
         keep: bool = False,
         profile: str | None = None,
         cems_args: Sequence[str] = (),
+        soak_minutes: float | None = None,
+        soak_rate: float | None = None,
+        soak_interval: float | None = None,
+        soak_speed: float | None = None,
     ) -> BenchConfig:
         """The configuration, with the sizes of a full run or, with ``smoke``, tiny ones for what is not given."""
         outlets = outlets if outlets is not None else (20 if smoke else 2000)
@@ -118,7 +128,13 @@ class BenchConfig:
             raise CemsError("--outlets, --messages, --rss-outlets and --replay-days must be positive")
         if messages > MAX_BACKLOG:
             raise CemsError(f"--messages must be at most {MAX_BACKLOG} (the broker's per-client queue limit)")
-        return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args))
+        if soak_minutes is not None and soak_minutes <= 0:
+            raise CemsError("--soak must be a positive number of minutes")
+        if any(v is not None and v <= 0 for v in (soak_rate, soak_interval, soak_speed)):
+            raise CemsError("--soak-rate, --soak-interval and --soak-speed must be positive")
+        interval = soak_interval or (2.0 if smoke else 30.0)
+        return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args),
+                   soak_minutes, soak_rate, interval, soak_speed)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- processes

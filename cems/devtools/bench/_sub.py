@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--timeout", type=float, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--status", help="rewrite this JSON file every second with the count so far (cems bench --soak)")
     a = p.parse_args(argv)
     host, _, port = a.mqtt_url.split("://", 1)[-1].partition(":")
     state: dict[str, Any] = {"count": 0, "first": None, "last": None, "connected": None}
@@ -50,12 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     timer = threading.Timer(a.timeout, client.disconnect)
     timer.daemon = True
     timer.start()
+    done = threading.Event()
+    if a.status:
+        threading.Thread(target=_status_loop, args=(a.status, state, done), daemon=True).start()
     client.connect(host or "127.0.0.1", int(port or 1883), keepalive=60)
     client.loop_forever()
+    done.set()
     timer.cancel()
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(state, f)
     return 0
+
+
+def _status_loop(path: str, state: dict[str, Any], done: threading.Event) -> None:
+    while not done.wait(1.0):
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({**state, "time": time.time()}, f)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,20 @@ acknowledged (PUBACK) messages and writes a JSON summary to ``--out`` (or stdout
     python -m cems.devtools.bench.loadgen alert --mqtt-url ... --outlets 2000 --rate 1500 --rounds 20 \
         --alert-outlets 400
 
+    python -m cems.devtools.bench.loadgen soak --mqtt-url ... --outlets 2000 --rate 2000 --duration 600 \
+        --status status.json
+
 ``publish`` sends the messages of a file (``topic SPACE payload`` per line, see ``cems.devtools.bench._data``) as
 fast as possible or at ``--rate`` messages/s.  ``alert`` sends real-time readings round robin over the
 outlets at ``--rate``; each of ``--alert-outlets`` outlets sends three consecutive readings with SO2 three
 times its limit, starting at a staggered round, and the summary gives for each of them the wall-clock
 time (``time.time()``) just before the third exceeding reading was published — the reading that opens a
-real-time warning (3 consecutive values above the limit).
+real-time warning (3 consecutive values above the limit).  ``soak`` (``cems bench --soak``) publishes
+round robin over the outlets at ``--rate`` for ``--duration`` seconds; a round's data time is ``--clock``
+(``WALL,DATA,SPEED``: the accelerated clock that ``cems run --accelerated-clock`` is given too; default the
+wall clock), one second after the previous round's at least;
+every ``--exceed-every``-th outlet sends three exceeding readings every ``--exceed-period`` rounds (real-time
+warnings open and close); ``--status`` is rewritten every second with the counts so far.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -151,6 +159,55 @@ async def run_alert(pub: Publisher, n_outlets: int, rounds: int, alert_outlets: 
     return res
 
 
+def _write_status(path: str, pub: Publisher, rounds: int, data_time: datetime | None) -> None:
+    doc = {"time": time.time(), "published": pub.published, "acked": pub.acked, "rounds": rounds,
+           "data_time": data_time.isoformat() if data_time else None}  # fmt: skip
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def soak_exceeds(index: int, rnd: int, every: int, period: int) -> bool:
+    """Whether outlet ``index`` sends an exceeding reading in round ``rnd``: every ``every``-th outlet, three
+    rounds in a row out of each ``period`` (staggered over the outlets), so a real-time warning opens at the
+    third and closes after it.  ``every`` = 0: never."""
+    if every <= 0 or index % every:
+        return False
+    return (rnd + index // every) % max(period, 4) < 3
+
+
+async def run_soak(pub: Publisher, n_outlets: int, rate: float, duration_s: float, status: str | None,
+                   exceed_every: int, exceed_period: int, seed: int,
+                   clock: Callable[[], datetime] | None = None) -> dict[str, Any]:  # fmt: skip
+    rng = random.Random(seed)
+    outlets = [_data.outlet(i) for i in range(n_outlets)]
+    t0 = time.monotonic()
+    w0 = time.time()
+    i = rnd = 0
+    data_time: datetime | None = None
+    next_status = t0
+    while time.monotonic() - t0 < duration_s:
+        now = (clock() if clock is not None else datetime.now(UTC)).replace(microsecond=0)
+        data_time = now if data_time is None else max(now, data_time + timedelta(seconds=1))
+        for o in outlets:
+            await _pace(t0, i, rate)
+            exceed = soak_exceeds(o.index, rnd, exceed_every, exceed_period)
+            topic, payload = _data.message(o, data_time, rng, hj212_packet=(o.index + rnd) % 2 == 0, exceed=exceed)
+            await pub.publish(topic, payload)
+            i += 1
+            if status and time.monotonic() >= next_status:
+                _write_status(status, pub, rnd, data_time)
+                next_status += 1.0
+        rnd += 1
+    t_sent = time.time()
+    res = _summary(pub, w0, t_sent, await pub.finish())
+    res.update(rounds=rnd, outlets=n_outlets, rate=rate, last_data_time=data_time.isoformat() if data_time else None)
+    if status:
+        _write_status(status, pub, rnd, data_time)
+    return res
+
+
 def _file_messages(path: str) -> Iterator[tuple[str, bytes]]:
     yield from _data.read_messages(path)
 
@@ -158,7 +215,7 @@ def _file_messages(path: str) -> Iterator[tuple[str, bytes]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cems.devtools.bench.loadgen", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("publish", "alert"):
+    for name in ("publish", "alert", "soak"):
         s = sub.add_parser(name)
         s.add_argument("--mqtt-url", required=True, help="mqtt://127.0.0.1:PORT (loopback only)")
         s.add_argument("--rate", type=float, default=0.0, help="messages/s (0: as fast as possible)")
@@ -172,7 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--alert-outlets", type=int, default=400)
     a.add_argument("--step-s", type=float, default=2.0, help="data-time step between rounds, seconds")
     a.add_argument("--seed", type=int, default=3)
+    k = sub.choices["soak"]
+    k.add_argument("--outlets", type=int, required=True)
+    k.add_argument("--clock", help="WALL,DATA,SPEED: data times from this accelerated clock (default: the wall clock)")
+    k.add_argument("--duration", type=float, required=True, help="seconds of publishing")
+    k.add_argument("--status", help="rewrite this JSON file every second with the counts so far")
+    k.add_argument("--exceed-every", type=int, default=50, help="every N-th outlet sends exceeding readings (0: none)")
+    k.add_argument("--exceed-period", type=int, default=30, help="rounds between an outlet's exceedances")
+    k.add_argument("--seed", type=int, default=4)
     args = p.parse_args(argv)
+    clock = None
+    if args.mode == "soak":
+        if not args.rate or args.outlets < 1:
+            p.error("soak needs a --rate and --outlets")
+        try:
+            clock = _data.accelerated_clock(args.clock) if args.clock else None
+        except ValueError as e:
+            p.error(f"--clock {e}")
     host = args.mqtt_url.split("://", 1)[-1].rsplit(":", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         p.error("the load generator only talks to a loopback broker")
@@ -183,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         await pub.start()
         if args.mode == "publish":
             return await run_publish(pub, _file_messages(args.file), rate)
+        if args.mode == "soak":
+            return await run_soak(pub, args.outlets, args.rate, args.duration, args.status, args.exceed_every,
+                                  args.exceed_period, args.seed, clock)  # fmt: skip
         return await run_alert(pub, args.outlets, args.rounds, args.alert_outlets, rate, args.step_s, args.seed)
 
     res = asyncio.run(run())
