@@ -3,10 +3,11 @@ the same results as one process, record for record and in the same order.
 
 Each worker reads the whole input itself but decodes only the lines of its own outlets: it finds a line's
 MN without decoding it (the ``MN=`` field of an HJ 212 packet, the MN level of an MQTT topic, the ``"mn"``
-key of a JSON reading) and its owner as :func:`cems.registry.shard.shard_of` does, the CRC-32 of the MN
-modulo N.  Outlets that are judged together stay together: the outlets and meters of a production line on the
-emergency lists (issue 16) go with the line's smallest MN, and every grid sensor (issue 15: the neighbour
-evidence of hotspots compares sensors) goes to worker 0.  A line whose MN cannot be read so cheaply (two
+key of a JSON reading) and its owner: the registry's outlets are dealt out by MN to the least loaded worker
+(an MN not in the registry, whose lines are rejected, by its CRC-32 as :func:`cems.registry.shard.shard_of`).
+Outlets that are judged together stay together: the outlets and meters of a production line on the emergency
+lists (issue 16) go as one, and every grid sensor (issue 15: the neighbour evidence of hotspots compares
+sensors) goes to worker 0.  A line whose MN cannot be read so cheaply (two
 ``MN=`` fields, an escaped JSON key, …) is decoded by every worker and kept by its owner.
 
 **The reorder buffer is the one-process buffer, exactly.**  Which readings the buffer of ``window`` readings
@@ -96,11 +97,11 @@ class Router:
         t = registry.topics
         self.prefix = (t.prefix + "/").encode()
         self.grid_prefix = (t.grid_prefix + "/").encode()
-        self.groups = _line_groups(registry, workers)
+        self.owners = _owners(registry, workers)
 
     def owner_of(self, mn: bytes) -> int:
-        g = self.groups.get(mn)
-        return g if g is not None else zlib.crc32(mn) % self.workers
+        w = self.owners.get(mn)
+        return w if w is not None else zlib.crc32(mn) % self.workers  # not in the registry: rejected
 
     def owner(self, s: bytes) -> int:
         """``s``: a line stripped of ASCII white space, not empty.  The branches of :func:`cems.replay._decode_line`."""
@@ -126,9 +127,10 @@ class Router:
         return _AMBIGUOUS if m is None else self.owner_of(m.group(1))
 
 
-def _line_groups(registry: Registry, workers: int) -> dict[bytes, int]:
-    """The worker of every MN of a production line on the emergency lists: the outlets and meters of lines
-    that share an MN, transitively, go with the smallest MN among them."""
+def _owners(registry: Registry, workers: int) -> dict[bytes, int]:
+    """The worker of every registry outlet, the outlets being dealt out by MN to the least loaded worker
+    (grid sensors count for worker 0), so that each gets about as many; the outlets and meters of
+    production lines on the emergency lists that share an MN, transitively, go together."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -138,15 +140,26 @@ def _line_groups(registry: Registry, workers: int) -> dict[bytes, int]:
 
     for p in line_plans(registry):
         mns = list(p.outlets) + [m[0] for m in (p.production_power, p.treatment_power) if m is not None]
-        for mn in mns[1:]:
+        for mn in mns:
             a, b = find(mns[0]), find(mn)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-        if mns:
-            find(mns[0])
+    units: dict[str, list[str]] = {}
+    for info in sorted(registry.outlets(), key=lambda i: i.outlet.mn):
+        mn = info.outlet.mn
+        units.setdefault(find(mn) if mn in parent else mn, []).append(mn)
+    for mn in parent:  # meters of a line that are not outlets of the registry
+        root = find(mn)
+        if mn not in units.get(root, ()):
+            units.setdefault(root, []).append(mn)
+    load = [0] * workers
+    load[0] = len(registry.grid_sensor)
     out: dict[bytes, int] = {}
-    for mn in parent:
-        out[mn.encode("utf-8")] = zlib.crc32(find(mn).encode("utf-8")) % workers
+    for root in sorted(units):
+        w = min(range(workers), key=load.__getitem__)
+        for mn in units[root]:
+            out[mn.encode("utf-8")] = w
+        load[w] += len(units[root])
     return out
 
 
@@ -352,8 +365,8 @@ def _worker(job: _Job, w: int) -> None:
     os.replace(tmp, os.path.join(job.outdir, f"part-{w}.pickle"))
 
 
-#: A reorder-buffer entry: (data time, line number, the reading and its outlet when this worker's).
-_Entry = tuple[float, int, Reading | None, OutletInfo | None]
+#: A reorder-buffer entry: (data time, line number); this worker's readings wait in ``_Worker.mine``.
+_Entry = tuple[float, int]
 
 
 class _Worker:
@@ -369,6 +382,8 @@ class _Worker:
         self.stash: dict[int, list[tuple[bytes, bytes]]] = {}
         self.ppid = os.getppid()
         self.heap: list[_Entry] = []
+        #: line number → this worker's accepted reading (and its outlet) while in the buffer
+        self.mine: dict[int, tuple[Reading, OutletInfo]] = {}
         self.runs = 0
         self.n_readings = 0
         self.n_values = 0
@@ -488,7 +503,8 @@ class _Worker:
                 raise _Misrouted(f"line {idx + 1}: decoded MN {r.mn!r} is not the MN read from the line")
             dt = r.data_time
             ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
-            own.append((ts, idx, r, info))
+            own.append((ts, idx))
+            self.mine[idx] = (r, info)
         return own
 
     def _decode_any(self, idx: int, text: str, own: list[_Entry]) -> None:
@@ -517,7 +533,8 @@ class _Worker:
             res.values_dropped += len(r.dropped)
             dt = r.data_time
             ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
-            own.append((ts, idx, r, info))
+            own.append((ts, idx))
+            self.mine[idx] = (r, info)
 
     def _keys(self, c: int) -> list[tuple[bytes, bytes]]:
         """The other workers' keys of chunk ``c``."""
@@ -544,7 +561,7 @@ class _Worker:
             ii, tt = array("q"), array("d")
             ii.frombytes(keys_i)
             tt.frombytes(keys_t)
-            entries += [(t, i, None, None) for t, i in zip(tt, ii, strict=True)]
+            entries += zip(tt, ii, strict=True)
         entries.sort(key=_line_of)
         heap, window, push, release = self.heap, self.job.window, heapq.heappush, self._release
         for e in entries:
@@ -555,15 +572,15 @@ class _Worker:
     def _release(self) -> None:
         """One run of readings of equal data time out of the buffer (:func:`cems.replay._in_order`); this
         worker's judged, after the marks received by then."""
-        heap, pop = self.heap, heapq.heappop
-        t, idx, r, info = pop(heap)
+        heap, pop, take_mine = self.heap, heapq.heappop, self.mine.pop
+        t, idx = pop(heap)
         mine: list[tuple[int, Reading, OutletInfo]] = []
-        if r is not None and info is not None:
-            mine.append((idx, r, info))
+        if (x := take_mine(idx, None)) is not None:
+            mine.append((idx, *x))
         while heap and heap[0][0] == t:
-            _, idx, r, info = pop(heap)
-            if r is not None and info is not None:
-                mine.append((idx, r, info))
+            idx = pop(heap)[1]
+            if (x := take_mine(idx, None)) is not None:
+                mine.append((idx, *x))
         run = self.runs
         self.runs += 1
         pending, pending_ts, engine, take = self.pending, self.pending_ts, self.engine, self.results.take
