@@ -104,7 +104,8 @@ class Router:
         return w if w is not None else zlib.crc32(mn) % self.workers  # not in the registry: rejected
 
     def owner(self, s: bytes) -> int:
-        """``s``: a line stripped of ASCII white space, not empty.  The branches of :func:`cems.replay._decode_line`."""
+        """``s``: a line as read.  The branches of :func:`cems.replay._decode_line`; a line with white space in
+        front, or blank, is every worker's to decode (and see)."""
         fmt = self.fmt
         if fmt == "hj212" or (fmt == "auto" and s.startswith(b"##")):
             if s.count(b"MN=") != 1:
@@ -381,7 +382,10 @@ class _Worker:
         self.inbox = job.inboxes[w]
         self.stash: dict[int, list[tuple[bytes, bytes]]] = {}
         self.ppid = os.getppid()
-        self.heap: list[_Entry] = []
+        #: the reorder buffer: a heap of data times, the line numbers of the readings of each, their number
+        self.heap: list[float] = []
+        self.groups: dict[float, list[int]] = {}
+        self.size = 0
         #: line number → this worker's accepted reading (and its outlet) while in the buffer
         self.mine: dict[int, tuple[Reading, OutletInfo]] = {}
         self.runs = 0
@@ -411,8 +415,8 @@ class _Worker:
         )
         backlog: list[tuple[int, list[_Entry]]] = []
         with open(job.path, "rb") as f:
-            for c, chunk in enumerate(self._chunks(f)):
-                own = self._decode(chunk)
+            for c, (first, chunk) in enumerate(self._chunks(f)):
+                own = self._decode(first, chunk)
                 keys_i = array("q", [e[1] for e in own]).tobytes()
                 keys_t = array("d", [e[0] for e in own]).tobytes()
                 for p, box in enumerate(job.inboxes):
@@ -441,31 +445,28 @@ class _Worker:
         archive.close()
         return _Part(res, engine.rates.snapshot(), self.kept)
 
-    def _chunks(self, f: BinaryIO) -> Iterator[list[tuple[int, bytes]]]:
-        """The input, ``CHUNK`` lines at a time, as (line number, line stripped of ASCII white space), blank
-        lines left out; lines as text mode splits them (``\\r\\n``, ``\\r`` and ``\\n`` end a line)."""
+    def _chunks(self, f: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
+        """The input, ``CHUNK`` lines at a time, as (number of the first line, the lines as read); lines as
+        text mode splits them (``\\r\\n``, ``\\r`` and ``\\n`` end a line)."""
         raw: Iterable[bytes] = f
         if self.w == 0 and self.job.progress is not None:
             raw = self.job.progress(f, os.fstat(f.fileno()).st_size)
         it = iter(raw)
         idx = 0
         while block := list(islice(it, CHUNK)):
-            out: list[tuple[int, bytes]] = []
-            for line in block:
-                if b"\r" in line:
-                    pieces = line.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-                    if pieces[-1] == b"":
-                        pieces.pop()
-                else:
-                    pieces = [line]
-                for piece in pieces:
-                    s = piece.strip()
-                    if s:
-                        out.append((idx, s))
-                    idx += 1
-            yield out
+            if b"\r" in b"".join(block):
+                out: list[bytes] = []
+                for line in block:
+                    if b"\r" in line and line.find(b"\r") != len(line) - 2:  # not just a CRLF at the end
+                        pieces = line.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+                        out += pieces[:-1] if pieces[-1] == b"" else pieces
+                    else:
+                        out.append(line)
+                block = out
+            yield idx, block
+            idx += len(block)
 
-    def _decode(self, chunk: list[tuple[int, bytes]]) -> list[_Entry]:
+    def _decode(self, first: int, lines: list[bytes]) -> list[_Entry]:
         """Decode and validate this worker's lines of a chunk: its accepted outlet readings, in line order
         (grid readings go to the grid engine; rejections are counted)."""
         w, res, registry, fmt, sensors = self.w, self.res, self.job.registry, self.job.fmt, self.sensors
@@ -473,10 +474,11 @@ class _Worker:
         owner_of = self.router.owner_of
         rejected = res.rejected
         own: list[_Entry] = []
-        for idx, s in chunk:
+        for j, s in enumerate(lines):
             o = owner(s)
             if o != w and o != _AMBIGUOUS:
                 continue
+            idx = first + j
             text = s.decode("utf-8", "replace").strip()
             if not text:
                 continue
@@ -555,7 +557,9 @@ class _Worker:
 
     def _judge(self, c: int, own: list[_Entry]) -> None:
         """Push chunk ``c``'s accepted readings of every worker into the reorder buffer, in line order,
-        releasing as the one-process buffer does."""
+        releasing as the one-process buffer does (:func:`cems.replay._in_order`: when it holds more than
+        ``window`` readings, every reading of the earliest data time, in line order).  The buffer is a heap of
+        data times with the line numbers of each: equal times come out together anyway."""
         entries: list[_Entry] = list(own)
         for keys_i, keys_t in self._keys(c):
             ii, tt = array("q"), array("d")
@@ -563,32 +567,38 @@ class _Worker:
             tt.frombytes(keys_t)
             entries += zip(tt, ii, strict=True)
         entries.sort(key=_line_of)
-        heap, window, push, release = self.heap, self.job.window, heapq.heappush, self._release
-        for e in entries:
-            push(heap, e)
-            if len(heap) > window:
-                release()
+        heap, groups, window, push, release = self.heap, self.groups, self.job.window, heapq.heappush, self._release
+        size = self.size
+        for ts, idx in entries:
+            g = groups.get(ts)
+            if g is None:
+                groups[ts] = [idx]
+                push(heap, ts)
+            else:
+                g.append(idx)
+            size += 1
+            if size > window:
+                size -= release()
+        self.size = size
 
-    def _release(self) -> None:
-        """One run of readings of equal data time out of the buffer (:func:`cems.replay._in_order`); this
-        worker's judged, after the marks received by then."""
-        heap, pop, take_mine = self.heap, heapq.heappop, self.mine.pop
-        t, idx = pop(heap)
-        mine: list[tuple[int, Reading, OutletInfo]] = []
-        if (x := take_mine(idx, None)) is not None:
-            mine.append((idx, *x))
-        while heap and heap[0][0] == t:
-            idx = pop(heap)[1]
-            if (x := take_mine(idx, None)) is not None:
-                mine.append((idx, *x))
-        run = self.runs
+    def _release(self) -> int:
+        """One run of readings of equal data time out of the buffer; this worker's judged, after the marks
+        received by then.  Returns the number of readings (of every worker) released."""
+        t = heapq.heappop(self.heap)
+        run = self.groups.pop(t)
+        take_mine = self.mine.pop
+        mine = [(idx, *x) for idx in run if (x := take_mine(idx, None)) is not None]
+        n_run = self.runs
         self.runs += 1
         pending, pending_ts, engine, take = self.pending, self.pending_ts, self.engine, self.results.take
         while pending and pending_ts[-1] <= t:
             pending_ts.pop()
             take(engine.on_mark(pending.pop()))
-        if not mine:
-            return
+        if mine:
+            self._judge_run(n_run, mine)
+        return len(run)
+
+    def _judge_run(self, n_run: int, mine: list[tuple[int, Reading, OutletInfo]]) -> None:
         items = [(r, info) for _, r, info in mine]
         group = items if len(items) == 1 else merge_parts(items)
         if self.job.keep:
@@ -596,8 +606,8 @@ class _Worker:
             for idx, r, _ in mine:
                 first.setdefault((r.mn, r.stream.value), idx)
             for reading, _ in group:
-                self.kept.append(((run, first[(reading.mn, reading.stream.value)]), reading))
-        on_reading = engine.on_reading
+                self.kept.append(((n_run, first[(reading.mn, reading.stream.value)]), reading))
+        on_reading, take = self.engine.on_reading, self.results.take
         for reading, info in group:
             self.n_readings += 1
             for m in reading.measurements.values():

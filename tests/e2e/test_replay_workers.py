@@ -129,6 +129,10 @@ def lines(seed: int = 7) -> list[str]:
         "grid/v1/G9 " + json.dumps({"data_time": t.isoformat(), "values": {"a34004": {"Rtd": 1.0}}}),
         '{"mn": "MN1003", "stream": "min", "note": {"mn": "x"}}',  # two "mn": every worker decodes it
         "   ",
+        # not rejects: lines split as text mode splits them (a lone CR ends a line), CRLF, white space in front
+        _packet("MN2000", t - timedelta(seconds=30)) + "\r" + _packet("MN2001", t - timedelta(seconds=30)),
+        _packet("MN1000", t - timedelta(seconds=20)) + "\r",
+        "  \t" + _packet("MN0001", t - timedelta(seconds=10)),
     ]
     for i, b in enumerate(bad):
         out.insert(97 * (i + 1), b)
@@ -210,6 +214,8 @@ def test_outputs_of_two_and_three_workers_equal_one_process_byte_for_byte(tmp_pa
     districts = [json.loads(x) for x in one["districts"].decode().splitlines()]
     assert {d["district"] for d in districts} == {"130602", "130603"}
     assert one["grid-hourly"] and one["grid-daily"] and one["daily"] and one["rates"] and one["monthly"]
+    # 8 outlets × 8 h × 60 min + 3 sensors × 8 h × 12 + the 4 readings of the 3 lines above; 6 rejects
+    assert summary.startswith("replay: 4138 lines, 4132 readings"), summary
     for reason in ("bad_password 1", "unknown_mn 1", "bad_topic 1", "unknown_sensor 1", "malformed_json 1"):
         assert reason in summary, summary
     for workers in (2, 3):
@@ -292,12 +298,12 @@ def test_a_line_read_wrong_cheaply_falls_back_to_one_process(tmp_path: Path, mon
 def _crash(how: str) -> Any:
     original = _Worker._decode
 
-    def decode(self: _Worker, chunk: list[tuple[int, bytes]]) -> Any:
-        if self.w == 1 and chunk and chunk[0][0] > 0:  # worker 2, after its first chunk
+    def decode(self: _Worker, first: int, lines: list[bytes]) -> Any:
+        if self.w == 1 and first > 0:  # worker 2, after its first chunk
             if how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("a bug in a worker")
-        return original(self, chunk)
+        return original(self, first, lines)
 
     return decode
 
