@@ -260,6 +260,29 @@ def test_small_reorder_buffers_give_the_one_process_lateness(tmp_path: Path, win
         assert _comparable(replay_parallel(reg, path, workers=workers, **kw)) == expected
 
 
+def test_a_recording_of_hj212_packets_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Chunks of HJ 212 packets alone are routed with one regular expression per chunk; a packet with a
+    second ``MN=`` (in its CP) next to a line with none does not shift the others."""
+    reg = parse_registry(REGISTRY)
+    hj = [mn for mn in OUTLETS if mn not in ("MN1001", "MN1002", "MN1003", "MN1004")]
+    out = [_packet(mn, DAY + timedelta(hours=h, minutes=m)) for h in HOURS for m in range(60) for mn in hj]
+    out = [x for i in range(0, len(out), 300) for x in reversed(out[i : i + 300])]
+    t = DAY + timedelta(hours=9, minutes=30, seconds=5)
+    two = encode(cn="2051", st="31", pw="123456", mn="MN2000", flag=5, data_time=t, values=_values("MN2000", t),
+                 cp_other={"XMN": "MN0001"}, crlf=False)  # fmt: skip
+    out[10:10] = [two, "##0010QN=1;CN=2051&&"]
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    with open(path, encoding="utf-8") as f:
+        one = replay(reg, f, keep_readings=True, window=200)
+    assert one.late_readings > 0 and sum(one.rejected.values()) == 1
+    assert any(r.data_time == t and r.mn == "MN2000" for r, _ in one.accepted)
+    expected = _comparable(one)
+    for workers in (2, 3):
+        assert _comparable(replay_parallel(reg, path, workers=workers, keep_readings=True, window=200)) == expected
+    assert "replaying in one process" not in caplog.text
+
+
 def test_the_cheap_owner_of_a_line_is_the_owner_of_its_decoded_mn() -> None:
     reg = parse_registry(REGISTRY)
     router = Router(reg, "auto", 3)
