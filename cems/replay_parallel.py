@@ -379,6 +379,7 @@ class _Worker:
         self.results = Results()
         self.router = Router(job.registry, job.fmt, job.workers)
         self.fmt_hj212 = job.fmt in ("auto", "hj212")
+        self.owner_cache: dict[str, int] = {}
         self.all_sensors = frozenset(g.id for g in job.registry.grid_sensor)
         self.sensors = self.all_sensors if w == 0 else frozenset()
         self.inbox = job.inboxes[w]
@@ -417,8 +418,8 @@ class _Worker:
         )
         backlog: list[tuple[int, list[_Entry]]] = []
         with open(job.path, "rb") as f:
-            for c, (first, chunk) in enumerate(self._chunks(f)):
-                own = self._decode(first, chunk)
+            for c, (first, chunk, joined) in enumerate(self._chunks(f)):
+                own = self._decode(first, chunk, joined)
                 keys_i = array("q", [e[1] for e in own]).tobytes()
                 keys_t = array("d", [e[0] for e in own]).tobytes()
                 for p, box in enumerate(job.inboxes):
@@ -447,8 +448,9 @@ class _Worker:
         archive.close()
         return _Part(res, engine.rates.snapshot(), self.kept)
 
-    def _chunks(self, f: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
-        """The input, ``CHUNK`` lines at a time, as (number of the first line, the lines as read); lines as
+    def _chunks(self, f: BinaryIO) -> Iterator[tuple[int, list[bytes], bytes]]:
+        """The input, ``CHUNK`` lines at a time, as (number of the first line, the lines as read, the lines
+        joined); lines as
         text mode splits them (``\\r\\n``, ``\\r`` and ``\\n`` end a line)."""
         raw: Iterable[bytes] = f
         if self.w == 0 and self.job.progress is not None:
@@ -456,7 +458,8 @@ class _Worker:
         it = iter(raw)
         idx = 0
         while block := list(islice(it, CHUNK)):
-            if b"\r" in b"".join(block):
+            joined = b"".join(block)
+            if b"\r" in joined:
                 out: list[bytes] = []
                 for line in block:
                     if b"\r" in line and line.find(b"\r") != len(line) - 2:  # not just a CRLF at the end
@@ -464,18 +467,18 @@ class _Worker:
                         out += pieces[:-1] if pieces[-1] == b"" else pieces
                     else:
                         out.append(line)
-                block = out
-            yield idx, block
+                block, joined = out, b""  # (no fast routing of such a chunk)
+            yield idx, block, joined
             idx += len(block)
 
-    def _decode(self, first: int, lines: list[bytes]) -> list[_Entry]:
+    def _decode(self, first: int, lines: list[bytes], joined: bytes) -> list[_Entry]:
         """Decode and validate this worker's lines of a chunk: its accepted outlet readings, in line order
         (grid readings go to the grid engine; rejections are counted)."""
         w, res, registry, fmt, sensors = self.w, self.res, self.job.registry, self.job.fmt, self.sensors
-        owner_of = self.router.owner_of
+        mine_mn = self._owner_of
         rejected = res.rejected
         own: list[_Entry] = []
-        for j, o in self._mine(lines):
+        for j, o in self._mine(lines, joined):
             s = lines[j]
             idx = first + j
             text = s.decode("utf-8", "replace").strip()
@@ -500,7 +503,7 @@ class _Worker:
                 log.exception("internal error on input line %d (counted as internal_error)", idx + 1)
                 rejected["internal_error"] += 1
                 continue
-            if owner_of(r.mn.encode("utf-8")) != w:
+            if mine_mn(r.mn) != w:
                 raise _Misrouted(f"line {idx + 1}: decoded MN {r.mn!r} is not the MN read from the line")
             dt = r.data_time
             ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
@@ -508,7 +511,7 @@ class _Worker:
             self.mine[idx] = (r, info)
         return own
 
-    def _mine(self, lines: list[bytes]) -> list[tuple[int, int]]:
+    def _mine(self, lines: list[bytes], joined: bytes) -> list[tuple[int, int]]:
         """The lines of a chunk this worker decodes, (position, :meth:`Router.owner`): its own, and those every
         worker decodes (``-1``).
         A chunk of HJ 212 packets with one ``MN=`` each (the usual recording) is read with one regular
@@ -516,7 +519,6 @@ class _Worker:
         one with none, is caught by the check of the decoded MN: the replay then runs in one process.)"""
         w, router = self.w, self.router
         if self.fmt_hj212:
-            joined = b"".join(lines)
             n = len(lines)
             if (
                 joined.startswith(b"##")
@@ -535,6 +537,13 @@ class _Worker:
                 return out
         owner = router.owner
         return [(j, o) for j, s in enumerate(lines) if (o := owner(s)) == w or o == _AMBIGUOUS]
+
+    def _owner_of(self, mn: str) -> int:
+        """:meth:`Router.owner_of` of a decoded MN (cached)."""
+        w = self.owner_cache.get(mn)
+        if w is None:
+            w = self.owner_cache[mn] = self.router.owner_of(mn.encode("utf-8"))
+        return w
 
     def _decode_any(self, idx: int, text: str, own: list[_Entry]) -> None:
         """A line every worker decodes: counted (and its rejection) by worker 0, kept by the owner of its MN."""

@@ -321,12 +321,12 @@ def test_a_line_read_wrong_cheaply_falls_back_to_one_process(tmp_path: Path, mon
 def _crash(how: str) -> Any:
     original = _Worker._decode
 
-    def decode(self: _Worker, first: int, lines: list[bytes]) -> Any:
+    def decode(self: _Worker, first: int, lines: list[bytes], joined: bytes) -> Any:
         if self.w == 1 and first > 0:  # worker 2, after its first chunk
             if how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("a bug in a worker")
-        return original(self, first, lines)
+        return original(self, first, lines, joined)
 
     return decode
 
