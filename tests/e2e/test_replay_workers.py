@@ -353,3 +353,37 @@ def test_workers_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[
     write_inputs(tmp_path)
     rc = main(["replay", "--config", str(tmp_path / "r.toml"), "--input", str(tmp_path / "in.txt"), "--workers", "0"])
     assert rc == 2 and "--workers 0: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_store_with_workers_writes_the_same_points(tmp_path: Path, influxdb: Any, influx_db: str) -> None:
+    """``--store``: every accepted reading in the one-process order, and every result, as one process."""
+    write_inputs(tmp_path)
+    other = influx_db + "_w2"
+    influxdb.create_db(other)
+    try:
+        for db, workers in ((influx_db, "1"), (other, "2")):
+            r = subprocess.run(
+                [sys.executable, "-m", "cems", "replay", "--config", str(tmp_path / "r.toml"), "--input",
+                 str(tmp_path / "in.txt"), "--marks", str(tmp_path / "marks.jsonl"), "--warnings",
+                 str(tmp_path / "warnings.json"), "--workers", workers, "--store", "--influx-url", influxdb.url,
+                 "--influx-db", db],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+
+        def points(db: str) -> dict[str, list[str]]:
+            names = [m["name"] for m in influxdb.query(db, "SHOW MEASUREMENTS")]
+            return {
+                n: sorted(json.dumps(p, sort_keys=True) for p in influxdb.query(db, f'SELECT * FROM "{n}"', epoch="ns"))
+                for n in names
+            }
+
+        one = points(influx_db)
+        assert {"cems_reading", "cems_hourly", "cems_event", "cems_mark", "cems_rate", "grid_hourly"} <= set(one), (
+            sorted(one)
+        )
+        assert len(one["cems_reading"]) == 3844 and len(one["grid_reading"]) == 288
+        assert points(other) == one
+    finally:
+        influxdb.drop_db(other)
