@@ -85,10 +85,6 @@ _CLEAN_MN = re.compile(rb"[A-Za-z0-9_.\-]+")
 _MN = re.compile(rb"MN=([^;\n]*)")
 
 
-class _Misrouted(Exception):
-    """A line's MN as read cheaply differs from the decoded one (the replay falls back to one process)."""
-
-
 class Router:
     """The worker that decodes each line: the owner of its MN (:meth:`owner`), or every worker (``-1``)."""
 
@@ -356,11 +352,7 @@ def _merge(
 
 def _worker(job: _Job, w: int) -> None:
     gc.disable()  # as cems.replay._no_gc: long-lived results, no cycles; the process ends after
-    try:
-        part = _Worker(job, w).run()
-    except _Misrouted as e:
-        log.warning("replay worker %d: %s", w + 1, e)
-        raise SystemExit(_MISROUTED) from None
+    part = _Worker(job, w).run()
     tmp = os.path.join(job.outdir, f"part-{w}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump(part, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -503,8 +495,9 @@ class _Worker:
                 log.exception("internal error on input line %d (counted as internal_error)", idx + 1)
                 rejected["internal_error"] += 1
                 continue
-            if mine_mn(r.mn) != w:
-                raise _Misrouted(f"line {idx + 1}: decoded MN {r.mn!r} is not the MN read from the line")
+            if mine_mn(r.mn) != w:  # the MN read cheaply was wrong: the parent replays in one process
+                log.warning("replay worker %d: line %d: decoded MN %r is not the one read", w + 1, idx + 1, r.mn)
+                raise SystemExit(_MISROUTED)
             dt = r.data_time
             ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
             own.append((ts, idx))
