@@ -115,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         type=int,
         default=1,
         metavar="N",
-        help="replay over N processes, the outlets partitioned by the CRC-32 of their MN (the outlets of an "
+        help="replay over N processes, the registry's outlets dealt out among them by MN (the outlets of an "
         "emergency production line together, grid sensors in the first): the same outputs, byte for byte, as "
         "one process; each process reads the whole input and decodes only its outlets' lines (default 1)",
     )
