@@ -23,7 +23,7 @@ import heapq
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,7 +31,7 @@ from itertools import islice
 from typing import Any, Final, Literal
 
 from cems.decode import decode_hj212, decode_hj212_text, decode_message
-from cems.engine import ComplianceEngine, merge_parts
+from cems.engine import ComplianceEngine, EngineOutput, merge_parts
 from cems.errors import RejectedMessage
 from cems.hour_archive import TempHourArchive
 from cems.model import BEIJING, Reading, Stream
@@ -156,6 +156,24 @@ def _data_time(item: tuple[Reading, OutletInfo]) -> datetime:
     return item[0].data_time
 
 
+def _check(text: str, registry: Registry, fmt: Format, sensors: Container[str]) -> tuple[Reading, OutletInfo | None]:
+    """One stripped, non-blank line decoded and validated → (reading, its outlet), or (reading, ``None``) for a
+    grid sensor's reading (of one of ``sensors``).  Raises :class:`RejectedMessage`."""
+    r, info, is_grid = _decode_line(text, registry, fmt)
+    if is_grid:
+        if r.mn not in sensors:
+            raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
+        r = check_values(r)
+        if not any(m.values or m.flag is not None for m in r.measurements.values()):
+            raise RejectedMessage("empty_reading", "the reading carries no values")
+        return r, None
+    if info is None:
+        info = registry.outlet(r.mn)
+        if info is None:
+            raise RejectedMessage("unknown_mn", f"MN {r.mn!r} is not in the registry")
+    return check_values(r), info
+
+
 def _accepted(
     registry: Registry,
     lines: Iterable[str],
@@ -164,9 +182,8 @@ def _accepted(
     grid: Callable[[Reading], None] | None = None,
 ) -> Iterator[tuple[Reading, OutletInfo]]:
     """Decode and validate line by line (rejected lines are counted by reason in ``res``); grid readings go
-    to ``grid`` (without it they are rejected ``unknown_mn``)."""
-    outlet = registry.outlet
-    sensors = {g.id for g in registry.grid_sensor}
+    to ``grid`` (without it they are rejected ``unknown_sensor``)."""
+    sensors = frozenset(g.id for g in registry.grid_sensor) if grid is not None else frozenset()
     rejected = res.rejected
     n = 0
     try:
@@ -176,24 +193,13 @@ def _accepted(
                 continue
             n += 1
             try:
-                r, info, is_grid = _decode_line(text, registry, fmt)
-                if is_grid:
-                    if grid is None or r.mn not in sensors:
-                        raise RejectedMessage("unknown_sensor", f"grid sensor {r.mn!r} is not in the registry")
-                    r = check_values(r)
-                    if not any(m.values or m.flag is not None for m in r.measurements.values()):
-                        raise RejectedMessage("empty_reading", "the reading carries no values")
-                    if r.dropped:
-                        res.values_dropped += len(r.dropped)
-                    grid(r)
-                    continue
-                if info is None:
-                    info = outlet(r.mn)
-                    if info is None:
-                        raise RejectedMessage("unknown_mn", f"MN {r.mn!r} is not in the registry")
-                r = check_values(r)
+                r, info = _check(text, registry, fmt, sensors)
                 if r.dropped:
                     res.values_dropped += len(r.dropped)
+                if info is None:
+                    assert grid is not None
+                    grid(r)
+                    continue
             except RejectedMessage as e:
                 rejected[e.reason] += 1
                 continue
@@ -265,30 +271,18 @@ def replay(
     with _no_gc():
         archive = TempHourArchive()  # hours out of memory, until their repair deadline (exact late revisions)
         engine = ComplianceEngine(registry, journal=False, hold=hold, archive=archive, warnings=warnings)
-        events: dict[str, Event] = {}
+        results = Results()
+        take = results.take
+        events = results.events
         if warnings is not None:
-            for u in engine.set_warnings(warnings, list(warnings.periods)).events:
-                events[u.event.event_id] = u.event
-        hourly: dict[tuple[str, str, datetime, bool], HourlyRecord] = {}
+            take(engine.set_warnings(warnings, list(warnings.periods)))
         on_reading = engine.on_reading
         n_values = 0
         n_readings = 0
         kept = res.accepted
-        daily: dict[tuple[str, str, date], DailyRecord] = {}
-        months: dict[tuple[str, str, str], MonthResult] = {}
-        pending = sorted(marks, key=lambda m: (m.received_at, m.record_id))
+        pending = sorted(marks, key=_mark_order)
         res.marks = list(pending)
         pending.reverse()  # popped from the end, oldest first
-
-        def take(out: Any) -> None:
-            for h in out.hourly:
-                hourly[_hourly_key(h)] = h
-            for d in out.daily:
-                daily[(d.mn, d.pollutant, d.day)] = d
-            for mr in out.monthly:
-                months[(mr.mn, mr.pollutant, mr.month)] = mr
-            for u in out.events:
-                events[u.event.event_id] = u.event
 
         grid = _GridReplay(GridEngine(registry, hold=hold), window, events, res, keep_readings)
         res.registry_sensors = list(registry.grid_sensor)
@@ -314,14 +308,7 @@ def replay(
         while pending:
             take(engine.on_mark(pending.pop()))
         grid.finish()
-        res.events = sorted(
-            (e for e in events.values() if e.status != RETRACTED_STATUS),
-            key=lambda e: (e.start, e.mn, e.type, e.pollutant or ""),
-        )
-        res.hourly = sorted(hourly.values(), key=lambda h: (h.hour_start, h.mn, h.pollutant))
-        res.daily = sorted(daily.values(), key=lambda d: (d.day, d.mn, d.pollutant))
-        # the engine's monthly results (live writes the same as cems_monthly), final versions
-        res.months = sorted(months.values(), key=lambda m: (m.mn, m.pollutant, m.month))
+        results.into(res)
         res.outlet_days = engine.rates.outlet_days()
         res.district_months = engine.rates.district_months()
         late = engine.late_counts()
@@ -335,6 +322,48 @@ def replay(
 def _hourly_key(h: HourlyRecord) -> tuple[str, str, datetime, bool]:
     """A repair's record (source ``repair``) stands beside the original, as in ``cems_hourly``."""
     return (h.mn, h.pollutant, h.hour_start, h.source == "repair")
+
+
+def _mark_order(m: MarkRecord) -> tuple[datetime, str]:
+    return (m.received_at, m.record_id)
+
+
+class Results:
+    """The final version of every hourly record, daily and monthly result and event of a replay, as the
+    engine's outputs come (:meth:`take`); :meth:`into` puts them, in the output order, into a result."""
+
+    def __init__(self) -> None:
+        self.hourly: dict[tuple[str, str, datetime, bool], HourlyRecord] = {}
+        self.daily: dict[tuple[str, str, date], DailyRecord] = {}
+        self.months: dict[tuple[str, str, str], MonthResult] = {}
+        self.events: dict[str, Event] = {}
+
+    def take(self, out: EngineOutput) -> None:
+        hourly, daily, months, events = self.hourly, self.daily, self.months, self.events
+        for h in out.hourly:
+            hourly[_hourly_key(h)] = h
+        for d in out.daily:
+            daily[(d.mn, d.pollutant, d.day)] = d
+        for mr in out.monthly:
+            months[(mr.mn, mr.pollutant, mr.month)] = mr
+        for u in out.events:
+            events[u.event.event_id] = u.event
+
+    def into(self, res: ReplayResult) -> None:
+        """The results in the output order (:func:`sort_results`), retracted events left out."""
+        res.events = [e for e in self.events.values() if e.status != RETRACTED_STATUS]
+        res.hourly = list(self.hourly.values())
+        res.daily = list(self.daily.values())
+        res.months = list(self.months.values())  # the engine's monthly results (live: cems_monthly), final
+        sort_results(res)
+
+
+def sort_results(res: ReplayResult) -> None:
+    """Sort a result's records into the output order (stable: equal keys keep the order they came in)."""
+    res.events.sort(key=lambda e: (e.start, e.mn, e.type, e.pollutant or ""))
+    res.hourly.sort(key=lambda h: (h.hour_start, h.mn, h.pollutant))
+    res.daily.sort(key=lambda d: (d.day, d.mn, d.pollutant))
+    res.months.sort(key=lambda m: (m.mn, m.pollutant, m.month))
 
 
 def load_marks(lines: Iterable[str]) -> list[MarkRecord]:

@@ -192,7 +192,7 @@ async def test_rankings_due_survive_a_restart(tmp_path: Any) -> None:
         ]  # fmt: skip
         await rt.ranker.run_once()
         assert rt.ranker.due == [] and rt.stats.grid_rankings == 2 and up.queries >= 2
-        rows = await rt.db.call(lambda c: c.execute("SELECT COUNT(*) FROM grid_rank_due").fetchone())
-        assert rows == (0,)
+        left = await rt.db.call(lambda c: c.execute("SELECT COUNT(*) FROM grid_rank_due").fetchone()[0])
+        assert left == 0
     finally:
         await rt.close()
