@@ -276,6 +276,8 @@ class IngestService:
                 # spool (if any) has drained into the database
                 rank_query=config_query(influx),
                 rank_ready=lambda: self.spool is None or self.spool.empty(),
+                # a full batch waiting: the clock holds (data it would miss are in the backlog)
+                behind=lambda: self.conn.queue.qsize() >= self.settings.batch_max,
             )
             self._command_topic = self.compliance.ack_topic
             subs.append((self._command_topic, 1))

@@ -171,6 +171,12 @@ class ComplianceConfig:
     #: a ranking pass, and the wait before a failed ranking is tried again.
     grid_rank_delay_s: float = 5.0
     grid_rank_retry_s: float = 60.0
+    #: While the ingester is behind (a backlog of received messages waits to be judged, ``behind()``), the clock
+    #: closes no hour and declares no silence — the data it would miss are in the backlog, so closing early
+    #: would alert on partial hours and raise false interruptions, then revise every such hour batch after
+    #: batch — for at most this long in a row (then the clock closes again, so that silent outlets are not held
+    #: up forever by a lasting overload). Data time still closes an outlet's hours as its readings advance.
+    clock_hold_max_s: float = 1800.0
 
     def webhook_settings(self) -> WebhookSettings:
         return WebhookSettings(
@@ -192,7 +198,8 @@ class ComplianceRuntime:
     while the database is unreachable; ``publish(topic, body)`` publishes QoS 1 and waits for the PUBACK.
     ``rank_query(text, epoch)`` reads InfluxDB (InfluxQL): with it, and grid sensors in the registry, the
     township ranking follows every closed (or revised) day (:class:`GridRankScheduler`); ``rank_ready()``
-    says whether what was written is in the database (not waiting in a spool).
+    says whether what was written is in the database (not waiting in a spool). ``behind()`` says whether
+    received messages wait in a backlog (the clock then holds: ``ComplianceConfig.clock_hold_max_s``).
     """
 
     def __init__(
@@ -204,6 +211,7 @@ class ComplianceRuntime:
         publish: Publish,
         rank_query: RankQuery | None = None,
         rank_ready: Callable[[], bool] | None = None,
+        behind: Callable[[], bool] | None = None,
     ) -> None:
         if config.webhooks and not config.webhook_secret:
             raise CemsError("webhooks need a secret (CEMS_WEBHOOK_SECRET or --webhook-secret-file)")
@@ -227,6 +235,9 @@ class ComplianceRuntime:
                 stats=self.stats,
                 forget=self._forget_rank,
             )
+        self._behind = behind or (lambda: False)
+        #: when the clock began to hold (monotonic), while the ingester is behind
+        self._held_since: float | None = None
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -499,8 +510,11 @@ class ComplianceRuntime:
         async with self.lock:
             now = self.config.clock()
             self.stats.clock_ticks += 1
-            self._pending.extend(self.engine.on_clock(now))
-            self._grid_pending.extend(self.grid.on_clock(now))
+            if self._clock_holds():
+                self.stats.clock_held += 1
+            else:
+                self._pending.extend(self.engine.on_clock(now))
+                self._grid_pending.extend(self.grid.on_clock(now))
             late = self.engine.late_counts()
             self.stats.late_readings = late["late_readings"]
             self.stats.late_unrevised = late["late_unrevised"]
@@ -511,6 +525,17 @@ class ComplianceRuntime:
                 return False
             await self._prune_archive(now)
             return await self._escalate(now, stop)
+
+    def _clock_holds(self) -> bool:
+        """Whether this tick closes nothing: the ingester is behind, for less than ``clock_hold_max_s`` in a row."""
+        if not self._behind():
+            self._held_since = None
+            return False
+        t = time.monotonic()
+        if self._held_since is None:
+            self._held_since = t
+            log.info("a backlog of received messages: the clock closes no hour until it is judged")
+        return t - self._held_since < self.config.clock_hold_max_s
 
     async def _prune_archive(self, now: datetime) -> None:
         """Archived hours past their repair deadline can no longer change: forget them (once an hour)."""

@@ -208,6 +208,8 @@ class ComplianceStats:
     acks: int = 0
     escalations: int = 0
     clock_ticks: int = 0
+    #: clock ticks that closed nothing because a backlog waited to be judged (``clock_hold_max_s``)
+    clock_held: int = 0
     rate_points: int = 0
     #: readings merged into an hour already emitted (the hour was revised; issue 12 item 1)
     late_readings: int = 0

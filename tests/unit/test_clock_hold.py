@@ -1,0 +1,72 @@
+"""While received messages wait in a backlog, the ingester's clock closes no hour and declares no silence (the
+data it would miss are in the backlog): the hour closes when the backlog is judged, or by data time, or after
+``clock_hold_max_s`` (issue 20, found by `cems bench --soak`: a lagging ingester used to close hours early and
+then revise them batch after batch)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from registries import one_outlet  # tests/registries.py
+
+from cems.model import BEIJING, Measurement, Reading, Stream
+from cems.registry import parse_registry
+from cems.service.compliance import ComplianceConfig, ComplianceRuntime
+
+REG = parse_registry(one_outlet())
+MN = REG.enterprise[0].outlet[0].mn
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
+
+
+def minute(i: int, so2: float = 10.0) -> Reading:
+    return Reading(MN, Stream.MIN, T0 + timedelta(minutes=i), {
+        "a21026": Measurement("a21026", {"Avg": so2}, "N"),
+        "a19001": Measurement("a19001", {"Avg": 8.0}, "N"),
+    })  # fmt: skip
+
+
+async def run(tmp_path: Path, hold_max_s: float) -> tuple[list[str], list[str], int]:
+    """Minutes 08:00–08:29 judged; the clock at 09:10 (08:00's hour is due) with a backlog; then without."""
+    lines: list[str] = []
+
+    async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
+        lines.extend(batch)
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    now = [T0 + timedelta(minutes=30)]
+    behind = [False]
+    cfg = ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], clock_hold_max_s=hold_max_s)
+    rt = ComplianceRuntime(REG, cfg, write=write, publish=publish, behind=lambda: behind[0])
+    await rt.open()
+    try:
+        info = REG.outlet(MN)
+        assert info is not None
+        assert await rt.on_batch([(minute(i), info) for i in range(30)], [], None) == []
+        now[0] = T0 + timedelta(hours=1, minutes=10)
+        behind[0] = True
+        await rt.tick()
+        while_behind = [ln for ln in lines if ln.startswith(("cems_hourly", "cems_event"))]
+        behind[0] = False
+        await rt.tick()
+        after = [ln for ln in lines if ln.startswith(("cems_hourly", "cems_event"))]
+        return while_behind, after, rt.stats.clock_held
+    finally:
+        await rt.close()
+
+
+async def test_the_clock_holds_while_a_backlog_waits(tmp_path: Path) -> None:
+    while_behind, after, held = await run(tmp_path, 1800.0)
+    assert while_behind == [] and held == 1  # neither the hour nor a data interruption while behind
+    hour_ms = str(int(T0.timestamp() * 1000))
+    assert any(ln.startswith("cems_hourly") and "pollutant=a21026" in ln and ln.endswith(hour_ms) for ln in after)
+    assert any("data_interruption" in ln for ln in after)  # the outlet is silent since 08:29
+
+
+async def test_the_hold_is_bounded(tmp_path: Path) -> None:
+    while_behind, _, held = await run(tmp_path, 0.0)
+    assert held == 0 and any(ln.startswith("cems_hourly") for ln in while_behind)
