@@ -15,7 +15,6 @@ the files it mounts, the commands it runs and the environment it sets, with the 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from compose import env_example, interpolate  # tests/compose.py
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cems.cli import build_parser
@@ -45,32 +45,8 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 NOBODY = 65534
 
 
-def _env_example() -> dict[str, str]:
-    out = {}
-    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            out[k.strip()] = v.strip()
-    return out
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's variable interpolation: ``${V}``, ``${V:-default}``, ``${V:?error}``, ``$$`` → ``$``."""
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1), m.group(2), m.group(3)
-        v = env.get(name, "")
-        if op == ":?" and not v:
-            raise KeyError(f"{name}: {arg}")
-        return v or (arg if op == ":-" else "")
-
-    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
-
-
 def _service_env(name: str) -> dict[str, str]:
-    env = _env_example()
+    env = env_example()
     return {k: interpolate(str(v), env) for k, v in COMPOSE["services"][name].get("environment", {}).items()}
 
 
@@ -131,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 bind=a.bind,
                 tls_port=a.tls_port,
             ),
-            _env_example(),
+            env_example(),
         )
         conf = (ROOT / "deploy" / "mosquitto.conf").read_text(encoding="utf-8")
         mounts = {v.split(":")[0]: v.split(":")[1] for v in COMPOSE["services"]["mosquitto"]["volumes"]}

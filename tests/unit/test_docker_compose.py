@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from compose import env_example, interpolate  # tests/compose.py
 
 from cems.cli import build_parser
 from cems.config import Env
@@ -31,30 +32,6 @@ SERVICES = {
 LONG_RUNNING = SERVICES - {"broker-config", "simulator", "dashboards-registry"}
 
 
-def _env_example() -> dict[str, str]:
-    out = {}
-    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            out[k.strip()] = v.strip()
-    return out
-
-
-def _interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's interpolation: ``${V}``, ``${V:-default}``, ``${V:?error}`` (KeyError when unset), ``$$``."""
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1), m.group(2), m.group(3)
-        v = env.get(name, "")
-        if op == ":?" and not v:
-            raise KeyError(name)
-        return v or (arg if op == ":-" else "")
-
-    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
-
-
 def _variables(node: object) -> set[str]:
     text = yaml.safe_dump(node)
     return set(re.findall(r"\$\{(\w+)", text))
@@ -76,7 +53,7 @@ def test_services_and_pinned_images() -> None:
 def test_secrets_only_from_env_file() -> None:
     """Every secret is a required ${VAR:?} from .env; .env.example lists every variable compose reads; .env is
     never committed."""
-    example = _env_example()
+    example = env_example()
     used = _variables(COMPOSE)
     listed = set(re.findall(r"^#?\s*(\w+)=", (ROOT / ".env.example").read_text(encoding="utf-8"), re.M))
     assert used <= listed, f"variables compose reads but .env.example does not list: {used - listed}"
@@ -89,7 +66,7 @@ def test_secrets_only_from_env_file() -> None:
                 assert "${" in str(v), f"{name}: {k} is written into docker-compose.yml"
     # with nothing set, compose refuses to start (every required secret fails)
     with pytest.raises(KeyError):
-        _interpolate(str(COMPOSE["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]), {})
+        interpolate(str(COMPOSE["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]), {})
     assert example["GRAFANA_ADMIN_PASSWORD"] != "admin"
     assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8")
@@ -99,11 +76,11 @@ def test_ports_on_loopback_unless_opted_in() -> None:
     for name, svc in COMPOSE["services"].items():
         for port in svc.get("ports", []):
             spec = str(port)
-            assert _interpolate(spec, {}).count(":") == 2, f"{name}: {spec} must name the address it binds"
-            assert _interpolate(spec, {}).startswith("127.0.0.1:"), f"{name}: {spec} is not on loopback"
+            assert interpolate(spec, {}).count(":") == 2, f"{name}: {spec} must name the address it binds"
+            assert interpolate(spec, {}).startswith("127.0.0.1:"), f"{name}: {spec} is not on loopback"
             opt_in = re.match(r"\$\{(CEMS_BIND_\w+):-127\.0\.0\.1\}:", spec)
             assert opt_in, f"{name}: {spec}: the address must come from a CEMS_BIND_* variable"
-            assert _interpolate(spec, {opt_in.group(1): "0.0.0.0"}).startswith("0.0.0.0:")
+            assert interpolate(spec, {opt_in.group(1): "0.0.0.0"}).startswith("0.0.0.0:")
 
 
 def test_health_checks_and_start_order() -> None:
@@ -137,7 +114,7 @@ def test_broker_has_no_anonymous_access() -> None:
     out = {v.split(":")[0]: v.split(":")[1] for v in bc["volumes"]}
     assert out["broker-auth"] == a.out_dir and a.monitor_user == "cems-monitor"
     assert "CEMS_SECRET_CEMS_MONITOR" in str(COMPOSE["services"]["mosquitto"]["environment"])
-    example = _env_example()
+    example = env_example()
     for user in ("CEMS_INGESTER", "CEMS_BRIDGE", "CEMS_MONITOR"):
         assert f"CEMS_SECRET_{user}" in example
     assert bc["env_file"] == [".env"] and bc["user"] == "1883:1883"
@@ -214,7 +191,7 @@ def test_mounted_files_exist_and_match_provisioning() -> None:
 
 def test_commands_parse_with_the_real_cli() -> None:
     s = COMPOSE["services"]
-    env_cems = {k: _interpolate(str(v), _env_example()) for k, v in s["cems"]["environment"].items()}
+    env_cems = {k: interpolate(str(v), env_example()) for k, v in s["cems"]["environment"].items()}
     import os
 
     old = dict(os.environ)
@@ -224,13 +201,13 @@ def test_commands_parse_with_the_real_cli() -> None:
         assert a.mqtt_url == "mqtt://mosquitto:1883" and a.influx_url == "http://influxdb:8086"
         assert a.config == "/etc/cems/registry.toml" and a.health_port == 9108
         assert "9108/healthz" in str(s["cems"]["healthcheck"]["test"])
-        env_reg = {k: _interpolate(str(v), _env_example()) for k, v in s["dashboards-registry"]["environment"].items()}
+        env_reg = {k: interpolate(str(v), env_example()) for k, v in s["dashboards-registry"]["environment"].items()}
         os.environ.update(env_reg)
         r = build_parser().parse_args(s["dashboards-registry"]["command"])
         assert r.func.__name__ == "cmd_dashboards_registry" and r.influx_url == "http://influxdb:8086"
         assert r.config == "/etc/cems/registry.toml" and r.influx_token.startswith("cems:")
         for name in ("hj212-bridge", "simulator"):
-            os.environ.update({k: _interpolate(str(v), _env_example()) for k, v in s[name]["environment"].items()})
+            os.environ.update({k: interpolate(str(v), env_example()) for k, v in s[name]["environment"].items()})
             gateway_parser().parse_args(s[name]["command"])
     finally:
         os.environ.clear()
@@ -288,7 +265,7 @@ def test_prometheus_scrapes_the_ingester_metrics() -> None:
     """Prometheus scrapes the port `cems run --health-port` serves, on an address the compose network reaches,
     and Grafana's Prometheus datasource uses the scrape interval ($__rate_interval depends on it)."""
     s = COMPOSE["services"]
-    env = {k: _interpolate(str(v), _env_example()) for k, v in s["cems"]["environment"].items()}
+    env = {k: interpolate(str(v), env_example()) for k, v in s["cems"]["environment"].items()}
     a = build_parser(Env(env)).parse_args(s["cems"]["command"])
     assert a.health_host == "0.0.0.0" and "ports" not in s["cems"] and "ports" not in s["prometheus"]
     prom = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text(encoding="utf-8"))
