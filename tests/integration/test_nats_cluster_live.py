@@ -132,6 +132,16 @@ class Gateway(threading.Thread):
         self.c.loop_stop()
 
 
+def stored_equal_to_replay(influxdb: Any, influx_db: str, total: int, whole: Any, data: Any) -> None:
+    """Every acknowledged message stored (one ``cems_reading`` point per outlet and minute), and the hourly
+    records in InfluxDB those of one ``cems replay`` of all the data."""
+    q = "SELECT count(a21026_Avg) FROM cems_reading"
+    wait_until(lambda: (r := influxdb.query(influx_db, q)) and r[0]["count"] == total, 120)
+    expected = hourly_from_replay(whole, data)
+    assert len(expected) == 6 * 2 * 2
+    wait_until(lambda: hourly_from_influx(influxdb, influx_db) == expected, 90)
+
+
 def test_cluster_node_and_ingester_failures_lose_nothing_and_equal_one_replay(
     tmp_path: Path, nats_cluster: NatsCluster, influxdb: Any, influx_db: str
 ) -> None:
@@ -167,12 +177,7 @@ def test_cluster_node_and_ingester_failures_lose_nothing_and_equal_one_replay(
         ingesters[1].start()
         gw.join(120)
         assert gw.acknowledged == total
-        # every acknowledged message is stored: one cems_reading point per outlet and minute
-        q = "SELECT count(a21026_Avg) FROM cems_reading"
-        wait_until(lambda: (r := influxdb.query(influx_db, q)) and r[0]["count"] == total, 120)
-        expected = hourly_from_replay(whole, data)
-        assert len(expected) == 6 * 2 * 2
-        wait_until(lambda: hourly_from_influx(influxdb, influx_db) == expected, 90)
+        stored_equal_to_replay(influxdb, influx_db, total, whole, data)
     finally:
         gw.close()
         for ing in ingesters:
@@ -260,11 +265,7 @@ def test_an_ingester_given_every_node_fails_over_when_its_node_is_killed_and_los
         nats_cluster.start_node(kill)  # back later: the ingester stays where it is
         gw.join(120)
         assert gw.acknowledged == total
-        q = "SELECT count(a21026_Avg) FROM cems_reading"
-        wait_until(lambda: (r := influxdb.query(influx_db, q)) and r[0]["count"] == total, 120)
-        expected = hourly_from_replay(whole, data)
-        assert len(expected) == 6 * 2 * 2
-        wait_until(lambda: hourly_from_influx(influxdb, influx_db) == expected, 90)
+        stored_equal_to_replay(influxdb, influx_db, total, whole, data)
     finally:
         gw.close()
         ing.stop()
