@@ -82,6 +82,8 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
+from operator import sub as _sub
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
 
@@ -831,11 +833,17 @@ class OutletHourly:
         return min(3600, max(60, round(step / 60) * 60))
 
     def _minutes_value(
-        self, d: dict[int, _Sub], interval: int | None = None, source: str = SOURCE_MINUTES
+        self,
+        d: dict[int, _Sub],
+        interval: int | None = None,
+        source: str = SOURCE_MINUTES,
+        secs: list[int] | None = None,
     ) -> _HourValue:
         """Minute records (or real-time values sparser than one a minute, with their ``interval``): each
-        valid one covers its period up to the next; the covered minutes are the valid minutes."""
-        secs = sorted(d)
+        valid one covers its period up to the next; the covered minutes are the valid minutes.  ``secs``:
+        ``sorted(d)`` when the caller has it."""
+        if secs is None:
+            secs = sorted(d)
         if interval is None:
             interval = self._infer_interval(secs)
         n_cov = 0
@@ -855,31 +863,57 @@ class OutletHourly:
         return (avg, valid, _hour_flag(valid, lower_bound), source, valid_minutes, None)
 
     def _rtd_value(self, d: dict[int, _Sub]) -> _HourValue:
-        cadence = hour_cadence(d, self._rtd_hint)
+        # The hour's cadence: what :func:`~cems.rules.cadence.hour_cadence` gives (the lower median of the gaps
+        # between distinct data times, the hint below 2 gaps), computed here on the keys (distinct already)
+        # with the gaps in C (CPU, issue 20).
+        secs = sorted(d)
+        n_secs = len(secs)
+        if n_secs < 3:
+            cadence = self._rtd_hint
+            gaps: list[int] | None = None
+        else:
+            gaps = list(map(_sub, islice(secs, 1, None), secs))
+            gaps.sort()
+            cadence = gaps[(n_secs - 2) // 2]
         if cadence > 60 and self._need is None:
             # sparser than one value a minute: each value covers its interval (see the module docstring)
-            return self._minutes_value(d, min(cadence, 3600), SOURCE_REALTIME)
-        minutes: dict[int, list[float]] = {}  # minute → [total, n valid, sum of valid, n lower bounds]
-        for s, (v, ok) in d.items():
-            acc = minutes.get(s // 60)
-            if acc is None:
-                acc = minutes[s // 60] = [0.0, 0.0, 0.0, 0.0]
-            acc[0] += 1.0
-            if ok:
-                acc[1] += 1.0
-                acc[2] += v
-                if ok == _LOWER_BOUND:
-                    acc[3] += 1.0
+            return self._minutes_value(d, min(cadence, 3600), SOURCE_REALTIME, secs)
         need = self._need or min(MIN_VALUES_PER_MINUTE, max(1, 60 // cadence))
         valid_minutes = 0
         wsum = 0.0
         lower_bound = False
-        for total, n, s_, n_t in minutes.values():
-            # Minute valid: ≥ need valid values and flagged N (≥ 75 % of its values N).
-            if n >= need and n >= N_FLAG_SHARE * total:
-                valid_minutes += 1
-                wsum += s_ / n
-                lower_bound = lower_bound or n_t > 0
+        if need == 1 and (gaps[0] >= 60 if gaps is not None else n_secs < 2 or secs[0] // 60 != secs[1] // 60):
+            # One value per minute (every gap ≥ 60 s): a minute is valid when its value is (1 valid value ≥
+            # need, and 1 ≥ 75 % of 1); its mean is the value (wsum gets (0.0 + v) / 1, which is v but for
+            # −0.0, and 0.0 + −0.0 == 0.0 + 0.0: the same sum).  Minutes in order of first arrival, as below.
+            for v, ok in d.values():
+                if ok:
+                    valid_minutes += 1
+                    wsum += v
+                    if ok == _LOWER_BOUND:
+                        lower_bound = True
+        else:
+            minutes: dict[int, list[Any]] = {}  # minute → [total, n valid, sum of valid, any lower bound]
+            for s, (v, ok) in d.items():
+                m = minutes.get(s // 60)
+                if m is None:
+                    if ok:
+                        minutes[s // 60] = [1, 1, 0.0 + v, ok == _LOWER_BOUND]
+                    else:
+                        minutes[s // 60] = [1, 0, 0.0, False]
+                else:
+                    m[0] += 1
+                    if ok:
+                        m[1] += 1
+                        m[2] += v
+                        if ok == _LOWER_BOUND:
+                            m[3] = True
+            for total, n, s_, lb in minutes.values():
+                # Minute valid: ≥ need valid values and flagged N (≥ 75 % of its values N).
+                if n >= need and n >= N_FLAG_SHARE * total:
+                    valid_minutes += 1
+                    wsum += s_ / n
+                    lower_bound = lower_bound or lb
         valid = valid_minutes >= MIN_VALID_MINUTES_PER_HOUR
         avg = wsum / valid_minutes if valid_minutes else None
         return (avg, valid, _hour_flag(valid, lower_bound), SOURCE_REALTIME, valid_minutes, None)
