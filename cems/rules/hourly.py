@@ -404,16 +404,19 @@ def pack_hour(acc: _HourAcc) -> bytes:
     head: dict[str, Any] = {"d": {c: list(v) for c, v in acc.das.items()}, "m": [], "r": []}
     body = bytearray()
     for key, subs in (("m", acc.mins), ("r", acc.rtd)):
+        codes = head[key]
         for code, d in subs.items():
             secs = sorted(d)
-            head[key].append([code, len(secs)])
-            a_secs, a_vals = array("H", secs), array("d", [d[s][0] for s in secs])
+            codes.append([code, len(secs)])
+            a_secs = array("H", secs)
+            vs, oks = zip(*map(d.__getitem__, secs), strict=True) if secs else ((), ())
+            a_vals = array("d", vs)
             if _BIG_ENDIAN:
                 a_secs.byteswap()
                 a_vals.byteswap()
             body += a_secs.tobytes()
             body += a_vals.tobytes()
-            body += bytes(d[s][1] for s in secs)
+            body += bytes(oks)
     raw = json.dumps(head, separators=(",", ":")).encode()
     return bytes([_PACK_VERSION]) + zlib.compress(len(raw).to_bytes(4, "little") + raw + bytes(body), 1)
 
@@ -434,16 +437,25 @@ def unpack_hour(data: bytes) -> _HourAcc:
             secs = array("H")
             secs.frombytes(raw[pos : pos + 2 * k])
             pos += 2 * k
-            vals = array("d")
-            vals.frombytes(raw[pos : pos + 8 * k])
+            vs = array("d")
+            vs.frombytes(raw[pos : pos + 8 * k])
             pos += 8 * k
             oks = raw[pos : pos + k]
             pos += k
+            if not k:
+                continue
             if _BIG_ENDIAN:
                 secs.byteswap()
-                vals.byteswap()
-            for s, v, ok in zip(secs, vals, oks, strict=True):
-                acc.add(kind, code, s, v, ok)
+                vs.byteswap()
+            # the log as :meth:`_HourAcc.add` made it, one code after the other (CPU: in bulk)
+            codes, keys, vals = acc.log(kind)
+            i = len(codes)
+            codes.append(code)
+            trip = [i] * (3 * k)
+            trip[1::3] = secs
+            trip[2::3] = oks
+            keys.extend(trip)
+            vals.extend(vs)
     return acc
 
 

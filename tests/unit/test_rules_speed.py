@@ -75,3 +75,63 @@ def test_rtd_value_equals_the_former_code(need: int | None, hint: int) -> None:
             v = rng.choice([0.0, -0.0, rng.uniform(-5, 500), rng.uniform(0, 1e-3)]) if ok else math.nan
             d[s] = (v, ok)
         assert _same(agg._rtd_value(d), _reference_rtd_value(agg, d)), (need, hint, d)
+
+
+def _reference_pack(acc: hourly._HourAcc) -> bytes:
+    """:func:`cems.rules.hourly.pack_hour` before issue 20's speed work (a copy of the former code)."""
+    import json
+    import zlib
+    from array import array
+    from typing import Any
+
+    head: dict[str, Any] = {"d": {c: list(v) for c, v in acc.das.items()}, "m": [], "r": []}
+    body = bytearray()
+    for key, subs in (("m", acc.mins), ("r", acc.rtd)):
+        for code, d in subs.items():
+            secs = sorted(d)
+            head[key].append([code, len(secs)])
+            a_secs, a_vals = array("H", secs), array("d", [d[s][0] for s in secs])
+            body += a_secs.tobytes()
+            body += a_vals.tobytes()
+            body += bytes(d[s][1] for s in secs)
+    raw = json.dumps(head, separators=(",", ":")).encode()
+    return bytes([1]) + zlib.compress(len(raw).to_bytes(4, "little") + raw + bytes(body), 1)
+
+
+def _random_hour(rng: random.Random) -> hourly._HourAcc:
+    acc = hourly._HourAcc()
+    if rng.random() < 0.3:
+        acc.das = {"a21026": (rng.uniform(0, 50), None, "N"), "a19001": (None, None, "D")}
+    for kind in ("rtd", "mins"):
+        if rng.random() < 0.3:
+            continue
+        codes = rng.sample(["a21026", "a21002", "a34013", "a19001", "a00000", "a01012"], rng.randint(1, 6))
+        for _ in range(rng.randint(1, 400)):  # arrival order, re-sent seconds included
+            ok = rng.choice([0, 1, 1, 1, 2])
+            v = math.nan if ok == 0 and rng.random() < 0.5 else rng.choice([-0.0, rng.uniform(-1, 900)])
+            acc.add(kind, rng.choice(codes), rng.randrange(3600), v, ok)
+    return acc
+
+
+def test_pack_and_unpack_equal_the_former_code() -> None:
+    rng = random.Random(20)
+    for _ in range(300):
+        acc = _random_hour(rng)
+        data = hourly.pack_hour(acc)
+        assert data == _reference_pack(acc)
+        back = hourly.unpack_hour(data)
+        # the former unpack: every sub-value added one by one, code after code, in header order
+        want = hourly._HourAcc()
+        want.das = back.das
+        for kind, subs in (("mins", acc.mins), ("rtd", acc.rtd)):
+            for code, d in subs.items():
+                for s in sorted(d):
+                    want.add(kind, code, s, *d[s])
+        for name in ("mins_codes", "rtd_codes"):
+            assert getattr(back, name) == getattr(want, name)
+        for name in ("mins_keys", "mins_vals", "rtd_keys", "rtd_vals"):
+            got, exp = getattr(back, name), getattr(want, name)
+            assert (got is None and exp is None) or (
+                got is not None and exp is not None and got.tobytes() == exp.tobytes()
+            )
+        assert dict(back.das) == dict(acc.das)
