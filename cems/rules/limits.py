@@ -137,14 +137,16 @@ class LimitSchedule:
     was built for).  Build a new schedule when the registry is reloaded.
     """
 
-    __slots__ = ("_bounds", "_cache", "_outlet", "_ref_cache", "_zs_cache")
+    __slots__ = ("_at0", "_bounds", "_cache", "_outlet", "_ref_cache", "_zs0", "_zs_cache")
 
     def __init__(self, outlet: Outlet) -> None:
         self._outlet = outlet
         self._bounds: list[float] = sorted({ch.start.timestamp() for ch in outlet.limit_change})
         self._cache: dict[tuple[str, int], AppliedLimit | None] = {}
+        self._at0: dict[str, AppliedLimit | None] = {}  # the same, when there are no dated changes
         self._ref_cache: dict[int, float] = {}
         self._zs_cache: dict[tuple[str, int], tuple[float, float | None]] = {}
+        self._zs0: dict[str, tuple[float, float | None]] = {}  # the same, when there are no dated changes
 
     @property
     def outlet(self) -> Outlet:
@@ -156,6 +158,12 @@ class LimitSchedule:
         return bisect_right(self._bounds, _aware(t).timestamp())
 
     def at(self, code: str, t: datetime) -> AppliedLimit | None:
+        if not self._bounds:  # no dated change (most outlets): one look-up by code (CPU: per reading)
+            try:
+                return self._at0[code]
+            except KeyError:
+                al0 = self._at0[code] = limit_at(self._outlet, code, t)
+                return al0
         key = (code, self._segment(t))
         try:
             return self._cache[key]
@@ -173,9 +181,17 @@ class LimitSchedule:
     def ref_and_limit(self, code: str, t: datetime) -> tuple[float, float | None]:
         """The reference O2 that ``code``'s corrected value uses at ``t`` (its limit's, else the outlet's) and
         the limit (``None``: none): one cached look-up for the per-reading checks."""
+        if not self._bounds:  # no dated change (most outlets): one look-up by code (CPU: per reading)
+            got = self._zs0.get(code)
+            if got is None:
+                got = self._zs0[code] = self._ref_and_limit(code, t)
+            return got
         key = (code, self._segment(t))
         got = self._zs_cache.get(key)
         if got is None:
-            al = self.at(code, t)
-            got = self._zs_cache[key] = (self.ref_o2(t), None) if al is None else (al.ref_o2, al.limit)
+            got = self._zs_cache[key] = self._ref_and_limit(code, t)
         return got
+
+    def _ref_and_limit(self, code: str, t: datetime) -> tuple[float, float | None]:
+        al = self.at(code, t)
+        return (self.ref_o2(t), None) if al is None else (al.ref_o2, al.limit)

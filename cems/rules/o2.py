@@ -10,7 +10,7 @@ limits for dry flue gas at a reference O2 content.  A measured concentration is 
 
 from __future__ import annotations
 
-import math
+from math import isclose, isfinite
 from typing import Final
 
 #: O2 content of dry air, % (the "21" of the correction formula).
@@ -42,11 +42,10 @@ def correct(c: float, o2_measured: float, o2_ref: float, *, max_o2: float = DEFA
     * ``o2_measured > max_o2`` (dilution, see :data:`DEFAULT_MAX_O2`),
     * any input not finite, or ``o2_ref`` outside ``[0, 21)``.
     """
-    if not (math.isfinite(c) and math.isfinite(o2_measured) and math.isfinite(o2_ref)):
+    # (called for every concentration of every reading: comparisons first, NaN and ±inf fail them)
+    if not (0.0 <= o2_measured < O2_AIR) or o2_measured > max_o2 or not (0.0 <= o2_ref < O2_AIR):
         return None
-    if o2_measured < 0.0 or o2_measured >= O2_AIR or o2_measured > max_o2:
-        return None
-    if o2_ref < 0.0 or o2_ref >= O2_AIR:
+    if not isfinite(c):
         return None
     return c * (O2_AIR - o2_ref) / (O2_AIR - o2_measured)
 
@@ -63,6 +62,6 @@ def zs_agrees(das_zs: float, computed: float, rel_tol: float = 0.02, abs_tol: fl
     Agreement: ``|das − computed| ≤ max(rel_tol × max(|das|, |computed|), abs_tol)``.  2 % covers a DAS that
     averages instantaneous corrected values instead of correcting the hourly means, and O2 rounded to 0.1 %.
     """
-    if not (math.isfinite(das_zs) and math.isfinite(computed)):
+    if not (isfinite(das_zs) and isfinite(computed)):
         return False
-    return math.isclose(das_zs, computed, rel_tol=rel_tol, abs_tol=abs_tol)
+    return isclose(das_zs, computed, rel_tol=rel_tol, abs_tol=abs_tol)

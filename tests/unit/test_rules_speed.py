@@ -135,3 +135,49 @@ def test_pack_and_unpack_equal_the_former_code() -> None:
                 got is not None and exp is not None and got.tobytes() == exp.tobytes()
             )
         assert dict(back.das) == dict(acc.das)
+
+
+def _reference_correct(c: float, o2: float, ref: float, max_o2: float) -> float | None:
+    """:func:`cems.rules.o2.correct` before issue 20's speed work."""
+    if not (math.isfinite(c) and math.isfinite(o2) and math.isfinite(ref)):
+        return None
+    if o2 < 0.0 or o2 >= 21.0 or o2 > max_o2:
+        return None
+    if ref < 0.0 or ref >= 21.0:
+        return None
+    return c * (21.0 - ref) / (21.0 - o2)
+
+
+def test_correct_equals_the_former_code() -> None:
+    from cems.rules.o2 import correct
+
+    specials = [math.nan, math.inf, -math.inf, -0.0, 0.0, 21.0, 19.5, 20.999, -1e-9, 1e308, -5.0]
+    rng = random.Random(3)
+    for _ in range(20000):
+        c = rng.choice(specials) if rng.random() < 0.3 else rng.uniform(-10, 900)
+        o2 = rng.choice(specials) if rng.random() < 0.3 else rng.uniform(-1, 22)
+        ref = rng.choice([*specials, 3.0, 6.0, 9.0, 16.0])
+        max_o2 = rng.choice([19.5, 21.0, 15.0, math.nan])
+        got, want = correct(c, o2, ref, max_o2=max_o2), _reference_correct(c, o2, ref, max_o2)
+        assert (got is None and want is None) or (got is not None and want is not None and _same((got,), (want,))), (
+            c,
+            o2,
+            ref,
+            max_o2,
+        )
+
+
+def test_limit_lookups_without_dated_changes_equal_limit_at() -> None:
+    from datetime import datetime
+
+    from cems.model import BEIJING
+    from cems.rules.limits import LimitSchedule, limit_at, ref_o2_at
+
+    outlet = Outlet(mn="T0000002", name="t", profile="boiler_coal_new", limits={"a21026": 35.0})
+    sched = LimitSchedule(outlet)
+    for code in ("a21026", "a21002", "a34013", "a99999", "a21026"):
+        for t in (datetime(2020, 1, 1, tzinfo=BEIJING), datetime(2026, 6, 1)):
+            assert sched.at(code, t) == limit_at(outlet, code, t)
+            al = limit_at(outlet, code, t)
+            want = (ref_o2_at(outlet, t), None) if al is None else (al.ref_o2, al.limit)
+            assert sched.ref_and_limit(code, t) == want
