@@ -22,12 +22,13 @@ import gc
 import heapq
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import islice
+from operator import attrgetter
 from typing import Any, Final, Literal
 
 from cems.decode import decode_hj212, decode_hj212_text, decode_message
@@ -54,6 +55,7 @@ Format = Literal["auto", "hj212", "jsonl"]
 #: Readings held by the reorder buffer (≈ 2–3 KB each decoded: ≈ 60 MB; docs/benchmark.md).
 DEFAULT_WINDOW: Final = 20_000
 _STREAMS = {s.value: s for s in Stream}
+_values_of = attrgetter("values")
 
 
 @dataclass
@@ -221,26 +223,55 @@ def _chunked(items: Iterator[tuple[Reading, OutletInfo]], size: int = 4096) -> I
 
 def _in_order(items: Iterable[tuple[Reading, OutletInfo]], window: int) -> Iterator[list[tuple[Reading, OutletInfo]]]:
     """Runs of readings of equal data time, in data-time order within a buffer of ``window`` readings (equal
-    times in input order); each run merged (:func:`~cems.engine.merge_parts`)."""
-    heap: list[tuple[float, int, Reading, OutletInfo]] = []
-    push, pop = heapq.heappush, heapq.heappop
+    times in input order); each run merged (:func:`~cems.engine.merge_parts`).
 
-    def run() -> list[tuple[Reading, OutletInfo]]:
-        t, _, r, info = pop(heap)
+    The buffer is a FIFO of the readings that came in order (each at or after the one before it: most of them)
+    and a heap of the others, keyed (data time, input position); the smaller of the two heads goes first, so
+    the readings leave in the order one heap would give them, without a heap operation for in-order data."""
+    heap: list[tuple[float, int, Reading, OutletInfo]] = []
+    fifo: deque[tuple[float, int, Reading, OutletInfo]] = deque()
+    push, pop, popleft, append = heapq.heappush, heapq.heappop, fifo.popleft, fifo.append
+
+    def smallest() -> tuple[float, int, Reading, OutletInfo]:
+        if heap and (not fifo or heap[0] < fifo[0]):  # keys (time, position) are unique: no Reading compared
+            return pop(heap)
+        return popleft()
+
+    def next_time() -> float | None:
+        if heap:
+            return fifo[0][0] if fifo and fifo[0] < heap[0] else heap[0][0]
+        return fifo[0][0] if fifo else None
+
+    def run(first: tuple[float, int, Reading, OutletInfo]) -> list[tuple[Reading, OutletInfo]]:
+        t, _, r, info = first
         out = [(r, info)]
-        while heap and heap[0][0] == t:
-            _, _, r, info = pop(heap)
+        while next_time() == t:
+            _, _, r, info = smallest()
             out.append((r, info))
-        return out if len(out) == 1 else merge_parts(out)
+        return merge_parts(out)
 
     for seq, (r, info) in enumerate(items):
         dt = r.data_time
         ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
-        push(heap, (ts, seq, r, info))
-        if len(heap) > window:
-            yield run()
-    while heap:
-        yield run()
+        if not fifo or ts >= fifo[-1][0]:
+            append((ts, seq, r, info))
+        else:
+            push(heap, (ts, seq, r, info))
+        if len(fifo) + len(heap) <= window:
+            continue
+        # release the oldest (inline: once per reading), with the readings of the same time when there are any
+        if heap:
+            first = pop(heap) if not fifo or heap[0] < fifo[0] else popleft()
+            nt = next_time()
+        else:
+            first = popleft()
+            nt = fifo[0][0] if fifo else None
+        if nt != first[0]:
+            yield [(first[2], first[3])]
+        else:
+            yield run(first)
+    while heap or fifo:
+        yield run(smallest())
 
 
 def replay(
@@ -293,8 +324,7 @@ def replay(
                 n_readings += 1
                 if keep_readings:
                     kept.append((reading, info))
-                for m in reading.measurements.values():
-                    n_values += len(m.values)
+                n_values += sum(map(len, map(_values_of, reading.measurements.values())))
                 try:
                     out = on_reading(reading, info)
                 except Exception:  # a bug in the rules: as live, the reading is counted and left unjudged

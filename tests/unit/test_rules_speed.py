@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,6 @@ def _reference_pack(acc: hourly._HourAcc) -> bytes:
     import json
     import zlib
     from array import array
-    from typing import Any
 
     head: dict[str, Any] = {"d": {c: list(v) for c, v in acc.das.items()}, "m": [], "r": []}
     body = bytearray()
@@ -181,3 +181,58 @@ def test_limit_lookups_without_dated_changes_equal_limit_at() -> None:
             al = limit_at(outlet, code, t)
             want = (ref_o2_at(outlet, t), None) if al is None else (al.ref_o2, al.limit)
             assert sched.ref_and_limit(code, t) == want
+
+
+def test_replay_reorder_buffer_releases_what_one_heap_released() -> None:
+    """``cems replay``'s buffer (a FIFO for in-order readings beside a heap) gives the order of one heap."""
+    import heapq
+    from datetime import datetime
+
+    from cems.model import BEIJING, Reading, Stream
+    from cems.replay import _in_order
+
+    def reference(items: list[tuple[Reading, Any]], window: int) -> list[list[int]]:
+        """The former buffer: one heap of (time, position)."""
+        heap: list[tuple[float, int]] = []
+        out: list[list[int]] = []
+
+        def run() -> list[int]:
+            t, k = heapq.heappop(heap)
+            got = [k]
+            while heap and heap[0][0] == t:
+                got.append(heapq.heappop(heap)[1])
+            return got
+
+        for seq, (r, _) in enumerate(items):
+            heapq.heappush(heap, (r.data_time.timestamp(), seq))
+            if len(heap) > window:
+                out.append(run())
+        while heap:
+            out.append(run())
+        return out
+
+    rng = random.Random(5)
+    t0 = datetime(2026, 3, 1, tzinfo=BEIJING).timestamp()
+    for _ in range(60):
+        n = rng.randint(1, 300)
+        times = sorted(rng.randrange(0, 200) * 30 for _ in range(n))
+        for _ in range(rng.randint(0, n)):  # some late, some early, some shuffled
+            i, j = rng.randrange(n), rng.randrange(n)
+            times[i], times[j] = times[j], times[i]
+        # one outlet per reading: merge_parts leaves each run's readings apart, so a run is their positions
+        items = [
+            (
+                Reading(
+                    mn=f"M{k:04d}",
+                    stream=Stream.RTD,
+                    data_time=datetime.fromtimestamp(t0 + t, BEIJING),
+                    measurements={},
+                ),
+                None,
+            )
+            for k, t in enumerate(times)
+        ]
+        pos = {id(r): k for k, (r, _) in enumerate(items)}
+        for window in (1, 2, 7, 50, 1000):
+            got = [[pos[id(r)] for r, _ in run] for run in _in_order(items, window)]  # type: ignore[arg-type]
+            assert got == reference(items, window), (window, times)
