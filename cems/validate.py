@@ -100,7 +100,7 @@ def validate_grid(reading: Reading, now: datetime, policy: ValidationPolicy = DE
 def check_time(reading: Reading, now: datetime, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
     """Reject a data time too far ahead of ``now`` (clock skew allowance) or too old."""
     latest, earliest = _bounds(now, policy)
-    t = reading.data_time.timestamp()  # (one conversion, then two float comparisons: exact to the microsecond)
+    t = unix_time(reading.data_time)  # (one conversion, then two float comparisons: exact to the microsecond)
     if t > latest:
         raise RejectedMessage(
             "future_data_time",
@@ -125,6 +125,22 @@ def _bounds(now: datetime, policy: ValidationPolicy) -> tuple[float, float]:
 
 
 _last_bounds: tuple[datetime | None, ValidationPolicy | None, float, float] = (None, None, 0.0, 0.0)
+
+
+def unix_time(t: datetime) -> float:
+    """``t.timestamp()``, remembered for the last ``t`` (by identity): a reading's data time is converted by
+    the time check, the ingester's statistics and its line, and the HJ 212 fast path shares one datetime among
+    the packets of one data time (an aware datetime's ``timestamp()`` costs ≈ 0.5 µs)."""
+    global _last_time
+    last = _last_time  # (one tuple, read and replaced whole: safe across threads)
+    if last[0] is t:
+        return last[1]
+    ts = t.timestamp()
+    _last_time = (t, ts)
+    return ts
+
+
+_last_time: tuple[datetime | None, float] = (None, 0.0)
 
 
 #: Most values (numbers and flags: the fields of one point) a reading may carry.  An HJ 212 data segment

@@ -46,7 +46,7 @@ from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArc
 from cems.sinks.influx import InfluxConfig, InfluxWriter, config_query
 from cems.sinks.lineprotocol import GRID_READING_MEASUREMENT, grid_reading_line, reading_line
 from cems.sinks.spool import Spool
-from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, unix_time, validate, validate_grid
 
 log = logging.getLogger(__name__)
 
@@ -601,7 +601,7 @@ class IngestService:
         self.stats.values += sum(map(len, map(_VALUES, r.measurements.values())))  # (r.value_count, in C)
         if r.dropped:
             self.stats.values_dropped += len(r.dropped)
-        self.stats.last_data_time[r.mn] = r.data_time.timestamp()
+        self.stats.last_data_time[r.mn] = unix_time(r.data_time)
         return reading_line(r, info.enterprise.id, info.district.code), (r, info)
 
     # -- HJ 212 split packets (PNUM/PNO) ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from cems.rules.grid import GridHour, category_of, grid_day
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import RankEntry, Ranking
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
+from cems.validate import unix_time
 
 READING_MEASUREMENT: Final = "cems_reading"
 
@@ -158,7 +159,7 @@ def reading_line(reading: Reading, enterprise: str, district: str) -> str:
     if reading.dropped:  # the values left out as invalid (validate.check_values), named: "a01012-Rtd,..."
         d = f'dropped="{escape_str(",".join(reading.dropped))}"'
         fields = f"{fields},{d}" if fields else d
-    ts_ms = round(reading.data_time.timestamp() * 1000)
+    ts_ms = round(unix_time(reading.data_time) * 1000)
     return f"{tags} {fields} {ts_ms}"
 
 

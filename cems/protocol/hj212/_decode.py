@@ -247,6 +247,45 @@ def _decode_fast(text: str) -> Packet | None:
     )
 
 
+#: What :func:`fast_reading` does with a CP key: a number ``{code}-{suffix}``, the flag ``{code}-Flag``, the
+#: ``DataTime``, another key (``extra``), or nothing it takes (the full path decides).
+_NUM: Final = 0
+_FLAG: Final = 1
+_DATATIME: Final = 2
+_EXTRA: Final = 3
+_REFUSE: Final = 4
+_KeySpec = tuple[int, str, str]
+#: CP key → (kind, code, suffix): a city's packets carry the same few keys, so each is split and classified
+#: once, not once per packet (bounded against floods of invented keys).
+_KEYS: dict[str, _KeySpec] = {}
+_KEYS_MAX: Final = 4096
+
+
+def _key_spec(k: str) -> _KeySpec:
+    """How :func:`fast_reading` takes the CP key ``k`` (remembered in :data:`_KEYS`)."""
+    code, dash, suffix = k.rpartition("-")
+    spec: _KeySpec
+    if dash:
+        if not code or not suffix:
+            spec = (_REFUSE, "", "")
+        elif suffix == "Flag":
+            spec = (_FLAG, sys.intern(code), suffix)
+        elif suffix in _TEXT_SUFFIXES or suffix[-4:] == "Flag":
+            spec = (_REFUSE, "", "")
+        else:
+            spec = (_NUM, sys.intern(code), sys.intern(suffix))
+    elif k == "DataTime":
+        spec = (_DATATIME, "", "")
+    elif not k:
+        spec = (_REFUSE, "", "")
+    else:
+        spec = (_EXTRA, "", "")
+    if len(_KEYS) >= _KEYS_MAX:
+        _KEYS.clear()
+    _KEYS[k] = spec
+    return spec
+
+
 def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | None:
     """``(MN, PW, to_reading(decode(text), tz))`` for the common, deviation-free data packet, else ``None``.
 
@@ -267,45 +306,50 @@ def fast_reading(text: str, tz: tzinfo = BEIJING) -> tuple[str, str, Reading] | 
         extra: dict[str, str] = {}
         dt_raw: str | None = None
         nums_get = nums.get
+        keys_get = _KEYS.get
         for item in cp_body.replace(";", ",").split(","):
             k, sep, v = item.partition("=")
             if not sep:
                 return None
-            code, dash, suffix = k.rpartition("-")
-            if dash:
-                if not code or not suffix:
-                    return None
+            spec = keys_get(k)
+            if spec is None:
+                spec = _key_spec(k)
+            kind, code, suffix = spec
+            if kind == _NUM:
                 d = nums_get(code)
                 if d is None:
                     d = nums[code] = {}
-                if suffix == "Flag":
-                    if code in flags:
-                        return None
-                    flags[code] = v
-                    continue
-                if suffix in d or suffix in _TEXT_SUFFIXES or suffix[-4:] == "Flag":
+                elif suffix in d:
                     return None
                 x = float(v)  # ValueError: not a number, the full path decides
                 if x - x != 0.0:
                     return None
                 d[suffix] = x
-            elif k == "DataTime":
+            elif kind == _FLAG:
+                if code not in nums:
+                    nums[code] = {}
+                if code in flags:
+                    return None
+                flags[code] = v
+            elif kind == _DATATIME:
                 if dt_raw is not None:
                     return None
                 dt_raw = v
-            else:
-                if not k or k in extra:
+            elif kind == _EXTRA:
+                if k in extra:
                     return None
                 extra[k] = v
+            else:
+                return None
         if dt_raw is None:
             return None
         dt = _fast_datatime(dt_raw, tz)
         if dt is None:
             return None
         flags_get = flags.get
-        intern = sys.intern  # codes are kept as keys in per-outlet state: one copy each, not one per message
         new = tuple.__new__  # (Measurement(...) without the Python frame of its __new__)
-        measurements = {(c := intern(code)): new(Measurement, (c, d, flags_get(code))) for code, d in nums.items()}
+        # (the codes are interned by _key_spec: kept as keys in per-outlet state, one copy each)
+        measurements = {code: new(Measurement, (code, d, flags_get(code))) for code, d in nums.items()}
         if flag < 4:  # HJ/T 212-2005 (version bits 0): its codes become 2017 codes, as in to_reading
             measurements = map_2005(measurements)
         return mn, pw, Reading(mn, stream, dt, measurements, qn, "hj212", extra)
