@@ -43,6 +43,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from types import MappingProxyType
 from typing import Any, Final
 
 from cems.limits import builtin_profiles
@@ -213,6 +214,8 @@ def _num(v: float | None) -> float | None:
 
 #: The shared empty set of days (an outlet's sets of days are made when first written: memory, issue 20).
 _NO_DAYS: Final[frozenset[int]] = frozenset()
+#: The shared read-only empty ``_reported`` of an outlet that has reported no closed day yet.
+_NO_REPORTS: Any = MappingProxyType({})
 
 
 def _with(days: set[int] | frozenset[int], d: int) -> set[int]:
@@ -288,7 +291,7 @@ class OutletDaily:
         self._late_days: set[int] | frozenset[int] = _NO_DAYS
         #: closed days inside the window → code → corrected mean of an exceeding day, None otherwise (what
         #: :meth:`exceedances` last reported)
-        self._reported: dict[int, dict[str, float | None]] = {}
+        self._reported: dict[int, dict[str, float | None]] = _NO_REPORTS
         self._now = -(1 << 62)  # newest hour end seen (epoch s)
         #: Hourly records and daily readings that arrived for a day past its repair deadline (not aggregated).
         self.late = 0
@@ -592,6 +595,8 @@ class OutletDaily:
                     self._late_days = (self._late_days - {d}) or _NO_DAYS
             prev = reported.get(r.pollutant) if reported is not None else None
             if reported is None and not self._final(d):
+                if self._reported is _NO_REPORTS:
+                    self._reported = {}
                 reported = self._reported[d] = {}
             peak = (r.judged_zs_avg if r.marked_hours else r.zs_avg) if r.exceeds else prev
             if reported is not None:

@@ -304,12 +304,13 @@ class QualityTracker:
         self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
-        self._hits: dict[str, dict[str, dict[int, _Hit]]] = {}
+        #: (this and the next two: the shared :data:`_NONE` until the first hour is judged, memory, issue 20)
+        self._hits: dict[str, dict[str, dict[int, _Hit]]] = _NONE
         #: type → pollutant → run start → the event as last reported
-        self._events: dict[str, dict[str, dict[int, Event]]] = {}
+        self._events: dict[str, dict[str, dict[int, Event]]] = _NONE
         #: concentration code → hour → (corrected mean, limit) of valid hours (limit_hugging)
         #: concentration code → Beijing day → [valid hours (24-bit mask), hours hugging the limit (mask), limit]
-        self._zs: dict[str, dict[int, list[float]]] = {}
+        self._zs: dict[str, dict[int, list[float]]] = _NONE
         #: every hour starting before this is decided
         self._decided = _NEVER
         self._pruned = _NEVER
@@ -494,6 +495,8 @@ class QualityTracker:
         """Judge the hours of ``records`` (emitted or revised; all codes of an hour come together)."""
         if not self.cfg.enabled:
             return []
+        if self._hits is _NONE:  # the outlet's first hour: its own containers
+            self._hits, self._events, self._zs = {}, {}, {}
         by_hour: dict[int, dict[str, HourlyRecord]] = {}
         for rec in records:
             if rec.mn != self.mn:
