@@ -424,13 +424,18 @@ def _fill_shared_keys(cls: type[BaseModel]) -> None:
         object.__setattr__(c, name, None)
 
 
+def compact_enterprise(e: Enterprise) -> Enterprise:
+    """A compact equal copy of an enterprise, its outlets replaced in place by compact copies (:func:`_compact`)."""
+    outlets = e.outlet
+    for j, o in enumerate(outlets):
+        outlets[j] = _compact(o)
+    return _compact(e)
+
+
 def _compact_enterprises(enterprises: list[Enterprise]) -> None:
     """Replace, in place, the enterprises and their outlets by compact equal copies (:func:`_compact`)."""
     for i, e in enumerate(enterprises):
-        outlets = e.outlet
-        for j, o in enumerate(outlets):
-            outlets[j] = _compact(o)
-        enterprises[i] = _compact(e)
+        enterprises[i] = compact_enterprise(e)
 
 
 @dataclass(frozen=True, slots=True)

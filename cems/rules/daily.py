@@ -43,6 +43,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from types import MappingProxyType
 from typing import Any, Final
 
 from cems.limits import builtin_profiles
@@ -64,9 +65,10 @@ MIN_VALID_DAYS_FEBRUARY: Final = 23
 SOURCE_HOURS: Final = "hours"
 SOURCE_DAS_DAY: Final = "das_2031"
 
-#: Whether marks exempt an hour (epoch s) from exceedance judgement, given the hour's corrected means by code
-#: (for ``judged_above``): the id of the exempting mark, or ``None`` (:meth:`cems.rules.marks.MarkLedger.exempting`).
-Exempt = Callable[[int, Mapping[str, float | None]], str | None]
+#: Whether marks exempt an outlet's (MN) hour (epoch s) from exceedance judgement, given the hour's corrected means
+#: by code (for ``judged_above``): the id of the exempting mark, or ``None``
+#: (:meth:`cems.rules.marks.MarkLedger.exempting`).  One callable serves every outlet.
+Exempt = Callable[[str, int, Mapping[str, float | None]], str | None]
 
 _BJ: Final = 8 * 3600
 _DAY: Final = 86400
@@ -210,6 +212,20 @@ def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else v
 
 
+#: The shared empty set of days (an outlet's sets of days are made when first written: memory, issue 20).
+_NO_DAYS: Final[frozenset[int]] = frozenset()
+#: The shared read-only empty ``_reported`` of an outlet that has reported no closed day yet.
+_NO_REPORTS: Any = MappingProxyType({})
+
+
+def _with(days: set[int] | frozenset[int], d: int) -> set[int]:
+    """``days`` with ``d`` added: the set itself, or a new one in place of the shared empty set."""
+    if isinstance(days, set):
+        days.add(d)
+        return days
+    return {d}
+
+
 class OutletDaily:
     """Daily means and daily exceedances of one outlet (see the module docstring).
 
@@ -220,7 +236,6 @@ class OutletDaily:
     """
 
     __slots__ = (
-        "_akey",
         "_archive",
         "_closed_before",
         "_das",
@@ -256,9 +271,8 @@ class OutletDaily:
         #: Where closed days wait for revisions until their deadline (``None``: in memory); key ``MN#daily``
         #: and the start of the day's last hour (so that the archive's deadline pruning applies to it).
         self._archive = archive
-        self._akey = f"{outlet.mn}#daily"
         #: closed days (inside the window) whose slots are in the archive, not in memory
-        self._stored: set[int] = set()
+        self._stored: set[int] | frozenset[int] = _NO_DAYS
         self.enterprise = enterprise
         self.district = district
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
@@ -272,17 +286,22 @@ class OutletDaily:
         self._das: dict[int, dict[str, _Das]] = {}
         self._closed_before = -(1 << 40)  # every day with a smaller index is closed
         #: closed days revised since they were last returned
-        self._dirty: set[int] = set()
+        self._dirty: set[int] | frozenset[int] = _NO_DAYS
         #: closed days revised by late data, not yet through :meth:`exceedances` (their updates are late)
-        self._late_days: set[int] = set()
+        self._late_days: set[int] | frozenset[int] = _NO_DAYS
         #: closed days inside the window → code → corrected mean of an exceeding day, None otherwise (what
         #: :meth:`exceedances` last reported)
-        self._reported: dict[int, dict[str, float | None]] = {}
+        self._reported: dict[int, dict[str, float | None]] = _NO_REPORTS
         self._now = -(1 << 62)  # newest hour end seen (epoch s)
         #: Hourly records and daily readings that arrived for a day past its repair deadline (not aggregated).
         self.late = 0
         #: Marks (issue 14): which hours are not judged for exceedance (the engine sets it; ``None``: no marks).
         self.exempt: Exempt | None = None
+
+    @property
+    def _archive_name(self) -> str:
+        """The key of this outlet's closed days in the archive (``MN#daily``)."""
+        return f"{self.mn}#daily"
 
     @property
     def closed_before_day(self) -> date | None:
@@ -306,8 +325,8 @@ class OutletDaily:
             if self._final(d) or not self._load(d):
                 self.late += 1
                 return
-            self._dirty.add(d)
-            self._late_days.add(d)
+            self._dirty = _with(self._dirty, d)
+            self._late_days = _with(self._late_days, d)
         das = self._das.setdefault(d, {})
         for code, m in reading.measurements.items():
             avg, zs = _num(m.values.get("Avg")), _num(m.values.get("ZsAvg"))
@@ -329,8 +348,8 @@ class OutletDaily:
                 if self._final(d) or not self._load(d):
                     self.late += 1
                     continue
-                self._dirty.add(d)
-                self._late_days.add(d)
+                self._dirty = _with(self._dirty, d)
+                self._late_days = _with(self._late_days, d)
             else:
                 newest = d if newest is None else max(newest, d)
             day = self._days.get(d)
@@ -364,7 +383,7 @@ class OutletDaily:
                 out += self._build(d)
                 if self._archive is not None and d < self._closed_before and not self._final(d):
                     self._store(d)
-        self._dirty.clear()
+        self._dirty = _NO_DAYS
         self._prune()
         return out
 
@@ -381,8 +400,8 @@ class OutletDaily:
             "d": {c: list(v) for c, v in self._das.pop(d, {}).items()},
             "l": self._legacy.pop(d, {}),
         }
-        self._archive.put(self._akey, self._archive_key(d), zlib.compress(json.dumps(head).encode(), 1))
-        self._stored.add(d)
+        self._archive.put(self._archive_name, self._archive_key(d), zlib.compress(json.dumps(head).encode(), 1))
+        self._stored = _with(self._stored, d)
 
     def _load(self, d: int) -> bool:
         """A closed day in memory for a revision: ``True`` when it is (or never had data: it starts empty);
@@ -390,7 +409,7 @@ class OutletDaily:
         if d in self._days or d not in self._stored:
             return True
         assert self._archive is not None
-        data = self._archive.get(self._akey, self._archive_key(d))
+        data = self._archive.get(self._archive_name, self._archive_key(d))
         if data is None:
             return False
         head = json.loads(zlib.decompress(data))
@@ -409,7 +428,7 @@ class OutletDaily:
         d = _day_index(reading.data_time)
         if d >= self._closed_before or d in self._days or d not in self._stored or self._final(d):
             return None
-        return self._akey, self._archive_key(d)
+        return self._archive_name, self._archive_key(d)
 
     def _close(self, before: int) -> list[DailyRecord]:
         if before <= self._closed_before:
@@ -417,7 +436,7 @@ class OutletDaily:
         old = self._closed_before
         self._closed_before = before
         for d in sorted(k for k in self._days if old <= k < before):
-            self._dirty.add(d)
+            self._dirty = _with(self._dirty, d)
         return self._revised()
 
     def _prune(self) -> None:
@@ -428,9 +447,10 @@ class OutletDaily:
             self._legacy.pop(d, None)
         for d in [k for k in self._reported if self._final(k)]:
             del self._reported[d]
-        for d in [k for k in self._stored if self._final(k)]:
-            self._stored.discard(d)
-        self._late_days = {d for d in self._late_days if not self._final(d)}
+        if self._stored:
+            self._stored = {d for d in self._stored if not self._final(d)} or _NO_DAYS
+        if self._late_days:
+            self._late_days = {d for d in self._late_days if not self._final(d)} or _NO_DAYS
         for d in [k for k in self._das if k < self._closed_before and k not in self._days]:
             del self._das[d]
 
@@ -528,7 +548,7 @@ class OutletDaily:
         for i in range(24):
             if received >> i & 1:
                 raw = {c: _num(dc.values[24 + i]) for c, dc in accs.items() if dc.valid >> i & 1}
-                rid = self.exempt(base + i * 3600, raw)
+                rid = self.exempt(self.mn, base + i * 3600, raw)
                 if rid is not None:
                     out[i] = rid
         return out
@@ -543,7 +563,7 @@ class OutletDaily:
         if self._archive is None:
             return set()
         return {
-            (self._akey, self._archive_key(d))
+            (self._archive_name, self._archive_key(d))
             for d in self._closed_days(start, end)
             if d in self._stored and d not in self._days and not self._final(d)
         }
@@ -554,7 +574,7 @@ class OutletDaily:
         for d in self._closed_days(start, end):
             if self._final(d) or (d not in self._days and not (d in self._stored and self._load(d))):
                 continue
-            self._dirty.add(d)
+            self._dirty = _with(self._dirty, d)
         return self._revised()
 
     def exceedances(self, records: Iterable[DailyRecord]) -> list[EventUpdate]:
@@ -571,9 +591,12 @@ class OutletDaily:
             late = late_of.get(d)
             if late is None:
                 late = late_of[d] = reported is not None or d in self._late_days
-                self._late_days.discard(d)
+                if d in self._late_days:
+                    self._late_days = (self._late_days - {d}) or _NO_DAYS
             prev = reported.get(r.pollutant) if reported is not None else None
             if reported is None and not self._final(d):
+                if self._reported is _NO_REPORTS:
+                    self._reported = {}
                 reported = self._reported[d] = {}
             peak = (r.judged_zs_avg if r.marked_hours else r.zs_avg) if r.exceeds else prev
             if reported is not None:
@@ -650,8 +673,8 @@ class OutletDaily:
             self._days = {d: {} for d in self._legacy}
             for d in self._das:
                 self._days.setdefault(d, {})
-            self._dirty, self._late_days, self._reported, self._now = set(), set(), {}, -(1 << 62)
-            self._stored = set()
+            self._dirty, self._late_days, self._reported, self._now = _NO_DAYS, _NO_DAYS, {}, -(1 << 62)
+            self._stored = _NO_DAYS
             return
         self._now = int(state["now"])
         self._days = {
@@ -660,10 +683,10 @@ class OutletDaily:
         self._legacy = {
             int(d): {c: [float(x) for x in a] for c, a in x.items()} for d, x in state.get("legacy", {}).items()
         }
-        self._dirty = {int(d) for d in state.get("dirty", [])}
-        self._late_days = {int(d) for d in state.get("late_days", [])}
+        self._dirty = {int(d) for d in state.get("dirty", [])} or _NO_DAYS
+        self._late_days = {int(d) for d in state.get("late_days", [])} or _NO_DAYS
         self._reported = {int(d): dict(r) for d, r in state.get("reported", {}).items()}
-        self._stored = {int(d) for d in state.get("stored", [])}
+        self._stored = {int(d) for d in state.get("stored", [])} or _NO_DAYS
 
 
 # ---------------------------------------------------------------------------------------------- month

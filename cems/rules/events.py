@@ -55,6 +55,10 @@ RETRACTED_STATUS: Final = "retracted"
 
 _N_FLAGS: Final = frozenset({None, "N", "n"})
 _T_FLAGS: Final = frozenset({"T", "t"})
+#: Valid flags when over-range values count (one set shared by every tracker: a union per tracker is ≈ 230 B).
+_NT_FLAGS: Final = _N_FLAGS | _T_FLAGS
+#: The shared empty ``_latest_keys`` of a tracker that has judged no hour yet (a set is made on the first).
+_NO_KEYS: Final[frozenset[str]] = frozenset()
 _NEVER_H: Final = -(1 << 62)
 
 #: An exceeding hour: (corrected value, limit, reference O2, profile).
@@ -270,7 +274,7 @@ class ExceedanceTracker:
         #: hour are emitted together, so the second pollutant of an hour is not late, a second record of a
         #: pollutant's hour (a revision) is
         self._latest = _NEVER_H
-        self._latest_keys: set[str] = set()
+        self._latest_keys: set[str] | frozenset[str] = _NO_KEYS
 
     @property
     def open_events(self) -> list[Event]:
@@ -307,7 +311,11 @@ class ExceedanceTracker:
         if h > latest:
             self._latest, self._latest_keys = h, {p}
         elif h == latest:
-            self._latest_keys.add(p)
+            keys = self._latest_keys
+            if isinstance(keys, set):
+                keys.add(p)
+            else:
+                self._latest_keys = {p}
         hits = self._hits
         by_p = None if hits is None else hits.get(p)
         if hit:
@@ -446,7 +454,7 @@ class ExceedanceTracker:
         if state["version"] == 1:  # before event time: open runs and the last hour seen per pollutant
             self._hits, self._events = None, None
             self._decided = max((int(v) + 3600 for v in state["last"].values()), default=_NEVER_H)
-            self._clock, self._latest, self._latest_keys = self._decided, _NEVER_H, set()
+            self._clock, self._latest, self._latest_keys = self._decided, _NEVER_H, _NO_KEYS
             for p, d in state["runs"].items():
                 ev = Event.from_json(d)
                 s = int(_ts(ev.start))
@@ -465,7 +473,8 @@ class ExceedanceTracker:
         # saved before the follow-up of issue 12: every decided hour is taken as ended (conservative: late)
         self._clock = int(state.get("clock", self._decided))
         self._latest = int(state.get("latest", _NEVER_H))
-        self._latest_keys = set(state.get("latest_keys", ()))
+        keys = state.get("latest_keys")
+        self._latest_keys = set(keys) if keys else _NO_KEYS
 
     def _set_hits(self) -> dict[str, dict[int, _Hit]]:
         self._hits = {}
@@ -602,7 +611,7 @@ class RealtimeWarningTracker:
         self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
         self._factors: Mapping[str, float] = unit_factors(outlet) or _NO_FACTORS
         self._max_o2 = max_o2
-        self._ok_flags = _N_FLAGS | _T_FLAGS if over_range_valid else _N_FLAGS
+        self._ok_flags = _NT_FLAGS if over_range_valid else _N_FLAGS
         self._last_t: float | None = None
         self._states: dict[str, _WarnState] = {}
 

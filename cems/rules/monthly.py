@@ -115,6 +115,10 @@ class _MonthCode:
 _MONTH_HOURS: Final = 31 * 24
 
 
+#: The shared empty set of months to judge again (most outlets have none most of the time).
+_NO_MONTHS: Final[frozenset[tuple[int, int]]] = frozenset()
+
+
 class OutletMonthly:
     """Monthly results of one outlet (see the module docstring)."""
 
@@ -128,17 +132,24 @@ class OutletMonthly:
         #: (year, month) → code → its bit sets; open months and closed ones not yet final
         self._months: dict[tuple[int, int], dict[str, _MonthCode]] = {}
         self._closed_before: tuple[int, int] = (0, 0)  # every earlier month is closed
-        self._dirty: set[tuple[int, int]] = set()
+        self._dirty: set[tuple[int, int]] | frozenset[tuple[int, int]] = _NO_MONTHS
         self._now = _NEVER
 
     def _final(self, ym: tuple[int, int]) -> bool:
         return self._now >= repair_deadline(_last_hour(*ym), self._repair)
 
+    def _revise(self, ym: tuple[int, int]) -> None:
+        """A closed month to judge again (the set made when first needed: memory, issue 20)."""
+        if isinstance(self._dirty, set):
+            self._dirty.add(ym)
+        else:
+            self._dirty = {ym}
+
     def _code(self, ym: tuple[int, int], code: str) -> _MonthCode | None:
         if ym < self._closed_before:
             if self._final(ym):
                 return None
-            self._dirty.add(ym)
+            self._revise(ym)
         month = self._months.get(ym)
         if month is None:
             month = self._months[ym] = {}
@@ -195,7 +206,7 @@ class OutletMonthly:
         ym, last = _month_of(start), _month_of(end - timedelta(microseconds=1))
         while ym <= last:
             if ym < self._closed_before and ym in self._months and not self._final(ym):
-                self._dirty.add(ym)
+                self._revise(ym)
             ym = _next(*ym)
 
     def _marked(self, ym: tuple[int, int]) -> int:
@@ -216,7 +227,7 @@ class OutletMonthly:
             i = low.bit_length() - 1
             rule ^= low
             raw = {c: mc.zs_at(i) for c, mc in codes.items() if mc.rule & low}
-            if self.exempt(base + i * 3600, raw) is not None:
+            if self.exempt(self.mn, base + i * 3600, raw) is not None:
                 mask |= low
         return mask
 
@@ -226,7 +237,7 @@ class OutletMonthly:
         if days_closed_before is None:
             if self._months:
                 self._closed_before = max(self._closed_before, _next(*max(self._months)))
-            self._dirty.update(ym for ym in self._months)
+            self._dirty = set(self._dirty) | set(self._months)
         else:
             d = days_closed_before
             # the month of that day is closed once the day is its first (every earlier day is closed)
@@ -234,7 +245,7 @@ class OutletMonthly:
             if before <= self._closed_before and not self._dirty:
                 return []  # the common case (every clock tick): nothing closed, nothing revised
             if before > self._closed_before:
-                self._dirty.update(ym for ym in self._months if self._closed_before <= ym < before)
+                self._dirty = set(self._dirty) | {ym for ym in self._months if self._closed_before <= ym < before}
                 self._closed_before = before
             u = math.floor(datetime(d.year, d.month, d.day, tzinfo=BEIJING).timestamp())
             if u > self._now:
@@ -243,7 +254,7 @@ class OutletMonthly:
         for ym in sorted(self._dirty):
             if ym < self._closed_before and ym in self._months:
                 out += self._results(ym)
-        self._dirty = {ym for ym in self._dirty if ym >= self._closed_before}
+        self._dirty = {ym for ym in self._dirty if ym >= self._closed_before} or _NO_MONTHS
         for ym in [k for k in self._months if k < self._closed_before and self._final(k)]:
             del self._months[ym]
         return out
@@ -297,7 +308,7 @@ class OutletMonthly:
         cb = state["closed_before"]
         self._closed_before = (int(cb[0]), int(cb[1]))
         self._now = int(state["now"])
-        self._dirty = {(int(y), int(m)) for y, m in state["dirty"]}
+        self._dirty = {(int(y), int(m)) for y, m in state["dirty"]} or _NO_MONTHS
         self._months = {
             (int(y), int(m)): {c: _MonthCode.from_json(raw) for c, raw in codes.items()}
             for y, m, codes in state["months"]

@@ -58,6 +58,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
@@ -186,8 +187,16 @@ def _g(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
+#: The shared read-only empty summary of an hour's rare parts (negative values, pinned values, facilities off,
+#: ZsRtd disagreements, minute records): each is made when first written (memory per outlet, issue 20).
+_NONE: Any = MappingProxyType({})
+#: The shared empty [minute mask, value] of ``o2co2`` and ``drywet`` (replaced by a list when first set).
+_ZERO2: Any = (0, 0.0)
+
+
 class _HourStats:
-    """What the readings of one hour add (commutative summaries; see the module docstring)."""
+    """What the readings of one hour add (commutative summaries; see the module docstring).  The rare parts
+    start as the shared :data:`_NONE` (:data:`_ZERO2`) and get their own dict (list) when first written."""
 
     __slots__ = ("drywet", "hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
 
@@ -195,18 +204,18 @@ class _HourStats:
         self.lo: dict[str, float] = {}
         self.hi: dict[str, float] = {}
         self.mask: dict[str, int] = {}  # code → minutes with a valid value (flatline coverage)
-        self.neg: dict[str, list[float]] = {}  # code → [minute mask, lowest value]
-        self.pinned: dict[str, list[float]] = {}  # code → [minute mask, value]
+        self.neg: dict[str, list[float]] = _NONE  # code → [minute mask, lowest value]
+        self.pinned: dict[str, list[float]] = _NONE  # code → [minute mask, value]
         self.novel = 0  # minutes with flow > 0 and velocity ≤ 0
-        self.o2co2: list[float] = [0, 0.0]  # [minute mask, highest O2 + CO2]
-        self.drywet: list[float] = [0, 0.0]  # [minute mask, highest dry standard ÷ wet actual flow]
+        self.o2co2: list[float] = _ZERO2  # [minute mask, highest O2 + CO2]
+        self.drywet: list[float] = _ZERO2  # [minute mask, highest dry standard ÷ wet actual flow]
         self.running = 0  # minutes with flue-gas flow above running_flow
-        self.rs_off: dict[str, int] = {}  # facility code → minutes reported off (RS = 0)
-        self.zs_rt: dict[str, list[float]] = {}  # code → [minute mask, largest |ZsRtd − formula|, das, formula]
+        self.rs_off: dict[str, int] = _NONE  # facility code → minutes reported off (RS = 0)
+        self.zs_rt: dict[str, list[float]] = _NONE  # code → [minute mask, largest |ZsRtd − formula|, das, formula]
         #: code → [minutes with a flag-N minute record (its start), Σ Avg in µ-units]: an integer sum, exact
         #: and commutative (a float sum would depend on the arrival order in its last bits); the first record of
         #: a minute counts
-        self.mins: dict[str, list[int]] = {}
+        self.mins: dict[str, list[int]] = _NONE
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
@@ -231,27 +240,35 @@ class _HourStats:
         s.lo = {k: float(v) for k, v in d.get("lo", {}).items()}
         s.hi = {k: float(v) for k, v in d.get("hi", {}).items()}
         s.mask = {k: int(v) for k, v in d.get("mask", {}).items()}
-        s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()}
-        s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()}
+        s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()} or _NONE
+        s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()} or _NONE
         s.novel = int(d.get("novel", 0))
-        o2co2 = d.get("o2co2") or [0, 0.0]
-        s.o2co2 = [int(o2co2[0]), float(o2co2[1])]
-        drywet = d.get("drywet") or [0, 0.0]
-        s.drywet = [int(drywet[0]), float(drywet[1])]
+        o2co2 = d.get("o2co2")
+        if o2co2:
+            s.o2co2 = [int(o2co2[0]), float(o2co2[1])]
+        drywet = d.get("drywet")
+        if drywet:
+            s.drywet = [int(drywet[0]), float(drywet[1])]
         s.running = int(d.get("running", 0))
-        s.rs_off = {k: int(v) for k, v in d.get("rs_off", {}).items()}
-        s.zs_rt = {k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d.get("zs_rt", {}).items()}
-        s.mins = {c: [int(v[0]), int(v[1])] for c, v in d.get("mins", {}).items()}
+        s.rs_off = {k: int(v) for k, v in d.get("rs_off", {}).items()} or _NONE
+        s.zs_rt = {
+            k: [int(v[0]), float(v[1]), float(v[2]), float(v[3])] for k, v in d.get("zs_rt", {}).items()
+        } or _NONE
+        s.mins = {c: [int(v[0]), int(v[1])] for c, v in d.get("mins", {}).items()} or _NONE
         return s
 
 
-def _or(d: dict[str, list[float]], code: str, bit: int, value: float, lowest: bool) -> None:
+def _or(d: dict[str, list[float]], code: str, bit: int, value: float, lowest: bool) -> dict[str, list[float]]:
+    """``d`` with the minute ``bit`` and ``value`` added for ``code`` (a new dict in place of :data:`_NONE`)."""
     cur = d.get(code)
     if cur is None:
+        if d is _NONE:
+            d = {}
         d[code] = [bit, value]
     else:
         cur[0] = int(cur[0]) | bit
         cur[1] = min(cur[1], value) if lowest else max(cur[1], value)
+    return d
 
 
 class QualityTracker:
@@ -287,12 +304,13 @@ class QualityTracker:
         self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
-        self._hits: dict[str, dict[str, dict[int, _Hit]]] = {}
+        #: (this and the next two: the shared :data:`_NONE` until the first hour is judged, memory, issue 20)
+        self._hits: dict[str, dict[str, dict[int, _Hit]]] = _NONE
         #: type → pollutant → run start → the event as last reported
-        self._events: dict[str, dict[str, dict[int, Event]]] = {}
+        self._events: dict[str, dict[str, dict[int, Event]]] = _NONE
         #: concentration code → hour → (corrected mean, limit) of valid hours (limit_hugging)
         #: concentration code → Beijing day → [valid hours (24-bit mask), hours hugging the limit (mask), limit]
-        self._zs: dict[str, dict[int, list[float]]] = {}
+        self._zs: dict[str, dict[int, list[float]]] = _NONE
         #: every hour starting before this is decided
         self._decided = _NEVER
         self._pruned = _NEVER
@@ -335,7 +353,10 @@ class QualityTracker:
                 kind = _kind(code)
             if kind == _FACILITY:
                 if vals.get("RS") == 0:
-                    st.rs_off[code] = st.rs_off.get(code, 0) | bit
+                    rs_off = st.rs_off
+                    if rs_off is _NONE:
+                        rs_off = st.rs_off = {}
+                    rs_off[code] = rs_off.get(code, 0) | bit
                 continue
             if m.flag not in _N:
                 continue
@@ -357,7 +378,7 @@ class QualityTracker:
                 mask_d[code] = mask_d.get(code, 0) | bit
                 if kind == _CONC:
                     if v < neg:
-                        _or(st.neg, code, bit, v, True)
+                        st.neg = _or(st.neg, code, bit, v, True)
                     if not has_zs and "Zs" + main in vals:
                         has_zs = True
                 else:
@@ -373,10 +394,12 @@ class QualityTracker:
             if ranges:
                 full = ranges.get(code)
                 if full is not None and v >= 0.999 * full:
-                    _or(st.pinned, code, bit, v, False)
+                    st.pinned = _or(st.pinned, code, bit, v, False)
             if is_min:
                 cur = st.mins.get(code)
                 if cur is None:
+                    if st.mins is _NONE:
+                        st.mins = {}
                     st.mins[code] = [bit, round(v * _MICRO)]
                 elif not cur[0] & bit:
                     cur[0] |= bit
@@ -453,6 +476,8 @@ class QualityTracker:
             diff = abs(das - computed)
             cur = st.zs_rt.get(code)
             if cur is None:
+                if st.zs_rt is _NONE:
+                    st.zs_rt = {}
                 st.zs_rt[code] = [bit, diff, das, computed]
             else:
                 cur[0] = int(cur[0]) | bit
@@ -470,6 +495,8 @@ class QualityTracker:
         """Judge the hours of ``records`` (emitted or revised; all codes of an hour come together)."""
         if not self.cfg.enabled:
             return []
+        if self._hits is _NONE:  # the outlet's first hour: its own containers
+            self._hits, self._events, self._zs = {}, {}, {}
         by_hour: dict[int, dict[str, HourlyRecord]] = {}
         for rec in records:
             if rec.mn != self.mn:
