@@ -76,13 +76,20 @@ CREATE INDEX IF NOT EXISTS outbox_order ON outbox(channel, target, event_id, sta
 
 
 class StateDB:
-    """A SQLite database used from one dedicated worker thread (``await db.call(fn)`` runs ``fn(conn)``)."""
+    """A SQLite database used from one dedicated worker thread (``await db.call(fn)`` runs ``fn(conn)``).
+
+    ``await db.read(fn)`` runs a read-only ``fn(conn)`` on a second connection in its own thread: in WAL mode
+    it sees every transaction committed before it starts and never waits for a transaction under way, so
+    the alert path's reads (the outbox's due rows, the events an update revises) do not queue behind a
+    large commit of engine state (alert latency, docs/benchmark.md)."""
 
     def __init__(self, path: Path, schema: Sequence[str] = (OUTBOX_SCHEMA,)) -> None:
         self.path = path
         self._schema = tuple(schema)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         private_dir(self.path.parent)
@@ -95,12 +102,20 @@ class StateDB:
             conn.executescript(script)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
     async def open(self) -> None:
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cems-state")
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cems-state-read")
+        self._rconn = await loop.run_in_executor(self._reader, self._connect_reader)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the database thread."""
@@ -109,7 +124,20 @@ class StateDB:
         conn = self._conn
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``fn(conn)`` on the reading connection (sees what was committed before the call)."""
+        if self._reader is None or self._rconn is None:
+            raise RuntimeError("StateDB is not open")
+        conn = self._rconn
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+
     async def close(self) -> None:
+        if self._reader is not None:
+            rconn, self._rconn = self._rconn, None
+            if rconn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
+            self._reader.shutdown(wait=True)
+            self._reader = None
         if self._executor is None:
             return
         conn, self._conn = self._conn, None
@@ -351,11 +379,13 @@ class OutboxDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # cleared before the pass, not after: rows committed (and kicked) while a pass waits for its
+            # PUBACKs are delivered by the next pass at once, not after ``poll_s`` (alert latency)
+            self._kick.clear()
             try:
                 await self.run_once()
             except Exception:  # keep delivering whatever happens to one pass
                 log.exception("outbox pass failed")
-            self._kick.clear()
             kicker = asyncio.ensure_future(self._kick.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({kicker, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
@@ -366,13 +396,14 @@ class OutboxDispatcher:
         """One pass over the due rows; returns how many were delivered."""
         async with self._lock:
             now = self._time()
-            rows = await self.db.call(lambda c: due_rows(c, now))
+            rows = await self.db.read(lambda c: due_rows(c, now))
             if not rows:
                 if now - self._last_prune > 3600.0:
                     self._last_prune = now
                     await self.db.call(lambda c: prune_done(c, now - 7 * 86400.0))
                 return 0
             results = await asyncio.gather(*(self._deliver(r) for r in rows))
+
             done_now = self._time()
             await self.db.call(lambda c: _record(c, results, done_now))
             ok = sum(1 for r in results if r.ok)

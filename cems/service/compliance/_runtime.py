@@ -4,16 +4,19 @@ For every durable batch of readings (and on a clock tick every few seconds) the 
 
 1. feeds the engine (batches and clock ticks hold one lock, so they never interleave);
 2. writes the closed hours (``cems_hourly``) and the event updates (``cems_event``) to InfluxDB, durably;
-3. commits, in **one SQLite transaction**, the changed per-outlet engine snapshots, the rate counter, the
-   events table and the alert outbox rows (MQTT + webhooks) — all before the batch's MQTT messages are
-   acknowledged;
-4. lets the :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts.
+3. commits in SQLite, before the batch's MQTT messages are acknowledged: when there are alerts, first the
+   events table and the alert outbox rows (MQTT + webhooks) in one small transaction, and lets the
+   :class:`~cems.service.outbox.OutboxDispatcher` publish/POST them at once; then, in a second transaction,
+   the changed per-outlet engine snapshots and the rate counter (the large part: the alerts do not wait
+   for it);
+4. acknowledges the batch's messages.
 
 Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
-the previous snapshot) produces the same updates again; if it dies after step 3 the engine state already
-contains the readings, so redelivered duplicates produce nothing.  Either way each event transition is
-alerted once (the events table remembers the last transition alerted, ``alerted_key``), and a pending
-alert is delivered after the restart.
+the previous snapshot) produces the same updates again; if it dies between the two transactions of step 3
+the same happens, and the updates already in the events table are suppressed; if it dies after step 3 the
+engine state already contains the readings, so redelivered duplicates produce nothing.  In every case each
+event transition is alerted once (the events table remembers the last transition alerted, ``alerted_key``),
+and a pending alert is delivered after the restart.
 
 Acknowledgement: ``{command_prefix}/ack`` with ``{"event_id": …, "by": …, "at": optional ISO, "note": optional
 处理意见, "reply_to": optional request id}``; with ``reply_to`` the ingester answers on
@@ -82,6 +85,7 @@ from cems.service.compliance._state import (
     ComplianceStats,
     EventRow,
     alert_id,
+    commit_events,
     commit_state,
     forget_rank_due,
     load_events,
@@ -678,7 +682,7 @@ class ComplianceRuntime:
         new_unacked: dict[str, float] = {}
         if events:
             ids = {u.event.event_id for u in events}
-            known = await self.db.call(lambda c: load_events(c, ids))
+            known = await self.db.read(lambda c: load_events(c, ids))
             for u in events:
                 ev = u.event
                 eid = ev.event_id
@@ -729,14 +733,22 @@ class ComplianceRuntime:
             (p.kind, p.first.isoformat(), p.last.isoformat())
             for p in (self.ranker.periods_for(d.day for d in gout.daily) if self.ranker is not None else ())
         ]
-        if changes or rate_rows or upserts or rows or marks or archived or grid_changes or rank_due:
-            ups = list(upserts.values())
-            ts = time.time()
+        ups = list(upserts.values())
+        ts = time.time()
+        if rows:
+            # the alerts leave as soon as they and their events are durable (a small transaction), not after
+            # the engine state (the large one, next): see commit_events for why a crash in between is safe
+            try:
+                await self.db.call(lambda c: commit_events(c, ups, rows, ts))
+            except BaseException:
+                self._broken = True
+                raise
+            self.dispatcher.kick()
+            ups = []
+        if changes or rate_rows or ups or marks or archived or grid_changes or rank_due:
             try:
                 await self.db.call(
-                    lambda c: commit_state(
-                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due
-                    )
+                    lambda c: commit_state(c, changes, rate_rows, ups, (), ts, marks, archived, grid_changes, rank_due)
                 )
             except BaseException:
                 self._broken = True
@@ -748,8 +760,6 @@ class ComplianceRuntime:
             self.ranker.days_written(d.day for d in gout.daily)
         self._rate_days.update(rec.hour_start.astimezone(BEIJING).date() for rec in out.hourly)
         self._unacked.update(new_unacked)
-        if rows:
-            self.dispatcher.kick()
         return True
 
     async def _warning_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:

@@ -433,32 +433,51 @@ def commit_state(
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         if rank_due:
             conn.executemany("INSERT OR REPLACE INTO grid_rank_due(kind, first, last) VALUES (?,?,?)", rank_due)
-        for r in upserts:
-            conn.execute(
-                f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                    ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
-                      alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
-                      updated_ts=excluded.updated_ts""",
-                (
-                    r.event_id,
-                    r.type,
-                    r.mn,
-                    r.enterprise,
-                    r.district,
-                    r.status,
-                    json.dumps(r.json, ensure_ascii=False),
-                    r.alerted_status,
-                    r.alerted_key,
-                    r.opened_at,
-                    r.opened_ts,
-                    r.acked_by,
-                    r.acked_at,
-                    r.escalated_at,
-                    now_ts,
-                ),
-            )
-        if rows:
-            enqueue(conn, rows, now_ts)
+        _upsert_events(conn, upserts, rows, now_ts)
+
+
+def commit_events(
+    conn: sqlite3.Connection, upserts: Sequence[EventRow], rows: Sequence[OutboxRow], now_ts: float
+) -> None:
+    """One transaction: the event updates and their alerts (outbox rows), committed before the engine state
+    that produced them (:func:`commit_state`, given no events then) when a commit raises alerts, so that they
+    leave without waiting for the snapshots. Crash in between: the readings are not acknowledged, the broker
+    redelivers them, the engine (restored from its previous state) produces the same updates again and the
+    events table (``alerted_key``) suppresses them: each alert is still sent once."""
+    with transaction(conn):
+        _upsert_events(conn, upserts, rows, now_ts)
+
+
+def _upsert_events(
+    conn: sqlite3.Connection, upserts: Sequence[EventRow], rows: Sequence[OutboxRow], now_ts: float
+) -> None:
+    """Inside the caller's transaction."""
+    for r in upserts:
+        conn.execute(
+            f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
+                  alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
+                  updated_ts=excluded.updated_ts""",
+            (
+                r.event_id,
+                r.type,
+                r.mn,
+                r.enterprise,
+                r.district,
+                r.status,
+                json.dumps(r.json, ensure_ascii=False),
+                r.alerted_status,
+                r.alerted_key,
+                r.opened_at,
+                r.opened_ts,
+                r.acked_by,
+                r.acked_at,
+                r.escalated_at,
+                now_ts,
+            ),
+        )
+    if rows:
+        enqueue(conn, rows, now_ts)
 
 
 def record_ack(

@@ -1,0 +1,192 @@
+"""The alert path (issue 20 item 5, alert latency): an event update and its alerts are committed in a small
+transaction before the engine state (``commit_events`` then ``commit_state``); a crash between the two
+loses nothing and alerts nothing twice (the readings are redelivered and their updates suppressed); the
+outbox dispatcher delivers rows committed during a pass at once, and reads on its own connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cems.service.compliance._runtime as runtime_mod
+from cems.model import BEIJING, Reading
+from cems.protocol.hj212 import encode
+from cems.registry import OutletInfo, parse_registry
+from cems.replay import load_readings
+from cems.service.compliance import ComplianceConfig, ComplianceRuntime, _state
+from cems.service.outbox import MQTT, OutboxDispatcher, OutboxRow, StateDB, WebhookSettings, enqueue, transaction
+
+REG = parse_registry(
+    '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+    '[[enterprise.outlet]]\nmn="MN1"\nname="o"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+    '[[enterprise.outlet]]\nmn="MN2"\nname="p"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+)
+H8 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
+
+
+def minute(mn: str, t: datetime, so2: float) -> str:
+    return encode(
+        cn="2051", st="31", pw="123456", mn=mn, flag=4, qn=t.strftime("%Y%m%d%H%M%S000"), data_time=t,
+        values={"a21026": {"Avg": so2, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}, crlf=False,
+    )  # fmt: skip
+
+
+def so2(mn: str, i: int) -> float:
+    """MN1 exceeds in hours 08-09 and 11, MN2 in hour 10: events open, update and close along the way."""
+    hour = i // 60
+    if mn == "MN1":
+        return 80.0 if hour in (0, 1, 3) else 20.0
+    return 90.0 if hour == 2 else 20.0
+
+
+LINES = [minute(mn, H8 + timedelta(minutes=i), so2(mn, i)) for i in range(5 * 60) for mn in ("MN1", "MN2")]
+BATCHES: list[list[tuple[Reading, OutletInfo]]] = [
+    load_readings(REG, LINES[i : i + 40], "hj212") for i in range(0, len(LINES), 40)
+]
+
+
+def runtime(state_dir: Path) -> ComplianceRuntime:
+    async def write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    clock = lambda: H8 + timedelta(minutes=1)  # noqa: E731 - the clock closes nothing: data time does
+    return ComplianceRuntime(REG, ComplianceConfig(state_dir=state_dir, clock=clock), write=write, publish=publish)
+
+
+def stored(state_dir: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(state_dir / "compliance.sqlite3")
+    try:
+        alerts = [(a, t) for a, t in conn.execute("SELECT alert_id, target FROM outbox ORDER BY id")]
+        events = {e: json.loads(j) for e, j in conn.execute("SELECT event_id, json FROM events")}
+        states = {mn: json.loads(s) for mn, s in conn.execute("SELECT mn, state FROM outlet_state")}
+    finally:
+        conn.close()
+    return {"alerts": alerts, "events": events, "states": states}
+
+
+async def feed(rt: ComplianceRuntime, batches: list[int], released: set[int]) -> None:
+    for i in batches:
+        res = await rt.on_batch(BATCHES[i], [], None, release=lambda i=i: released.add(i))  # type: ignore[misc]
+        assert res == []
+
+
+async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and_alerts_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = list(range(len(BATCHES)))
+    ref = runtime(tmp_path / "ref")
+    await ref.open()
+    await feed(ref, everything, set())
+    await ref.shutdown()
+    await ref.close()
+    want = stored(tmp_path / "ref")
+    assert len(want["alerts"]) >= 4 and len(want["events"]) >= 2  # the data raise and close events
+
+    # the first state commit after an alert commit fails (the process "dies" between the two transactions)
+    real_events, real_state = _state.commit_events, _state.commit_state
+    armed: list[bool] = []
+
+    def commit_events(*a: Any) -> None:
+        real_events(*a)
+        armed.append(True)
+
+    def commit_state(*a: Any) -> None:
+        if armed:
+            raise sqlite3.OperationalError("disk I/O error (simulated crash)")
+        real_state(*a)
+
+    monkeypatch.setattr(runtime_mod, "commit_events", commit_events)
+    monkeypatch.setattr(runtime_mod, "commit_state", commit_state)
+    released: set[int] = set()
+    rt = runtime(tmp_path / "crash")
+    await rt.open()
+    with pytest.raises(sqlite3.OperationalError):
+        await feed(rt, everything, released)
+    await rt.close()
+    crashed = stored(tmp_path / "crash")
+    assert crashed["alerts"] and crashed["alerts"] == want["alerts"][: len(crashed["alerts"])]  # alert durable
+    assert len(released) < len(BATCHES)
+    monkeypatch.setattr(runtime_mod, "commit_events", real_events)
+    monkeypatch.setattr(runtime_mod, "commit_state", real_state)
+
+    # restart: the broker redelivers every batch not acknowledged, then the rest follows
+    rt = runtime(tmp_path / "crash")
+    await rt.open()
+    await feed(rt, [i for i in everything if i not in released], released)
+    assert rt.stats.duplicates_suppressed >= 1
+    await rt.shutdown()
+    await rt.close()
+    got = stored(tmp_path / "crash")
+    assert got["alerts"] == want["alerts"]  # every alert once, in the same order
+    assert got["events"] == want["events"]
+    assert got["states"] == want["states"]
+    assert released == set(everything)
+
+
+async def test_rows_committed_during_a_pass_are_delivered_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "s.sqlite3")
+    await db.open()
+    sent: list[tuple[str, float]] = []
+    first_in_flight = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def publish(topic: str, body: bytes) -> None:
+        if not sent:
+            first_in_flight.set()
+            await release_first.wait()
+        sent.append((topic, time.monotonic()))
+
+    def add(conn: sqlite3.Connection, n: int) -> None:
+        with transaction(conn):
+            enqueue(conn, [OutboxRow(MQTT, f"t/{n}", f"e{n}", f"a{n}", b"{}")], time.time())
+
+    disp = OutboxDispatcher(db, WebhookSettings(), publish=publish, poll_s=30.0)
+    stop = asyncio.Event()
+    await db.call(lambda c: add(c, 1))
+    task = asyncio.create_task(disp.run(stop))
+    try:
+        await asyncio.wait_for(first_in_flight.wait(), 5.0)
+        await db.call(lambda c: add(c, 2))  # committed while the first pass waits for its PUBACK
+        disp.kick()
+        release_first.set()
+        t0 = time.monotonic()
+        while len(sent) < 2 and time.monotonic() - t0 < 10.0:
+            await asyncio.sleep(0.01)
+        assert [t for t, _ in sent] == ["t/1", "t/2"]
+        assert sent[1][1] - t0 < 5.0  # the next pass at once, not after poll_s (30 s)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+        await disp.aclose()
+        await db.close()
+
+
+async def test_the_reading_connection_sees_what_is_committed_and_cannot_write(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "s.sqlite3")
+    await db.open()
+    try:
+        count = "SELECT count(*) FROM outbox"
+        assert await db.read(lambda c: c.execute(count).fetchone()[0]) == 0
+
+        def add(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                enqueue(conn, [OutboxRow(MQTT, "t", "e", "a", b"{}")], time.time())
+
+        await db.call(add)
+        assert await db.read(lambda c: c.execute(count).fetchone()[0]) == 1
+        with pytest.raises(sqlite3.OperationalError):
+            await db.read(lambda c: c.execute("DELETE FROM outbox"))
+    finally:
+        await db.close()
+    with pytest.raises(RuntimeError):
+        await db.read(lambda c: None)
