@@ -60,7 +60,9 @@ def runtime(state_dir: Path) -> ComplianceRuntime:
         return None
 
     clock = lambda: H8 + timedelta(minutes=1)  # noqa: E731 - the clock closes nothing: data time does
-    return ComplianceRuntime(REG, ComplianceConfig(state_dir=state_dir, clock=clock), write=write, publish=publish)
+    return ComplianceRuntime(
+        REG, ComplianceConfig(state_dir=state_dir, clock=clock, split_commit_outlets=0), write=write, publish=publish
+    )
 
 
 def stored(state_dir: Path) -> dict[str, Any]:

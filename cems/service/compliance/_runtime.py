@@ -4,11 +4,11 @@ For every durable batch of readings (and on a clock tick every few seconds) the 
 
 1. feeds the engine (batches and clock ticks hold one lock, so they never interleave);
 2. writes the closed hours (``cems_hourly``) and the event updates (``cems_event``) to InfluxDB, durably;
-3. commits in SQLite, before the batch's MQTT messages are acknowledged: when there are alerts, first the
-   events table and the alert outbox rows (MQTT + webhooks) in one small transaction, and lets the
-   :class:`~cems.service.outbox.OutboxDispatcher` publish/POST them at once; then, in a second transaction,
-   the changed per-outlet engine snapshots and the rate counter (the large part: the alerts do not wait
-   for it);
+3. commits in SQLite, before the batch's MQTT messages are acknowledged, the changed per-outlet engine
+   snapshots, the rate counter, the events table and the alert outbox rows (MQTT + webhooks), and lets the
+   :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts; when many outlets changed
+   (``split_commit_outlets``) the events and outbox rows go first in a small transaction of their own and
+   the alerts leave at once, the snapshots follow in a second;
 4. acknowledges the batch's messages.
 
 Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
@@ -161,6 +161,10 @@ class ComplianceConfig:
     #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
     #: sending while the ingester waits to commit (measured: docs/benchmark.md).
     commit_max_messages: int = 8000
+    #: A commit that raises alerts and holds at least this many changed outlets commits the events and alerts
+    #: first, in their own transaction, so that the alerts do not wait for the snapshots; a smaller one stays
+    #: one transaction (a second fsync would cost more than the snapshots; docs/benchmark.md).
+    split_commit_outlets: int = 256
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -735,7 +739,7 @@ class ComplianceRuntime:
         ]
         ups = list(upserts.values())
         ts = time.time()
-        if rows:
+        if rows and len(changes) >= self.config.split_commit_outlets:
             # the alerts leave as soon as they and their events are durable (a small transaction), not after
             # the engine state (the large one, next): see commit_events for why a crash in between is safe
             try:
@@ -744,15 +748,19 @@ class ComplianceRuntime:
                 self._broken = True
                 raise
             self.dispatcher.kick()
-            ups = []
-        if changes or rate_rows or ups or marks or archived or grid_changes or rank_due:
+            ups, rows = [], []
+        if changes or rate_rows or ups or rows or marks or archived or grid_changes or rank_due:
             try:
                 await self.db.call(
-                    lambda c: commit_state(c, changes, rate_rows, ups, (), ts, marks, archived, grid_changes, rank_due)
+                    lambda c: commit_state(
+                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due
+                    )
                 )
             except BaseException:
                 self._broken = True
                 raise
+            if rows:
+                self.dispatcher.kick()
         self.stats.hourly_records += len(out.hourly)
         self.stats.grid_hourly_records += len(gout.hourly)
         self.stats.grid_daily_records += len(gout.daily)
