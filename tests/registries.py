@@ -3,6 +3,10 @@ HJ 212 PW 123456).  Tests add what they need at the marked places."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from cems.protocol.hj212 import encode
+
 
 def one_outlet(*, city: str = "", enterprise: str = "", outlet: str = "", tail: str = "") -> str:
     return (
@@ -38,3 +42,20 @@ def many_outlets(n: int, *, city: str = "") -> str:
         for i in range(n)
     )
     return one_outlet(city=city, tail=extra)
+
+
+#: Two coal-power outlets MN1 and MN2 of one enterprise (HJ 212 PW 123456): the rules-guard and alert-commit
+#: tests feed them minute records of :func:`minute_packet`.
+TWO_OUTLETS = (
+    '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+    '[[enterprise.outlet]]\nmn="MN1"\nname="o"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+    '[[enterprise.outlet]]\nmn="MN2"\nname="p"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
+)
+
+
+def minute_packet(mn: str, t: datetime, so2: float) -> str:
+    """An HJ 212 minute record (CN=2051) of ``mn`` at ``t``: SO2 ``so2`` mg/m³ and O2 6 %, both flag N."""
+    return encode(
+        cn="2051", st="31", pw="123456", mn=mn, flag=4, qn=t.strftime("%Y%m%d%H%M%S000"), data_time=t,
+        values={"a21026": {"Avg": so2, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}, crlf=False,
+    )  # fmt: skip

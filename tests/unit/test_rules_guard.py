@@ -9,27 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registries import TWO_OUTLETS, minute_packet  # tests/registries.py
 
 from cems.engine import ComplianceEngine
 from cems.model import BEIJING, Reading
-from cems.protocol.hj212 import encode
 from cems.registry import OutletInfo, parse_registry
 from cems.replay import load_readings, replay
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime
 
-REG = parse_registry(
-    '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
-    '[[enterprise.outlet]]\nmn="MN1"\nname="o"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
-    '[[enterprise.outlet]]\nmn="MN2"\nname="p"\nprofile="coal_power_ultra_low"\npassword="123456"\n'
-)
+REG = parse_registry(TWO_OUTLETS)
 H8 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
 
-
-def minute(mn: str, t: datetime, so2: float) -> str:
-    return encode(
-        cn="2051", st="31", pw="123456", mn=mn, flag=4, qn=t.strftime("%Y%m%d%H%M%S000"), data_time=t,
-        values={"a21026": {"Avg": so2, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}, crlf=False,
-    )  # fmt: skip
+minute = minute_packet
 
 
 LINES = [minute(mn, H8 + timedelta(minutes=i), 20.0) for i in range(60) for mn in ("MN1", "MN2")]
