@@ -132,6 +132,21 @@ class Gateway(threading.Thread):
         self.c.loop_stop()
 
 
+def fleet(tmp_path: Path, *, shards: int) -> tuple[Path, Any, list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Five outlets' minute data of the day before yesterday (registry file, registry, data, and the MQTT
+    messages on topics with a shard level for ``shards`` ingesters), the minutes in time order across outlets,
+    as a fleet sends them."""
+    text = many_outlets(5)
+    reg_file = tmp_path / "registry.toml"
+    reg_file.write_text(text, encoding="utf-8")
+    whole = parse_registry(text)
+    day = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    data = list(minute_data(whole, day))
+    data.sort(key=lambda d: json.loads(d[2])["data_time"])
+    messages = [(outlet_topic(whole.topics.prefix, mn, s, shards), p) for mn, s, p in data]
+    return reg_file, whole, data, messages
+
+
 def stored_equal_to_replay(influxdb: Any, influx_db: str, total: int, whole: Any, data: Any) -> None:
     """Every acknowledged message stored (one ``cems_reading`` point per outlet and minute), and the hourly
     records in InfluxDB those of one ``cems replay`` of all the data."""
@@ -145,15 +160,7 @@ def stored_equal_to_replay(influxdb: Any, influx_db: str, total: int, whole: Any
 def test_cluster_node_and_ingester_failures_lose_nothing_and_equal_one_replay(
     tmp_path: Path, nats_cluster: NatsCluster, influxdb: Any, influx_db: str
 ) -> None:
-    text = many_outlets(5)
-    reg_file = tmp_path / "registry.toml"
-    reg_file.write_text(text, encoding="utf-8")
-    whole = parse_registry(text)
-    day = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    data = list(minute_data(whole, day))
-    # the minutes in time order across outlets, as a fleet sends them
-    data.sort(key=lambda d: json.loads(d[2])["data_time"])
-    messages = [(outlet_topic(whole.topics.prefix, mn, s, 2), p) for mn, s, p in data]
+    reg_file, whole, data, messages = fleet(tmp_path, shards=2)
     n0, n1, _n2 = nats_cluster.nodes
     ingesters = [
         Ingester(0, 2, reg_file, n1.mqtt_url, influxdb, influx_db, tmp_path / "state"),
@@ -230,14 +237,7 @@ def test_an_ingester_given_every_node_fails_over_when_its_node_is_killed_and_los
     a replay.  The session is left to settle first: a node killed within seconds of a session's creation
     can, on NATS 2.9.10, leave it to be resumed elsewhere with new consumers that deliver only new messages
     (seen in 5 of 5 runs without the wait, in none of 5 with it; docs/scaling.md)."""
-    text = many_outlets(5)
-    reg_file = tmp_path / "registry.toml"
-    reg_file.write_text(text, encoding="utf-8")
-    whole = parse_registry(text)
-    day = (datetime.now(BEIJING) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    data = list(minute_data(whole, day))
-    data.sort(key=lambda d: json.loads(d[2])["data_time"])
-    messages = [(outlet_topic(whole.topics.prefix, mn, s, 1), p) for mn, s, p in data]
+    reg_file, whole, data, messages = fleet(tmp_path, shards=1)
     # the ingester's own node is the JetStream meta leader (its crash also elects a new one: the harder case);
     # the gateway publishes to another node, which stays up
     leader = _meta_leader(nats_cluster)
