@@ -262,7 +262,7 @@ def test_an_ingester_given_every_node_fails_over_when_its_node_is_killed_and_los
         others = [f"MQTT connected to 127.0.0.1:{n.mqtt_port}" for n in (n2, n0)]
         wait_until(lambda: any(o in ing.log.read_text(errors="replace")[before:] for o in others), 60)
         wait_until(lambda: gw.acknowledged >= total * 2 // 3, 60)
-        nats_cluster.start_node(kill)  # back later: the ingester stays where it is
+        nats_cluster.start_node(kill)  # back later
         gw.join(120)
         assert gw.acknowledged == total
         stored_equal_to_replay(influxdb, influx_db, total, whole, data)
@@ -271,7 +271,10 @@ def test_an_ingester_given_every_node_fails_over_when_its_node_is_killed_and_los
         ing.stop()
     log = ing.log.read_text(errors="replace")[before:]
     assert "trying the next broker of the list" in log
-    assert f"MQTT connected to 127.0.0.1:{n1.mqtt_port}" not in log  # it did not wait for its node to return
-    first = min((log.index(o), o) for o in others if o in log)[1]
+    # it did not wait for its node to return: its first connection after the crash is to another node (later it
+    # may come back to the restarted node, round robin, if the node it moved to drops it; CI run of 2026-12-01)
+    first_at, first = min((log.index(o), o) for o in others if o in log)
+    back = f"MQTT connected to 127.0.0.1:{n1.mqtt_port}"
+    assert back not in log[:first_at]
     assert log.split(first, 1)[1].startswith(" (session present: True)")  # the session went on at another node
     assert ing.proc is not None and ing.proc.returncode in (0, -signal.SIGTERM)
