@@ -158,13 +158,17 @@ def data(influxdb: Any) -> DataSet:
     emissions = model.advance(end)
     plant = [e for e in emissions if e.outlet is not None]
     lines = [encode_payload(e.reading).decode() for e in plant]
-    # the grid sensors for 36 hours (so that yesterday is a whole Beijing day), as the ingester receives them:
+    # the grid sensors from an hour before yesterday's Beijing midnight (36 hours at least), so that yesterday is a
+    # whole Beijing day whatever hour the test runs at (CI of 2026-12-01 ran after 08:00 UTC, when 36 hours
+    # started after yesterday's midnight and the township ranking had no valid day), as the ingester receives them:
     # `grid/v1/{id} {json}` lines, replayed with the plant's by the same engine (grid_reading, grid_hourly,
     # grid_daily and grid events stored by the replay's writer, as `cems replay --store` does)
     # one sensor made a hotspot (as `cems-gateway simulate --grid-hotspot` does), so that real grid_hotspot
     # events are in the data set whatever hour the test runs at
     hot = SimConfig(grid_hotspots=(registry.grid_sensor[0].id,))
-    grid_model = FleetModel(registry, seed=7, start=end - timedelta(hours=36), config=hot)
+    yesterday_midnight = (now.astimezone(BJ) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    grid_start = min(end - timedelta(hours=36), yesterday_midnight.astimezone(UTC) - timedelta(hours=1))
+    grid_model = FleetModel(registry, seed=7, start=grid_start, config=hot)
     grid_readings = [e.reading for e in grid_model.advance(end) if e.outlet is None]
     prefix = registry.topics.grid_prefix
     lines += [f"{prefix}/{r.mn} {encode_payload(r).decode()}" for r in grid_readings]
