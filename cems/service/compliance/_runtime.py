@@ -84,6 +84,7 @@ from cems.service.compliance._state import (
     STATE_SCHEMA,
     ComplianceStats,
     EventRow,
+    StoredRows,
     alert_id,
     commit_events,
     commit_state,
@@ -155,7 +156,8 @@ class ComplianceConfig:
     #: points tagged with the shard and merged by ``cems districts`` (:mod:`cems.rules.district_parts`).
     shard: Shard | None = None
     clock_interval_s: float = 5.0
-    #: Group commit: engine state is committed (and the batches acknowledged) at least this often.
+    #: Group commit: engine state is committed (and the batches acknowledged) at least this often (up to 8×
+    #: it when commits are slow, and 8× it while a backlog waits: ``behind()``).
     commit_interval_s: float = 0.25
     #: ... and as soon as this many messages wait for it: keep it well below the broker's in-flight window
     #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
@@ -282,6 +284,8 @@ class ComplianceRuntime:
         self._rates_written = 0.0
         self._rates_due: datetime | None = None  # the newest hour end seen over by _write_rates
         self._archive_pruned_before = 0
+        #: the outlets with a state row in SQLite and the mark of their last journal clean-up (commit_state)
+        self._stored: StoredRows = {}
         self._lockfile: IO[str] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -307,6 +311,7 @@ class ComplianceRuntime:
         else:
             self.engine.set_warnings(history)
         restored = 0
+        self._stored = dict.fromkeys((mn for mn, _ in stored.outlets), None)
         for mn, raw in stored.outlets:
             try:
                 state = json.loads(raw)
@@ -405,8 +410,10 @@ class ComplianceRuntime:
         them is committed: at once when the batch produced hourly records or events (alert latency), else
         at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
         commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
-        batch).  ``grid``: the batch's grid-sensor readings (the grid engine).  Returns the rejected
-        commands, or ``None`` when stopping before the results are durable (nothing is acknowledged)."""
+        batch); while ``behind()`` (a backlog), after ``commit_max_messages`` or 8× ``commit_interval_s``
+        (each outlet's snapshot then covers several of its readings).  ``grid``: the batch's grid-sensor
+        readings (the grid engine).  Returns the rejected commands, or ``None`` when stopping before the
+        results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
@@ -419,10 +426,14 @@ class ComplianceRuntime:
             if release is not None:
                 self._held.append(release)
                 self._held_messages += len(readings)
-            due = (
-                time.monotonic() - self._last_commit >= self._commit_every
-                or self._held_messages >= self.config.commit_max_messages
-            )
+            waited = time.monotonic() - self._last_commit
+            if self._held_messages >= self.config.commit_max_messages:
+                due = True
+            elif self._behind():
+                # a backlog: the batches come full and at once, so commit by count (or 8× the interval)
+                due = waited >= 8 * self.config.commit_interval_s
+            else:
+                due = waited >= self._commit_every
             if (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
@@ -753,7 +764,7 @@ class ComplianceRuntime:
             try:
                 await self.db.call(
                     lambda c: commit_state(
-                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due
+                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due, self._stored
                     )
                 )
             except BaseException:

@@ -382,6 +382,20 @@ def load_grid_state(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     return {str(sensor): json.loads(state) for sensor, state in conn.execute("SELECT sensor, state FROM grid_state")}
 
 
+#: An outlet's state row rewritten in place (a row known to exist: 0.8× the upsert's CPU, docs/benchmark.md).
+_UPDATE_STATE: Final = "UPDATE outlet_state SET state = ?2, updated_ts = ?3 WHERE mn = ?1"
+#: ... or inserted (an upsert rewrites an existing row in place; INSERT OR REPLACE would delete it and insert
+#: it again).
+_UPSERT_STATE: Final = (
+    "INSERT INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)"
+    " ON CONFLICT(mn) DO UPDATE SET state = excluded.state, updated_ts = excluded.updated_ts"
+)
+#: ``stored`` of :func:`commit_state`: an outlet with a state row → the closed-hour mark of its last journal
+#: clean-up in this process (``None``: not cleaned up yet).
+StoredRows = dict[str, int | None]
+_UNCLEANED: Final = object()
+
+
 def commit_state(
     conn: sqlite3.Connection,
     changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
@@ -393,26 +407,49 @@ def commit_state(
     archived: dict[tuple[str, int], bytes] | None = None,
     grid: Mapping[str, dict[str, Any] | None] | None = None,
     rank_due: Sequence[tuple[str, str, str]] = (),
+    stored: StoredRows | None = None,
 ) -> None:
     """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
     the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts, and the
-    township rankings the grid days make due (``rank_due``: kind, first and last day)."""
-    # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
-    states = ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in changes.items())
-    closed = [(mn, closed_before) for mn, (_, _, closed_before) in changes.items()]
+    township rankings the grid days make due (``rank_due``: kind, first and last day).
+
+    ``stored`` (kept by the caller from one commit to the next, updated here once the transaction is
+    committed; the runtime starts it with the outlets that have a state row): the state rows it names are
+    updated in place rather than upserted, and a journal clean-up that can delete nothing (the outlet's mark
+    unchanged since its last clean-up, and no journal row written below it) is skipped. The database ends up
+    the same as without it."""
+    known: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]] = {}
+    new = changes
+    if stored is not None:
+        known = {mn: c for mn, c in changes.items() if mn in stored}
+        new = {mn: c for mn, c in changes.items() if mn not in stored} if len(known) < len(changes) else {}
+    # the hour of each journal's last entry: its row's last_hour, and whether the clean-up may delete it
+    tops = {mn: max(map(_HOUR, journal)) for mn, (_, journal, _) in changes.items() if journal}
+    closed: list[tuple[str, int]] = []
+    for mn, (_, _, closed_before) in changes.items():
+        if stored is None or stored.get(mn, _UNCLEANED) != closed_before or tops.get(mn, closed_before) < closed_before:
+            closed.append((mn, closed_before))
     with transaction(conn):
         if changes:
-            # an upsert rewrites the row in place (INSERT OR REPLACE deletes it and inserts it again)
-            conn.executemany(
-                "INSERT INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)"
-                " ON CONFLICT(mn) DO UPDATE SET state = excluded.state, updated_ts = excluded.updated_ts",
-                states,
-            )
+            if known:
+                # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
+                states = ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in known.items())
+                n = conn.executemany(_UPDATE_STATE, states).rowcount
+                if n != len(known):  # a row gone meanwhile (not by this process): write them all again
+                    log.warning(
+                        "engine state: %d of %d known outlet rows missing: upserted", len(known) - n, len(known)
+                    )
+                    new = changes
+            if new:
+                conn.executemany(
+                    _UPSERT_STATE, ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in new.items())
+                )
             # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
             # thousands: docs/benchmark.md)
-            logs = _log_rows((mn, journal) for mn, (_, journal, _) in changes.items())
+            logs = ((mn, tops[mn], encode_state(journal)) for mn, (_, journal, _) in changes.items() if journal)
             conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
-            conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
+            if closed:
+                conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
         if marks:  # append-only: a record id stored twice (a redelivery) keeps the first
             conn.executemany(
                 "INSERT OR IGNORE INTO marks(record_id, mn, kind, received_ts, json) VALUES (?,?,?,?,?)",
@@ -434,6 +471,11 @@ def commit_state(
         if rank_due:
             conn.executemany("INSERT OR REPLACE INTO grid_rank_due(kind, first, last) VALUES (?,?,?)", rank_due)
         _upsert_events(conn, upserts, rows, now_ts)
+    if stored is not None:  # committed: the rows exist, and the clean-ups done hold
+        for mn in new:
+            stored.setdefault(mn, None)
+        for mn, closed_before in closed:
+            stored[mn] = closed_before
 
 
 def commit_events(
