@@ -1,7 +1,7 @@
 """The engine state commit's CPU (issue 20): ``commit_state`` with the rows the runtime knows (``stored``)
 writes the same database as without (state rows updated in place, no-op journal clean-ups skipped), and
-under a backlog the runtime commits, and acknowledges, by count: never a batch before the state that holds
-it is committed."""
+under a backlog the runtime commits, and acknowledges, by count and at the clock's tick, never a batch
+before the state that holds it is committed."""
 
 from __future__ import annotations
 
@@ -118,10 +118,13 @@ async def test_under_a_backlog_the_runtime_commits_by_count_and_acknowledges_onl
             held.append(n + 1 - len(released))
             if released:  # what is acknowledged is committed
                 assert stored_values(tmp_path / str(behind)) >= 20 * len(released) * 2  # (2 codes a reading)
-        await rt.shutdown()
-        await rt.close()
-        assert sorted(released) == list(range(len(quiet)))
         if behind:  # by count: every third batch (60 messages), not at every interval
             assert held == [1, 2, 0, 1, 2]
+            assert await rt.tick()  # ... and at the clock's tick (held no longer than clock_interval_s)
+            assert rt.stats.clock_held == 1
         else:
             assert held == [0, 0, 0, 0, 0]
+        assert sorted(released) == list(range(len(quiet)))
+        assert stored_values(tmp_path / str(behind)) == 2 * len(lines)
+        await rt.shutdown()
+        await rt.close()

@@ -157,7 +157,7 @@ class ComplianceConfig:
     shard: Shard | None = None
     clock_interval_s: float = 5.0
     #: Group commit: engine state is committed (and the batches acknowledged) at least this often (up to 8×
-    #: it when commits are slow, and 8× it while a backlog waits: ``behind()``).
+    #: it when commits are slow; while a backlog waits, ``behind()``, by count and at each clock tick).
     commit_interval_s: float = 0.25
     #: ... and as soon as this many messages wait for it: keep it well below the broker's in-flight window
     #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
@@ -410,10 +410,10 @@ class ComplianceRuntime:
         them is committed: at once when the batch produced hourly records or events (alert latency), else
         at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
         commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
-        batch); while ``behind()`` (a backlog), after ``commit_max_messages`` or 8× ``commit_interval_s``
-        (each outlet's snapshot then covers several of its readings).  ``grid``: the batch's grid-sensor
-        readings (the grid engine).  Returns the rejected commands, or ``None`` when stopping before the
-        results are durable (nothing is acknowledged)."""
+        batch); while ``behind()`` (a backlog), after ``commit_max_messages`` or at the clock's next tick
+        (``clock_interval_s``): each outlet's snapshot then covers several of its readings.  ``grid``: the
+        batch's grid-sensor readings (the grid engine).  Returns the rejected commands, or ``None`` when
+        stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
@@ -426,14 +426,13 @@ class ComplianceRuntime:
             if release is not None:
                 self._held.append(release)
                 self._held_messages += len(readings)
-            waited = time.monotonic() - self._last_commit
             if self._held_messages >= self.config.commit_max_messages:
                 due = True
             elif self._behind():
-                # a backlog: the batches come full and at once, so commit by count (or 8× the interval)
-                due = waited >= 8 * self.config.commit_interval_s
+                # a backlog: full batches follow at once, so commit by count (and at the clock's tick)
+                due = False
             else:
-                due = waited >= self._commit_every
+                due = time.monotonic() - self._last_commit >= self._commit_every
             if (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
