@@ -157,7 +157,7 @@ class ComplianceConfig:
     shard: Shard | None = None
     clock_interval_s: float = 5.0
     #: Group commit: engine state is committed (and the batches acknowledged) at least this often (up to 8×
-    #: it when commits are slow; while a backlog waits, ``behind()``, by count and at each clock tick).
+    #: it when commits are slow; while a backlog waits, ``behind()``, by count, at most a tick apart).
     commit_interval_s: float = 0.25
     #: ... and as soon as this many messages wait for it: keep it well below the broker's in-flight window
     #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
@@ -410,8 +410,8 @@ class ComplianceRuntime:
         them is committed: at once when the batch produced hourly records or events (alert latency), else
         at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
         commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
-        batch); while ``behind()`` (a backlog), after ``commit_max_messages`` or at the clock's next tick
-        (``clock_interval_s``): each outlet's snapshot then covers several of its readings.  ``grid``: the
+        batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock tick when none
+        came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.  ``grid``: the
         batch's grid-sensor readings (the grid engine).  Returns the rejected commands, or ``None`` when
         stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
@@ -429,7 +429,7 @@ class ComplianceRuntime:
             if self._held_messages >= self.config.commit_max_messages:
                 due = True
             elif self._behind():
-                # a backlog: full batches follow at once, so commit by count (and at the clock's tick)
+                # a backlog: full batches follow at once, so commit by count (or at a tick, if none came)
                 due = False
             else:
                 due = time.monotonic() - self._last_commit >= self._commit_every
@@ -537,7 +537,12 @@ class ComplianceRuntime:
             self.stats.late_readings = late["late_readings"]
             self.stats.late_unrevised = late["late_unrevised"]
             self.stats.late_beyond_window = late["late_beyond_window"]
-            if (self._pending or self._grid_pending or self._held) and not await self._flush(stop):
+            # held batches: at every tick, but under a backlog (committed by count, on_batch) only when nothing
+            # was committed for a tick's interval
+            held = bool(self._held) and (
+                not self._behind() or time.monotonic() - self._last_commit >= self.config.clock_interval_s
+            )
+            if (self._pending or self._grid_pending or held) and not await self._flush(stop):
                 return False
             if not await self._write_rates(stop):
                 return False
