@@ -126,6 +126,25 @@ _LOWER_BOUND: Final = 2
 _NAN: Final = float("nan")
 _NEVER: Final = -(1 << 62)
 
+#: The code lists of hours (:class:`_HourAcc`, :class:`cems.rules.quality._HourStats`) as shared tuples: the
+#: outlets of a city send a handful of code sequences, so every hour of every outlet refers to one of a few
+#: tuples instead of keeping a list of its own (memory, issue 20: ≈ 120 bytes an hour and stream).  Bounded: a
+#: DAS sending ever new codes gets tuples of its own once the table is full.
+_CODE_TUPLES: dict[tuple[tuple[str, ...], str], tuple[str, ...]] = {}
+_CODE_TUPLES_MAX: Final = 4096
+
+
+def with_code(codes: tuple[str, ...], code: str) -> tuple[str, ...]:
+    """``codes + (code,)``, shared with every other hour that has the same codes in the same order."""
+    key = (codes, code)
+    t = _CODE_TUPLES.get(key)
+    if t is None:
+        t = (*codes, code)
+        if len(_CODE_TUPLES) < _CODE_TUPLES_MAX:
+            _CODE_TUPLES[key] = t
+    return t
+
+
 # ---------------------------------------------------------------------------------------------- units
 
 #: Unit the standard uses for each non-concentration code (HJ 212-2017 appendix B; DOMAIN.md §2).
@@ -312,7 +331,7 @@ _Keys: TypeAlias = "array[int]"
 _Vals: TypeAlias = "array[float]"
 
 
-def _grouped(codes: list[str] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
+def _grouped(codes: tuple[str, ...] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
     """code → second → (value, state) of a stream's log: codes in order of first arrival, seconds in order
     of first arrival, a re-sent second's value replacing the earlier one (what a dict per code kept)."""
     if codes is None or keys is None or vals is None:
@@ -328,19 +347,19 @@ class _HourAcc:
     """One hour of one outlet in memory: the DAS's hourly records and the real-time and minute sub-values.
 
     Memory (issue 20): a stream's sub-values are a log in arrival order, two arrays: (code index, second,
-    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's list
-    of codes, instead of a dict per code of (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a
-    code with one value).  :attr:`rtd` and :attr:`mins` group a log back into those dicts
-    (:func:`_grouped`) when the hour is built, packed or saved."""
+    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's codes
+    (a tuple shared by the hours with the same codes, :func:`with_code`), instead of a dict per code of
+    (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a code with one value).  :attr:`rtd` and
+    :attr:`mins` group a log back into those dicts (:func:`_grouped`) when the hour is built, packed or saved."""
 
     __slots__ = ("das", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
 
     def __init__(self) -> None:
         self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
-        self.rtd_codes: list[str] | None = None
+        self.rtd_codes: tuple[str, ...] | None = None
         self.rtd_keys: _Keys | None = None
         self.rtd_vals: _Vals | None = None
-        self.mins_codes: list[str] | None = None
+        self.mins_codes: tuple[str, ...] | None = None
         self.mins_keys: _Keys | None = None
         self.mins_vals: _Vals | None = None
 
@@ -351,15 +370,24 @@ class _HourAcc:
         assert isinstance(das, dict)
         return das
 
-    def log(self, kind: str) -> tuple[list[str], _Keys, _Vals]:
+    def log(self, kind: str) -> tuple[tuple[str, ...], _Keys, _Vals]:
         """The codes, keys and values of stream ``kind`` ("rtd" or "mins"), made on first use."""
         if kind == "rtd":
             if self.rtd_codes is None or self.rtd_keys is None or self.rtd_vals is None:
-                self.rtd_codes, self.rtd_keys, self.rtd_vals = [], array("I"), array("d")
+                self.rtd_codes, self.rtd_keys, self.rtd_vals = (), array("I"), array("d")
             return self.rtd_codes, self.rtd_keys, self.rtd_vals
         if self.mins_codes is None or self.mins_keys is None or self.mins_vals is None:
-            self.mins_codes, self.mins_keys, self.mins_vals = [], array("I"), array("d")
+            self.mins_codes, self.mins_keys, self.mins_vals = (), array("I"), array("d")
         return self.mins_codes, self.mins_keys, self.mins_vals
+
+    def new_code(self, kind: str, codes: tuple[str, ...], code: str) -> tuple[str, ...]:
+        """Stream ``kind``'s codes ``codes`` with ``code`` added (returned, and kept)."""
+        codes = with_code(codes, code)
+        if kind == "rtd":
+            self.rtd_codes = codes
+        else:
+            self.mins_codes = codes
+        return codes
 
     def add(self, kind: str, code: str, sec: int, v: float, ok: int) -> None:
         codes, keys, vals = self.log(kind)
@@ -367,7 +395,7 @@ class _HourAcc:
             i = codes.index(code)
         except ValueError:
             i = len(codes)
-            codes.append(code)
+            self.new_code(kind, codes, code)
         keys.extend((i, sec, ok))
         vals.append(v)
 
@@ -450,7 +478,7 @@ def unpack_hour(data: bytes) -> _HourAcc:
             # the log as :meth:`_HourAcc.add` made it, one code after the other (CPU: in bulk)
             codes, keys, vals = acc.log(kind)
             i = len(codes)
-            codes.append(code)
+            acc.new_code(kind, codes, code)
             trip = [i] * (3 * k)
             trip[1::3] = secs
             trip[2::3] = oks
@@ -646,7 +674,7 @@ class OutletHourly:
                         i = codes.index(code)
                     except ValueError:  # the code's first sub-value of the hour
                         i = len(codes)
-                        codes.append(code)
+                        codes = acc.new_code(kind, codes, code)
                     append(i)
                     append(sec)
                     append(ok)
@@ -804,6 +832,16 @@ class OutletHourly:
     def factors(self) -> Mapping[str, float]:
         """The outlet's unit conversion factors (code → factor to the standard's unit; 1 left out)."""
         return self._factors
+
+    @property
+    def schedule(self) -> LimitSchedule:
+        """The outlet's limits over time."""
+        return self._schedule
+
+    @property
+    def max_o2(self) -> float:
+        """The outlet's dilution cut-off (% O2)."""
+        return self._max_o2
 
     @property
     def open_hours(self) -> list[datetime]:

@@ -56,6 +56,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from array import array
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -70,7 +71,15 @@ from cems.rules.events import (
     retract_missing,
     run_updates,
 )
-from cems.rules.hourly import DEFAULT_HOLD, SOURCE_DAS, VALID_HOUR_FLAGS, HourlyRecord, is_concentration, unit_factors
+from cems.rules.hourly import (
+    DEFAULT_HOLD,
+    SOURCE_DAS,
+    VALID_HOUR_FLAGS,
+    HourlyRecord,
+    is_concentration,
+    unit_factors,
+    with_code,
+)
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
 
@@ -196,14 +205,21 @@ _ZERO2: Any = (0, 0.0)
 
 class _HourStats:
     """What the readings of one hour add (commutative summaries; see the module docstring).  The rare parts
-    start as the shared :data:`_NONE` (:data:`_ZERO2`) and get their own dict (list) when first written."""
+    start as the shared :data:`_NONE` (:data:`_ZERO2`) and get their own dict (list) when first written.
 
-    __slots__ = ("drywet", "hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
+    Memory (issue 20): the flatline summary, per code the lowest and highest valid value and the minutes with
+    one, is the hour's codes (a tuple shared with the other hours that have the same codes,
+    :func:`~cems.rules.hourly.with_code`), one ``array("d")`` of (lowest, highest) per code and one
+    ``array("Q")`` of minute masks, instead of three dicts of boxed numbers (≈ 1 KB an hour for 8 codes, now
+    ≈ 0.4 KB); :attr:`lo`, :attr:`hi` and :attr:`mask` give them as the dicts they were."""
+
+    __slots__ = ("codes", "drywet", "lohi", "masks", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running",
+                 "zs_rt")  # fmt: skip
 
     def __init__(self) -> None:
-        self.lo: dict[str, float] = {}
-        self.hi: dict[str, float] = {}
-        self.mask: dict[str, int] = {}  # code → minutes with a valid value (flatline coverage)
+        self.codes: tuple[str, ...] = ()  # codes with a valid value, in order of their first one
+        self.lohi: array[float] = array("d")  # lowest, highest valid value of each code
+        self.masks: array[int] = array("Q")  # code → minutes with a valid value (flatline coverage)
         self.neg: dict[str, list[float]] = _NONE  # code → [minute mask, lowest value]
         self.pinned: dict[str, list[float]] = _NONE  # code → [minute mask, value]
         self.novel = 0  # minutes with flow > 0 and velocity ≤ 0
@@ -216,6 +232,38 @@ class _HourStats:
         #: and commutative (a float sum would depend on the arrival order in its last bits); the first record of
         #: a minute counts
         self.mins: dict[str, list[int]] = _NONE
+
+    def widen(self, code: str, lo: float, hi: float, bits: int) -> None:
+        """Add a code's valid value(s) of the minutes ``bits``: its range widened to [lo, hi]."""
+        try:
+            i = self.codes.index(code)
+        except ValueError:
+            self.codes = with_code(self.codes, code)
+            self.lohi.append(lo)
+            self.lohi.append(hi)
+            self.masks.append(bits)
+            return
+        lohi = self.lohi
+        if lo < lohi[2 * i]:
+            lohi[2 * i] = lo
+        if hi > lohi[2 * i + 1]:
+            lohi[2 * i + 1] = hi
+        self.masks[i] |= bits
+
+    @property
+    def lo(self) -> dict[str, float]:
+        """Code → lowest valid value of the hour (a new dict)."""
+        return dict(zip(self.codes, self.lohi[0::2], strict=True))
+
+    @property
+    def hi(self) -> dict[str, float]:
+        """Code → highest valid value of the hour (a new dict)."""
+        return dict(zip(self.codes, self.lohi[1::2], strict=True))
+
+    @property
+    def mask(self) -> dict[str, int]:
+        """Code → minutes of the hour with a valid value (a new dict)."""
+        return dict(zip(self.codes, self.masks, strict=True))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
@@ -237,9 +285,11 @@ class _HourStats:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _HourStats:
         s = cls()
-        s.lo = {k: float(v) for k, v in d.get("lo", {}).items()}
-        s.hi = {k: float(v) for k, v in d.get("hi", {}).items()}
-        s.mask = {k: int(v) for k, v in d.get("mask", {}).items()}
+        lo, hi, mask = d.get("lo", {}), d.get("hi", {}), d.get("mask", {})
+        if not lo.keys() == hi.keys() == mask.keys():
+            raise ValueError("quality state: an hour's lo, hi and mask name different codes")
+        for k, v in lo.items():
+            s.widen(k, float(v), float(hi[k]), int(mask[k]))
         s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()} or _NONE
         s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()} or _NONE
         s.novel = int(d.get("novel", 0))
@@ -342,7 +392,7 @@ class QualityTracker:
         is_min = stream is Stream.MIN
         neg = -cfg.negative_tol
         ranges = cfg.analyser_range
-        lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
+        codes, lohi, masks = st.codes, st.lohi, st.masks
         flow = vel = o2 = co2 = temp = None
         has_zs = False
         kinds, isfinite = _KINDS, math.isfinite
@@ -369,13 +419,19 @@ class QualityTracker:
                 lo = hi = v
                 if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
-                old = lo_d.get(code)
-                if old is None or lo < old:
-                    lo_d[code] = lo
-                old = hi_d.get(code)
-                if old is None or hi > old:
-                    hi_d[code] = hi
-                mask_d[code] = mask_d.get(code, 0) | bit
+                try:
+                    i = codes.index(code)
+                except ValueError:  # the code's first valid value of the hour
+                    codes = st.codes = with_code(codes, code)
+                    lohi.append(lo)
+                    lohi.append(hi)
+                    masks.append(bit)
+                else:
+                    if lo < lohi[2 * i]:
+                        lohi[2 * i] = lo
+                    if hi > lohi[2 * i + 1]:
+                        lohi[2 * i + 1] = hi
+                    masks[i] |= bit
                 if kind == _CONC:
                     if v < neg:
                         st.neg = _or(st.neg, code, bit, v, True)
@@ -445,9 +501,7 @@ class QualityTracker:
             if v is None or not math.isfinite(v):
                 continue
             lo, hi = self._min_max(code, vals, v * self._factors.get(code, 1.0))
-            st.lo[code] = min(st.lo.get(code, lo), lo)
-            st.hi[code] = max(st.hi.get(code, hi), hi)
-            st.mask[code] = st.mask.get(code, 0) | _FULL_HOUR
+            st.widen(code, lo, hi, _FULL_HOUR)
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
@@ -558,9 +612,10 @@ class QualityTracker:
         flow = recs.get(FLOW)
         flow_txt = f"flow {_g(flow.avg)} m³/s (flag {flow.flag})" if flow is not None else "no flow measured"
         if st is not None and not stopped:
-            for code in sorted(st.mask):
-                n = _bits(st.mask[code])
-                lo, hi = st.lo[code], st.hi[code]
+            lohi = st.lohi
+            for code, i in sorted((c, i) for i, c in enumerate(st.codes)):
+                n = _bits(st.masks[i])
+                lo, hi = lohi[2 * i], lohi[2 * i + 1]
                 if n < cfg.flatline_min_minutes or not running or hi <= cfg.flatline_floor:
                     continue
                 mid = (lo + hi) / 2
