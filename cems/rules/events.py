@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -555,6 +555,35 @@ _IDLE_JSON: Final[dict[str, Any]] = {
 _NO_FACTORS: Final[Mapping[str, float]] = {}
 
 
+class _IdleStates(dict[str, _WarnState]):
+    """Code → :data:`_IDLE` for every code, shared by the trackers whose pollutants are all idle (most, most of
+    the time; memory, issue 20: ≈ 180 bytes an outlet): never written, a tracker writes its own copy."""
+
+    __slots__ = ()
+
+
+#: The shared :class:`_IdleStates` by their codes (bounded: a handful of code sets per city).
+_IDLE_STATES: dict[frozenset[str], _IdleStates] = {}
+
+
+def _idle_states(codes: Iterable[str]) -> dict[str, _WarnState]:
+    """The shared states of ``codes``, all idle."""
+    key = frozenset(codes)
+    d = _IDLE_STATES.get(key)
+    if d is None:
+        d = _IdleStates((c, _IDLE) for c in sorted(key))
+        if len(_IDLE_STATES) < 4096:
+            _IDLE_STATES[key] = d
+    return d
+
+
+def _shared_if_idle(states: dict[str, _WarnState]) -> dict[str, _WarnState]:
+    """``states``, or the shared equal states when every code is idle."""
+    if type(states) is dict and all(st is _IDLE for st in states.values()):
+        return _idle_states(states)
+    return states
+
+
 class RealtimeWarningTracker:
     """``realtime_warning`` (预警) events of one outlet, from real-time (CN=2011) readings.
 
@@ -613,7 +642,8 @@ class RealtimeWarningTracker:
         self._max_o2 = max_o2
         self._ok_flags = _NT_FLAGS if over_range_valid else _N_FLAGS
         self._last_t: float | None = None
-        self._states: dict[str, _WarnState] = {}
+        #: code → its state; shared (:class:`_IdleStates`, never written) while every code is idle
+        self._states: dict[str, _WarnState] = _idle_states(())
 
     @property
     def open_events(self) -> list[Event]:
@@ -626,7 +656,7 @@ class RealtimeWarningTracker:
             st = self._states[code]
             if st.event is not None:
                 ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-            self._states[code] = _IDLE
+        self._states = _idle_states(self._states)  # every code idle
         return ups
 
     def on_reading(self, reading: Reading) -> list[EventUpdate]:
@@ -666,7 +696,10 @@ class RealtimeWarningTracker:
             st = self._states.get(code)
             if zs is not None and zs > al.limit:
                 if st is None or st is _IDLE:
-                    st = self._states[code] = _WarnState()
+                    states = self._states
+                    if type(states) is _IdleStates:  # shared: write a copy
+                        states = self._states = dict(states)
+                    st = states[code] = _WarnState()
                 st.below = 0
                 if st.event is not None:
                     if st.event.peak is None or zs > st.event.peak:
@@ -699,7 +732,11 @@ class RealtimeWarningTracker:
                     ups.append(EventUpdate(OPENED, st.event))
             else:
                 if st is None:
-                    self._states[code] = _IDLE
+                    states = self._states
+                    if type(states) is _IdleStates:
+                        self._states = _idle_states((*states, code))
+                    else:
+                        states[code] = _IDLE
                     continue
                 if st is _IDLE:
                     continue
@@ -712,7 +749,8 @@ class RealtimeWarningTracker:
                 if st.below >= self.n_close:
                     end = _dt(st.below_start)
                     ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-                    self._states[code] = _IDLE
+                    self._states[code] = _IDLE  # (its own dict: the code was not idle)
+                    self._states = _shared_if_idle(self._states)
         return ups
 
     def on_clock(self, now: datetime) -> list[EventUpdate]:
@@ -746,7 +784,7 @@ class RealtimeWarningTracker:
         _check_version(state, "realtime_warning", self.mn)
         last = state["last_t"]
         self._last_t = None if last is None else float(last)
-        self._states = {}
+        states: dict[str, _WarnState] = {}
         for code, d in state["states"].items():
             ev = d["event"]
             st = _WarnState(
@@ -757,7 +795,8 @@ class RealtimeWarningTracker:
                 below_start=float(d["below_start"]),
                 event=None if ev is None else Event.from_json(ev),
             )
-            self._states[code] = _IDLE if st == _IDLE else st
+            states[code] = _IDLE if st == _IDLE else st
+        self._states = _shared_if_idle(states)
 
 
 # ---------------------------------------------------------------------------------------------- interruption
