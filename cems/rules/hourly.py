@@ -509,6 +509,86 @@ def _num(v: float | None) -> float | None:
 _NO_SPANS: Final[list[list[int]]] = []
 
 
+class _Params:
+    """An aggregator's settings (see :class:`OutletHourly`), one object for every outlet that has the same."""
+
+    __slots__ = (
+        "abs_tol",
+        "archive",
+        "factors",
+        "hold_s",
+        "journaling",
+        "lateness_s",
+        "max_o2",
+        "over_range_valid",
+        "rel_tol",
+        "repair",
+        "schedule",
+    )
+
+    def __init__(
+        self,
+        lateness_s: int,
+        hold_s: int,
+        repair: timedelta,
+        schedule: LimitSchedule,
+        factors: Mapping[str, float],
+        max_o2: float,
+        over_range_valid: bool,
+        rel_tol: float,
+        abs_tol: float,
+        archive: HourArchive | None,
+        journaling: bool,
+    ) -> None:
+        self.lateness_s = lateness_s
+        self.hold_s = hold_s
+        self.repair = repair
+        #: Limits over time: shared by the outlets with the same limit configuration (the engine's).
+        self.schedule = schedule
+        #: Unit factors (code → factor to the standard's unit): one shared empty mapping for most outlets.
+        self.factors = factors
+        self.max_o2 = max_o2
+        self.over_range_valid = over_range_valid
+        self.rel_tol = rel_tol
+        self.abs_tol = abs_tol
+        #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
+        self.archive = archive
+        #: Whether ``feed`` keeps a journal (``False``: nothing is persisted, ``cems replay``).
+        self.journaling = journaling
+
+
+#: The settings objects by value (the objects among them by identity: each cached ``_Params`` keeps them alive,
+#: so an id is not reused while its entry exists).  Bounded.
+_PARAMS: dict[tuple[Any, ...], _Params] = {}
+
+
+def _params(
+    lateness_s: int,
+    hold_s: int,
+    repair: timedelta,
+    schedule: LimitSchedule,
+    factors: Mapping[str, float],
+    max_o2: float,
+    over_range_valid: bool,
+    rel_tol: float,
+    abs_tol: float,
+    archive: HourArchive | None,
+    journaling: bool,
+) -> _Params:
+    """The shared settings object with these values (made when new)."""
+    key = (lateness_s, hold_s, repair, id(schedule), id(factors), max_o2, over_range_valid, rel_tol, abs_tol,
+           id(archive), journaling)  # fmt: skip
+    p = _PARAMS.get(key)
+    if p is None:
+        p = _Params(
+            lateness_s, hold_s, repair, schedule, factors, max_o2, over_range_valid, rel_tol, abs_tol, archive,
+            journaling,
+        )  # fmt: skip
+        if len(_PARAMS) < 4096:
+            _PARAMS[key] = p
+    return p
+
+
 class OutletHourly:
     """Incremental hourly aggregator of one outlet (see the module docstring for the rules).
 
@@ -519,26 +599,16 @@ class OutletHourly:
 
     # memory (issue 20): one per outlet
     __slots__ = (
-        "_abs_tol",
-        "_archive",
         "_closed_before",
         "_dirty",
         "_evicted",
-        "_factors",
-        "_hold_s",
         "_journal",
-        "_journaling",
-        "_lateness_s",
-        "_max_o2",
         "_min_interval",
         "_need",
         "_now",
         "_open",
-        "_over_range_valid",
-        "_rel_tol",
-        "_repair",
+        "_p",
         "_rtd_hint",
-        "_schedule",
         "_touched",
         "late_beyond_window",
         "late_readings",
@@ -567,21 +637,26 @@ class OutletHourly:
             raise ValueError("lateness and hold must be ≥ 0")
         self.outlet = outlet
         self.mn = outlet.mn
-        self._lateness_s = int(lateness.total_seconds())
-        self._hold_s = int(hold.total_seconds())
-        self._repair = repair_window
-        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
-        self._factors = unit_factors(outlet)
         if min_rtd_per_minute is not None and min_rtd_per_minute < 1:
             raise ValueError("min_rtd_per_minute must be ≥ 1")
+        #: The settings, shared with the outlets that have the same (memory, issue 20).
+        self._p = _params(
+            int(lateness.total_seconds()),
+            int(hold.total_seconds()),
+            repair_window,
+            schedule if schedule is not None else LimitSchedule(outlet),
+            unit_factors(outlet),
+            max_o2,
+            over_range_valid,
+            zs_rel_tol,
+            zs_abs_tol,
+            archive,
+            journal,
+        )
         #: Fixed values-per-minute rule; ``None``: from the hour's inferred real-time cadence (issue 12 item 6).
         self._need = min_rtd_per_minute
         #: Hint for the real-time cadence of an hour with too few values to infer it from.
         self._rtd_hint = outlet.rtd_interval_s
-        self._max_o2 = max_o2
-        self._over_range_valid = over_range_valid
-        self._rel_tol = zs_rel_tol
-        self._abs_tol = zs_abs_tol
         #: Hours in memory: not yet emitted (≥ ``_closed_before``) and emitted but held (revisable exactly).
         self._open: dict[int, _HourAcc] = {}
         self._closed_before = _NEVER  # every hour starting before this (epoch s) has been emitted
@@ -593,8 +668,6 @@ class OutletHourly:
         #: (within the repair window)
         self._evicted: list[list[int]] = _NO_SPANS  # made on first use (memory: most outlets evict nothing yet)
         self._min_interval = STREAM_HINT_S[Stream.MIN]  # CN=2051 period of an hour with one record, seconds
-        #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
-        self._archive = archive
         #: Readings merged into an already-emitted hour (the hour was revised).
         self.late_readings = 0
         #: Readings for an emitted hour that had data and can no longer be rebuilt exactly (no archive, or the
@@ -605,7 +678,6 @@ class OutletHourly:
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
         #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
         #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
-        self._journaling = journal
         self._journal: list[tuple[Any, ...]] | None = None  # made on first use (memory: idle outlets)
 
     # -- input
@@ -632,10 +704,10 @@ class OutletHourly:
                 acc = self._open.get(hour)  # brought back from the archive by _accept_late
             if acc is None:
                 acc = self._open[hour] = _HourAcc()
-            factors = self._factors
+            factors = self._p.factors
             isfinite = math.isfinite
             journal = self._journal
-            if journal is None and self._journaling:
+            if journal is None and self._p.journaling:
                 journal = self._journal = []
             if stream is Stream.HOUR:
                 das = acc.das_writable()
@@ -656,7 +728,7 @@ class OutletHourly:
                 kind = "rtd" if stream is Stream.RTD else "mins"
                 codes, keys, vals = acc.log(kind)
                 append = keys.append
-                over_range = self._over_range_valid
+                over_range = self._p.over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
@@ -683,7 +755,7 @@ class OutletHourly:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
             self._now = ts
-        wm = ts - self._lateness_s
+        wm = ts - self._p.lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
             return self._close(wm)
@@ -691,10 +763,10 @@ class OutletHourly:
 
     def _accept_late(self, hour: int, held: bool) -> bool:
         """A reading for an emitted hour: merge it (and mark the hour for :meth:`revisions`) or count it."""
-        if self._now >= repair_deadline(hour, self._repair):
+        if self._now >= repair_deadline(hour, self._p.repair):
             self.late_beyond_window += 1
             return False
-        if not held and self._was_evicted(hour) and (self._archive is None or not self._in_archive(hour)):
+        if not held and self._was_evicted(hour) and (self._p.archive is None or not self._in_archive(hour)):
             self.late_unrevised += 1
             return False
         self.late_readings += 1
@@ -708,13 +780,13 @@ class OutletHourly:
 
     def _in_archive(self, hour: int) -> bool:
         """Bring an evicted hour back from the archive into memory (``False``: the archive lost it)."""
-        assert self._archive is not None
-        data = self._archive.get(self.mn, hour)
+        assert self._p.archive is not None
+        data = self._p.archive.get(self.mn, hour)
         if data is None:
             return False
         acc = self._open[hour] = unpack_hour(data)
         journal = self._journal
-        if journal is None and self._journaling:
+        if journal is None and self._p.journaling:
             journal = self._journal = []
         if journal is not None:  # the hour is in memory again: its whole content, after a reset, for a restart
             journal.append(("x", hour))
@@ -728,7 +800,7 @@ class OutletHourly:
     def archived_wanted(self, reading: Reading) -> int | None:
         """The evicted hour (epoch s) that ``reading`` would revise, when it must come back from the archive
         (the live service loads it beforehand, off the event loop); else ``None``."""
-        if self._archive is None or reading.stream is Stream.DAY:
+        if self._p.archive is None or reading.stream is Stream.DAY:
             return None
         dt = reading.data_time
         if dt.tzinfo is None:
@@ -737,7 +809,7 @@ class OutletHourly:
         hour = ts - ts % 3600
         if hour >= self._closed_before or hour in self._open or not self._was_evicted(hour):
             return None
-        if max(self._now, ts) >= repair_deadline(hour, self._repair):
+        if max(self._now, ts) >= repair_deadline(hour, self._p.repair):
             return None
         return hour
 
@@ -766,7 +838,7 @@ class OutletHourly:
         ts = math.floor(now.timestamp())
         if ts > self._now:
             self._now = ts
-        wm = ts - self._lateness_s
+        wm = ts - self._p.lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
             return self._close(wm)
@@ -776,7 +848,7 @@ class OutletHourly:
     def _evict(self) -> None:
         """Drop from memory the sub-values of emitted hours older than ``hold`` (not revised since the last
         emission), keeping only the fact that they had data; forget spans past their repair deadline."""
-        now, limit = self._now, self._now - self._hold_s - 3600
+        now, limit = self._now, self._now - self._p.hold_s - 3600
         dirty, touched = self._dirty, self._touched
         old = [
             h
@@ -790,7 +862,7 @@ class OutletHourly:
             spans = self._evicted
             if spans is _NO_SPANS:
                 spans = self._evicted = []
-            archive = self._archive
+            archive = self._p.archive
             for h in sorted(old):
                 acc = self._open.pop(h)
                 if archive is not None:
@@ -805,9 +877,9 @@ class OutletHourly:
                     spans.append([h, h + 3600])
             spans.sort()
         spans = self._evicted
-        while spans and now >= repair_deadline(spans[0][1] - 3600, self._repair):
+        while spans and now >= repair_deadline(spans[0][1] - 3600, self._p.repair):
             spans.pop(0)
-        while spans and now >= repair_deadline(spans[0][0], self._repair):
+        while spans and now >= repair_deadline(spans[0][0], self._p.repair):
             spans[0][0] += 3600
 
     def flush(self, until: datetime | None = None) -> list[HourlyRecord]:
@@ -831,17 +903,17 @@ class OutletHourly:
     @property
     def factors(self) -> Mapping[str, float]:
         """The outlet's unit conversion factors (code → factor to the standard's unit; 1 left out)."""
-        return self._factors
+        return self._p.factors
 
     @property
     def schedule(self) -> LimitSchedule:
         """The outlet's limits over time."""
-        return self._schedule
+        return self._p.schedule
 
     @property
     def max_o2(self) -> float:
         """The outlet's dilution cut-off (% O2)."""
-        return self._max_o2
+        return self._p.max_o2
 
     @property
     def open_hours(self) -> list[datetime]:
@@ -976,7 +1048,7 @@ class OutletHourly:
             avg, zs, flag = das
             if avg is None and flag in VALID_HOUR_FLAGS:
                 flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
-            valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
+            valid = avg is not None and (flag == "N" or (flag == "T" and self._p.over_range_valid))
             return (avg, valid, flag, SOURCE_DAS, None, zs)
         mins = mins_of.get(code)
         if mins:
@@ -1000,9 +1072,9 @@ class OutletHourly:
         elif not o2_ok:
             assert o2 is not None
             o2_problem = f"O2 hour not valid (flag {o2[2]}, {o2[4] if o2[4] is not None else '-'} valid minutes)"
-        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._max_o2):
+        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._p.max_o2):
             o2_problem = (
-                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._max_o2:g} %)"
+                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._p.max_o2:g} %)"
             )
         out: list[HourlyRecord] = []
         for code in codes:
@@ -1015,24 +1087,24 @@ class OutletHourly:
             note = ""
             das_note = ""
             if is_concentration(code):
-                al = self._schedule.at(code, hour_dt)
+                al = self._p.schedule.at(code, hour_dt)
                 if al is not None:
                     limit, ref, profile = al.limit, al.ref_o2, al.profile
                 else:
-                    ref = self._schedule.ref_o2(hour_dt)
+                    ref = self._p.schedule.ref_o2(hour_dt)
                 computed: float | None = None
                 if avg is None:
                     note = "no valid mean"
                 elif o2_avg is None:
                     note = "no valid O2 (a19001) mean for the hour: no corrected value"
                 else:
-                    computed = correct(avg, o2_avg, ref, max_o2=self._max_o2)
+                    computed = correct(avg, o2_avg, ref, max_o2=self._p.max_o2)
                     if computed is None:
-                        note = f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > {self._max_o2} %)"
+                        note = f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > {self._p.max_o2} %)"
                     elif not o2_ok:
                         note = "O2 hour not valid: corrected value for information only, not an exceedance"
                 if computed is not None:
-                    if das_zs is not None and zs_agrees(das_zs, computed, self._rel_tol, self._abs_tol):
+                    if das_zs is not None and zs_agrees(das_zs, computed, self._p.rel_tol, self._p.abs_tol):
                         zs, zs_source = das_zs, "das"
                     else:
                         zs, zs_source = computed, "computed"
