@@ -352,9 +352,10 @@ class _HourAcc:
     (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a code with one value).  :attr:`rtd` and
     :attr:`mins` group a log back into those dicts (:func:`_grouped`) when the hour is built, packed or saved."""
 
-    __slots__ = ("das", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
+    __slots__ = ("das", "hour", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
 
     def __init__(self) -> None:
+        self.hour = 0  # start (epoch s), set by :meth:`_OpenHours.put`
         self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
         self.rtd_codes: tuple[str, ...] | None = None
         self.rtd_keys: _Keys | None = None
@@ -406,6 +407,48 @@ class _HourAcc:
     @property
     def mins(self) -> dict[str, dict[int, _Sub]]:
         return _grouped(self.mins_codes, self.mins_keys, self.mins_vals)
+
+
+class _OpenHours(list[_HourAcc]):
+    """An outlet's hours in memory, ascending by hour (each :class:`_HourAcc` knows its own): a list, not a dict
+    by hour (memory, issue 20: a dict of one to five hours is ≈ 220–350 bytes, the list ≈ 90–120).  A handful of
+    hours, looked up from the newest."""
+
+    __slots__ = ()
+
+    def get(self, hour: int) -> _HourAcc | None:
+        for acc in reversed(self):
+            h = acc.hour
+            if h == hour:
+                return acc
+            if h < hour:
+                return None
+        return None
+
+    def put(self, hour: int, acc: _HourAcc) -> _HourAcc:
+        """Keep ``acc`` as hour ``hour`` (replacing the hour's former one)."""
+        acc.hour = hour
+        for i in range(len(self) - 1, -1, -1):
+            h = self[i].hour
+            if h == hour:
+                self[i] = acc
+                return acc
+            if h < hour:
+                self.insert(i + 1, acc)
+                return acc
+        self.insert(0, acc)
+        return acc
+
+    def take(self, hour: int) -> _HourAcc:
+        """Remove hour ``hour`` (which is here) and return it."""
+        for i in range(len(self) - 1, -1, -1):
+            if self[i].hour == hour:
+                return self.pop(i)
+        raise KeyError(hour)
+
+    def hours(self) -> list[int]:
+        """The hours, ascending."""
+        return [acc.hour for acc in self]
 
 
 class HourArchive(Protocol):
@@ -658,7 +701,7 @@ class OutletHourly:
         #: Hint for the real-time cadence of an hour with too few values to infer it from.
         self._rtd_hint = outlet.rtd_interval_s
         #: Hours in memory: not yet emitted (≥ ``_closed_before``) and emitted but held (revisable exactly).
-        self._open: dict[int, _HourAcc] = {}
+        self._open = _OpenHours()
         self._closed_before = _NEVER  # every hour starting before this (epoch s) has been emitted
         self._now = _NEVER  # the watermark before ``lateness``: newest data time or clock (epoch s)
         self._dirty: set[int] | None = None  # emitted hours revised since :meth:`revisions`
@@ -703,7 +746,7 @@ class OutletHourly:
             if acc is None:
                 acc = self._open.get(hour)  # brought back from the archive by _accept_late
             if acc is None:
-                acc = self._open[hour] = _HourAcc()
+                acc = self._open.put(hour, _HourAcc())
             factors = self._p.factors
             isfinite = math.isfinite
             journal = self._journal
@@ -784,7 +827,7 @@ class OutletHourly:
         data = self._p.archive.get(self.mn, hour)
         if data is None:
             return False
-        acc = self._open[hour] = unpack_hour(data)
+        acc = self._open.put(hour, unpack_hour(data))
         journal = self._journal
         if journal is None and self._p.journaling:
             journal = self._journal = []
@@ -807,7 +850,7 @@ class OutletHourly:
             dt = dt.replace(tzinfo=BEIJING)
         ts = math.floor(dt.timestamp())
         hour = ts - ts % 3600
-        if hour >= self._closed_before or hour in self._open or not self._was_evicted(hour):
+        if hour >= self._closed_before or self._open.get(hour) is not None or not self._was_evicted(hour):
             return None
         if max(self._now, ts) >= repair_deadline(hour, self._p.repair):
             return None
@@ -852,7 +895,7 @@ class OutletHourly:
         dirty, touched = self._dirty, self._touched
         old = [
             h
-            for h in self._open
+            for h in self._open.hours()
             if h < self._closed_before
             and h <= limit
             and not (dirty and h in dirty)
@@ -864,7 +907,7 @@ class OutletHourly:
                 spans = self._evicted = []
             archive = self._p.archive
             for h in sorted(old):
-                acc = self._open.pop(h)
+                acc = self._open.take(h)
                 if archive is not None:
                     archive.put(self.mn, h, pack_hour(acc))
                 if touched:
@@ -890,7 +933,7 @@ class OutletHourly:
         if until is None:
             if not self._open:
                 return []
-            before = max(self._open) + 3600
+            before = self._open[-1].hour + 3600
         else:
             if until.tzinfo is None:
                 until = until.replace(tzinfo=BEIJING)
@@ -918,12 +961,12 @@ class OutletHourly:
     @property
     def open_hours(self) -> list[datetime]:
         """Hours not yet emitted."""
-        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h >= self._closed_before]
+        return [datetime.fromtimestamp(h, BEIJING) for h in self._open.hours() if h >= self._closed_before]
 
     @property
     def held_hours(self) -> list[datetime]:
         """Emitted hours whose sub-values are still in memory (revisable exactly)."""
-        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h < self._closed_before]
+        return [datetime.fromtimestamp(h, BEIJING) for h in self._open.hours() if h < self._closed_before]
 
     @property
     def closed_before(self) -> datetime | None:
@@ -937,10 +980,10 @@ class OutletHourly:
     def _close(self, before: int) -> list[HourlyRecord]:
         old = self._closed_before
         self._closed_before = before
-        hours = sorted(h for h in self._open if old <= h < before)
+        hours = [acc for acc in self._open if old <= acc.hour < before]
         out: list[HourlyRecord] = []
-        for h in hours:
-            out.extend(self._build(h, self._open[h]))
+        for acc in hours:
+            out.extend(self._build(acc.hour, acc))
         self._evict()
         return out
 
@@ -1176,7 +1219,7 @@ class OutletHourly:
     @property
     def retain_from_ts(self) -> int:
         """Every hour before this (Unix s) is out of memory: its persisted sub-values can go."""
-        return min(self._open) if self._open else self._closed_before
+        return self._open[0].hour if self._open else self._closed_before
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
@@ -1201,14 +1244,14 @@ class OutletHourly:
             "dirty": sorted(self._dirty or ()),
             "touched": [[h, t] for h, t in sorted((self._touched or {}).items())],
             #: the hours in memory (their sub-values are in ``open``, or persisted apart when left out)
-            "memory": sorted(self._open),
+            "memory": self._open.hours(),
             "open": {
                 str(h): {
                     "das": {c: [a, z, f] for c, (a, z, f) in acc.das.items()},
                     "mins": subs(acc.mins),
                     "rtd": subs(acc.rtd),
                 }
-                for h, acc in sorted(self._open.items())
+                for h, acc in ((acc.hour, acc) for acc in self._open)
             }
             if open_hours
             else {},
@@ -1228,7 +1271,7 @@ class OutletHourly:
         self._evicted = [[int(a), int(b)] for a, b in state.get("evicted", [])]
         self._dirty = {int(h) for h in state.get("dirty", [])} or None
         self._touched = {int(h): int(t) for h, t in state.get("touched", [])} or None
-        self._open = {}
+        self._open = _OpenHours()
         for h, raw in state["open"].items():
             acc = _HourAcc()
             if raw["das"]:
@@ -1237,4 +1280,4 @@ class OutletHourly:
                 for code, rows in raw[name].items():
                     for s, v, ok in rows:
                         acc.add(name, code, int(s), _NAN if v is None else float(v), int(ok))
-            self._open[int(h)] = acc
+            self._open.put(int(h), acc)

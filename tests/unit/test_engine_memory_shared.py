@@ -142,7 +142,8 @@ def test_idle_warning_states_gap_tuples_and_empty_containers_are_shared() -> Non
     states = {id(oe.warnings._states) for oe in oes}
     assert all(type(oe.warnings._states) is events._IdleStates for oe in oes) and len(states) == 1
     assert all(st is events._IDLE for st in oes[0].warnings._states.values())
-    assert all(oe.hourly._open[h].rtd_codes is oes[0].hourly._open[h].rtd_codes for oe in oes for h in oe.hourly._open)
+    first = oes[0].hourly._open
+    assert all(acc.rtd_codes is first.get(acc.hour).rtd_codes for oe in oes for acc in oe.hourly._open)  # type: ignore[union-attr]
     for oe in oes:
         assert oe.daily._days is daily._EMPTY and oe.daily._das is daily._EMPTY and oe.daily._legacy is daily._EMPTY
         assert oe.monthly._months is monthly._NO_CODES
@@ -153,3 +154,21 @@ def test_idle_warning_states_gap_tuples_and_empty_containers_are_shared() -> Non
             g.on_data(t, None)
     assert g1._gaps is g2._gaps and g1._gaps == (30,) * cadence.WINDOW
     assert all(v is events._IDLE for d in events._IDLE_STATES.values() for v in d.values())
+
+
+def test_hour_summaries_in_any_arrival_order_snapshot_as_by_hour() -> None:
+    reg = parse_registry(_data.registry_toml(1))
+    from cems.replay import load_readings
+
+    items = load_readings(reg, _data.replay_lines(1, 1), "hj212")[:240]  # 4 hours of 60-s data
+    shuffled = list(items)
+    random.Random(5).shuffle(shuffled)
+    snaps = []
+    for order in (items, shuffled):
+        eng = ComplianceEngine(reg)
+        for r, info in order:
+            eng.on_reading(r, info)
+        q = next(iter(eng._outlets.values())).quality
+        assert [s.hour for s in q._stats] == sorted({s.hour for s in q._stats})
+        snaps.append(q.snapshot())
+    assert snaps[0]["stats"] == snaps[1]["stats"] and len(snaps[0]["stats"]) == 4
