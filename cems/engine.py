@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from cems.model import BEIJING, Reading
 from cems.protocol.mark import ACCEPTED, WITHDRAWAL, MarkRecord
@@ -40,6 +40,7 @@ from cems.rules import (
 from cems.rules.daily import DailyRecord, MonthResult, OutletDaily
 from cems.rules.emergency import WarningHistory, WarningPeriod
 from cems.rules.emergency_tracker import EmergencyMonitor, with_mandated_stops
+from cems.rules.events import _NEVER_H
 from cems.rules.hourly import HourArchive
 from cems.rules.marks import MarkLedger, OutletMarks, repair_record
 from cems.rules.monthly import OutletMonthly
@@ -71,15 +72,26 @@ class EngineOutput:
 
 
 class _OutletEngine:
+    """The rules of one outlet.
+
+    Memory (issue 20): the trackers that only hourly records feed (exceedances, ``o2_invalid``, marks) are
+    made with the outlet's first closed hour (or mark), not with its first reading: an outlet that has not
+    closed an hour yet (100 000 outlets after a start, each with a reading) does without the three objects
+    (≈ 350 bytes).  Until then the only thing they would have been given is the clock (``on_clock``, which
+    without records only moves their decided hour forward): the latest such time is kept (``_until``) and
+    given to them when they are made, so they are what they would have been; a snapshot shows them as such
+    (same bytes as before), and a restored state in which they are untouched keeps them unmade."""
+
     __slots__ = (
+        "_exceedance",
+        "_marks",
+        "_o2",
+        "_until",
         "daily",
-        "exceedance",
         "hourly",
         "info",
         "interruption",
-        "marks",
         "monthly",
-        "o2",
         "quality",
         "warnings",
     )
@@ -109,42 +121,120 @@ class _OutletEngine:
             hold=hold,
             archive=archive,
         )
-        self.exceedance = ExceedanceTracker(o.mn, e, d)
-        self.o2 = O2InvalidTracker(o.mn, e, d, max_o2=max_o2)
+        self._exceedance: ExceedanceTracker | None = None  # made with the first hourly record (see above)
+        self._o2: O2InvalidTracker | None = None
+        self._marks: OutletMarks | None = None
+        #: The latest time given to ``on_clock`` while the three above were not made (``None``: none).
+        self._until: datetime | None = None
         self.warnings = RealtimeWarningTracker(o, e, d, schedule=schedule, max_o2=max_o2, over_range_valid=t_ok)
         self.interruption = InterruptionTracker(o, e, d)
         self.daily = OutletDaily(o, e, d, schedule=schedule, max_o2=max_o2, archive=archive)
-        self.marks = OutletMarks(o.mn, e, d, schedule, o.normal_flow)
         self.monthly = OutletMonthly(o.mn)
         self.quality = QualityTracker(o, e, d, quality=quality, schedule=schedule, max_o2=max_o2, hold=hold)
 
+    def _new_judging(self) -> tuple[ExceedanceTracker, O2InvalidTracker, OutletMarks]:
+        """The exceedance, ``o2_invalid`` and marks trackers as they are before the first hourly record."""
+        o, e, d = self.info.outlet, self.info.enterprise.id, self.info.district.code
+        ex = ExceedanceTracker(o.mn, e, d)
+        o2 = O2InvalidTracker(o.mn, e, d, max_o2=self.hourly.max_o2)
+        if self._until is not None:  # without records, on_clock only moves the decided hour: no events
+            ex.on_clock(self._until)
+            o2.on_clock(self._until)
+        return ex, o2, OutletMarks(o.mn, e, d, self.hourly.schedule, o.normal_flow)
+
+    def _judging(self) -> tuple[ExceedanceTracker, O2InvalidTracker, OutletMarks]:
+        ex, o2, marks = self._exceedance, self._o2, self._marks
+        if ex is None or o2 is None or marks is None:
+            ex, o2, marks = self._exceedance, self._o2, self._marks = self._new_judging()
+            self._until = None
+        return ex, o2, marks
+
+    @property
+    def judging(self) -> bool:
+        """Whether the exceedance, ``o2_invalid`` and marks trackers are made."""
+        return self._exceedance is not None
+
+    @property
+    def exceedance(self) -> ExceedanceTracker:
+        return self._exceedance or self._judging()[0]
+
+    @property
+    def o2(self) -> O2InvalidTracker:
+        return self._o2 or self._judging()[1]
+
+    @property
+    def marks(self) -> OutletMarks:
+        return self._marks or self._judging()[2]
+
+    def clock_unjudged(self, decided: datetime) -> None:
+        """``on_clock(decided)`` for the trackers not made yet (kept for when they are)."""
+        if self._until is None or decided > self._until:
+            self._until = decided
+
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
+        ex, o2, marks = (
+            (self._exceedance, self._o2, self._marks) if self._exceedance is not None else self._new_judging()
+        )
+        assert o2 is not None and marks is not None
         return {
             "hourly": self.hourly.snapshot(open_hours=open_hours),
-            "exceedance": self.exceedance.snapshot(),
-            "o2_invalid": self.o2.snapshot(),
+            "exceedance": ex.snapshot(),
+            "o2_invalid": o2.snapshot(),
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
-            "marks": self.marks.snapshot(),
+            "marks": marks.snapshot(),
             "monthly": self.monthly.snapshot(),
             "quality": self.quality.snapshot(),
         }
 
     def restore(self, s: dict[str, Any]) -> None:
         self.hourly.restore(s["hourly"])
-        self.exceedance.restore(s["exceedance"])
-        if "o2_invalid" in s:  # absent from states saved before the o2_invalid event existed
-            self.o2.restore(s["o2_invalid"])
+        until = self._untouched(s) if self._exceedance is None else False
+        if until is False:
+            self.exceedance.restore(s["exceedance"])
+            if "o2_invalid" in s:  # absent from states saved before the o2_invalid event existed
+                self.o2.restore(s["o2_invalid"])
+            self.marks.restore(s.get("marks"))  # absent from states saved before marks (issue 14)
+        else:  # the three trackers stay unmade, as they were when the state was saved
+            self._until = until
         self.warnings.restore(s["warnings"])
         self.interruption.restore(s["interruption"])
         if "daily" in s:  # absent from states saved before daily values existed
             self.daily.restore(s["daily"])
-        self.marks.restore(s.get("marks"))  # absent from states saved before marks (issue 14)
         if "monthly" in s:  # absent from states saved before live monthly results
             self.monthly.restore(s["monthly"])
         if "quality" in s:  # absent from states saved before the data-quality signals existed
             self.quality.restore(s["quality"])
+
+    def _untouched(self, s: dict[str, Any]) -> datetime | Literal[False] | None:
+        """The ``_until`` that gives the exceedance, ``o2_invalid`` and marks states of ``s`` when they are
+        those of trackers that never had a record or a mark (``None``: never clocked either); ``False`` when
+        they are not (the trackers are made and restored)."""
+        if s.get("marks") or "o2_invalid" not in s:
+            return False
+        mn, decided = self.info.outlet.mn, None
+        for state, kind in ((s["exceedance"], ExceedanceTracker.KIND), (s["o2_invalid"], O2InvalidTracker.KIND)):
+            if (
+                state.get("version") != 2
+                or state.get("kind") != kind
+                or state.get("mn") != mn
+                or state.get("hits")
+                or state.get("events")
+                or state.get("latest_keys")
+                or state.get("latest") != _NEVER_H
+                or state.get("clock") != state.get("decided")
+                or (decided is not None and state.get("decided") != decided)
+                or not isinstance(state.get("decided"), int)
+            ):
+                return False
+            decided = state["decided"]
+        if decided == _NEVER_H:
+            return None
+        assert decided is not None
+        if decided % 3600:
+            return False
+        return datetime.fromtimestamp(decided, BEIJING)
 
 
 def merge_parts(items: list[tuple[Reading, OutletInfo]]) -> list[tuple[Reading, OutletInfo]]:
@@ -437,11 +527,16 @@ class ComplianceEngine:
             closed = oe.hourly.closed_before
             if closed is not None:  # a day closes once all its hours are closed
                 self._days(oe, oe.daily.flush(closed), out)
-            ups = oe.exceedance.on_clock(decided)
-            if ups:
-                events.extend(oe.marks.tag(ups, self.marks))
+            if oe.judging:
+                ups = oe.exceedance.on_clock(decided)
+                if ups:
+                    events.extend(oe.marks.tag(ups, self.marks))
+                ups = oe.o2.on_clock(decided)
+                if ups:
+                    events.extend(ups)
+            else:
+                oe.clock_unjudged(decided)
             for ups in (
-                oe.o2.on_clock(decided),
                 oe.quality.on_clock(decided),
                 oe.interruption.on_clock(now),
                 oe.warnings.on_clock(now),
@@ -466,7 +561,11 @@ class ComplianceEngine:
     def open_events(self) -> list[Event]:
         evs: list[Event] = []
         for oe in self._outlets.values():
-            evs += oe.exceedance.open_events + oe.o2.open_events + oe.warnings.open_events + oe.marks.open_events
+            if oe.judging:
+                evs += oe.exceedance.open_events + oe.o2.open_events
+            evs += oe.warnings.open_events
+            if oe.judging:
+                evs += oe.marks.open_events
             evs += oe.quality.open_events
             ev = oe.interruption.open_event
             if ev is not None:

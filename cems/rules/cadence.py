@@ -18,7 +18,6 @@ value only as a hint when there is too little data to infer from:
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any, Final
@@ -49,14 +48,29 @@ def hour_cadence(secs: Iterable[int], hint: int, *, min_gaps: int = 2) -> int:
     return median_low(b - a for a, b in pairwise(s))
 
 
+#: The gap tuples of every outlet (memory, issue 20): a DAS sending at a steady interval has the same last
+#: gaps as every other DAS with that interval, so they share one tuple.  Bounded.
+_GAPS: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+def _shared_gaps(gaps: tuple[int, ...]) -> tuple[int, ...]:
+    t = _GAPS.get(gaps)
+    if t is None:
+        t = gaps
+        if len(_GAPS) < 4096:
+            _GAPS[gaps] = t
+    return t
+
+
 class RecentGaps:
-    """The last :data:`WINDOW` gaps between an outlet's successive data times (bounded: a few dozen bytes),
-    and the finest stream hint seen.  Feed data times in order; older or equal times are ignored."""
+    """The last :data:`WINDOW` gaps between an outlet's successive data times (bounded: a few dozen bytes,
+    usually none: the gaps are a tuple shared with the outlets that had the same), and the finest stream hint
+    seen.  Feed data times in order; older or equal times are ignored."""
 
     __slots__ = ("_gaps", "_hint", "_last")
 
     def __init__(self) -> None:
-        self._gaps = array("l")
+        self._gaps: tuple[int, ...] = ()
         self._last: int | None = None
         self._hint: int | None = None
 
@@ -73,9 +87,8 @@ class RecentGaps:
         gap = t - last
         if gap > 86400:  # an outage, not a cadence
             return
-        self._gaps.append(gap)
-        if len(self._gaps) > WINDOW:
-            del self._gaps[0]
+        gaps = self._gaps
+        self._gaps = _shared_gaps((*gaps[1:], gap) if len(gaps) >= WINDOW else (*gaps, gap))
 
     def cadence(self, default: int) -> int:
         """The median of the recent gaps; before :data:`MIN_GAPS` of them, the finest stream hint seen (else
@@ -89,7 +102,7 @@ class RecentGaps:
 
     def restore(self, state: dict[str, Any] | None) -> None:
         state = state or {}
-        self._gaps = array("l", (int(g) for g in state.get("gaps", [])[-WINDOW:]))
+        self._gaps = _shared_gaps(tuple(int(g) for g in state.get("gaps", [])[-WINDOW:]))
         last, hint = state.get("last"), state.get("hint")
         self._last = None if last is None else int(last)
         self._hint = None if hint is None else int(hint)

@@ -216,6 +216,10 @@ def _num(v: float | None) -> float | None:
 _NO_DAYS: Final[frozenset[int]] = frozenset()
 #: The shared read-only empty ``_reported`` of an outlet that has reported no closed day yet.
 _NO_REPORTS: Any = MappingProxyType({})
+#: The shared empty ``_days``, ``_das`` and ``_legacy`` of an outlet without any (memory, issue 20: 64 bytes
+#: each; most outlets never have DAS daily records or a state of version 1): never written, each is replaced
+#: by a dict of its own when first written (``_writable``).
+_EMPTY: Final[dict[Any, Any]] = {}
 
 
 def _with(days: set[int] | frozenset[int], d: int) -> set[int]:
@@ -280,10 +284,10 @@ class OutletDaily:
         self._repair = repair_window
         #: day → code → its hours; open days, and closed days inside the repair window (with an archive: only
         #: while a revision of them is being built)
-        self._days: dict[int, dict[str, _DayCode]] = {}
+        self._days: dict[int, dict[str, _DayCode]] = _EMPTY
         #: sums of days restored from a state saved before per-hour slots (version 1): day → code → sums
-        self._legacy: dict[int, dict[str, list[float]]] = {}
-        self._das: dict[int, dict[str, _Das]] = {}
+        self._legacy: dict[int, dict[str, list[float]]] = _EMPTY
+        self._das: dict[int, dict[str, _Das]] = _EMPTY
         self._closed_before = -(1 << 40)  # every day with a smaller index is closed
         #: closed days revised since they were last returned
         self._dirty: set[int] | frozenset[int] = _NO_DAYS
@@ -327,13 +331,13 @@ class OutletDaily:
                 return
             self._dirty = _with(self._dirty, d)
             self._late_days = _with(self._late_days, d)
-        das = self._das.setdefault(d, {})
+        das = self._writable("_das").setdefault(d, {})
         for code, m in reading.measurements.items():
             avg, zs = _num(m.values.get("Avg")), _num(m.values.get("ZsAvg"))
             if avg is None and zs is None:
                 continue
             das[code] = (avg, zs, "N" if m.flag is None else m.flag.upper())
-        self._days.setdefault(d, {})
+        self._writable("_days").setdefault(d, {})
 
     def on_hours(self, records: Iterable[HourlyRecord]) -> list[DailyRecord]:
         """Add hourly records (first or revised, any order); returns the days this closes (those before the
@@ -354,7 +358,7 @@ class OutletDaily:
                 newest = d if newest is None else max(newest, d)
             day = self._days.get(d)
             if day is None:
-                day = self._days[d] = {}
+                day = self._writable("_days")[d] = {}
             dc = day.get(rec.pollutant)
             if dc is None:
                 dc = day[rec.pollutant] = _DayCode()
@@ -413,12 +417,21 @@ class OutletDaily:
         if data is None:
             return False
         head = json.loads(zlib.decompress(data))
-        self._days[d] = {c: _DayCode.from_json(raw) for c, raw in head["c"].items()}
+        self._writable("_days")[d] = {c: _DayCode.from_json(raw) for c, raw in head["c"].items()}
         if head["d"]:
-            self._das[d] = {c: (v[0], v[1], str(v[2])) for c, v in head["d"].items()}
+            self._writable("_das")[d] = {c: (v[0], v[1], str(v[2])) for c, v in head["d"].items()}
         if head["l"]:
-            self._legacy[d] = {c: [float(x) for x in a] for c, a in head["l"].items()}
+            self._writable("_legacy")[d] = {c: [float(x) for x in a] for c, a in head["l"].items()}
         return True
+
+    def _writable(self, name: str) -> dict[Any, Any]:
+        """The dict ``name`` (``_days``, ``_das`` or ``_legacy``), made the outlet's own if it is the shared
+        :data:`_EMPTY`."""
+        d: dict[Any, Any] = getattr(self, name)
+        if d is _EMPTY:
+            d = {}
+            setattr(self, name, d)
+        return d
 
     def archived_wanted(self, reading: Reading) -> tuple[str, int] | None:
         """The archive key of the closed day that ``reading`` may revise, when its slots are archived (the
@@ -675,6 +688,7 @@ class OutletDaily:
                 self._days.setdefault(d, {})
             self._dirty, self._late_days, self._reported, self._now = _NO_DAYS, _NO_DAYS, {}, -(1 << 62)
             self._stored = _NO_DAYS
+            self._days, self._legacy, self._das = self._days or _EMPTY, self._legacy or _EMPTY, self._das or _EMPTY
             return
         self._now = int(state["now"])
         self._days = {
@@ -687,6 +701,7 @@ class OutletDaily:
         self._late_days = {int(d) for d in state.get("late_days", [])} or _NO_DAYS
         self._reported = {int(d): dict(r) for d, r in state.get("reported", {}).items()}
         self._stored = {int(d) for d in state.get("stored", [])} or _NO_DAYS
+        self._days, self._legacy, self._das = self._days or _EMPTY, self._legacy or _EMPTY, self._das or _EMPTY
 
 
 # ---------------------------------------------------------------------------------------------- month

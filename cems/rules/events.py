@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -555,6 +555,81 @@ _IDLE_JSON: Final[dict[str, Any]] = {
 _NO_FACTORS: Final[Mapping[str, float]] = {}
 
 
+class _IdleStates(dict[str, _WarnState]):
+    """Code → :data:`_IDLE` for every code, shared by the trackers whose pollutants are all idle (most, most of
+    the time; memory, issue 20: ≈ 180 bytes an outlet): never written, a tracker writes its own copy."""
+
+    __slots__ = ()
+
+
+#: The shared :class:`_IdleStates` by their codes (bounded: a handful of code sets per city).
+_IDLE_STATES: dict[frozenset[str], _IdleStates] = {}
+
+
+def _idle_states(codes: Iterable[str]) -> dict[str, _WarnState]:
+    """The shared states of ``codes``, all idle."""
+    key = frozenset(codes)
+    d = _IDLE_STATES.get(key)
+    if d is None:
+        d = _IdleStates((c, _IDLE) for c in sorted(key))
+        if len(_IDLE_STATES) < 4096:
+            _IDLE_STATES[key] = d
+    return d
+
+
+def _shared_if_idle(states: dict[str, _WarnState]) -> dict[str, _WarnState]:
+    """``states``, or the shared equal states when every code is idle."""
+    if type(states) is dict and all(st is _IDLE for st in states.values()):
+        return _idle_states(states)
+    return states
+
+
+class _WarnParams:
+    """A real-time warning tracker's settings, one object for every outlet that has the same."""
+
+    __slots__ = ("factors", "max_o2", "n_close", "n_open", "ok_flags", "schedule", "stop_after")
+
+    def __init__(
+        self,
+        n_open: int,
+        n_close: int,
+        stop_after: float,
+        schedule: LimitSchedule,
+        factors: Mapping[str, float],
+        max_o2: float,
+        ok_flags: frozenset[str | None],
+    ) -> None:
+        self.n_open = n_open
+        self.n_close = n_close
+        self.stop_after = stop_after
+        self.schedule = schedule
+        self.factors = factors
+        self.max_o2 = max_o2
+        self.ok_flags = ok_flags
+
+
+#: The settings objects by value (the objects among them by identity: each cached one keeps them alive).
+_WARN_PARAMS: dict[tuple[Any, ...], _WarnParams] = {}
+
+
+def _warn_params(
+    n_open: int,
+    n_close: int,
+    stop_after: float,
+    schedule: LimitSchedule,
+    factors: Mapping[str, float],
+    max_o2: float,
+    ok_flags: frozenset[str | None],
+) -> _WarnParams:
+    key = (n_open, n_close, stop_after, id(schedule), id(factors), max_o2, id(ok_flags))
+    p = _WARN_PARAMS.get(key)
+    if p is None:
+        p = _WarnParams(n_open, n_close, stop_after, schedule, factors, max_o2, ok_flags)
+        if len(_WARN_PARAMS) < 4096:
+            _WARN_PARAMS[key] = p
+    return p
+
+
 class RealtimeWarningTracker:
     """``realtime_warning`` (预警) events of one outlet, from real-time (CN=2011) readings.
 
@@ -568,21 +643,7 @@ class RealtimeWarningTracker:
     plus ``rtd_interval_s`` and the debounce starts again.  Readings at or before the last one are ignored.
     """
 
-    __slots__ = (
-        "_factors",
-        "_last_t",
-        "_max_o2",
-        "_ok_flags",
-        "_schedule",
-        "_states",
-        "_stop_after",
-        "district",
-        "enterprise",
-        "mn",
-        "n_close",
-        "n_open",
-        "outlet",
-    )
+    __slots__ = ("_last_t", "_p", "_states", "district", "enterprise", "mn", "outlet")
 
     def __init__(
         self,
@@ -603,17 +664,27 @@ class RealtimeWarningTracker:
         self.mn = outlet.mn
         self.enterprise = enterprise
         self.district = district
-        self.n_open = n_open
-        self.n_close = n_close
-        self._stop_after = (
-            stop_after.total_seconds() if stop_after is not None else float(outlet.interruption_threshold)
+        #: The settings, shared with the outlets that have the same (memory, issue 20).
+        self._p = _warn_params(
+            n_open,
+            n_close,
+            stop_after.total_seconds() if stop_after is not None else float(outlet.interruption_threshold),
+            schedule if schedule is not None else LimitSchedule(outlet),
+            unit_factors(outlet) or _NO_FACTORS,
+            max_o2,
+            _NT_FLAGS if over_range_valid else _N_FLAGS,
         )
-        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
-        self._factors: Mapping[str, float] = unit_factors(outlet) or _NO_FACTORS
-        self._max_o2 = max_o2
-        self._ok_flags = _NT_FLAGS if over_range_valid else _N_FLAGS
         self._last_t: float | None = None
-        self._states: dict[str, _WarnState] = {}
+        #: code → its state; shared (:class:`_IdleStates`, never written) while every code is idle
+        self._states: dict[str, _WarnState] = _idle_states(())
+
+    @property
+    def n_open(self) -> int:
+        return self._p.n_open
+
+    @property
+    def n_close(self) -> int:
+        return self._p.n_close
 
     @property
     def open_events(self) -> list[Event]:
@@ -626,7 +697,7 @@ class RealtimeWarningTracker:
             st = self._states[code]
             if st.event is not None:
                 ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-            self._states[code] = _IDLE
+        self._states = _idle_states(self._states)  # every code idle
         return ups
 
     def on_reading(self, reading: Reading) -> list[EventUpdate]:
@@ -638,7 +709,7 @@ class RealtimeWarningTracker:
         if self._last_t is not None and t <= self._last_t:
             return []
         ups: list[EventUpdate] = []
-        if self._last_t is not None and t - self._last_t > self._stop_after:
+        if self._last_t is not None and t - self._last_t > self._p.stop_after:
             ups.extend(self._stop(self._last_t))
         self._last_t = t
         # the limits and the durations need an aware time, not Beijing's zone: the reading's own when aware
@@ -649,24 +720,27 @@ class RealtimeWarningTracker:
         if o2m is not None and o2m.flag in _N_FLAGS:
             o2 = o2m.values.get("Rtd")
         for code in _conc_codes(ms):
-            al = self._schedule.at(code, dt)
+            al = self._p.schedule.at(code, dt)
             if al is None:
                 continue
             m = ms[code]
             zs: float | None = None
             v = m.values.get("Rtd")
-            f = self._factors.get(code, 1.0)
+            f = self._p.factors.get(code, 1.0)
             # T (over range) values are lower bounds: above the limit, the true value is too (issue 12 item 8).
-            if m.flag in self._ok_flags and v is not None and math.isfinite(v):
+            if m.flag in self._p.ok_flags and v is not None and math.isfinite(v):
                 if o2 is not None:
-                    zs = correct(v * f, o2, al.ref_o2, max_o2=self._max_o2)
+                    zs = correct(v * f, o2, al.ref_o2, max_o2=self._p.max_o2)
                 elif o2m is None:
                     das = m.values.get("ZsRtd")
                     zs = das * f if das is not None and math.isfinite(das) else None
             st = self._states.get(code)
             if zs is not None and zs > al.limit:
                 if st is None or st is _IDLE:
-                    st = self._states[code] = _WarnState()
+                    states = self._states
+                    if type(states) is _IdleStates:  # shared: write a copy
+                        states = self._states = dict(states)
+                    st = states[code] = _WarnState()
                 st.below = 0
                 if st.event is not None:
                     if st.event.peak is None or zs > st.event.peak:
@@ -678,7 +752,7 @@ class RealtimeWarningTracker:
                 else:
                     st.above_peak = max(st.above_peak, zs)
                 st.above += 1
-                if st.above >= self.n_open:
+                if st.above >= self._p.n_open:
                     start = _dt(st.above_start)
                     st.event = Event(
                         type=REALTIME_WARNING,
@@ -699,7 +773,11 @@ class RealtimeWarningTracker:
                     ups.append(EventUpdate(OPENED, st.event))
             else:
                 if st is None:
-                    self._states[code] = _IDLE
+                    states = self._states
+                    if type(states) is _IdleStates:
+                        self._states = _idle_states((*states, code))
+                    else:
+                        states[code] = _IDLE
                     continue
                 if st is _IDLE:
                     continue
@@ -709,15 +787,16 @@ class RealtimeWarningTracker:
                 if st.below == 0:
                     st.below_start = t
                 st.below += 1
-                if st.below >= self.n_close:
+                if st.below >= self._p.n_close:
                     end = _dt(st.below_start)
                     ups.append(EventUpdate(CLOSED, st.event.closed_at(end, _duration_h(st.event.start, end))))
-                    self._states[code] = _IDLE
+                    self._states[code] = _IDLE  # (its own dict: the code was not idle)
+                    self._states = _shared_if_idle(self._states)
         return ups
 
     def on_clock(self, now: datetime) -> list[EventUpdate]:
         """Close open warnings when no real-time data came for longer than ``stop_after``."""
-        if self._last_t is None or _ts(now) - self._last_t <= self._stop_after:
+        if self._last_t is None or _ts(now) - self._last_t <= self._p.stop_after:
             return []
         return self._stop(self._last_t)
 
@@ -746,7 +825,7 @@ class RealtimeWarningTracker:
         _check_version(state, "realtime_warning", self.mn)
         last = state["last_t"]
         self._last_t = None if last is None else float(last)
-        self._states = {}
+        states: dict[str, _WarnState] = {}
         for code, d in state["states"].items():
             ev = d["event"]
             st = _WarnState(
@@ -757,7 +836,8 @@ class RealtimeWarningTracker:
                 below_start=float(d["below_start"]),
                 event=None if ev is None else Event.from_json(ev),
             )
-            self._states[code] = _IDLE if st == _IDLE else st
+            states[code] = _IDLE if st == _IDLE else st
+        self._states = _shared_if_idle(states)
 
 
 # ---------------------------------------------------------------------------------------------- interruption

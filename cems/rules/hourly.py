@@ -126,6 +126,25 @@ _LOWER_BOUND: Final = 2
 _NAN: Final = float("nan")
 _NEVER: Final = -(1 << 62)
 
+#: The code lists of hours (:class:`_HourAcc`, :class:`cems.rules.quality._HourStats`) as shared tuples: the
+#: outlets of a city send a handful of code sequences, so every hour of every outlet refers to one of a few
+#: tuples instead of keeping a list of its own (memory, issue 20: ≈ 120 bytes an hour and stream).  Bounded: a
+#: DAS sending ever new codes gets tuples of its own once the table is full.
+_CODE_TUPLES: dict[tuple[tuple[str, ...], str], tuple[str, ...]] = {}
+_CODE_TUPLES_MAX: Final = 4096
+
+
+def with_code(codes: tuple[str, ...], code: str) -> tuple[str, ...]:
+    """``codes + (code,)``, shared with every other hour that has the same codes in the same order."""
+    key = (codes, code)
+    t = _CODE_TUPLES.get(key)
+    if t is None:
+        t = (*codes, code)
+        if len(_CODE_TUPLES) < _CODE_TUPLES_MAX:
+            _CODE_TUPLES[key] = t
+    return t
+
+
 # ---------------------------------------------------------------------------------------------- units
 
 #: Unit the standard uses for each non-concentration code (HJ 212-2017 appendix B; DOMAIN.md §2).
@@ -312,7 +331,7 @@ _Keys: TypeAlias = "array[int]"
 _Vals: TypeAlias = "array[float]"
 
 
-def _grouped(codes: list[str] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
+def _grouped(codes: tuple[str, ...] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
     """code → second → (value, state) of a stream's log: codes in order of first arrival, seconds in order
     of first arrival, a re-sent second's value replacing the earlier one (what a dict per code kept)."""
     if codes is None or keys is None or vals is None:
@@ -328,19 +347,20 @@ class _HourAcc:
     """One hour of one outlet in memory: the DAS's hourly records and the real-time and minute sub-values.
 
     Memory (issue 20): a stream's sub-values are a log in arrival order, two arrays: (code index, second,
-    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's list
-    of codes, instead of a dict per code of (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a
-    code with one value).  :attr:`rtd` and :attr:`mins` group a log back into those dicts
-    (:func:`_grouped`) when the hour is built, packed or saved."""
+    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's codes
+    (a tuple shared by the hours with the same codes, :func:`with_code`), instead of a dict per code of
+    (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a code with one value).  :attr:`rtd` and
+    :attr:`mins` group a log back into those dicts (:func:`_grouped`) when the hour is built, packed or saved."""
 
-    __slots__ = ("das", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
+    __slots__ = ("das", "hour", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
 
     def __init__(self) -> None:
+        self.hour = 0  # start (epoch s), set by :meth:`_OpenHours.put`
         self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
-        self.rtd_codes: list[str] | None = None
+        self.rtd_codes: tuple[str, ...] | None = None
         self.rtd_keys: _Keys | None = None
         self.rtd_vals: _Vals | None = None
-        self.mins_codes: list[str] | None = None
+        self.mins_codes: tuple[str, ...] | None = None
         self.mins_keys: _Keys | None = None
         self.mins_vals: _Vals | None = None
 
@@ -351,15 +371,24 @@ class _HourAcc:
         assert isinstance(das, dict)
         return das
 
-    def log(self, kind: str) -> tuple[list[str], _Keys, _Vals]:
+    def log(self, kind: str) -> tuple[tuple[str, ...], _Keys, _Vals]:
         """The codes, keys and values of stream ``kind`` ("rtd" or "mins"), made on first use."""
         if kind == "rtd":
             if self.rtd_codes is None or self.rtd_keys is None or self.rtd_vals is None:
-                self.rtd_codes, self.rtd_keys, self.rtd_vals = [], array("I"), array("d")
+                self.rtd_codes, self.rtd_keys, self.rtd_vals = (), array("I"), array("d")
             return self.rtd_codes, self.rtd_keys, self.rtd_vals
         if self.mins_codes is None or self.mins_keys is None or self.mins_vals is None:
-            self.mins_codes, self.mins_keys, self.mins_vals = [], array("I"), array("d")
+            self.mins_codes, self.mins_keys, self.mins_vals = (), array("I"), array("d")
         return self.mins_codes, self.mins_keys, self.mins_vals
+
+    def new_code(self, kind: str, codes: tuple[str, ...], code: str) -> tuple[str, ...]:
+        """Stream ``kind``'s codes ``codes`` with ``code`` added (returned, and kept)."""
+        codes = with_code(codes, code)
+        if kind == "rtd":
+            self.rtd_codes = codes
+        else:
+            self.mins_codes = codes
+        return codes
 
     def add(self, kind: str, code: str, sec: int, v: float, ok: int) -> None:
         codes, keys, vals = self.log(kind)
@@ -367,7 +396,7 @@ class _HourAcc:
             i = codes.index(code)
         except ValueError:
             i = len(codes)
-            codes.append(code)
+            self.new_code(kind, codes, code)
         keys.extend((i, sec, ok))
         vals.append(v)
 
@@ -378,6 +407,48 @@ class _HourAcc:
     @property
     def mins(self) -> dict[str, dict[int, _Sub]]:
         return _grouped(self.mins_codes, self.mins_keys, self.mins_vals)
+
+
+class _OpenHours(list[_HourAcc]):
+    """An outlet's hours in memory, ascending by hour (each :class:`_HourAcc` knows its own): a list, not a dict
+    by hour (memory, issue 20: a dict of one to five hours is ≈ 220–350 bytes, the list ≈ 90–120).  A handful of
+    hours, looked up from the newest."""
+
+    __slots__ = ()
+
+    def get(self, hour: int) -> _HourAcc | None:
+        for acc in reversed(self):
+            h = acc.hour
+            if h == hour:
+                return acc
+            if h < hour:
+                return None
+        return None
+
+    def put(self, hour: int, acc: _HourAcc) -> _HourAcc:
+        """Keep ``acc`` as hour ``hour`` (replacing the hour's former one)."""
+        acc.hour = hour
+        for i in range(len(self) - 1, -1, -1):
+            h = self[i].hour
+            if h == hour:
+                self[i] = acc
+                return acc
+            if h < hour:
+                self.insert(i + 1, acc)
+                return acc
+        self.insert(0, acc)
+        return acc
+
+    def take(self, hour: int) -> _HourAcc:
+        """Remove hour ``hour`` (which is here) and return it."""
+        for i in range(len(self) - 1, -1, -1):
+            if self[i].hour == hour:
+                return self.pop(i)
+        raise KeyError(hour)
+
+    def hours(self) -> list[int]:
+        """The hours, ascending."""
+        return [acc.hour for acc in self]
 
 
 class HourArchive(Protocol):
@@ -450,7 +521,7 @@ def unpack_hour(data: bytes) -> _HourAcc:
             # the log as :meth:`_HourAcc.add` made it, one code after the other (CPU: in bulk)
             codes, keys, vals = acc.log(kind)
             i = len(codes)
-            codes.append(code)
+            acc.new_code(kind, codes, code)
             trip = [i] * (3 * k)
             trip[1::3] = secs
             trip[2::3] = oks
@@ -481,6 +552,86 @@ def _num(v: float | None) -> float | None:
 _NO_SPANS: Final[list[list[int]]] = []
 
 
+class _Params:
+    """An aggregator's settings (see :class:`OutletHourly`), one object for every outlet that has the same."""
+
+    __slots__ = (
+        "abs_tol",
+        "archive",
+        "factors",
+        "hold_s",
+        "journaling",
+        "lateness_s",
+        "max_o2",
+        "over_range_valid",
+        "rel_tol",
+        "repair",
+        "schedule",
+    )
+
+    def __init__(
+        self,
+        lateness_s: int,
+        hold_s: int,
+        repair: timedelta,
+        schedule: LimitSchedule,
+        factors: Mapping[str, float],
+        max_o2: float,
+        over_range_valid: bool,
+        rel_tol: float,
+        abs_tol: float,
+        archive: HourArchive | None,
+        journaling: bool,
+    ) -> None:
+        self.lateness_s = lateness_s
+        self.hold_s = hold_s
+        self.repair = repair
+        #: Limits over time: shared by the outlets with the same limit configuration (the engine's).
+        self.schedule = schedule
+        #: Unit factors (code → factor to the standard's unit): one shared empty mapping for most outlets.
+        self.factors = factors
+        self.max_o2 = max_o2
+        self.over_range_valid = over_range_valid
+        self.rel_tol = rel_tol
+        self.abs_tol = abs_tol
+        #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
+        self.archive = archive
+        #: Whether ``feed`` keeps a journal (``False``: nothing is persisted, ``cems replay``).
+        self.journaling = journaling
+
+
+#: The settings objects by value (the objects among them by identity: each cached ``_Params`` keeps them alive,
+#: so an id is not reused while its entry exists).  Bounded.
+_PARAMS: dict[tuple[Any, ...], _Params] = {}
+
+
+def _params(
+    lateness_s: int,
+    hold_s: int,
+    repair: timedelta,
+    schedule: LimitSchedule,
+    factors: Mapping[str, float],
+    max_o2: float,
+    over_range_valid: bool,
+    rel_tol: float,
+    abs_tol: float,
+    archive: HourArchive | None,
+    journaling: bool,
+) -> _Params:
+    """The shared settings object with these values (made when new)."""
+    key = (lateness_s, hold_s, repair, id(schedule), id(factors), max_o2, over_range_valid, rel_tol, abs_tol,
+           id(archive), journaling)  # fmt: skip
+    p = _PARAMS.get(key)
+    if p is None:
+        p = _Params(
+            lateness_s, hold_s, repair, schedule, factors, max_o2, over_range_valid, rel_tol, abs_tol, archive,
+            journaling,
+        )  # fmt: skip
+        if len(_PARAMS) < 4096:
+            _PARAMS[key] = p
+    return p
+
+
 class OutletHourly:
     """Incremental hourly aggregator of one outlet (see the module docstring for the rules).
 
@@ -491,26 +642,16 @@ class OutletHourly:
 
     # memory (issue 20): one per outlet
     __slots__ = (
-        "_abs_tol",
-        "_archive",
         "_closed_before",
         "_dirty",
         "_evicted",
-        "_factors",
-        "_hold_s",
         "_journal",
-        "_journaling",
-        "_lateness_s",
-        "_max_o2",
         "_min_interval",
         "_need",
         "_now",
         "_open",
-        "_over_range_valid",
-        "_rel_tol",
-        "_repair",
+        "_p",
         "_rtd_hint",
-        "_schedule",
         "_touched",
         "late_beyond_window",
         "late_readings",
@@ -539,23 +680,28 @@ class OutletHourly:
             raise ValueError("lateness and hold must be ≥ 0")
         self.outlet = outlet
         self.mn = outlet.mn
-        self._lateness_s = int(lateness.total_seconds())
-        self._hold_s = int(hold.total_seconds())
-        self._repair = repair_window
-        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
-        self._factors = unit_factors(outlet)
         if min_rtd_per_minute is not None and min_rtd_per_minute < 1:
             raise ValueError("min_rtd_per_minute must be ≥ 1")
+        #: The settings, shared with the outlets that have the same (memory, issue 20).
+        self._p = _params(
+            int(lateness.total_seconds()),
+            int(hold.total_seconds()),
+            repair_window,
+            schedule if schedule is not None else LimitSchedule(outlet),
+            unit_factors(outlet),
+            max_o2,
+            over_range_valid,
+            zs_rel_tol,
+            zs_abs_tol,
+            archive,
+            journal,
+        )
         #: Fixed values-per-minute rule; ``None``: from the hour's inferred real-time cadence (issue 12 item 6).
         self._need = min_rtd_per_minute
         #: Hint for the real-time cadence of an hour with too few values to infer it from.
         self._rtd_hint = outlet.rtd_interval_s
-        self._max_o2 = max_o2
-        self._over_range_valid = over_range_valid
-        self._rel_tol = zs_rel_tol
-        self._abs_tol = zs_abs_tol
         #: Hours in memory: not yet emitted (≥ ``_closed_before``) and emitted but held (revisable exactly).
-        self._open: dict[int, _HourAcc] = {}
+        self._open = _OpenHours()
         self._closed_before = _NEVER  # every hour starting before this (epoch s) has been emitted
         self._now = _NEVER  # the watermark before ``lateness``: newest data time or clock (epoch s)
         self._dirty: set[int] | None = None  # emitted hours revised since :meth:`revisions`
@@ -565,8 +711,6 @@ class OutletHourly:
         #: (within the repair window)
         self._evicted: list[list[int]] = _NO_SPANS  # made on first use (memory: most outlets evict nothing yet)
         self._min_interval = STREAM_HINT_S[Stream.MIN]  # CN=2051 period of an hour with one record, seconds
-        #: Where emitted hours go when they leave memory (``None``: nowhere, late data for them are counted).
-        self._archive = archive
         #: Readings merged into an already-emitted hour (the hour was revised).
         self.late_readings = 0
         #: Readings for an emitted hour that had data and can no longer be rebuilt exactly (no archive, or the
@@ -577,7 +721,6 @@ class OutletHourly:
         #: What ``feed`` added to the open hours since :meth:`take_journal` (incremental persistence):
         #: ``("s", hour, "rtd"|"mins", code, sec, value, ok)`` and ``("d", hour, code, avg, zs, flag)``;
         #: ``None`` when nothing is persisted (``cems replay``: it would only grow).
-        self._journaling = journal
         self._journal: list[tuple[Any, ...]] | None = None  # made on first use (memory: idle outlets)
 
     # -- input
@@ -603,11 +746,11 @@ class OutletHourly:
             if acc is None:
                 acc = self._open.get(hour)  # brought back from the archive by _accept_late
             if acc is None:
-                acc = self._open[hour] = _HourAcc()
-            factors = self._factors
+                acc = self._open.put(hour, _HourAcc())
+            factors = self._p.factors
             isfinite = math.isfinite
             journal = self._journal
-            if journal is None and self._journaling:
+            if journal is None and self._p.journaling:
                 journal = self._journal = []
             if stream is Stream.HOUR:
                 das = acc.das_writable()
@@ -628,7 +771,7 @@ class OutletHourly:
                 kind = "rtd" if stream is Stream.RTD else "mins"
                 codes, keys, vals = acc.log(kind)
                 append = keys.append
-                over_range = self._over_range_valid
+                over_range = self._p.over_range_valid
                 sec = ts - hour
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
@@ -646,7 +789,7 @@ class OutletHourly:
                         i = codes.index(code)
                     except ValueError:  # the code's first sub-value of the hour
                         i = len(codes)
-                        codes.append(code)
+                        codes = acc.new_code(kind, codes, code)
                     append(i)
                     append(sec)
                     append(ok)
@@ -655,7 +798,7 @@ class OutletHourly:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
             self._now = ts
-        wm = ts - self._lateness_s
+        wm = ts - self._p.lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
             return self._close(wm)
@@ -663,10 +806,10 @@ class OutletHourly:
 
     def _accept_late(self, hour: int, held: bool) -> bool:
         """A reading for an emitted hour: merge it (and mark the hour for :meth:`revisions`) or count it."""
-        if self._now >= repair_deadline(hour, self._repair):
+        if self._now >= repair_deadline(hour, self._p.repair):
             self.late_beyond_window += 1
             return False
-        if not held and self._was_evicted(hour) and (self._archive is None or not self._in_archive(hour)):
+        if not held and self._was_evicted(hour) and (self._p.archive is None or not self._in_archive(hour)):
             self.late_unrevised += 1
             return False
         self.late_readings += 1
@@ -680,13 +823,13 @@ class OutletHourly:
 
     def _in_archive(self, hour: int) -> bool:
         """Bring an evicted hour back from the archive into memory (``False``: the archive lost it)."""
-        assert self._archive is not None
-        data = self._archive.get(self.mn, hour)
+        assert self._p.archive is not None
+        data = self._p.archive.get(self.mn, hour)
         if data is None:
             return False
-        acc = self._open[hour] = unpack_hour(data)
+        acc = self._open.put(hour, unpack_hour(data))
         journal = self._journal
-        if journal is None and self._journaling:
+        if journal is None and self._p.journaling:
             journal = self._journal = []
         if journal is not None:  # the hour is in memory again: its whole content, after a reset, for a restart
             journal.append(("x", hour))
@@ -700,16 +843,16 @@ class OutletHourly:
     def archived_wanted(self, reading: Reading) -> int | None:
         """The evicted hour (epoch s) that ``reading`` would revise, when it must come back from the archive
         (the live service loads it beforehand, off the event loop); else ``None``."""
-        if self._archive is None or reading.stream is Stream.DAY:
+        if self._p.archive is None or reading.stream is Stream.DAY:
             return None
         dt = reading.data_time
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=BEIJING)
         ts = math.floor(dt.timestamp())
         hour = ts - ts % 3600
-        if hour >= self._closed_before or hour in self._open or not self._was_evicted(hour):
+        if hour >= self._closed_before or self._open.get(hour) is not None or not self._was_evicted(hour):
             return None
-        if max(self._now, ts) >= repair_deadline(hour, self._repair):
+        if max(self._now, ts) >= repair_deadline(hour, self._p.repair):
             return None
         return hour
 
@@ -738,7 +881,7 @@ class OutletHourly:
         ts = math.floor(now.timestamp())
         if ts > self._now:
             self._now = ts
-        wm = ts - self._lateness_s
+        wm = ts - self._p.lateness_s
         wm -= wm % 3600
         if wm > self._closed_before:
             return self._close(wm)
@@ -748,11 +891,11 @@ class OutletHourly:
     def _evict(self) -> None:
         """Drop from memory the sub-values of emitted hours older than ``hold`` (not revised since the last
         emission), keeping only the fact that they had data; forget spans past their repair deadline."""
-        now, limit = self._now, self._now - self._hold_s - 3600
+        now, limit = self._now, self._now - self._p.hold_s - 3600
         dirty, touched = self._dirty, self._touched
         old = [
             h
-            for h in self._open
+            for h in self._open.hours()
             if h < self._closed_before
             and h <= limit
             and not (dirty and h in dirty)
@@ -762,9 +905,9 @@ class OutletHourly:
             spans = self._evicted
             if spans is _NO_SPANS:
                 spans = self._evicted = []
-            archive = self._archive
+            archive = self._p.archive
             for h in sorted(old):
-                acc = self._open.pop(h)
+                acc = self._open.take(h)
                 if archive is not None:
                     archive.put(self.mn, h, pack_hour(acc))
                 if touched:
@@ -777,9 +920,9 @@ class OutletHourly:
                     spans.append([h, h + 3600])
             spans.sort()
         spans = self._evicted
-        while spans and now >= repair_deadline(spans[0][1] - 3600, self._repair):
+        while spans and now >= repair_deadline(spans[0][1] - 3600, self._p.repair):
             spans.pop(0)
-        while spans and now >= repair_deadline(spans[0][0], self._repair):
+        while spans and now >= repair_deadline(spans[0][0], self._p.repair):
             spans[0][0] += 3600
 
     def flush(self, until: datetime | None = None) -> list[HourlyRecord]:
@@ -790,7 +933,7 @@ class OutletHourly:
         if until is None:
             if not self._open:
                 return []
-            before = max(self._open) + 3600
+            before = self._open[-1].hour + 3600
         else:
             if until.tzinfo is None:
                 until = until.replace(tzinfo=BEIJING)
@@ -803,17 +946,27 @@ class OutletHourly:
     @property
     def factors(self) -> Mapping[str, float]:
         """The outlet's unit conversion factors (code → factor to the standard's unit; 1 left out)."""
-        return self._factors
+        return self._p.factors
+
+    @property
+    def schedule(self) -> LimitSchedule:
+        """The outlet's limits over time."""
+        return self._p.schedule
+
+    @property
+    def max_o2(self) -> float:
+        """The outlet's dilution cut-off (% O2)."""
+        return self._p.max_o2
 
     @property
     def open_hours(self) -> list[datetime]:
         """Hours not yet emitted."""
-        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h >= self._closed_before]
+        return [datetime.fromtimestamp(h, BEIJING) for h in self._open.hours() if h >= self._closed_before]
 
     @property
     def held_hours(self) -> list[datetime]:
         """Emitted hours whose sub-values are still in memory (revisable exactly)."""
-        return [datetime.fromtimestamp(h, BEIJING) for h in sorted(self._open) if h < self._closed_before]
+        return [datetime.fromtimestamp(h, BEIJING) for h in self._open.hours() if h < self._closed_before]
 
     @property
     def closed_before(self) -> datetime | None:
@@ -827,10 +980,10 @@ class OutletHourly:
     def _close(self, before: int) -> list[HourlyRecord]:
         old = self._closed_before
         self._closed_before = before
-        hours = sorted(h for h in self._open if old <= h < before)
+        hours = [acc for acc in self._open if old <= acc.hour < before]
         out: list[HourlyRecord] = []
-        for h in hours:
-            out.extend(self._build(h, self._open[h]))
+        for acc in hours:
+            out.extend(self._build(acc.hour, acc))
         self._evict()
         return out
 
@@ -938,7 +1091,7 @@ class OutletHourly:
             avg, zs, flag = das
             if avg is None and flag in VALID_HOUR_FLAGS:
                 flag = "D"  # flagged N without a mean: nothing was measured (item 12: never "N" and invalid)
-            valid = avg is not None and (flag == "N" or (flag == "T" and self._over_range_valid))
+            valid = avg is not None and (flag == "N" or (flag == "T" and self._p.over_range_valid))
             return (avg, valid, flag, SOURCE_DAS, None, zs)
         mins = mins_of.get(code)
         if mins:
@@ -962,9 +1115,9 @@ class OutletHourly:
         elif not o2_ok:
             assert o2 is not None
             o2_problem = f"O2 hour not valid (flag {o2[2]}, {o2[4] if o2[4] is not None else '-'} valid minutes)"
-        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._max_o2):
+        elif not (0.0 <= o2_avg < O2_AIR and o2_avg <= self._p.max_o2):
             o2_problem = (
-                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._max_o2:g} %)"
+                f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > cut-off {self._p.max_o2:g} %)"
             )
         out: list[HourlyRecord] = []
         for code in codes:
@@ -977,24 +1130,24 @@ class OutletHourly:
             note = ""
             das_note = ""
             if is_concentration(code):
-                al = self._schedule.at(code, hour_dt)
+                al = self._p.schedule.at(code, hour_dt)
                 if al is not None:
                     limit, ref, profile = al.limit, al.ref_o2, al.profile
                 else:
-                    ref = self._schedule.ref_o2(hour_dt)
+                    ref = self._p.schedule.ref_o2(hour_dt)
                 computed: float | None = None
                 if avg is None:
                     note = "no valid mean"
                 elif o2_avg is None:
                     note = "no valid O2 (a19001) mean for the hour: no corrected value"
                 else:
-                    computed = correct(avg, o2_avg, ref, max_o2=self._max_o2)
+                    computed = correct(avg, o2_avg, ref, max_o2=self._p.max_o2)
                     if computed is None:
-                        note = f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > {self._max_o2} %)"
+                        note = f"O2 {o2_avg:.2f} % outside the correctable range (≥ 21 %, < 0 or > {self._p.max_o2} %)"
                     elif not o2_ok:
                         note = "O2 hour not valid: corrected value for information only, not an exceedance"
                 if computed is not None:
-                    if das_zs is not None and zs_agrees(das_zs, computed, self._rel_tol, self._abs_tol):
+                    if das_zs is not None and zs_agrees(das_zs, computed, self._p.rel_tol, self._p.abs_tol):
                         zs, zs_source = das_zs, "das"
                     else:
                         zs, zs_source = computed, "computed"
@@ -1066,7 +1219,7 @@ class OutletHourly:
     @property
     def retain_from_ts(self) -> int:
         """Every hour before this (Unix s) is out of memory: its persisted sub-values can go."""
-        return min(self._open) if self._open else self._closed_before
+        return self._open[0].hour if self._open else self._closed_before
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
         """JSON-able state (open hours and the closed-hour mark).  ``open_hours=False`` leaves the open
@@ -1091,14 +1244,14 @@ class OutletHourly:
             "dirty": sorted(self._dirty or ()),
             "touched": [[h, t] for h, t in sorted((self._touched or {}).items())],
             #: the hours in memory (their sub-values are in ``open``, or persisted apart when left out)
-            "memory": sorted(self._open),
+            "memory": self._open.hours(),
             "open": {
                 str(h): {
                     "das": {c: [a, z, f] for c, (a, z, f) in acc.das.items()},
                     "mins": subs(acc.mins),
                     "rtd": subs(acc.rtd),
                 }
-                for h, acc in sorted(self._open.items())
+                for h, acc in ((acc.hour, acc) for acc in self._open)
             }
             if open_hours
             else {},
@@ -1118,7 +1271,7 @@ class OutletHourly:
         self._evicted = [[int(a), int(b)] for a, b in state.get("evicted", [])]
         self._dirty = {int(h) for h in state.get("dirty", [])} or None
         self._touched = {int(h): int(t) for h, t in state.get("touched", [])} or None
-        self._open = {}
+        self._open = _OpenHours()
         for h, raw in state["open"].items():
             acc = _HourAcc()
             if raw["das"]:
@@ -1127,4 +1280,4 @@ class OutletHourly:
                 for code, rows in raw[name].items():
                     for s, v, ok in rows:
                         acc.add(name, code, int(s), _NAN if v is None else float(v), int(ok))
-            self._open[int(h)] = acc
+            self._open.put(int(h), acc)

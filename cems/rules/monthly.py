@@ -117,6 +117,21 @@ _MONTH_HOURS: Final = 31 * 24
 
 #: The shared empty set of months to judge again (most outlets have none most of the time).
 _NO_MONTHS: Final[frozenset[tuple[int, int]]] = frozenset()
+#: The shared empty months of an outlet without hourly records yet (replaced by its own dict when first
+#: written; memory, issue 20).
+_NO_CODES: Final[dict[tuple[int, int], dict[str, _MonthCode]]] = {}
+#: One (year, month) tuple per month for every outlet's ``_closed_before`` (memory, issue 20: 56 bytes each).
+_MONTHS: dict[tuple[int, int], tuple[int, int]] = {}
+
+
+def _shared_month(ym: tuple[int, int]) -> tuple[int, int]:
+    """``ym``, or the equal tuple already kept (bounded)."""
+    t = _MONTHS.get(ym)
+    if t is None:
+        t = ym
+        if len(_MONTHS) < 4096:
+            _MONTHS[ym] = t
+    return t
 
 
 class OutletMonthly:
@@ -130,7 +145,7 @@ class OutletMonthly:
         self.exempt: Exempt | None = None
         self._repair = repair_window
         #: (year, month) → code → its bit sets; open months and closed ones not yet final
-        self._months: dict[tuple[int, int], dict[str, _MonthCode]] = {}
+        self._months: dict[tuple[int, int], dict[str, _MonthCode]] = _NO_CODES
         self._closed_before: tuple[int, int] = (0, 0)  # every earlier month is closed
         self._dirty: set[tuple[int, int]] | frozenset[tuple[int, int]] = _NO_MONTHS
         self._now = _NEVER
@@ -152,6 +167,8 @@ class OutletMonthly:
             self._revise(ym)
         month = self._months.get(ym)
         if month is None:
+            if self._months is _NO_CODES:
+                self._months = {}
             month = self._months[ym] = {}
         mc = month.get(code)
         if mc is None:
@@ -246,7 +263,7 @@ class OutletMonthly:
                 return []  # the common case (every clock tick): nothing closed, nothing revised
             if before > self._closed_before:
                 self._dirty = set(self._dirty) | {ym for ym in self._months if self._closed_before <= ym < before}
-                self._closed_before = before
+                self._closed_before = _shared_month(before)
             u = math.floor(datetime(d.year, d.month, d.day, tzinfo=BEIJING).timestamp())
             if u > self._now:
                 self._now = u
@@ -306,10 +323,10 @@ class OutletMonthly:
         if state.get("version") != 1 or state.get("kind") != "monthly" or state.get("mn") != self.mn:
             raise ValueError(f"not a version-1 monthly state of outlet {self.mn!r}")
         cb = state["closed_before"]
-        self._closed_before = (int(cb[0]), int(cb[1]))
+        self._closed_before = _shared_month((int(cb[0]), int(cb[1])))
         self._now = int(state["now"])
         self._dirty = {(int(y), int(m)) for y, m in state["dirty"]} or _NO_MONTHS
         self._months = {
             (int(y), int(m)): {c: _MonthCode.from_json(raw) for c, raw in codes.items()}
             for y, m, codes in state["months"]
-        }
+        } or _NO_CODES

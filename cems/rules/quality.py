@@ -56,6 +56,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from array import array
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -70,7 +71,15 @@ from cems.rules.events import (
     retract_missing,
     run_updates,
 )
-from cems.rules.hourly import DEFAULT_HOLD, SOURCE_DAS, VALID_HOUR_FLAGS, HourlyRecord, is_concentration, unit_factors
+from cems.rules.hourly import (
+    DEFAULT_HOLD,
+    SOURCE_DAS,
+    VALID_HOUR_FLAGS,
+    HourlyRecord,
+    is_concentration,
+    unit_factors,
+    with_code,
+)
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
 
@@ -196,14 +205,22 @@ _ZERO2: Any = (0, 0.0)
 
 class _HourStats:
     """What the readings of one hour add (commutative summaries; see the module docstring).  The rare parts
-    start as the shared :data:`_NONE` (:data:`_ZERO2`) and get their own dict (list) when first written."""
+    start as the shared :data:`_NONE` (:data:`_ZERO2`) and get their own dict (list) when first written.
 
-    __slots__ = ("drywet", "hi", "lo", "mask", "mins", "neg", "novel", "o2co2", "pinned", "rs_off", "running", "zs_rt")
+    Memory (issue 20): the flatline summary, per code the lowest and highest valid value and the minutes with
+    one, is the hour's codes (a tuple shared with the other hours that have the same codes,
+    :func:`~cems.rules.hourly.with_code`), one ``array("d")`` of (lowest, highest) per code and one
+    ``array("Q")`` of minute masks, instead of three dicts of boxed numbers (≈ 1 KB an hour for 8 codes, now
+    ≈ 0.4 KB); :attr:`lo`, :attr:`hi` and :attr:`mask` give them as the dicts they were."""
 
-    def __init__(self) -> None:
-        self.lo: dict[str, float] = {}
-        self.hi: dict[str, float] = {}
-        self.mask: dict[str, int] = {}  # code → minutes with a valid value (flatline coverage)
+    __slots__ = ("codes", "drywet", "hour", "lohi", "masks", "mins", "neg", "novel", "o2co2", "pinned", "rs_off",
+                 "running", "zs_rt")  # fmt: skip
+
+    def __init__(self, hour: int = 0) -> None:
+        self.hour = hour  # start (epoch s)
+        self.codes: tuple[str, ...] = ()  # codes with a valid value, in order of their first one
+        self.lohi: array[float] = array("d")  # lowest, highest valid value of each code
+        self.masks: array[int] = array("Q")  # code → minutes with a valid value (flatline coverage)
         self.neg: dict[str, list[float]] = _NONE  # code → [minute mask, lowest value]
         self.pinned: dict[str, list[float]] = _NONE  # code → [minute mask, value]
         self.novel = 0  # minutes with flow > 0 and velocity ≤ 0
@@ -216,6 +233,38 @@ class _HourStats:
         #: and commutative (a float sum would depend on the arrival order in its last bits); the first record of
         #: a minute counts
         self.mins: dict[str, list[int]] = _NONE
+
+    def widen(self, code: str, lo: float, hi: float, bits: int) -> None:
+        """Add a code's valid value(s) of the minutes ``bits``: its range widened to [lo, hi]."""
+        try:
+            i = self.codes.index(code)
+        except ValueError:
+            self.codes = with_code(self.codes, code)
+            self.lohi.append(lo)
+            self.lohi.append(hi)
+            self.masks.append(bits)
+            return
+        lohi = self.lohi
+        if lo < lohi[2 * i]:
+            lohi[2 * i] = lo
+        if hi > lohi[2 * i + 1]:
+            lohi[2 * i + 1] = hi
+        self.masks[i] |= bits
+
+    @property
+    def lo(self) -> dict[str, float]:
+        """Code → lowest valid value of the hour (a new dict)."""
+        return dict(zip(self.codes, self.lohi[0::2], strict=True))
+
+    @property
+    def hi(self) -> dict[str, float]:
+        """Code → highest valid value of the hour (a new dict)."""
+        return dict(zip(self.codes, self.lohi[1::2], strict=True))
+
+    @property
+    def mask(self) -> dict[str, int]:
+        """Code → minutes of the hour with a valid value (a new dict)."""
+        return dict(zip(self.codes, self.masks, strict=True))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary)."""
@@ -235,11 +284,13 @@ class _HourStats:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> _HourStats:
-        s = cls()
-        s.lo = {k: float(v) for k, v in d.get("lo", {}).items()}
-        s.hi = {k: float(v) for k, v in d.get("hi", {}).items()}
-        s.mask = {k: int(v) for k, v in d.get("mask", {}).items()}
+    def from_json(cls, d: dict[str, Any], hour: int = 0) -> _HourStats:
+        s = cls(hour)
+        lo, hi, mask = d.get("lo", {}), d.get("hi", {}), d.get("mask", {})
+        if not lo.keys() == hi.keys() == mask.keys():
+            raise ValueError("quality state: an hour's lo, hi and mask name different codes")
+        for k, v in lo.items():
+            s.widen(k, float(v), float(hi[k]), int(mask[k]))
         s.neg = {k: [int(v[0]), float(v[1])] for k, v in d.get("neg", {}).items()} or _NONE
         s.pinned = {k: [int(v[0]), float(v[1])] for k, v in d.get("pinned", {}).items()} or _NONE
         s.novel = int(d.get("novel", 0))
@@ -271,13 +322,76 @@ def _or(d: dict[str, list[float]], code: str, bit: int, value: float, lowest: bo
     return d
 
 
+class _Hours(list[_HourStats]):
+    """An outlet's hour summaries, by hour (ascending; each knows its hour): a list, not a dict by hour (memory,
+    issue 20: a dict of a few hours is ≈ 220–350 bytes, the list ≈ 90–120).  A handful of hours: looked up from
+    the newest."""
+
+    __slots__ = ()
+
+    def values(self) -> _Hours:
+        return self
+
+    def find(self, hour: int) -> _HourStats | None:
+        for st in reversed(self):
+            if st.hour == hour:
+                return st
+            if st.hour < hour:
+                return None
+        return None
+
+
+#: The hours of an outlet that has none (shared, never written: an outlet gets its own list with its first).
+_NO_HOURS: Final = _Hours()
+
+
+class _QualityParams:
+    """A quality tracker's settings, one object for every outlet that has the same."""
+
+    __slots__ = ("cfg", "factors", "keep_s", "max_o2", "o2_co2", "schedule")
+
+    def __init__(
+        self,
+        cfg: Quality,
+        schedule: LimitSchedule,
+        factors: Mapping[str, float],
+        max_o2: float,
+        o2_co2: bool,
+        keep_s: int,
+    ) -> None:
+        self.cfg = cfg
+        self.schedule = schedule
+        self.factors = factors
+        self.max_o2 = max_o2
+        #: whether O2 + CO2 is judged (combustion profiles, ``o2_co2_profiles``)
+        self.o2_co2 = o2_co2
+        #: how long an hour's summaries are kept behind the newest data time (s)
+        self.keep_s = keep_s
+
+
+#: The settings objects by value (the objects among them by identity: each cached one keeps them alive).
+_QUALITY_PARAMS: dict[tuple[Any, ...], _QualityParams] = {}
+
+
+def _quality_params(
+    cfg: Quality, schedule: LimitSchedule, factors: Mapping[str, float], max_o2: float, o2_co2: bool, keep_s: int
+) -> _QualityParams:
+    key = (id(cfg), id(schedule), id(factors), max_o2, o2_co2, keep_s)
+    p = _QUALITY_PARAMS.get(key)
+    if p is None:
+        p = _QualityParams(cfg, schedule, factors, max_o2, o2_co2, keep_s)
+        if len(_QUALITY_PARAMS) < 4096:
+            _QUALITY_PARAMS[key] = p
+    return p
+
+
 class QualityTracker:
     """The data-quality signals of one outlet (see the module docstring).  Feed every reading with
     :meth:`on_reading` and every emitted or revised hourly record with :meth:`on_hours`; live, call
     :meth:`on_clock` with the time up to which hours are decided.  Each returns :class:`EventUpdate` s."""
 
-    __slots__ = ("_area", "_decided", "_events", "_factors", "_hits", "_keep_s", "_max_o2", "_newest", "_o2_co2",
-                 "_pruned", "_schedule", "_stats", "_zs", "cfg", "district", "enterprise", "mn", "outlet")  # fmt: skip
+    __slots__ = ("_area", "_decided", "_events", "_hits", "_newest", "_p", "_pruned", "_stats", "_zs", "district",
+                 "enterprise", "mn", "outlet")  # fmt: skip
 
     def __init__(
         self,
@@ -294,14 +408,18 @@ class QualityTracker:
         self.mn = outlet.mn
         self.enterprise = enterprise
         self.district = district
-        self.cfg = quality if quality is not None else Quality()
-        self._schedule = schedule if schedule is not None else LimitSchedule(outlet)
-        self._factors: Mapping[str, float] = unit_factors(outlet)
-        self._max_o2 = max_o2
-        self._stats: dict[int, _HourStats] = {}
-        self._o2_co2 = outlet.profile.startswith(tuple(self.cfg.o2_co2_profiles))
+        cfg = quality if quality is not None else Quality()
+        #: The settings, shared with the outlets that have the same (memory, issue 20).
+        self._p = _quality_params(
+            cfg,
+            schedule if schedule is not None else LimitSchedule(outlet),
+            unit_factors(outlet),
+            max_o2,
+            outlet.profile.startswith(tuple(cfg.o2_co2_profiles)),
+            (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H,
+        )
+        self._stats: _Hours = _NO_HOURS
         self._area = outlet.duct_area_m2
-        self._keep_s = (math.ceil(hold.total_seconds() / _H) + KEEP_MARGIN_HOURS) * _H
         self._newest = _NEVER
         #: type → pollutant → unit start (epoch s) → hit
         #: (this and the next two: the shared :data:`_NONE` until the first hour is judged, memory, issue 20)
@@ -315,34 +433,46 @@ class QualityTracker:
         self._decided = _NEVER
         self._pruned = _NEVER
 
+    @property
+    def cfg(self) -> Quality:
+        """The thresholds (registry ``[city.quality]``)."""
+        return self._p.cfg
+
     # -- readings ---------------------------------------------------------------------------------------
 
     def on_reading(self, reading: Reading) -> None:
         """Add what the reading says to its hour's summaries (no event comes from a reading alone)."""
         stream = reading.stream
-        if not self.cfg.enabled or stream is Stream.DAY:
+        if not self._p.cfg.enabled or stream is Stream.DAY:
             return
         if reading.mn != self.mn:
             raise ValueError(f"reading of {reading.mn!r} fed to the quality tracker of {self.mn!r}")
         ts = math.floor(reading.data_time.timestamp())
         hour = ts - ts % _H
-        if hour < self._newest - self._keep_s:
+        if hour < self._newest - self._p.keep_s:
             return  # the hour's summaries are gone (see the module docstring)
         if hour > self._newest:
             self._newest = hour
-        st = self._stats.get(hour)
+        stats = self._stats
+        st = stats[-1] if stats and stats[-1].hour == hour else stats.find(hour)
         if st is None:
-            st = self._stats[hour] = _HourStats()
+            st = _HourStats(hour)
+            if stats is _NO_HOURS:
+                stats = self._stats = _Hours()
+            if not stats or stats[-1].hour < hour:
+                stats.append(st)
+            else:  # an older hour than the newest: in its place
+                stats.insert(next(i for i, s in enumerate(stats) if s.hour > hour), st)
         if stream is Stream.HOUR:
             self._hour_record(reading, st)
             return
-        cfg, f = self.cfg, self._factors
+        cfg, f = self._p.cfg, self._p.factors
         bit = 1 << ((ts - hour) // 60)
         main = "Rtd" if stream is Stream.RTD else "Avg"
         is_min = stream is Stream.MIN
         neg = -cfg.negative_tol
         ranges = cfg.analyser_range
-        lo_d, hi_d, mask_d = st.lo, st.hi, st.mask
+        codes, lohi, masks = st.codes, st.lohi, st.masks
         flow = vel = o2 = co2 = temp = None
         has_zs = False
         kinds, isfinite = _KINDS, math.isfinite
@@ -369,13 +499,19 @@ class QualityTracker:
                 lo = hi = v
                 if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
-                old = lo_d.get(code)
-                if old is None or lo < old:
-                    lo_d[code] = lo
-                old = hi_d.get(code)
-                if old is None or hi > old:
-                    hi_d[code] = hi
-                mask_d[code] = mask_d.get(code, 0) | bit
+                try:
+                    i = codes.index(code)
+                except ValueError:  # the code's first valid value of the hour
+                    codes = st.codes = with_code(codes, code)
+                    lohi.append(lo)
+                    lohi.append(hi)
+                    masks.append(bit)
+                else:
+                    if lo < lohi[2 * i]:
+                        lohi[2 * i] = lo
+                    if hi > lohi[2 * i + 1]:
+                        lohi[2 * i + 1] = hi
+                    masks[i] |= bit
                 if kind == _CONC:
                     if v < neg:
                         st.neg = _or(st.neg, code, bit, v, True)
@@ -421,7 +557,7 @@ class QualityTracker:
                     st.drywet = [int(st.drywet[0]) | bit, max(st.drywet[1], ratio)]
         if o2 is not None:
             # CO2 in % (a value above 100 is not: a DAS sending mg/m³); combustion outlets only (registry)
-            if co2 is not None and co2 <= 100 and o2 + co2 > cfg.o2_co2_max and self._o2_co2:
+            if co2 is not None and co2 <= 100 and o2 + co2 > cfg.o2_co2_max and self._p.o2_co2:
                 st.o2co2 = [int(st.o2co2[0]) | bit, max(st.o2co2[1], o2 + co2)]
             if has_zs:
                 self._zs_sub(reading, st, bit, o2, main)
@@ -431,7 +567,7 @@ class QualityTracker:
         for sfx in ("Min", "Max"):
             w = vals.get(sfx)
             if w is not None and math.isfinite(w):
-                w *= self._factors.get(code, 1.0)
+                w *= self._p.factors.get(code, 1.0)
                 lo, hi = min(lo, w), max(hi, w)
         return lo, hi
 
@@ -444,18 +580,16 @@ class QualityTracker:
             v = vals.get("Avg")
             if v is None or not math.isfinite(v):
                 continue
-            lo, hi = self._min_max(code, vals, v * self._factors.get(code, 1.0))
-            st.lo[code] = min(st.lo.get(code, lo), lo)
-            st.hi[code] = max(st.hi.get(code, hi), hi)
-            st.mask[code] = st.mask.get(code, 0) | _FULL_HOUR
+            lo, hi = self._min_max(code, vals, v * self._p.factors.get(code, 1.0))
+            st.widen(code, lo, hi, _FULL_HOUR)
 
     def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
         """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
         zs_key = "Zs" + main
-        ref_and_limit = self._schedule.ref_and_limit
-        factors = self._factors
+        ref_and_limit = self._p.schedule.ref_and_limit
+        factors = self._p.factors
         t = reading.data_time
-        rel_tol, abs_tol, max_o2 = self.cfg.zs_rel_tol, self.cfg.zs_abs_tol, self._max_o2
+        rel_tol, abs_tol, max_o2 = self._p.cfg.zs_rel_tol, self._p.cfg.zs_abs_tol, self._p.max_o2
         for code, m in reading.measurements.items():
             vals = m.values
             das = vals.get(zs_key)
@@ -485,7 +619,7 @@ class QualityTracker:
                     cur[1:] = [diff, das, computed]
 
     def _agrees(self, das: float, computed: float, limit: float | None) -> bool:
-        if not zs_agrees(das, computed, self.cfg.zs_rel_tol, self.cfg.zs_abs_tol):
+        if not zs_agrees(das, computed, self._p.cfg.zs_rel_tol, self._p.cfg.zs_abs_tol):
             return False
         return limit is None or (das > limit) == (computed > limit)
 
@@ -493,7 +627,7 @@ class QualityTracker:
 
     def on_hours(self, records: Iterable[HourlyRecord]) -> list[EventUpdate]:
         """Judge the hours of ``records`` (emitted or revised; all codes of an hour come together)."""
-        if not self.cfg.enabled:
+        if not self._p.cfg.enabled:
             return []
         if self._hits is _NONE:  # the outlet's first hour: its own containers
             self._hits, self._events, self._zs = {}, {}, {}
@@ -508,7 +642,7 @@ class QualityTracker:
         for hour in sorted(by_hour):
             late = hour < self._decided
             recs = by_hour[hour]
-            st = self._stats.get(hour)
+            st = self._stats.find(hour)
             found = self._judge(hour, recs, st)
             for type_ in (FLATLINE, O2_ANOMALY, ZS_INCONSISTENT, HOURLY_INCONSISTENT, OUT_OF_RANGE, OPERATION_MISMATCH):
                 if st is None and type_ in _FROM_READINGS:
@@ -548,19 +682,20 @@ class QualityTracker:
         flow = recs.get(FLOW)
         if flow is None:
             return False
-        return flow.valid and flow.avg is not None and flow.avg > self.cfg.running_flow
+        return flow.valid and flow.avg is not None and flow.avg > self._p.cfg.running_flow
 
     def _judge(self, hour: int, recs: Mapping[str, HourlyRecord], st: _HourStats | None) -> dict[tuple[str, str], _Hit]:
-        cfg = self.cfg
+        cfg = self._p.cfg
         out: dict[tuple[str, str], _Hit] = {}
         running = self._running(recs)
         stopped = self.outlet.in_stop(_dt(hour)) if self.outlet.stop else False
         flow = recs.get(FLOW)
         flow_txt = f"flow {_g(flow.avg)} m³/s (flag {flow.flag})" if flow is not None else "no flow measured"
         if st is not None and not stopped:
-            for code in sorted(st.mask):
-                n = _bits(st.mask[code])
-                lo, hi = st.lo[code], st.hi[code]
+            lohi = st.lohi
+            for code, i in sorted((c, i) for i, c in enumerate(st.codes)):
+                n = _bits(st.masks[i])
+                lo, hi = lohi[2 * i], lohi[2 * i + 1]
                 if n < cfg.flatline_min_minutes or not running or hi <= cfg.flatline_floor:
                     continue
                 mid = (lo + hi) / 2
@@ -606,13 +741,13 @@ class QualityTracker:
             if not reported:
                 return None
             why = "no O2 (a19001) data" if o2 is None or o2.avg is None else f"O2 hour not valid (flag {o2.flag})"
-            return (None, self.cfg.o2_ambient, f"{why} while {', '.join(reported)} reported valid data; {flow_txt}")
-        if o2.avg >= self.cfg.o2_ambient or o2.avg > self._max_o2:
+            return (None, self._p.cfg.o2_ambient, f"{why} while {', '.join(reported)} reported valid data; {flow_txt}")
+        if o2.avg >= self._p.cfg.o2_ambient or o2.avg > self._p.max_o2:
             ev = (
-                f"O2 hourly mean {o2.avg:.2f} % (ambient ≥ {self.cfg.o2_ambient:g} %, dilution cut-off "
-                f"{self._max_o2:g} %) while the flue gas flowed all hour: {flow_txt}"
+                f"O2 hourly mean {o2.avg:.2f} % (ambient ≥ {self._p.cfg.o2_ambient:g} %, dilution cut-off "
+                f"{self._p.max_o2:g} %) while the flue gas flowed all hour: {flow_txt}"
             )
-            return (o2.avg, self.cfg.o2_ambient, ev)
+            return (o2.avg, self._p.cfg.o2_ambient, ev)
         return None
 
     def _zs_hour(self, rec: HourlyRecord, st: _HourStats | None) -> _Hit | None:
@@ -623,7 +758,7 @@ class QualityTracker:
         peak: float | None = None
         das = rec.das_zs_avg
         if das is not None and rec.avg is not None and rec.o2_avg is not None and rec.ref_o2 is not None:
-            computed = correct(rec.avg, rec.o2_avg, rec.ref_o2, max_o2=self._max_o2)
+            computed = correct(rec.avg, rec.o2_avg, rec.ref_o2, max_o2=self._p.max_o2)
             if computed is not None and not self._agrees(das, computed, rec.limit):
                 diff = abs(das - computed)
                 peak = diff
@@ -633,11 +768,11 @@ class QualityTracker:
                     side = f"; the two lie on different sides of the limit {rec.limit:g}"
                 parts.append(
                     f"DAS ZsAvg {das:.4g} vs C×(21−{rec.ref_o2:g})/(21−O2) = {computed:.4g} (Avg {rec.avg:.4g}, O2 "
-                    f"{rec.o2_avg:.2f} %): differs by {diff:.3g} ({rel:.1%}; tolerance {self.cfg.zs_rel_tol:.0%} or "
-                    f"{self.cfg.zs_abs_tol:g}){side}"
+                    f"{rec.o2_avg:.2f} %): differs by {diff:.3g} ({rel:.1%}; tolerance {self._p.cfg.zs_rel_tol:.0%} or "
+                    f"{self._p.cfg.zs_abs_tol:g}){side}"
                 )
         rt = None if st is None else st.zs_rt.get(code)
-        if rt is not None and _bits(int(rt[0])) >= self.cfg.zs_rtd_min_minutes:
+        if rt is not None and _bits(int(rt[0])) >= self._p.cfg.zs_rtd_min_minutes:
             peak = rt[1] if peak is None else max(peak, rt[1])
             parts.append(
                 f"ZsRtd/ZsAvg of real-time or minute data disagrees with the formula on Rtd/Avg and O2 in "
@@ -657,11 +792,11 @@ class QualityTracker:
         gaps = [b - a for a, b in itertools.pairwise(secs)]
         period = min(gaps) if gaps else 1  # minutes per record (MinInterval 1–10)
         covered = min(60, len(secs) * period)
-        if covered < self.cfg.hourly_min_minutes:
+        if covered < self._p.cfg.hourly_min_minutes:
             return None
         mean = mins[1] / _MICRO / len(secs)
         diff = abs(rec.avg - mean)
-        tol = max(self.cfg.hourly_abs_tol, self.cfg.hourly_rel_tol * abs(mean))
+        tol = max(self._p.cfg.hourly_abs_tol, self._p.cfg.hourly_rel_tol * abs(mean))
         if diff <= tol:
             return None
         ev = (
@@ -671,7 +806,7 @@ class QualityTracker:
         return (diff, tol, ev)
 
     def _out_of_range(self, st: _HourStats, out: dict[tuple[str, str], _Hit]) -> None:
-        cfg = self.cfg
+        cfg = self._p.cfg
         need = cfg.out_of_range_min_minutes
         found: dict[str, list[str]] = {}
         worst: dict[str, int] = {}
@@ -712,7 +847,7 @@ class QualityTracker:
         """Mark the hour valid / hugging in its day's masks; the days whose judgement may change."""
         d = _day(hour)
         bit = 1 << ((hour - d) // _H)
-        band = self.cfg.hugging_band
+        band = self._p.cfg.hugging_band
         changed = False
         for code, rec in recs.items():
             if not is_concentration(code):
@@ -752,7 +887,7 @@ class QualityTracker:
         newest = _day(self._decided - _H) if self._decided != _NEVER else day
         if day > newest:
             return []
-        cfg = self.cfg
+        cfg = self._p.cfg
         changed: list[str] = []
         hits = self._hits.setdefault(LIMIT_HUGGING, {})
         for code in sorted(set(self._zs) | set(hits)):
@@ -783,7 +918,7 @@ class QualityTracker:
     # -- runs → events ----------------------------------------------------------------------------------
 
     def _min_units(self, type_: str) -> int:
-        return self.cfg.flatline_hours if type_ == FLATLINE else 1
+        return self._p.cfg.flatline_hours if type_ == FLATLINE else 1
 
     def _recompute(self, type_: str, key: str, late: bool) -> list[EventUpdate]:
         step = _DAY if type_ == LIMIT_HUGGING else _H
@@ -838,7 +973,7 @@ class QualityTracker:
     def on_clock(self, until: datetime) -> list[EventUpdate]:
         """Hours that ended at or before ``until`` are decided: close runs whose next hour (day) is one of
         them (live; replay leaves the runs still going at the end of the input open, like exceedances)."""
-        if not self.cfg.enabled:
+        if not self._p.cfg.enabled:
             return []
         u = math.floor(until.timestamp())
         decided = u - u % _H
@@ -865,9 +1000,12 @@ class QualityTracker:
         return any(self._events.values())
 
     def _prune_stats(self) -> None:
-        cut = self._newest - self._keep_s
-        for h in [h for h in self._stats if h < cut]:
-            del self._stats[h]
+        cut = self._newest - self._p.keep_s
+        stats = self._stats
+        if stats and stats[0].hour < cut:
+            del stats[: next((i for i, s in enumerate(stats) if s.hour >= cut), len(stats))]
+            if not stats:
+                self._stats = _NO_HOURS
 
     def prune(self, before: datetime) -> None:
         """Forget runs that ended before ``before`` (final: outside the repair window), the hits that are
@@ -915,7 +1053,7 @@ class QualityTracker:
             "decided": self._decided,
             "newest": self._newest,
             "pruned": self._pruned,
-            "stats": [[h, s.to_json()] for h, s in sorted(self._stats.items())],
+            "stats": [[s.hour, s.to_json()] for s in self._stats],
             "hits": {
                 t: {k: [[u, *hit] for u, hit in sorted(d.items())] for k, d in sorted(by_k.items())}
                 for t, by_k in sorted(self._hits.items())
@@ -936,7 +1074,8 @@ class QualityTracker:
         self._decided = int(state["decided"])
         self._newest = int(state["newest"])
         self._pruned = int(state.get("pruned", _NEVER))
-        self._stats = {int(h): _HourStats.from_json(s) for h, s in state["stats"]}
+        by_hour = {int(h): s for h, s in state["stats"]}  # (a repeated hour: the last, as a dict by hour kept)
+        self._stats = _Hours(_HourStats.from_json(by_hour[h], h) for h in sorted(by_hour)) or _NO_HOURS
         self._hits = {
             t: {k: {int(u): (p, lim, str(ev)) for u, p, lim, ev in rows} for k, rows in by_k.items()}
             for t, by_k in state["hits"].items()
