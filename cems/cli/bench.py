@@ -48,6 +48,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated registry sizes for the memory runs (default 10000,100000; smoke 200,1000)",
     )
     p.add_argument("--replay-days", type=int, default=None, help="days of minute-by-minute HJ 212 to replay (30)")
+    p.add_argument(
+        "--alert-rate",
+        type=float,
+        default=None,
+        help="messages/s of the alert-latency run (default: half the sustained rate of the throughput run); "
+        "fix it to compare two versions at the same load",
+    )
     p.add_argument("--json", dest="json_file", default=None, help="write the figures to this JSON file")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark works (well under 1 min)")
     p.add_argument(
@@ -101,6 +108,7 @@ def bench_config(a: argparse.Namespace) -> BenchConfig:
         soak_rate=a.soak_rate,
         soak_interval=a.soak_interval,
         soak_speed=a.soak_speed,
+        alert_rate=a.alert_rate,
     )
 
 

@@ -122,6 +122,11 @@ class IngestSettings:
     shard: Shard | None = None
     #: Subscribe to the data topics as the shared subscription ``$share/{share_group}/…`` (docs/scaling.md).
     share_group: str | None = None
+    #: Latency mode: messages are prepared (decoded, validated) as they arrive, and what is prepared is handed
+    #: to the committer as one batch when it waits for one (or once ``batch_max`` messages are prepared), so
+    #: a batch holds the newest messages instead of waiting, small and stale, behind the running ones (alert
+    #: latency, issue 20).  Without it each drain of the inbox is a batch of its own, queued at once.
+    latency_batches: bool = True
 
 
 @dataclass(slots=True)
@@ -139,6 +144,20 @@ class _Prepared:
     #: ``archived`` are in it, later ones (refused by the database, bad commands) are archived as verdicts.
     evidence: list[Entry] = field(default_factory=list)
     archived: int = 0
+
+
+def _merge(a: _Prepared, b: _Prepared) -> _Prepared:
+    """``b``, prepared after ``a``, appended to it: one batch, in arrival order.  (Both are fresh from
+    :meth:`IngestService.prepare`: every reject of each is in its evidence, so ``archived`` adds up.)"""
+    a.lines += b.lines
+    a.good += b.good
+    a.items += b.items
+    a.commands += b.commands
+    a.rejects += b.rejects
+    a.fingerprints += b.fingerprints
+    a.evidence += b.evidence
+    a.archived += b.archived
+    return a
 
 
 def _entry(msg: InboundMessage, status: str, err: RejectedMessage | None = None, *, kind: str = "msg") -> Entry:
@@ -350,19 +369,25 @@ class IngestService:
             # of the batch before it and the rules of the one before that overlap.  Each stage takes the batches
             # in order (writes never overtake each other, so a later value of a key is written later), and a
             # batch is acknowledged only after its own rules.
+            # Latency mode (``latency_batches``): what is prepared meanwhile is handed over as one batch when the
+            # committer waits for one (``idle``) or when it is full, so a batch is formed as late as possible.
             prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
+            idle = asyncio.Event()  # set while the committer waits on an empty ``prepared``
 
             async def committer() -> None:
                 rules: asyncio.Task[None] | None = None
                 try:
                     while True:
                         getter = asyncio.ensure_future(prepared.get())
+                        if prepared.empty():
+                            idle.set()
                         if rules is not None and not rules.done():
                             await asyncio.wait({getter, rules}, return_when=asyncio.FIRST_COMPLETED)
                         if rules is not None and rules.done():
                             rules.result()  # raises what failed in the rules stage
                             rules = None
                         p = await getter
+                        idle.clear()
                         if p is None:
                             break
                         written = await self.write_stage(p, stop)
@@ -381,18 +406,31 @@ class IngestService:
                             await rules
 
             ctask = asyncio.create_task(committer())
+            latency, batch_max = self.settings.latency_batches, self.settings.batch_max
+            pending: _Prepared | None = None  # prepared, not yet handed to the committer (latency mode)
+            taken = 0  # the messages it holds
+            seen: set[int] = set()  # the fingerprints of its accepted messages (duplicates within a batch)
             try:
                 while not stop.is_set():
                     if comp is not None:
                         comp.check()
                     if ctask.done():
                         break
-                    batch = await self._next_batch(stop)
+                    if pending is not None and (not latency or idle.is_set() or taken >= batch_max):
+                        idle.clear()  # the committer has a batch now
+                        await prepared.put(pending)
+                        pending, taken, seen = None, 0, set()
+                        continue
+                    # new messages, or (latency mode, something prepared) the committer waiting for a batch
+                    batch = await self._next_batch(stop, batch_max - taken, idle if pending is not None else None)
                     if batch or self._held:  # (held split parts time out even while nothing arrives)
-                        p = self.prepare(batch)
+                        p = self.prepare(batch, seen if latency else None)
                         if batch or p.rejects:
-                            await prepared.put(p)
-                # graceful shutdown: what is already queued is written and acknowledged
+                            pending = p if pending is None else _merge(pending, p)
+                            taken += len(batch)
+                # graceful shutdown: what is already received is written and acknowledged
+                if pending is not None and not ctask.done():
+                    await prepared.put(pending)
                 while not self.conn.queue.empty() and not ctask.done():
                     await prepared.put(self.prepare(self._drain()))
                 if not ctask.done():
@@ -420,31 +458,39 @@ class IngestService:
             if self.spool is not None:
                 self.spool.close()
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[InboundMessage]:
+    async def _next_batch(
+        self, stop: asyncio.Event, limit: int | None = None, idle: asyncio.Event | None = None
+    ) -> list[InboundMessage]:
+        """The messages waiting (at most ``limit``, default ``batch_max``); when there are none, the first to
+        arrive within 1 s and those behind it, or none when ``stop`` or ``idle`` (if given) is set first."""
         q = self.conn.queue
+        limit = self.settings.batch_max if limit is None else limit
         if q.empty():
             getter = asyncio.ensure_future(q.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
+            others = {asyncio.ensure_future(stop.wait())}
+            if idle is not None:
+                others.add(asyncio.ensure_future(idle.wait()))
+            done, _ = await asyncio.wait({getter, *others}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            for f in others:
+                f.cancel()
             if getter not in done:
                 getter.cancel()
                 if getter.done() and not getter.cancelled():
-                    return [getter.result(), *self._drain()]
+                    return [getter.result(), *self._drain(limit - 1)]
                 return []
-            return [getter.result(), *self._drain()]
-        return self._drain()
+            return [getter.result(), *self._drain(limit - 1)]
+        return self._drain(limit)
 
-    def _drain(self) -> list[InboundMessage]:
+    def _drain(self, limit: int | None = None) -> list[InboundMessage]:
         q = self.conn.queue
-        out: list[InboundMessage] = []
-        while len(out) < self.settings.batch_max and not q.empty():
-            out.append(q.get_nowait())
-        return out
+        n = min(q.qsize(), self.settings.batch_max if limit is None else limit)
+        return [q.get_nowait() for _ in range(n)]
 
     # -- one batch ------------------------------------------------------------------------------------
-    def prepare(self, batch: list[InboundMessage]) -> _Prepared:
-        """The CPU stage: decode, validate and build line protocol; no I/O."""
+    def prepare(self, batch: list[InboundMessage], in_batch: set[int] | None = None) -> _Prepared:
+        """The CPU stage: decode, validate and build line protocol; no I/O.  ``in_batch``: the fingerprints of
+        the messages already prepared for the same batch (latency mode), added to: an identical message is a
+        ``duplicate`` within the whole batch."""
         now = datetime.now(UTC)
         p = _Prepared([], [], [], [], [], [])
         lines, good, items, commands, rejects, fingerprints = (
@@ -456,7 +502,7 @@ class IngestService:
             p.fingerprints,
         )
         self.stats.received += len(batch)
-        in_batch: set[int] = set()
+        in_batch = set() if in_batch is None else in_batch
         if self._held:
             self._reassembler.expire(time.monotonic())
         evidence = p.evidence if self.archive is not None else None

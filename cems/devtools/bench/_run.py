@@ -98,6 +98,9 @@ class BenchConfig:
     soak_rate: float | None = None
     soak_interval: float = 30.0
     soak_speed: float | None = None
+    #: ``--alert-rate``: messages/s of the alert run (None: half the sustained rate of the throughput run), so
+    #: that runs of two versions compare at the same load.
+    alert_rate: float | None = None
 
     @classmethod
     def create(
@@ -117,6 +120,7 @@ class BenchConfig:
         soak_rate: float | None = None,
         soak_interval: float | None = None,
         soak_speed: float | None = None,
+        alert_rate: float | None = None,
     ) -> BenchConfig:
         """The configuration, with the sizes of a full run or, with ``smoke``, tiny ones for what is not given."""
         outlets = outlets if outlets is not None else (20 if smoke else 2000)
@@ -132,9 +136,11 @@ class BenchConfig:
             raise CemsError("--soak must be a positive number of minutes")
         if any(v is not None and v <= 0 for v in (soak_rate, soak_interval, soak_speed)):
             raise CemsError("--soak-rate, --soak-interval and --soak-speed must be positive")
+        if alert_rate is not None and alert_rate <= 0:
+            raise CemsError("--alert-rate must be a positive number of messages/s")
         interval = soak_interval or (2.0 if smoke else 30.0)
         return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args),
-                   soak_minutes, soak_rate, interval, soak_speed)  # fmt: skip
+                   soak_minutes, soak_rate, interval, soak_speed, alert_rate)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- processes
@@ -593,7 +599,7 @@ class Bench:
         cid, db = "bench-cems-alert", "bench_alert"
         n_out = self.cfg.outlets
         sustained = self.res.figures.get("cems_msgs_per_s") or 1000.0
-        rate = max(20.0, sustained / 2.0)
+        rate = self.cfg.alert_rate or max(20.0, sustained / 2.0)
         step_s = 2.0
         rounds = int(max(8, min(100, math.ceil(self.cfg.duration * rate / n_out))))
         k = max(1, min(400, n_out // 4))
@@ -651,7 +657,8 @@ class Bench:
             lat = sorted(got[mn] - t for mn, t in sent.items() if mn in got)
             n_msgs = seen["messages"]
         detail: dict[str, Any] = {
-            "rate_msgs_per_s": rate, "rounds": rounds, "outlets": n_out, "warnings_expected": len(sent),
+            "rate_msgs_per_s": rate, "rate_given": self.cfg.alert_rate is not None, "rounds": rounds,
+            "outlets": n_out, "warnings_expected": len(sent),
             "warnings_received": len(lat), "alert_messages": n_msgs, "loadgen_msgs_per_s": pub.get("msgs_per_s"),
             "stored": w["stored"], "published": pub["acked"], "ingest_stats": stats,
         }  # fmt: skip
