@@ -406,6 +406,17 @@ class IngestService:
                             await rules
 
             ctask = asyncio.create_task(committer())
+
+            async def hand_over(item: _Prepared | None) -> None:
+                """``item`` to the committer; returns early if the committer ends (fails) meanwhile, which the
+                loop then raises, instead of waiting forever on a full queue nobody takes from."""
+                putter = asyncio.ensure_future(prepared.put(item))
+                await asyncio.wait({putter, ctask}, return_when=asyncio.FIRST_COMPLETED)
+                if not putter.done():
+                    putter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await putter
+
             latency, batch_max = self.settings.latency_batches, self.settings.batch_max
             pending: _Prepared | None = None  # prepared, not yet handed to the committer (latency mode)
             taken = 0  # the messages it holds
@@ -418,7 +429,7 @@ class IngestService:
                         break
                     if pending is not None and (not latency or idle.is_set() or taken >= batch_max):
                         idle.clear()  # the committer has a batch now
-                        await prepared.put(pending)
+                        await hand_over(pending)
                         pending, taken, seen = None, 0, set()
                         continue
                     # new messages, or (latency mode, something prepared) the committer waiting for a batch
@@ -430,11 +441,11 @@ class IngestService:
                             taken += len(batch)
                 # graceful shutdown: what is already received is written and acknowledged
                 if pending is not None and not ctask.done():
-                    await prepared.put(pending)
+                    await hand_over(pending)
                 while not self.conn.queue.empty() and not ctask.done():
-                    await prepared.put(self.prepare(self._drain()))
+                    await hand_over(self.prepare(self._drain()))
                 if not ctask.done():
-                    await prepared.put(None)
+                    await hand_over(None)
                 await ctask  # raises what failed in the committer
             finally:
                 if not ctask.done():

@@ -326,3 +326,35 @@ async def test_an_identical_message_prepared_later_for_the_same_batch_is_a_dupli
     assert [len(w) for w in writer.writes] == [1, 1]
     assert [t for t, _ in conn.published] == ["cems/deadletter/v1/duplicate"]
     assert sorted(conn.acked) == [1, 2, 3]
+
+
+async def test_a_failing_committer_ends_the_service_while_batches_wait_for_it() -> None:
+    """The committer fails while the batch queue is full and the next batch waits to be handed over: the
+    service ends with the committer's error (it used to wait forever on the full queue) and acknowledges
+    nothing of what was not committed."""
+    svc, conn, _writer = service(latency_batches=False, batch_max=10)
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def broken(p: Any, stop: asyncio.Event | None) -> bool:
+        entered.set()
+        await gate.wait()
+        raise RuntimeError("the committer broke")
+
+    svc.write_stage = broken  # type: ignore[method-assign]
+    msgs = messages(40)
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc.run(stop))
+    for m in msgs[:10]:
+        conn.queue.put(m)
+    await asyncio.wait_for(entered.wait(), 5.0)
+    for m in msgs[10:]:  # three batches of 10: two fill the queue (maxsize 2), the third waits to be handed over
+        conn.queue.put(m)
+    await until(lambda: conn.queue.empty(), "the inbox drained")
+    await asyncio.sleep(0.05)
+    gate.set()
+    try:
+        with pytest.raises(RuntimeError, match="the committer broke"):
+            await asyncio.wait_for(task, 5.0)
+    finally:
+        stop.set()
+    assert conn.acked == []
