@@ -30,8 +30,8 @@ def batches() -> list[list[tuple[Reading, OutletInfo]]]:
     """Four hours of minute data of two outlets (MN1 exceeding in its second hour) in batches of 30, a tenth
     of them held back and sent late, after their hours closed (journal rows below the closed-hour mark)."""
     rng = random.Random(7)
-    lines = []
-    late = []
+    lines: list[str] = []
+    late: list[str] = []
     for i in range(4 * 60):
         for mn in ("MN1", "MN2"):
             line = minute_packet(mn, H8 + timedelta(minutes=i), 80.0 if mn == "MN1" and 60 <= i < 120 else 20.0)
