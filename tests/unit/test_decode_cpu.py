@@ -201,3 +201,50 @@ def test_value_checks_are_those_of_the_former_validator() -> None:
             measurements |= {f"c{k}": Measurement(f"c{k}", {"Rtd": 1.0}, "N") for k in range(rnd.randint(95, 110))}
         r = Reading("MN0001", Stream.RTD, t, measurements)
         assert _outcome_of(v.check_values, r) == _outcome_of(former_check_values, r)
+
+
+def former_header(header: str) -> tuple[str, ...] | None:
+    """The header checks of ``_fast_head`` as of commit 6cb9411 (the reference): ``(qn, st, cn, pw, mn, flag)``."""
+    h = header.split(";")
+    if len(h) != 7 or h[6]:
+        return None
+    h_qn, h_st, h_cn, h_pw, h_mn, h_flag, _ = h
+    if (
+        h_qn[:3] != "QN="
+        or h_st[:3] != "ST="
+        or h_cn[:3] != "CN="
+        or h_pw[:3] != "PW="
+        or h_mn[:3] != "MN="
+        or h_flag[:5] != "Flag="
+    ):
+        return None
+    qn, st, cn, pw, mn, flag = h_qn[3:], h_st[3:], h_cn[3:], h_pw[3:], h_mn[3:], h_flag[5:]
+    ok = len(qn) == 17 and qn.isdigit() and st.isdigit() and cn.isdigit() and pw and mn
+    return (qn, st, cn, pw, mn, flag) if ok and len(flag) <= 3 and flag.isdigit() else None
+
+
+def test_the_fast_header_takes_what_the_former_checks_took() -> None:
+    from cems.protocol.hj212._decode import _HEAD
+
+    base = "QN=20261201155955000;ST=31;CN=2011;PW=123456;MN=MN0001;Flag=5;"
+    rnd = random.Random(5)
+    alphabet = list("0123456789;=QNSTCPWMFlag-&x \n\t")
+    headers = [base, base.replace("Flag=5", "Flag=255"), base.replace("Flag=5", "Flag=1234"),
+               base.replace("PW=123456", "PW=a=b"), base.replace("MN=MN0001", "MN="), base[:-1], base + ";",
+               base.replace("ST=31", "ST="), base.replace("QN=2026", "QN=026"),
+               base.replace("CN=2011", "CN=2O11")]  # fmt: skip
+    for _ in range(20_000):
+        chars = list(base)
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(chars) + 1)
+            op = rnd.random()
+            if op < 0.4 and i < len(chars):
+                chars[i] = rnd.choice(alphabet)
+            elif op < 0.7:
+                chars.insert(i, rnd.choice(alphabet))
+            elif i < len(chars):
+                del chars[i]
+        headers.append("".join(chars))
+    for h in headers:
+        m = _HEAD.fullmatch(h + "CP=&&", 0, len(h))
+        assert (m.groups() if m is not None else None) == former_header(h), h
