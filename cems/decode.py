@@ -10,8 +10,7 @@ Topics (defaults; the registry's ``[topics]`` table changes the prefixes):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from cems.errors import RejectedMessage
 from cems.model import Reading, Stream
@@ -22,50 +21,83 @@ from cems.registry import GridSensor, OutletInfo, Registry
 _STREAMS = {s.value: s for s in Stream}
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """A decoded message: a plant reading or a grid-sensor reading."""
+class Decoded(NamedTuple):
+    """A decoded message: a plant reading or a grid-sensor reading.  (A named tuple, built per message in
+    less than half the time of a frozen dataclass with ``tuple.__new__``: docs/benchmark.md, issue 20.)"""
 
     reading: Reading
     grid: bool = False
 
 
+_new: Final = tuple.__new__
+
+
 def decode_message(topic: str, payload: bytes, registry: Registry, *, require_crc: bool = True) -> Decoded:
-    t = registry.topics
-    tz: Any = registry.tz
-    if topic.startswith(t.prefix + "/"):
-        rest = topic[len(t.prefix) + 1 :].split("/")
-        if len(rest) != 2 or not rest[0]:
-            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {t.prefix}/{{mn}}/{{stream}}")
-        mn, kind = rest
+    c = _context(registry)
+    if topic.startswith(c.prefix):
+        mn, slash, kind = topic[len(c.prefix) :].partition("/")
+        if not slash or not mn or "/" in kind:
+            p = registry.topics.prefix
+            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {p}/{{mn}}/{{stream}}")
         if kind == "hj212":
-            return Decoded(decode_hj212(payload, mn, registry, require_crc=require_crc))
+            return _new(Decoded, (_decode_hj212_text(hj212_text(payload), mn, registry, c.tz, require_crc)[0], False))
         stream = _STREAMS.get(kind)
         if stream is None:
             raise RejectedMessage("bad_topic", f"topic {topic!r}: stream {kind!r} is not rtd|min|hour|day|hj212")
-        return Decoded(decode_payload(payload, mn=mn, stream=stream, tz=tz))
-    if topic.startswith(t.grid_prefix + "/"):
-        sensor = topic[len(t.grid_prefix) + 1 :]
+        return _new(Decoded, (decode_payload(payload, mn=mn, stream=stream, tz=c.tz), False))
+    if topic.startswith(c.grid_prefix):
+        sensor = topic[len(c.grid_prefix) :]
         if not sensor or "/" in sensor:
-            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {t.grid_prefix}/{{sensor_id}}")
+            p = registry.topics.grid_prefix
+            raise RejectedMessage("bad_topic", f"topic {topic!r} is not {p}/{{sensor_id}}")
         if payload.lstrip()[:2] == b"##":  # a raw HJ 212 packet (a JSON reading starts with '{')
             packet = hj212.decode(hj212_text(payload), require_crc=require_crc)
             check_grid_packet(packet, sensor, registry)
-            return Decoded(hj212.to_reading(packet, tz=tz), grid=True)
-        return Decoded(decode_payload(payload, mn=sensor, stream=Stream.RTD, tz=tz), grid=True)
+            return Decoded(hj212.to_reading(packet, tz=c.tz), grid=True)
+        return Decoded(decode_payload(payload, mn=sensor, stream=Stream.RTD, tz=c.tz), grid=True)
     raise RejectedMessage("bad_topic", f"topic {topic!r} is not a data topic")
+
+
+class _Context(NamedTuple):
+    """What :func:`decode_message` reads of a registry for every message: the topic prefixes (with their
+    ``/``) and the time zone (``Registry.tz`` builds a ``ZoneInfo`` per call)."""
+
+    registry: Registry
+    prefix: str
+    grid_prefix: str
+    tz: Any
+
+
+def _context(registry: Registry) -> _Context:
+    """The :class:`_Context` of ``registry``, remembered for the last registry (by identity: registries are
+    frozen, so their topics and time zone never change; one tuple, read and replaced whole)."""
+    global _last_context
+    c = _last_context
+    if c is not None and c.registry is registry:
+        return c
+    t = registry.topics
+    c = _last_context = _Context(registry, t.prefix + "/", t.grid_prefix + "/", registry.tz)
+    return c
+
+
+_last_context: _Context | None = None
 
 
 def decode_hj212(payload: bytes, topic_mn: str | None, registry: Registry, *, require_crc: bool = True) -> Reading:
     """Decode a raw HJ 212 packet (published for ``topic_mn``, when given); check MN, registry and password."""
-    return decode_hj212_text(hj212_text(payload), topic_mn, registry, require_crc=require_crc)[0]
+    return _decode_hj212_text(hj212_text(payload), topic_mn, registry, _context(registry).tz, require_crc)[0]
 
 
 def decode_hj212_text(
     text: str, topic_mn: str | None, registry: Registry, *, require_crc: bool = True
 ) -> tuple[Reading, OutletInfo]:
     """:func:`decode_hj212` of the packet's text; also returns the outlet (``cems replay``)."""
-    tz: Any = registry.tz
+    return _decode_hj212_text(text, topic_mn, registry, _context(registry).tz, require_crc)
+
+
+def _decode_hj212_text(
+    text: str, topic_mn: str | None, registry: Registry, tz: Any, require_crc: bool
+) -> tuple[Reading, OutletInfo]:
     fast = hj212.fast_reading(text, tz)
     if fast is not None:  # the common, well-formed data packet: same checks, no intermediate Packet
         mn, pw, reading = fast

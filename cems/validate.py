@@ -69,7 +69,6 @@ def _range(code: str) -> tuple[float, float] | None:
 #: ``_range`` by code (hot path: every value of every reading); bounded against floods of odd codes.
 _RANGE_CACHE: dict[str, tuple[float, float] | None] = {}
 _RANGE_CACHE_MAX: Final = 4096
-_UNSEEN: Final = (0.0, 0.0)
 
 
 def validate(
@@ -168,9 +167,25 @@ def _name_ok(name: str, grammar: re.Pattern[str], known: set[str]) -> bool:
 
 
 #: Names already checked (hot path: every value of every reading); bounded against floods of invented names.
-_KNOWN_CODES: set[str] = set()
 _KNOWN_SUFFIXES: set[str] = set()
 _KNOWN_MAX: Final = 4096
+
+
+_CodeSpec = tuple[float, float, tuple[float, float] | None]
+#: Good pollutant codes → (lowest, highest, range): the range of :func:`_range` (``None``: none), its bounds
+#: (± :data:`MAX_MAGNITUDE` without one).  Bounded against floods of invented names.
+_CODES: dict[str, _CodeSpec] = {}
+
+
+def _code_spec(code: str) -> _CodeSpec:
+    """The :data:`_CODES` entry of ``code`` (remembered while there is room), or ``bad_field``."""
+    if CODE_GRAMMAR.fullmatch(code) is None:
+        raise RejectedMessage("bad_field", f"pollutant code {_show(code)} is not letters, digits and '_' (1-24)")
+    rng = _range(code)
+    spec: _CodeSpec = (rng[0], rng[1], rng) if rng is not None else (-MAX_MAGNITUDE, MAX_MAGNITUDE, None)
+    if len(_CODES) < _KNOWN_MAX:
+        _CODES[code] = spec
+    return spec
 
 
 def check_values(reading: Reading) -> Reading:
@@ -178,23 +193,21 @@ def check_values(reading: Reading) -> Reading:
     without its NaN/Inf, negative or absurd values (each named in :attr:`Reading.dropped`), or the reading
     itself when every value is good.  Raises the first bad value's reason when no value is left."""
     ranged = _RANGED_SUFFIXES
-    codes, suffixes, ranges = _KNOWN_CODES, _KNOWN_SUFFIXES, _RANGE_CACHE
+    codes, suffixes = _CODES, _KNOWN_SUFFIXES
     big = MAX_MAGNITUDE
     n = 0
     bad: list[tuple[str, str, RejectedMessage]] | None = None
     for code, m in reading.measurements.items():
-        if code not in codes and not _name_ok(code, CODE_GRAMMAR, codes):
-            raise RejectedMessage("bad_field", f"pollutant code {_show(code)} is not letters, digits and '_' (1-24)")
+        spec = codes.get(code)  # (one look-up: the name is good, and its range)
+        if spec is None:
+            spec = _code_spec(code)
+        lo, hi, rng = spec
         values = m.values
         n += len(values) + (m.flag is not None)
         if not suffixes.issuperset(values):  # (rare: a suffix not checked before)
             for suffix in values:
                 if suffix not in suffixes and not _name_ok(suffix, SUFFIX_GRAMMAR, suffixes):
                     raise RejectedMessage("bad_field", f"{_show(code)}: suffix {_show(suffix)} is not a field suffix")
-        rng = ranges.get(code, _UNSEEN)
-        if rng is _UNSEEN:
-            rng = _range(code)
-        lo, hi = rng if rng is not None else (-big, big)
         for suffix, v in values.items():
             if -big <= v <= big and (suffix not in ranged or lo <= v <= hi):
                 continue

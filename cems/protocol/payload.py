@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from itertools import chain
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -98,10 +99,12 @@ def _fast_measurements(values: dict[str, dict[str, float | str]]) -> dict[str, M
     flags = DATA_FLAGS
     for code, nums in values.items():
         flag = nums.pop("Flag", None)
-        if (flag is not None and flag not in flags) or str in map(type, nums.values()):
+        if flag is not None and flag not in flags:
             return None
         code = _intern(code)  # kept as a key in per-outlet state: one copy of each code, not one per message
         out[code] = _new_tuple(Measurement, (code, nums, flag))  # (Measurement(...) without its Python frame)
+    if str in map(type, chain.from_iterable(map(dict.values, values.values()))):  # (every value at once, in C)
+        return None
     return out
 
 
@@ -193,14 +196,7 @@ def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING
         if parsed is not None:  # a value that is not a number, a bad flag: the dicts again, in their order
             values = _FAST_DECODER.decode(payload).values
         measurements = _measurements(values)
-    return Reading(
-        mn=mn,
-        stream=stream,
-        data_time=parse_data_time(data_time, tz),
-        measurements=measurements,
-        qn=qn,
-        origin="json",
-    )
+    return Reading(mn, stream, parse_data_time(data_time, tz), measurements, qn, "json")
 
 
 def encode_payload(reading: Reading) -> bytes:

@@ -44,6 +44,7 @@ def escape_tag(v: str) -> str:
 
 @lru_cache(maxsize=1 << 18)
 def _reading_prefix(mn: str, stream: str, enterprise: str, district: str) -> str:
+    # (``stream`` is a Stream: a str equal to, hashed and formatted as its value)
     return (
         f"{READING_MEASUREMENT},district={escape_tag(district)},enterprise={escape_tag(enterprise)}"
         f",mn={escape_tag(mn)},stream={stream}"
@@ -133,7 +134,7 @@ def present(row: Mapping[str, Any]) -> dict[str, Any]:
 def reading_line(reading: Reading, enterprise: str, district: str) -> str:
     """The ``cems_reading`` point of a reading.  Fields are ``{code}_{suffix}`` and ``{code}_Flag``, ``qn`` and
     ``dropped`` (the ``code-suffix`` of values left out as invalid, comma-separated)."""
-    tags = _reading_prefix(reading.mn, reading.stream.value, enterprise, district)
+    tags = _reading_prefix(reading.mn, reading.stream, enterprise, district)  # (a StrEnum: its .value costs)
     templates: list[str] = []
     values: list[float] = []
     get = _TEMPLATES.get
