@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from registries import one_outlet  # tests/registries.py
 
 from cems import validate as v
 from cems.decode import Decoded, check_grid_packet, decode_hj212, decode_message, hj212_text
@@ -26,7 +27,6 @@ from cems.protocol.payload import decode_payload
 from cems.registry import Registry, parse_registry
 from cems.sinks.lineprotocol import reading_line
 from cems.validate import validate
-from tests.registries import one_outlet
 
 _STREAMS = {s.value: s for s in Stream}
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
