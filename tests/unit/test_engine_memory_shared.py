@@ -172,3 +172,23 @@ def test_hour_summaries_in_any_arrival_order_snapshot_as_by_hour() -> None:
         assert [s.hour for s in q._stats] == sorted({s.hour for s in q._stats})
         snaps.append(q.snapshot())
     assert snaps[0]["stats"] == snaps[1]["stats"] and len(snaps[0]["stats"]) == 4
+
+
+def test_engine_state_after_one_reading_and_a_commit_stays_smaller() -> None:
+    import tracemalloc
+
+    n = 400
+    reg = parse_registry(_data.registry_toml(n))
+    readings = [decode_message(t, p, reg).reading for t, p in _data.throughput_messages(n, n, end=END)]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        eng = ComplianceEngine(reg)
+        for r in readings:
+            eng.on_reading(r)
+        eng.take_changes()  # the journal goes with the service's commit
+        per_outlet = (tracemalloc.get_traced_memory()[0] - base) / n
+    finally:
+        tracemalloc.stop()
+    assert len(eng._outlets) == n and not any(oe.judging for oe in eng._outlets.values())
+    assert per_outlet < 3300  # ≈ 2.8 KB measured (CPython 3.11); ≈ 4.6 KB before issue 20's second memory step
