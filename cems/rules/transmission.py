@@ -99,10 +99,13 @@ class _HourCodes:
             day = self._days[d] = bytearray(24)
         day[h % _DAY // 3600] = code + 1
 
-    def items(self) -> list[tuple[int, int]]:
+    def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
+        """(hour, code) ascending; only the days that overlap [lo, hi) when given (hours outside it may come)."""
         out: list[tuple[int, int]] = []
         for d in sorted(self._days):
             base = d * _DAY
+            if (lo is not None and base + _DAY <= lo) or (hi is not None and base >= hi):
+                continue
             out += [(base + 3600 * i, c - 1) for i, c in enumerate(self._days[d]) if c]
         return out
 
@@ -453,7 +456,7 @@ class RateCounter:
         repairs = {} if overlay is None else overlay.repairs(o.mn)
         for f in self.factors:
             counted = seen.get(f)
-            rows = counted.items() if counted is not None else []
+            rows = counted.items(lo, hi) if counted is not None else []  # (the loop below keeps [lo, hi))
             if effects or repairs:  # marks: valid / not valid; a repair (修约) makes the hour received and valid
                 slots = dict(rows)
                 for h, e in effects.items():
