@@ -88,7 +88,12 @@ class RecentGaps:
         if gap > 86400:  # an outage, not a cadence
             return
         gaps = self._gaps
-        self._gaps = _shared_gaps((*gaps[1:], gap) if len(gaps) >= WINDOW else (*gaps, gap))
+        if len(gaps) >= WINDOW:
+            if gaps.count(gap) == WINDOW:
+                return  # a steady cadence: the same gaps again
+            self._gaps = _shared_gaps((*gaps[1:], gap))
+        else:
+            self._gaps = _shared_gaps((*gaps, gap))
 
     def cadence(self, default: int) -> int:
         """The median of the recent gaps; before :data:`MIN_GAPS` of them, the finest stream hint seen (else

@@ -473,6 +473,7 @@ class QualityTracker:
         neg = -cfg.negative_tol
         ranges = cfg.analyser_range
         codes, lohi, masks = st.codes, st.lohi, st.masks
+        k = 0  # where the next code usually is: a DAS lists its codes in the same order every time
         flow = vel = o2 = co2 = temp = None
         has_zs = False
         kinds, isfinite = _KINDS, math.isfinite
@@ -499,19 +500,30 @@ class QualityTracker:
                 lo = hi = v
                 if len(vals) > 1 and ("Min" in vals or "Max" in vals):
                     lo, hi = self._min_max(code, vals, v)
-                try:
-                    i = codes.index(code)
-                except ValueError:  # the code's first valid value of the hour
-                    codes = st.codes = with_code(codes, code)
-                    lohi.append(lo)
-                    lohi.append(hi)
-                    masks.append(bit)
+                if k < len(codes) and codes[k] == code:
+                    i = k
                 else:
-                    if lo < lohi[2 * i]:
-                        lohi[2 * i] = lo
-                    if hi > lohi[2 * i + 1]:
-                        lohi[2 * i + 1] = hi
-                    masks[i] |= bit
+                    try:
+                        i = codes.index(code)
+                    except ValueError:  # the code's first valid value of the hour
+                        i = len(codes)
+                        codes = st.codes = with_code(codes, code)
+                        lohi.append(lo)
+                        lohi.append(hi)
+                        masks.append(bit)
+                        k = i + 1
+                        i = -1
+                if i >= 0:
+                    k = i + 1
+                    j = i + i
+                    if lo < lohi[j]:
+                        lohi[j] = lo
+                    j += 1
+                    if hi > lohi[j]:
+                        lohi[j] = hi
+                    minutes = masks[i]
+                    if not minutes & bit:
+                        masks[i] = minutes | bit
                 if kind == _CONC:
                     if v < neg:
                         st.neg = _or(st.neg, code, bit, v, True)

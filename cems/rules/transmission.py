@@ -70,6 +70,60 @@ def _ts(t: datetime) -> int:
     return math.floor((t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp())
 
 
+class _HourCodes:
+    """One outlet's and factor's counted hours: hour (epoch s) → ``rank * 2 + valid``.
+
+    Memory (issue 20): kept for the current and the previous month, a dict entry per hour was ≈ 1.4 KB an outlet
+    and factor a day (≈ 0.26 MB an outlet at a month's end, ≈ 26 GB for 100 000 outlets); here a day is 24 bytes
+    (each code + 1, 0: no record) in a ``bytearray`` per UTC day, ≈ 0.1 KB.  :meth:`items` gives what the dict
+    held (ascending by hour; every reader sums or sorts)."""
+
+    __slots__ = ("_days",)
+
+    def __init__(self) -> None:
+        self._days: dict[int, bytearray] = {}
+
+    def get(self, h: int) -> int | None:
+        day = self._days.get(h // _DAY)
+        if day is None:
+            return None
+        c = day[h % _DAY // 3600]
+        return c - 1 if c else None
+
+    def set(self, h: int, code: int) -> None:
+        if h % 3600 or not 0 <= code < 255:
+            raise ValueError(f"not an hour start or a code: {h}, {code}")
+        d = h // _DAY
+        day = self._days.get(d)
+        if day is None:
+            day = self._days[d] = bytearray(24)
+        day[h % _DAY // 3600] = code + 1
+
+    def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
+        """(hour, code) ascending; only the days that overlap [lo, hi) when given (hours outside it may come)."""
+        out: list[tuple[int, int]] = []
+        for d in sorted(self._days):
+            base = d * _DAY
+            if (lo is not None and base + _DAY <= lo) or (hi is not None and base >= hi):
+                continue
+            out += [(base + 3600 * i, c - 1) for i, c in enumerate(self._days[d]) if c]
+        return out
+
+    def drop_before(self, cut: int) -> int:
+        """Forget the hours before ``cut``; how many there were."""
+        n = 0
+        for d in [d for d in self._days if d * _DAY < cut]:
+            day = self._days[d]
+            base = d * _DAY
+            for i in range(24):
+                if day[i] and base + 3600 * i < cut:
+                    day[i] = 0
+                    n += 1
+            if not any(day):
+                del self._days[d]
+        return n
+
+
 def _day_index(ts: int) -> int:
     """Beijing calendar day number of an epoch second."""
     return (ts + _BJ_OFFSET) // _DAY
@@ -269,7 +323,7 @@ class RateCounter:
         self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
         self._factor_set = frozenset(self.factors)
         # mn → factor → hour epoch → rank * 2 + valid
-        self._seen: dict[str, dict[str, dict[int, int]]] = {}
+        self._seen: dict[str, dict[str, _HourCodes]] = {}
         self._min_hour: int | None = None
         self._max_hour: int | None = None
         # (mn, pollutant, hour epoch) → rank * 2 + exceeds, for every slot that ever had an exceeding record:
@@ -302,11 +356,16 @@ class RateCounter:
             self._exceed[ekey] = rank * 2 + (1 if rec.exceeds else 0)
         if rec.pollutant not in self._factor_set:
             return
-        slots = self._seen.setdefault(mn, {}).setdefault(rec.pollutant, {})
+        by_f = self._seen.get(mn)
+        if by_f is None:
+            by_f = self._seen[mn] = {}
+        slots = by_f.get(rec.pollutant)
+        if slots is None:
+            slots = by_f[rec.pollutant] = _HourCodes()
         code = rank * 2 + (1 if rec.counts_valid else 0)
         old = slots.get(h)
         if old is None or code >> 1 >= old >> 1:
-            slots[h] = code
+            slots.set(h, code)
 
     def newest_hour(self) -> datetime | None:
         """Start of the newest hour counted (``None`` before any)."""
@@ -319,10 +378,7 @@ class RateCounter:
         dropped = 0
         for by_f in self._seen.values():
             for slots in by_f.values():
-                old = [h for h in slots if h < cut]
-                for h in old:
-                    del slots[h]
-                dropped += len(old)
+                dropped += slots.drop_before(cut)
         for key in [k for k in self._exceed if k[2] < cut]:
             del self._exceed[key]
         if self._min_hour is not None and self._min_hour < cut:
@@ -399,9 +455,10 @@ class RateCounter:
         seen = self._seen.get(o.mn, {})
         repairs = {} if overlay is None else overlay.repairs(o.mn)
         for f in self.factors:
-            slots = seen.get(f, {})
+            counted = seen.get(f)
+            rows = counted.items(lo, hi) if counted is not None else []  # (the loop below keeps [lo, hi))
             if effects or repairs:  # marks: valid / not valid; a repair (修约) makes the hour received and valid
-                slots = dict(slots)
+                slots = dict(rows)
                 for h, e in effects.items():
                     if e == "valid":
                         slots[h] = slots.get(h, 0) | 1
@@ -410,7 +467,8 @@ class RateCounter:
                 for p, h in repairs:
                     if p == f:
                         slots[h] = slots.get(h, 0) | 1
-            for h, code in slots.items():
+                rows = list(slots.items())
+            for h, code in rows:
                 if lo <= h < hi and h not in stopped:
                     c = days[_day_index(h)][f]
                     c[1] += 1
@@ -535,7 +593,7 @@ class RateCounter:
             "version": 1,
             "kind": "rate_counter",
             "seen": {
-                mn: {f: [[h, c] for h, c in sorted(slots.items())] for f, slots in by_f.items()}
+                mn: {f: [[h, c] for h, c in slots.items()] for f, slots in by_f.items()}
                 for mn, by_f in sorted(self._seen.items())
             },
             "min_hour": self._min_hour,
@@ -547,9 +605,13 @@ class RateCounter:
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("version") != 1 or state.get("kind") != "rate_counter":
             raise ValueError("not a version-1 rate_counter state")
-        self._seen = {
-            mn: {f: {int(h): int(c) for h, c in rows} for f, rows in by_f.items()} for mn, by_f in state["seen"].items()
-        }
+        self._seen = {}
+        for mn, by_f in state["seen"].items():
+            mine = self._seen[mn] = {}
+            for f, rows in by_f.items():
+                slots = mine[f] = _HourCodes()
+                for h, c in rows:
+                    slots.set(int(h), int(c))
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
         # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)

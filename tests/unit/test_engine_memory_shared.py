@@ -172,3 +172,48 @@ def test_hour_summaries_in_any_arrival_order_snapshot_as_by_hour() -> None:
         assert [s.hour for s in q._stats] == sorted({s.hour for s in q._stats})
         snaps.append(q.snapshot())
     assert snaps[0]["stats"] == snaps[1]["stats"] and len(snaps[0]["stats"]) == 4
+
+
+def test_engine_state_after_one_reading_and_a_commit_stays_smaller() -> None:
+    import tracemalloc
+
+    n = 400
+    reg = parse_registry(_data.registry_toml(n))
+    readings = [decode_message(t, p, reg).reading for t, p in _data.throughput_messages(n, n, end=END)]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        eng = ComplianceEngine(reg)
+        for r in readings:
+            eng.on_reading(r)
+        eng.take_changes()  # the journal goes with the service's commit
+        per_outlet = (tracemalloc.get_traced_memory()[0] - base) / n
+    finally:
+        tracemalloc.stop()
+    assert len(eng._outlets) == n and not any(oe.judging for oe in eng._outlets.values())
+    assert per_outlet < 3300  # ≈ 2.8 KB measured (CPython 3.11); ≈ 4.6 KB before issue 20's second memory step
+
+
+def test_counted_hours_as_day_bytes_equal_the_dict_they_were() -> None:
+    from cems.rules.transmission import _HourCodes
+
+    rng = random.Random(11)
+    base = 1_772_323_200  # a UTC midnight
+    for _ in range(50):
+        ref: dict[int, int] = {}
+        got = _HourCodes()
+        for _ in range(rng.randrange(0, 200)):
+            h = base + 3600 * rng.randrange(-100, 1500)
+            code = rng.randrange(0, 6)
+            old = ref.get(h)
+            assert got.get(h) == old
+            if old is None or code >> 1 >= old >> 1:
+                ref[h] = code
+                got.set(h, code)
+        assert got.items() == sorted(ref.items())
+        cut = base + 3600 * rng.randrange(-100, 1500) + rng.choice([0, 1800])
+        dropped = [h for h in ref if h < cut]
+        assert got.drop_before(cut) == len(dropped)
+        for h in dropped:
+            del ref[h]
+        assert got.items() == sorted(ref.items())
