@@ -267,20 +267,33 @@ class _HourStats:
         return dict(zip(self.codes, self.masks, strict=True))
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able; empty parts left out (most hours have only the flatline summary)."""
+        """JSON-able; empty parts left out (most hours have only the flatline summary).  (CPU, issue 20: each
+        snapshot writes every hour kept; the arrays read once as lists, the parts tested one by one.)"""
         d: dict[str, Any] = {}
-        for k in ("lo", "hi", "mask", "neg", "pinned", "novel"):
-            v = getattr(self, k)
-            if v:
-                d[k] = v
+        codes = self.codes
+        if codes:
+            lohi = self.lohi.tolist()
+            d["lo"] = dict(zip(codes, lohi[0::2], strict=True))
+            d["hi"] = dict(zip(codes, lohi[1::2], strict=True))
+            d["mask"] = dict(zip(codes, self.masks.tolist(), strict=True))
+        if self.neg:
+            d["neg"] = self.neg
+        if self.pinned:
+            d["pinned"] = self.pinned
+        if self.novel:
+            d["novel"] = self.novel
         if self.o2co2[0]:
             d["o2co2"] = self.o2co2
         if self.drywet[0]:
             d["drywet"] = self.drywet
-        for k in ("running", "rs_off", "zs_rt", "mins"):
-            v = getattr(self, k)
-            if v:
-                d[k] = v
+        if self.running:
+            d["running"] = self.running
+        if self.rs_off:
+            d["rs_off"] = self.rs_off
+        if self.zs_rt:
+            d["zs_rt"] = self.zs_rt
+        if self.mins:
+            d["mins"] = self.mins
         return d
 
     @classmethod
