@@ -604,6 +604,10 @@ class IngestService:
         good, items, commands, rejects, fingerprints = p.good, p.items, p.commands, p.rejects, p.fingerprints
         readings = [(r, info) for r, info in filter(None, items) if info is not None]
         grid = [r for r, info in filter(None, items) if info is None]
+        # the decoded readings live on only in the lists given to the rules, which drop them once judged, before
+        # the commit the batch may wait for (issue 20, memory: ≈ 3 KB a reading, 5 000 in a full batch)
+        p.items = []
+        del items
         n_data = len(good)
         if self.compliance is not None and (readings or grid or commands):
             # hourly records, events, engine state and alerts durable before the batch is acknowledged:
@@ -616,7 +620,9 @@ class IngestService:
                 for m in data:
                     self._ack(m)
 
-            bad_commands = await self.compliance.on_batch(readings, commands, stop, release=release, grid=grid)
+            judged = self.compliance.on_batch(readings, commands, stop, release=release, grid=grid)
+            del readings, grid
+            bad_commands = await judged
             if bad_commands is None:
                 return  # stopping before the results are durable: the broker redelivers the batch
             bad_ids = {id(m) for m, _ in bad_commands}

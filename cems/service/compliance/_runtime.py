@@ -417,15 +417,19 @@ class ComplianceRuntime:
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
+        n_readings = len(readings)
         async with self.lock:
             if readings:
                 await self._load_archived(readings)
                 self._pending.extend(self._judge(readings))
             if grid:
                 self._grid_pending.extend(self._judge_grid(grid))
+            # judged: this frame lets the readings go before the commit below (issue 20, memory; the ingester
+            # keeps no other reference to them)
+            del readings, grid
             if release is not None:
                 self._held.append(release)
-                self._held_messages += len(readings)
+                self._held_messages += n_readings
             if self._held_messages >= self.config.commit_max_messages:
                 due = True
             elif self._behind():
