@@ -1,18 +1,25 @@
 """Memory of the ingest service at 100 000 outlets (issue 20): the ``cems_reading`` prefix made without a cache by
 outlet, the duplicate window kept as a set and a deque, ``last_data_time`` keyed by the registry's MN string, and a
 written batch's lines and evidence dropped before its rules.  These check that what is written and what is judged a
-duplicate are the same as before."""
+duplicate are the same as before; and the live ``cems_rate`` write, made a slice of outlets at a time, gives the
+same points."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from registries import many_outlets
 
 from cems.devtools.bench import _data
-from cems.model import Measurement, Reading, Stream
+from cems.engine import ComplianceEngine
+from cems.model import BEIJING, Measurement, Reading, Stream
 from cems.registry import parse_registry
+from cems.replay import load_readings
 from cems.service.ingest import IngestService, IngestSettings
 from cems.service.mqtt import InboundMessage, Inbox, MqttSettings
 from cems.sinks.influx import InfluxConfig
@@ -129,3 +136,54 @@ async def test_duplicate_window_evicts_the_oldest_and_counts_a_fingerprint_once(
     for mn in svc.stats.last_data_time:
         info = REG.outlet(mn)
         assert info is not None and info.outlet.mn is mn
+
+
+def _rates_engine() -> tuple[Any, datetime, datetime]:
+    """The rate counter of an engine fed 3 hours of minute data of 8 of 10 outlets (one far above its limit), with
+    the window [Beijing midnight, the end of the data + 1 h)."""
+    reg = parse_registry(many_outlets(9))
+    day = datetime(2026, 11, 20, tzinfo=BEIJING)
+    silent = {"MN1007", "MN1008"}
+    docs = []
+    for info in reg.outlets():
+        mn = info.outlet.mn
+        if mn in silent:
+            continue
+        for m in range(180):
+            so2 = 8.0 + (300.0 if mn == "MN0001" and 60 <= m < 120 else 0.0)
+            values = {"a21026": {"Avg": so2, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}
+            t = (day + timedelta(hours=8, minutes=m)).isoformat()
+            docs.append(json.dumps({"mn": mn, "stream": "min", "data_time": t, "values": values}))
+    engine = ComplianceEngine(reg, journal=False)
+    for r, info in load_readings(reg, docs, "jsonl"):
+        engine.on_reading(r, info)
+    engine.on_clock(day + timedelta(hours=12))
+    return engine.rates, day, day + timedelta(hours=12)
+
+
+def test_outlet_day_rates_by_slices_are_the_whole() -> None:
+    """The live ``cems_rate`` write takes the outlets a slice at a time: the slices' day rates, in order, are the
+    day rates of every outlet."""
+    rates, start, end = _rates_engine()
+    whole = rates.outlet_days(start, end)
+    assert len(whole) == 10 and any(r.received for r in whole) and any(not r.received for r in whole)
+    outlets = rates.outlets_by_mn()
+    for size in (1, 3, 10, 20):
+        parts = [r for i in range(0, len(outlets), size) for r in rates.outlet_days(start, end, outlets[i : i + size])]
+        assert parts == whole
+
+
+def test_district_months_as_summed_over_outlet_months() -> None:
+    """``district_months`` sums each outlet's month counts into its district without the per-outlet table: the
+    same counts and outlet numbers as summed from ``_monthly`` (the table it used)."""
+    rates, start, end = _rates_engine()
+    month_start = start.replace(day=1)
+    (got,) = rates.district_months(month_start, end)
+    monthly = rates._monthly((int(month_start.timestamp()), int(end.timestamp())))
+    assert (got.expected, got.received, got.valid, got.outlets) == (
+        sum(c.expected for c in monthly.values()),
+        sum(c.received for c in monthly.values()),
+        sum(c.valid for c in monthly.values()),
+        len(monthly),
+    )
+    assert got.outlets == 10 and got.received < got.expected and got.exceeding_enterprises == ("E001",)
