@@ -42,13 +42,18 @@ def escape_tag(v: str) -> str:
     return v.translate(_TAG_ESCAPE)
 
 
-@lru_cache(maxsize=1 << 18)
+def _tag(v: str) -> str:
+    """:func:`escape_tag` without its cache: a value with nothing to escape (letters and digits, as MNs and
+    enterprise ids are) is the value itself."""
+    return v if v.isalnum() else v.translate(_TAG_ESCAPE)
+
+
 def _reading_prefix(mn: str, stream: str, enterprise: str, district: str) -> str:
+    """Not cached (issue 20, memory): a cache by outlet kept ≈ 0.5 KB per outlet for the life of the process
+    (≈ 50 MB at 100 000 outlets) to save ≈ 0.2 µs per reading."""
     # (``stream`` is a Stream: a str equal to, hashed and formatted as its value)
-    return (
-        f"{READING_MEASUREMENT},district={escape_tag(district)},enterprise={escape_tag(enterprise)}"
-        f",mn={escape_tag(mn)},stream={stream}"
-    )
+    head = f"{READING_MEASUREMENT},district={_tag(district)},enterprise={_tag(enterprise)}"
+    return f"{head},mn={_tag(mn)},stream={stream}"
 
 
 @lru_cache(maxsize=1 << 14)
