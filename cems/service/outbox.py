@@ -251,7 +251,11 @@ def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now_ts: float) 
     )
 
 
-def due_rows(conn: sqlite3.Connection, now_ts: float, limit: int = 200) -> list[OutboxItem]:
+#: Rows a dispatcher pass delivers at most.
+DUE_LIMIT: Final = 200
+
+
+def due_rows(conn: sqlite3.Connection, now_ts: float, limit: int = DUE_LIMIT) -> list[OutboxItem]:
     """Pending rows due now, oldest first, skipping a row while an earlier row of the same event and target
     is still pending (per-event order)."""
     cur = conn.execute(
@@ -338,6 +342,13 @@ class OutboxDispatcher:
     ``run(stop)`` polls every ``poll_s`` or when :meth:`kick` is called.  Delivery is at least once: a row is
     marked done after the broker's PUBACK / the receiver's 2xx, so a crash in between sends it again
     (receivers deduplicate on ``X-Cems-Alert-Id``).
+
+    Passes overlap: a pass takes the due rows that no other pass holds (``_inflight``) and delivers them in a
+    task of its own, so rows committed while an earlier pass waits for its PUBACKs, or for its ``done`` update
+    (the database thread, possibly behind a large commit of engine state), leave at once (alert latency).  A
+    row is let go only after its outcome is committed, and a pass ignores the rows held when its read began:
+    the reading connection (WAL) may not see an outcome committed during the read, never one committed
+    before it.  Rows of one event and target still leave in order (``due_rows``).
     """
 
     def __init__(
@@ -363,7 +374,9 @@ class OutboxDispatcher:
         self._own_client = client is None
         self._kick = asyncio.Event()
         self._sem = asyncio.Semaphore(max(1, webhooks.concurrency))
-        self._lock = asyncio.Lock()
+        #: rows taken by a pass whose outcome is not committed yet (ids)
+        self._inflight: set[int] = set()
+        self._passes: set[asyncio.Task[int]] = set()
         self._last_prune = 0.0
         self.delivered = 0
         self.failures = 0
@@ -378,38 +391,70 @@ class OutboxDispatcher:
         return self._client
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            # cleared before the pass, not after: rows committed (and kicked) while a pass waits for its
-            # PUBACKs are delivered by the next pass at once, not after ``poll_s`` (alert latency)
-            self._kick.clear()
+        try:
+            while not stop.is_set():
+                # cleared before the pass, not after: rows committed (and kicked) while a pass waits for its
+                # PUBACKs are taken by the next pass at once, not after ``poll_s`` (alert latency)
+                self._kick.clear()
+                try:
+                    rows = await self._take()
+                except Exception:  # keep delivering whatever happens to one pass
+                    log.exception("outbox pass failed")
+                    rows = []
+                if rows:
+                    task = asyncio.create_task(self._deliver_rows(rows))
+                    self._passes.add(task)
+                    task.add_done_callback(self._pass_done)
+                kicker = asyncio.ensure_future(self._kick.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({kicker, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                kicker.cancel()
+                stopper.cancel()
+        finally:
+            # the passes under way end with their PUBACKs and outcomes (cancelled with this task: their rows
+            # stay pending and are delivered again after a restart)
+            passes = list(self._passes)
             try:
-                await self.run_once()
-            except Exception:  # keep delivering whatever happens to one pass
-                log.exception("outbox pass failed")
-            kicker = asyncio.ensure_future(self._kick.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({kicker, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
-            kicker.cancel()
-            stopper.cancel()
+                await asyncio.gather(*passes, return_exceptions=True)
+            finally:
+                for t in passes:
+                    t.cancel()
+
+    def _pass_done(self, task: asyncio.Task[int]) -> None:
+        self._passes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("outbox pass failed", exc_info=task.exception())
 
     async def run_once(self) -> int:
         """One pass over the due rows; returns how many were delivered."""
-        async with self._lock:
-            now = self._time()
-            rows = await self.db.read(lambda c: due_rows(c, now))
-            if not rows:
-                if now - self._last_prune > 3600.0:
-                    self._last_prune = now
-                    await self.db.call(lambda c: prune_done(c, now - 7 * 86400.0))
-                return 0
-            results = await asyncio.gather(*(self._deliver(r) for r in rows))
+        rows = await self._take()
+        return await self._deliver_rows(rows) if rows else 0
 
+    async def _take(self) -> list[OutboxItem]:
+        """The due rows that no pass holds, now held by the caller (who must pass them to _deliver_rows)."""
+        now = self._time()
+        held = set(self._inflight)
+        rows = await self.db.read(lambda c: due_rows(c, now, DUE_LIMIT + len(held)))
+        rows = [r for r in rows if r.id not in held and r.id not in self._inflight][:DUE_LIMIT]
+        self._inflight.update(r.id for r in rows)
+        if not rows and now - self._last_prune > 3600.0:
+            self._last_prune = now
+            await self.db.call(lambda c: prune_done(c, now - 7 * 86400.0))
+        return rows
+
+    async def _deliver_rows(self, rows: list[OutboxItem]) -> int:
+        try:
+            results = await asyncio.gather(*(self._deliver(r) for r in rows))
             done_now = self._time()
             await self.db.call(lambda c: _record(c, results, done_now))
-            ok = sum(1 for r in results if r.ok)
-            self.delivered += ok
-            self.failures += len(results) - ok
-            return ok
+        finally:
+            self._inflight.difference_update(r.id for r in rows)
+        ok = sum(1 for r in results if r.ok)
+        self.delivered += ok
+        self.failures += len(results) - ok
+        if ok:
+            self._kick.set()  # a row waiting behind a delivered one (same event and target) is due now
+        return ok
 
     async def _deliver(self, item: OutboxItem) -> _Result:
         try:

@@ -183,3 +183,50 @@ async def test_the_reading_connection_sees_what_is_committed_and_cannot_write(tm
         await db.close()
     with pytest.raises(RuntimeError):
         await db.read(lambda c: None)
+
+
+async def test_a_pass_waiting_for_its_done_update_does_not_hold_back_the_next_alert(tmp_path: Path) -> None:
+    """The ``done`` update of a pass goes through the database thread, possibly behind a large commit of engine
+    state: rows committed meanwhile leave at once (passes overlap), and none leaves twice."""
+    db = StateDB(tmp_path / "s.sqlite3")
+    await db.open()
+    sent: list[tuple[str, float]] = []
+    first_in_flight = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def publish(topic: str, body: bytes) -> None:
+        if not sent and topic == "t/1":
+            first_in_flight.set()
+            await release_first.wait()
+        sent.append((topic, time.monotonic()))
+
+    def add(conn: sqlite3.Connection, n: int) -> None:
+        with transaction(conn):
+            enqueue(conn, [OutboxRow(MQTT, f"t/{n}", f"e{n}", f"a{n}", b"{}")], time.time())
+
+    disp = OutboxDispatcher(db, WebhookSettings(), publish=publish, poll_s=0.05)
+    stop = asyncio.Event()
+    await db.call(lambda c: add(c, 1))
+    task = asyncio.create_task(disp.run(stop))
+    try:
+        await asyncio.wait_for(first_in_flight.wait(), 5.0)
+        await db.call(lambda c: add(c, 2))
+        blocker = asyncio.ensure_future(db.call(lambda c: time.sleep(1.5)))  # a long commit of engine state
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        disp.kick()
+        release_first.set()  # row 1 is published; its done update waits behind the long commit
+        while len(sent) < 2 and time.monotonic() - t0 < 10.0:
+            await asyncio.sleep(0.01)
+        assert sorted(t for t, _ in sent) == ["t/1", "t/2"]  # (two events: in either order)
+        assert max(t for _, t in sent) - t0 < 1.0  # not after the long commit (1.5 s)
+        await blocker
+        await asyncio.sleep(0.3)  # passes polling meanwhile (every 0.05 s) take neither row again
+        assert sorted(t for t, _ in sent) == ["t/1", "t/2"]
+        pending = await db.read(lambda c: c.execute("SELECT count(*) FROM outbox WHERE status='pending'").fetchone())
+        assert pending[0] == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+        await disp.aclose()
+        await db.close()

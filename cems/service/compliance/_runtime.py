@@ -6,9 +6,9 @@ For every durable batch of readings (and on a clock tick every few seconds) the 
 2. writes the closed hours (``cems_hourly``) and the event updates (``cems_event``) to InfluxDB, durably;
 3. commits in SQLite, before the batch's MQTT messages are acknowledged, the changed per-outlet engine
    snapshots, the rate counter, the events table and the alert outbox rows (MQTT + webhooks), and lets the
-   :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts; when many outlets changed
-   (``split_commit_outlets``) the events and outbox rows go first in a small transaction of their own and
-   the alerts leave at once, the snapshots follow in a second;
+   :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts; when the commit raises alerts
+   (and holds ``split_commit_outlets`` changed outlets, 0 by default) the events and outbox rows go first in a
+   small transaction of their own and the alerts leave at once, the snapshots follow in a second;
 4. acknowledges the batch's messages.
 
 Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
@@ -169,8 +169,10 @@ class ComplianceConfig:
     commit_max_messages: int = 8000
     #: A commit that raises alerts and holds at least this many changed outlets commits the events and alerts
     #: first, in their own transaction, so that the alerts do not wait for the snapshots; a smaller one stays
-    #: one transaction (a second fsync would cost more than the snapshots; docs/benchmark.md).
-    split_commit_outlets: int = 256
+    #: one transaction.  0 (every commit that raises alerts): at half the sustained rate a batch's snapshots
+    #: cost more than the second fsync, and the alert leaves before them (docs/benchmark.md, "alert latency
+    #: at half the sustained rate").
+    split_commit_outlets: int = 0
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -772,7 +774,10 @@ class ComplianceRuntime:
         ]
         ups = list(upserts.values())
         ts = time.time()
-        if rows and len(changes) >= self.config.split_commit_outlets:
+        # a crash between the two transactions is safe while each event has at most one update in them (the
+        # first update redelivered must be the one its row remembers to be suppressed): else one transaction
+        split = len({u.event.event_id for u in events}) == len(events)
+        if rows and len(changes) >= self.config.split_commit_outlets and split:
             # the alerts leave as soon as they and their events are durable (a small transaction), not after
             # the engine state (the large one, next): see commit_events for why a crash in between is safe
             try:
