@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol
 
 from cems.model import BEIJING, O2, Reading, Stream
 from cems.registry import Outlet
+from cems.rules._shared import SharedSettings
 from cems.rules.cadence import STREAM_HINT_S, RecentGaps
 from cems.rules.hourly import HourlyRecord, is_concentration, unit_factors
 from cems.rules.limits import LimitSchedule
@@ -608,26 +609,8 @@ class _WarnParams:
         self.ok_flags = ok_flags
 
 
-#: The settings objects by value (the objects among them by identity: each cached one keeps them alive).
-_WARN_PARAMS: dict[tuple[Any, ...], _WarnParams] = {}
-
-
-def _warn_params(
-    n_open: int,
-    n_close: int,
-    stop_after: float,
-    schedule: LimitSchedule,
-    factors: Mapping[str, float],
-    max_o2: float,
-    ok_flags: frozenset[str | None],
-) -> _WarnParams:
-    key = (n_open, n_close, stop_after, id(schedule), id(factors), max_o2, id(ok_flags))
-    p = _WARN_PARAMS.get(key)
-    if p is None:
-        p = _WarnParams(n_open, n_close, stop_after, schedule, factors, max_o2, ok_flags)
-        if len(_WARN_PARAMS) < 4096:
-            _WARN_PARAMS[key] = p
-    return p
+#: The settings objects, one per distinct set of values (memory, issue 20).
+_warn_params = SharedSettings(_WarnParams)
 
 
 class RealtimeWarningTracker:

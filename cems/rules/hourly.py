@@ -89,6 +89,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
+from cems.rules._shared import SharedSettings
 from cems.rules.cadence import STREAM_HINT_S, hour_cadence
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
@@ -600,36 +601,8 @@ class _Params:
         self.journaling = journaling
 
 
-#: The settings objects by value (the objects among them by identity: each cached ``_Params`` keeps them alive,
-#: so an id is not reused while its entry exists).  Bounded.
-_PARAMS: dict[tuple[Any, ...], _Params] = {}
-
-
-def _params(
-    lateness_s: int,
-    hold_s: int,
-    repair: timedelta,
-    schedule: LimitSchedule,
-    factors: Mapping[str, float],
-    max_o2: float,
-    over_range_valid: bool,
-    rel_tol: float,
-    abs_tol: float,
-    archive: HourArchive | None,
-    journaling: bool,
-) -> _Params:
-    """The shared settings object with these values (made when new)."""
-    key = (lateness_s, hold_s, repair, id(schedule), id(factors), max_o2, over_range_valid, rel_tol, abs_tol,
-           id(archive), journaling)  # fmt: skip
-    p = _PARAMS.get(key)
-    if p is None:
-        p = _Params(
-            lateness_s, hold_s, repair, schedule, factors, max_o2, over_range_valid, rel_tol, abs_tol, archive,
-            journaling,
-        )  # fmt: skip
-        if len(_PARAMS) < 4096:
-            _PARAMS[key] = p
-    return p
+#: The settings objects, one per distinct set of values (memory, issue 20).
+_params = SharedSettings(_Params)
 
 
 class OutletHourly:

@@ -64,6 +64,7 @@ from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet, Quality
+from cems.rules._shared import SharedSettings
 from cems.rules.events import (
     RETRACTED_STATUS,
     Event,
@@ -382,20 +383,8 @@ class _QualityParams:
         self.keep_s = keep_s
 
 
-#: The settings objects by value (the objects among them by identity: each cached one keeps them alive).
-_QUALITY_PARAMS: dict[tuple[Any, ...], _QualityParams] = {}
-
-
-def _quality_params(
-    cfg: Quality, schedule: LimitSchedule, factors: Mapping[str, float], max_o2: float, o2_co2: bool, keep_s: int
-) -> _QualityParams:
-    key = (id(cfg), id(schedule), id(factors), max_o2, o2_co2, keep_s)
-    p = _QUALITY_PARAMS.get(key)
-    if p is None:
-        p = _QualityParams(cfg, schedule, factors, max_o2, o2_co2, keep_s)
-        if len(_QUALITY_PARAMS) < 4096:
-            _QUALITY_PARAMS[key] = p
-    return p
+#: The settings objects, one per distinct set of values (memory, issue 20).
+_quality_params = SharedSettings(_QualityParams)
 
 
 class QualityTracker:
