@@ -534,11 +534,8 @@ class RateCounter:
         """(mn, month) → counts."""
         out: dict[tuple[str, str], RateCounts] = {}
         for info in self.registry.outlets():
-            days = self._outlet_counts(info, *win)
-            for d, by in days.items():
-                key = (info.outlet.mn, _month_key(_day_date(d)))
-                c = RateCounts(*(sum(x[i] for x in by.values()) for i in range(3)))
-                out[key] = out.get(key, RateCounts()) + c
+            for month, c in self._month_counts(self._outlet_counts(info, *win)).items():
+                out[(info.outlet.mn, month)] = c
         return out
 
     def outlet_months(self, start: datetime | None = None, end: datetime | None = None) -> list[OutletMonthRate]:
