@@ -1,0 +1,40 @@
+"""``cems bench``'s verdicts use issue 20's targets: CPU per message ≤ 2.5× the bare consumer's, alert p99 ≤
+0.5 s at half the sustained rate, peak RSS ≤ 512 MB at 100 000 outlets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cems.devtools.bench._run import evaluate
+
+
+def _verdicts(fig: dict[str, Any]) -> dict[str, str]:
+    return {name: result for name, _value, _target, result in evaluate(fig)}
+
+
+def test_targets_met_pass() -> None:
+    v = _verdicts({"lost": 0, "cpu_per_msg_vs_baseline": 2.5, "alert_latency_p99_s": 0.5, "rss_mb": {"100000": 512.0}})
+    assert v["cpu_per_msg_vs_baseline"] == "PASS"
+    assert v["alert_latency_p99_s"] == "PASS"
+    assert v["rss_mb (100,000 outlets)"] == "PASS"
+
+
+def test_targets_missed_fail() -> None:
+    v = _verdicts(
+        {
+            "lost": 0,
+            "cpu_per_msg_vs_baseline": 2.51,
+            "alert_latency_p99_s": 0.501,
+            "rss_mb": {"10000": 600.0, "100000": 546.2},
+        }
+    )
+    assert v["cpu_per_msg_vs_baseline"] == "FAIL"
+    assert v["alert_latency_p99_s"] == "FAIL"
+    assert v["rss_mb (100,000 outlets)"] == "FAIL"
+    assert v["rss_mb (10,000 outlets)"] == "-"  # no target below 100 000 outlets
+
+
+def test_unmeasured_figures_have_no_verdict() -> None:
+    v = _verdicts({"lost": 0})
+    assert v["cpu_per_msg_vs_baseline"] == "-"
+    assert v["alert_latency_p99_s"] == "-"
