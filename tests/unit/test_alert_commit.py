@@ -43,7 +43,7 @@ BATCHES: list[list[tuple[Reading, OutletInfo]]] = [
 ]
 
 
-def runtime(state_dir: Path) -> ComplianceRuntime:
+def runtime(state_dir: Path, **config: Any) -> ComplianceRuntime:
     async def write(lines: list[str], stop: asyncio.Event | None) -> bool:
         return True
 
@@ -52,7 +52,10 @@ def runtime(state_dir: Path) -> ComplianceRuntime:
 
     clock = lambda: H8 + timedelta(minutes=1)  # noqa: E731 - the clock closes nothing: data time does
     return ComplianceRuntime(
-        REG, ComplianceConfig(state_dir=state_dir, clock=clock, split_commit_outlets=0), write=write, publish=publish
+        REG,
+        ComplianceConfig(state_dir=state_dir, clock=clock, split_commit_outlets=0, **config),
+        write=write,
+        publish=publish,
     )
 
 
@@ -73,11 +76,24 @@ async def feed(rt: ComplianceRuntime, batches: list[int], released: set[int]) ->
         assert res == []
 
 
+@pytest.mark.parametrize(
+    ("config", "ahead"),
+    [
+        # the events and alerts of each commit ahead of its state, the state at every commit
+        ({"alerts_before_state": False}, 1),
+        # the alerts of batches ahead of the state (not due for an hour) until an event is updated again: then
+        # that update and the state in one transaction; the process dies at the second such state commit, with
+        # two events' updates ahead of it
+        ({"alerts_before_state": True, "commit_interval_s": 3600.0}, 2),
+        ({"alerts_before_state": True}, 1),
+    ],
+    ids=["state-each-commit", "state-deferred", "default"],
+)
 async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and_alerts_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], ahead: int
 ) -> None:
     everything = list(range(len(BATCHES)))
-    ref = runtime(tmp_path / "ref")
+    ref = runtime(tmp_path / "ref", alerts_before_state=False)
     await ref.open()
     await feed(ref, everything, set())
     await ref.shutdown()
@@ -85,7 +101,7 @@ async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and
     want = stored(tmp_path / "ref")
     assert len(want["alerts"]) >= 4 and len(want["events"]) >= 2  # the data raise and close events
 
-    # the first state commit after an alert commit fails (the process "dies" between the two transactions)
+    # the first state commit after ``ahead`` alert commits fails (the process "dies" between the transactions)
     real_events, real_state = _state.commit_events, _state.commit_state
     armed: list[bool] = []
 
@@ -94,18 +110,19 @@ async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and
         armed.append(True)
 
     def commit_state(*a: Any) -> None:
-        if armed:
+        if len(armed) >= ahead:
             raise sqlite3.OperationalError("disk I/O error (simulated crash)")
         real_state(*a)
 
     monkeypatch.setattr(runtime_mod, "commit_events", commit_events)
     monkeypatch.setattr(runtime_mod, "commit_state", commit_state)
     released: set[int] = set()
-    rt = runtime(tmp_path / "crash")
+    rt = runtime(tmp_path / "crash", **config)
     await rt.open()
     with pytest.raises(sqlite3.OperationalError):
         await feed(rt, everything, released)
     await rt.close()
+    assert len(armed) == ahead
     crashed = stored(tmp_path / "crash")
     assert crashed["alerts"] and crashed["alerts"] == want["alerts"][: len(crashed["alerts"])]  # alert durable
     assert len(released) < len(BATCHES)
@@ -113,7 +130,7 @@ async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and
     monkeypatch.setattr(runtime_mod, "commit_state", real_state)
 
     # restart: the broker redelivers every batch not acknowledged, then the rest follows
-    rt = runtime(tmp_path / "crash")
+    rt = runtime(tmp_path / "crash", **config)
     await rt.open()
     await feed(rt, [i for i in everything if i not in released], released)
     assert rt.stats.duplicates_suppressed >= 1
@@ -124,6 +141,25 @@ async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and
     assert got["events"] == want["events"]
     assert got["states"] == want["states"]
     assert released == set(everything)
+
+
+async def test_an_alert_leaves_before_the_state_commit_that_acknowledges_its_batch(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, commit_interval_s=3600.0)  # the group commit is not due while the batches come
+    await rt.open()
+    released: set[int] = set()
+    first = None
+    for i in range(len(BATCHES)):
+        await feed(rt, [i], released)
+        if stored(tmp_path)["alerts"]:
+            first = i
+            break
+    assert first is not None
+    assert first not in released  # its engine state is not committed yet: not acknowledged
+    states_before = stored(tmp_path)["states"]
+    await rt.shutdown()  # the last commit: the engine state, then the acknowledgements
+    await rt.close()
+    assert first in released
+    assert stored(tmp_path)["states"] != states_before
 
 
 async def test_rows_committed_during_a_pass_are_delivered_without_waiting_for_the_poll(tmp_path: Path) -> None:

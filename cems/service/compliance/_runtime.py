@@ -173,6 +173,12 @@ class ComplianceConfig:
     #: cost more than the second fsync, and the alert leaves before them (docs/benchmark.md, "alert latency
     #: at half the sustained rate").
     split_commit_outlets: int = 0
+    #: A batch whose events raise alerts while the state commit is not due yet commits only the events and
+    #: alerts (a small transaction) and leaves the engine state to the next group commit, which acknowledges
+    #: the batch; so an alert waits neither for the snapshots nor for the group-commit interval (alert latency,
+    #: issue 20). Safe as long as each event has at most one update committed ahead of the state: an event
+    #: updated again before the state commit goes into one transaction with it (see :func:`commit_events`).
+    alerts_before_state: bool = True
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -283,6 +289,11 @@ class ComplianceRuntime:
         self._grid_pending = GridOutput()
         self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
         self._held_messages = 0
+        #: events whose update was committed ahead of the engine state (alerts_before_state) since the last state
+        #: commit, and the rate rows and ranking periods of those commits, stored with the next state commit
+        self._ahead: set[str] = set()
+        self._ahead_rate_rows: list[tuple[Any, ...]] = []
+        self._ahead_rank_due: list[tuple[str, str, str]] = []
         self._last_commit = time.monotonic()
         self._commit_every = config.commit_interval_s
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
@@ -413,8 +424,9 @@ class ComplianceRuntime:
         """Process a batch whose readings are durable in InfluxDB.
 
         ``release`` acknowledges the batch's messages; it is called once the engine state that includes
-        them is committed: at once when the batch produced hourly records or events (alert latency), else
-        at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
+        them is committed: at once when the batch produced hourly records or events (alert latency) — unless
+        its events may go ahead of the state (``alerts_before_state``): then the events and alerts are committed
+        at once and the state with the next group commit —, else at the next commit, at most ``commit_interval_s`` later or after ``commit_max_messages`` (group
         commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
         batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock tick when none
         came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.  ``grid``: the
@@ -443,7 +455,13 @@ class ComplianceRuntime:
                 due = False
             else:
                 due = time.monotonic() - self._last_commit >= self._commit_every
-            if (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
+            if not (due or commands) and self._alerts_ahead():
+                # alerts now, the engine state (and the acknowledgements) at the group commit
+                out, self._pending = self._pending, EngineOutput()
+                gout, self._grid_pending = self._grid_pending, GridOutput()
+                if not await self._commit(out, stop, gout, state=False):
+                    return None
+            elif (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
                 return None
             for msg in commands:
                 if self.is_mark_topic(msg.topic):
@@ -455,6 +473,15 @@ class ComplianceRuntime:
                 if isinstance(res, RejectedMessage):
                     rejects.append((msg, res))
         return rejects
+
+    def _alerts_ahead(self) -> bool:
+        """Whether what is pending may be committed ahead of the engine state (``alerts_before_state``): it has
+        event updates, and none of their events has an update committed ahead of the state already."""
+        events = self._pending.events + self._grid_pending.events
+        if not events or not self.config.alerts_before_state:
+            return False
+        ids = {u.event.event_id for u in events}
+        return len(ids) == len(events) and ids.isdisjoint(self._ahead)
 
     def is_mark_topic(self, topic: str) -> bool:
         """``{prefix}/{mn}/mark`` (an enterprise's own channel) or ``{command_prefix}/mark`` (the bureau)."""
@@ -694,12 +721,14 @@ class ComplianceRuntime:
             lines.append(monthly_line(m, ent, dist))
         return lines
 
-    async def _commit(self, out: EngineOutput, stop: asyncio.Event | None, gout: GridOutput | None = None) -> bool:
+    async def _commit(
+        self, out: EngineOutput, stop: asyncio.Event | None, gout: GridOutput | None = None, *, state: bool = True
+    ) -> bool:
+        """Write ``out``'s points to InfluxDB, then commit its events and alerts with the engine state in SQLite.
+        ``state=False`` (:meth:`_alerts_ahead`): the events and alerts only; the engine state, hour archive,
+        grid state, rate rows and ranking periods wait for the next commit with ``state=True``."""
         now_dt = self.config.clock()
-        changes = self.engine.take_changes()
-        archived = self.archive.take()
         gout = gout if gout is not None else GridOutput()
-        grid_changes = self.grid.take_changes()
         factors = self.engine.rates.factors
         # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
         rate_rows = [
@@ -759,7 +788,9 @@ class ComplianceRuntime:
                 lines.append(event_line(ev, **row.ack_fields()))
                 rows += self._alert_rows(row, u.kind, key)
                 self.stats.event_updates += 1
-        marks, self._pending_marks = self._pending_marks, []
+        marks: list[MarkRecord] = []
+        if state:  # (marks are committed with the state: a mark command commits at once, never ahead of it)
+            marks, self._pending_marks = self._pending_marks, []
         for m in marks:
             info = self.registry.outlet(m.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
@@ -768,15 +799,38 @@ class ComplianceRuntime:
             # the engine has advanced past what is durable: refuse everything until restarted
             self._broken = True
             return False
-        rank_due = [
+        rank_due: list[tuple[str, str, str]] = [
             (p.kind, p.first.isoformat(), p.last.isoformat())
             for p in (self.ranker.periods_for(d.day for d in gout.daily) if self.ranker is not None else ())
         ]
         ups = list(upserts.values())
         ts = time.time()
-        # a crash between the two transactions is safe while each event has at most one update in them (the
-        # first update redelivered must be the one its row remembers to be suppressed): else one transaction
-        split = len({u.event.event_id for u in events}) == len(events)
+        event_ids = {u.event.event_id for u in events}
+        if not state:
+            # the caller checked that each event has one update here and none committed ahead already
+            if ups or rows:
+                try:
+                    await self.db.call(lambda c: commit_events(c, ups, rows, ts))
+                except BaseException:
+                    self._broken = True
+                    raise
+                if rows:
+                    self.dispatcher.kick()
+            self._ahead |= event_ids
+            self._ahead_rate_rows += rate_rows
+            self._ahead_rank_due += rank_due
+            self._committed(out, gout, new_unacked)
+            return True
+        changes = self.engine.take_changes()
+        archived = self.archive.take()
+        grid_changes = self.grid.take_changes()
+        if self._ahead_rate_rows or self._ahead_rank_due:
+            rate_rows = self._ahead_rate_rows + rate_rows
+            rank_due = self._ahead_rank_due + rank_due
+        # a crash between the two transactions is safe while each event has at most one update in them and in
+        # the commits ahead of the state since the last one (the first update redelivered must be the one its
+        # row remembers to be suppressed): else one transaction
+        split = len(event_ids) == len(events) and event_ids.isdisjoint(self._ahead)
         if rows and len(changes) >= self.config.split_commit_outlets and split:
             # the alerts leave as soon as they and their events are durable (a small transaction), not after
             # the engine state (the large one, next): see commit_events for why a crash in between is safe
@@ -799,6 +853,13 @@ class ComplianceRuntime:
                 raise
             if rows:
                 self.dispatcher.kick()
+        self._ahead.clear()
+        self._ahead_rate_rows, self._ahead_rank_due = [], []
+        self._committed(out, gout, new_unacked)
+        return True
+
+    def _committed(self, out: EngineOutput, gout: GridOutput, new_unacked: dict[str, float]) -> None:
+        """Bookkeeping once ``out``'s points, events and alerts are durable."""
         self.stats.hourly_records += len(out.hourly)
         self.stats.grid_hourly_records += len(gout.hourly)
         self.stats.grid_daily_records += len(gout.daily)
@@ -806,7 +867,6 @@ class ComplianceRuntime:
             self.ranker.days_written(d.day for d in gout.daily)
         self._rate_days.update(rec.hour_start.astimezone(BEIJING).date() for rec in out.hourly)
         self._unacked.update(new_unacked)
-        return True
 
     async def _warning_command(self, msg: InboundMessage, stop: asyncio.Event | None) -> RejectedMessage | bool:
         """An operator's warning setting (issue 16): kept, judged, answered (:mod:`cems.service.warnings`)."""
