@@ -397,21 +397,23 @@ class EvidenceArchive:
         for entries in groups:
             for e in entries:
                 spelled = topics.get(e.topic) or self._topic(e.topic)
-                if type(spelled) is str:  # a plain topic and MN (see _topic): their JSON is them between quotes
-                    topic_json = f'"{e.topic}"'
+                # a plain topic and MN (see _topic): their JSON is them between quotes, which _head writes
+                # around them (qt, qm: no string made for it)
+                if type(spelled) is str:
+                    topic_json, qt = e.topic, '"'
                     if e.mn is None:
-                        mn, mn_json = spelled, f'"{spelled}"'
+                        mn, mn_json, qm = spelled, spelled, '"'
                     else:
-                        mn, mn_json = e.mn, self._quoted(e.mn)
+                        mn, mn_json, qm = e.mn, self._quoted(e.mn), ""
                 else:
-                    topic_json = spelled[2]
+                    topic_json, qt = spelled[2], ""
                     if e.mn is None:
-                        mn, mn_json = spelled[0], spelled[1]
+                        mn, mn_json, qm = spelled[0], spelled[1], ""
                     else:
-                        mn, mn_json = e.mn, self._quoted(e.mn)
+                        mn, mn_json, qm = e.mn, self._quoted(e.mn), ""
                 verdict = verdicts.get((e.kind, e.status, e.reason)) or self._verdict(e.kind, e.status, e.reason)
                 last = changed.get(mn) or tails.get(mn) or (header, 0)
-                head, b64 = self._head(e, seq, chain, mn_json, last[0], topic_json, verdict)
+                head, b64 = self._head(e, seq, chain, mn_json, last[0], topic_json, verdict, qm, qt)
                 h = _sha256(head)
                 if b64 is None:  # body: head + "}"
                     h.update(b"}")
@@ -491,11 +493,21 @@ class EvidenceArchive:
         return head + b"}" if b64 is None else b"".join((head, b64, b'"}'))
 
     def _head(
-        self, e: Entry, seq: int, prev: str, mn_json: str, mn_prev: str, topic_json: str, verdict: tuple[str, str]
+        self,
+        e: Entry,
+        seq: int,
+        prev: str,
+        mn_json: str,
+        mn_prev: str,
+        topic_json: str,
+        verdict: tuple[str, str],
+        qm: str = "",
+        qt: str = "",
     ) -> tuple[bytes, bytes | None]:
         """A line body built directly (≈ 3 times faster than a dict through ``json.dumps``: the archive writes
         one per message), in parts: (the body up to a message's payload, the payload's base64), or (the
-        body without its closing ``}``, ``None``) for a verdict."""
+        body without its closing ``}``, ``None``) for a verdict.  ``qm``, ``qt``: ``"`` when ``mn_json``,
+        ``topic_json`` are a plain MN and topic whose JSON is them between quotes, else empty."""
         payload = e.payload
         second, frac = divmod(e.arrival, 1.0)
         if second != self._iso_second:
@@ -503,8 +515,8 @@ class EvidenceArchive:
             self._iso_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         us = min(round(frac * 1e6), 999_999)
         text = (
-            f'{{"seq":{seq},"prev":"{prev}","kind":{verdict[0]},"mn":{mn_json},"mn_prev":"{mn_prev}",'
-            f'"arrival":"{self._iso_text}.{us:06d}Z","topic":{topic_json},"size":{len(payload)},'
+            f'{{"seq":{seq},"prev":"{prev}","kind":{verdict[0]},"mn":{qm}{mn_json}{qm},"mn_prev":"{mn_prev}",'
+            f'"arrival":"{self._iso_text}.{us:06d}Z","topic":{qt}{topic_json}{qt},"size":{len(payload)},'
             f'"sha256":"{_sha256(payload).hexdigest()}","status":{verdict[1]}'
         )
         if e.detail:
