@@ -4,11 +4,14 @@ machine (docs/benchmark.md)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from cems.cli._common import Formatter, examples
 from cems.config import Env
-from cems.devtools.bench import BenchConfig, run_bench, run_soak
 from cems.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cems.devtools.bench import BenchConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Env) -> None:
@@ -93,6 +96,9 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 
 
 def bench_config(a: argparse.Namespace) -> BenchConfig:
+    # imported here: the benchmark's modules (≈ 2 MB) are not loaded by the other commands, `cems run` included
+    from cems.devtools.bench import BenchConfig
+
     return BenchConfig.create(
         smoke=a.smoke,
         outlets=a.outlets,
@@ -113,6 +119,8 @@ def bench_config(a: argparse.Namespace) -> BenchConfig:
 
 
 def cmd_bench(a: argparse.Namespace, env: Env) -> int:
+    from cems.devtools.bench import run_bench, run_soak
+
     cfg = bench_config(a)
     if cfg.soak_minutes is not None:
         return run_soak(cfg, a.json_file)

@@ -19,7 +19,6 @@ from cems.errors import ConfigError
 from cems.protocol.mark import MarkRecord
 from cems.registry import load_registry, missing_credentials, with_credentials
 from cems.replay import json_lines, load_marks, replay
-from cems.replay_parallel import replay_parallel
 from cems.rules.grid import day_to_json
 from cems.service.warnings import read_history
 from cems.sinks.store import store_replay
@@ -164,6 +163,9 @@ def cmd_replay(a: argparse.Namespace, env: Env) -> int:
     hold = late_hold(a.late_hold_hours, env)
     warnings = None if a.warnings is None else read_history(Path(a.warnings))
     if a.workers > 1:
+        # imported here: multiprocessing (≈ 0.6 MB) is not loaded by the other commands, `cems run` included
+        from cems.replay_parallel import replay_parallel
+
         res = replay_parallel(
             registry,
             a.input,

@@ -50,3 +50,24 @@ class SharedSettings(Generic[_P, _T]):
 
 def _key(a: object) -> Hashable:
     return a if isinstance(a, _BY_VALUE) else id(a)
+
+
+#: The hour starts :func:`shared_hour` has kept, each value once (bounded: emptied when full).
+_HOURS: dict[int, int] = {}
+_HOURS_MAX = 4096
+
+
+def shared_hour(hour: int) -> int:
+    """An int equal to ``hour``: the object kept for that value (kept now if new).
+
+    Memory (issue 20): an hour start (epoch s) is an int object of 32 bytes, and every outlet keeps a few (its
+    open hour, the hour before which every hour is emitted, the newest hour of its quality summaries), made
+    from its own readings; in a city the outlets are in the same few hours, so they share one object per hour
+    instead of each keeping its own.  Called where an outlet keeps a new hour (once an hour), never per
+    reading.  Ints are immutable and compared by value: sharing one changes nothing else."""
+    kept = _HOURS.get(hour)
+    if kept is None:
+        if len(_HOURS) >= _HOURS_MAX:
+            _HOURS.clear()
+        kept = _HOURS[hour] = hour
+    return kept

@@ -81,8 +81,21 @@ def _conc_codes(ms: Mapping[str, Any]) -> tuple[str, ...]:
     return got
 
 
+#: The latest time given to :func:`_ts` and its timestamp: a reading's data time goes through the interruption
+#: and the real-time warning trackers one after the other, a clock tick's time through every outlet's.
+_TS_LAST: tuple[datetime | None, float] = (None, 0.0)
+
+
 def _ts(t: datetime) -> float:
-    return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
+    """``t``'s timestamp (naive = Beijing time).  The same time object as the previous call gives the same
+    float object (memory, issue 20: the two trackers that keep a reading's time share one float; and CPU)."""
+    global _TS_LAST
+    last = _TS_LAST
+    if last[0] is t:
+        return last[1]
+    ts = (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
+    _TS_LAST = (t, ts)
+    return ts
 
 
 def _dt(ts: float) -> datetime:

@@ -89,7 +89,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet
-from cems.rules._shared import SharedSettings
+from cems.rules._shared import SharedSettings, shared_hour
 from cems.rules.cadence import STREAM_HINT_S, hour_cadence
 from cems.rules.limits import LimitSchedule
 from cems.rules.o2 import DEFAULT_MAX_O2, DEFAULT_ZS_ABS_TOL, O2_AIR, correct, zs_agrees
@@ -327,43 +327,47 @@ _HourValue = tuple[float | None, bool, str, str, int | None, float | None]
 #: The DAS records of the hours that have none (most): one shared mapping, never written
 #: (:meth:`_HourAcc.das_writable` gives the hour its own dict first).
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
-#: A stream's log of one hour (see :class:`_HourAcc`): (code index, second, state) triples, and the values.
-_Keys: TypeAlias = "array[int]"
-_Vals: TypeAlias = "array[float]"
+#: A stream's log of one hour (see :class:`_HourAcc`): (key, value) pairs of float64, the key
+#: ``code index << 18 | second << 2 | state`` (an integer below 2⁵³: exact as a float).
+_Log: TypeAlias = "array[float]"
+#: Shift of the code index in a log key; the second takes the 16 bits below the state's 2 (as in :func:`pack_hour`).
+_CODE_SHIFT: Final = 18
+_SEC_LIMIT: Final = 1 << 16
 
 
-def _grouped(codes: tuple[str, ...] | None, keys: _Keys | None, vals: _Vals | None) -> dict[str, dict[int, _Sub]]:
+def _grouped(codes: tuple[str, ...] | None, log: _Log | None) -> dict[str, dict[int, _Sub]]:
     """code → second → (value, state) of a stream's log: codes in order of first arrival, seconds in order
     of first arrival, a re-sent second's value replacing the earlier one (what a dict per code kept)."""
-    if codes is None or keys is None or vals is None:
+    if codes is None or log is None:
         return {}
     ds: list[dict[int, _Sub]] = [{} for _ in codes]
-    it = iter(keys)
-    for i, s, ok, v in zip(it, it, it, vals):  # noqa: B905 (the lengths agree by construction)
-        ds[i][s] = (v, ok)
+    it = iter(log)
+    for k, v in zip(it, it):  # noqa: B905 (pairs by construction)
+        key = int(k)
+        ds[key >> _CODE_SHIFT][key >> 2 & 0xFFFF] = (v, key & 3)
     return dict(zip(codes, ds, strict=True))
 
 
 class _HourAcc:
     """One hour of one outlet in memory: the DAS's hourly records and the real-time and minute sub-values.
 
-    Memory (issue 20): a stream's sub-values are a log in arrival order, two arrays: (code index, second,
-    state) as unsigned 32-bit integers and the values as float64, 20 bytes a sub-value, with the hour's codes
-    (a tuple shared by the hours with the same codes, :func:`with_code`), instead of a dict per code of
-    (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a code with one value).  :attr:`rtd` and
-    :attr:`mins` group a log back into those dicts (:func:`_grouped`) when the hour is built, packed or saved."""
+    Memory (issue 20): a stream's sub-values are a log in arrival order, one ``array("d")`` of (key, value)
+    pairs, the key packing the code's index, the second and the state (:data:`_CODE_SHIFT`), 16 bytes a
+    sub-value, with the hour's codes (a tuple shared by the hours with the same codes, :func:`with_code`),
+    instead of a dict per code of (value, state) tuples (≈ 100 bytes a sub-value, and ≈ 300 for a code with
+    one value).  (Before: two arrays, the (index, second, state) triples as 32-bit integers and the values,
+    20 bytes a sub-value and one array object more.)  :attr:`rtd` and :attr:`mins` group a log back into
+    those dicts (:func:`_grouped`) when the hour is built, packed or saved."""
 
-    __slots__ = ("das", "hour", "mins_codes", "mins_keys", "mins_vals", "rtd_codes", "rtd_keys", "rtd_vals")
+    __slots__ = ("das", "hour", "mins_codes", "mins_log", "rtd_codes", "rtd_log")
 
     def __init__(self) -> None:
         self.hour = 0  # start (epoch s), set by :meth:`_OpenHours.put`
         self.das: Mapping[str, tuple[float | None, float | None, str]] = _NOTHING
         self.rtd_codes: tuple[str, ...] | None = None
-        self.rtd_keys: _Keys | None = None
-        self.rtd_vals: _Vals | None = None
+        self.rtd_log: _Log | None = None
         self.mins_codes: tuple[str, ...] | None = None
-        self.mins_keys: _Keys | None = None
-        self.mins_vals: _Vals | None = None
+        self.mins_log: _Log | None = None
 
     def das_writable(self) -> dict[str, tuple[float | None, float | None, str]]:
         das = self.das
@@ -372,15 +376,15 @@ class _HourAcc:
         assert isinstance(das, dict)
         return das
 
-    def log(self, kind: str) -> tuple[tuple[str, ...], _Keys, _Vals]:
-        """The codes, keys and values of stream ``kind`` ("rtd" or "mins"), made on first use."""
+    def log(self, kind: str) -> tuple[tuple[str, ...], _Log]:
+        """The codes and the log of stream ``kind`` ("rtd" or "mins"), made on first use."""
         if kind == "rtd":
-            if self.rtd_codes is None or self.rtd_keys is None or self.rtd_vals is None:
-                self.rtd_codes, self.rtd_keys, self.rtd_vals = (), array("I"), array("d")
-            return self.rtd_codes, self.rtd_keys, self.rtd_vals
-        if self.mins_codes is None or self.mins_keys is None or self.mins_vals is None:
-            self.mins_codes, self.mins_keys, self.mins_vals = (), array("I"), array("d")
-        return self.mins_codes, self.mins_keys, self.mins_vals
+            if self.rtd_codes is None or self.rtd_log is None:
+                self.rtd_codes, self.rtd_log = (), array("d")
+            return self.rtd_codes, self.rtd_log
+        if self.mins_codes is None or self.mins_log is None:
+            self.mins_codes, self.mins_log = (), array("d")
+        return self.mins_codes, self.mins_log
 
     def new_code(self, kind: str, codes: tuple[str, ...], code: str) -> tuple[str, ...]:
         """Stream ``kind``'s codes ``codes`` with ``code`` added (returned, and kept)."""
@@ -392,22 +396,24 @@ class _HourAcc:
         return codes
 
     def add(self, kind: str, code: str, sec: int, v: float, ok: int) -> None:
-        codes, keys, vals = self.log(kind)
+        if not 0 <= sec < _SEC_LIMIT or not 0 <= ok <= 3:
+            raise ValueError(f"second {sec} or state {ok} out of range")
+        codes, log = self.log(kind)
         try:
             i = codes.index(code)
         except ValueError:
             i = len(codes)
             self.new_code(kind, codes, code)
-        keys.extend((i, sec, ok))
-        vals.append(v)
+        log.append(i << _CODE_SHIFT | sec << 2 | ok)
+        log.append(v)
 
     @property
     def rtd(self) -> dict[str, dict[int, _Sub]]:
-        return _grouped(self.rtd_codes, self.rtd_keys, self.rtd_vals)
+        return _grouped(self.rtd_codes, self.rtd_log)
 
     @property
     def mins(self) -> dict[str, dict[int, _Sub]]:
-        return _grouped(self.mins_codes, self.mins_keys, self.mins_vals)
+        return _grouped(self.mins_codes, self.mins_log)
 
 
 class _OpenHours(list[_HourAcc]):
@@ -520,14 +526,13 @@ def unpack_hour(data: bytes) -> _HourAcc:
                 secs.byteswap()
                 vs.byteswap()
             # the log as :meth:`_HourAcc.add` made it, one code after the other (CPU: in bulk)
-            codes, keys, vals = acc.log(kind)
-            i = len(codes)
+            codes, log = acc.log(kind)
+            base = len(codes) << _CODE_SHIFT
             acc.new_code(kind, codes, code)
-            trip = [i] * (3 * k)
-            trip[1::3] = secs
-            trip[2::3] = oks
-            keys.extend(trip)
-            vals.extend(vs)
+            pairs: list[float] = [0.0] * (2 * k)
+            pairs[0::2] = [base | s << 2 | ok for s, ok in zip(secs, oks, strict=True)]
+            pairs[1::2] = vs
+            log.extend(pairs)
     return acc
 
 
@@ -719,7 +724,7 @@ class OutletHourly:
             if acc is None:
                 acc = self._open.get(hour)  # brought back from the archive by _accept_late
             if acc is None:
-                acc = self._open.put(hour, _HourAcc())
+                acc = self._open.put(shared_hour(hour), _HourAcc())  # (one int object per hour, shared)
             factors = self._p.factors
             isfinite = math.isfinite
             journal = self._journal
@@ -742,10 +747,11 @@ class OutletHourly:
             else:
                 key = "Rtd" if stream is Stream.RTD else "Avg"
                 kind = "rtd" if stream is Stream.RTD else "mins"
-                codes, keys, vals = acc.log(kind)
-                append = keys.append
+                codes, log = acc.log(kind)
+                append = log.append
                 over_range = self._p.over_range_valid
                 sec = ts - hour
+                sec_key = sec << 2  # (the second's part of the log key, see _HourAcc)
                 for code, m in reading.measurements.items():
                     v = m.values.get(key)
                     flag = m.flag
@@ -763,10 +769,8 @@ class OutletHourly:
                     except ValueError:  # the code's first sub-value of the hour
                         i = len(codes)
                         codes = acc.new_code(kind, codes, code)
-                    append(i)
-                    append(sec)
-                    append(ok)
-                    vals.append(v)
+                    append(i << _CODE_SHIFT | sec_key | ok)
+                    append(v)
                     if journal is not None:
                         journal.append(("s", hour, kind, code, sec, v, ok))
         if ts > self._now:
@@ -952,7 +956,7 @@ class OutletHourly:
 
     def _close(self, before: int) -> list[HourlyRecord]:
         old = self._closed_before
-        self._closed_before = before
+        self._closed_before = shared_hour(before)
         hours = [acc for acc in self._open if old <= acc.hour < before]
         out: list[HourlyRecord] = []
         for acc in hours:
@@ -1236,7 +1240,7 @@ class OutletHourly:
             raise ValueError(f"unsupported OutletHourly state version {state.get('version')!r}")
         if state.get("mn") != self.mn:
             raise ValueError(f"state of outlet {state.get('mn')!r} restored into {self.mn!r}")
-        self._closed_before = int(state["closed_before"])
+        self._closed_before = shared_hour(int(state["closed_before"]))
         self.late_readings = int(state["late_readings"])
         self.late_unrevised = int(state.get("late_unrevised", 0))
         self.late_beyond_window = int(state.get("late_beyond_window", 0))
@@ -1253,4 +1257,4 @@ class OutletHourly:
                 for code, rows in raw[name].items():
                     for s, v, ok in rows:
                         acc.add(name, code, int(s), _NAN if v is None else float(v), int(ok))
-            self._open.put(int(h), acc)
+            self._open.put(shared_hour(int(h)), acc)

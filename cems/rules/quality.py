@@ -64,7 +64,7 @@ from typing import Any, Final
 
 from cems.model import BEIJING, FLOW, O2, Reading, Stream
 from cems.registry import Outlet, Quality
-from cems.rules._shared import SharedSettings
+from cems.rules._shared import SharedSettings, shared_hour
 from cems.rules.events import (
     RETRACTED_STATUS,
     Event,
@@ -118,6 +118,8 @@ HISTORY_DAYS: Final = 30
 KEEP_MARGIN_HOURS: Final = 2
 
 _H: Final = 3600
+#: ``1 << m`` of each minute ``m`` of an hour (a minute's bit in the masks), made once.
+_MINUTE_BITS: Final = tuple(1 << m for m in range(60))
 _DAY: Final = 86400
 _BJ_OFFSET: Final = 8 * 3600
 _FULL_HOUR: Final = (1 << 60) - 1
@@ -454,14 +456,14 @@ class QualityTracker:
         if hour < self._newest - self._p.keep_s:
             return  # the hour's summaries are gone (see the module docstring)
         if hour > self._newest:
-            self._newest = hour
+            self._newest = hour = shared_hour(hour)  # (one int object per hour, shared)
         stats = self._stats
         st = stats[-1] if stats and stats[-1].hour == hour else stats.find(hour)
         if st is None:
-            st = _HourStats(hour)
-            if stats is _NO_HOURS:
-                stats = self._stats = _Hours()
-            if not stats or stats[-1].hour < hour:
+            st = _HourStats(shared_hour(hour))
+            if stats is _NO_HOURS:  # (made with its hour: a list of one, not of four after an append)
+                self._stats = _Hours((st,))
+            elif not stats or stats[-1].hour < hour:
                 stats.append(st)
             else:  # an older hour than the newest: in its place
                 stats.insert(next(i for i, s in enumerate(stats) if s.hour > hour), st)
@@ -469,7 +471,7 @@ class QualityTracker:
             self._hour_record(reading, st)
             return
         cfg, f = self._p.cfg, self._p.factors
-        bit = 1 << ((ts - hour) // 60)
+        bit = _MINUTE_BITS[(ts - hour) // 60]  # (shared ints: an hour's first minute keeps no int of its own)
         main = "Rtd" if stream is Stream.RTD else "Avg"
         is_min = stream is Stream.MIN
         neg = -cfg.negative_tol
@@ -556,7 +558,9 @@ class QualityTracker:
                     cur[1] += round(v * _MICRO)
         if flow is not None:
             if flow > cfg.running_flow:
-                st.running |= bit
+                running = st.running
+                if not running & bit:
+                    st.running = running | bit if running else bit
             if flow > 0 and vel is not None and vel <= 0:
                 st.novel |= bit
             area = self._area
@@ -1086,7 +1090,7 @@ class QualityTracker:
         if state.get("mn") != self.mn:
             raise ValueError(f"quality state of outlet {state.get('mn')!r} restored into {self.mn!r}")
         self._decided = int(state["decided"])
-        self._newest = int(state["newest"])
+        self._newest = shared_hour(int(state["newest"]))
         self._pruned = int(state.get("pruned", _NEVER))
         by_hour = {int(h): s for h, s in state["stats"]}  # (a repeated hour: the last, as a dict by hour kept)
         self._stats = _Hours(_HourStats.from_json(by_hour[h], h) for h in sorted(by_hour)) or _NO_HOURS

@@ -229,3 +229,40 @@ def test_message_lines_are_the_json_of_their_fields(e: Entry) -> None:
             rec["payload"] = base64.b64encode(e.payload).decode()
         line, chain = seal_line(rec)
         assert body[:-1] + b',"chain":"' + chain.encode() + b'"}\n' == line
+
+
+def test_plain_topics_keep_only_their_mn_and_write_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory (issue 20): a topic and MN that JSON spells as themselves between quotes are remembered as the MN
+    alone; the lines are the bytes the full spelling gives (that path forced by a pattern nothing matches)."""
+    import re
+
+    from cems.sinks import archive as archive_module
+
+    odd = ["MN1", 'M"N', "M\\N", "计量MN", "M\u0001N", "MN~ !#[]"]  # plain ones, and ones JSON escapes
+    batches = [
+        [entry(mn, i) for i, mn in enumerate(odd)],
+        [entry("MN1", 9), Entry(b"x", T0 + 9, "other/topic", "rejected", reason="unknown_topic")],
+        [Entry(b"y", T0 + 10, "cems/v1/MN2/hj212", "accepted", mn="MN2")],
+        [entry("MN1", 11, "rejected", reason="r", kind="verdict")],
+        [entry(mn, 20 + i) for i, mn in enumerate(odd)],  # remembered now
+    ]
+    files = []
+    for name, plain in (("plain", None), ("full", re.compile(r"(?!)"))):
+        if plain is not None:
+            monkeypatch.setattr(archive_module, "_PLAIN", plain)
+        d = tmp_path / name
+        a = archive(d, Clock())
+        for b in batches:
+            a.write(b)
+        kept = dict(a._topics)
+        a.close()
+        (seg,) = segments(source_dir(d, "ingester-1"))
+        assert check_segment(seg).problems == []
+        files.append(seg.read_bytes())
+        if plain is None:
+            assert kept["cems/v1/MN1/hj212"] == "MN1" and kept["cems/v1/MN~ !#[]/hj212"] == "MN~ !#[]"
+            assert all(type(kept[f"cems/v1/{mn}/hj212"]) is tuple for mn in odd[1:5])
+            assert type(kept["other/topic"]) is tuple
+    assert files[0] == files[1]

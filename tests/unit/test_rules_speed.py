@@ -129,7 +129,7 @@ def test_pack_and_unpack_equal_the_former_code() -> None:
                     want.add(kind, code, s, *d[s])
         for name in ("mins_codes", "rtd_codes"):
             assert getattr(back, name) == getattr(want, name)
-        for name in ("mins_keys", "mins_vals", "rtd_keys", "rtd_vals"):
+        for name in ("mins_log", "rtd_log"):
             got, exp = getattr(back, name), getattr(want, name)
             assert (got is None and exp is None) or (
                 got is not None and exp is not None and got.tobytes() == exp.tobytes()
