@@ -416,18 +416,31 @@ class RateCounter:
     def prune(self, before: datetime) -> int:
         """Forget counted hours before ``before`` (the live service keeps the current and previous month;
         older figures are in InfluxDB's ``cems_rate``).  Returns how many hour slots were dropped."""
+        for res in self.prune_stepwise(before):
+            if res is not None:
+                return res
+        raise AssertionError("prune_stepwise ends with its result")  # pragma: no cover
+
+    def prune_stepwise(self, before: datetime, step: int = 1000) -> Iterator[int | None]:
+        """:meth:`prune` a few outlets at a time: ``None`` after every ``step`` outlets, then how many hour slots
+        were dropped (last).  The live write (issue 20) lets its event loop run at each ``None`` (a month's turn
+        drops a month of every outlet); the outlets are those counted when it began, the exceedances dropped at
+        the end.  A record older than the cut that arrives meanwhile may stay until the next month's turn."""
         cut = _ts(before)
         if self._min_hour is not None and self._min_hour >= cut:
-            return 0  # nothing before the cut (every counted hour and exceedance is at or after _min_hour)
+            yield 0  # nothing before the cut (every counted hour and exceedance is at or after _min_hour)
+            return
         dropped = 0
-        for by_f in self._seen.values():
+        for n, by_f in enumerate(list(self._seen.values()), 1):
             for slots in by_f.values():
                 dropped += slots.drop_before(cut)
+            if n % step == 0:
+                yield None
         for key in [k for k in self._exceed if k[2] < cut]:
             del self._exceed[key]
         if self._min_hour is not None and self._min_hour < cut:
             self._min_hour = int(cut)
-        return dropped
+        yield dropped
 
     def add_all(self, records: Iterable[HourlyRecord]) -> None:
         for rec in records:
@@ -699,9 +712,10 @@ class RateCounter:
     def district_months_stepwise(
         self, start: datetime | None = None, end: datetime | None = None, step: int = 1000
     ) -> Iterator[list[DistrictMonthRate] | None]:
-        """:meth:`district_months` a few outlets at a time: ``None`` after every ``step`` outlets counted, then the
-        result (last).  The live write (issue 20) lets its event loop run at each ``None``: the outlets are those of
-        the registry when it began; each outlet is counted at once, as the exceeding enterprises at the end."""
+        """:meth:`district_months` a few outlets at a time: ``None`` after every ``step`` outlets counted (and every
+        ``step`` exceeding hours looked at), then the result (last).  The live write (issue 20) lets its event loop
+        run at each ``None``: the outlets are those of the registry when it began, each counted at once; the
+        exceeding hours those counted when the outlets were done."""
         win = self._window(start, end)
         if win is None:
             yield []
@@ -731,13 +745,22 @@ class RateCounter:
                 yield None
         exceeding: dict[tuple[str, str], set[str]] = {}
         overlay = self.overlay
-        for (mn, p, h), code in self._exceed.items():
+        wanted = set(_months(*win))
+        by_day: dict[int, str] = {}
+        for n, ((mn, p, h), code) in enumerate(list(self._exceed.items()), 1):
+            if n % step == 0:
+                yield None
+            d = _day_index(h)
+            month = by_day.get(d)
+            if month is None:
+                month = by_day[d] = _month_key(_day_date(d))
+            if month not in wanted:
+                continue  # (a month outside the window: not reported)
             ex_info = self.registry.outlet(mn)
             if code & 1 and ex_info is not None:
                 if overlay is not None and not overlay.judged_exceeds(mn, p, h, True):
                     continue  # marked (not judged), or repaired below the limit (issue 14)
-                key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
-                exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
+                exceeding.setdefault((ex_info.district.code, month), set()).add(ex_info.enterprise.id)
         for mn, p, h in [] if overlay is None else overlay.all_repairs():
             ex_info = self.registry.outlet(mn)
             if ex_info is not None and overlay is not None and overlay.judged_exceeds(mn, p, h, False):

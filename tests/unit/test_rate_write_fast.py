@@ -64,8 +64,8 @@ def old_outlet_day_rate_line(r: OutletDayRate) -> str:
 
 
 def old_district_months(rc: RateCounter, start: datetime, end: datetime) -> list[DistrictMonthRate]:
-    """``district_months``' sums as they were (each outlet's ``_outlet_counts`` through ``_month_counts``), with
-    the exceeding enterprises of the new result (that part did not change)."""
+    """``district_months`` as it was: each outlet's ``_outlet_counts`` through ``_month_counts``, every exceeding
+    hour looked at, in the districts and months of the new result."""
     win = (_ts(start), _ts(end))
     agg: dict[tuple[str, str], RateCounts] = {}
     outlets: dict[tuple[str, str], int] = {}
@@ -74,10 +74,24 @@ def old_district_months(rc: RateCounter, start: datetime, end: datetime) -> list
             key = (info.district.code, month)
             agg[key] = agg.get(key, RateCounts()) + c
             outlets[key] = outlets.get(key, 0) + 1
-    new = {(r.district, r.month): r for r in rc.district_months(start, end)}
+    exceeding: dict[tuple[str, str], set[str]] = {}
+    overlay = rc.overlay
+    for (mn, p, h), code in rc._exceed.items():
+        ex_info = rc.registry.outlet(mn)
+        if code & 1 and ex_info is not None:
+            if overlay is not None and not overlay.judged_exceeds(mn, p, h, True):
+                continue
+            key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
+            exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
+    for mn, p, h in [] if overlay is None else overlay.all_repairs():
+        ex_info = rc.registry.outlet(mn)
+        if ex_info is not None and overlay is not None and overlay.judged_exceeds(mn, p, h, False):
+            key = (ex_info.district.code, _month_key(_day_date(_day_index(h))))
+            exceeding.setdefault(key, set()).add(ex_info.enterprise.id)
+    keys = [(r.district, r.month) for r in rc.district_months(start, end)]
     return [
-        district_month(rc.city, d, m, agg.get((d, m), RateCounts()), outlets.get((d, m), 0), r.exceeding_enterprises)
-        for (d, m), r in new.items()
+        district_month(rc.city, d, m, agg.get((d, m), RateCounts()), outlets.get((d, m), 0), exceeding.get((d, m), ()))
+        for d, m in keys
     ]
 
 
@@ -198,7 +212,7 @@ def test_the_live_lines_are_the_general_paths(
     ]
     steps = list(rc.district_months_stepwise(start, end, 2))
     assert steps[-1] == months and all(s is None for s in steps[:-1])
-    assert len(steps) - 1 == len(by_mn) // 2
+    assert len(steps) - 1 == len(by_mn) // 2 + len(rc._exceed) // 2
 
 
 def test_the_fast_path_is_taken_and_counts_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -346,3 +360,27 @@ async def test_the_rate_write_lets_a_batch_through(tmp_path: Path, monkeypatch: 
         assert [ln for ln in lines if ln.startswith("cems_rate,")] == want
     finally:
         await rt.close()
+
+
+def test_prune_stepwise_is_prune() -> None:
+    """A month's turn drops a month of every outlet: a few outlets at a time (the loop runs between), the same
+    state and count as :meth:`RateCounter.prune`; nothing older than the cut: 0 at once."""
+    reg = parse_registry(registry_text([("D1", None, None), ("D2", None, None), ("D1", None, None)]))
+    twins = (RateCounter(reg), RateCounter(reg))
+    for rc in twins:
+        for i in range(3):
+            for hour in range(-24 * 3, 24 * 10, 5):  # Jan 22 to Feb 4
+                for f in FACTORS:
+                    rc.add(
+                        HourlyRecord(
+                            f"M{i}", f, BASE + timedelta(hours=hour), 1.0, None, None, None, None, True, "N",
+                            SOURCE_DAS, None, None, None, None, hour % 7 == 0,
+                        )
+                    )  # fmt: skip
+    cut = datetime(2026, 2, 1, tzinfo=BEIJING)
+    n = twins[0].prune(cut)
+    steps = list(twins[1].prune_stepwise(cut, 2))
+    assert n > 0 and steps == [None, n]
+    assert twins[0].snapshot() == twins[1].snapshot()
+    assert min(h for _, _, h, _ in twins[1].snapshot()["exceed"]) >= _ts(cut)
+    assert list(twins[1].prune_stepwise(cut, 1)) == [0]

@@ -606,8 +606,9 @@ class ComplianceRuntime:
         even when no record arrived, so a silent outlet's figure falls instead of going unwritten.
 
         Issue 20: the outlets are counted :data:`RATE_SLICE_OUTLETS` at a time, the loop running between slices;
-        ``locked``: whether the caller holds :attr:`lock` (else it is taken only to prune).  The batches committed
-        meanwhile mark their days again (:attr:`_rate_days`): a slice counted before them is rewritten next time."""
+        ``locked``: whether the caller holds :attr:`lock` (else it is taken only to prune SQLite).  The batches
+        committed meanwhile mark their days again (:attr:`_rate_days`): a slice counted before them is rewritten
+        next time."""
         due = (self.config.clock() - self.config.lateness).replace(minute=0, second=0, microsecond=0)
         if self._rates_due is None or due > self._rates_due:
             self._rates_due = due
@@ -673,18 +674,21 @@ class ComplianceRuntime:
         # keep the month of the newest counted hour and the one before in memory and in SQLite (bounded
         # state); relative to the data, not the clock, so that a backfill of old months still counts whole
         if keep_from is not None:
-            if locked:
-                await self._prune_rates(keep_from)
-            else:
-                async with self.lock:
-                    await self._prune_rates(keep_from)
+            dropped = 0
+            for n in rates.prune_stepwise(keep_from, RATE_SLICE_OUTLETS):
+                if n is None:
+                    await pace.turn()  # a month's turn drops a month of every outlet
+                else:
+                    dropped = n
+            if dropped:
+                cut = int(keep_from.timestamp())
+                if locked:
+                    await self.db.call(lambda c: prune_rate_records(c, cut))
+                else:
+                    async with self.lock:
+                        await self.db.call(lambda c: prune_rate_records(c, cut))
         self.stats.rate_points += points + len(lines)
         return True
-
-    async def _prune_rates(self, keep_from: datetime) -> None:
-        if self.engine.rates.prune(keep_from):
-            cut = int(keep_from.timestamp())
-            await self.db.call(lambda c: prune_rate_records(c, cut))
 
     async def _clock_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
