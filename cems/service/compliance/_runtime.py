@@ -351,6 +351,7 @@ class ComplianceRuntime:
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
         for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
             self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+        self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
         if self.ranker is not None:  # township rankings due when the ingester stopped
