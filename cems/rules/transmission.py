@@ -712,10 +712,10 @@ class RateCounter:
     def district_months_stepwise(
         self, start: datetime | None = None, end: datetime | None = None, step: int = 1000
     ) -> Iterator[list[DistrictMonthRate] | None]:
-        """:meth:`district_months` a few outlets at a time: ``None`` after every ``step`` outlets counted (and every
-        ``step`` exceeding hours looked at), then the result (last).  The live write (issue 20) lets its event loop
-        run at each ``None``: the outlets are those of the registry when it began, each counted at once; the
-        exceeding hours those counted when the outlets were done."""
+        """:meth:`district_months` a few outlets at a time: ``None`` after every ``step`` outlets counted, every
+        ``step`` exceeding hours looked at and every district month decided, then the result (last).  The live
+        write (issue 20) lets its event loop run at each ``None``: the outlets are those of the registry when it
+        began, each counted at once; the exceeding hours those counted when the outlets were done."""
         win = self._window(start, end)
         if win is None:
             yield []
@@ -747,7 +747,9 @@ class RateCounter:
         overlay = self.overlay
         wanted = set(_months(*win))
         by_day: dict[int, str] = {}
-        for n, ((mn, p, h), code) in enumerate(list(self._exceed.items()), 1):
+        # a copy of the table (a list of its items was ≈ 0.1 s at 137 000 hours, issue 20): what add() changes
+        # meanwhile is not looked at
+        for n, ((mn, p, h), code) in enumerate(self._exceed.copy().items(), 1):
             if n % step == 0:
                 yield None
             d = _day_index(h)
@@ -773,6 +775,7 @@ class RateCounter:
                 c = agg.get(key)
                 counts = RateCounts() if c is None else RateCounts(*c)
                 out.append(district_month(self.city, dist, month, counts, outlets.get(key, 0), exceeding.get(key, ())))
+                yield None  # (a district's enterprises sorted and listed in its reasons: ≈ 6 ms at 12 500 of them)
         yield out
 
     # -- persistence

@@ -664,10 +664,12 @@ class ComplianceRuntime:
                     else:
                         months = res
                 shard = self.config.shard
-                if shard is None:
-                    lines += [district_month_rate_line(r) for r in months]
-                else:  # a part only: never under the district's key, where the shards would overwrite each other
-                    lines += [district_part_line(part_of(r, shard)) for r in months]
+                for r in months:  # (a district month's reasons may list thousands of enterprises)
+                    await pace.turn()
+                    if shard is None:
+                        lines.append(district_month_rate_line(r))
+                    else:  # a part only: never under the district's key, where the shards would overwrite each other
+                        lines.append(district_part_line(part_of(r, shard)))
         if lines and not await self._write(lines, stop):
             self._rate_days |= taken
             return False
