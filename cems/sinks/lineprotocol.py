@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Final
 
@@ -338,16 +338,31 @@ RATE_MEASUREMENT: Final = "cems_rate"
 
 def outlet_day_rate_line(r: OutletDayRate) -> str:
     """``cems_rate`` of one outlet and Beijing day (tag ``level=outlet``); time = the day's Beijing midnight."""
-    tags = {"level": "outlet", "mn": r.mn, "enterprise": r.enterprise, "district": r.district}
-    fields: dict[str, float | int | str | bool | None] = {
-        "expected": r.expected,
-        "received": r.received,
-        "valid": r.valid,
-        "transmission_rate": r.transmission_rate,
-        "validity_rate": r.validity_rate,
-        "effective_rate": r.effective_rate,
-    }
-    return point(RATE_MEASUREMENT, tags, fields, _ms(datetime.combine(r.day, datetime.min.time(), BEIJING)))
+    return outlet_day_line(r.mn, r.enterprise, r.district, r.day, r.expected, r.received, r.valid)
+
+
+@lru_cache(maxsize=64)
+def _day_ms(day: date) -> int:
+    return _ms(datetime.combine(day, datetime.min.time(), BEIJING))
+
+
+def outlet_day_line(
+    mn: str, enterprise: str, district: str, day: date, expected: int, received: int, valid: int
+) -> str:
+    """:func:`outlet_day_rate_line` from the figures (the live write, issue 20: no :class:`OutletDayRate` and no
+    :func:`point` per outlet; the same line: tags by key, empty tags and rates without a value left out)."""
+    tags = f",district={_tag(district)}" if district else ""
+    if enterprise:
+        tags += f",enterprise={_tag(enterprise)}"
+    tags += f",level=outlet,mn={_tag(mn)}" if mn else ",level=outlet"
+    fields = f"expected={expected}i,received={received}i,valid={valid}i"
+    if expected:
+        fields += f",transmission_rate={received / expected!r}"
+    if received:
+        fields += f",validity_rate={valid / received!r}"
+    if expected:
+        fields += f",effective_rate={valid / expected!r}"
+    return f"{RATE_MEASUREMENT}{tags} {fields} {_day_ms(day)}"
 
 
 def district_month_rate_line(r: DistrictMonthRate) -> str:

@@ -58,6 +58,7 @@ from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
 from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
 from cems.rules.ranking import RankPeriod
+from cems.rules.transmission import DistrictMonthRate
 from cems.service.commands import send_command
 from cems.service.compliance._actions import (
     ACK,
@@ -124,7 +125,7 @@ from cems.sinks.lineprotocol import (
     hourly_line,
     mark_line,
     monthly_line,
-    outlet_day_rate_line,
+    outlet_day_line,
 )
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,23 @@ RankQuery = Callable[[str, str | None], list[dict[str, Any]]]
 
 #: Outlets whose day rates one write of the live ``cems_rate`` carries (:meth:`ComplianceRuntime._write_rates`).
 RATE_WRITE_OUTLETS: Final = 5000
+#: Outlets the live ``cems_rate`` write counts at a time, and how long it may keep the event loop: it lets the loop
+#: run after a slice once this much time has passed since it last did (issue 20: the whole write at 100 000 outlets
+#: had blocked the loop for 18–37 s, and alerts and acknowledgements waited behind it).
+RATE_SLICE_OUTLETS: Final = 100
+RATE_SLICE_S: Final = 0.01
+
+
+class _Pacer:
+    """Lets the event loop run when :data:`RATE_SLICE_S` has passed since it last did."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    async def turn(self) -> None:
+        if time.perf_counter() - self.t >= RATE_SLICE_S:
+            await asyncio.sleep(0)
+            self.t = time.perf_counter()
 
 
 def wall_clock() -> datetime:
@@ -344,6 +362,7 @@ class ComplianceRuntime:
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
         for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
             self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+        self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
         if self.ranker is not None:  # township rankings due when the ingester stopped
@@ -581,8 +600,11 @@ class ComplianceRuntime:
             )
             if (self._pending or self._grid_pending or held) and not await self._flush(stop):
                 return False
-            if not await self._write_rates(stop):
-                return False
+        # without the lock (issue 20): the rate write gives the loop back between slices of outlets, and batches,
+        # alerts and acknowledgements go on meanwhile
+        if not await self._write_rates(stop, locked=False):
+            return False
+        async with self.lock:
             await self._prune_archive(now)
             return await self._escalate(now, stop)
 
@@ -605,18 +627,24 @@ class ComplianceRuntime:
             self._archive_pruned_before = before
             await self.db.call(lambda c: prune_archive(c, before))
 
-    async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False) -> bool:
+    async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False, locked: bool = True) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
         the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless).
         The clock alone makes hours due (issue 12 item 4): the day of the newest hour that is over is rewritten
-        even when no record arrived, so a silent outlet's figure falls instead of going unwritten."""
+        even when no record arrived, so a silent outlet's figure falls instead of going unwritten.
+
+        Issue 20: the outlets are counted :data:`RATE_SLICE_OUTLETS` at a time, the loop running between slices;
+        ``locked``: whether the caller holds :attr:`lock` (else it is taken only to prune SQLite).  The batches
+        committed meanwhile mark their days again (:attr:`_rate_days`): a slice counted before them is rewritten
+        next time."""
         due = (self.config.clock() - self.config.lateness).replace(minute=0, second=0, microsecond=0)
         if self._rates_due is None or due > self._rates_due:
             self._rates_due = due
             self._rate_days.add((due - timedelta(seconds=1)).astimezone(BEIJING).date())
         if not self._rate_days or (not force and time.monotonic() - self._rates_written < self.config.rates_interval_s):
             return True
-        days = sorted(self._rate_days)
+        taken, self._rate_days = self._rate_days, set()
+        days = sorted(taken)
         newest = self.engine.rates.newest_hour()
         keep_from: datetime | None = None
         if newest is not None:
@@ -625,43 +653,70 @@ class ComplianceRuntime:
             # days of pruned months are final (DOMAIN.md §5): late data there do not rewrite their figures
             days = [d for d in days if day_bounds(d)[0] >= keep_from]
         if not days:
-            self._rate_days.clear()
             return True
         # hours not yet over (plus the lateness) are not expected yet: a day or month is counted to date
         now = self.config.clock() - self.config.lateness
         cap = now.replace(minute=0, second=0, microsecond=0)
         start, end = day_bounds(days[0])[0], min(day_bounds(days[-1])[1], cap)
+        rates = self.engine.rates
+        pace = _Pacer()
         points = 0
         if end > start:
-            # the outlets' day rates a slice at a time, each slice's lines written before the next is made: a city's
-            # rates and lines all at once were ≈ 0.45 KB an outlet (issue 20, memory); the same points, in order
-            outlets = self.engine.rates.outlets_by_mn()
+            # the outlets' day rates a slice at a time, each write's lines made just before it: a city's rates and
+            # lines all at once were ≈ 0.45 KB an outlet (issue 20, memory); the same points, in order
+            outlets = rates.outlets_by_mn()
             for i in range(0, len(outlets), RATE_WRITE_OUTLETS):
-                part = self.engine.rates.outlet_days(start, end, outlets[i : i + RATE_WRITE_OUTLETS])
-                chunk = [outlet_day_rate_line(r) for r in part]
-                del part
+                chunk: list[str] = []
+                for k in range(i, min(i + RATE_WRITE_OUTLETS, len(outlets)), RATE_SLICE_OUTLETS):
+                    await pace.turn()  # the loop runs between slices (issue 20)
+                    part = rates.outlet_day_totals(start, end, outlets[k : min(k + RATE_SLICE_OUTLETS, len(outlets))])
+                    chunk += [
+                        outlet_day_line(o.outlet.mn, o.enterprise.id, o.district.code, day, e, r, v)
+                        for o, day, e, r, v in part
+                    ]
+                    del part
                 if chunk and not await self._write(chunk, stop):
+                    self._rate_days |= taken
                     return False
                 points += len(chunk)
+            del outlets
         lines: list[str] = []
         for y, m in sorted({(d.year, d.month) for d in days}):
             a, b = month_bounds(y, m)
             if min(b, cap) > a:
-                months = self.engine.rates.district_months(a, min(b, cap))
+                months: list[DistrictMonthRate] = []
+                for res in rates.district_months_stepwise(a, min(b, cap), RATE_SLICE_OUTLETS):
+                    if res is None:
+                        await pace.turn()
+                    else:
+                        months = res
                 shard = self.config.shard
-                if shard is None:
-                    lines += [district_month_rate_line(r) for r in months]
-                else:  # a part only: never under the district's key, where the shards would overwrite each other
-                    lines += [district_part_line(part_of(r, shard)) for r in months]
+                for r in months:  # (a district month's reasons may list thousands of enterprises)
+                    await pace.turn()
+                    if shard is None:
+                        lines.append(district_month_rate_line(r))
+                    else:  # a part only: never under the district's key, where the shards would overwrite each other
+                        lines.append(district_part_line(part_of(r, shard)))
         if lines and not await self._write(lines, stop):
+            self._rate_days |= taken
             return False
-        self._rate_days.clear()
         self._rates_written = time.monotonic()
         # keep the month of the newest counted hour and the one before in memory and in SQLite (bounded
         # state); relative to the data, not the clock, so that a backfill of old months still counts whole
-        if keep_from is not None and self.engine.rates.prune(keep_from):
-            cut = int(keep_from.timestamp())
-            await self.db.call(lambda c: prune_rate_records(c, cut))
+        if keep_from is not None:
+            dropped = 0
+            for n in rates.prune_stepwise(keep_from, RATE_SLICE_OUTLETS):
+                if n is None:
+                    await pace.turn()  # a month's turn drops a month of every outlet
+                else:
+                    dropped = n
+            if dropped:
+                cut = int(keep_from.timestamp())
+                if locked:
+                    await self.db.call(lambda c: prune_rate_records(c, cut))
+                else:
+                    async with self.lock:
+                        await self.db.call(lambda c: prune_rate_records(c, cut))
         self.stats.rate_points += points + len(lines)
         return True
 
