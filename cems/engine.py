@@ -172,18 +172,22 @@ class _OutletEngine:
             self._until = decided
 
     def snapshot(self, *, open_hours: bool = True) -> dict[str, Any]:
-        ex, o2, marks = (
-            (self._exceedance, self._o2, self._marks) if self._exceedance is not None else self._new_judging()
-        )
-        assert o2 is not None and marks is not None
+        ex, o2, marks = self._exceedance, self._o2, self._marks
+        if ex is not None and o2 is not None and marks is not None:
+            ex_s, o2_s, marks_s = ex.snapshot(), o2.snapshot(), marks.snapshot()
+        else:  # the states of the trackers _new_judging would make, without making them (issue 20: CPU)
+            mn = self.info.outlet.mn
+            ex_s = ExceedanceTracker.untouched_snapshot(mn, self._until)
+            o2_s = O2InvalidTracker.untouched_snapshot(mn, self._until)
+            marks_s = None  # (OutletMarks.snapshot of a tracker without marks or raw hours)
         return {
             "hourly": self.hourly.snapshot(open_hours=open_hours),
-            "exceedance": ex.snapshot(),
-            "o2_invalid": o2.snapshot(),
+            "exceedance": ex_s,
+            "o2_invalid": o2_s,
             "warnings": self.warnings.snapshot(),
             "interruption": self.interruption.snapshot(),
             "daily": self.daily.snapshot(),
-            "marks": marks.snapshot(),
+            "marks": marks_s,
             "monthly": self.monthly.snapshot(),
             "quality": self.quality.snapshot(),
         }

@@ -447,6 +447,27 @@ class ExceedanceTracker:
             "latest_keys": sorted(self._latest_keys) if self._latest_keys else [],
         }
 
+    @classmethod
+    def untouched_snapshot(cls, mn: str, until: datetime | None) -> dict[str, Any]:
+        """The :meth:`snapshot` of a tracker of ``mn`` that never had a record, after ``on_clock(until)``
+        (``None``: never clocked), built without the tracker (the state commit of an outlet whose trackers are
+        not made yet, issue 20: every reading's outlet before its first hour closes)."""
+        decided = _NEVER_H
+        if until is not None:
+            u = math.floor(_ts(until))
+            decided = max(decided, u - u % 3600)
+        return {
+            "version": 2,
+            "kind": cls.KIND,
+            "mn": mn,
+            "hits": {},
+            "events": {},
+            "decided": decided,
+            "clock": decided,
+            "latest": _NEVER_H,
+            "latest_keys": [],
+        }
+
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.KIND or state.get("version") not in (1, 2):
             raise ValueError(f"not a version-1 or -2 {self.KIND} state")
