@@ -47,7 +47,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from cems.limits import builtin_profiles
-from cems.model import BEIJING, O2, Reading, Stream
+from cems.model import BEIJING, O2, Reading, Stream, unix_time
 from cems.registry import Outlet
 from cems.rules.events import CLOSED, OPENED, RETRACTED, RETRACTED_STATUS, UPDATED, Event, EventUpdate
 from cems.rules.hourly import REPAIR_WINDOW, HourArchive, HourlyRecord, is_concentration, repair_deadline
@@ -75,7 +75,7 @@ _DAY: Final = 86400
 
 
 def _day_index(t: datetime) -> int:
-    return (math.floor(t.timestamp()) + _BJ) // _DAY
+    return (math.floor(unix_time(t)) + _BJ) // _DAY  # (t.timestamp(), remembered: per reading, CPU)
 
 
 def _day_start(index: int) -> datetime:

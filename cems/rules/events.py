@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
-from cems.model import BEIJING, O2, Reading, Stream
+from cems.model import BEIJING, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet
 from cems.rules._shared import SharedSettings
 from cems.rules.cadence import STREAM_HINT_S, RecentGaps
@@ -81,8 +81,8 @@ def _conc_codes(ms: Mapping[str, Any]) -> tuple[str, ...]:
     return got
 
 
-def _ts(t: datetime) -> float:
-    return (t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp()
+#: Epoch seconds of a datetime, naive: Beijing time (remembered for the last aware one: per reading, CPU)
+_ts: Final = beijing_ts
 
 
 def _dt(ts: float) -> datetime:

@@ -87,7 +87,7 @@ from operator import sub as _sub
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
 
-from cems.model import BEIJING, FLOW, O2, Reading, Stream
+from cems.model import BEIJING, FLOW, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet
 from cems.rules._shared import SharedSettings
 from cems.rules.cadence import STREAM_HINT_S, hour_cadence
@@ -709,10 +709,7 @@ class OutletHourly:
             return []
         if reading.mn != self.mn:
             raise ValueError(f"reading of {reading.mn!r} fed to the aggregator of {self.mn!r}")
-        dt = reading.data_time
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=BEIJING)
-        ts = math.floor(dt.timestamp())
+        ts = math.floor(beijing_ts(reading.data_time))  # (naive: Beijing time; one conversion per reading)
         hour = ts - ts % 3600
         acc = self._open.get(hour)
         if hour >= self._closed_before or self._accept_late(hour, acc is not None):
@@ -818,10 +815,7 @@ class OutletHourly:
         (the live service loads it beforehand, off the event loop); else ``None``."""
         if self._p.archive is None or reading.stream is Stream.DAY:
             return None
-        dt = reading.data_time
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=BEIJING)
-        ts = math.floor(dt.timestamp())
+        ts = math.floor(beijing_ts(reading.data_time))  # (naive: Beijing time; one conversion per reading)
         hour = ts - ts % 3600
         if hour >= self._closed_before or self._open.get(hour) is not None or not self._was_evicted(hour):
             return None

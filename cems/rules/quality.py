@@ -62,7 +62,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
-from cems.model import BEIJING, FLOW, O2, Reading, Stream
+from cems.model import BEIJING, FLOW, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet, Quality
 from cems.rules._shared import SharedSettings
 from cems.rules.events import (
@@ -449,7 +449,7 @@ class QualityTracker:
             return
         if reading.mn != self.mn:
             raise ValueError(f"reading of {reading.mn!r} fed to the quality tracker of {self.mn!r}")
-        ts = math.floor(reading.data_time.timestamp())
+        ts = math.floor(beijing_ts(reading.data_time))  # (as timestamp(): the reading's data time is aware)
         hour = ts - ts % _H
         if hour < self._newest - self._p.keep_s:
             return  # the hour's summaries are gone (see the module docstring)

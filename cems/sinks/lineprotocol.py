@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
-from cems.model import BEIJING, Reading
+from cems.model import BEIJING, Reading, unix_time
 from cems.protocol.mark import MarkRecord
 from cems.registry import GridSensor
 from cems.rules.ambient import AmbientDay
@@ -28,7 +28,6 @@ from cems.rules.grid import GridHour, category_of, grid_day
 from cems.rules.hourly import HourlyRecord
 from cems.rules.ranking import RankEntry, Ranking
 from cems.rules.transmission import DistrictMonthRate, OutletDayRate
-from cems.validate import unix_time
 
 READING_MEASUREMENT: Final = "cems_reading"
 
