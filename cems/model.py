@@ -9,10 +9,11 @@ Pure data, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 #: Beijing time: the Chinese standards (HJ 212, HJ 75) use UTC+8 without daylight saving.
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -156,6 +157,45 @@ class Reading:
     def key(self) -> tuple[str, Stream, int]:
         """The identity of the record: (outlet, stream, data time).  Writes with the same key overwrite."""
         return (self.mn, self.stream, self.timestamp_s)
+
+
+def slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of the slots ``names`` of a frozen, slotted dataclass, in this order, which must be its
+    fields' (checked at import: a field added to the class must be added to its fast constructor)."""
+    if tuple(f.name for f in fields(cls)) != names:  # pragma: no cover - a programming error, at import
+        raise AssertionError(f"{cls.__name__}'s fields are not {names}")
+    return tuple(cls.__dict__[n].__set__ for n in names)
+
+
+_new_object: Final = object.__new__
+_R_MN, _R_STREAM, _R_TIME, _R_MEAS, _R_QN, _R_ORIGIN, _R_EXTRA, _R_DROPPED = slot_setters(
+    Reading, ("mn", "stream", "data_time", "measurements", "qn", "origin", "extra", "dropped")
+)
+
+
+def new_reading(
+    mn: str,
+    stream: Stream,
+    data_time: datetime,
+    measurements: dict[str, Measurement],
+    qn: str | None,
+    origin: str,
+    extra: dict[str, str],
+    dropped: tuple[str, ...] = (),
+) -> Reading:
+    """``Reading(mn, stream, data_time, measurements, qn, origin, extra, dropped)`` for the decoders' hot paths
+    (one a message): the slots set directly, ≈ 7 000 instructions instead of ≈ 12 900 for the frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field; callgrind, issue 20).  The same object."""
+    r = _new_object(Reading)
+    _R_MN(r, mn)
+    _R_STREAM(r, stream)
+    _R_TIME(r, data_time)
+    _R_MEAS(r, measurements)
+    _R_QN(r, qn)
+    _R_ORIGIN(r, origin)
+    _R_EXTRA(r, extra)
+    _R_DROPPED(r, dropped)
+    return r
 
 
 #: Display names of common codes (DOMAIN.md §2).
