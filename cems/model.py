@@ -22,10 +22,10 @@ BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 def unix_time(t: datetime) -> float:
     """``t.timestamp()``, remembered for aware datetimes (by identity; a naive ``t`` is local time, as
     ``timestamp()`` reads it, and not remembered).  An aware datetime's ``timestamp()`` costs ≈ 6 000
-    instructions (callgrind: its ``timedelta`` arithmetic is on Python integers), and a reading's data time is
-    converted by the time check, the statistics, its line, the batch's sort and every rules tracker it is fed
-    to; the decoders share one datetime among the readings of one data time text, so a city's readings bring
-    a few datetime objects at a time (HJ 212 and JSON ones, interleaved: hence a table, not the last one)."""
+    instructions (callgrind), and a reading's data time is converted by the time check, the statistics, its
+    line, the batch's sort and every rules tracker it is fed to; the decoders share one datetime among the
+    readings of one data time text, so a city's readings bring a few datetime objects at a time (HJ 212 and
+    JSON ones, interleaved: hence a table, not the last one)."""
     got = _TIMES.get(id(t))
     if got is not None and got[0] is t:  # (the entry holds ``t``: its id is not reused while it is there)
         return got[1]
