@@ -21,6 +21,7 @@ from typing import Final
 
 from cems.errors import RejectedMessage
 from cems.model import Measurement, Reading
+from cems.model import unix_time as unix_time  # (moved to cems.model, where the rules share its cache)
 from cems.registry import OutletInfo, Registry
 
 #: Plausible physical ranges by code prefix (unit as in HJ 212 appendix B; generous on purpose: the
@@ -124,22 +125,6 @@ def _bounds(now: datetime, policy: ValidationPolicy) -> tuple[float, float]:
 
 
 _last_bounds: tuple[datetime | None, ValidationPolicy | None, float, float] = (None, None, 0.0, 0.0)
-
-
-def unix_time(t: datetime) -> float:
-    """``t.timestamp()``, remembered for the last ``t`` (by identity): a reading's data time is converted by
-    the time check, the ingester's statistics and its line, and the HJ 212 fast path shares one datetime among
-    the packets of one data time (an aware datetime's ``timestamp()`` costs ≈ 0.5 µs)."""
-    global _last_time
-    last = _last_time  # (one tuple, read and replaced whole: safe across threads)
-    if last[0] is t:
-        return last[1]
-    ts = t.timestamp()
-    _last_time = (t, ts)
-    return ts
-
-
-_last_time: tuple[datetime | None, float] = (None, 0.0)
 
 
 #: Most values (numbers and flags: the fields of one point) a reading may carry.  An HJ 212 data segment

@@ -24,7 +24,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from cems.errors import Reason, RejectedMessage
-from cems.model import BEIJING, DATA_FLAGS, Measurement, Reading, Stream
+from cems.model import BEIJING, DATA_FLAGS, Measurement, Reading, Stream, new_reading
 
 SCHEMA: Final = "cems.reading/1"
 #: Largest payload accepted, bytes (HJ 212 caps a data segment at 1024 bytes; JSON is wordier).
@@ -196,7 +196,7 @@ def decode_payload(payload: bytes, *, mn: str, stream: Stream, tz: Any = BEIJING
         if parsed is not None:  # a value that is not a number, a bad flag: the dicts again, in their order
             values = _FAST_DECODER.decode(payload).values
         measurements = _measurements(values)
-    return Reading(mn, stream, parse_data_time(data_time, tz), measurements, qn, "json")
+    return new_reading(mn, stream, parse_data_time(data_time, tz), measurements, qn, "json", {})  # (Reading(...))
 
 
 def encode_payload(reading: Reading) -> bytes:

@@ -36,7 +36,7 @@ from typing import Final
 
 from cems.decode import check_packet, decode_message, hj212_text
 from cems.errors import InfluxWriteError, RejectedMessage, ServiceError, SpoolFull
-from cems.model import Reading
+from cems.model import Reading, unix_time
 from cems.protocol import hj212
 from cems.registry import OutletInfo, Registry
 from cems.registry.shard import Shard, data_subscriptions, shard_of
@@ -46,7 +46,7 @@ from cems.sinks.archive import ArchiveError, ArchiveSettings, Entry, EvidenceArc
 from cems.sinks.influx import InfluxConfig, InfluxWriter, config_query
 from cems.sinks.lineprotocol import GRID_READING_MEASUREMENT, grid_reading_line, reading_line
 from cems.sinks.spool import Spool
-from cems.validate import DEFAULT_POLICY, ValidationPolicy, unix_time, validate, validate_grid
+from cems.validate import DEFAULT_POLICY, ValidationPolicy, validate, validate_grid
 
 log = logging.getLogger(__name__)
 

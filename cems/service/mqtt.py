@@ -52,6 +52,7 @@ from urllib.parse import unquote, urlparse
 
 from cems.errors import MqttProtocolError as MqttProtocolError  # declared in cems.errors, re-exported
 from cems.errors import ServiceError
+from cems.model import slot_setters
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,25 @@ class InboundMessage:
     received: float  # time.time() at arrival
     #: The connection it arrived on (acknowledged only on that connection).
     connection: int = 0
+
+
+_M_TOPIC, _M_PAYLOAD, _M_MID, _M_QOS, _M_RECEIVED, _M_CONNECTION = slot_setters(
+    InboundMessage, ("topic", "payload", "mid", "qos", "received", "connection")
+)
+_new_object: Final = object.__new__
+
+
+def new_inbound(topic: str, payload: bytes, mid: int, qos: int, received: float, connection: int) -> InboundMessage:
+    """``InboundMessage(...)`` for the reader (one a message): the slots set directly, ≈ 5 500 instructions
+    instead of ≈ 9 900 for the frozen dataclass's ``__init__`` (callgrind, issue 20).  The same object."""
+    m = _new_object(InboundMessage)
+    _M_TOPIC(m, topic)
+    _M_PAYLOAD(m, payload)
+    _M_MID(m, mid)
+    _M_QOS(m, qos)
+    _M_RECEIVED(m, received)
+    _M_CONNECTION(m, connection)
+    return m
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +359,7 @@ class _Protocol(asyncio.Protocol):
                             raise MqttProtocolError("QoS 2 PUBLISH on a QoS 1 subscription")
                         mid = (buf[j] << 8) | buf[j + 1]
                         j += 2
-                    m = InboundMessage(topic, buf[j:end], mid, qos, time.time(), self.number)
+                    m = new_inbound(topic, buf[j:end], mid, qos, time.time(), self.number)
                     if qos and unacked is not None:  # acknowledged in this order (MQTT-4.6.0-2)
                         if mid not in unacked:
                             order.append(mid)
