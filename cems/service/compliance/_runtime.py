@@ -442,15 +442,15 @@ class ComplianceRuntime:
     ) -> list[tuple[InboundMessage, RejectedMessage]] | None:
         """Process a batch whose readings are durable in InfluxDB.
 
-        ``release`` acknowledges the batch's messages; it is called once the engine state that includes
-        them is committed: at once when the batch produced hourly records or events (alert latency) — unless
-        its events may go ahead of the state (``alerts_before_state``): then the events and alerts are committed
-        at once and the state with the next group commit —, else at the next commit, at most
-        ``commit_interval_s`` later or after ``commit_max_messages`` (group commit: the per-outlet snapshots are the costly part and are taken once per interval, not once per
-        batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock tick when none
-        came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.  ``grid``: the
-        batch's grid-sensor readings (the grid engine).  Returns the rejected commands, or ``None`` when
-        stopping before the results are durable (nothing is acknowledged)."""
+        ``release`` acknowledges the batch's messages; it is called once the engine state that includes them is
+        committed: at once when the batch produced hourly records or events (alert latency) — unless its events may
+        go ahead of the state (``alerts_before_state``): then the events and alerts are committed at once and the
+        state with the next group commit —, else at the next commit, at most ``commit_interval_s`` later or after
+        ``commit_max_messages`` (group commit: the per-outlet snapshots are the costly part and are taken once per
+        interval, not once per batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock
+        tick when none came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.
+        ``grid``: the batch's grid-sensor readings (the grid engine).  Returns the rejected commands, or ``None``
+        when stopping before the results are durable (nothing is acknowledged)."""
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
