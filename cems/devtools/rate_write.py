@@ -47,7 +47,7 @@ def _code_table() -> bytes:
 
 
 def fill(rt: ComplianceRuntime, month: datetime, now: datetime, seed: int) -> None:
-    """Hourly codes of every outlet and factor in [month, now) (UTC-day bytearrays, code + 1 per hour, as
+    """Hourly codes of every outlet and factor in [month, now) (the stored bytes, code + 1 per hour, as
     ``RateCounter.add`` stores them), and an exceeding SO2 hour for ≈ 0.4 % of the hours."""
     rates: Any = rt.engine.rates
     rng = random.Random(seed)
@@ -59,6 +59,8 @@ def fill(rt: ComplianceRuntime, month: datetime, now: datetime, seed: int) -> No
         by_f = rates._seen[mn] = {}
         for f in rates.factors:
             codes = _HourCodes()
+            old_days = getattr(codes, "_days", None)  # (an older checkout's counter: a bytearray per UTC day)
+            run = bytearray()
             for d in days:
                 raw = rng.randbytes(24)
                 day = bytearray(raw.translate(table))
@@ -68,7 +70,11 @@ def fill(rt: ComplianceRuntime, month: datetime, now: datetime, seed: int) -> No
                         day[i] = 0
                     elif raw[i] == 255 and f == "a21026":
                         rates._exceed[(mn, f, h)] = (day[i] - 1) | 1
-                codes._days[d] = day
+                run += day
+                if old_days is not None:
+                    old_days[d] = day
+            if old_days is None:
+                codes._load(days[0], run)
             by_f[f] = codes
     rates._min_hour, rates._max_hour = lo, hi - 3600
 

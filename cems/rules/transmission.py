@@ -71,74 +71,157 @@ def _ts(t: datetime) -> int:
     return math.floor((t if t.tzinfo is not None else t.replace(tzinfo=BEIJING)).timestamp())
 
 
-_NO_HOURS: Final = bytes(24)
 #: ``bytes.translate`` table of a stored byte (code + 1; 0: no record) to 1 when its hour counts valid (code odd).
 _VALID_BYTE: Final = bytes(1 if c and (c - 1) & 1 else 0 for c in range(256))
+
+
+#: Days of no record between two stored runs of days up to which they are kept as one (zero-filled) run: a run
+#: costs ≈ 150 B (its ``bytearray``, tuple and day number), 7 days of zeros 168 B.
+_JOIN_DAYS: Final = 7
 
 
 class _HourCodes:
     """One outlet's and factor's counted hours: hour (epoch s) → ``rank * 2 + valid``.
 
-    Memory (issue 20): kept for the current and the previous month, a dict entry per hour was ≈ 1.4 KB an outlet
-    and factor a day (≈ 0.26 MB an outlet at a month's end, ≈ 26 GB for 100 000 outlets); here a day is 24 bytes
-    (each code + 1, 0: no record) in a ``bytearray`` per UTC day, ≈ 0.1 KB.  :meth:`items` gives what the dict
-    held (ascending by hour; every reader sums or sorts)."""
+    Memory (issue 20): kept for the current and the previous month.  A dict entry per hour was ≈ 1.4 KB an outlet
+    and factor a day; a ``bytearray(24)`` per UTC day in a dict ≈ 150 B (≈ 2.8 GB at a month's end at 100 000
+    outlets).  Here the stored bytes (each code + 1, 0: no record) of consecutive UTC days are one ``bytearray``
+    (24 bytes a day) from its first day ``_d0``: ≈ 1.6 KB for two months.  Days more than ``_JOIN_DAYS`` apart
+    (a backfill months away) start another run, kept in ``_far`` (sorted, all older than ``_b``'s first day), so
+    no years-long array is made.  :meth:`items` gives what the dict held (ascending by hour; every reader sums or
+    sorts)."""
 
-    __slots__ = ("_days",)
+    __slots__ = ("_b", "_d0", "_far")
 
     def __init__(self) -> None:
-        self._days: dict[int, bytearray] = {}
+        self._d0 = 0  # UTC day number of _b[0:24]
+        self._b = bytearray()  # the newest run of days (empty: no hour at all, and _far is None)
+        self._far: list[tuple[int, bytearray]] | None = None  # the older runs, ascending by first day
+
+    def _runs(self) -> list[tuple[int, bytearray]]:
+        runs = list(self._far) if self._far else []
+        if self._b:
+            runs.append((self._d0, self._b))
+        return runs
+
+    def _keep(self, runs: list[tuple[int, bytearray]]) -> None:
+        """Store runs (ascending, disjoint, none empty): the newest one as ``_b``."""
+        if runs:
+            self._d0, self._b = runs[-1]
+            self._far = runs[:-1] or None
+        else:
+            self._d0, self._b, self._far = 0, bytearray(), None
+
+    def _load(self, d0: int, raw: bytes | bytearray) -> None:
+        """Replace everything by the stored bytes of the days from ``d0`` (benchmarks: filled the same as
+        :meth:`set` would)."""
+        if len(raw) % 24:
+            raise ValueError("not whole days")
+        self._keep([(d0, bytearray(raw))] if raw else [])
 
     def get(self, h: int) -> int | None:
-        day = self._days.get(h // _DAY)
-        if day is None:
-            return None
-        c = day[h % _DAY // 3600]
-        return c - 1 if c else None
+        i = (h - self._d0 * _DAY) // 3600
+        b = self._b
+        if 0 <= i < len(b):
+            c = b[i]
+            return c - 1 if c else None
+        if self._far:
+            for d0, run in self._far:
+                i = (h - d0 * _DAY) // 3600
+                if 0 <= i < len(run):
+                    c = run[i]
+                    return c - 1 if c else None
+        return None
 
     def set(self, h: int, code: int) -> None:
         if h % 3600 or not 0 <= code < 255:
             raise ValueError(f"not an hour start or a code: {h}, {code}")
+        b = self._b
+        i = (h - self._d0 * _DAY) // 3600
+        if 0 <= i < len(b):
+            b[i] = code + 1
+            return
+        if b and len(b) <= i < len(b) + 24 * (_JOIN_DAYS + 1):  # the next days (the newest run: none after)
+            b += bytes(24 * ((i - len(b)) // 24 + 1))
+            b[i] = code + 1
+            return
         d = h // _DAY
-        day = self._days.get(d)
-        if day is None:
-            day = self._days[d] = bytearray(24)
+        runs = self._runs()
+        for d0, run in runs:
+            i = (h - d0 * _DAY) // 3600
+            if 0 <= i < len(run):
+                run[i] = code + 1
+                return
+        day = bytearray(24)
         day[h % _DAY // 3600] = code + 1
+        runs.append((d, day))
+        runs.sort(key=lambda r: r[0])
+        joined: list[tuple[int, bytearray]] = []
+        for d0, run in runs:  # join the runs at most _JOIN_DAYS apart
+            if joined:
+                p0, prev = joined[-1]
+                gap = d0 - (p0 + len(prev) // 24)
+                if gap <= _JOIN_DAYS:
+                    joined[-1] = (p0, prev + bytes(24 * gap) + run)
+                    continue
+            joined.append((d0, run))
+        self._keep(joined)
 
     def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
         """(hour, code) ascending; only the days that overlap [lo, hi) when given (hours outside it may come)."""
         out: list[tuple[int, int]] = []
-        for d in sorted(self._days):
-            base = d * _DAY
-            if (lo is not None and base + _DAY <= lo) or (hi is not None and base >= hi):
+        for d0, run in self._runs():
+            a, z = 0, len(run) // 24  # the run's days [a, z) that overlap [lo, hi)
+            if lo is not None:
+                a = max(a, (lo - d0 * _DAY) // _DAY)
+            if hi is not None:
+                z = min(z, -(-(hi - d0 * _DAY) // _DAY))
+            if a >= z:
                 continue
-            out += [(base + 3600 * i, c - 1) for i, c in enumerate(self._days[d]) if c]
+            base = d0 * _DAY + a * _DAY
+            out += [(base + 3600 * i, c - 1) for i, c in enumerate(run[24 * a : 24 * z]) if c]
         return out
 
     def span(self, lo: int, hi: int) -> bytes | bytearray:
         """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
         ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
-        d_lo, d_hi = lo // _DAY, (hi - 1) // _DAY
-        get = self._days.get
-        if d_hi - d_lo == 1:  # a Beijing day: two UTC days
-            out = (get(d_lo) or _NO_HOURS) + (get(d_hi) or _NO_HOURS)
-        else:
-            out = b"".join([get(d) or _NO_HOURS for d in range(d_lo, d_hi + 1)])
-        a = (lo - d_lo * _DAY) // 3600
-        return out[a : a + (hi - lo) // 3600]
+        n = (hi - lo) // 3600
+        if n <= 0:
+            return b""
+        b = self._b
+        a = (lo - self._d0 * _DAY) // 3600
+        if a >= 0 and a + n <= len(b):  # (the live write: a day or a month of the newest run)
+            return b[a : a + n]
+        out = bytearray(n)
+        for d0, run in self._runs():
+            a = (lo - d0 * _DAY) // 3600  # run[a] is hour lo
+            i, j = max(a, 0), min(a + n, len(run))
+            if i < j:
+                out[i - a : j - a] = run[i:j]
+        return out
 
     def drop_before(self, cut: int) -> int:
         """Forget the hours before ``cut``; how many there were."""
         n = 0
-        for d in [d for d in self._days if d * _DAY < cut]:
-            day = self._days[d]
-            base = d * _DAY
-            for i in range(24):
-                if day[i] and base + 3600 * i < cut:
-                    day[i] = 0
-                    n += 1
-            if not any(day):
-                del self._days[d]
+        kept: list[tuple[int, bytearray]] = []
+        changed = False
+        for d0, run in self._runs():
+            k = min(max(-(-(cut - d0 * _DAY) // 3600), 0), len(run))  # hours of the run before the cut
+            if not k:
+                kept.append((d0, run))
+                continue
+            changed = True
+            n += k - run.count(0, 0, k)
+            rest = run[k:]
+            if not any(rest):
+                continue
+            zeros = len(run) - len(rest) + (len(rest) - len(rest.lstrip(b"\0")))  # leading hours of no record
+            days = zeros // 24
+            rest = run[24 * days :]
+            rest[: max(k - 24 * days, 0)] = bytes(max(k - 24 * days, 0))
+            kept.append((d0 + days, rest))
+        if changed:
+            self._keep(kept)
         return n
 
 
