@@ -384,3 +384,48 @@ def test_prune_stepwise_is_prune() -> None:
     assert twins[0].snapshot() == twins[1].snapshot()
     assert min(h for _, _, h, _ in twins[1].snapshot()["exceed"]) >= _ts(cut)
     assert list(twins[1].prune_stepwise(cut, 1)) == [0]
+
+
+async def test_the_rate_write_counts_to_the_time_its_tick_closed_hours_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write runs after the tick's commit, outside the lock, and the clock may move on meanwhile: it counts to
+    the tick's time, not to a later clock reading whose newly ended hours the engine has not closed (they would
+    count as expected and not received, a figure too low until the next write)."""
+    reg = parse_registry(_data.registry_toml(3))
+    day = datetime(2026, 11, 3, tzinfo=BEIJING)
+    now = [day + timedelta(hours=14, minutes=10)]
+    lines: list[str] = []
+
+    async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
+        lines.extend(batch)
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    rt = ComplianceRuntime(
+        reg,
+        ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], rates_interval_s=0.0),
+        write=write,
+        publish=publish,
+    )
+    await rt.open()
+    try:
+        tick_time = now[0]
+        real = rt.engine.on_clock
+
+        def on_clock(t: datetime) -> Any:
+            out = real(t)
+            now[0] += timedelta(hours=3)  # the clock moves on between the tick's close and its rate write
+            return out
+
+        monkeypatch.setattr(rt.engine, "on_clock", on_clock)
+        assert await rt.tick()
+    finally:
+        await rt.close()
+    outlet_lines = [ln for ln in lines if ln.startswith("cems_rate,") and ",level=outlet," in ln]
+    assert len(outlet_lines) == 3
+    cap = (tick_time - rt.config.lateness).replace(minute=0, second=0, microsecond=0)
+    expected = int((cap - day).total_seconds()) // 3600 * len(rt.engine.rates.factors)  # hours × assessed factors
+    assert all(f" expected={expected}i," in ln for ln in outlet_lines), outlet_lines

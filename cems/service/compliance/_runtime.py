@@ -602,7 +602,7 @@ class ComplianceRuntime:
                 return False
         # without the lock (issue 20): the rate write gives the loop back between slices of outlets, and batches,
         # alerts and acknowledgements go on meanwhile
-        if not await self._write_rates(stop, locked=False):
+        if not await self._write_rates(stop, locked=False, now=now):
             return False
         async with self.lock:
             await self._prune_archive(now)
@@ -627,7 +627,9 @@ class ComplianceRuntime:
             self._archive_pruned_before = before
             await self.db.call(lambda c: prune_archive(c, before))
 
-    async def _write_rates(self, stop: asyncio.Event | None, *, force: bool = False, locked: bool = True) -> bool:
+    async def _write_rates(
+        self, stop: asyncio.Event | None, *, force: bool = False, locked: bool = True, now: datetime | None = None
+    ) -> bool:
         """Live ``cems_rate``: per outlet/day and district/month for the days whose hours completed since
         the last write (at most every ``rates_interval_s``; idempotent points, so a rewrite is harmless).
         The clock alone makes hours due (issue 12 item 4): the day of the newest hour that is over is rewritten
@@ -636,8 +638,11 @@ class ComplianceRuntime:
         Issue 20: the outlets are counted :data:`RATE_SLICE_OUTLETS` at a time, the loop running between slices;
         ``locked``: whether the caller holds :attr:`lock` (else it is taken only to prune SQLite).  The batches
         committed meanwhile mark their days again (:attr:`_rate_days`): a slice counted before them is rewritten
-        next time."""
-        due = (self.config.clock() - self.config.lateness).replace(minute=0, second=0, microsecond=0)
+        next time.  ``now``: the clock time the caller closed hours with (a tick's): the write counts to that time,
+        not to a later clock reading, whose newly ended hours the engine has not closed yet (they would count as
+        expected and not received until the next write)."""
+        clock = self.config.clock() if now is None else now
+        due = (clock - self.config.lateness).replace(minute=0, second=0, microsecond=0)
         if self._rates_due is None or due > self._rates_due:
             self._rates_due = due
             self._rate_days.add((due - timedelta(seconds=1)).astimezone(BEIJING).date())
@@ -655,8 +660,7 @@ class ComplianceRuntime:
         if not days:
             return True
         # hours not yet over (plus the lateness) are not expected yet: a day or month is counted to date
-        now = self.config.clock() - self.config.lateness
-        cap = now.replace(minute=0, second=0, microsecond=0)
+        cap = (clock - self.config.lateness).replace(minute=0, second=0, microsecond=0)
         start, end = day_bounds(days[0])[0], min(day_bounds(days[-1])[1], cap)
         rates = self.engine.rates
         pace = _Pacer()
