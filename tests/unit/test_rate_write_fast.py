@@ -429,3 +429,44 @@ async def test_the_rate_write_counts_to_the_time_its_tick_closed_hours_with(
     cap = (tick_time - rt.config.lateness).replace(minute=0, second=0, microsecond=0)
     expected = int((cap - day).total_seconds()) // 3600 * len(rt.engine.rates.factors)  # hours × assessed factors
     assert all(f" expected={expected}i," in ln for ln in outlet_lines), outlet_lines
+
+
+async def test_a_held_clock_counts_the_rates_to_the_last_time_it_closed_hours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a backlog holds the clock (it closes no hour), the live rates count to the last tick that closed
+    hours: the hours ended since are not closed, and counting them as expected and not received would show
+    figures too low until the backlog is judged."""
+    reg = parse_registry(_data.registry_toml(3))
+    day = datetime(2026, 11, 3, tzinfo=BEIJING)
+    now = [day + timedelta(hours=14, minutes=10)]
+    lines: list[str] = []
+
+    async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
+        lines.extend(batch)
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    rt = ComplianceRuntime(
+        reg,
+        ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], rates_interval_s=0.0),
+        write=write,
+        publish=publish,
+    )
+    await rt.open()
+    try:
+        assert await rt.tick()  # closes hours to 14:10 and writes the rates
+        first = len(lines)
+        monkeypatch.setattr(rt, "_clock_holds", lambda: True)  # a backlog from now on
+        now[0] += timedelta(hours=3)
+        assert await rt.tick()
+        assert rt.stats.clock_held == 1
+    finally:
+        await rt.close()
+    outlet_lines = [ln for ln in lines if ln.startswith("cems_rate,") and ",level=outlet," in ln]
+    assert first > 0 and len(outlet_lines) >= 3
+    cap = (day + timedelta(hours=14, minutes=10) - rt.config.lateness).replace(minute=0, second=0, microsecond=0)
+    expected = int((cap - day).total_seconds()) // 3600 * len(rt.engine.rates.factors)
+    assert all(f" expected={expected}i," in ln for ln in outlet_lines), outlet_lines

@@ -278,6 +278,9 @@ class ComplianceRuntime:
         self._behind = behind or (lambda: False)
         #: when the clock began to hold (monotonic), while the ingester is behind
         self._held_since: float | None = None
+        #: the clock time of the last tick that closed hours (not held): while the clock is held the live rates
+        #: count to it, not to the clock, whose ended hours the engine has not closed yet
+        self._closed_at: datetime | None = None
         self.db = StateDB(config.state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))
         self.dispatcher = OutboxDispatcher(
             self.db, config.webhook_settings(), publish=publish, poll_s=config.outbox_poll_s
@@ -400,7 +403,8 @@ class ComplianceRuntime:
                 with contextlib.suppress(Exception):
                     await self._flush(None)
                 with contextlib.suppress(Exception):  # best effort: rewritten when the next hours complete
-                    await self._write_rates(None, force=True)
+                    held = self._held_since is not None and self._closed_at is not None
+                    await self._write_rates(None, force=True, now=self._closed_at if held else None)
         if self._rank_task is not None:
             # a ranking under way finishes (its reads are bounded by the query timeout); what is left is logged
             with contextlib.suppress(Exception):
@@ -589,6 +593,7 @@ class ComplianceRuntime:
             else:
                 self._pending.extend(self.engine.on_clock(now))
                 self._grid_pending.extend(self.grid.on_clock(now))
+                self._closed_at = now
             late = self.engine.late_counts()
             self.stats.late_readings = late["late_readings"]
             self.stats.late_unrevised = late["late_unrevised"]
@@ -602,7 +607,9 @@ class ComplianceRuntime:
                 return False
         # without the lock (issue 20): the rate write gives the loop back between slices of outlets, and batches,
         # alerts and acknowledgements go on meanwhile
-        if not await self._write_rates(stop, locked=False, now=now):
+        # to the time hours were last closed with: a held clock (a backlog) closes none, and the hours it ended would
+        # count as expected and not received, figures too low until the backlog is judged
+        if self._closed_at is not None and not await self._write_rates(stop, locked=False, now=self._closed_at):
             return False
         async with self.lock:
             await self._prune_archive(now)
