@@ -7,6 +7,11 @@ InfluxQL mode), so that tests can run dashboard queries exactly as the monitorin
   ``getInfluxTime``. With ``pin_now`` the harness writes ``now()`` as the test's instant in ms, so that the
   query and the test's expected values see the same "now" (InfluxDB would evaluate ``now()`` a few
   milliseconds later); :func:`time_filter` without it gives Grafana's literal text.
+- a literal ``now()`` in the query text (``time > now() - 1h``): Grafana sends it as it is and InfluxDB
+  evaluates it at its wall clock. With ``pin_now`` the harness writes it as the test's instant too
+  (``1700000000000ms``; InfluxQL 1.6 takes ``1700000000000ms - 1h`` as that instant less an hour), so that
+  such a panel counts the same points however long after the data set was built the query runs (a
+  ``time > now() - 1h`` panel's count otherwise depended on how long the test took to get to it).
 - ``$__interval`` / ``$__interval_ms``: range ÷ resolution (the panel's ``maxDataPoints``, else its width in
   pixels) rounded by Grafana's ``rangeutil.roundInterval`` table, never below the panel's ``interval`` or
   the datasource's ``timeInterval`` (``calculateInterval``), written by ``secondsToHms``.
@@ -208,7 +213,10 @@ def expand(query: str, ctx: Context, panel: dict[str, Any] | None = None) -> str
     low = (panel or {}).get("interval") or ctx.min_interval
     interval_ms, interval = calculate_interval(b - a, panel_resolution(panel) if panel else 1000, low)
     tf = time_filter(ctx.frm, ctx.to, ctx.now, ctx.tz, pin_now=ctx.pin_now)
-    q = query.replace("$__timeFilter", tf).replace("$timeFilter", tf)
+    q = query
+    if ctx.pin_now:  # the query's own now(), before $timeFilter (which, pinned, writes none)
+        q = re.sub(r"\bnow\(\s*\)", f"{utc_ms(ctx.now)}ms", q, flags=re.IGNORECASE)
+    q = q.replace("$__timeFilter", tf).replace("$timeFilter", tf)
     q = q.replace("$__interval_ms", str(interval_ms)).replace("$__interval", interval)
 
     def var(m: re.Match[str]) -> str:

@@ -3,7 +3,11 @@ InfluxDB datasource and rangeutil): the dashboards' value tests are only as good
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -95,3 +99,43 @@ def test_promql_macros() -> None:
     assert expand_promql("increase(x[$__range])", ctx, panel, "15s") == "increase(x[3600s])"
     wide = Context("now-24h", "now", NOW)  # 86400 s / 960 px = 90 s → 2 m; max(2 m + 15 s, 60 s) = 135 s
     assert expand_promql("rate(x[$__rate_interval])", wide, panel, "15s") == "rate(x[135s])"
+
+
+def test_literal_now_is_the_tests_instant() -> None:
+    """A panel's own ``now()`` (``time > now() - 1h``, not a macro) is written as the test's instant when pinned,
+    as ``$timeFilter``'s bounds are: InfluxDB would evaluate it at its wall clock, later than the data set's now."""
+    pinned = round(NOW.timestamp() * 1000)
+    # the service dashboard's "近 1 小时无数据的排口" target B, as the dashboard has it
+    q = (
+        'SELECT count("n") AS "reporting" FROM (SELECT count("qn") AS "n" FROM "cems_reading" WHERE '
+        '"district" =~ /^$district$/ AND time > now() - 1h GROUP BY "mn")'
+    )
+    d = Variable("district", ["130602"], ["130602", "130604"], multi=True, include_all=True, all_value=".*")
+    ctx = Context("now-6h", "now", NOW, variables={"district": d})
+    assert expand(q, ctx) == (
+        'SELECT count("n") AS "reporting" FROM (SELECT count("qn") AS "n" FROM "cems_reading" WHERE '
+        f'"district" =~ /^130602$/ AND time > {pinned}ms - 1h GROUP BY "mn")'
+    )
+    both = "SELECT 1 FROM x WHERE time > NOW() - 366d AND $timeFilter"
+    assert expand(both, ctx) == (
+        f"SELECT 1 FROM x WHERE time > {pinned}ms - 366d AND time >= {pinned - 6 * 3_600_000}ms and time <= {pinned}ms"
+    )
+    # unpinned, the text Grafana sends: InfluxDB's now() both times
+    raw = dataclasses.replace(ctx, pin_now=False)
+    assert expand(both, raw) == "SELECT 1 FROM x WHERE time > NOW() - 366d AND time >= now() - 6h and time <= now()"
+
+
+def test_no_dashboard_query_keeps_a_wall_clock_now() -> None:
+    """Every InfluxQL query of the provisioned dashboards (panels and variables), pinned, has no ``now()`` left."""
+    root = Path(__file__).resolve().parents[2] / "dashboards"
+    queries = []
+    for path in sorted(root.glob("*.json")):
+        dash = json.loads(path.read_text())
+        queries += [v["query"] for v in dash.get("templating", {}).get("list", []) if isinstance(v.get("query"), str)]
+        queries += [t["query"] for p in dash["panels"] for t in p.get("targets", []) if "query" in t]
+    assert sum("now()" in q for q in queries) > 10  # the dashboards do use it
+    for q in queries:
+        names = {a or b or c for a, b, c in re.findall(r"\$\{(\w+)(?::regex)?\}|\[\[(\w+)\]\]|\$([A-Za-z_]\w*)", q)}
+        names -= {"timeFilter", "__timeFilter", "__interval", "__interval_ms"}
+        ctx = Context("now-6h", "now", NOW, variables={n: Variable(n, ["v"]) for n in names})
+        assert "now()" not in expand(q, ctx).lower(), q
