@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,11 +27,57 @@ from cems.model import BEIJING
 from cems.registry import parse_registry
 from cems.replay import replay
 from cems.report import Period, influx_loader, load_report
+from cems.rules.hourly import DEFAULT_HOLD, DEFAULT_LATENESS
 from cems.rules.quality import QUALITY_TYPES
+from cems.service.compliance import ComplianceConfig
 
 pytestmark = pytest.mark.integration
 
 REGISTRY = one_outlet(city="[city.quality]\nflatline_hours = 2\n")
+
+#: `cems run`'s clock (ComplianceConfig's defaults): an hour is closed by the wall clock at the first tick after
+#: its end plus the lateness (data time closes it only once readings of lateness past its end come, and the
+#: test's readings end with it)
+TICK = timedelta(seconds=ComplianceConfig.clock_interval_s)
+#: hours are not chosen this close to the current hour's end: the packets are published (and any hour the clock
+#: closed under them revised) before the first chosen hour leaves the hold, an hour later than the current one,
+#: so that the test stays on the path the module docstring describes (revised from memory; past the hold the
+#: service would revise from its hour archive instead)
+TOO_LATE = timedelta(minutes=2)
+#: how long the live events may take after the last hour closed (or after the packets, when it had)
+MARGIN = timedelta(seconds=90)
+
+
+def _plan(now: datetime) -> tuple[timedelta, datetime, datetime]:
+    """When to publish, which hours, and until when to wait, for a test that starts at ``now``:
+    ``(sleep, first hour, deadline)``. The three hours are the ones before the current hour (after ``sleep``):
+    all in the past, all within the live service's hold (it revises them exactly whatever hours its clock closes
+    while their packets come). The last one ends with the current hour's start, and is closed only at
+    ``lateness`` + a tick after that: in the current hour's first minutes the events are complete only then
+    (a flatline of 2 hours, not 3, before). The deadline stays before the lateness past the current hour's end,
+    when the clock decides the hour after the run and closes the flatline (the replay leaves it open)."""
+    nxt = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    sleep = nxt - now + timedelta(seconds=1) if nxt - now <= TOO_LATE else timedelta(0)
+    start = now + sleep
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    last_closed = hour + DEFAULT_LATENESS + TICK
+    return sleep, hour - timedelta(hours=3), max(start, last_closed) + MARGIN
+
+
+def test_plan_fits_the_hold_and_the_closing_hours() -> None:
+    """The hours chosen at any start time (every 5 s of an hour): published (30 s) before the first one is
+    older than the hold, waited for until the last one is closed, and not until the run is closed live."""
+    for k in range(720):
+        now = datetime(2026, 12, 3, 15, k // 12, k % 12 * 5, 500_000, tzinfo=BEIJING)
+        sleep, first, deadline = _plan(now)
+        start = now + sleep
+        assert sleep <= TOO_LATE + timedelta(seconds=1)
+        published = start + timedelta(seconds=30)
+        assert published < first + timedelta(hours=1) + DEFAULT_HOLD  # the hold: an hour's end + 3 h
+        last_end = first + timedelta(hours=3)
+        assert last_end <= start and deadline >= last_end + DEFAULT_LATENESS + TICK + MARGIN
+        assert deadline >= start + MARGIN
+        assert deadline < last_end + timedelta(hours=1) + DEFAULT_LATENESS
 
 
 def _minutes(first_hour: datetime, hours: int) -> list[dict[str, Any]]:
@@ -80,10 +127,6 @@ def _quality(evs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_flatline_and_zs_inconsistent_live_equal_replay(
     tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str
 ) -> None:
-    # the three hours before the current one: all in the past, all within the 3-hour hold of the wall clock
-    now_hour = datetime.now(BEIJING).replace(minute=0, second=0, microsecond=0)
-    first = now_hour - timedelta(hours=3)
-    docs = _minutes(first, 3)
     reg = tmp_path / "registry.toml"
     reg.write_text(REGISTRY, encoding="utf-8")
     port = _free_port()
@@ -93,6 +136,10 @@ def test_flatline_and_zs_inconsistent_live_equal_replay(
     alerts.subscribe("cems/alerts/v1/#")
     try:
         wait_until(lambda: _health_up(port), 30)
+        # the hours are chosen once the service runs (its start may cross an hour): see _plan
+        sleep, first, deadline = _plan(datetime.now(BEIJING))
+        time.sleep(sleep.total_seconds())
+        docs = _minutes(first, 3)
         for d in docs:
             pub.publish("cems/v1/MN0001/min", json.dumps(d))
         lines = [json.dumps({"mn": "MN0001", "stream": "min", **d}) for d in docs]
@@ -107,7 +154,7 @@ def test_flatline_and_zs_inconsistent_live_equal_replay(
             return _quality(_sqlite_events(tmp_path))
 
         # live: the same events, field for field (ids, start, hours, peak, limit, evidence, status)
-        wait_until(lambda: live() == expected, 90)
+        wait_until(lambda: live() == expected, (deadline - datetime.now(BEIJING)).total_seconds())
         flat = next(e for e in expected.values() if e["type"] == "flatline")
         zs = next(e for e in expected.values() if e["type"] == "zs_inconsistent")
         assert "17.25" in flat["evidence"] and "flow" in flat["evidence"]
