@@ -106,6 +106,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         "that they wait in an archive on disk until the repair deadline, so late data revise the hour exactly "
         "either way: this only trades memory for disk reads [CEMS_LATE_HOLD_HOURS]",
     )
+    g.add_argument(
+        "--no-state-commit-aside",
+        action="store_true",
+        help="write the engine state of each group commit while the rules wait for it, instead of aside while they "
+        "go on (the batches are acknowledged once it is durable either way; docs/events.md) "
+        "[CEMS_STATE_COMMIT_ASIDE=0]",
+    )
     g.add_argument("--accelerated-clock", default=None, help=argparse.SUPPRESS)  # cems bench --soak only
     g.add_argument(
         "--no-rules",
@@ -236,6 +243,8 @@ def compliance_config(a: argparse.Namespace, env: Env) -> ComplianceConfig | Non
         webhook_secret=secret,
         hold=late_hold(a.late_hold_hours, env),
         shard=shard,
+        state_commit_aside=not getattr(a, "no_state_commit_aside", False)
+        and env.choice("CEMS_STATE_COMMIT_ASIDE", "1", ("0", "1")) == "1",
     )
     if getattr(a, "accelerated_clock", None):
         # benchmark only (cems bench --soak, docs/benchmark.md): the rules' clock runs faster than the wall clock

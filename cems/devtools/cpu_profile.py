@@ -162,7 +162,7 @@ def run(
     comp._write = sink.write
     stage = ["warm"]
     _split(comp, "_judge", "judge", stage)
-    _split(comp, "_commit", "commit", stage)
+    _split(comp, "_commit", "commit", stage, settle=getattr(comp, "settle", None))
     loop = asyncio.new_event_loop()
     loop.run_until_complete(comp.open())
     svc.archive.open()
@@ -215,15 +215,21 @@ def run(
     return res
 
 
-def _split(obj: Any, name: str, label: str, stage: list[str]) -> None:
-    """Mark ``obj.name``'s calls as stage ``{part}.{label}`` (the rest of the rules stage stays ``{part}.rules``)."""
+def _split(obj: Any, name: str, label: str, stage: list[str], *, settle: Any = None) -> None:
+    """Mark ``obj.name``'s calls as stage ``{part}.{label}`` (the rest of the rules stage stays ``{part}.rules``).
+    ``settle``: awaited after each call, inside the stage (the state commit written aside, which a tree with
+    ``ComplianceConfig.state_commit_aside`` finishes in the database thread after ``_commit`` returns: waited
+    for there, its CPU is counted in the commit stage as an older tree's is)."""
     f = getattr(obj, name)
     if asyncio.iscoroutinefunction(f):
 
         async def wrapped_async(*args: Any, **kw: Any) -> Any:
             mark(f"{stage[0]}.{label}")
             try:
-                return await f(*args, **kw)
+                res = await f(*args, **kw)
+                if settle is not None:
+                    await settle()
+                return res
             finally:
                 mark(f"{stage[0]}.rules")
 

@@ -119,10 +119,15 @@ class StateDB:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the database thread."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn(conn)`` in the database thread now, behind every call queued before it and ahead of every
+        call queued after it, and return its future: the caller may go on and await it later (the engine state
+        commit written aside, ``ComplianceConfig.state_commit_aside``)."""
         if self._executor is None or self._conn is None:
             raise RuntimeError("StateDB is not open")
-        conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only ``fn(conn)`` on the reading connection (sees what was committed before the call)."""

@@ -6,8 +6,10 @@ outbox dispatcher delivers rows committed during a pass at once, and reads on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,10 @@ import pytest
 from registries import TWO_OUTLETS, minute_packet  # tests/registries.py
 
 import cems.service.compliance._runtime as runtime_mod
+from cems.cli import build_parser
+from cems.cli.run import compliance_config
+from cems.config import Env
+from cems.errors import ConfigError, ServiceError
 from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, parse_registry
 from cems.replay import load_readings
@@ -266,3 +272,194 @@ async def test_a_pass_waiting_for_its_done_update_does_not_hold_back_the_next_al
         await asyncio.wait_for(task, 5.0)
         await disp.aclose()
         await db.close()
+
+
+# --------------------------------------------------------------------------- the state commit written aside
+
+
+def so2_long(mn: str, i: int) -> float:
+    """20 hours in which events stay open for hours (an update at every hour's close)."""
+    hour = i // 60
+    if mn == "MN1":
+        return 80.0 if hour <= 8 or 12 <= hour <= 15 else 20.0
+    return 90.0 if 2 <= hour <= 4 or 10 <= hour <= 17 else 20.0
+
+
+#: Batches of an hour of both outlets: each closes the hour before, updating the events open. With
+#: ``commit_max_messages=240`` every second batch is a group commit (by count), and the batch after it updates
+#: the same events while that commit may still be written aside (they must not go ahead of it).
+HOURS: list[list[tuple[Reading, OutletInfo]]] = [
+    load_readings(REG, [minute(mn, H8 + timedelta(minutes=h * 60 + m), so2_long(mn, h * 60 + m))
+                        for m in range(60) for mn in ("MN1", "MN2")], "hj212")
+    for h in range(20)
+]  # fmt: skip
+ASIDE_CONFIGS = {
+    "each-batch": {"commit_interval_s": 0.0},
+    "by-count": {"commit_interval_s": 3600.0, "commit_max_messages": 240},
+}
+
+
+async def feed_hours(rt: ComplianceRuntime, batches: list[int], released: set[int]) -> None:
+    for i in batches:
+        res = await rt.on_batch(HOURS[i], [], None, release=lambda i=i: released.add(i))  # type: ignore[misc]
+        assert res == []
+
+
+async def reference(state_dir: Path) -> dict[str, Any]:
+    """An uninterrupted run with every commit under the lock (no aside) and no alerts ahead of the state."""
+    ref = runtime(state_dir, alerts_before_state=False, state_commit_aside=False)
+    await ref.open()
+    await feed_hours(ref, list(range(len(HOURS))), set())
+    await ref.shutdown()
+    await ref.close()
+    return stored(state_dir)
+
+
+@pytest.mark.parametrize("config", list(ASIDE_CONFIGS.values()), ids=list(ASIDE_CONFIGS))
+async def test_the_state_written_aside_gives_the_uninterrupted_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]
+) -> None:
+    want = await reference(tmp_path / "ref")
+    assert len(want["alerts"]) >= 4 and len(want["events"]) >= 2
+    aside: list[int] = []
+    real_state = _state.commit_state
+
+    def commit_state(conn: sqlite3.Connection, changes: Any, *a: Any) -> None:
+        if isinstance(changes, _state.EncodedChanges):
+            aside.append(len(changes.states))
+        real_state(conn, changes, *a)
+
+    monkeypatch.setattr(runtime_mod, "commit_state", commit_state)
+    released: set[int] = set()
+    rt = runtime(tmp_path / "aside", **config)
+    await rt.open()
+    await feed_hours(rt, list(range(len(HOURS))), released)
+    await rt.shutdown()
+    await rt.close()
+    assert len(aside) >= 10  # (the crash test below stops at each of the first nine)
+    assert stored(tmp_path / "aside") == want
+    assert released == set(range(len(HOURS)))
+
+
+@pytest.mark.parametrize("k", range(1, 10))
+@pytest.mark.parametrize("mode", ["fail", "hold", "fail-late"])
+@pytest.mark.parametrize("config", list(ASIDE_CONFIGS.values()), ids=list(ASIDE_CONFIGS))
+async def test_a_crash_during_the_state_commit_written_aside_loses_nothing_acknowledged_and_alerts_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], mode: str, k: int
+) -> None:
+    """The k-th state commit written aside fails (``fail``: raised by the next batch), or never ends (``hold``: the
+    process dies while it is written, batches going on meanwhile until one waits for the database), or fails
+    after the next batches went on (``fail-late``: what they queued behind it is committed after the failure;
+    by count, their updates of the events it holds must not have gone ahead of it); then a restart with what the
+    broker redelivers (every batch not acknowledged) and the rest gives the results of an uninterrupted run:
+    nothing acknowledged lost, no alert twice nor missing, the same events and states."""
+    want = await reference(tmp_path / "ref")
+    real_state, real_events = _state.commit_state, _state.commit_events
+    crashed = threading.Event()  # the process is dead: nothing more is committed
+    holding, gate = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def commit_state(conn: sqlite3.Connection, changes: Any, *a: Any) -> None:
+        if crashed.is_set():
+            raise sqlite3.OperationalError("the process is dead")
+        if isinstance(changes, _state.EncodedChanges):
+            calls.append(1)
+            if len(calls) == k:
+                if mode == "fail":
+                    raise sqlite3.OperationalError("disk I/O error (simulated)")
+                holding.set()
+                gate.wait(30.0)  # the write never commits: the process died meanwhile, or it fails late
+                raise sqlite3.OperationalError("the process is dead" if crashed.is_set() else "disk I/O error (late)")
+        real_state(conn, changes, *a)
+
+    def commit_events(*a: Any) -> None:
+        if crashed.is_set():
+            raise sqlite3.OperationalError("the process is dead")
+        real_events(*a)
+
+    encoded: list[int] = []  # the commits written aside so far (serialised, then queued at once)
+
+    def encode_changes(*a: Any) -> _state.EncodedChanges:
+        encoded.append(1)
+        return real_encode(*a)
+
+    real_encode = _state.encode_changes
+    monkeypatch.setattr(runtime_mod, "commit_state", commit_state)
+    monkeypatch.setattr(runtime_mod, "commit_events", commit_events)
+    monkeypatch.setattr(runtime_mod, "encode_changes", encode_changes)
+    released: set[int] = set()
+    rt = runtime(tmp_path / "crash", **config)
+    await rt.open()
+    everything = list(range(len(HOURS)))
+    if mode == "fail":
+        with pytest.raises(sqlite3.OperationalError, match="simulated"):
+            await feed_hours(rt, everything, released)
+        with pytest.raises(ServiceError):
+            rt.check()
+    else:
+        fed = 0
+        while len(encoded) < k:
+            await feed_hours(rt, [fed], released)
+            fed += 1
+        assert await asyncio.to_thread(holding.wait, 10.0)  # the k-th is being written
+        # batches go on while the commit is written, until one waits for the database (or three did not)
+        task: asyncio.Future[None] | None = None
+        last = fed - 1
+        for i in range(fed, min(fed + 3, len(HOURS))):
+            last = i
+            task = asyncio.ensure_future(feed_hours(rt, [i], released))
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if not done:
+                break
+        if mode == "hold":
+            crashed.set()
+        gate.set()
+        if task is not None:
+            with contextlib.suppress(sqlite3.OperationalError):  # (a batch waiting for the database may go on)
+                await task
+        rest = everything[last + 1 :]
+        if mode == "fail-late" and rest:  # the next batch raises the error: nothing more is judged
+            with pytest.raises(sqlite3.OperationalError, match="late"):
+                await feed_hours(rt, rest, released)
+        with pytest.raises(ServiceError):
+            rt.check()
+    assert len(calls) == k
+    crashed.set()
+    await rt.close()
+    acknowledged = set(released)
+    assert len(acknowledged) < len(HOURS)
+    if k > 1:
+        assert acknowledged  # the commits before the k-th are durable and acknowledged
+    monkeypatch.setattr(runtime_mod, "commit_state", real_state)
+    monkeypatch.setattr(runtime_mod, "commit_events", real_events)
+
+    # restart: the broker redelivers every batch not acknowledged, in order
+    rt = runtime(tmp_path / "crash", **config)
+    await rt.open()
+    await feed_hours(rt, [i for i in everything if i not in acknowledged], released)
+    await rt.shutdown()
+    await rt.close()
+    got = stored(tmp_path / "crash")
+    assert got["alerts"] == want["alerts"]  # every alert once, in the same order
+    assert got["events"] == want["events"]
+    assert got["states"] == want["states"]  # what was acknowledged before the crash is in the state
+    assert released == set(everything)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "aside"),
+    [([], {}, True), (["--no-state-commit-aside"], {}, False), ([], {"CEMS_STATE_COMMIT_ASIDE": "0"}, False)],
+)
+def test_cems_run_writes_the_state_aside_unless_told_not_to(
+    tmp_path: Path, args: list[str], env: dict[str, str], aside: bool
+) -> None:
+    e = Env({"CEMS_STATE_DIR": str(tmp_path), **env})
+    a = build_parser(e).parse_args(["run", "--config", "r.toml", *args])
+    config = compliance_config(a, e)
+    assert config is not None and config.state_commit_aside is aside
+
+
+def test_a_bad_state_commit_aside_setting_is_a_config_error(tmp_path: Path) -> None:
+    e = Env({"CEMS_STATE_DIR": str(tmp_path), "CEMS_STATE_COMMIT_ASIDE": "yes"})
+    with pytest.raises(ConfigError, match="CEMS_STATE_COMMIT_ASIDE"):
+        compliance_config(build_parser(e).parse_args(["run", "--config", "r.toml"]), e)

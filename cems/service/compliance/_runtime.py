@@ -8,8 +8,10 @@ For every durable batch of readings (and on a clock tick every few seconds) the 
    snapshots, the rate counter, the events table and the alert outbox rows (MQTT + webhooks), and lets the
    :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts; when the commit raises alerts
    (and holds ``split_commit_outlets`` changed outlets, 0 by default) the events and outbox rows go first in a
-   small transaction of their own and the alerts leave at once, the snapshots follow in a second;
-4. acknowledges the batch's messages.
+   small transaction of their own and the alerts leave at once, the snapshots follow in a second (a group
+   commit serialises them under the engine lock and writes them aside, ``state_commit_aside``: the next
+   batches are judged meanwhile);
+4. acknowledges the batch's messages (once that second transaction is durable).
 
 Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
 the previous snapshot) produces the same updates again; if it dies between the two transactions of step 3
@@ -89,6 +91,7 @@ from cems.service.compliance._state import (
     alert_id,
     commit_events,
     commit_state,
+    encode_changes,
     forget_rank_due,
     load_events,
     load_grid_state,
@@ -143,6 +146,10 @@ RATE_WRITE_OUTLETS: Final = 5000
 #: had blocked the loop for 18–37 s, and alerts and acknowledgements waited behind it).
 RATE_SLICE_OUTLETS: Final = 100
 RATE_SLICE_S: Final = 0.01
+#: A state commit of more changed outlets than this is written under the engine lock even with
+#: ``ComplianceConfig.state_commit_aside`` (serialised aside, its rows would all be held in memory at once;
+#: under the lock they are serialised one outlet at a time as SQLite takes them).
+ASIDE_MAX_OUTLETS: Final = 4000
 
 
 class _Pacer:
@@ -197,6 +204,15 @@ class ComplianceConfig:
     #: issue 20). Safe as long as each event has at most one update committed ahead of the state: an event
     #: updated again before the state commit goes into one transaction with it (see :func:`commit_events`).
     alerts_before_state: bool = True
+    #: The group commit serialises the changed outlets' state under the engine lock, then writes it to SQLite
+    #: aside (the database thread) and lets the lock go: batches are judged, and their alerts committed, during
+    #: the write and its fsync instead of waiting for them (alert latency, issue 20). The batches it covers are
+    #: acknowledged only once it is durable; one such commit at a time; the events of batches whose state is not
+    #: durable yet count as ahead of it (as with ``alerts_before_state``). A commit of more than
+    #: :data:`ASIDE_MAX_OUTLETS` changed outlets, the clock's, a command's and the last one (shutdown) write under
+    #: the lock as before. A failed write is raised by the next batch, tick or ``check()``. ``cems run
+    #: --no-state-commit-aside`` (``CEMS_STATE_COMMIT_ASIDE=0``) turns it off.
+    state_commit_aside: bool = True
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
     outbox_poll_s: float = 1.0
@@ -315,6 +331,11 @@ class ComplianceRuntime:
         self._ahead: set[str] = set()
         self._ahead_rate_rows: list[tuple[Any, ...]] = []
         self._ahead_rank_due: list[tuple[str, str, str]] = []
+        #: the state commit written aside (``state_commit_aside``) while it is under way, and its error once failed
+        self._aside: asyncio.Task[None] | None = None
+        self._aside_error: BaseException | None = None
+        #: events committed ahead of the state since that commit began (still ahead once it is durable)
+        self._ahead_next: set[str] = set()
         self._last_commit = time.monotonic()
         self._commit_every = config.commit_interval_s
         #: Beijing days whose transmission rates changed since they were last written to ``cems_rate``.
@@ -426,8 +447,24 @@ class ComplianceRuntime:
         t = self._clock_task
         if t is not None and t.done() and not t.cancelled() and t.exception() is not None:
             raise ServiceError("the compliance clock failed; restart from the durable state") from t.exception()
+        if self._aside_error is not None:
+            raise ServiceError("the engine state commit failed; restart from the durable state") from self._aside_error
+
+    async def settle(self) -> None:
+        """Wait for the state commit written aside (``state_commit_aside``), if one is under way; raise its error
+        if it failed (then and at every later call: nothing after it is committed)."""
+        task = self._aside
+        if task is not None:
+            await asyncio.shield(task)
+            if self._aside is task:
+                self._aside = None
+        if self._aside_error is not None:
+            raise self._aside_error
 
     async def close(self) -> None:
+        if self._aside is not None:
+            with contextlib.suppress(Exception):  # logged by _write_aside; nothing more is committed
+                await self.settle()
         await self.dispatcher.aclose()
         await self.db.close()
         if self._lockfile is not None:
@@ -454,7 +491,12 @@ class ComplianceRuntime:
         interval, not once per batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock
         tick when none came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.
         ``grid``: the batch's grid-sensor readings (the grid engine).  Returns the rejected commands, or ``None``
-        when stopping before the results are durable (nothing is acknowledged)."""
+        when stopping before the results are durable (nothing is acknowledged).
+
+        With ``state_commit_aside`` the group commit's write goes on after this returns; the batches it covers
+        are released once it is durable, and its failure is raised here by the next batch."""
+        if self._aside_error is not None:
+            raise self._aside_error
         if self._broken:
             return None
         rejects: list[tuple[InboundMessage, RejectedMessage]] = []
@@ -484,7 +526,9 @@ class ComplianceRuntime:
                 gout, self._grid_pending = self._grid_pending, GridOutput()
                 if not await self._commit(out, stop, gout, state=False):
                     return None
-            elif (self._pending or self._grid_pending or commands or due) and not await self._flush(stop):
+            elif (self._pending or self._grid_pending or commands or due) and not await self._flush(
+                stop, aside=not commands
+            ):
                 return None
             for msg in commands:
                 if self.is_mark_topic(msg.topic):
@@ -563,29 +607,45 @@ class ComplianceRuntime:
                 log.exception("the grid rules failed on the reading of %s at %s: stored, not judged", r.mn, r.data_time)
         return out
 
-    async def _flush(self, stop: asyncio.Event | None) -> bool:
-        """Commit what the engine produced since the last commit, then release the held batches."""
+    async def _flush(self, stop: asyncio.Event | None, *, aside: bool = False) -> bool:
+        """Commit what the engine produced since the last commit, then release the held batches. ``aside``: the
+        state may be written aside (``state_commit_aside``); the held batches are then released once it is
+        durable (:meth:`_write_aside`)."""
         out, self._pending = self._pending, EngineOutput()
         gout, self._grid_pending = self._grid_pending, GridOutput()
         t0 = time.monotonic()
-        if not await self._commit(out, stop, gout):
+        held, self._held = self._held, []
+        n_held, self._held_messages = self._held_messages, 0
+        hand = _Handover(held, t0) if aside else None
+        try:
+            ok = await self._commit(out, stop, gout, aside=hand)
+        except BaseException:
+            self._held, self._held_messages = held + self._held, n_held + self._held_messages
+            raise
+        if not ok:
+            self._held, self._held_messages = held + self._held, n_held + self._held_messages
             return False
         self._last_commit = time.monotonic()
-        # adaptive group commit: snapshots cost grows with the outlets touched and their open hours; keep
-        # commits to about a fifth of the time (between commit_interval_s and 8× it)
-        cost = self._last_commit - t0
-        self._commit_every = min(max(self.config.commit_interval_s, 4 * cost), 8 * self.config.commit_interval_s)
-        held, self._held = self._held, []
-        self._held_messages = 0
-        for release in held:
-            release()
+        if hand is None or not hand.taken:  # (else written aside: released once durable, _write_aside)
+            self._commit_cost(t0)
+            for release in held:
+                release()
         return True
+
+    def _commit_cost(self, t0: float) -> None:
+        """Adaptive group commit: the snapshots' cost grows with the outlets touched and their open hours; keep
+        commits (from ``t0`` to now) to about a fifth of the time (between commit_interval_s and 8× it)."""
+        cost = time.monotonic() - t0
+        self._commit_every = min(max(self.config.commit_interval_s, 4 * cost), 8 * self.config.commit_interval_s)
 
     async def tick(self, stop: asyncio.Event | None = None) -> bool:
         """One clock pass: close hours/events that time has ended, then escalate overdue exceedances."""
+        if self._aside_error is not None:
+            raise self._aside_error
         if self._broken:
             return False
         async with self.lock:
+            await self.settle()  # the clock's commit is written under the lock, after the one under way
             now = self.config.clock()
             self.stats.clock_ticks += 1
             if self._clock_holds():
@@ -788,11 +848,22 @@ class ComplianceRuntime:
         return lines
 
     async def _commit(
-        self, out: EngineOutput, stop: asyncio.Event | None, gout: GridOutput | None = None, *, state: bool = True
+        self,
+        out: EngineOutput,
+        stop: asyncio.Event | None,
+        gout: GridOutput | None = None,
+        *,
+        state: bool = True,
+        aside: _Handover | None = None,
     ) -> bool:
         """Write ``out``'s points to InfluxDB, then commit its events and alerts with the engine state in SQLite.
         ``state=False`` (:meth:`_alerts_ahead`): the events and alerts only; the engine state, hour archive,
-        grid state, rate rows and ranking periods wait for the next commit with ``state=True``."""
+        grid state, rate rows and ranking periods wait for the next commit with ``state=True``.
+
+        ``aside`` (the held batches' releases and when the commit began): with ``state_commit_aside``, the state
+        is serialised here and written aside (:meth:`_write_aside`), which then releases the batches (``taken``)."""
+        if state:
+            await self.settle()  # one state commit at a time, in order (and a failed one is raised)
         now_dt = self.config.clock()
         gout = gout if gout is not None else GridOutput()
         factors = self.engine.rates.factors
@@ -816,6 +887,8 @@ class ComplianceRuntime:
         new_unacked: dict[str, float] = {}
         if events:
             ids = {u.event.event_id for u in events}
+            # (a state commit written aside may be under way, its events not readable yet: they count as ahead
+            # of the state, so only a commit with state=True, which waits for it, takes their next updates)
             known = await self.db.read(lambda c: load_events(c, ids))
             for u in events:
                 ev = u.event
@@ -883,6 +956,8 @@ class ComplianceRuntime:
                 if rows:
                     self.dispatcher.kick()
             self._ahead |= event_ids
+            if self._aside is not None and not self._aside.done():  # ahead of that commit's state too
+                self._ahead_next |= event_ids
             self._ahead_rate_rows += rate_rows
             self._ahead_rank_due += rank_due
             self._committed(out, gout, new_unacked)
@@ -907,6 +982,34 @@ class ComplianceRuntime:
                 raise
             self.dispatcher.kick()
             ups, rows = [], []
+        if (
+            aside is not None
+            and self.config.state_commit_aside
+            and not marks
+            and len(changes) <= ASIDE_MAX_OUTLETS
+            and (changes or rate_rows or ups or rows or archived or grid_changes or rank_due)
+        ):
+            # serialised now, under the lock (the engine's state of this moment; in the database thread, so the
+            # event loop runs meanwhile), written aside: the lock is let go during the write and its fsync
+            try:
+                enc = await self.db.call(lambda c: encode_changes(changes, grid_changes))
+            except BaseException:
+                self._broken = True
+                raise
+            stored = self._stored
+            write = self.db.submit(
+                lambda c: commit_state(c, enc, rate_rows, ups, rows, ts, (), archived, None, rank_due, stored)
+            )
+            # until it is durable, its events (and those committed ahead before it) are ahead of the durable state
+            self._ahead |= event_ids
+            self._ahead_next = set()
+            self._ahead_rate_rows, self._ahead_rank_due = [], []
+            aside.taken = True
+            self._aside = asyncio.create_task(
+                self._write_aside(write, aside.held, aside.t0, out, gout, new_unacked, bool(rows)),
+                name="cems-state-commit",
+            )
+            return True
         if changes or rate_rows or ups or rows or marks or archived or grid_changes or rank_due:
             try:
                 await self.db.call(
@@ -923,6 +1026,38 @@ class ComplianceRuntime:
         self._ahead_rate_rows, self._ahead_rank_due = [], []
         self._committed(out, gout, new_unacked)
         return True
+
+    async def _write_aside(
+        self,
+        write: asyncio.Future[None],
+        held: list[Callable[[], None]],
+        t0: float,
+        out: EngineOutput,
+        gout: GridOutput,
+        new_unacked: dict[str, float],
+        alerts: bool,
+    ) -> None:
+        """The end of a state commit written aside: once it is durable, the bookkeeping and the release of the
+        batches it covers; if it failed, nothing is released and the runtime refuses everything (the error is
+        raised by the next batch, tick, commit or ``check()``; the broker redelivers what was not acknowledged)."""
+        try:
+            await write
+        except asyncio.CancelledError:  # (the loop closing under it: nothing is released)
+            self._broken = True
+            raise
+        except BaseException as e:
+            self._broken = True
+            self._aside_error = e
+            log.error("the engine state commit failed: restart from the durable state", exc_info=e)
+            raise
+        self._ahead, self._ahead_next = self._ahead_next, set()
+        self._committed(out, gout, new_unacked)
+        if alerts:
+            self.dispatcher.kick()
+        self._last_commit = time.monotonic()
+        self._commit_cost(t0)
+        for release in held:
+            release()
 
     def _committed(self, out: EngineOutput, gout: GridOutput, new_unacked: dict[str, float]) -> None:
         """Bookkeeping once ``out``'s points, events and alerts are durable."""
@@ -1187,6 +1322,16 @@ class ComplianceRuntime:
             self.stats.escalations += len(done)
             self.dispatcher.kick()
         return True
+
+
+@dataclass
+class _Handover:
+    """The batches a group commit covers (their releases) and when it began; ``taken`` once its state is written
+    aside (``ComplianceConfig.state_commit_aside``): the write then releases them when durable."""
+
+    held: list[Callable[[], None]]
+    t0: float
+    taken: bool = False
 
 
 def _mark_revision(kind: str, ev: Any) -> bool:

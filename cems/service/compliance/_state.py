@@ -396,9 +396,42 @@ StoredRows = dict[str, int | None]
 _UNCLEANED: Final = object()
 
 
+#: :meth:`cems.engine.ComplianceEngine.take_changes`: per changed outlet, its state (a function), journal and
+#: closed-hour mark.
+Changes = dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChanges:
+    """The rows of a commit's changed outlets (and grid state), serialised ahead of their write
+    (``ComplianceConfig.state_commit_aside``): taken under the engine lock, so that they hold the engine's state
+    of that moment, then written by :func:`commit_state` while the engine goes on."""
+
+    #: outlet → its state's JSON text
+    states: dict[str, str]
+    #: outlet → (the hour of its journal's last entry, the journal's JSON text), for the outlets with a journal
+    journals: dict[str, tuple[int, str]]
+    #: outlet → its closed-hour mark
+    closed_before: dict[str, int]
+    #: grid rows: key → JSON text (``None``: delete the row)
+    grid: dict[str, str | None]
+
+
+def encode_changes(changes: Changes, grid: Mapping[str, dict[str, Any] | None] | None = None) -> EncodedChanges:
+    """:class:`EncodedChanges` of ``changes`` and ``grid`` (the same text :func:`commit_state` writes of them)."""
+    return EncodedChanges(
+        states={mn: encode_state(state()) for mn, (state, _, _) in changes.items()},
+        journals={
+            mn: (max(map(_HOUR, journal)), encode_state(journal)) for mn, (_, journal, _) in changes.items() if journal
+        },
+        closed_before={mn: closed_before for mn, (_, _, closed_before) in changes.items()},
+        grid={k: None if v is None else _COMPACT_JSON.encode(v) for k, v in (grid or {}).items()},
+    )
+
+
 def commit_state(
     conn: sqlite3.Connection,
-    changes: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]],
+    changes: Changes | EncodedChanges,
     rate_rows: Sequence[tuple[Any, ...]],
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
@@ -413,41 +446,56 @@ def commit_state(
     the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts, and the
     township rankings the grid days make due (``rank_due``: kind, first and last day).
 
+    ``changes``: as :meth:`~cems.engine.ComplianceEngine.take_changes` gives them (serialised here, one outlet
+    at a time as SQLite takes them: bounded memory), or already serialised (:func:`encode_changes`, with the
+    grid rows: ``grid`` is then ``None``); the database ends up the same.
+
     ``stored`` (kept by the caller from one commit to the next, updated here once the transaction is
     committed; the runtime starts it with the outlets that have a state row): the state rows it names are
     updated in place rather than upserted, and a journal clean-up that can delete nothing (the outlet's mark
     unchanged since its last clean-up, and no journal row written below it) is skipped. The database ends up
     the same as without it."""
-    known: dict[str, tuple[Callable[[], dict[str, Any]], list[tuple[Any, ...]], int]] = {}
-    new = changes
+    grid_rows: Iterable[tuple[str, str | None]]
+    if isinstance(changes, EncodedChanges):
+        enc = changes
+        marks_before = enc.closed_before
+        tops = {mn: top for mn, (top, _) in enc.journals.items()}
+        state_text: Callable[[str], str] = enc.states.__getitem__
+        log_rows: Iterable[tuple[str, int, str]] = ((mn, top, text) for mn, (top, text) in enc.journals.items())
+        grid_rows = enc.grid.items()
+    else:
+        lazy = changes
+        marks_before = {mn: closed_before for mn, (_, _, closed_before) in lazy.items()}
+        # the hour of each journal's last entry: its row's last_hour, and whether the clean-up may delete it
+        tops = {mn: max(map(_HOUR, journal)) for mn, (_, journal, _) in lazy.items() if journal}
+        state_text = lambda mn: encode_state(lazy[mn][0]())  # noqa: E731
+        # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not thousands:
+        # docs/benchmark.md)
+        log_rows = ((mn, tops[mn], encode_state(journal)) for mn, (_, journal, _) in lazy.items() if journal)
+        grid_rows = ((k, None if v is None else _COMPACT_JSON.encode(v)) for k, v in (grid or {}).items())
+    known: list[str] = []
+    new = list(marks_before)
     if stored is not None:
-        known = {mn: c for mn, c in changes.items() if mn in stored}
-        new = {mn: c for mn, c in changes.items() if mn not in stored} if len(known) < len(changes) else {}
-    # the hour of each journal's last entry: its row's last_hour, and whether the clean-up may delete it
-    tops = {mn: max(map(_HOUR, journal)) for mn, (_, journal, _) in changes.items() if journal}
+        known = [mn for mn in marks_before if mn in stored]
+        new = [mn for mn in marks_before if mn not in stored] if len(known) < len(marks_before) else []
     closed: list[tuple[str, int]] = []
-    for mn, (_, _, closed_before) in changes.items():
+    for mn, closed_before in marks_before.items():
         if stored is None or stored.get(mn, _UNCLEANED) != closed_before or tops.get(mn, closed_before) < closed_before:
             closed.append((mn, closed_before))
     with transaction(conn):
-        if changes:
+        if marks_before:
             if known:
                 # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
-                states = ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in known.items())
+                states = ((mn, state_text(mn), now_ts) for mn in known)
                 n = conn.executemany(_UPDATE_STATE, states).rowcount
                 if n != len(known):  # a row gone meanwhile (not by this process): write them all again
                     log.warning(
                         "engine state: %d of %d known outlet rows missing: upserted", len(known) - n, len(known)
                     )
-                    new = changes
+                    new = list(marks_before)
             if new:
-                conn.executemany(
-                    _UPSERT_STATE, ((mn, encode_state(state()), now_ts) for mn, (state, _, _) in new.items())
-                )
-            # one row per outlet and commit, not one per sub-value (a commit costs a few rows, not
-            # thousands: docs/benchmark.md)
-            logs = ((mn, tops[mn], encode_state(journal)) for mn, (_, journal, _) in changes.items() if journal)
-            conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", logs)
+                conn.executemany(_UPSERT_STATE, ((mn, state_text(mn), now_ts) for mn in new))
+            conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", log_rows)
             if closed:
                 conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
         if marks:  # append-only: a record id stored twice (a redelivery) keeps the first
@@ -460,12 +508,13 @@ def commit_state(
             )
         if archived:
             write_archived(conn, archived)
-        if grid:
+        grid_list = list(grid_rows)
+        if grid_list:
             conn.executemany(
                 "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES (?,?,?)",
-                ((key, _COMPACT_JSON.encode(state), now_ts) for key, state in grid.items() if state is not None),
+                ((key, state, now_ts) for key, state in grid_list if state is not None),
             )
-            conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid.items() if v is None])
+            conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid_list if v is None])
         if rate_rows:
             conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
         if rank_due:
