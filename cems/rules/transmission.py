@@ -30,6 +30,9 @@ of the first month present in the input to the end of the last day present.
 from __future__ import annotations
 
 import math
+import re
+import struct
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -75,154 +78,305 @@ def _ts(t: datetime) -> int:
 _VALID_BYTE: Final = bytes(1 if c and (c - 1) & 1 else 0 for c in range(256))
 
 
-#: Days of no record between two stored runs of days up to which they are kept as one (zero-filled) run: a run
-#: costs ≈ 150 B (its ``bytearray``, tuple and day number), 7 days of zeros 168 B.
-_JOIN_DAYS: Final = 7
+#: An :class:`_HourCodes` value: ``_HEAD`` (the first stored hour, ``h // 3600``; the hours covered, ``_DENSE`` set
+#: when the body is one stored byte an hour) and the body: pairs (hours 1–255, stored byte), run-length encoded, or
+#: the bytes themselves.  The first and last hours covered have a record.
+_HEAD: Final = struct.Struct("<iI")
+_DENSE: Final = 1 << 31
+#: A body is run-length encoded while its pairs take at most a byte for four hours and this many bytes (more: codes
+#: that change every few hours, a byte an hour, and :meth:`_HourCodes.span` a slice, not a decoding).
+_SLACK: Final = 32
+#: ``_FILL[v][:c]``: ``c`` (≤ 255) bytes ``v``.
+_FILL: Final = tuple(bytes((v,)) * 255 for v in range(256))
+_PAIR1: Final = tuple(bytes((1, v)) for v in range(256))
+_RUN_RE: Final = re.compile(rb"(.)\1*", re.S)
+
+#: The run-length encoded values in use, each once (issue 20): the outlets and factors with the same counted hours
+#: (at a month's end most of a city: every hour received and valid) share one ``bytes``.  Swept of the values no
+#: counter holds any more whenever it grew by a quarter or ``_RUNS_GROW`` entries since the last sweep.
+_RUNS: Final[dict[bytes, bytes]] = {}
+_RUNS_GROW: Final = 4096
+_runs_sweep_at = _RUNS_GROW
+#: References to a value held by nobody but ``_RUNS``, as :func:`_sweep` counts them: key and value, the
+#: comprehension's name, ``sys.getrefcount``'s argument.
+_UNHELD: Final = 4
+
+
+def _intern(b: bytes) -> bytes:
+    got = _RUNS.setdefault(b, b)
+    if got is b and len(_RUNS) > _runs_sweep_at:
+        _sweep()
+    return got
+
+
+def _sweep() -> None:
+    """Forget the values of ``_RUNS`` no counter holds (CPython's reference counts)."""
+    global _runs_sweep_at
+    held = {k: k for k in _RUNS if sys.getrefcount(k) > _UNHELD}
+    _RUNS.clear()  # (a dict does not shrink when entries are deleted: rebuilt)
+    _RUNS.update(held)
+    del held
+    _runs_sweep_at = len(_RUNS) + max(len(_RUNS) // 4, _RUNS_GROW)
+
+
+#: The live write's spans of run-length encoded values (one value, one window: the same bytes for every counter that
+#: shares the value; a few dozen kept).
+_SPANS: Final[dict[tuple[bytes, int, int], bytes]] = {}
+
+
+def _encode(s: int, runs: Iterable[tuple[int, int]]) -> bytes:
+    """The value of the hours from ``s`` (hour number) given as runs (hours ≥ 0, stored byte): zero runs at both
+    ends dropped, equal neighbours joined; run-length encoded (interned) unless that is longer than ``_SLACK`` and
+    a byte for four hours."""
+    merged: list[list[int]] = []
+    for c, v in runs:
+        if not c:
+            continue
+        if merged and merged[-1][1] == v:
+            merged[-1][0] += c
+        elif v or merged:
+            merged.append([c, v])
+        else:
+            s += c  # (leading hours of no record)
+    if merged and not merged[-1][1]:
+        merged.pop()
+    if not merged:
+        return b""
+    n = 0
+    body = bytearray()
+    for c, v in merged:
+        n += c
+        while c > 255:
+            body += bytes((255, v))
+            c -= 255
+        body += bytes((c, v))
+    if len(body) > n // 4 + _SLACK:
+        return _HEAD.pack(s, n | _DENSE) + b"".join(_FILL[v] * (c // 255) + _FILL[v][: c % 255] for c, v in merged)
+    return _intern(_HEAD.pack(s, n) + body)
+
+
+def _runs_of(r: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """A value's first hour, hours covered and runs (hours, stored byte)."""
+    s, n = _HEAD.unpack_from(r)
+    if n & _DENSE:
+        return s, n ^ _DENSE, [(m.end() - m.start(), r[m.start()]) for m in _RUN_RE.finditer(r, 8)]
+    return s, n, list(zip(r[8::2], r[9::2], strict=True))
+
+
+def _from_dense(s: int, raw: bytes | bytearray) -> bytes:
+    """The value of the stored bytes of the hours from ``s`` (hour number)."""
+    t = raw.lstrip(b"\0")
+    s += len(raw) - len(t)
+    t = bytes(t.rstrip(b"\0"))
+    n = len(t)
+    if n > 1:  # the number of runs (1 + neighbours that differ) first: codes changing every few hours stay bytes
+        x = int.from_bytes(t[:-1], "little") ^ int.from_bytes(t[1:], "little")
+        if 2 * (n - x.to_bytes(n - 1, "little").count(0)) > n // 4 + _SLACK:
+            return _HEAD.pack(s, n | _DENSE) + t
+    return _encode(s, [(m.end() - m.start(), t[m.start()]) for m in _RUN_RE.finditer(t)])
+
+
+def _dense(r: bytes) -> bytes:
+    """A value's stored byte of every hour it covers."""
+    if _HEAD.unpack_from(r)[1] & _DENSE:
+        return r[8:]
+    return b"".join([_FILL[v][:c] for c, v in zip(r[8::2], r[9::2], strict=True)])
 
 
 class _HourCodes:
     """One outlet's and factor's counted hours: hour (epoch s) → ``rank * 2 + valid``.
 
     Memory (issue 20): kept for the current and the previous month.  A dict entry per hour was ≈ 1.4 KB an outlet
-    and factor a day; a ``bytearray(24)`` per UTC day in a dict ≈ 150 B (≈ 2.8 GB at a month's end at 100 000
-    outlets).  Here the stored bytes (each code + 1, 0: no record) of consecutive UTC days are one ``bytearray``
-    (24 bytes a day) from its first day ``_d0``: ≈ 1.6 KB for two months.  Days more than ``_JOIN_DAYS`` apart
-    (a backfill months away) start another run, kept in ``_far`` (sorted, all older than ``_b``'s first day), so
-    no years-long array is made.  :meth:`items` gives what the dict held (ascending by hour; every reader sums or
-    sorts)."""
+    and factor a day; a ``bytearray(24)`` per UTC day ≈ 150 B; one ``bytearray`` of 24 bytes a day ≈ 1.6 KB for two
+    months (≈ 0.49 GB at a month's end at 100 000 outlets).  Now one immutable value (``_r``: a ``bytes``, see
+    ``_HEAD``): the stored bytes (each code + 1, 0: no record) of the hours from the first to the last one with a
+    record, run-length encoded, and interned (``_RUNS``), so that the counters with the same hours (most of a
+    city: every hour received and valid) share one object; when encoding would take more than a byte for four hours
+    (codes that change every few hours), the bytes themselves, not interned.  A change makes a new value.
+    :meth:`items` gives what the dict held (ascending by hour; every reader sums or sorts)."""
 
-    __slots__ = ("_b", "_d0", "_far")
+    __slots__ = ("_r",)
 
     def __init__(self) -> None:
-        self._d0 = 0  # UTC day number of _b[0:24]
-        self._b = bytearray()  # the newest run of days (empty: no hour at all, and _far is None)
-        self._far: list[tuple[int, bytearray]] | None = None  # the older runs, ascending by first day
-
-    def _runs(self) -> list[tuple[int, bytearray]]:
-        runs = list(self._far) if self._far else []
-        if self._b:
-            runs.append((self._d0, self._b))
-        return runs
-
-    def _keep(self, runs: list[tuple[int, bytearray]]) -> None:
-        """Store runs (ascending, disjoint, none empty): the newest one as ``_b``."""
-        if runs:
-            self._d0, self._b = runs[-1]
-            self._far = runs[:-1] or None
-        else:
-            self._d0, self._b, self._far = 0, bytearray(), None
+        self._r = b""
 
     def _load(self, d0: int, raw: bytes | bytearray) -> None:
-        """Replace everything by the stored bytes of the days from ``d0`` (benchmarks: filled the same as
+        """Replace everything by the stored bytes of the UTC days from ``d0`` (benchmarks: filled the same as
         :meth:`set` would)."""
         if len(raw) % 24:
             raise ValueError("not whole days")
-        self._keep([(d0, bytearray(raw))] if raw else [])
+        self._r = _from_dense(d0 * 24, raw)
 
     def get(self, h: int) -> int | None:
-        i = (h - self._d0 * _DAY) // 3600
-        b = self._b
-        if 0 <= i < len(b):
-            c = b[i]
-            return c - 1 if c else None
-        if self._far:
-            for d0, run in self._far:
-                i = (h - d0 * _DAY) // 3600
-                if 0 <= i < len(run):
-                    c = run[i]
-                    return c - 1 if c else None
-        return None
+        r = self._r
+        if not r:
+            return None
+        s, n = _HEAD.unpack_from(r)
+        i = h // 3600 - s
+        if n & _DENSE:
+            if 0 <= i < n ^ _DENSE:
+                c = r[8 + i]
+                return c - 1 if c else None
+            return None
+        if not 0 <= i < n:
+            return None
+        if i >= n >> 1:  # (from the end: the newest hours are those asked for)
+            pos = n
+            for k in range(len(r) - 2, 7, -2):
+                pos -= r[k]
+                if i >= pos:
+                    c = r[k + 1]
+                    break
+        else:
+            pos = 0
+            for k in range(8, len(r), 2):
+                pos += r[k]
+                if i < pos:
+                    c = r[k + 1]
+                    break
+        return c - 1 if c else None
 
     def set(self, h: int, code: int) -> None:
         if h % 3600 or not 0 <= code < 255:
             raise ValueError(f"not an hour start or a code: {h}, {code}")
-        b = self._b
-        i = (h - self._d0 * _DAY) // 3600
-        if 0 <= i < len(b):
-            b[i] = code + 1
+        v = code + 1
+        r = self._r
+        if not r:
+            self._r = _intern(_HEAD.pack(h // 3600, 1) + _PAIR1[v])
             return
-        if b and len(b) <= i < len(b) + 24 * (_JOIN_DAYS + 1):  # the next days (the newest run: none after)
-            b += bytes(24 * ((i - len(b)) // 24 + 1))
-            b[i] = code + 1
+        s, n = _HEAD.unpack_from(r)
+        i = h // 3600 - s
+        if n & _DENSE:
+            n ^= _DENSE
+            if 0 <= i < n:
+                if r[8 + i] != v:
+                    self._r = r[: 8 + i] + _FILL[v][:1] + r[9 + i :]
+            elif i >= n:
+                self._r = _HEAD.pack(s, (i + 1) | _DENSE) + r[8:] + bytes(i - n) + _FILL[v][:1]
+            else:
+                self._r = _encode(s + i, [(1, v), (-i - 1, 0), *_runs_of(r)[2]])
             return
-        d = h // _DAY
-        runs = self._runs()
-        for d0, run in runs:
-            i = (h - d0 * _DAY) // 3600
-            if 0 <= i < len(run):
-                run[i] = code + 1
+        if i == n:  # the next hour (the live case)
+            if r[-1] == v and r[-2] < 255:
+                self._r = _intern(_HEAD.pack(s, n + 1) + r[8:-2] + bytes((r[-2] + 1, v)))
                 return
-        day = bytearray(24)
-        day[h % _DAY // 3600] = code + 1
-        runs.append((d, day))
-        runs.sort(key=lambda r: r[0])
-        joined: list[tuple[int, bytearray]] = []
-        for d0, run in runs:  # join the runs at most _JOIN_DAYS apart
-            if joined:
-                p0, prev = joined[-1]
-                gap = d0 - (p0 + len(prev) // 24)
-                if gap <= _JOIN_DAYS:
-                    joined[-1] = (p0, prev + bytes(24 * gap) + run)
-                    continue
-            joined.append((d0, run))
-        self._keep(joined)
+            if len(r) - 6 <= (n + 1) // 4 + _SLACK:
+                self._r = _intern(_HEAD.pack(s, n + 1) + r[8:] + _PAIR1[v])
+                return
+        elif i == n - 1 and r[-1] == v:
+            return
+        runs = _runs_of(r)[2]
+        if i >= n:
+            runs += [(i - n, 0), (1, v)]
+        elif i < 0:
+            runs[:0] = [(1, v), (-i - 1, 0)]
+            s += i
+        else:
+            pos = 0
+            for k, (c, old) in enumerate(runs):
+                if i < pos + c:
+                    if old == v:
+                        return
+                    a = i - pos
+                    runs[k : k + 1] = [(a, old), (1, v), (c - a - 1, old)]
+                    break
+                pos += c
+        self._r = _encode(s, runs)
+
+    def set_many(self, rows: Iterable[tuple[int, int]]) -> None:
+        """:meth:`set` of every (hour, code) in order (a later code of an hour replaces an earlier one), with one
+        new value (:meth:`RateCounter.restore`)."""
+        rows = list(rows)
+        if not rows:
+            return
+        for h, code in rows:
+            if h % 3600 or not 0 <= code < 255:
+                raise ValueError(f"not an hour start or a code: {h}, {code}")
+        r = self._r
+        hours = [h // 3600 for h, _ in rows]
+        lo, hi = min(hours), max(hours) + 1
+        if r:
+            s, n = _HEAD.unpack_from(r)
+            n &= ~_DENSE
+            lo, hi = min(lo, s), max(hi, s + n)
+        if hi - lo > 16 * len(rows) + 100_000:  # (hours years apart: no array that long)
+            for h, code in rows:
+                self.set(h, code)
+            return
+        dense = bytearray(hi - lo)
+        if r:
+            dense[s - lo : s - lo + n] = _dense(r)
+        for hh, (_, code) in zip(hours, rows, strict=True):
+            dense[hh - lo] = code + 1
+        self._r = _from_dense(lo, dense)
 
     def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
-        """(hour, code) ascending; only the days that overlap [lo, hi) when given (hours outside it may come)."""
+        """(hour, code) ascending; only the hours that start in [lo, hi) when given."""
+        r = self._r
+        if not r:
+            return []
+        s, n = _HEAD.unpack_from(r)
+        dense = n & _DENSE
+        n &= ~_DENSE
+        a = 0 if lo is None else max(0, -(-lo // 3600) - s)  # the hours [a, z) from s
+        z = n if hi is None else min(n, -(-hi // 3600) - s)
+        if a >= z:
+            return []
+        base = s * 3600
         out: list[tuple[int, int]] = []
-        for d0, run in self._runs():
-            a, z = 0, len(run) // 24  # the run's days [a, z) that overlap [lo, hi)
-            if lo is not None:
-                a = max(a, (lo - d0 * _DAY) // _DAY)
-            if hi is not None:
-                z = min(z, -(-(hi - d0 * _DAY) // _DAY))
-            if a >= z:
-                continue
-            base = d0 * _DAY + a * _DAY
-            out += [(base + 3600 * i, c - 1) for i, c in enumerate(run[24 * a : 24 * z]) if c]
+        if dense:
+            return [(base + 3600 * k, c - 1) for k, c in enumerate(r[8 + a : 8 + z], a) if c]
+        pos = 0
+        for k in range(8, len(r), 2):
+            c, v = r[k], r[k + 1]
+            if v and pos + c > a:
+                out += [(base + 3600 * j, v - 1) for j in range(max(pos, a), min(pos + c, z))]
+            pos += c
+            if pos >= z:
+                break
         return out
 
-    def span(self, lo: int, hi: int) -> bytes | bytearray:
+    def span(self, lo: int, hi: int) -> bytes:
         """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
         ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
         n = (hi - lo) // 3600
+        r = self._r
         if n <= 0:
             return b""
-        b = self._b
-        a = (lo - self._d0 * _DAY) // 3600
-        if a >= 0 and a + n <= len(b):  # (the live write: a day or a month of the newest run)
-            return b[a : a + n]
-        out = bytearray(n)
-        for d0, run in self._runs():
-            a = (lo - d0 * _DAY) // 3600  # run[a] is hour lo
-            i, j = max(a, 0), min(a + n, len(run))
-            if i < j:
-                out[i - a : j - a] = run[i:j]
-        return out
+        if not r:
+            return bytes(n)
+        s, m = _HEAD.unpack_from(r)
+        a = lo // 3600 - s  # r's hour a is hour lo
+        if m & _DENSE:
+            m ^= _DENSE
+            if a >= 0 and a + n <= m:
+                return r[8 + a : 8 + a + n]
+            i, j = max(a, 0), min(a + n, m)
+            return bytes(n) if i >= j else bytes(i - a) + r[8 + i : 8 + j] + bytes(a + n - j)
+        key = (r, lo, hi)
+        got = _SPANS.get(key)
+        if got is None:
+            i, j = max(a, 0), min(a + n, m)
+            got = bytes(n) if i >= j else bytes(i - a) + _dense(r)[i:j] + bytes(a + n - j)
+            if len(_SPANS) >= 64:
+                _SPANS.clear()
+            _SPANS[key] = got
+        return got
 
     def drop_before(self, cut: int) -> int:
         """Forget the hours before ``cut``; how many there were."""
-        n = 0
-        kept: list[tuple[int, bytearray]] = []
-        changed = False
-        for d0, run in self._runs():
-            k = min(max(-(-(cut - d0 * _DAY) // 3600), 0), len(run))  # hours of the run before the cut
-            if not k:
-                kept.append((d0, run))
-                continue
-            changed = True
-            n += k - run.count(0, 0, k)
-            rest = run[k:]
-            if not any(rest):
-                continue
-            zeros = len(run) - len(rest) + (len(rest) - len(rest.lstrip(b"\0")))  # leading hours of no record
-            days = zeros // 24
-            rest = run[24 * days :]
-            rest[: max(k - 24 * days, 0)] = bytes(max(k - 24 * days, 0))
-            kept.append((d0 + days, rest))
-        if changed:
-            self._keep(kept)
-        return n
+        r = self._r
+        if not r:
+            return 0
+        s, n = _HEAD.unpack_from(r)
+        n &= ~_DENSE
+        k = min(max(-(-cut // 3600) - s, 0), n)  # hours before the cut
+        if not k:
+            return 0
+        body = _dense(r)
+        dropped: int = k - body.count(0, 0, k)
+        self._r = _from_dense(s + k, body[k:])
+        return dropped
 
 
 def _day_index(ts: int) -> int:
@@ -635,7 +789,9 @@ class RateCounter:
         segs = _segments(lo, hi, by_month)
         nf = len(self.factors)
         seen = self._seen.get(o.mn)
-        spans = [c.span(lo, hi) for c in map(seen.get, self.factors) if c is not None] if seen else []
+        spans: list[bytes | bytearray] = (
+            [c.span(lo, hi) for c in map(seen.get, self.factors) if c is not None] if seen else []
+        )
         stopped = sorted((h - lo) // 3600 for h in self._stopped_hours(o, lo, hi)) if o.stop else []
         cut: bytearray | None = None
         if stopped:  # a stopped hour is neither expected nor counted: its byte is 0 (no record)
@@ -885,8 +1041,7 @@ class RateCounter:
             mine = self._seen[mn] = {}
             for f, rows in by_f.items():
                 slots = mine[f] = _HourCodes()
-                for h, c in rows:
-                    slots.set(int(h), int(c))
+                slots.set_many((int(h), int(c)) for h, c in rows)
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
         # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)

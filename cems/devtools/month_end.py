@@ -1,0 +1,167 @@
+"""The rate counter's counted hours at a month's end (issue 20: ≤ 512 MB at 100 000 outlets).
+
+``python -m cems.devtools.month_end --outlets 1000``: a :class:`~cems.rules.transmission.RateCounter` of a benchmark
+registry (:mod:`cems.devtools.bench._data`), filled hour by hour as the live service counts them (every outlet's
+assessed factors, an hour at a time, through the counter's hour table with :meth:`RateCounter.add`'s rank rule),
+from the 1st of the previous month to the end of ``--days`` (62 by default: the live service keeps the current and
+the previous month, so a month's end holds two).  Then the memory of the counted hours (the counter's tables and
+values, the shared ``_RUNS`` table when there is one, swept of the values no counter holds: every object reached once,
+``sys.getsizeof``; strings are the registry's) per outlet and factor (and before the sweep: the table's garbage is
+at most a quarter of it or 4 096 values, much at a few outlets, little at 100 000), scaled to 100 000 outlets,
+and the CPU time of filling them (µs per hour set: ``get`` and ``set`` as ``add`` does).  Profiles (``--profiles``):
+
+* ``common``: every outlet's hours received and valid (half of them DAS records, half computed from minutes);
+* ``mix``: the same, with 1 outlet in 20 odd: outages of 1–6 hours on ≈ 15 % of the days, ≈ 1 % of the hours not
+  valid, each odd outlet and factor its own;
+* ``distinct``: every outlet odd (no two the same);
+* ``random``: each hour's code drawn at random (3 % missing, 2 % not valid, the rank drawn too: the live write's
+  benchmark, :mod:`cems.devtools.rate_write`): the worst case for a run-length encoding.
+
+Prints JSON, and a digest of every counter's :meth:`items` per profile: the same digest for two checkouts means
+the same counted hours.  Run as a file with ``PYTHONPATH`` at another checkout to measure the code there (it uses
+only ``_HourCodes.get``/``set``/``items``): the A/B of docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import random
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from cems.devtools.bench import _data
+from cems.model import BEIJING
+from cems.registry import parse_registry
+from cems.rules import transmission
+from cems.rules.transmission import RateCounter, _HourCodes
+
+PROFILES = ("common", "mix", "distinct", "random")
+
+
+def _odd_hours(rng: random.Random, n: int, good: int) -> list[int]:
+    """A month of an odd outlet's codes (-1: no record): outages and hours not valid."""
+    out = [good] * n
+    for d in range(0, n, 24):
+        if rng.random() < 0.15:
+            a = d + rng.randrange(24)
+            for i in range(a, min(a + rng.randint(1, 6), n)):
+                out[i] = -1
+    for i in range(n):
+        if out[i] >= 0 and rng.random() < 0.01:
+            out[i] = good & ~1
+    return out
+
+
+def _random_hours(rng: random.Random, n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        x = rng.random()
+        out.append(-1 if x < 0.03 else (rng.choice((1, 2)) * 2 + (0 if x < 0.05 else 1)))
+    return out
+
+
+def fill(rates: RateCounter, mns: list[str], profile: str, start: int, hours: int, seed: int) -> tuple[int, float]:
+    """Counts every outlet's and factor's hours from ``start``; (hours set, CPU seconds)."""
+    rng = random.Random(seed)
+    seen: Any = rates._seen
+    cols: list[tuple[_HourCodes, list[int] | int]] = []
+    for k, mn in enumerate(mns):
+        by_f = seen[mn] = {}
+        good = (2 if k % 2 else 1) * 2 + 1  # DAS or computed from minutes, valid
+        odd = profile == "distinct" or (profile == "mix" and k % 20 == 7)
+        for f in rates.factors:
+            codes = by_f[f] = _HourCodes()
+            if profile == "random":
+                cols.append((codes, _random_hours(rng, hours)))
+            elif odd:
+                cols.append((codes, _odd_hours(rng, hours, good)))
+            else:
+                cols.append((codes, good))
+    n = 0
+    gc.collect()
+    c0 = time.process_time()
+    for i in range(hours):  # an hour at a time, every outlet and factor (as the hours close)
+        h = start + 3600 * i
+        for codes, col in cols:
+            code = col if isinstance(col, int) else col[i]
+            if code < 0:
+                continue
+            old = codes.get(h)  # (RateCounter.add's rank rule)
+            if old is None or code >> 1 >= old >> 1:
+                codes.set(h, code)
+            n += 1
+    return n, time.process_time() - c0
+
+
+def _size(roots: list[Any]) -> int:
+    """Bytes of every object reached from ``roots`` once (strings and types excluded: the registry's and the
+    interpreter's)."""
+    seen: set[int] = set()
+    todo = list(roots)
+    total = 0
+    while todo:
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, (str, type)):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        todo.extend(gc.get_referents(o))
+    return total
+
+
+def measure(n_outlets: int, profile: str, days: int, seed: int) -> dict[str, Any]:
+    reg = parse_registry(_data.registry_toml(n_outlets))
+    rates = RateCounter(reg)
+    mns = sorted(i.outlet.mn for i in reg.outlets())
+    start = int(datetime(2026, 10, 1, tzinfo=BEIJING).timestamp())
+    table = getattr(transmission, "_RUNS", None)
+    if table is not None:
+        table.clear()
+    n, cpu = fill(rates, mns, profile, start, 24 * days, seed)
+    gc.collect()
+    roots = [rates._seen] + ([table] if table is not None else [])
+    unswept = _size(roots)
+    sweep = getattr(transmission, "_sweep", None)
+    if sweep is not None:  # (the values no counter holds any more: at most a quarter more, or 4 096 of them)
+        sweep()
+    size = _size(roots)
+    slots = n_outlets * len(rates.factors)
+    h = hashlib.sha256()
+    for mn in mns:
+        for f in rates.factors:
+            h.update(repr((mn, f, rates._seen[mn][f].items())).encode())
+    return {
+        "profile": profile,
+        "outlets": n_outlets,
+        "factors": len(rates.factors),
+        "days": days,
+        "bytes_per_outlet_factor": round(size / slots, 1),
+        "gb_at_100000_outlets": round(size / slots * 100_000 * len(rates.factors) / 1e9, 3),
+        "unswept_bytes_per_outlet_factor": round(unswept / slots, 1),
+        "shared_values": None if table is None else len(table),
+        "hours_set": n,
+        "us_per_hour_set": round(cpu / n * 1e6, 3),
+        "digest": h.hexdigest()[:16],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--outlets", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=62, help="days counted from the 1st of the previous month")
+    ap.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, of {', '.join(PROFILES)}")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    for p in a.profiles.split(","):
+        if p not in PROFILES:
+            ap.error(f"unknown profile {p!r}")
+        print(json.dumps(measure(a.outlets, p, a.days, a.seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
