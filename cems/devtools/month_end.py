@@ -17,6 +17,9 @@ and the CPU time of filling them (µs per hour set: ``get`` and ``set`` as ``add
 * ``random``: each hour's code drawn at random (3 % missing, 2 % not valid, the rank drawn too: the live write's
   benchmark, :mod:`cems.devtools.rate_write`): the worst case for a run-length encoding.
 
+``--restore``: also the service's start-up restore of those hours from the stored rate rows (``add`` of each row's
+record; ``RateCounter.add_rows`` when the checkout has it), µs per row.
+
 Prints JSON, and a digest of every counter's :meth:`items` per profile: the same digest for two checkouts means
 the same counted hours.  Run as a file with ``PYTHONPATH`` at another checkout to measure the code there (it uses
 only ``_HourCodes.get``/``set``/``items``): the A/B of docs/benchmark.md.
@@ -114,7 +117,43 @@ def _size(roots: list[Any]) -> int:
     return total
 
 
-def measure(n_outlets: int, profile: str, days: int, seed: int) -> dict[str, Any]:
+_SOURCES = {2: "das_2061", 1: "minutes", 0: "realtime"}
+
+
+def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
+    """The service's start-up (``ComplianceRuntime.start``): the counted hours as the stored ``rate_records`` rows
+    (hour after hour, as written), restored into a new counter by ``add`` of each row's record and, when the
+    checkout has it, by ``RateCounter.add_rows``; CPU µs per row, and whether both give the counter filled."""
+    from cems.service.compliance._state import rate_record
+
+    by_hour: dict[int, list[tuple[str, str, int, str, bool, bool]]] = {}
+    for mn in mns:
+        for f, codes in rates._seen[mn].items():
+            for h, c in codes.items():
+                by_hour.setdefault(h, []).append((mn, f, h, _SOURCES[c >> 1], bool(c & 1), False))
+    rows = [r for h in sorted(by_hour) for r in by_hour[h]]
+    del by_hour
+    want = rates.snapshot()
+    out: dict[str, Any] = {"rows": len(rows)}
+    one = RateCounter(reg)
+    gc.collect()
+    c0 = time.process_time()
+    for row in rows:
+        one.add(rate_record(*row))
+    out["add_us_per_row"] = round((time.process_time() - c0) / len(rows) * 1e6, 3)
+    out["add_same"] = one.snapshot()["seen"] == want["seen"]
+    del one
+    if hasattr(RateCounter, "add_rows"):
+        many = RateCounter(reg)
+        gc.collect()
+        c0 = time.process_time()
+        many.add_rows(rows)
+        out["add_rows_us_per_row"] = round((time.process_time() - c0) / len(rows) * 1e6, 3)
+        out["add_rows_same"] = many.snapshot()["seen"] == want["seen"]
+    return out
+
+
+def measure(n_outlets: int, profile: str, days: int, seed: int, with_restore: bool = False) -> dict[str, Any]:
     reg = parse_registry(_data.registry_toml(n_outlets))
     rates = RateCounter(reg)
     mns = sorted(i.outlet.mn for i in reg.outlets())
@@ -147,6 +186,7 @@ def measure(n_outlets: int, profile: str, days: int, seed: int) -> dict[str, Any
         "hours_set": n,
         "us_per_hour_set": round(cpu / n * 1e6, 3),
         "digest": h.hexdigest()[:16],
+        **(restore(reg, rates, mns) if with_restore else {}),
     }
 
 
@@ -156,11 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=int, default=62, help="days counted from the 1st of the previous month")
     ap.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, of {', '.join(PROFILES)}")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--restore", action="store_true", help="also time the start-up's restore of the stored rows")
     a = ap.parse_args(argv)
     for p in a.profiles.split(","):
         if p not in PROFILES:
             ap.error(f"unknown profile {p!r}")
-        print(json.dumps(measure(a.outlets, p, a.days, a.seed)), flush=True)
+        print(json.dumps(measure(a.outlets, p, a.days, a.seed, a.restore)), flush=True)
 
 
 if __name__ == "__main__":

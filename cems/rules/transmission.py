@@ -646,6 +646,54 @@ class RateCounter:
         if old is None or code >> 1 >= old >> 1:
             slots.set(h, code)
 
+    def add_rows(self, rows: Iterable[tuple[str, str, int, str, bool, bool]]) -> None:
+        """:meth:`add` of stored rate rows (mn, pollutant, hour epoch, source, valid, exceeds) in order, each as the
+        record :func:`cems.service.compliance._state.rate_record` makes of it (flag N when valid): the same counted
+        hours (``add``'s rank rule: a code replaces one of the same or a lower rank), exceedances, first and last
+        hours and unknown records, with one :meth:`_HourCodes.set_many` per outlet and factor instead of a record,
+        a lookup and a new value per row (the service's start-up, issue 20)."""
+        outlet = self.registry.outlet
+        factors = self._factor_set
+        exceed = self._exceed
+        pending: dict[tuple[str, str], tuple[_HourCodes, dict[int, int]]] = {}
+        lo, hi = self._min_hour, self._max_hour
+        for mn, p, hour, source, valid, exceeds in rows:
+            if outlet(mn) is None:
+                self.unknown += 1
+                continue
+            h = int(hour)
+            h -= h % 3600
+            if lo is None or h < lo:
+                lo = h
+            if hi is None or h > hi:
+                hi = h
+            rank = _RANK.get(source, 0)
+            ekey = (mn, p, h)
+            eold = exceed.get(ekey)
+            if (eold is not None or exceeds) and (eold is None or rank >= eold >> 1):
+                exceed[ekey] = rank * 2 + (1 if exceeds else 0)
+            if p not in factors:
+                continue
+            got = pending.get((mn, p))
+            if got is None:
+                by_f = self._seen.get(mn)
+                if by_f is None:
+                    by_f = self._seen[mn] = {}
+                slots = by_f.get(p)
+                if slots is None:
+                    slots = by_f[p] = _HourCodes()
+                got = pending[(mn, p)] = (slots, {})
+            slots, codes = got
+            code = rank * 2 + (1 if valid else 0)
+            old = codes.get(h)
+            if old is None and slots._r:
+                old = slots.get(h)
+            if old is None or code >> 1 >= old >> 1:
+                codes[h] = code
+        self._min_hour, self._max_hour = lo, hi
+        for slots, codes in pending.values():
+            slots.set_many(codes.items())
+
     def newest_hour(self) -> datetime | None:
         """Start of the newest hour counted (``None`` before any)."""
         return None if self._max_hour is None else datetime.fromtimestamp(self._max_hour, BEIJING)

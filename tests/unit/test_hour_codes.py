@@ -9,7 +9,7 @@ import json
 import sys
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import cast
+from typing import Any, cast
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -294,3 +294,39 @@ def test_rate_counter_equals_a_dict_model(ops: list[tuple[str, object]]) -> None
             lo = int(datetime(d.day.year, d.day.month, d.day.day, tzinfo=BEIJING).timestamp())
             mine = [c for (mn, _, h), c in model.items() if mn == d.mn and lo <= h < lo + 86400]
             assert (d.received, d.valid) == (len(mine), sum(c & 1 for c in mine))
+
+
+_row = st.tuples(
+    st.sampled_from(["M1", "M2", "M9"]),  # (M9: not in the registry)
+    st.sampled_from([PM, SO2, NOX, "a00000"]),
+    st.one_of(st.integers(0, 6), st.integers(0, 24 * 75)).map(
+        lambda k: int((_M0 + timedelta(hours=k)).timestamp()) + k % 3 * 1800  # (hours seen twice often)
+    ),
+    st.sampled_from([*_RANK, "other"]),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_row, max_size=60), st.lists(_row, max_size=60), st.integers(1, 60))
+@example(  # an hour already counted from the DAS: a computed record of it is not counted
+    [("M1", SO2, int(_M0.timestamp()), SOURCE_DAS, True, False)],
+    [("M1", SO2, int(_M0.timestamp()), SOURCE_MINUTES, False, False)],
+    1,
+)
+def test_add_rows_is_add_of_each_stored_row(before: list[Any], rows: list[Any], repeat: int) -> None:
+    """The start-up's restore of the stored rate rows (``add_rows``) counts as ``add`` of each row's record, hours
+    seen twice included (the rank rule), onto a counter that already holds hours or not."""
+    from cems.service.compliance._state import rate_record
+
+    rows = rows + rows[:repeat]  # some rows again
+    a, b = RateCounter(_reg()), RateCounter(_reg())  # type: ignore[arg-type]
+    for rc in (a, b):
+        for mn, p, h, src, ok, ex in before:
+            rc.add(rate_record(mn, p, h, src, ok, ex))
+    for mn, p, h, src, ok, ex in rows:
+        a.add(rate_record(mn, p, h, src, ok, ex))
+    b.add_rows(rows)
+    assert b.snapshot() == a.snapshot()
+    assert list(b._seen) == list(a._seen) and all(list(b._seen[mn]) == list(a._seen[mn]) for mn in a._seen)
