@@ -17,6 +17,11 @@ and the CPU time of filling them (µs per hour set: ``get`` and ``set`` as ``add
 * ``random``: each hour's code drawn at random (3 % missing, 2 % not valid, the rank drawn too: the live write's
   benchmark, :mod:`cems.devtools.rate_write`): the worst case for a run-length encoding.
 
+``--profiles mix --serve run --config ...``: ``cems run`` whose compliance runtime holds, once started, the
+counted hours of the end of the previous month (that month and the one before) of the first profile for every
+registry outlet (``cems bench --rss-month-end``: the whole
+service's memory at a month's end).
+
 ``--restore``: also the service's start-up restore of those hours from the stored rate rows (``add`` of each row's
 record; ``RateCounter.add_rows`` when the checkout has it), µs per row.
 
@@ -190,6 +195,60 @@ def measure(n_outlets: int, profile: str, days: int, seed: int, with_restore: bo
     }
 
 
+def load_month_end(rates: RateCounter, now: datetime, profile: str = "mix", seed: int = 1) -> int:
+    """Every registry outlet's and assessed factor's counted hours at the end of the Beijing month before ``now``'s:
+    that month's and the one before (59–62 days, what the live service keeps at its last hour), as ``profile`` has
+    them, loaded through ``_HourCodes._load`` (the stored bytes, in the layout of whichever checkout runs: ``cems
+    bench --rss-month-end``); returns the counters made."""
+    rng = random.Random(seed)
+    b = now.astimezone(BEIJING)
+    m = b.year * 12 + b.month - 1  # now's month; the fill: m - 2 and m - 1
+    start = int(datetime((m - 2) // 12, (m - 2) % 12 + 1, 1, tzinfo=BEIJING).timestamp())
+    end = int(datetime(m // 12, m % 12 + 1, 1, tzinfo=BEIJING).timestamp())
+    hours = (end - start) // 3600
+    d0 = start // 86400  # (UTC days: the stored bytes start at a UTC midnight)
+    pad = bytes((start - d0 * 86400) // 3600)
+    tail = bytes(-(len(pad) + hours) % 24)
+    made = 0
+    for k, info in enumerate(sorted(rates.registry.outlets(), key=lambda i: i.outlet.mn)):
+        good = (2 if k % 2 else 1) * 2 + 1
+        odd = profile == "distinct" or (profile == "mix" and k % 20 == 7)
+        by_f = rates._seen.setdefault(info.outlet.mn, {})
+        for f in rates.factors:
+            if profile == "random":
+                col = _random_hours(rng, hours)
+            elif odd:
+                col = _odd_hours(rng, hours, good)
+            else:
+                col = [good] * hours
+            codes = by_f[f] = _HourCodes()
+            codes._load(d0, pad + bytes(c + 1 if c >= 0 else 0 for c in col) + tail)
+            made += 1
+    rates._min_hour = start if rates._min_hour is None else min(start, rates._min_hour)
+    rates._max_hour = end - 3600 if rates._max_hour is None else max(end - 3600, rates._max_hour)
+    return made
+
+
+def serve(argv: list[str], profile: str, seed: int) -> int:
+    """``cems`` (``argv``: ``run ...``) whose compliance runtime, once its state is restored, holds a month's end of
+    counted hours (:func:`load_month_end` at the wall clock): the memory of the whole service at a month's end."""
+    from cems.cli import main as cems_main
+    from cems.service.compliance import _runtime
+
+    opened = _runtime.ComplianceRuntime.open
+
+    async def open_at_month_end(self: Any) -> None:
+        await opened(self)
+        t = time.perf_counter()
+        n = load_month_end(self.engine.rates, datetime.now(BEIJING), profile, seed)
+        gc.collect()
+        took = time.perf_counter() - t
+        print(f"month_end: {n} counters of {profile!r} hours loaded in {took:.1f} s", file=sys.stderr)
+
+    _runtime.ComplianceRuntime.open = open_at_month_end  # type: ignore[method-assign]
+    return cems_main(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--outlets", type=int, default=1000)
@@ -197,7 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, of {', '.join(PROFILES)}")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--restore", action="store_true", help="also time the start-up's restore of the stored rows")
+    ap.add_argument(
+        "--serve",
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="CEMS_ARGS",
+        help="run `cems CEMS_ARGS` (e.g. run --config ...) holding a month's end of the first profile's counted hours",
+    )
     a = ap.parse_args(argv)
+    if a.serve is not None:
+        sys.exit(serve(a.serve, a.profiles.split(",")[0], a.seed))
     for p in a.profiles.split(","):
         if p not in PROFILES:
             ap.error(f"unknown profile {p!r}")

@@ -330,3 +330,21 @@ def test_add_rows_is_add_of_each_stored_row(before: list[Any], rows: list[Any], 
     b.add_rows(rows)
     assert b.snapshot() == a.snapshot()
     assert list(b._seen) == list(a._seen) and all(list(b._seen[mn]) == list(a._seen[mn]) for mn in a._seen)
+
+
+def test_the_month_end_load_holds_the_two_months_before_and_shares_the_common_hours() -> None:
+    from cems.devtools import month_end
+    from cems.devtools.bench import _data
+    from cems.registry import parse_registry
+
+    rc = RateCounter(parse_registry(_data.registry_toml(40)))
+    assert month_end.load_month_end(rc, datetime(2027, 1, 1, 0, 30, tzinfo=BEIJING), "mix") == 40 * 3
+    a, b = month_bounds(2026, 11)[0], month_bounds(2027, 1)[0]
+    hours = [int(a.timestamp()) + 3600 * k for k in range(int((b - a).total_seconds()) // 3600)]
+    mns = sorted(rc._seen)
+    common = rc._seen[mns[0]][PM]  # (outlet 0: computed from minutes, every hour valid)
+    assert common.items() == [(h, 3) for h in hours]
+    assert common._r is rc._seen[mns[2]][SO2]._r  # shared
+    odd = rc._seen[mns[7]][PM].items()  # (1 in 20 odd: outages, hours not valid)
+    assert 0.8 * len(hours) < len(odd) < len(hours) and {h for h, _ in odd} <= set(hours)
+    assert rc.replay_window() == (a, b)
