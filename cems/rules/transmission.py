@@ -183,6 +183,171 @@ def _dense(r: bytes) -> bytes:
     return b"".join([_FILL[v][:c] for c, v in zip(r[8::2], r[9::2], strict=True)])
 
 
+def _get(r: bytes, h: int) -> int | None:
+    """The code of the hour that holds ``h`` in value ``r`` (``None``: no record)."""
+    if not r:
+        return None
+    s, n = _HEAD.unpack_from(r)
+    i = h // 3600 - s
+    if n & _DENSE:
+        if 0 <= i < n ^ _DENSE:
+            c = r[8 + i]
+            return c - 1 if c else None
+        return None
+    if not 0 <= i < n:
+        return None
+    if i >= n >> 1:  # (from the end: the newest hours are those asked for)
+        pos = n
+        for k in range(len(r) - 2, 7, -2):
+            pos -= r[k]
+            if i >= pos:
+                c = r[k + 1]
+                break
+    else:
+        pos = 0
+        for k in range(8, len(r), 2):
+            pos += r[k]
+            if i < pos:
+                c = r[k + 1]
+                break
+    return c - 1 if c else None
+
+
+def _set(r: bytes, h: int, code: int) -> bytes:
+    """Value ``r`` with hour ``h``'s code set."""
+    if h % 3600 or not 0 <= code < 255:
+        raise ValueError(f"not an hour start or a code: {h}, {code}")
+    v = code + 1
+    if not r:
+        return _intern(_HEAD.pack(h // 3600, 1) + _PAIR1[v])
+    s, n = _HEAD.unpack_from(r)
+    i = h // 3600 - s
+    if n & _DENSE:
+        n ^= _DENSE
+        if 0 <= i < n:
+            return r if r[8 + i] == v else r[: 8 + i] + _FILL[v][:1] + r[9 + i :]
+        if i >= n:
+            return _HEAD.pack(s, (i + 1) | _DENSE) + r[8:] + bytes(i - n) + _FILL[v][:1]
+        return _encode(s + i, [(1, v), (-i - 1, 0), *_runs_of(r)[2]])
+    if i == n:  # the next hour (the live case)
+        if r[-1] == v and r[-2] < 255:
+            return _intern(_HEAD.pack(s, n + 1) + r[8:-2] + bytes((r[-2] + 1, v)))
+        if len(r) - 6 <= (n + 1) // 4 + _SLACK:
+            return _intern(_HEAD.pack(s, n + 1) + r[8:] + _PAIR1[v])
+    elif i == n - 1 and r[-1] == v:
+        return r
+    runs = _runs_of(r)[2]
+    if i >= n:
+        runs += [(i - n, 0), (1, v)]
+    elif i < 0:
+        runs[:0] = [(1, v), (-i - 1, 0)]
+        s += i
+    else:
+        pos = 0
+        for k, (c, old) in enumerate(runs):
+            if i < pos + c:
+                if old == v:
+                    return r
+                a = i - pos
+                runs[k : k + 1] = [(a, old), (1, v), (c - a - 1, old)]
+                break
+            pos += c
+    return _encode(s, runs)
+
+
+def _set_many(r: bytes, rows: Iterable[tuple[int, int]]) -> bytes:
+    """``_set`` of every (hour, code) in order (a later code of an hour replaces an earlier one), with one
+    new value (:meth:`RateCounter.restore`, :meth:`RateCounter.add_rows`)."""
+    rows = list(rows)
+    if not rows:
+        return r
+    for h, code in rows:
+        if h % 3600 or not 0 <= code < 255:
+            raise ValueError(f"not an hour start or a code: {h}, {code}")
+    hours = [h // 3600 for h, _ in rows]
+    lo, hi = min(hours), max(hours) + 1
+    if r:
+        s, n = _HEAD.unpack_from(r)
+        n &= ~_DENSE
+        lo, hi = min(lo, s), max(hi, s + n)
+    if hi - lo > 16 * len(rows) + 100_000:  # (hours years apart: no array that long)
+        for h, code in rows:
+            r = _set(r, h, code)
+        return r
+    dense = bytearray(hi - lo)
+    if r:
+        dense[s - lo : s - lo + n] = _dense(r)
+    for hh, (_, code) in zip(hours, rows, strict=True):
+        dense[hh - lo] = code + 1
+    return _from_dense(lo, dense)
+
+
+def _items(r: bytes, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
+    """(hour, code) ascending; only the hours that start in [lo, hi) when given."""
+    if not r:
+        return []
+    s, n = _HEAD.unpack_from(r)
+    dense = n & _DENSE
+    n &= ~_DENSE
+    a = 0 if lo is None else max(0, -(-lo // 3600) - s)  # the hours [a, z) from s
+    z = n if hi is None else min(n, -(-hi // 3600) - s)
+    if a >= z:
+        return []
+    base = s * 3600
+    out: list[tuple[int, int]] = []
+    if dense:
+        return [(base + 3600 * k, c - 1) for k, c in enumerate(r[8 + a : 8 + z], a) if c]
+    pos = 0
+    for k in range(8, len(r), 2):
+        c, v = r[k], r[k + 1]
+        if v and pos + c > a:
+            out += [(base + 3600 * j, v - 1) for j in range(max(pos, a), min(pos + c, z))]
+        pos += c
+        if pos >= z:
+            break
+    return out
+
+
+def _span(r: bytes, lo: int, hi: int) -> bytes:
+    """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
+    ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
+    n = (hi - lo) // 3600
+    if n <= 0:
+        return b""
+    if not r:
+        return bytes(n)
+    s, m = _HEAD.unpack_from(r)
+    a = lo // 3600 - s  # r's hour a is hour lo
+    if m & _DENSE:
+        m ^= _DENSE
+        if a >= 0 and a + n <= m:
+            return r[8 + a : 8 + a + n]
+        i, j = max(a, 0), min(a + n, m)
+        return bytes(n) if i >= j else bytes(i - a) + r[8 + i : 8 + j] + bytes(a + n - j)
+    key = (r, lo, hi)
+    got = _SPANS.get(key)
+    if got is None:
+        i, j = max(a, 0), min(a + n, m)
+        got = bytes(n) if i >= j else bytes(i - a) + _dense(r)[i:j] + bytes(a + n - j)
+        if len(_SPANS) >= 64:
+            _SPANS.clear()
+        _SPANS[key] = got
+    return got
+
+
+def _drop_before(r: bytes, cut: int) -> tuple[bytes, int]:
+    """Value ``r`` without the hours before ``cut``, and how many there were."""
+    if not r:
+        return r, 0
+    s, n = _HEAD.unpack_from(r)
+    n &= ~_DENSE
+    k = min(max(-(-cut // 3600) - s, 0), n)  # hours before the cut
+    if not k:
+        return r, 0
+    body = _dense(r)
+    return _from_dense(s + k, body[k:]), k - body.count(0, 0, k)
+
+
 class _HourCodes:
     """One outlet's and factor's counted hours: hour (epoch s) → ``rank * 2 + valid``.
 
@@ -208,175 +373,27 @@ class _HourCodes:
         self._r = _from_dense(d0 * 24, raw)
 
     def get(self, h: int) -> int | None:
-        r = self._r
-        if not r:
-            return None
-        s, n = _HEAD.unpack_from(r)
-        i = h // 3600 - s
-        if n & _DENSE:
-            if 0 <= i < n ^ _DENSE:
-                c = r[8 + i]
-                return c - 1 if c else None
-            return None
-        if not 0 <= i < n:
-            return None
-        if i >= n >> 1:  # (from the end: the newest hours are those asked for)
-            pos = n
-            for k in range(len(r) - 2, 7, -2):
-                pos -= r[k]
-                if i >= pos:
-                    c = r[k + 1]
-                    break
-        else:
-            pos = 0
-            for k in range(8, len(r), 2):
-                pos += r[k]
-                if i < pos:
-                    c = r[k + 1]
-                    break
-        return c - 1 if c else None
+        return _get(self._r, h)
 
     def set(self, h: int, code: int) -> None:
-        if h % 3600 or not 0 <= code < 255:
-            raise ValueError(f"not an hour start or a code: {h}, {code}")
-        v = code + 1
-        r = self._r
-        if not r:
-            self._r = _intern(_HEAD.pack(h // 3600, 1) + _PAIR1[v])
-            return
-        s, n = _HEAD.unpack_from(r)
-        i = h // 3600 - s
-        if n & _DENSE:
-            n ^= _DENSE
-            if 0 <= i < n:
-                if r[8 + i] != v:
-                    self._r = r[: 8 + i] + _FILL[v][:1] + r[9 + i :]
-            elif i >= n:
-                self._r = _HEAD.pack(s, (i + 1) | _DENSE) + r[8:] + bytes(i - n) + _FILL[v][:1]
-            else:
-                self._r = _encode(s + i, [(1, v), (-i - 1, 0), *_runs_of(r)[2]])
-            return
-        if i == n:  # the next hour (the live case)
-            if r[-1] == v and r[-2] < 255:
-                self._r = _intern(_HEAD.pack(s, n + 1) + r[8:-2] + bytes((r[-2] + 1, v)))
-                return
-            if len(r) - 6 <= (n + 1) // 4 + _SLACK:
-                self._r = _intern(_HEAD.pack(s, n + 1) + r[8:] + _PAIR1[v])
-                return
-        elif i == n - 1 and r[-1] == v:
-            return
-        runs = _runs_of(r)[2]
-        if i >= n:
-            runs += [(i - n, 0), (1, v)]
-        elif i < 0:
-            runs[:0] = [(1, v), (-i - 1, 0)]
-            s += i
-        else:
-            pos = 0
-            for k, (c, old) in enumerate(runs):
-                if i < pos + c:
-                    if old == v:
-                        return
-                    a = i - pos
-                    runs[k : k + 1] = [(a, old), (1, v), (c - a - 1, old)]
-                    break
-                pos += c
-        self._r = _encode(s, runs)
+        self._r = _set(self._r, h, code)
 
     def set_many(self, rows: Iterable[tuple[int, int]]) -> None:
-        """:meth:`set` of every (hour, code) in order (a later code of an hour replaces an earlier one), with one
-        new value (:meth:`RateCounter.restore`)."""
-        rows = list(rows)
-        if not rows:
-            return
-        for h, code in rows:
-            if h % 3600 or not 0 <= code < 255:
-                raise ValueError(f"not an hour start or a code: {h}, {code}")
-        r = self._r
-        hours = [h // 3600 for h, _ in rows]
-        lo, hi = min(hours), max(hours) + 1
-        if r:
-            s, n = _HEAD.unpack_from(r)
-            n &= ~_DENSE
-            lo, hi = min(lo, s), max(hi, s + n)
-        if hi - lo > 16 * len(rows) + 100_000:  # (hours years apart: no array that long)
-            for h, code in rows:
-                self.set(h, code)
-            return
-        dense = bytearray(hi - lo)
-        if r:
-            dense[s - lo : s - lo + n] = _dense(r)
-        for hh, (_, code) in zip(hours, rows, strict=True):
-            dense[hh - lo] = code + 1
-        self._r = _from_dense(lo, dense)
+        """:meth:`set` of every (hour, code) in order, with one new value."""
+        self._r = _set_many(self._r, rows)
 
     def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
         """(hour, code) ascending; only the hours that start in [lo, hi) when given."""
-        r = self._r
-        if not r:
-            return []
-        s, n = _HEAD.unpack_from(r)
-        dense = n & _DENSE
-        n &= ~_DENSE
-        a = 0 if lo is None else max(0, -(-lo // 3600) - s)  # the hours [a, z) from s
-        z = n if hi is None else min(n, -(-hi // 3600) - s)
-        if a >= z:
-            return []
-        base = s * 3600
-        out: list[tuple[int, int]] = []
-        if dense:
-            return [(base + 3600 * k, c - 1) for k, c in enumerate(r[8 + a : 8 + z], a) if c]
-        pos = 0
-        for k in range(8, len(r), 2):
-            c, v = r[k], r[k + 1]
-            if v and pos + c > a:
-                out += [(base + 3600 * j, v - 1) for j in range(max(pos, a), min(pos + c, z))]
-            pos += c
-            if pos >= z:
-                break
-        return out
+        return _items(self._r, lo, hi)
 
     def span(self, lo: int, hi: int) -> bytes:
-        """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
-        ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
-        n = (hi - lo) // 3600
-        r = self._r
-        if n <= 0:
-            return b""
-        if not r:
-            return bytes(n)
-        s, m = _HEAD.unpack_from(r)
-        a = lo // 3600 - s  # r's hour a is hour lo
-        if m & _DENSE:
-            m ^= _DENSE
-            if a >= 0 and a + n <= m:
-                return r[8 + a : 8 + a + n]
-            i, j = max(a, 0), min(a + n, m)
-            return bytes(n) if i >= j else bytes(i - a) + r[8 + i : 8 + j] + bytes(a + n - j)
-        key = (r, lo, hi)
-        got = _SPANS.get(key)
-        if got is None:
-            i, j = max(a, 0), min(a + n, m)
-            got = bytes(n) if i >= j else bytes(i - a) + _dense(r)[i:j] + bytes(a + n - j)
-            if len(_SPANS) >= 64:
-                _SPANS.clear()
-            _SPANS[key] = got
-        return got
+        """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts."""
+        return _span(self._r, lo, hi)
 
     def drop_before(self, cut: int) -> int:
         """Forget the hours before ``cut``; how many there were."""
-        r = self._r
-        if not r:
-            return 0
-        s, n = _HEAD.unpack_from(r)
-        n &= ~_DENSE
-        k = min(max(-(-cut // 3600) - s, 0), n)  # hours before the cut
-        if not k:
-            return 0
-        body = _dense(r)
-        dropped: int = k - body.count(0, 0, k)
-        self._r = _from_dense(s + k, body[k:])
-        return dropped
+        self._r, n = _drop_before(self._r, cut)
+        return n
 
 
 def _day_index(ts: int) -> int:
