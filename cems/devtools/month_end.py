@@ -27,7 +27,7 @@ record; ``RateCounter.add_rows`` when the checkout has it), µs per row.
 
 Prints JSON, and a digest of every counter's :meth:`items` per profile: the same digest for two checkouts means
 the same counted hours.  Run as a file with ``PYTHONPATH`` at another checkout to measure the code there (it uses
-only ``_HourCodes.get``/``set``/``items``): the A/B of docs/benchmark.md.
+only ``_HourCodes`` and, in this checkout's layout, ``_get``/``_set``): the A/B of docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -73,35 +73,66 @@ def _random_hours(rng: random.Random, n: int) -> list[int]:
     return out
 
 
+def _lists(rates: RateCounter) -> dict[str, int] | None:
+    """The counter's factor → index when it keeps a list of values per outlet (this checkout), else ``None`` (a dict
+    of ``_HourCodes`` per outlet: older checkouts)."""
+    fi: dict[str, int] | None = getattr(rates, "_fi", None)
+    return fi
+
+
+def _codes_of(rates: RateCounter, mn: str, f: str) -> list[tuple[int, int]]:
+    """An outlet's and factor's counted (hour, code) pairs, in either layout."""
+    seen: Any = rates._seen
+    fi = _lists(rates)
+    if fi is None:
+        return list(seen[mn][f].items())
+    hc = _HourCodes()
+    hc._r = seen[mn][fi[f]] or b""
+    return hc.items()
+
+
 def fill(rates: RateCounter, mns: list[str], profile: str, start: int, hours: int, seed: int) -> tuple[int, float]:
     """Counts every outlet's and factor's hours from ``start``; (hours set, CPU seconds)."""
     rng = random.Random(seed)
     seen: Any = rates._seen
-    cols: list[tuple[_HourCodes, list[int] | int]] = []
+    fi = _lists(rates)
+    cols: list[tuple[Any, str | int, list[int] | int]] = []
     for k, mn in enumerate(mns):
-        by_f = seen[mn] = {}
         good = (2 if k % 2 else 1) * 2 + 1  # DAS or computed from minutes, valid
         odd = profile == "distinct" or (profile == "mix" and k % 20 == 7)
+        slot: Any = {} if fi is None else [b""] * len(rates.factors)
+        seen[mn] = slot
         for f in rates.factors:
-            codes = by_f[f] = _HourCodes()
+            if fi is None:
+                slot[f] = _HourCodes()
+            key = f if fi is None else fi[f]
             if profile == "random":
-                cols.append((codes, _random_hours(rng, hours)))
+                cols.append((slot, key, _random_hours(rng, hours)))
             elif odd:
-                cols.append((codes, _odd_hours(rng, hours, good)))
+                cols.append((slot, key, _odd_hours(rng, hours, good)))
             else:
-                cols.append((codes, good))
+                cols.append((slot, key, good))
     n = 0
     gc.collect()
     c0 = time.process_time()
-    for i in range(hours):  # an hour at a time, every outlet and factor (as the hours close)
+    get = getattr(transmission, "_get", None)
+    put = getattr(transmission, "_set", None)
+    for i in range(hours):  # an hour at a time, every outlet and factor (as the hours close), add's rank rule
         h = start + 3600 * i
-        for codes, col in cols:
+        for slot, key, col in cols:
             code = col if isinstance(col, int) else col[i]
             if code < 0:
                 continue
-            old = codes.get(h)  # (RateCounter.add's rank rule)
-            if old is None or code >> 1 >= old >> 1:
-                codes.set(h, code)
+            if fi is None:
+                codes = slot[key]
+                old = codes.get(h)
+                if old is None or code >> 1 >= old >> 1:
+                    codes.set(h, code)
+            else:
+                r = slot[key]
+                old = get(r, h)  # type: ignore[misc]
+                if old is None or code >> 1 >= old >> 1:
+                    slot[key] = put(r, h, code)  # type: ignore[misc]
             n += 1
     return n, time.process_time() - c0
 
@@ -133,8 +164,8 @@ def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
 
     by_hour: dict[int, list[tuple[str, str, int, str, bool, bool]]] = {}
     for mn in mns:
-        for f, codes in rates._seen[mn].items():
-            for h, c in codes.items():
+        for f in rates.factors:
+            for h, c in _codes_of(rates, mn, f):
                 by_hour.setdefault(h, []).append((mn, f, h, _SOURCES[c >> 1], bool(c & 1), False))
     rows = [r for h in sorted(by_hour) for r in by_hour[h]]
     del by_hour
@@ -178,7 +209,7 @@ def measure(n_outlets: int, profile: str, days: int, seed: int, with_restore: bo
     h = hashlib.sha256()
     for mn in mns:
         for f in rates.factors:
-            h.update(repr((mn, f, rates._seen[mn][f].items())).encode())
+            h.update(repr((mn, f, _codes_of(rates, mn, f))).encode())
     return {
         "profile": profile,
         "outlets": n_outlets,
@@ -213,7 +244,9 @@ def load_month_end(rates: RateCounter, now: datetime, profile: str = "mix", seed
     for k, info in enumerate(sorted(rates.registry.outlets(), key=lambda i: i.outlet.mn)):
         good = (2 if k % 2 else 1) * 2 + 1
         odd = profile == "distinct" or (profile == "mix" and k % 20 == 7)
-        by_f = rates._seen.setdefault(info.outlet.mn, {})
+        seen: Any = rates._seen
+        fi = _lists(rates)
+        slot: Any = seen.setdefault(info.outlet.mn, {} if fi is None else [None] * len(rates.factors))
         for f in rates.factors:
             if profile == "random":
                 col = _random_hours(rng, hours)
@@ -221,8 +254,12 @@ def load_month_end(rates: RateCounter, now: datetime, profile: str = "mix", seed
                 col = _odd_hours(rng, hours, good)
             else:
                 col = [good] * hours
-            codes = by_f[f] = _HourCodes()
+            codes = _HourCodes()
             codes._load(d0, pad + bytes(c + 1 if c >= 0 else 0 for c in col) + tail)
+            if fi is None:
+                slot[f] = codes
+            else:
+                slot[fi[f]] = codes._r
             made += 1
     rates._min_hour = start if rates._min_hour is None else min(start, rates._min_hour)
     rates._max_hour = end - 3600 if rates._max_hour is None else max(end - 3600, rates._max_hour)

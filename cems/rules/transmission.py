@@ -617,8 +617,14 @@ class RateCounter:
         self.city = registry.city
         self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
         self._factor_set = frozenset(self.factors)
-        # mn → factor → hour epoch → rank * 2 + valid
-        self._seen: dict[str, dict[str, _HourCodes]] = {}
+        #: factor → its index in an outlet's list of ``_seen`` (its first in ``factors``)
+        self._fi: dict[str, int] = {}
+        for i, f in enumerate(self.factors):
+            self._fi.setdefault(f, i)
+        # mn → per factor (``_fi``) the value of its counted hours, hour → rank * 2 + valid (``_get``, ``_set``;
+        # None: no record of the factor yet).  Issue 20: a list of values, not a dict of ``_HourCodes`` objects
+        # (≈ 75 B less an outlet and factor at a month's end, when most values are shared)
+        self._seen: dict[str, list[bytes | None]] = {}
         self._min_hour: int | None = None
         self._max_hour: int | None = None
         # (mn, pollutant, hour epoch) → rank * 2 + exceeds, for every slot that ever had an exceeding record:
@@ -652,16 +658,15 @@ class RateCounter:
             self._exceed[ekey] = rank * 2 + (1 if rec.exceeds else 0)
         if rec.pollutant not in self._factor_set:
             return
-        by_f = self._seen.get(mn)
-        if by_f is None:
-            by_f = self._seen[mn] = {}
-        slots = by_f.get(rec.pollutant)
-        if slots is None:
-            slots = by_f[rec.pollutant] = _HourCodes()
+        vals = self._seen.get(mn)
+        if vals is None:
+            vals = self._seen[mn] = [None] * len(self.factors)
+        i = self._fi[rec.pollutant]
+        r = vals[i] or b""
         code = rank * 2 + (1 if rec.counts_valid else 0)
-        old = slots.get(h)
+        old = _get(r, h)
         if old is None or code >> 1 >= old >> 1:
-            slots.set(h, code)
+            vals[i] = _set(r, h, code)
 
     def add_rows(self, rows: Iterable[tuple[str, str, int, str, bool, bool]]) -> None:
         """:meth:`add` of stored rate rows (mn, pollutant, hour epoch, source, valid, exceeds) in order, each as the
@@ -672,7 +677,7 @@ class RateCounter:
         outlet = self.registry.outlet
         factors = self._factor_set
         exceed = self._exceed
-        pending: dict[tuple[str, str], tuple[_HourCodes, dict[int, int]]] = {}
+        pending: dict[tuple[str, str], tuple[list[bytes | None], int, dict[int, int]]] = {}
         lo, hi = self._min_hour, self._max_hour
         for mn, p, hour, source, valid, exceeds in rows:
             if outlet(mn) is None:
@@ -693,23 +698,23 @@ class RateCounter:
                 continue
             got = pending.get((mn, p))
             if got is None:
-                by_f = self._seen.get(mn)
-                if by_f is None:
-                    by_f = self._seen[mn] = {}
-                slots = by_f.get(p)
-                if slots is None:
-                    slots = by_f[p] = _HourCodes()
-                got = pending[(mn, p)] = (slots, {})
-            slots, codes = got
+                vals = self._seen.get(mn)
+                if vals is None:
+                    vals = self._seen[mn] = [None] * len(self.factors)
+                i = self._fi[p]
+                if vals[i] is None:
+                    vals[i] = b""
+                got = pending[(mn, p)] = (vals, i, {})
+            vals, i, codes = got
             code = rank * 2 + (1 if valid else 0)
             old = codes.get(h)
-            if old is None and slots._r:
-                old = slots.get(h)
+            if old is None and vals[i]:
+                old = _get(vals[i] or b"", h)
             if old is None or code >> 1 >= old >> 1:
                 codes[h] = code
         self._min_hour, self._max_hour = lo, hi
-        for slots, codes in pending.values():
-            slots.set_many(codes.items())
+        for vals, i, codes in pending.values():
+            vals[i] = _set_many(vals[i] or b"", codes.items())
 
     def newest_hour(self) -> datetime | None:
         """Start of the newest hour counted (``None`` before any)."""
@@ -733,9 +738,11 @@ class RateCounter:
             yield 0  # nothing before the cut (every counted hour and exceedance is at or after _min_hour)
             return
         dropped = 0
-        for n, by_f in enumerate(list(self._seen.values()), 1):
-            for slots in by_f.values():
-                dropped += slots.drop_before(cut)
+        for n, vals in enumerate(list(self._seen.values()), 1):
+            for i, r in enumerate(vals):
+                if r:
+                    vals[i], k = _drop_before(r, cut)
+                    dropped += k
             if n % step == 0:
                 yield None
         for key in [k for k in self._exceed if k[2] < cut]:
@@ -811,11 +818,11 @@ class RateCounter:
             n = (b - a) // 3600 - sum(1 for h in stopped if a <= h < b)
             days[d] = {f: [n, 0, 0] for f in self.factors}
             d += 1
-        seen = self._seen.get(o.mn, {})
+        seen = self._seen.get(o.mn)
         repairs = {} if overlay is None else overlay.repairs(o.mn)
         for f in self.factors:
-            counted = seen.get(f)
-            rows = counted.items(lo, hi) if counted is not None else []  # (the loop below keeps [lo, hi))
+            counted = seen[self._fi[f]] if seen is not None else None
+            rows = _items(counted, lo, hi) if counted else []
             if effects or repairs:  # marks: valid / not valid; a repair (修约) makes the hour received and valid
                 slots = dict(rows)
                 for h, e in effects.items():
@@ -854,9 +861,7 @@ class RateCounter:
         segs = _segments(lo, hi, by_month)
         nf = len(self.factors)
         seen = self._seen.get(o.mn)
-        spans: list[bytes | bytearray] = (
-            [c.span(lo, hi) for c in map(seen.get, self.factors) if c is not None] if seen else []
-        )
+        spans: list[bytes | bytearray] = [_span(r, lo, hi) for r in seen if r is not None] if seen else []
         stopped = sorted((h - lo) // 3600 for h in self._stopped_hours(o, lo, hi)) if o.stop else []
         cut: bytearray | None = None
         if stopped:  # a stopped hour is neither expected nor counted: its byte is 0 (no record)
@@ -1089,8 +1094,8 @@ class RateCounter:
             "version": 1,
             "kind": "rate_counter",
             "seen": {
-                mn: {f: [[h, c] for h, c in slots.items()] for f, slots in by_f.items()}
-                for mn, by_f in sorted(self._seen.items())
+                mn: {f: [[h, c] for h, c in _items(vals[i] or b"")] for f, i in self._fi.items() if vals[i] is not None}
+                for mn, vals in sorted(self._seen.items())
             },
             "min_hour": self._min_hour,
             "max_hour": self._max_hour,
@@ -1103,10 +1108,11 @@ class RateCounter:
             raise ValueError("not a version-1 rate_counter state")
         self._seen = {}
         for mn, by_f in state["seen"].items():
-            mine = self._seen[mn] = {}
+            vals = self._seen[mn] = [None] * len(self.factors)
             for f, rows in by_f.items():
-                slots = mine[f] = _HourCodes()
-                slots.set_many((int(h), int(c)) for h, c in rows)
+                i = self._fi.get(f)
+                if i is not None:  # (a factor this counter does not count: left out)
+                    vals[i] = _set_many(b"", ((int(h), int(c)) for h, c in rows))
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
         # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)
