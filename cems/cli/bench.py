@@ -50,6 +50,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated registry sizes for the memory runs (default 10000,100000; smoke 200,1000)",
     )
+    p.add_argument(
+        "--rss-month-end",
+        action="store_true",
+        help="also each memory run with the rate counter holding a month's end of counted hours (two months of every "
+        "outlet, 1 in 20 with odd hours): the figure the 512 MB target must hold at",
+    )
     p.add_argument("--replay-days", type=int, default=None, help="days of minute-by-minute HJ 212 to replay (30)")
     p.add_argument(
         "--alert-rate",
@@ -115,6 +121,7 @@ def bench_config(a: argparse.Namespace) -> BenchConfig:
         soak_interval=a.soak_interval,
         soak_speed=a.soak_speed,
         alert_rate=a.alert_rate,
+        rss_month_end=a.rss_month_end,
     )
 
 

@@ -56,7 +56,7 @@ def fill(rt: ComplianceRuntime, month: datetime, now: datetime, seed: int) -> No
     days = range(lo // _DAY, (hi - 1) // _DAY + 1)
     for info in rt.registry.outlets():
         mn = info.outlet.mn
-        by_f = rates._seen[mn] = {}
+        by_f: dict[str, Any] = {}
         for f in rates.factors:
             codes = _HourCodes()
             old_days = getattr(codes, "_days", None)  # (an older checkout's counter: a bytearray per UTC day)
@@ -76,6 +76,8 @@ def fill(rt: ComplianceRuntime, month: datetime, now: datetime, seed: int) -> No
             if old_days is None:
                 codes._load(days[0], run)
             by_f[f] = codes
+        fi = getattr(rates, "_fi", None)  # (this checkout: a list of values per outlet)
+        rates._seen[mn] = by_f if fi is None else [by_f[f]._r if f in by_f else None for f in rates.factors]
     rates._min_hour, rates._max_hour = lo, hi - 3600
 
 

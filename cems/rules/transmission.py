@@ -30,6 +30,9 @@ of the first month present in the input to the end of the last day present.
 from __future__ import annotations
 
 import math
+import re
+import struct
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -75,153 +78,321 @@ def _ts(t: datetime) -> int:
 _VALID_BYTE: Final = bytes(1 if c and (c - 1) & 1 else 0 for c in range(256))
 
 
-#: Days of no record between two stored runs of days up to which they are kept as one (zero-filled) run: a run
-#: costs ≈ 150 B (its ``bytearray``, tuple and day number), 7 days of zeros 168 B.
-_JOIN_DAYS: Final = 7
+#: An :class:`_HourCodes` value: ``_HEAD`` (the first stored hour, ``h // 3600``; the hours covered, ``_DENSE`` set
+#: when the body is one stored byte an hour) and the body: pairs (hours 1–255, stored byte), run-length encoded, or
+#: the bytes themselves.  The first and last hours covered have a record.
+_HEAD: Final = struct.Struct("<iI")
+_DENSE: Final = 1 << 31
+#: A body is run-length encoded while its pairs take at most a byte for four hours and this many bytes (more: codes
+#: that change every few hours, a byte an hour, and :meth:`_HourCodes.span` a slice, not a decoding).
+_SLACK: Final = 32
+#: ``_FILL[v][:c]``: ``c`` (≤ 255) bytes ``v``.
+_FILL: Final = tuple(bytes((v,)) * 255 for v in range(256))
+_PAIR1: Final = tuple(bytes((1, v)) for v in range(256))
+_RUN_RE: Final = re.compile(rb"(.)\1*", re.S)
+
+#: The run-length encoded values in use, each once (issue 20): the outlets and factors with the same counted hours
+#: (at a month's end most of a city: every hour received and valid) share one ``bytes``.  Swept of the values no
+#: counter holds any more whenever it grew by a quarter or ``_RUNS_GROW`` entries since the last sweep.
+_RUNS: Final[dict[bytes, bytes]] = {}
+_RUNS_GROW: Final = 4096
+_runs_sweep_at = _RUNS_GROW
+#: References to a value held by nobody but ``_RUNS``, as :func:`_sweep` counts them: key and value, the
+#: comprehension's name, ``sys.getrefcount``'s argument.
+_UNHELD: Final = 4
+
+
+def _intern(b: bytes) -> bytes:
+    got = _RUNS.setdefault(b, b)
+    if got is b and len(_RUNS) > _runs_sweep_at:
+        _sweep()
+    return got
+
+
+def _sweep() -> None:
+    """Forget the values of ``_RUNS`` no counter holds (CPython's reference counts)."""
+    global _runs_sweep_at
+    held = {k: k for k in _RUNS if sys.getrefcount(k) > _UNHELD}
+    _RUNS.clear()  # (a dict does not shrink when entries are deleted: rebuilt)
+    _RUNS.update(held)
+    del held
+    _runs_sweep_at = len(_RUNS) + max(len(_RUNS) // 4, _RUNS_GROW)
+
+
+#: The live write's spans of run-length encoded values (one value, one window: the same bytes for every counter that
+#: shares the value; a few dozen kept).
+_SPANS: Final[dict[tuple[bytes, int, int], bytes]] = {}
+
+
+def _encode(s: int, runs: Iterable[tuple[int, int]]) -> bytes:
+    """The value of the hours from ``s`` (hour number) given as runs (hours ≥ 0, stored byte): zero runs at both
+    ends dropped, equal neighbours joined; run-length encoded (interned) unless that is longer than ``_SLACK`` and
+    a byte for four hours."""
+    merged: list[list[int]] = []
+    for c, v in runs:
+        if not c:
+            continue
+        if merged and merged[-1][1] == v:
+            merged[-1][0] += c
+        elif v or merged:
+            merged.append([c, v])
+        else:
+            s += c  # (leading hours of no record)
+    if merged and not merged[-1][1]:
+        merged.pop()
+    if not merged:
+        return b""
+    n = 0
+    body = bytearray()
+    for c, v in merged:
+        n += c
+        while c > 255:
+            body += bytes((255, v))
+            c -= 255
+        body += bytes((c, v))
+    if len(body) > n // 4 + _SLACK:
+        return _HEAD.pack(s, n | _DENSE) + b"".join(_FILL[v] * (c // 255) + _FILL[v][: c % 255] for c, v in merged)
+    return _intern(_HEAD.pack(s, n) + body)
+
+
+def _runs_of(r: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """A value's first hour, hours covered and runs (hours, stored byte)."""
+    s, n = _HEAD.unpack_from(r)
+    if n & _DENSE:
+        return s, n ^ _DENSE, [(m.end() - m.start(), r[m.start()]) for m in _RUN_RE.finditer(r, 8)]
+    return s, n, list(zip(r[8::2], r[9::2], strict=True))
+
+
+def _from_dense(s: int, raw: bytes | bytearray) -> bytes:
+    """The value of the stored bytes of the hours from ``s`` (hour number)."""
+    t = raw.lstrip(b"\0")
+    s += len(raw) - len(t)
+    t = bytes(t.rstrip(b"\0"))
+    n = len(t)
+    if n > 1:  # the number of runs (1 + neighbours that differ) first: codes changing every few hours stay bytes
+        x = int.from_bytes(t[:-1], "little") ^ int.from_bytes(t[1:], "little")
+        if 2 * (n - x.to_bytes(n - 1, "little").count(0)) > n // 4 + _SLACK:
+            return _HEAD.pack(s, n | _DENSE) + t
+    return _encode(s, [(m.end() - m.start(), t[m.start()]) for m in _RUN_RE.finditer(t)])
+
+
+def _dense(r: bytes) -> bytes:
+    """A value's stored byte of every hour it covers."""
+    if _HEAD.unpack_from(r)[1] & _DENSE:
+        return r[8:]
+    return b"".join([_FILL[v][:c] for c, v in zip(r[8::2], r[9::2], strict=True)])
+
+
+def _get(r: bytes, h: int) -> int | None:
+    """The code of the hour that holds ``h`` in value ``r`` (``None``: no record)."""
+    if not r:
+        return None
+    s, n = _HEAD.unpack_from(r)
+    i = h // 3600 - s
+    if n & _DENSE:
+        if 0 <= i < n ^ _DENSE:
+            c = r[8 + i]
+            return c - 1 if c else None
+        return None
+    if not 0 <= i < n:
+        return None
+    if i >= n >> 1:  # (from the end: the newest hours are those asked for)
+        pos = n
+        for k in range(len(r) - 2, 7, -2):
+            pos -= r[k]
+            if i >= pos:
+                c = r[k + 1]
+                break
+    else:
+        pos = 0
+        for k in range(8, len(r), 2):
+            pos += r[k]
+            if i < pos:
+                c = r[k + 1]
+                break
+    return c - 1 if c else None
+
+
+def _set(r: bytes, h: int, code: int) -> bytes:
+    """Value ``r`` with hour ``h``'s code set."""
+    if h % 3600 or not 0 <= code < 255:
+        raise ValueError(f"not an hour start or a code: {h}, {code}")
+    v = code + 1
+    if not r:
+        return _intern(_HEAD.pack(h // 3600, 1) + _PAIR1[v])
+    s, n = _HEAD.unpack_from(r)
+    i = h // 3600 - s
+    if n & _DENSE:
+        n ^= _DENSE
+        if 0 <= i < n:
+            return r if r[8 + i] == v else r[: 8 + i] + _FILL[v][:1] + r[9 + i :]
+        if i >= n:
+            return _HEAD.pack(s, (i + 1) | _DENSE) + r[8:] + bytes(i - n) + _FILL[v][:1]
+        return _encode(s + i, [(1, v), (-i - 1, 0), *_runs_of(r)[2]])
+    if i == n:  # the next hour (the live case)
+        if r[-1] == v and r[-2] < 255:
+            return _intern(_HEAD.pack(s, n + 1) + r[8:-2] + bytes((r[-2] + 1, v)))
+        if len(r) - 6 <= (n + 1) // 4 + _SLACK:
+            return _intern(_HEAD.pack(s, n + 1) + r[8:] + _PAIR1[v])
+    elif i == n - 1 and r[-1] == v:
+        return r
+    runs = _runs_of(r)[2]
+    if i >= n:
+        runs += [(i - n, 0), (1, v)]
+    elif i < 0:
+        runs[:0] = [(1, v), (-i - 1, 0)]
+        s += i
+    else:
+        pos = 0
+        for k, (c, old) in enumerate(runs):
+            if i < pos + c:
+                if old == v:
+                    return r
+                a = i - pos
+                runs[k : k + 1] = [(a, old), (1, v), (c - a - 1, old)]
+                break
+            pos += c
+    return _encode(s, runs)
+
+
+def _set_many(r: bytes, rows: Iterable[tuple[int, int]]) -> bytes:
+    """``_set`` of every (hour, code) in order (a later code of an hour replaces an earlier one), with one
+    new value (:meth:`RateCounter.restore`, :meth:`RateCounter.add_rows`)."""
+    rows = list(rows)
+    if not rows:
+        return r
+    for h, code in rows:
+        if h % 3600 or not 0 <= code < 255:
+            raise ValueError(f"not an hour start or a code: {h}, {code}")
+    hours = [h // 3600 for h, _ in rows]
+    lo, hi = min(hours), max(hours) + 1
+    if r:
+        s, n = _HEAD.unpack_from(r)
+        n &= ~_DENSE
+        lo, hi = min(lo, s), max(hi, s + n)
+    if hi - lo > 16 * len(rows) + 100_000:  # (hours years apart: no array that long)
+        for h, code in rows:
+            r = _set(r, h, code)
+        return r
+    dense = bytearray(hi - lo)
+    if r:
+        dense[s - lo : s - lo + n] = _dense(r)
+    for hh, (_, code) in zip(hours, rows, strict=True):
+        dense[hh - lo] = code + 1
+    return _from_dense(lo, dense)
+
+
+def _items(r: bytes, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
+    """(hour, code) ascending; only the hours that start in [lo, hi) when given."""
+    if not r:
+        return []
+    s, n = _HEAD.unpack_from(r)
+    dense = n & _DENSE
+    n &= ~_DENSE
+    a = 0 if lo is None else max(0, -(-lo // 3600) - s)  # the hours [a, z) from s
+    z = n if hi is None else min(n, -(-hi // 3600) - s)
+    if a >= z:
+        return []
+    base = s * 3600
+    out: list[tuple[int, int]] = []
+    if dense:
+        return [(base + 3600 * k, c - 1) for k, c in enumerate(r[8 + a : 8 + z], a) if c]
+    pos = 0
+    for k in range(8, len(r), 2):
+        c, v = r[k], r[k + 1]
+        if v and pos + c > a:
+            out += [(base + 3600 * j, v - 1) for j in range(max(pos, a), min(pos + c, z))]
+        pos += c
+        if pos >= z:
+            break
+    return out
+
+
+def _span(r: bytes, lo: int, hi: int) -> bytes:
+    """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
+    ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
+    n = (hi - lo) // 3600
+    if n <= 0:
+        return b""
+    if not r:
+        return bytes(n)
+    s, m = _HEAD.unpack_from(r)
+    a = lo // 3600 - s  # r's hour a is hour lo
+    if m & _DENSE:
+        m ^= _DENSE
+        if a >= 0 and a + n <= m:
+            return r[8 + a : 8 + a + n]
+        i, j = max(a, 0), min(a + n, m)
+        return bytes(n) if i >= j else bytes(i - a) + r[8 + i : 8 + j] + bytes(a + n - j)
+    key = (r, lo, hi)
+    got = _SPANS.get(key)
+    if got is None:
+        i, j = max(a, 0), min(a + n, m)
+        got = bytes(n) if i >= j else bytes(i - a) + _dense(r)[i:j] + bytes(a + n - j)
+        if len(_SPANS) >= 64:
+            _SPANS.clear()
+        _SPANS[key] = got
+    return got
+
+
+def _drop_before(r: bytes, cut: int) -> tuple[bytes, int]:
+    """Value ``r`` without the hours before ``cut``, and how many there were."""
+    if not r:
+        return r, 0
+    s, n = _HEAD.unpack_from(r)
+    n &= ~_DENSE
+    k = min(max(-(-cut // 3600) - s, 0), n)  # hours before the cut
+    if not k:
+        return r, 0
+    body = _dense(r)
+    return _from_dense(s + k, body[k:]), k - body.count(0, 0, k)
 
 
 class _HourCodes:
     """One outlet's and factor's counted hours: hour (epoch s) → ``rank * 2 + valid``.
 
     Memory (issue 20): kept for the current and the previous month.  A dict entry per hour was ≈ 1.4 KB an outlet
-    and factor a day; a ``bytearray(24)`` per UTC day in a dict ≈ 150 B (≈ 2.8 GB at a month's end at 100 000
-    outlets).  Here the stored bytes (each code + 1, 0: no record) of consecutive UTC days are one ``bytearray``
-    (24 bytes a day) from its first day ``_d0``: ≈ 1.6 KB for two months.  Days more than ``_JOIN_DAYS`` apart
-    (a backfill months away) start another run, kept in ``_far`` (sorted, all older than ``_b``'s first day), so
-    no years-long array is made.  :meth:`items` gives what the dict held (ascending by hour; every reader sums or
-    sorts)."""
+    and factor a day; a ``bytearray(24)`` per UTC day ≈ 150 B; one ``bytearray`` of 24 bytes a day ≈ 1.6 KB for two
+    months (≈ 0.49 GB at a month's end at 100 000 outlets).  Now one immutable value (``_r``: a ``bytes``, see
+    ``_HEAD``): the stored bytes (each code + 1, 0: no record) of the hours from the first to the last one with a
+    record, run-length encoded, and interned (``_RUNS``), so that the counters with the same hours (most of a
+    city: every hour received and valid) share one object; when encoding would take more than a byte for four hours
+    (codes that change every few hours), the bytes themselves, not interned.  A change makes a new value.
+    :meth:`items` gives what the dict held (ascending by hour; every reader sums or sorts)."""
 
-    __slots__ = ("_b", "_d0", "_far")
+    __slots__ = ("_r",)
 
     def __init__(self) -> None:
-        self._d0 = 0  # UTC day number of _b[0:24]
-        self._b = bytearray()  # the newest run of days (empty: no hour at all, and _far is None)
-        self._far: list[tuple[int, bytearray]] | None = None  # the older runs, ascending by first day
-
-    def _runs(self) -> list[tuple[int, bytearray]]:
-        runs = list(self._far) if self._far else []
-        if self._b:
-            runs.append((self._d0, self._b))
-        return runs
-
-    def _keep(self, runs: list[tuple[int, bytearray]]) -> None:
-        """Store runs (ascending, disjoint, none empty): the newest one as ``_b``."""
-        if runs:
-            self._d0, self._b = runs[-1]
-            self._far = runs[:-1] or None
-        else:
-            self._d0, self._b, self._far = 0, bytearray(), None
+        self._r = b""
 
     def _load(self, d0: int, raw: bytes | bytearray) -> None:
-        """Replace everything by the stored bytes of the days from ``d0`` (benchmarks: filled the same as
+        """Replace everything by the stored bytes of the UTC days from ``d0`` (benchmarks: filled the same as
         :meth:`set` would)."""
         if len(raw) % 24:
             raise ValueError("not whole days")
-        self._keep([(d0, bytearray(raw))] if raw else [])
+        self._r = _from_dense(d0 * 24, raw)
 
     def get(self, h: int) -> int | None:
-        i = (h - self._d0 * _DAY) // 3600
-        b = self._b
-        if 0 <= i < len(b):
-            c = b[i]
-            return c - 1 if c else None
-        if self._far:
-            for d0, run in self._far:
-                i = (h - d0 * _DAY) // 3600
-                if 0 <= i < len(run):
-                    c = run[i]
-                    return c - 1 if c else None
-        return None
+        return _get(self._r, h)
 
     def set(self, h: int, code: int) -> None:
-        if h % 3600 or not 0 <= code < 255:
-            raise ValueError(f"not an hour start or a code: {h}, {code}")
-        b = self._b
-        i = (h - self._d0 * _DAY) // 3600
-        if 0 <= i < len(b):
-            b[i] = code + 1
-            return
-        if b and len(b) <= i < len(b) + 24 * (_JOIN_DAYS + 1):  # the next days (the newest run: none after)
-            b += bytes(24 * ((i - len(b)) // 24 + 1))
-            b[i] = code + 1
-            return
-        d = h // _DAY
-        runs = self._runs()
-        for d0, run in runs:
-            i = (h - d0 * _DAY) // 3600
-            if 0 <= i < len(run):
-                run[i] = code + 1
-                return
-        day = bytearray(24)
-        day[h % _DAY // 3600] = code + 1
-        runs.append((d, day))
-        runs.sort(key=lambda r: r[0])
-        joined: list[tuple[int, bytearray]] = []
-        for d0, run in runs:  # join the runs at most _JOIN_DAYS apart
-            if joined:
-                p0, prev = joined[-1]
-                gap = d0 - (p0 + len(prev) // 24)
-                if gap <= _JOIN_DAYS:
-                    joined[-1] = (p0, prev + bytes(24 * gap) + run)
-                    continue
-            joined.append((d0, run))
-        self._keep(joined)
+        self._r = _set(self._r, h, code)
+
+    def set_many(self, rows: Iterable[tuple[int, int]]) -> None:
+        """:meth:`set` of every (hour, code) in order, with one new value."""
+        self._r = _set_many(self._r, rows)
 
     def items(self, lo: int | None = None, hi: int | None = None) -> list[tuple[int, int]]:
-        """(hour, code) ascending; only the days that overlap [lo, hi) when given (hours outside it may come)."""
-        out: list[tuple[int, int]] = []
-        for d0, run in self._runs():
-            a, z = 0, len(run) // 24  # the run's days [a, z) that overlap [lo, hi)
-            if lo is not None:
-                a = max(a, (lo - d0 * _DAY) // _DAY)
-            if hi is not None:
-                z = min(z, -(-(hi - d0 * _DAY) // _DAY))
-            if a >= z:
-                continue
-            base = d0 * _DAY + a * _DAY
-            out += [(base + 3600 * i, c - 1) for i, c in enumerate(run[24 * a : 24 * z]) if c]
-        return out
+        """(hour, code) ascending; only the hours that start in [lo, hi) when given."""
+        return _items(self._r, lo, hi)
 
-    def span(self, lo: int, hi: int) -> bytes | bytearray:
-        """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts (issue 20: the live
-        ``cems_rate`` write counts these bytes instead of making an (hour, code) pair per counted hour)."""
-        n = (hi - lo) // 3600
-        if n <= 0:
-            return b""
-        b = self._b
-        a = (lo - self._d0 * _DAY) // 3600
-        if a >= 0 and a + n <= len(b):  # (the live write: a day or a month of the newest run)
-            return b[a : a + n]
-        out = bytearray(n)
-        for d0, run in self._runs():
-            a = (lo - d0 * _DAY) // 3600  # run[a] is hour lo
-            i, j = max(a, 0), min(a + n, len(run))
-            if i < j:
-                out[i - a : j - a] = run[i:j]
-        return out
+    def span(self, lo: int, hi: int) -> bytes:
+        """The stored byte (code + 1, 0: no record) of every hour in [lo, hi), hour starts."""
+        return _span(self._r, lo, hi)
 
     def drop_before(self, cut: int) -> int:
         """Forget the hours before ``cut``; how many there were."""
-        n = 0
-        kept: list[tuple[int, bytearray]] = []
-        changed = False
-        for d0, run in self._runs():
-            k = min(max(-(-(cut - d0 * _DAY) // 3600), 0), len(run))  # hours of the run before the cut
-            if not k:
-                kept.append((d0, run))
-                continue
-            changed = True
-            n += k - run.count(0, 0, k)
-            rest = run[k:]
-            if not any(rest):
-                continue
-            zeros = len(run) - len(rest) + (len(rest) - len(rest.lstrip(b"\0")))  # leading hours of no record
-            days = zeros // 24
-            rest = run[24 * days :]
-            rest[: max(k - 24 * days, 0)] = bytes(max(k - 24 * days, 0))
-            kept.append((d0 + days, rest))
-        if changed:
-            self._keep(kept)
+        self._r, n = _drop_before(self._r, cut)
         return n
 
 
@@ -446,8 +617,14 @@ class RateCounter:
         self.city = registry.city
         self.factors: tuple[str, ...] = tuple(factors if factors is not None else registry.city.assessed_factors)
         self._factor_set = frozenset(self.factors)
-        # mn → factor → hour epoch → rank * 2 + valid
-        self._seen: dict[str, dict[str, _HourCodes]] = {}
+        #: factor → its index in an outlet's list of ``_seen`` (its first in ``factors``)
+        self._fi: dict[str, int] = {}
+        for i, f in enumerate(self.factors):
+            self._fi.setdefault(f, i)
+        # mn → per factor (``_fi``) the value of its counted hours, hour → rank * 2 + valid (``_get``, ``_set``;
+        # None: no record of the factor yet).  Issue 20: a list of values, not a dict of ``_HourCodes`` objects
+        # (≈ 75 B less an outlet and factor at a month's end, when most values are shared)
+        self._seen: dict[str, list[bytes | None]] = {}
         self._min_hour: int | None = None
         self._max_hour: int | None = None
         # (mn, pollutant, hour epoch) → rank * 2 + exceeds, for every slot that ever had an exceeding record:
@@ -481,16 +658,63 @@ class RateCounter:
             self._exceed[ekey] = rank * 2 + (1 if rec.exceeds else 0)
         if rec.pollutant not in self._factor_set:
             return
-        by_f = self._seen.get(mn)
-        if by_f is None:
-            by_f = self._seen[mn] = {}
-        slots = by_f.get(rec.pollutant)
-        if slots is None:
-            slots = by_f[rec.pollutant] = _HourCodes()
+        vals = self._seen.get(mn)
+        if vals is None:
+            vals = self._seen[mn] = [None] * len(self.factors)
+        i = self._fi[rec.pollutant]
+        r = vals[i] or b""
         code = rank * 2 + (1 if rec.counts_valid else 0)
-        old = slots.get(h)
+        old = _get(r, h)
         if old is None or code >> 1 >= old >> 1:
-            slots.set(h, code)
+            vals[i] = _set(r, h, code)
+
+    def add_rows(self, rows: Iterable[tuple[str, str, int, str, bool, bool]]) -> None:
+        """:meth:`add` of stored rate rows (mn, pollutant, hour epoch, source, valid, exceeds) in order, each as the
+        record :func:`cems.service.compliance._state.rate_record` makes of it (flag N when valid): the same counted
+        hours (``add``'s rank rule: a code replaces one of the same or a lower rank), exceedances, first and last
+        hours and unknown records, with one :meth:`_HourCodes.set_many` per outlet and factor instead of a record,
+        a lookup and a new value per row (the service's start-up, issue 20)."""
+        outlet = self.registry.outlet
+        factors = self._factor_set
+        exceed = self._exceed
+        pending: dict[tuple[str, str], tuple[list[bytes | None], int, dict[int, int]]] = {}
+        lo, hi = self._min_hour, self._max_hour
+        for mn, p, hour, source, valid, exceeds in rows:
+            if outlet(mn) is None:
+                self.unknown += 1
+                continue
+            h = int(hour)
+            h -= h % 3600
+            if lo is None or h < lo:
+                lo = h
+            if hi is None or h > hi:
+                hi = h
+            rank = _RANK.get(source, 0)
+            ekey = (mn, p, h)
+            eold = exceed.get(ekey)
+            if (eold is not None or exceeds) and (eold is None or rank >= eold >> 1):
+                exceed[ekey] = rank * 2 + (1 if exceeds else 0)
+            if p not in factors:
+                continue
+            got = pending.get((mn, p))
+            if got is None:
+                vals = self._seen.get(mn)
+                if vals is None:
+                    vals = self._seen[mn] = [None] * len(self.factors)
+                i = self._fi[p]
+                if vals[i] is None:
+                    vals[i] = b""
+                got = pending[(mn, p)] = (vals, i, {})
+            vals, i, codes = got
+            code = rank * 2 + (1 if valid else 0)
+            old = codes.get(h)
+            if old is None and vals[i]:
+                old = _get(vals[i] or b"", h)
+            if old is None or code >> 1 >= old >> 1:
+                codes[h] = code
+        self._min_hour, self._max_hour = lo, hi
+        for vals, i, codes in pending.values():
+            vals[i] = _set_many(vals[i] or b"", codes.items())
 
     def newest_hour(self) -> datetime | None:
         """Start of the newest hour counted (``None`` before any)."""
@@ -514,9 +738,11 @@ class RateCounter:
             yield 0  # nothing before the cut (every counted hour and exceedance is at or after _min_hour)
             return
         dropped = 0
-        for n, by_f in enumerate(list(self._seen.values()), 1):
-            for slots in by_f.values():
-                dropped += slots.drop_before(cut)
+        for n, vals in enumerate(list(self._seen.values()), 1):
+            for i, r in enumerate(vals):
+                if r:
+                    vals[i], k = _drop_before(r, cut)
+                    dropped += k
             if n % step == 0:
                 yield None
         for key in [k for k in self._exceed if k[2] < cut]:
@@ -592,11 +818,11 @@ class RateCounter:
             n = (b - a) // 3600 - sum(1 for h in stopped if a <= h < b)
             days[d] = {f: [n, 0, 0] for f in self.factors}
             d += 1
-        seen = self._seen.get(o.mn, {})
+        seen = self._seen.get(o.mn)
         repairs = {} if overlay is None else overlay.repairs(o.mn)
         for f in self.factors:
-            counted = seen.get(f)
-            rows = counted.items(lo, hi) if counted is not None else []  # (the loop below keeps [lo, hi))
+            counted = seen[self._fi[f]] if seen is not None else None
+            rows = _items(counted, lo, hi) if counted else []
             if effects or repairs:  # marks: valid / not valid; a repair (修约) makes the hour received and valid
                 slots = dict(rows)
                 for h, e in effects.items():
@@ -635,7 +861,7 @@ class RateCounter:
         segs = _segments(lo, hi, by_month)
         nf = len(self.factors)
         seen = self._seen.get(o.mn)
-        spans = [c.span(lo, hi) for c in map(seen.get, self.factors) if c is not None] if seen else []
+        spans: list[bytes | bytearray] = [_span(r, lo, hi) for r in seen if r is not None] if seen else []
         stopped = sorted((h - lo) // 3600 for h in self._stopped_hours(o, lo, hi)) if o.stop else []
         cut: bytearray | None = None
         if stopped:  # a stopped hour is neither expected nor counted: its byte is 0 (no record)
@@ -868,8 +1094,8 @@ class RateCounter:
             "version": 1,
             "kind": "rate_counter",
             "seen": {
-                mn: {f: [[h, c] for h, c in slots.items()] for f, slots in by_f.items()}
-                for mn, by_f in sorted(self._seen.items())
+                mn: {f: [[h, c] for h, c in _items(vals[i] or b"")] for f, i in self._fi.items() if vals[i] is not None}
+                for mn, vals in sorted(self._seen.items())
             },
             "min_hour": self._min_hour,
             "max_hour": self._max_hour,
@@ -882,11 +1108,11 @@ class RateCounter:
             raise ValueError("not a version-1 rate_counter state")
         self._seen = {}
         for mn, by_f in state["seen"].items():
-            mine = self._seen[mn] = {}
+            vals = self._seen[mn] = [None] * len(self.factors)
             for f, rows in by_f.items():
-                slots = mine[f] = _HourCodes()
-                for h, c in rows:
-                    slots.set(int(h), int(c))
+                i = self._fi.get(f)
+                if i is not None:  # (a factor this counter does not count: left out)
+                    vals[i] = _set_many(b"", ((int(h), int(c)) for h, c in rows))
         self._min_hour = state["min_hour"]
         self._max_hour = state["max_hour"]
         # (states before event time kept [district, month, enterprises]: not restorable per hour, left out)

@@ -38,3 +38,22 @@ def test_unmeasured_figures_have_no_verdict() -> None:
     v = _verdicts({"lost": 0})
     assert v["cpu_per_msg_vs_baseline"] == "-"
     assert v["alert_latency_p99_s"] == "-"
+
+
+def test_the_month_end_memory_is_judged_against_the_same_target() -> None:
+    v = _verdicts({"rss_mb": {"100000": 490.0}, "rss_mb_month_end": {"10000": 90.0, "100000": 530.0}})
+    assert v["rss_mb (100,000 outlets)"] == "PASS"
+    assert v["rss_mb at a month's end (100,000 outlets)"] == "FAIL"
+    assert v["rss_mb at a month's end (10,000 outlets)"] == "-"
+    assert _verdicts({"rss_mb_month_end": {"100000": 511.0}})["rss_mb at a month's end (100,000 outlets)"] == "PASS"
+
+
+def test_the_month_end_option_reaches_the_config_and_the_cli() -> None:
+    import argparse
+
+    from cems.cli.bench import add_bench_arguments, bench_config
+
+    p = argparse.ArgumentParser()
+    add_bench_arguments(p)
+    assert bench_config(p.parse_args(["--rss-month-end"])).rss_month_end
+    assert not bench_config(p.parse_args([])).rss_month_end

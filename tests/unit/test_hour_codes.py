@@ -1,21 +1,28 @@
-"""Issue 20: the rate counter's counted hours (``_HourCodes``: runs of consecutive UTC days, 24 bytes a day) against
-a plain dict hour → code, for random sequences of set / drop_before / get / items / span with gaps and far
-backfills."""
+"""Issue 20: the rate counter's counted hours (``_HourCodes``: one immutable value, run-length encoded and shared
+between the counters with the same hours, or a byte an hour) against a plain dict hour → code, for random sequences
+of set / set_many / drop_before / get / items / span with gaps and far backfills; the shared table stays bounded;
+and the whole :class:`RateCounter` (add's rank rule, snapshot → restore, the month's prune) against a dict model."""
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import Any, cast
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cems.rules.transmission import _DAY, _JOIN_DAYS, _HourCodes
+from cems.model import BEIJING, NOX, PM, SO2
+from cems.rules import transmission
+from cems.rules.hourly import SOURCE_DAS, SOURCE_MINUTES, SOURCE_REALTIME, HourlyRecord
+from cems.rules.transmission import _DENSE, _HEAD, _RUNS, _SLACK, RateCounter, _HourCodes, _items, month_bounds
 
 _BASE = 1_772_323_200  # a UTC midnight
 
-# an hour: a few hours of a few days near the base (ends of days and of runs met often), any hour of the next
-# weeks, or a backfill / jump months or years away
+# an hour: a few hours of a few days near the base, any hour of the next weeks, or a backfill / jump months or
+# years away
 _near = st.tuples(st.integers(-1, 4), st.sampled_from([0, 1, 7, 16, 22, 23])).map(lambda t: t[0] * 24 + t[1])
 _hours = st.one_of(
     _near,
@@ -24,12 +31,16 @@ _hours = st.one_of(
     st.integers(-2 * 24, 12 * 24),
     st.integers(-3 * 24, 40 * 24),
     st.integers(-800 * 24, 800 * 24),
-    st.sampled_from([-24 * (_JOIN_DAYS + 1) - 1, -24 * (_JOIN_DAYS + 1), 24 * (_JOIN_DAYS + 2) - 1, 24 * 45]),
+    st.sampled_from([-255, -256, 254, 255, 256, 510, 24 * 45]),  # (a run of 255 hours: one pair)
 ).map(lambda k: _BASE + 3600 * k)
 _cut = st.tuples(_hours, st.sampled_from([0, 0, 1800, 3599])).map(lambda t: t[0] + t[1])
+# codes: few (long runs, shared values) or any
+_codes = st.one_of(st.sampled_from([3, 5, 5, 5, 4]), st.integers(0, 254))
 _ops = st.lists(
     st.one_of(
-        st.tuples(st.just("set"), _hours, st.integers(0, 254)),
+        st.tuples(st.just("set"), _hours, _codes),
+        st.tuples(st.just("run"), _hours, st.tuples(st.integers(1, 600), _codes)),  # hour after hour, one code
+        st.tuples(st.just("many"), _hours, st.lists(st.tuples(st.integers(-30, 300), _codes), max_size=30)),
         st.tuples(st.just("drop"), _cut, st.just(0)),
         st.tuples(
             st.just("span"), _hours, st.one_of(st.sampled_from([0, 1, 2, 23, 24, 25, 48]), st.integers(-2, 24 * 70))
@@ -41,87 +52,300 @@ _ops = st.lists(
 )
 
 
-def _items_ref(ref: dict[int, int], lo: int | None, hi: int | None) -> list[tuple[int, int]]:
-    """The old counter's ``items``: the hours of the UTC days that overlap [lo, hi)."""
-    out = []
-    for h, c in sorted(ref.items()):
-        d0 = h - h % _DAY
-        if (lo is None or d0 + _DAY > lo) and (hi is None or d0 < hi):
-            out.append((h, c))
-    return out
+def _stored(ref: dict[int, int], lo: int, hi: int) -> bytes:
+    return bytes(ref[k] + 1 if k in ref else 0 for k in range(lo, hi, 3600))
 
 
 def _check(got: _HourCodes, ref: dict[int, int]) -> None:
     assert got.items() == sorted(ref.items())
     for h, c in ref.items():
         assert got.get(h) == c
-    runs = got._runs()  # the runs: ascending, disjoint, more than _JOIN_DAYS apart, whole days, none all zero
-    for (a0, a), (b0, _) in pairwise(runs):
-        assert a0 + len(a) // 24 + _JOIN_DAYS < b0
-    for _, run in runs:
-        assert len(run) % 24 == 0 and any(run[:24])
-    assert (got._far is None) == (len(runs) <= 1)
-    edges = sorted({e for d0, run in runs for e in (d0 * _DAY, d0 * _DAY + 3600 * len(run))})
-    for e in edges:  # spans and items that begin or end at, inside or beyond a run's first or last hour
-        for lo in (e - 3600 * 25, e - 3600, e, e + 3600):
-            for n in (0, 1, 2, 24, 25, 49):
-                hi = lo + 3600 * n
-                assert bytes(got.span(lo, hi)) == bytes(ref[k] + 1 if k in ref else 0 for k in range(lo, hi, 3600))
-                assert got.items(lo, hi) == _items_ref(ref, lo, hi)
+    r = got._r
+    if not ref:
+        assert r == b""
+        return
+    s, n = _HEAD.unpack_from(r)
+    body = r[8:]
+    first, last = min(ref) // 3600, max(ref) // 3600
+    assert (s, n & ~_DENSE) == (first, last - first + 1)  # from the first hour with a record to the last
+    if n & _DENSE:
+        assert body == _stored(ref, first * 3600, last * 3600 + 3600)
+    else:  # pairs (1–255 hours, byte), equal neighbours joined, no longer than the slack allows; shared
+        pairs = list(zip(body[::2], body[1::2], strict=True))
+        assert all(1 <= c <= 255 for c, _ in pairs) and sum(c for c, _ in pairs) == n
+        assert all(a[1] != b[1] or a[0] == 255 for a, b in pairwise(pairs))
+        assert len(body) <= n + _SLACK
+        assert _RUNS.get(r) is r
+    for lo in (first * 3600 - 3600 * 25, first * 3600, last * 3600, last * 3600 + 3600):
+        for k in (0, 1, 2, 24, 25, 49, n & ~_DENSE):
+            hi = lo + 3600 * k
+            assert got.span(lo, hi) == _stored(ref, lo, hi)
+            assert got.items(lo, hi) == sorted((h, c) for h, c in ref.items() if lo <= h < hi)
 
 
 @settings(max_examples=400, deadline=None)
 @given(_ops)
-@example([("set", _BASE, 0), ("set", _BASE + 3600, 0), ("drop", _BASE + 3600, 0)])  # a cut inside a day
-@example([("set", _BASE, 3), ("set", _BASE - 9 * _DAY, 1), ("set", _BASE - 3 * _DAY, 2), ("drop", _BASE - _DAY, 0)])
-def test_hour_codes_equal_a_dict(ops: list[tuple[str, int, int]]) -> None:
+@example([("set", _BASE, 0), ("set", _BASE + 3600, 0), ("drop", _BASE + 3600, 0)])  # a cut inside a run
+@example([("run", _BASE, (300, 4)), ("set", _BASE + 3600 * 255, 4), ("set", _BASE + 3600 * 254, 2)])
+def test_hour_codes_equal_a_dict(ops: list[tuple[str, int, object]]) -> None:
     ref: dict[int, int] = {}
     got = _HourCodes()
+    twin = _HourCodes()  # the same sets one by one: the same hours, the same value (shared when encoded)
     for op, h, x in ops:
         if op == "set":
+            assert isinstance(x, int)
             assert got.get(h) == ref.get(h)
             got.set(h, x)
+            twin.set(h, x)
             ref[h] = x
             _check(got, ref)
+        elif op == "run":
+            assert isinstance(x, tuple)
+            for k in range(x[0]):
+                got.set(h + 3600 * k, x[1])
+                twin.set(h + 3600 * k, x[1])
+                ref[h + 3600 * k] = x[1]
+            _check(got, ref)
+        elif op == "many":
+            assert isinstance(x, list)
+            rows = [(h + 3600 * k, c) for k, c in x]
+            got.set_many(rows)
+            for hh, c in rows:
+                twin.set(hh, c)
+                ref[hh] = c
+            _check(got, ref)
+            assert twin.items() == got.items()
         elif op == "drop":
             dropped = [k for k in ref if k < h]
             assert got.drop_before(h) == len(dropped)
+            assert twin.drop_before(h) == len(dropped)
             for k in dropped:
                 del ref[k]
             _check(got, ref)
         elif op == "span":
+            assert isinstance(x, int)
             hi = h + 3600 * x
-            want = bytes(ref[k] + 1 if k in ref else 0 for k in range(h, hi, 3600))
-            assert bytes(got.span(h, hi)) == want
+            assert got.span(h, hi) == _stored(ref, h, hi)
         else:
+            assert isinstance(x, int)
             hi = h + 3600 * x
-            assert got.items(h, hi) == _items_ref(ref, h, hi)
-            assert got.items(h) == _items_ref(ref, h, None)
-            assert got.items(None, hi) == _items_ref(ref, None, hi)
-        assert got.get(h) == ref.get(h - h % 3600)  # (the hour that holds h, as before)
+            assert got.items(h, hi) == sorted((k, c) for k, c in ref.items() if h <= k < hi)
+            assert got.items(h) == sorted((k, c) for k, c in ref.items() if h <= k)
+            assert got.items(None, hi) == sorted((k, c) for k, c in ref.items() if k < hi)
+        assert got.get(h) == ref.get(h - h % 3600)  # (the hour that holds h)
     _check(got, ref)
+    _check(twin, ref)
+
+
+def test_counters_with_the_same_hours_share_one_value_and_two_months_are_a_few_bytes() -> None:
+    a, b = _HourCodes(), _HourCodes()
+    for k in range(62 * 24):
+        a.set(_BASE + 3600 * k, 5)
+        b.set(_BASE + 3600 * k, 5)
+    assert a._r is b._r
+    assert len(a._r) == 8 + 2 * 6  # 1 488 hours: 5 pairs of 255 hours, one of 213
+    assert sys.getsizeof(a) + sys.getsizeof(a._r) < 100  # (was 1 488 bytes and an array: ≈ 1.6 KB)
+    b.set(_BASE + 3600 * 30, 4)  # one hour not valid: b's own value, a's unchanged
+    assert a._r is not b._r and a.get(_BASE + 3600 * 30) == 5 and b.get(_BASE + 3600 * 30) == 4
+    assert len(b._r) == 8 + 2 * 8
+
+
+def test_codes_changing_every_hour_are_a_byte_an_hour() -> None:
+    got = _HourCodes()
+    for k in range(62 * 24):
+        got.set(_BASE + 3600 * k, 3 + k % 2)
+    _, n = _HEAD.unpack_from(got._r)
+    assert n == 62 * 24 | _DENSE and len(got._r) == 8 + 62 * 24
+    assert got.drop_before(_BASE + 31 * 24 * 3600) == 31 * 24
+    assert got.items() == [(_BASE + 3600 * k, 3 + k % 2) for k in range(31 * 24, 62 * 24)]
 
 
 def test_a_far_backfill_makes_no_long_array() -> None:
     got = _HourCodes()
     for k in range(62 * 24):
         got.set(_BASE + 3600 * k, 5)
-    got.set(_BASE - 400 * _DAY, 3)  # a backfill more than a year before
-    got.set(_BASE + 800 * _DAY, 3)  # and a clock years ahead
-    assert [(d0 - _BASE // _DAY, len(run)) for d0, run in got._runs()] == [(-400, 24), (0, 62 * 24), (800, 24)]
-    assert got.get(_BASE - 400 * _DAY) == 3 and got.get(_BASE + 800 * _DAY) == 3 and got.get(_BASE) == 5
-    assert got.drop_before(_BASE + 31 * _DAY) == 1 + 31 * 24  # the backfill and a month
-    assert [(d0 - _BASE // _DAY, len(run)) for d0, run in got._runs()] == [(31, 31 * 24), (800, 24)]
-    assert got.drop_before(_BASE + 900 * _DAY) == 31 * 24 + 1
-    assert got.items() == [] and got._runs() == [] and got._far is None
+    got.set(_BASE - 400 * 86400, 3)  # a backfill more than a year before
+    got.set(_BASE + 800 * 86400, 3)  # and a clock years ahead
+    assert len(got._r) < 8 + 2 * (62 * 24 + 1200 * 24) // 255 + 20  # zero hours as runs of 255
+    got.set_many([(_BASE + 900 * 86400, 1), (_BASE - 100_000 * 86400, 1)])  # hours far apart: one by one
+    assert got.get(_BASE - 400 * 86400) == 3 and got.get(_BASE + 800 * 86400) == 3 and got.get(_BASE) == 5
+    assert got.get(_BASE + 900 * 86400) == 1 and got.get(_BASE - 100_000 * 86400) == 1
+    assert got.drop_before(_BASE + 31 * 86400) == 2 + 31 * 24  # the backfills and a month
+    assert got.drop_before(_BASE + 1000 * 86400) == 31 * 24 + 2
+    assert got.items() == [] and got._r == b""
 
 
-def test_two_months_are_one_array_of_24_bytes_a_day() -> None:
-    got = _HourCodes()
-    for k in range(62 * 24):
-        if k % 7:  # (hours missing: stored as 0)
-            got.set(_BASE + 3600 * k, 3)
-    assert got._far is None and len(got._b) == 62 * 24
-    size = sys.getsizeof(got) + sys.getsizeof(got._b) + sys.getsizeof(got._d0)
-    assert size < 62 * 24 * 1.2 + 200  # (was ≈ 62 × 150 B: a bytearray(24) and a dict entry per day)
-    assert got.span(_BASE + 3600, _BASE + 3600 * 25) == got._b[1:25]  # the live write's slice of the run
+def test_the_shared_table_is_swept_of_values_no_counter_holds() -> None:
+    held: list[_HourCodes] = []
+    for i in range(30_000):
+        c = _HourCodes()
+        c.set(3600 * (400_000 + i), 5)  # every counter its own value
+        c.set(3600 * (400_001 + i), 3)
+        if i % 10 == 0:
+            held.append(c)
+        live = 2 * len(held) + 4  # (each held value; c's; the test's others)
+        assert len(_RUNS) <= live + max(live // 4, transmission._RUNS_GROW) + 1
+    transmission._sweep()
+    assert all(_RUNS.get(c._r) is c._r for c in held)  # what is held stays shared
+    assert len(held) <= len(_RUNS) <= len(held) + 50
+    fresh = _HourCodes()
+    fresh.set(3600 * 400_000, 5)
+    fresh.set(3600 * 400_001, 3)
+    assert fresh._r is held[0]._r
+
+
+# -- the whole counter against a dict model: add's rank rule, restores, the month's prune
+
+
+def _reg() -> object:
+    from cems.registry import parse_registry
+
+    return parse_registry(
+        """
+[city]
+name = "T"
+[[district]]
+code = "D1"
+name = "One"
+[[enterprise]]
+id = "E1"
+name = "P"
+district = "D1"
+[[enterprise.outlet]]
+mn = "M1"
+name = "M1"
+profile = "coal_power_ultra_low"
+[[enterprise.outlet]]
+mn = "M2"
+name = "M2"
+profile = "coal_power_ultra_low"
+"""
+    )
+
+
+_M0 = datetime(2026, 1, 1, tzinfo=BEIJING)
+_RANK = {SOURCE_DAS: 2, SOURCE_MINUTES: 1, SOURCE_REALTIME: 0}
+_rec = st.tuples(
+    st.sampled_from(["M1", "M2"]),
+    st.sampled_from([PM, SO2, NOX, "a00000"]),
+    st.one_of(st.integers(0, 24 * 75), st.integers(24 * 30, 24 * 31 + 3), st.just(24 * 31 - 1)),
+    st.sampled_from(list(_RANK)),
+    st.booleans(),
+)
+_counter_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), _rec),
+        st.tuples(st.just("fill"), st.tuples(_rec, st.integers(1, 100))),  # the next hours, one source, validity
+        st.tuples(st.just("restore"), st.just(None)),
+        st.tuples(st.just("prune"), st.sampled_from([1, 2, 3])),  # keep from the 1st of this month
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_counter_ops)
+def test_rate_counter_equals_a_dict_model(ops: list[tuple[str, object]]) -> None:
+    reg = _reg()
+    rc = RateCounter(reg)  # type: ignore[arg-type]
+    model: dict[tuple[str, str, int], int] = {}
+
+    def add(mn: str, f: str, k: int, src: str, ok: bool) -> None:
+        hour = _M0 + timedelta(hours=k)
+        rc.add(HourlyRecord(
+            mn=mn, pollutant=f, hour_start=hour, avg=1.0, o2_avg=6.0, zs_avg=1.0, das_zs_avg=None,
+            zs_source="computed", valid=ok, flag="N", source=src, valid_minutes=None, limit=35.0,
+            ref_o2=6.0, profile="coal_power_ultra_low", exceeds=False,
+        ))  # fmt: skip
+        if f == "a00000":
+            return
+        key, code = (mn, f, int(hour.timestamp())), _RANK[src] * 2 + ok
+        old = model.get(key)
+        if old is None or code >> 1 >= old >> 1:
+            model[key] = code
+
+    for op, x in ops:
+        if op == "add":
+            mn, f, k, src, ok = cast(tuple[str, str, int, str, bool], x)
+            add(mn, f, k, src, ok)
+        elif op == "fill":
+            (mn, f, k, src, ok), n = cast(tuple[tuple[str, str, int, str, bool], int], x)
+            for i in range(n):
+                add(mn, f, k + i, src, ok)
+        elif op == "restore":
+            state = json.loads(json.dumps(rc.snapshot()))
+            rc = RateCounter(reg)  # type: ignore[arg-type]
+            rc.restore(state)
+            assert rc.snapshot() == state
+        else:
+            assert isinstance(x, int)
+            cut = month_bounds(2026, x)[0]
+            rc.prune(cut)
+            model = {k: c for k, c in model.items() if k[2] >= cut.timestamp()}
+        seen = rc.snapshot()["seen"]
+        assert {(mn, f, h): c for mn, by_f in seen.items() for f, rows in by_f.items() for h, c in rows} == model
+    for m in (1, 2, 3):  # the two ways of counting (stored bytes, the (hour, code) pairs) agree with the model
+        a, b = month_bounds(2026, m)
+        days = rc.outlet_days(a, b)
+        assert [(d.mn, d.day, d.expected, d.received, d.valid) for d in days] == [
+            (i.outlet.mn, d, e, r, v) for i, d, e, r, v in rc.outlet_day_totals(a, b, rc.outlets_by_mn())
+        ]
+        for d in days:
+            lo = int(datetime(d.day.year, d.day.month, d.day.day, tzinfo=BEIJING).timestamp())
+            mine = [c for (mn, _, h), c in model.items() if mn == d.mn and lo <= h < lo + 86400]
+            assert (d.received, d.valid) == (len(mine), sum(c & 1 for c in mine))
+
+
+_row = st.tuples(
+    st.sampled_from(["M1", "M2", "M9"]),  # (M9: not in the registry)
+    st.sampled_from([PM, SO2, NOX, "a00000"]),
+    st.one_of(st.integers(0, 6), st.integers(0, 24 * 75)).map(
+        lambda k: int((_M0 + timedelta(hours=k)).timestamp()) + k % 3 * 1800  # (hours seen twice often)
+    ),
+    st.sampled_from([*_RANK, "other"]),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_row, max_size=60), st.lists(_row, max_size=60), st.integers(1, 60))
+@example(  # an hour already counted from the DAS: a computed record of it is not counted
+    [("M1", SO2, int(_M0.timestamp()), SOURCE_DAS, True, False)],
+    [("M1", SO2, int(_M0.timestamp()), SOURCE_MINUTES, False, False)],
+    1,
+)
+def test_add_rows_is_add_of_each_stored_row(before: list[Any], rows: list[Any], repeat: int) -> None:
+    """The start-up's restore of the stored rate rows (``add_rows``) counts as ``add`` of each row's record, hours
+    seen twice included (the rank rule), onto a counter that already holds hours or not."""
+    from cems.service.compliance._state import rate_record
+
+    rows = rows + rows[:repeat]  # some rows again
+    a, b = RateCounter(_reg()), RateCounter(_reg())  # type: ignore[arg-type]
+    for rc in (a, b):
+        for mn, p, h, src, ok, ex in before:
+            rc.add(rate_record(mn, p, h, src, ok, ex))
+    for mn, p, h, src, ok, ex in rows:
+        a.add(rate_record(mn, p, h, src, ok, ex))
+    b.add_rows(rows)
+    assert b.snapshot() == a.snapshot()
+    assert list(b._seen) == list(a._seen)  # the same outlets, and factors with a record (None: none yet)
+    assert all([v is None for v in b._seen[mn]] == [v is None for v in a._seen[mn]] for mn in a._seen)
+
+
+def test_the_month_end_load_holds_the_two_months_before_and_shares_the_common_hours() -> None:
+    from cems.devtools import month_end
+    from cems.devtools.bench import _data
+    from cems.registry import parse_registry
+
+    rc = RateCounter(parse_registry(_data.registry_toml(40)))
+    assert month_end.load_month_end(rc, datetime(2027, 1, 1, 0, 30, tzinfo=BEIJING), "mix") == 40 * 3
+    a, b = month_bounds(2026, 11)[0], month_bounds(2027, 1)[0]
+    hours = [int(a.timestamp()) + 3600 * k for k in range(int((b - a).total_seconds()) // 3600)]
+    mns = sorted(rc._seen)
+    common = rc._seen[mns[0]][rc._fi[PM]]  # (outlet 0: computed from minutes, every hour valid)
+    assert common is not None and _items(common) == [(h, 3) for h in hours]
+    assert common is rc._seen[mns[2]][rc._fi[SO2]]  # shared
+    odd = _items(rc._seen[mns[7]][rc._fi[PM]] or b"")  # (1 in 20 odd: outages, hours not valid)
+    assert 0.8 * len(hours) < len(odd) < len(hours) and {h for h, _ in odd} <= set(hours)
+    assert rc.replay_window() == (a, b)

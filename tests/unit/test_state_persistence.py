@@ -22,7 +22,6 @@ from cems.service.compliance._state import (
     commit_state,
     encode_state,
     load_state,
-    rate_record,
     with_open_hours,
 )
 
@@ -75,8 +74,7 @@ def restored(conn: sqlite3.Connection, archive: PendingHourArchive | None = None
         state = json.loads(raw)
         with_open_hours(state, stored.subs.get(mn, []), stored.das.get(mn, []))
         e.restore_outlet(mn, state)
-    for row in stored.rate_rows:
-        e.rates.add(rate_record(row[0], row[1], int(row[2]), row[3], bool(row[4]), bool(row[5])))
+    e.rates.add_rows(stored.rate_rows)  # (as ComplianceRuntime.start)
     return e
 
 

@@ -104,6 +104,9 @@ class BenchConfig:
     #: ``--alert-rate``: messages/s of the alert run (None: half the sustained rate of the throughput run), so
     #: that runs of two versions compare at the same load.
     alert_rate: float | None = None
+    #: ``--rss-month-end``: each memory run again with the rate counter holding a month's end of counted hours (the
+    #: previous month and the one before of every outlet: ``python -m cems.devtools.month_end --serve``).
+    rss_month_end: bool = False
 
     @classmethod
     def create(
@@ -124,6 +127,7 @@ class BenchConfig:
         soak_interval: float | None = None,
         soak_speed: float | None = None,
         alert_rate: float | None = None,
+        rss_month_end: bool = False,
     ) -> BenchConfig:
         """The configuration, with the sizes of a full run or, with ``smoke``, tiny ones for what is not given."""
         outlets = outlets if outlets is not None else (20 if smoke else 2000)
@@ -143,7 +147,7 @@ class BenchConfig:
             raise CemsError("--alert-rate must be a positive number of messages/s")
         interval = soak_interval or (2.0 if smoke else 30.0)
         return cls(outlets, duration, messages, rss, days, smoke, frozenset(skip), keep, profile, tuple(cems_args),
-                   soak_minutes, soak_rate, interval, soak_speed, alert_rate)  # fmt: skip
+                   soak_minutes, soak_rate, interval, soak_speed, alert_rate, rss_month_end)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- processes
@@ -338,9 +342,14 @@ class Bench:
         env.pop("CEMS_CONFIG", None)
         return env
 
-    def _start_cems(self, phase: str, registry: Path, db: str, client_id: str) -> subprocess.Popen[bytes]:
+    def _start_cems(
+        self, phase: str, registry: Path, db: str, client_id: str, *, month_end: bool = False
+    ) -> subprocess.Popen[bytes]:
+        # month_end: the rate counter holds the previous month's end of counted hours once started (1 outlet in 20
+        # with odd hours: cems.devtools.month_end)
+        cems = ("-m", "cems.devtools.month_end", "--profiles", "mix", "--serve") if month_end else ("-m", "cems")
         argv = self._py(
-            "-m", "cems", "run", "--config", str(registry), "--mqtt-url", self.mqtt_url,
+            *cems, "run", "--config", str(registry), "--mqtt-url", self.mqtt_url,
             "--influx-url", self.influx_url, "--influx-db", db, "--client-id", client_id, *self.cfg.cems_args,
         )  # fmt: skip
         return self.procs.spawn(f"cems-{phase}", argv, env=self._cems_env(phase))
@@ -688,38 +697,53 @@ class Bench:
 
     def rss(self) -> None:
         out: dict[str, float | None] = {}
-        sustained = self.res.figures.get("cems_msgs_per_s")
+        end_out: dict[str, float | None] = {}
         for n in self.cfg.rss_outlets:
-            phase, db, cid = f"rss{n}", f"bench_rss_{n}", f"bench-cems-rss-{n}"
-            reg = self.dir / f"registry-{n}.toml"
-            reg.write_text(_data.registry_toml(n), encoding="utf-8")
-            path = self.dir / f"rss-{n}.txt"
-            end = datetime.now(UTC).replace(microsecond=0)
-            m = _data.write_messages(str(path), _data.throughput_messages(n, n, end=end))
-            create_database(self.influx_url, db)
-            self._create_session(cid, CEMS_TOPICS)
-            t0 = time.monotonic()
-            proc = self._start_cems(phase, reg, db, cid)
-            sampler = _RssSampler(proc.pid)
-            try:
-                warm = self._warm_up(phase, db, proc, end - timedelta(seconds=3600))
-                idle_rss = _rss_mb(proc.pid)
-                # keep the broker's queue for the ingester well under its 100 000 limit
-                rate = max(2000.0, 2.0 * sustained) if sustained else 5000.0
-                pub = self._publish_file(phase, path, m, rate)
-                w = self._watch_cems(phase, proc, db, 1 + int(pub["acked"]), 120.0 + n / 100.0)
-            finally:
-                sampler.close()
-            stats = self._stop_cems(phase, proc)
-            out[str(n)] = round(max(sampler.peak, w["peak_rss_mb"]), 1)
-            lost = int(pub["acked"]) + 1 - int(w["stored"])
-            self.res.details[phase] = {"outlets": n, "peak_rss_mb": out[str(n)], "rss_after_startup_mb": idle_rss,
-                                       "startup_s": warm, "total_s": time.monotonic() - t0, "lost": lost,
-                                       "msgs_per_s": w["msgs_per_s"], "ingest_stats": stats}  # fmt: skip
-            if lost:
-                self.res.notes.append(f"memory run with {n} outlets: {lost} readings not stored")
-            self.log(f"rss: {n} outlets → peak {out[str(n)]} MB (after start-up {idle_rss} MB), lost {lost}")
+            out[str(n)] = self._rss_run(n, month_end=False)
+            if self.cfg.rss_month_end:
+                end_out[str(n)] = self._rss_run(n, month_end=True)
         self.res.figures["rss_mb"] = out
+        if self.cfg.rss_month_end:
+            self.res.figures["rss_mb_month_end"] = end_out
+
+    def _rss_run(self, n: int, *, month_end: bool) -> float | None:
+        """Peak RSS of ``cems run`` with ``n`` outlets sending a reading each (``month_end``: holding a month's end of
+        counted hours from its start)."""
+        sustained = self.res.figures.get("cems_msgs_per_s")
+        tag = f"{n}-month-end" if month_end else f"{n}"
+        phase, db, cid = f"rss{tag}", f"bench_rss_{tag.replace('-', '_')}", f"bench-cems-rss-{tag}"
+        reg = self.dir / f"registry-{n}.toml"
+        reg.write_text(_data.registry_toml(n), encoding="utf-8")
+        path = self.dir / f"rss-{n}.txt"
+        end = datetime.now(UTC).replace(microsecond=0)
+        m = _data.write_messages(str(path), _data.throughput_messages(n, n, end=end))
+        create_database(self.influx_url, db)
+        self._create_session(cid, CEMS_TOPICS)
+        t0 = time.monotonic()
+        proc = self._start_cems(phase, reg, db, cid, month_end=month_end)
+        sampler = _RssSampler(proc.pid)
+        try:
+            warm = self._warm_up(phase, db, proc, end - timedelta(seconds=3600))
+            idle_rss = _rss_mb(proc.pid)
+            # keep the broker's queue for the ingester well under its 100 000 limit
+            rate = max(2000.0, 2.0 * sustained) if sustained else 5000.0
+            pub = self._publish_file(phase, path, m, rate)
+            w = self._watch_cems(phase, proc, db, 1 + int(pub["acked"]), 120.0 + n / 100.0)
+        finally:
+            sampler.close()
+        stats = self._stop_cems(phase, proc)
+        peak: float = round(max(sampler.peak, w["peak_rss_mb"]), 1)
+        lost = int(pub["acked"]) + 1 - int(w["stored"])
+        self.res.details[phase] = {"outlets": n, "month_end": month_end, "peak_rss_mb": peak,
+                                   "rss_after_startup_mb": idle_rss, "startup_s": warm,
+                                   "total_s": time.monotonic() - t0, "lost": lost, "msgs_per_s": w["msgs_per_s"],
+                                   "ingest_stats": stats}  # fmt: skip
+        if lost:
+            self.res.notes.append(f"memory run with {n} outlets{' at a month end' if month_end else ''}: {lost} "
+                                  "readings not stored")  # fmt: skip
+        when = " at a month's end" if month_end else ""
+        self.log(f"rss: {n} outlets{when} → peak {peak} MB (after start-up {idle_rss} MB), lost {lost}")
+        return peak
 
     def replay(self) -> None:
         days = self.cfg.replay_days
@@ -843,6 +867,11 @@ def evaluate(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      verdict(None if mb is None or not target else mb <= TARGET_RSS_MB)))  # fmt: skip
     if not rss:
         rows.append(("rss_mb", "null", f"<= {TARGET_RSS_MB:.0f} at 100,000 outlets", "-"))
+    for n, mb in (fig.get("rss_mb_month_end") or {}).items():
+        target = int(n) >= TARGET_RSS_OUTLETS
+        rows.append((f"rss_mb at a month's end ({int(n):,} outlets)", num(mb, "{:.0f}"),
+                     f"<= {TARGET_RSS_MB:.0f}" if target else "",
+                     verdict(None if mb is None or not target else mb <= TARGET_RSS_MB)))  # fmt: skip
     rows.append(("replay_values_per_s", num(replay), f">= {TARGET_REPLAY:,.0f}",
                  verdict(None if replay is None else replay >= TARGET_REPLAY)))  # fmt: skip
     return rows
@@ -891,7 +920,8 @@ def run_bench(cfg: BenchConfig, json_file: str | Path | None = None) -> int:
         **res.figures,
         "targets": {r[0]: {"value": r[1], "target": r[2], "result": r[3]} for r in rows},
         "config": {"outlets": cfg.outlets, "duration_s": cfg.duration, "messages": cfg.messages,
-                   "rss_outlets": list(cfg.rss_outlets), "replay_days": cfg.replay_days, "smoke": cfg.smoke},
+                   "rss_outlets": list(cfg.rss_outlets), "rss_month_end": cfg.rss_month_end,
+                   "replay_days": cfg.replay_days, "smoke": cfg.smoke},
         "machine": {**before, "loadavg_at_end": machine().get("loadavg")},
         "started": started.isoformat(),
         "details": res.details,

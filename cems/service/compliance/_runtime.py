@@ -100,7 +100,6 @@ from cems.service.compliance._state import (
     load_state,
     prune_archive,
     prune_rate_records,
-    rate_record,
     record_ack,
     record_escalations,
     transition_key,
@@ -384,8 +383,7 @@ class ComplianceRuntime:
         except (ValueError, KeyError, TypeError) as e:
             log.warning("cannot restore the grid engine state (%s): starting it afresh", e)
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
-        for mn, pollutant, hour, source, valid, exceeds in stored.rate_rows:
-            self.engine.rates.add(rate_record(mn, pollutant, int(hour), str(source), bool(valid), bool(exceeds)))
+        self.engine.rates.add_rows(stored.rate_rows)  # (as add(rate_record(row)) of each; one value per counter)
         self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
