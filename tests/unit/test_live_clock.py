@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from live_clock import LATENESS, TICK, closed_day  # tests/live_clock.py
+from live_clock import LATENESS, TICK, closed_day, probe_outlet  # tests/live_clock.py
+from registries import one_outlet  # tests/registries.py
 
 from cems.model import BEIJING
+from cems.registry import parse_registry
 from cems.rules.hourly import repair_deadline
 
 
@@ -33,3 +35,11 @@ def test_yesterday_is_not_closed_in_a_days_first_minutes() -> None:
     yesterday_end = datetime(2027, 1, 1, tzinfo=BEIJING)
     assert yesterday_end + LATENESS > now
     assert closed_day(now) == now.date() - timedelta(days=2)
+
+
+def test_the_probe_outlet_is_a_registry_outlet_of_its_own() -> None:
+    """wait_for_a_tick's outlet: in the district given, its own enterprise, beside the test's outlets."""
+    reg = parse_registry(one_outlet(tail=probe_outlet("130602")))
+    info = reg.outlet("MN9999")
+    assert info is not None and info.district.code == "130602" and info.enterprise.id == "EMN9999"
+    assert {i.outlet.mn for i in reg.outlets()} == {"MN0001", "MN9999"}
