@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_clock import closed_day  # tests/live_clock.py
 from registries import one_outlet  # tests/registries.py
 from test_event_time_live import _health_up
 from test_grid_live import _cems_run
@@ -73,7 +74,9 @@ def hour_packet(sensor: str, t: datetime) -> str:
 def test_a_closed_day_is_ranked_live_and_re_ranked_when_revised(
     tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str
 ) -> None:
-    day = datetime.now(BEIJING).date() - timedelta(days=1)  # closed already: the ingester's clock decides it
+    # closed already: the ingester's clock decides it (yesterday, or the day before in a day's first minutes,
+    # when yesterday's last hour is not decided yet)
+    day = closed_day(datetime.now(BEIJING))
     start = datetime(day.year, day.month, day.day, tzinfo=BEIJING)
     reg = tmp_path / "registry.toml"
     reg.write_text(one_outlet(tail=SENSORS), encoding="utf-8")
