@@ -81,6 +81,8 @@ _b64: Final = binascii.b2a_base64
 
 #: ``via`` values that go into its template as they are (``%s`` of an int is its JSON; not a bool's).
 _INTS: Final = frozenset((int,))
+#: A line's microseconds: ``%.0f`` rounds half to even, as ``round`` does (the correctly rounded decimal).
+_US: Final = "%06.0f"
 
 
 class Entry(NamedTuple):
@@ -387,46 +389,8 @@ class EvidenceArchive:
             self._rotate()
             seg = self._seg
             assert seg is not None
-        seq, chain = seg.seq, seg.chain
-        header, tails = seg.header_chain, seg.tails
-        changed: dict[str | None, tuple[str, int]] = {}  # merged into tails once durable
-        out: list[bytes] = []  # the lines' parts, joined once (no copy of a line, nor of its payload's base64)
-        topics, verdicts = self._topics, self._verdicts
-        lines = 0
-        mn: str | None
-        for entries in groups:
-            for e in entries:
-                spelled = topics.get(e.topic) or self._topic(e.topic)
-                # a plain topic and MN (see _topic): their JSON is them between quotes, which _head writes
-                # around them (qt, qm: no string made for it)
-                if type(spelled) is str:
-                    topic_json, qt = e.topic, '"'
-                    if e.mn is None:
-                        mn, mn_json, qm = spelled, spelled, '"'
-                    else:
-                        mn, mn_json, qm = e.mn, self._quoted(e.mn), ""
-                else:
-                    topic_json, qt = spelled[2], ""
-                    if e.mn is None:
-                        mn, mn_json, qm = spelled[0], spelled[1], ""
-                    else:
-                        mn, mn_json, qm = e.mn, self._quoted(e.mn), ""
-                verdict = verdicts.get((e.kind, e.status, e.reason)) or self._verdict(e.kind, e.status, e.reason)
-                last = changed.get(mn) or tails.get(mn) or (header, 0)
-                head, b64 = self._head(e, seq, chain, mn_json, last[0], topic_json, verdict, qm, qt)
-                h = _sha256(head)
-                if b64 is None:  # body: head + "}"
-                    h.update(b"}")
-                    chain = h.hexdigest()
-                    out += (head, b',"chain":"', chain.encode("ascii"), b'"}\n')
-                else:  # body: head + base64 + '"}'
-                    h.update(b64)
-                    h.update(b'"}')
-                    chain = h.hexdigest()
-                    out += (head, b64, b'","chain":"', chain.encode("ascii"), b'"}\n')
-                changed[mn] = (chain, last[1] + 1)
-                seq += 1
-                lines += 1
+        seq0 = seg.seq
+        out, changed, seq, chain = self._lines(groups, seq0, seg.chain, seg.header_chain, seg.tails)
         data = b"".join(out)
         try:
             _write_all(seg.fd, data)
@@ -439,9 +403,95 @@ class EvidenceArchive:
                 log.error("%s", self._broken)
             raise ArchiveError(f"evidence archive {seg.path}: write failed: {e}") from e
         seg.seq, seg.chain, seg.size = seq, chain, seg.size + len(data)
-        tails.update(changed)
-        self.lines_written += lines
+        seg.tails.update(changed)
+        self.lines_written += seq - seq0
         self.fsyncs += 1
+
+    def _lines(
+        self,
+        groups: Sequence[Sequence[Entry]],
+        seq: int,
+        chain: str,
+        header: str,
+        tails: Mapping[str | None, tuple[str, int]],
+    ) -> tuple[list[bytes], dict[str | None, tuple[str, int]], int, str]:
+        """The lines of ``groups``' entries after line ``seq - 1`` (whose chain is ``chain``): (their parts,
+        joined once — no copy of a line, nor of its payload's base64 —; the outlets' new (chain, count), merged
+        into ``tails`` once durable; the next seq; the last chain).  A line body is built directly (≈ 3 times
+        faster than a dict through ``json.dumps``: one per message), the same JSON as :func:`seal_line` writes
+        (``tests/unit/test_evidence_archive.py``).  One Python frame for the whole batch (issue 20: the entry
+        unpacked once, no call per line but the C ones; was a method call per line, ≈ 14 % of the writer's
+        instructions: docs/benchmark.md)."""
+        changed: dict[str | None, tuple[str, int]] = {}
+        out: list[bytes] = []
+        topics, verdicts, templates = self._topics, self._verdicts, self._via_templates
+        iso_second, iso_text = self._iso_second, self._iso_text
+        sha, b64, ints = _sha256, _b64, _INTS
+        mn: str | None
+        for entries in groups:
+            for payload, arrival, topic, status, reason, detail, kind, via, given_mn in entries:
+                spelled = topics.get(topic) or self._topic(topic)
+                # a plain topic and MN (see _topic): their JSON is them between quotes, which the line's
+                # f-string writes around them (qt, qm: no string made for it)
+                if type(spelled) is str:
+                    topic_json, qt = topic, '"'
+                    if given_mn is None:
+                        mn, mn_json, qm = spelled, spelled, '"'
+                    else:
+                        mn, mn_json, qm = given_mn, self._quoted(given_mn), ""
+                else:
+                    topic_json, qt = spelled[2], ""
+                    if given_mn is None:
+                        mn, mn_json, qm = spelled[0], spelled[1], ""
+                    else:
+                        mn, mn_json, qm = given_mn, self._quoted(given_mn), ""
+                verdict = verdicts.get((kind, status, reason)) or self._verdict(kind, status, reason)
+                last = changed.get(mn) or tails.get(mn) or (header, 0)
+                second, frac = divmod(arrival, 1.0)
+                if second != iso_second:  # (NaN, infinities: fromtimestamp raises)
+                    iso_second = second
+                    iso_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+                # the microseconds, rounded half to even (as round()) and at most 999999 (frac < 1): the digits
+                # of f"{min(round(frac * 1e6), 999_999):06d}" in one C call (≈ half its instructions)
+                us = frac * 1e6
+                text = (
+                    f'{{"seq":{seq},"prev":"{chain}","kind":{verdict[0]},"mn":{qm}{mn_json}{qm},'
+                    f'"mn_prev":"{last[0]}","arrival":"{iso_text}.{_US % us if us < 999_999.5 else "999999"}Z",'
+                    f'"topic":{qt}{topic_json}{qt},"size":{len(payload)},"sha256":"{sha(payload).hexdigest()}",'
+                    f'"status":{verdict[1]}'
+                )
+                if detail:
+                    text += ',"detail":' + _ENC.encode(detail[:_DETAIL_MAX])
+                if via:
+                    keys = tuple(via)
+                    template = templates.get(keys) or self._via_template(keys)
+                    values = tuple(via.values())
+                    if ints.issuperset(map(type, values)):  # all ints (the ingester's): no Python loop
+                        text += template % values
+                    else:  # (a bool as JSON's true/false, not Python's True)
+                        q = self._quoted
+                        spelled_values = [
+                            v if type(v) is int else q(v) if type(v) is str else _ENC.encode(v) for v in values
+                        ]
+                        text += template % tuple(spelled_values)
+                if kind == "msg":  # body: head + the payload's base64 (straight as bytes: no str made of it) + '"}'
+                    head = (text + ',"payload":"').encode("ascii")
+                    encoded = b64(payload, newline=False)
+                    h = sha(head)
+                    h.update(encoded)
+                    h.update(b'"}')
+                    chain = h.hexdigest()
+                    out += (head, encoded, b'","chain":"', chain.encode("ascii"), b'"}\n')
+                else:  # body: head + "}"
+                    head = text.encode("ascii")
+                    h = sha(head)
+                    h.update(b"}")
+                    chain = h.hexdigest()
+                    out += (head, b',"chain":"', chain.encode("ascii"), b'"}\n')
+                changed[mn] = (chain, last[1] + 1)
+                seq += 1
+        self._iso_second, self._iso_text = iso_second, iso_text
+        return out, changed, seq, chain
 
     def _mn_of(self, topic: str) -> str | None:
         spelled = self._topics.get(topic) or self._topic(topic)
@@ -485,56 +535,12 @@ class EvidenceArchive:
         return spelled
 
     def _body(self, e: Entry, seq: int, prev: str, mn: str | None, mn_prev: str) -> bytes:
-        """A message's (or verdict's) line body: the same JSON as :func:`seal_line` writes (:meth:`_head`)."""
-        topic_json = self._quoted(e.topic)
-        mn_json = self._quoted(mn) if mn is not None else "null"
-        verdict = self._verdict(e.kind, e.status, e.reason)
-        head, b64 = self._head(e, seq, prev, mn_json, mn_prev, topic_json, verdict)
-        return head + b"}" if b64 is None else b"".join((head, b64, b'"}'))
-
-    def _head(
-        self,
-        e: Entry,
-        seq: int,
-        prev: str,
-        mn_json: str,
-        mn_prev: str,
-        topic_json: str,
-        verdict: tuple[str, str],
-        qm: str = "",
-        qt: str = "",
-    ) -> tuple[bytes, bytes | None]:
-        """A line body built directly (≈ 3 times faster than a dict through ``json.dumps``: the archive writes
-        one per message), in parts: (the body up to a message's payload, the payload's base64), or (the
-        body without its closing ``}``, ``None``) for a verdict.  ``qm``, ``qt``: ``"`` when ``mn_json``,
-        ``topic_json`` are a plain MN and topic whose JSON is them between quotes, else empty."""
-        payload = e.payload
-        second, frac = divmod(e.arrival, 1.0)
-        if second != self._iso_second:
-            self._iso_second = second
-            self._iso_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        us = min(round(frac * 1e6), 999_999)
-        text = (
-            f'{{"seq":{seq},"prev":"{prev}","kind":{verdict[0]},"mn":{qm}{mn_json}{qm},"mn_prev":"{mn_prev}",'
-            f'"arrival":"{self._iso_text}.{us:06d}Z","topic":{qt}{topic_json}{qt},"size":{len(payload)},'
-            f'"sha256":"{_sha256(payload).hexdigest()}","status":{verdict[1]}'
-        )
-        if e.detail:
-            text += ',"detail":' + _ENC.encode(e.detail[:_DETAIL_MAX])
-        via = e.via
-        if via:
-            keys = tuple(via)
-            template = self._via_templates.get(keys) or self._via_template(keys)
-            values = tuple(via.values())
-            if _INTS.issuperset(map(type, values)):  # all ints (the ingester's): no Python loop
-                text += template % values
-            else:  # (a bool as JSON's true/false, not Python's True)
-                q = self._quoted
-                spelled = [v if type(v) is int else q(v) if type(v) is str else _ENC.encode(v) for v in values]
-                text += template % tuple(spelled)
-        if e.kind == "msg":  # (the payload's base64 straight as bytes: no str made of it)
-            return (text + ',"payload":"').encode("ascii"), _b64(payload, newline=False)
-        return text.encode("ascii"), None
+        """A message's (or verdict's) line body as :meth:`_lines` writes it (tests: the same JSON as
+        :func:`seal_line`), with ``mn_prev`` as its outlet's line before (``mn``: the entry's, given or from its
+        topic)."""
+        out, changed, _, _ = self._lines([[e]], seq, prev, mn_prev, {})
+        assert list(changed) == [mn]
+        return line_body(b"".join(out)[:-1])[0]
 
     def _via_template(self, keys: tuple[str, ...]) -> str:
         """``,"via":{"k1":%s,...}`` for ``via`` mappings with these keys (remembered: every message has the

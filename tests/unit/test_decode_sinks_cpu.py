@@ -168,3 +168,23 @@ def test_a_bool_in_via_is_written_as_json(tmp_path: Path) -> None:
     rec = json.loads(line)
     rec.pop("chain")
     assert seal_line(rec)[0] == line + b"\n"  # the one spelling: json's
+
+
+def test_arrival_microseconds_are_rounded_as_before(tmp_path: Path) -> None:
+    """The writer's microsecond digits (``%06.0f``, one C call) are those of the former
+    ``min(round(frac * 1e6), 999_999)``: round half to even, never 1000000 — ties, the last microsecond, the
+    fractions just below a second, random arrivals, through the hot path (:meth:`EvidenceArchive._body`)."""
+    rng = random.Random(7)
+    fracs = [0.0, 0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 0.9999994, 0.9999995, 0.99999951, 0.9999999, 1 - 2**-53]
+    fracs += [(k + 0.5) / 1e6 for k in range(0, 1_000_000, 997)]
+    arrivals = [T0 + f for f in fracs] + [f for f in fracs[1:]] + [T0 + rng.random() * 1e6 for _ in range(3000)]
+    a = EvidenceArchive(ArchiveSettings(tmp_path, "s"))
+    seen = set()
+    for arrival in arrivals:
+        body = a._body(Entry(b"x", arrival, "cems/v1/MN1/rtd", "accepted"), 1, "a" * 64, "MN1", "b" * 64)
+        second, frac = divmod(arrival, 1.0)
+        us = min(round(frac * 1e6), 999_999)
+        seen.add(us)
+        expected = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{us:06d}Z"
+        assert json.loads(body)["arrival"] == expected, arrival
+    assert {0, 2, 999_999} <= seen  # (ties to even; the cap)
