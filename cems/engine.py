@@ -7,11 +7,14 @@ clock; replay: not used) and :meth:`finish` (replay: end of input).  Each call r
 records (first emitted, or revised by late data: the same keys, so a store rewrites them) and event updates
 (late ones marked ``late``).  Per outlet an hour is provisional until its repair deadline
 (:func:`cems.rules.hourly.repair_deadline`); the module docstring of :mod:`cems.rules.hourly` says what is
-kept in memory and what late data beyond it count as.
+kept in memory and what late data beyond it count as.  Live, the service gives its clock with every batch
+(``on_readings(..., now=)``): a reading of an hour past its repair deadline at that clock is counted
+(``late_beyond_window``) and fed to no rule, whatever the clock ticks before it (a new outlet's back-fill too).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -41,13 +44,17 @@ from cems.rules.daily import DailyRecord, MonthResult, OutletDaily
 from cems.rules.emergency import WarningHistory, WarningPeriod
 from cems.rules.emergency_tracker import EmergencyMonitor, with_mandated_stops
 from cems.rules.events import _NEVER_H
-from cems.rules.hourly import HourArchive
+from cems.rules.hourly import HourArchive, final_before
 from cems.rules.marks import MarkLedger, OutletMarks, repair_record
 from cems.rules.monthly import OutletMonthly
 from cems.rules.nox import with_derived_nox
 from cems.rules.quality import QualityTracker
 
 STATE_VERSION = 1
+_NO_CLOCK = -(1 << 62)
+_S_DAY = Stream.DAY  # (a module global: cheaper than the enum attribute, issue 20)
+_DAY_S = 86400
+_BJ_S = 8 * 3600  # Beijing time: UTC+8, no DST
 
 
 @dataclass
@@ -323,6 +330,30 @@ class ComplianceEngine:
         self._schedules: dict[Hashable, LimitSchedule] = {}
         #: Outlets whose state changed since :meth:`take_changes` was last called (incremental persistence).
         self._dirty: set[str] = set()
+        #: The service's clock as last given (:meth:`on_clock`, or ``now`` with a batch; epoch s): data of an hour
+        #: whose repair deadline it has reached are refused before any rule (see :meth:`_beyond_window`).  Never
+        #: given in ``cems replay`` (no wall clock: the data time stands for it, per outlet, in the rules).
+        self._clock = _NO_CLOCK
+        #: Every hour starting before this (epoch s) is past its repair deadline at ``_clock``.
+        self._final_before = _NO_CLOCK
+
+    def _set_clock(self, now: datetime) -> None:
+        """The service's clock is ``now`` (it never goes back: an hour once final stays final)."""
+        ts = math.floor(beijing_ts(now))
+        if ts <= self._clock:
+            return
+        self._clock = ts
+        self._final_before = final_before(ts)
+
+    def _beyond_window(self, reading: Reading) -> bool:
+        """Whether ``reading``'s hour (a daily record's: its day's last hour, as :mod:`cems.rules.daily` takes it)
+        is past its repair deadline at the service's clock: it then changes no figure (DOMAIN.md §5)."""
+        if self._clock == _NO_CLOCK:
+            return False
+        ts = math.floor(beijing_ts(reading.data_time))
+        if reading.stream is _S_DAY:
+            ts += _DAY_S - (ts + _BJ_S) % _DAY_S - 3600  # the day's last hour (Beijing day)
+        return ts - ts % 3600 < self._final_before
 
     def _with_stops(self, registry: Registry) -> Registry:
         if not self.emergency.active:
@@ -413,6 +444,10 @@ class ComplianceEngine:
             return None
         oe = self._outlets.get(info.outlet.mn) or self._outlet(info)
         self._dirty.add(reading.mn)
+        if self._beyond_window(reading):
+            # past its repair deadline at the service's clock: stored by the caller, counted, judged by no rule
+            oe.hourly.late_beyond_window += 1
+            return None
         reading = with_derived_nox(reading, oe.hourly.factors)  # NOx = NO × 46/30 + NO2 when NOx is not sent
         ups = oe.interruption.on_data(reading.data_time, reading.stream)
         if ups:
@@ -433,15 +468,24 @@ class ComplianceEngine:
             out.events.extend(ups)
         return oe
 
-    def on_reading(self, reading: Reading, info: OutletInfo | None = None) -> EngineOutput:
-        """Feed one accepted reading (any order: late data revise the hours they belong to)."""
+    def on_reading(
+        self, reading: Reading, info: OutletInfo | None = None, *, now: datetime | None = None
+    ) -> EngineOutput:
+        """Feed one accepted reading (any order: late data revise the hours they belong to).  ``now``: live, the
+        service's clock when it judges the reading (the clock of :meth:`on_clock`): a reading whose hour is past
+        its repair deadline then is counted (``late_beyond_window``) and changes nothing."""
         out = EngineOutput()
+        if now is not None:
+            self._set_clock(now)
         self._feed(reading, info, out, True)
         return out
 
-    def on_readings(self, items: list[tuple[Reading, OutletInfo]]) -> EngineOutput:
-        """Feed a batch (sorted by data time here); hours revised by late data are rebuilt once per batch."""
+    def on_readings(self, items: list[tuple[Reading, OutletInfo]], *, now: datetime | None = None) -> EngineOutput:
+        """Feed a batch (sorted by data time here); hours revised by late data are rebuilt once per batch.
+        ``now``: as for :meth:`on_reading`."""
         out = EngineOutput()
+        if now is not None:
+            self._set_clock(now)
         touched: dict[str, _OutletEngine] = {}
         for reading, info in merge_parts(sorted(items, key=_data_ts)):
             oe = self._feed(reading, info, out, False)
@@ -506,7 +550,7 @@ class ComplianceEngine:
             return want
         for reading, _ in items:
             oe = self._outlets.get(reading.mn)
-            if oe is not None:
+            if oe is not None and not self._beyond_window(reading):
                 h = oe.hourly.archived_wanted(reading)
                 if h is not None:
                     want.add((reading.mn, h))
@@ -530,6 +574,7 @@ class ComplianceEngine:
     def on_clock(self, now: datetime) -> EngineOutput:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
         out = EngineOutput()
+        self._set_clock(now)
         decided = now - self.lateness
         events = out.events
         for mn, oe in self._outlets.items():

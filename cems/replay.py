@@ -6,7 +6,10 @@ payload (``grid/v1/G001 {"data_time": …, "values": …}``, ``grid/v1/G001 ##�
 ``cems/v1/MN0001/rtd {…}``), decoded exactly as ``cems run`` decodes it.  Grid-sensor readings go to the
 grid engine (:mod:`cems.rules.grid`) through their own reorder buffer.  Records are decoded and validated
 against the registry (unknown MN, password, values) as they are read and fed to the same
-:class:`cems.engine.ComplianceEngine` as the live service.  Deterministic: no wall clock is read.
+:class:`cems.engine.ComplianceEngine` as the live service.  Deterministic: no wall clock is read.  The input
+carries no arrival times, so its data are taken as arrived in time: ``cems run`` refuses data whose hour is
+past its repair deadline at its clock (``late_beyond_window``), replay only data older than the window behind
+the outlet's own newest data time (docs/events.md, "Late data").
 
 Streaming, in bounded memory (issue 13 item 13): the input is never loaded whole.  Readings pass through a
 reorder buffer of ``window`` readings (default :data:`DEFAULT_WINDOW`) that releases them in data-time order

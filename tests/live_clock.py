@@ -50,9 +50,8 @@ def wait_for_a_tick(
 
     A minute record of outlet ``mn`` (:func:`probe_outlet`, no data before) two hours ago: data time leaves its
     hour open (the outlet's watermark is the record's own time), and the first tick after it closes the hour,
-    writing its ``cems_hourly`` point. For a test whose readings of another outlet a tick must not cut in two:
-    a tick after an outlet's first reading closes its hours to the wall clock, and its readings after that are
-    late, dropped when older than the repair window (``late_beyond_window``), as a month's back-fill is."""
+    writing its ``cems_hourly`` point. Also a barrier: readings published before the probe have been judged when
+    it returns (batches are judged in arrival order, and the probe's hour is closed by a tick after its own)."""
     t = datetime.now(BEIJING).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     values = {"a21026": {"Avg": 10.0, "Flag": "N"}, "a19001": {"Avg": 6.0, "Flag": "N"}}
     publish(f"{prefix}/{mn}/min", json.dumps({"data_time": t.isoformat(), "values": values}))

@@ -13,10 +13,11 @@ keeps its readings in memory for ``hold`` (default 3 h) after its end and is reb
 no data at all (a sensor back-filling after an outage) is built afresh up to its repair deadline
 (:func:`~cems.rules.hourly.repair_deadline`: 10 days, and the 10th of the next month); data for an hour that
 had data and left memory are counted ``late_unrevised``, data after the repair deadline
-``late_beyond_window``.  A revised hour is emitted again (same key: the ``grid_hourly`` point is rewritten),
-its day is rebuilt when the day is closed, and the hotspots of that hour are judged again (updates marked
-``late``).  The emitted hourly values are kept (compactly) until the repair deadline of their day, so a day
-is always rebuilt from all its hours.
+``late_beyond_window`` — by the watermark, and live by the service's clock given with each batch
+(``on_readings(..., now=)``): such a reading is fed to nothing, whatever the ticks before it.  A revised hour
+is emitted again (same key: the ``grid_hourly`` point is rewritten), its day is rebuilt when the day is closed,
+and the hotspots of that hour are judged again (updates marked ``late``).  The emitted hourly values are kept
+(compactly) until the repair deadline of their day, so a day is always rebuilt from all its hours.
 
 **Hourly value** (GB 3095-2012 table 4): per pollutant, the mean of the valid values of the hour (flag N or
 none; one value per second of data time, the later arrival wins), valid with ≥ 45 minutes covered, each
@@ -87,7 +88,7 @@ from cems.rules.events import (
     retract_missing,
     run_updates,
 )
-from cems.rules.hourly import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, repair_deadline
+from cems.rules.hourly import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, final_before, repair_deadline
 
 GRID_HOTSPOT: Final = "grid_hotspot"
 GRID_PM10_ALARM: Final = "grid_pm10_alarm"
@@ -490,6 +491,10 @@ class GridEngine:
         self._repair = repair
         self._state: dict[str, _Sensor] = {}
         self._wm = _NEVER  # the watermark (epoch s)
+        #: The service's clock as last given (live: :meth:`on_clock`, ``now`` with a batch; never in replay) and
+        #: the first hour not past its repair deadline then (epoch s): readings of earlier hours are refused.
+        self._clock = _NEVER
+        self._final_before = _NEVER
         self._decided = _NEVER  # hours starting before this are decided (emitted)
         self._silence_min = _NEVER  # the minute of the last silence check
         self._revised: set[tuple[str, int]] = set()
@@ -504,9 +509,13 @@ class GridEngine:
         """Feed one accepted grid reading (any order)."""
         return self.on_readings([reading])
 
-    def on_readings(self, readings: Iterable[Reading]) -> GridOutput:
-        """Feed a batch (taken in data-time order); hours revised by late data are rebuilt once."""
+    def on_readings(self, readings: Iterable[Reading], *, now: datetime | None = None) -> GridOutput:
+        """Feed a batch (taken in data-time order); hours revised by late data are rebuilt once.  ``now``: live,
+        the service's clock when it judges the batch (the clock of :meth:`on_clock`): a reading whose hour is past
+        its repair deadline then is counted (``late_beyond_window``) and changes nothing, whatever the ticks."""
         out = GridOutput()
+        if now is not None:
+            self._set_clock(now)
         for r in sorted(readings, key=lambda r: r.data_time):
             self._feed(r, out)
         self._revise(out)
@@ -515,6 +524,7 @@ class GridEngine:
     def on_clock(self, now: datetime) -> GridOutput:
         """Live: the wall clock moves the watermark (hours, days, silence)."""
         out = GridOutput()
+        self._set_clock(now)
         self._advance(math.floor(now.timestamp()), out)
         return out
 
@@ -530,6 +540,13 @@ class GridEngine:
         days = sorted({_day_start(h) for h in hours})
         self._days([(sid, d) for d in days for sid in sorted(self._state)], out)
         return out
+
+    def _set_clock(self, now: datetime) -> None:
+        """The service's clock is ``now`` (it never goes back: an hour once final stays final)."""
+        ts = math.floor(now.timestamp())
+        if ts > self._clock:
+            self._clock = ts
+            self._final_before = final_before(ts, self._repair)
 
     def _sensor(self, sid: str) -> _Sensor | None:
         st = self._state.get(sid)
@@ -550,6 +567,9 @@ class GridEngine:
         t = reading.data_time.timestamp()
         ts = math.floor(t)
         h = ts - ts % _H
+        if h < self._final_before:  # past its repair deadline at the service's clock: counted, judged by no rule
+            self.late_beyond_window += 1
+            return
         store = True
         if h < self._decided:  # the hour is already emitted: a revision, or counted
             if self._wm >= repair_deadline(h, self._repair):

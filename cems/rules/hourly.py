@@ -70,6 +70,16 @@ hour that had data and left memory cannot be merged exactly and are counted (``l
 after the repair deadline are counted (``late_beyond_window``).  The caller keeps the raw data either way (the sinks
 store it unaltered).  Counters: ``late_readings`` (merged into an emitted hour), ``late_unrevised``,
 ``late_beyond_window``.
+
+Which clock says the deadline has passed.  Here: the outlet's watermark (its newest data time, or the clock given
+to :meth:`OutletHourly.advance`), and only for an hour already emitted.  That alone left a gap: the hours of an
+outlet that never had one emitted (a new outlet) are open, so its back-fill older than the window counted until
+the first clock advance after its first reading.  Live, the engine therefore refuses such data before any rule:
+:class:`cems.engine.ComplianceEngine` (and :class:`cems.rules.grid.GridEngine`) are given the service's clock
+with every batch (``on_readings(..., now=)``, the clock of the ticks; passed in, never read here), and a
+reading of an hour before :func:`final_before` of that clock is counted ``late_beyond_window`` and changes no
+figure, whatever the clock advances before or between the readings.  ``cems replay`` gives no clock (files carry
+no arrival time): data are taken as arrived in time, the watermark standing for the clock (docs/events.md).
 """
 
 from __future__ import annotations
@@ -313,6 +323,16 @@ def repair_deadline(hour: int, window: timedelta = REPAIR_WINDOW) -> int:
     y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
     month_final = datetime(y, m, MONTH_FINAL_DAY, tzinfo=BEIJING) + timedelta(days=1)
     return min(hour + 3600 + int(window.total_seconds()), math.floor(month_final.timestamp()))
+
+
+def final_before(now: int, window: timedelta = REPAIR_WINDOW) -> int:
+    """The first hour (epoch s) whose :func:`repair_deadline` is after ``now`` (epoch s): every hour starting
+    before it is final at ``now`` (the deadline grows with the hour and is at most its end plus ``window``)."""
+    h = now - 3600 - int(window.total_seconds())
+    h -= h % 3600
+    while repair_deadline(h + 3600, window) <= now:
+        h += 3600
+    return h + 3600
 
 
 def beijing_hour(t: datetime) -> datetime:

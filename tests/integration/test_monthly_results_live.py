@@ -1,7 +1,8 @@
 """Daily and monthly results through a real ``cems run`` (issue 12): a late hour rewrites the stored day and its
-daily exceedance; a month of a sinter outlet's DAS hourly records →
-``cems_monthly`` (month validity, steel ultra-low monthly rule, 环大气〔2019〕35号) written live when the month
-closes, equal to ``cems replay --monthly-out`` of the same packets, and shown by ``cems report``."""
+daily exceedance; a month of a sinter outlet's DAS hourly records back-filled past its repair window: refused
+live (stored raw, counted ``late_beyond_window``) whatever the clock's ticks, judged by ``cems replay --store`` of
+the same packets (no arrival times) → ``cems_monthly`` (month validity, steel ultra-low monthly rule,
+环大气〔2019〕35号), shown by ``cems report``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import csv
 import io
 import json
 import signal
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ from cems.replay import replay
 
 pytestmark = pytest.mark.integration
 
-#: MN0001 and, for wait_for_a_tick, a probe outlet
+#: MN0001 and, for wait_for_a_tick (a barrier: the back-fill judged), a probe outlet
 REGISTRY = one_outlet(tail=probe_outlet("130602")).replace('"coal_power_ultra_low"', '"steel_sinter_ultra_low"')
 SO2, O2 = "a21026", "a19001"
 
@@ -39,11 +41,17 @@ def _hour(t: datetime, so2: float) -> dict[str, Any]:
     return {"data_time": t.isoformat(), "values": vals}
 
 
-def test_a_month_closed_live_gives_cems_monthly_and_the_report_shows_it(
+def test_a_month_back_filled_past_its_repair_window_is_refused_live_and_replay_judges_it(
     tmp_path: Path, mosquitto: Any, influxdb: Any, influx_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A month that ended more than its repair window ago (10 days, and the 10th of the next month: DOMAIN.md §5),
+    back-filled to ``cems run`` by a new outlet: every reading is stored raw (``cems_reading``) and refused by the
+    rules (``late_beyond_window``) — no hourly record, day or month — whatever the clock ticks before or between
+    the readings.  ``cems replay --store`` of the same packets (a file has no arrival times: taken as arrived in
+    time) gives the month's ``cems_monthly`` (steel ultra-low monthly rule, 环大气〔2019〕35号), and ``cems report``
+    shows it."""
     this_month = datetime.now(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    start = (this_month - timedelta(days=40)).replace(day=1)  # a month that has ended
+    start = (this_month - timedelta(days=40)).replace(day=1)  # a month that ended ≥ 40 days ago: all of it final
     end = (start + timedelta(days=32)).replace(day=1)
     hours = int((end - start) / timedelta(hours=1))
     # 40 hours above the 35 mg/m³ limit: (hours - 40) / hours < 95 %: the monthly rule is not met
@@ -53,29 +61,42 @@ def test_a_month_closed_live_gives_cems_monthly_and_the_report_shows_it(
     port = _free_port()
     proc = _cems_run(reg, tmp_path, mosquitto, influxdb, influx_db, f"cems-month-{uuid.uuid4().hex[:6]}", port)
     pub = Mqtt(mosquitto.url)
-    q = f"SELECT * FROM cems_monthly WHERE \"pollutant\" = '{SO2}' AND \"mn\" = 'MN0001'"
+    mn1 = "\"mn\" = 'MN0001'"
+    q = f"SELECT * FROM cems_monthly WHERE \"pollutant\" = '{SO2}' AND {mn1}"
     try:
         wait_until(lambda: _health_up(port), 30)
-        # the month is older than its repair window: a clock tick between MN0001's first reading and its last
-        # would close its hours to the wall clock and drop the rest (late beyond the window); so the readings
-        # are published just after a tick, well within the next (~0.3 s of them in a tick's 5 s)
-        wait_for_a_tick(pub.publish, lambda text: list(influxdb.query(influx_db, text)), wait_until)
-        for doc in docs:
+        # a tick may come anywhere in the back-fill (before the fix it decided how much of it counted)
+        for i, doc in enumerate(docs):
             pub.publish("cems/v1/MN0001/hour", json.dumps(doc))
-        wait_until(lambda: bool(influxdb.query(influx_db, q)), 90)
-        (row,) = influxdb.query(influx_db, q)
+            if i == len(docs) // 2:
+                time.sleep(6.0)  # at least one tick of the service's clock (every 5 s) between its readings
+        stored = f"SELECT count(a21026_Avg) FROM cems_reading WHERE {mn1}"
+        wait_until(lambda: _count(influxdb, influx_db, stored) == hours, 90)
+        # the probe's hour is written by a tick after its reading, judged after the back-fill's: all judged by then
+        wait_for_a_tick(pub.publish, lambda text: list(influxdb.query(influx_db, text)), wait_until)
+        for what in ("cems_hourly", "cems_daily", "cems_monthly"):
+            assert not influxdb.query(influx_db, f"SELECT * FROM {what} WHERE {mn1}"), what
+        # the same packets replayed (no arrival times: taken as arrived in time) give the month's result
+        lines = [json.dumps({"mn": "MN0001", "stream": "hour", **d}) for d in docs]
+        res = replay(parse_registry(REGISTRY), lines, "jsonl")
+        assert res.late_beyond_window == 0
+        (m,) = [x for x in res.months if x.pollutant == SO2]
         days = (end - start).days
+        assert (m.valid_days, m.month_valid, m.rule_hours, m.hours_within_limit, m.meets_monthly_rule) == (
+            days, True, hours, hours - 40, False,
+        )  # fmt: skip
+        src = tmp_path / "backfill.jsonl"
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        code = cli_main([
+            "replay", "--config", str(reg), "--input", str(src), "--format", "jsonl", "--store",
+            "--influx-url", influxdb.url, "--influx-db", influx_db,
+        ])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        (row,) = influxdb.query(influx_db, q)
         assert (row["valid_days"], row["month_valid"]) == (days, True)
         assert (row["rule_hours"], row["hours_within_limit"]) == (hours, hours - 40)
         assert row["meets_monthly_rule"] is False and row["share_required"] == 0.95
         assert "环大气〔2019〕35号" in row["citation"]
-        # the same packets replayed give the same monthly result
-        lines = [json.dumps({"mn": "MN0001", "stream": "hour", **d}) for d in docs]
-        res = replay(parse_registry(REGISTRY), lines, "jsonl")
-        (m,) = [x for x in res.months if x.pollutant == SO2]
-        assert (m.valid_days, m.rule_hours, m.hours_within_limit, m.meets_monthly_rule) == (
-            row["valid_days"], row["rule_hours"], row["hours_within_limit"], row["meets_monthly_rule"],
-        )  # fmt: skip
         # cems report shows it
         out = tmp_path / "report"
         code = cli_main([
@@ -92,6 +113,11 @@ def test_a_month_closed_live_gives_cems_monthly_and_the_report_shows_it(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+def _count(influxdb: Any, db: str, text: str) -> int:
+    rows = influxdb.query(db, text)
+    return int(next(iter(v for k, v in rows[0].items() if k.startswith("count")))) if rows else 0
 
 
 def _daily(influxdb: Any, db: str, day: datetime) -> dict[str, Any] | None:

@@ -32,17 +32,21 @@ LINES.append(minute("MN2", H8 + timedelta(hours=1), 20.0))
 def broken_for_mn2(monkeypatch: pytest.MonkeyPatch) -> None:
     real = ComplianceEngine.on_reading
 
-    def on_reading(self: ComplianceEngine, reading: Reading, info: OutletInfo | None = None) -> Any:
+    def on_reading(
+        self: ComplianceEngine, reading: Reading, info: OutletInfo | None = None, *, now: datetime | None = None
+    ) -> Any:
         if reading.mn == "MN2":
             raise ZeroDivisionError("a bug in the rules")
-        return real(self, reading, info)
+        return real(self, reading, info, now=now)
 
     real_batch = ComplianceEngine.on_readings
 
-    def on_readings(self: ComplianceEngine, items: list[tuple[Reading, OutletInfo]]) -> Any:
+    def on_readings(
+        self: ComplianceEngine, items: list[tuple[Reading, OutletInfo]], *, now: datetime | None = None
+    ) -> Any:
         if any(r.mn == "MN2" for r, _ in items):
             raise ZeroDivisionError("a bug in the rules")
-        return real_batch(self, items)
+        return real_batch(self, items, now=now)
 
     monkeypatch.setattr(ComplianceEngine, "on_reading", on_reading)
     monkeypatch.setattr(ComplianceEngine, "on_readings", on_readings)
@@ -61,7 +65,10 @@ def test_live_rules_judge_the_rest_of_the_batch(broken_for_mn2: None, tmp_path: 
     async def noop_publish(topic: str, body: bytes) -> None:
         return None
 
-    runtime = ComplianceRuntime(REG, ComplianceConfig(state_dir=tmp_path), write=noop_write, publish=noop_publish)
+    # the service's clock when it judges the batch: the data's hour (data past their repair deadline at it would
+    # be refused, late_beyond_window)
+    config = ComplianceConfig(state_dir=tmp_path, clock=lambda: H8 + timedelta(hours=1))
+    runtime = ComplianceRuntime(REG, config, write=noop_write, publish=noop_publish)
     runtime._judge(load_readings(REG, LINES, "hj212"))
     assert runtime.stats.rules_errors == 61
     closed = runtime.engine.on_clock(H8 + timedelta(hours=2))  # live: the clock emits the hour

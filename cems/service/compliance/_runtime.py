@@ -570,15 +570,19 @@ class ComplianceRuntime:
         batch would be redelivered and fail again on every restart): the batch is then judged reading by
         reading, and a reading that still fails is logged with its traceback, counted (``rules_errors``) and
         left unjudged; it is stored in InfluxDB and acknowledged like the others. Feeding a reading twice is
-        harmless: an hour keeps one value per second (the later wins)."""
+        harmless: an hour keeps one value per second (the later wins).
+
+        The engine is told the service's clock (the one its ticks use) with the batch: data of an hour whose repair
+        deadline it has reached change no figure (``late_beyond_window``), whatever the ticks before them."""
+        now = self.config.clock()
         try:
-            return self.engine.on_readings(readings)
+            return self.engine.on_readings(readings, now=now)
         except Exception:
             log.exception("the rules failed on a batch of %d readings: judging them one by one", len(readings))
         out = EngineOutput()
         for item in sorted(readings, key=lambda it: it[0].data_time):
             try:
-                out.extend(self.engine.on_readings([item]))
+                out.extend(self.engine.on_readings([item], now=now))
             except Exception:
                 self.stats.rules_errors += 1
                 r = item[0]
@@ -591,15 +595,16 @@ class ComplianceRuntime:
 
     def _judge_grid(self, readings: Sequence[Reading]) -> GridOutput:
         """The grid engine's output for a batch; as :meth:`_judge`, a reading the rules fail on is logged,
-        counted (``rules_errors``) and left unjudged."""
+        counted (``rules_errors``) and left unjudged; the grid engine is told the service's clock too."""
+        now = self.config.clock()
         try:
-            return self.grid.on_readings(readings)
+            return self.grid.on_readings(readings, now=now)
         except Exception:
             log.exception("the grid rules failed on a batch of %d readings: judging them one by one", len(readings))
         out = GridOutput()
         for r in sorted(readings, key=lambda r: r.data_time):
             try:
-                out.extend(self.grid.on_readings([r]))
+                out.extend(self.grid.on_readings([r], now=now))
             except Exception:
                 self.stats.rules_errors += 1
                 log.exception("the grid rules failed on the reading of %s at %s: stored, not judged", r.mn, r.data_time)
