@@ -70,3 +70,43 @@ async def test_the_clock_holds_while_a_backlog_waits(tmp_path: Path) -> None:
 async def test_the_hold_is_bounded(tmp_path: Path) -> None:
     while_behind, _, held = await run(tmp_path, 0.0)
     assert held == 0 and any(ln.startswith("cems_hourly") for ln in while_behind)
+
+
+async def test_a_held_clock_judges_repair_deadlines_at_the_time_it_holds(tmp_path: Path) -> None:
+    """Data that waited in a backlog are judged at the clock the backlog holds, not at the present one: a deadline
+    that passed while they waited does not refuse them (the hour of 2026-04-21 09:00 may be repaired until
+    2026-05-01 10:00, DOMAIN.md §5; the clock last closed hours at 09:30, the backlog is judged at 11:30)."""
+    lines: list[str] = []
+
+    async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
+        lines.extend(batch)
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    hour = datetime(2026, 4, 21, 9, 0, tzinfo=BEIJING)
+    now = [datetime(2026, 5, 1, 9, 30, tzinfo=BEIJING)]
+    behind = [False]
+    cfg = ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], clock_hold_max_s=1800.0)
+    rt = ComplianceRuntime(REG, cfg, write=write, publish=publish, behind=lambda: behind[0])
+    await rt.open()
+    try:
+        info = REG.outlet(MN)
+        assert info is not None
+        await rt.tick()  # closes hours with 09:30
+        now[0] = datetime(2026, 5, 1, 11, 30, tzinfo=BEIJING)
+        behind[0] = True
+        await rt.tick()  # held
+        back_fill = [Reading(MN, Stream.MIN, hour + timedelta(minutes=i), minute(i).measurements) for i in range(60)]
+        assert await rt.on_batch([(r, info) for r in back_fill], [], None) == []
+        behind[0] = False
+        await rt.tick()
+        hour_ms = str(int(hour.timestamp() * 1000))
+        assert any(ln.startswith("cems_hourly") and "pollutant=a21026" in ln and ln.endswith(hour_ms) for ln in lines)
+        assert rt.engine.late_counts()["late_beyond_window"] == 0
+        # the same data once the backlog is judged (the clock no longer held): past the deadline, refused
+        assert await rt.on_batch([(r, info) for r in back_fill[:5]], [], None) == []
+        assert rt.engine.late_counts()["late_beyond_window"] == 5
+    finally:
+        await rt.close()

@@ -573,8 +573,9 @@ class ComplianceRuntime:
         harmless: an hour keeps one value per second (the later wins).
 
         The engine is told the service's clock (the one its ticks use) with the batch: data of an hour whose repair
-        deadline it has reached change no figure (``late_beyond_window``), whatever the ticks before them."""
-        now = self.config.clock()
+        deadline it has reached change no figure (``late_beyond_window``), whatever the ticks before them; while a
+        backlog holds the clock, the clock it holds (:meth:`_judging_clock`)."""
+        now = self._judging_clock()
         try:
             return self.engine.on_readings(readings, now=now)
         except Exception:
@@ -596,7 +597,7 @@ class ComplianceRuntime:
     def _judge_grid(self, readings: Sequence[Reading]) -> GridOutput:
         """The grid engine's output for a batch; as :meth:`_judge`, a reading the rules fail on is logged,
         counted (``rules_errors``) and left unjudged; the grid engine is told the service's clock too."""
-        now = self.config.clock()
+        now = self._judging_clock()
         try:
             return self.grid.on_readings(readings, now=now)
         except Exception:
@@ -677,6 +678,15 @@ class ComplianceRuntime:
         async with self.lock:
             await self._prune_archive(now)
             return await self._escalate(now, stop)
+
+    def _judging_clock(self) -> datetime:
+        """The clock a batch is judged at (repair deadlines, :meth:`_judge`): the service's, except while a backlog
+        holds the clock (:meth:`_clock_holds`): then the time hours were last closed with. Data that waited in the
+        backlog arrived before it; judged at the present clock, a deadline passed while they waited would refuse
+        them, and before this the hours of an outlet already emitted were judged at that held time too."""
+        if self._held_since is not None and self._closed_at is not None:
+            return self._closed_at
+        return self.config.clock()
 
     def _clock_holds(self) -> bool:
         """Whether this tick closes nothing: the ingester is behind, for less than ``clock_hold_max_s`` in a row."""
