@@ -79,6 +79,13 @@ async def test_two_shards_parts_merge_to_the_reports_district_figures(
                 await asyncio.to_thread(pub.publish, outlet_topic("cems/v1", mn, "min", 2), json.dumps(doc))
                 n += 1
         await asyncio.to_thread(wait_until, lambda: sum(s.stats.accepted for s in services) == n, 60)
+        # the report below is computed once, from cems_hourly: wait until every outlet's two hours are stored
+        # (accepted counts a reading before its hour is judged; on a loaded machine the report could miss hours
+        # and then never equal the parts' merge)
+        t0, t1 = (int((day + timedelta(hours=h)).timestamp()) for h in (8, 10))
+        hq = f"SELECT * FROM cems_hourly WHERE \"pollutant\" = 'a21026' AND time >= {t0}s AND time < {t1}s"
+        hours = len(whole.outlets()) * 2
+        await asyncio.to_thread(wait_until, lambda: len(influxdb.query(influx_db, hq)) == hours, 60)
         period = Period.month(f"{day.year:04d}-{day.month:02d}")
         report = await asyncio.to_thread(
             load_report, whole, period, influx_loader(influxdb.url, influx_db), now=clock["t"]
