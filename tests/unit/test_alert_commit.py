@@ -463,3 +463,34 @@ def test_a_bad_state_commit_aside_setting_is_a_config_error(tmp_path: Path) -> N
     e = Env({"CEMS_STATE_DIR": str(tmp_path), "CEMS_STATE_COMMIT_ASIDE": "yes"})
     with pytest.raises(ConfigError, match="CEMS_STATE_COMMIT_ASIDE"):
         compliance_config(build_parser(e).parse_args(["run", "--config", "r.toml"]), e)
+
+
+async def test_a_restart_restores_the_counted_hours_from_the_stored_rate_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open`` restores the transmission counter from ``rate_records`` a chunk at a time in the database thread
+    (issue 20): after a restart the counter is the one the runtime held when it stopped (chunks of 3 rows: an
+    outlet and factor's rows fall in several chunks)."""
+    rt = runtime(tmp_path)
+    await rt.open()
+    await feed(rt, list(range(len(BATCHES))), set())
+    want = rt.engine.rates.snapshot()
+    await rt.shutdown()
+    await rt.close()
+    assert any(want["seen"].values())
+    chunks: list[int] = []
+    real = _state.restore_rate_rows
+
+    def restore(conn: sqlite3.Connection, add_rows: Any, chunk: int = 0) -> int:
+        def add(rows: list[tuple[Any, ...]]) -> None:
+            chunks.append(len(rows))
+            add_rows(rows)
+
+        return real(conn, add, 3)
+
+    monkeypatch.setattr(runtime_mod, "restore_rate_rows", restore)
+    again = runtime(tmp_path)
+    await again.open()
+    assert again.engine.rates.snapshot() == want
+    assert len(chunks) > 1 and sum(chunks) > 3
+    await again.close()

@@ -102,6 +102,7 @@ from cems.service.compliance._state import (
     prune_rate_records,
     record_ack,
     record_escalations,
+    restore_rate_rows,
     transition_key,
     with_open_hours,
 )
@@ -383,7 +384,10 @@ class ComplianceRuntime:
         except (ValueError, KeyError, TypeError) as e:
             log.warning("cannot restore the grid engine state (%s): starting it afresh", e)
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
-        self.engine.rates.add_rows(stored.rate_rows)  # (as add(rate_record(row)) of each; one value per counter)
+        # the stored rate rows, a chunk at a time in the database thread (as add(rate_record(row)) of each): the
+        # engine is not used on the loop before open() returns (issue 20: ≈ 450 M rows at a month's end)
+        rates = self.engine.rates
+        await self.db.call(lambda c: restore_rate_rows(c, rates.add_rows))
         self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
