@@ -27,8 +27,10 @@ def minute(i: int, so2: float = 10.0) -> Reading:
     })  # fmt: skip
 
 
-async def run(tmp_path: Path, hold_max_s: float) -> tuple[list[str], list[str], int]:
-    """Minutes 08:00–08:29 judged; the clock at 09:10 (08:00's hour is due) with a backlog; then without."""
+def runtime(
+    tmp_path: Path, now: list[datetime], behind: list[bool], hold_max_s: float
+) -> tuple[ComplianceRuntime, list[str]]:
+    """A runtime on ``now[0]``'s clock, behind while ``behind[0]``; the lines it writes."""
     lines: list[str] = []
 
     async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
@@ -38,10 +40,15 @@ async def run(tmp_path: Path, hold_max_s: float) -> tuple[list[str], list[str], 
     async def publish(topic: str, body: bytes) -> None:
         return None
 
+    cfg = ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], clock_hold_max_s=hold_max_s)
+    return ComplianceRuntime(REG, cfg, write=write, publish=publish, behind=lambda: behind[0]), lines
+
+
+async def run(tmp_path: Path, hold_max_s: float) -> tuple[list[str], list[str], int]:
+    """Minutes 08:00–08:29 judged; the clock at 09:10 (08:00's hour is due) with a backlog; then without."""
     now = [T0 + timedelta(minutes=30)]
     behind = [False]
-    cfg = ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], clock_hold_max_s=hold_max_s)
-    rt = ComplianceRuntime(REG, cfg, write=write, publish=publish, behind=lambda: behind[0])
+    rt, lines = runtime(tmp_path, now, behind, hold_max_s)
     await rt.open()
     try:
         info = REG.outlet(MN)
@@ -76,20 +83,10 @@ async def test_a_held_clock_judges_repair_deadlines_at_the_time_it_holds(tmp_pat
     """Data that waited in a backlog are judged at the clock the backlog holds, not at the present one: a deadline
     that passed while they waited does not refuse them (the hour of 2026-04-21 09:00 may be repaired until
     2026-05-01 10:00, DOMAIN.md §5; the clock last closed hours at 09:30, the backlog is judged at 11:30)."""
-    lines: list[str] = []
-
-    async def write(batch: list[str], stop: asyncio.Event | None) -> bool:
-        lines.extend(batch)
-        return True
-
-    async def publish(topic: str, body: bytes) -> None:
-        return None
-
     hour = datetime(2026, 4, 21, 9, 0, tzinfo=BEIJING)
     now = [datetime(2026, 5, 1, 9, 30, tzinfo=BEIJING)]
     behind = [False]
-    cfg = ComplianceConfig(state_dir=tmp_path, clock=lambda: now[0], clock_hold_max_s=1800.0)
-    rt = ComplianceRuntime(REG, cfg, write=write, publish=publish, behind=lambda: behind[0])
+    rt, lines = runtime(tmp_path, now, behind, 1800.0)
     await rt.open()
     try:
         info = REG.outlet(MN)
