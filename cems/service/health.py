@@ -64,12 +64,37 @@ class StatsCollector(Collector):
             "bytes waiting in the on-disk spool for InfluxDB (0 while the database takes every write)",
             value=getattr(s, "spool_bytes", 0),
         )
+        comp = getattr(self.service, "compliance", None)
+        if comp is not None:
+            yield from _compliance_metrics(comp.stats)
         last = GaugeMetricFamily(
             "cems_last_data_time_seconds", "data time of the latest reading per outlet (Unix s)", labels=["mn"]
         )
         for mn, t in s.last_data_time.items():
             last.add_metric([mn], t)
         yield last
+
+
+def _compliance_metrics(c: Any) -> Iterator[Any]:
+    """The rules' counters (:class:`cems.service.compliance.ComplianceStats`); the late-data ones as of the last
+    clock tick. Readings refused by the rules are stored all the same: these say how many changed no figure."""
+    for name, doc, value in [
+        ("cems_hourly_records", "hourly records written (first emitted or revised)", c.hourly_records),
+        ("cems_alerts", "alerts committed to the outbox", c.alerts),
+        ("cems_rules_errors", "readings the rules failed on (stored, not judged; logged)", c.rules_errors),
+        ("cems_clock_held", "clock ticks that closed nothing while a backlog waited", c.clock_held),
+    ]:
+        yield CounterMetricFamily(name, doc, value=value)
+    late = CounterMetricFamily(
+        "cems_late_readings",
+        "readings for an hour already emitted: merged (revised), unrevised (not in memory or the hour archive), "
+        "beyond_window (past the hour's repair deadline, DOMAIN.md §5: changed no figure)",
+        labels=["outcome"],
+    )
+    late.add_metric(["merged"], c.late_readings)
+    late.add_metric(["unrevised"], c.late_unrevised)
+    late.add_metric(["beyond_window"], c.late_beyond_window)
+    yield late
 
 
 class HealthServer:
