@@ -81,7 +81,13 @@ class StateDB:
     ``await db.read(fn)`` runs a read-only ``fn(conn)`` on a second connection in its own thread: in WAL mode
     it sees every transaction committed before it starts and never waits for a transaction under way, so
     the alert path's reads (the outbox's due rows, the events an update revises) do not queue behind a
-    large commit of engine state (alert latency, docs/benchmark.md)."""
+    large commit of engine state (alert latency, docs/benchmark.md).
+
+    ``await db.call_alerts(fn)`` runs ``fn(conn)`` on a third connection, a writer of its own in its own thread:
+    the small transactions of events and alerts committed ahead of the engine state (``commit_events``) go
+    there, so that they do not wait in the database thread behind a state commit's serialisation and writing;
+    SQLite still lets one transaction write at a time (WAL), so such a commit waits at most for the state
+    transaction under way (``busy_timeout``) — issue 20, alert latency."""
 
     def __init__(self, path: Path, schema: Sequence[str] = (OUTBOX_SCHEMA,)) -> None:
         self.path = path
@@ -90,6 +96,8 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._alerts: ThreadPoolExecutor | None = None
+        self._aconn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         private_dir(self.path.parent)
@@ -100,6 +108,13 @@ class StateDB:
         conn.execute("PRAGMA busy_timeout=10000")
         for script in self._schema:
             conn.executescript(script)
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """A second writing connection (the schema is made by the first)."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -116,6 +131,8 @@ class StateDB:
         self._conn = await loop.run_in_executor(self._executor, self._connect)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cems-state-read")
         self._rconn = await loop.run_in_executor(self._reader, self._connect_reader)
+        self._alerts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cems-state-alerts")
+        self._aconn = await loop.run_in_executor(self._alerts, self._connect_writer)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the database thread."""
@@ -129,6 +146,14 @@ class StateDB:
             raise RuntimeError("StateDB is not open")
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
 
+    async def call_alerts(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the alerts' writing connection, in its own thread (not behind the database
+        thread's queue; see the class)."""
+        if self._alerts is None or self._aconn is None:
+            raise RuntimeError("StateDB is not open")
+        conn = self._aconn
+        return await asyncio.get_running_loop().run_in_executor(self._alerts, fn, conn)
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only ``fn(conn)`` on the reading connection (sees what was committed before the call)."""
         if self._reader is None or self._rconn is None:
@@ -137,6 +162,12 @@ class StateDB:
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
 
     async def close(self) -> None:
+        if self._alerts is not None:
+            aconn, self._aconn = self._aconn, None
+            if aconn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._alerts, aconn.close)
+            self._alerts.shutdown(wait=True)
+            self._alerts = None
         if self._reader is not None:
             rconn, self._rconn = self._rconn, None
             if rconn is not None:
