@@ -15,7 +15,7 @@ kept in memory and what late data beyond it count as.  Live, the service gives i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -330,6 +330,11 @@ class ComplianceEngine:
         self._schedules: dict[Hashable, LimitSchedule] = {}
         #: Outlets whose state changed since :meth:`take_changes` was last called (incremental persistence).
         self._dirty: set[str] = set()
+        #: Told, before a call changes any outlet's state, which outlets it may change (``None``: any): the
+        #: service's copy-on-write of the states a commit took (:meth:`take_changes`) and serialises after
+        #: letting the engine go (issue 20, alert latency). Every public call that changes an outlet's state
+        #: calls it first; ``None``: nobody to tell.
+        self.before_change: Callable[[Collection[str] | None], None] | None = None
         #: The service's clock as last given (:meth:`on_clock`, or ``now`` with a batch; epoch s): data of an hour
         #: whose repair deadline it has reached are refused before any rule (see :meth:`_beyond_window`).  Never
         #: given in ``cems replay`` (no wall clock: the data time stands for it, per outlet, in the rules).
@@ -364,6 +369,8 @@ class ComplianceEngine:
         """A new warning history (an operator set a level, issue 16): ``warning_level`` events for ``new``,
         the kept hours of the emergency lists judged again, and the mandated stops recomputed for the 90 % rule
         (data interruptions keep the stops they were created with until a restart)."""
+        if self.before_change is not None:
+            self.before_change(None)
         out = EngineOutput()
         out.events.extend(self.emergency.set_history(history, new or []))
         if self.emergency.active:
@@ -474,6 +481,8 @@ class ComplianceEngine:
         """Feed one accepted reading (any order: late data revise the hours they belong to).  ``now``: live, the
         service's clock when it judges the reading (the clock of :meth:`on_clock`): a reading whose hour is past
         its repair deadline then is counted (``late_beyond_window``) and changes nothing."""
+        if self.before_change is not None:
+            self.before_change((reading.mn,))
         out = EngineOutput()
         if now is not None:
             self._set_clock(now)
@@ -483,6 +492,8 @@ class ComplianceEngine:
     def on_readings(self, items: list[tuple[Reading, OutletInfo]], *, now: datetime | None = None) -> EngineOutput:
         """Feed a batch (sorted by data time here); hours revised by late data are rebuilt once per batch.
         ``now``: as for :meth:`on_reading`."""
+        if self.before_change is not None:
+            self.before_change({r.mn for r, _ in items})
         out = EngineOutput()
         if now is not None:
             self._set_clock(now)
@@ -502,6 +513,8 @@ class ComplianceEngine:
         and stored by the caller: exceedances revised (runs the marks remove are closed as ``marked``), a
         repair's hourly record (source ``repair``), ``mark_cap_exceeded`` / ``mark_suspicious``.  The rates
         follow through the counter's overlay.  A record already known changes nothing."""
+        if self.before_change is not None:
+            self.before_change((rec.mn,))
         out = EngineOutput()
         info = self.registry.outlet(rec.mn)
         if info is None:
@@ -536,6 +549,8 @@ class ComplianceEngine:
     def load_marks(self, records: list[MarkRecord]) -> None:
         """Restart: the stored records back into the ledger (their effects on judgement are in the restored
         outlet states; the stops they document are given to the interruption trackers again)."""
+        if self.before_change is not None:
+            self.before_change(None)
         self.marks.load(records)
         for mn in {r.mn for r in records}:
             info = self.registry.outlet(mn)
@@ -573,6 +588,8 @@ class ComplianceEngine:
 
     def on_clock(self, now: datetime) -> EngineOutput:
         """Live: emit hours that ended ``lateness`` before ``now``, detect silence and stale warnings."""
+        if self.before_change is not None:
+            self.before_change(None)
         out = EngineOutput()
         self._set_clock(now)
         decided = now - self.lateness
@@ -609,6 +626,8 @@ class ComplianceEngine:
 
     def finish(self) -> EngineOutput:
         """Replay: the input has ended; close every open hour (events still running stay open)."""
+        if self.before_change is not None:
+            self.before_change(None)
         out = EngineOutput()
         for oe in self._outlets.values():
             self._hours(oe, oe.hourly.flush(), out)
@@ -650,6 +669,8 @@ class ComplianceEngine:
         return out
 
     def restore_outlet(self, mn: str, state: dict[str, Any]) -> None:
+        if self.before_change is not None:
+            self.before_change((mn,))
         info = self.registry.outlet(mn)
         if info is not None:
             self._outlet(info).restore(state)

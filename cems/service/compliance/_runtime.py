@@ -8,9 +8,9 @@ For every durable batch of readings (and on a clock tick every few seconds) the 
    snapshots, the rate counter, the events table and the alert outbox rows (MQTT + webhooks), and lets the
    :class:`~cems.service.outbox.OutboxDispatcher` publish/POST the alerts; when the commit raises alerts
    (and holds ``split_commit_outlets`` changed outlets, 0 by default) the events and outbox rows go first in a
-   small transaction of their own and the alerts leave at once, the snapshots follow in a second (a group
-   commit serialises them under the engine lock and writes them aside, ``state_commit_aside``: the next
-   batches are judged meanwhile);
+   small transaction of their own (on a connection of their own, ``StateDB.call_alerts``) and the alerts leave
+   at once, the snapshots follow in a second (a group commit takes them under the engine lock, then serialises
+   them copy-on-write and writes them aside, ``state_commit_aside``: the next batches are judged meanwhile);
 4. acknowledges the batch's messages (once that second transaction is durable).
 
 Crash safety: if the process dies before step 3 the messages are redelivered and the engine (restored from
@@ -32,6 +32,7 @@ The SQLite side lives in :mod:`cems.service.compliance._state`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -43,6 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Final, NamedTuple
 
@@ -86,12 +88,14 @@ from cems.service.compliance._state import (
     ESCALATION_TOPIC,
     STATE_SCHEMA,
     ComplianceStats,
+    EncodedChanges,
     EventRow,
+    StateCapture,
     StoredRows,
     alert_id,
     commit_events,
     commit_state,
-    encode_changes,
+    encode_grid,
     forget_rank_due,
     load_events,
     load_grid_state,
@@ -146,6 +150,8 @@ RATE_WRITE_OUTLETS: Final = 5000
 #: had blocked the loop for 18–37 s, and alerts and acknowledgements waited behind it).
 RATE_SLICE_OUTLETS: Final = 100
 RATE_SLICE_S: Final = 0.01
+#: Outlets serialised at a time by a state commit written aside, the loop running between slices (≈ 4 ms each).
+CAPTURE_SLICE_OUTLETS: Final = 64
 #: A state commit of more changed outlets than this is written under the engine lock even with
 #: ``ComplianceConfig.state_commit_aside`` (serialised aside, its rows would all be held in memory at once;
 #: under the lock they are serialised one outlet at a time as SQLite takes them).
@@ -162,6 +168,13 @@ class _Pacer:
         if time.perf_counter() - self.t >= RATE_SLICE_S:
             await asyncio.sleep(0)
             self.t = time.perf_counter()
+
+
+def _unserialised(ready: concurrent.futures.Future[EncodedChanges], _: object) -> None:
+    """A state commit's serialisation ended (:meth:`ComplianceRuntime._serialise`): if it never ran (a task
+    cancelled before its first step), the write queued for it must not wait for it forever."""
+    if not ready.done():
+        ready.set_exception(ServiceError("the state commit was not serialised (cancelled)"))
 
 
 def wall_clock() -> datetime:
@@ -204,14 +217,15 @@ class ComplianceConfig:
     #: issue 20). Safe as long as each event has at most one update committed ahead of the state: an event
     #: updated again before the state commit goes into one transaction with it (see :func:`commit_events`).
     alerts_before_state: bool = True
-    #: The group commit serialises the changed outlets' state under the engine lock, then writes it to SQLite
-    #: aside (the database thread) and lets the lock go: batches are judged, and their alerts committed, during
-    #: the write and its fsync instead of waiting for them (alert latency, issue 20). The batches it covers are
+    #: The group commit takes the changed outlets under the engine lock, queues their write in the database
+    #: thread and lets the lock go; they are serialised on the loop a slice at a time (copy on write:
+    #: :class:`~cems.service.compliance._state.StateCapture`), then written and fsynced aside: batches are judged,
+    #: and their alerts committed, meanwhile instead of waiting (alert latency, issue 20). The batches it covers are
     #: acknowledged only once it is durable; one such commit at a time; the events of batches whose state is not
     #: durable yet count as ahead of it (as with ``alerts_before_state``). A commit of more than
-    #: :data:`ASIDE_MAX_OUTLETS` changed outlets, the clock's, a command's and the last one (shutdown) write under
-    #: the lock as before. A failed write is raised by the next batch, tick or ``check()``. ``cems run
-    #: --no-state-commit-aside`` (``CEMS_STATE_COMMIT_ASIDE=0``) turns it off.
+    #: :data:`ASIDE_MAX_OUTLETS` changed outlets, a command's and the last one (shutdown) write under the lock as
+    #: before (the clock's is written aside too). A failed write is raised by the next batch, tick or ``check()``.
+    #: ``cems run --no-state-commit-aside`` (``CEMS_STATE_COMMIT_ASIDE=0``) turns it off.
     state_commit_aside: bool = True
     #: How often live transmission rates (``cems_rate``) are rewritten while hours complete.
     rates_interval_s: float = 60.0
@@ -652,8 +666,10 @@ class ComplianceRuntime:
             raise self._aside_error
         if self._broken:
             return False
+        # the state commit under way is waited for before the lock, not under it: batches (and their alerts) go on
+        # meanwhile (issue 20, alert latency); the clock's own commit is written aside too (below)
+        await self.settle()
         async with self.lock:
-            await self.settle()  # the clock's commit is written under the lock, after the one under way
             now = self.config.clock()
             self.stats.clock_ticks += 1
             if self._clock_holds():
@@ -671,7 +687,7 @@ class ComplianceRuntime:
             held = bool(self._held) and (
                 not self._behind() or time.monotonic() - self._last_commit >= self.config.clock_interval_s
             )
-            if (self._pending or self._grid_pending or held) and not await self._flush(stop):
+            if (self._pending or self._grid_pending or held) and not await self._flush(stop, aside=True):
                 return False
         # without the lock (issue 20): the rate write gives the loop back between slices of outlets, and batches,
         # alerts and acknowledgements go on meanwhile
@@ -966,7 +982,7 @@ class ComplianceRuntime:
             # the caller checked that each event has one update here and none committed ahead already
             if ups or rows:
                 try:
-                    await self.db.call(lambda c: commit_events(c, ups, rows, ts))
+                    await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
                 except BaseException:
                     self._broken = True
                     raise
@@ -993,7 +1009,7 @@ class ComplianceRuntime:
             # the alerts leave as soon as they and their events are durable (a small transaction), not after
             # the engine state (the large one, next): see commit_events for why a crash in between is safe
             try:
-                await self.db.call(lambda c: commit_events(c, ups, rows, ts))
+                await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
             except BaseException:
                 self._broken = True
                 raise
@@ -1006,24 +1022,31 @@ class ComplianceRuntime:
             and len(changes) <= ASIDE_MAX_OUTLETS
             and (changes or rate_rows or ups or rows or archived or grid_changes or rank_due)
         ):
-            # serialised now, under the lock (the engine's state of this moment; in the database thread, so the
-            # event loop runs meanwhile), written aside: the lock is let go during the write and its fsync
-            try:
-                enc = await self.db.call(lambda c: encode_changes(changes, grid_changes))
-            except BaseException:
-                self._broken = True
-                raise
+            # taken now, under the lock (the engine's state of this moment), serialised after it is let go, a slice at
+            # a time on the loop (copy on write: an outlet a batch changes meanwhile is serialised first), and written
+            # aside in the database thread, where the write is queued now: what is queued after it stays after it
+            em = self.engine.emergency
+            # (an emergency line's judgement changes the state of the outlets it spans: those at once)
+            capture = StateCapture(changes, eager=[mn for mn in changes if em.watches(mn)] if em.active else ())
+            grid_rows = encode_grid(grid_changes)
+            self.engine.before_change = capture.before_change
+            ready: concurrent.futures.Future[EncodedChanges] = concurrent.futures.Future()
             stored = self._stored
             write = self.db.submit(
-                lambda c: commit_state(c, enc, rate_rows, ups, rows, ts, (), archived, None, rank_due, stored)
+                lambda c: commit_state(
+                    c, ready.result(), rate_rows, ups, rows, ts, (), archived, None, rank_due, stored
+                )
             )
+            capturing = asyncio.create_task(self._serialise(capture, grid_rows, ready), name="cems-state-serialise")
+            # (a task cancelled before it ran never runs its body: the write must not wait for it forever)
+            capturing.add_done_callback(partial(_unserialised, ready))
             # until it is durable, its events (and those committed ahead before it) are ahead of the durable state
             self._ahead |= event_ids
             self._ahead_next = set()
             self._ahead_rate_rows, self._ahead_rank_due = [], []
             aside.taken = True
             self._aside = asyncio.create_task(
-                self._write_aside(write, aside.held, aside.t0, out, gout, new_unacked, bool(rows)),
+                self._write_aside(write, aside.held, aside.t0, out, gout, new_unacked, bool(rows), capturing),
                 name="cems-state-commit",
             )
             return True
@@ -1044,6 +1067,22 @@ class ComplianceRuntime:
         self._committed(out, gout, new_unacked)
         return True
 
+    async def _serialise(
+        self, capture: StateCapture, grid: dict[str, str | None], ready: concurrent.futures.Future[EncodedChanges]
+    ) -> None:
+        """Serialise a commit's states (:class:`StateCapture`) a slice at a time, the loop running between slices,
+        and hand them to the write queued for them (``ready``); a failure (or cancellation) fails the write."""
+        try:
+            while not capture.step(CAPTURE_SLICE_OUTLETS):
+                await asyncio.sleep(0)
+            ready.set_result(capture.encoded(grid))
+        except BaseException as e:
+            ready.set_exception(e if isinstance(e, Exception) else ServiceError("the state commit was cancelled"))
+            raise
+        finally:
+            if self.engine.before_change == capture.before_change:
+                self.engine.before_change = None
+
     async def _write_aside(
         self,
         write: asyncio.Future[None],
@@ -1053,11 +1092,22 @@ class ComplianceRuntime:
         gout: GridOutput,
         new_unacked: dict[str, float],
         alerts: bool,
+        capturing: asyncio.Task[None] | None = None,
     ) -> None:
         """The end of a state commit written aside: once it is durable, the bookkeeping and the release of the
         batches it covers; if it failed, nothing is released and the runtime refuses everything (the error is
-        raised by the next batch, tick, commit or ``check()``; the broker redelivers what was not acknowledged)."""
+        raised by the next batch, tick, commit or ``check()``; the broker redelivers what was not acknowledged).
+        ``capturing``: its serialisation (:meth:`_serialise`), which the write waits for."""
         try:
+            if capturing is not None:
+                try:
+                    await capturing
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:
+                    with contextlib.suppress(BaseException):
+                        await write  # (fails with it: nothing was written)
+                    raise
             await write
         except asyncio.CancelledError:  # (the loop closing under it: nothing is released)
             self._broken = True

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -451,14 +452,69 @@ class EncodedChanges:
 
 def encode_changes(changes: Changes, grid: Mapping[str, dict[str, Any] | None] | None = None) -> EncodedChanges:
     """:class:`EncodedChanges` of ``changes`` and ``grid`` (the same text :func:`commit_state` writes of them)."""
-    return EncodedChanges(
-        states={mn: encode_state(state()) for mn, (state, _, _) in changes.items()},
-        journals={
-            mn: (max(map(_HOUR, journal)), encode_state(journal)) for mn, (_, journal, _) in changes.items() if journal
-        },
-        closed_before={mn: closed_before for mn, (_, _, closed_before) in changes.items()},
-        grid={k: None if v is None else _COMPACT_JSON.encode(v) for k, v in (grid or {}).items()},
-    )
+    return StateCapture(changes).encoded(encode_grid(grid or {}))
+
+
+class StateCapture:
+    """The states of a commit's changed outlets as they are when it takes them (:meth:`~cems.engine.ComplianceEngine
+    .take_changes`), serialised after the engine is let go, a slice at a time on the event loop (issue 20, alert
+    latency: serialising thousands of outlets under the engine lock held every batch behind it).
+
+    Copy on write: :meth:`before_change` is the engine's ``before_change``: an outlet the engine is about to
+    change is serialised first; :meth:`step` serialises the others. Both run on the event loop (no lock: neither
+    runs while the other does), so each outlet is serialised once, to the text it had when taken. The journals
+    are given away with the changes (the engine starts new ones) and the grid rows are serialised by the
+    caller at once, so those are serialised as they are, by :meth:`encoded`."""
+
+    def __init__(self, changes: Changes, eager: Iterable[str] = ()) -> None:
+        self._todo: dict[str, Callable[[], dict[str, Any]]] = {mn: state for mn, (state, _, _) in changes.items()}
+        self._changes = changes
+        self._states: dict[str, str] = {}
+        self.before_change(tuple(eager))
+
+    @property
+    def done(self) -> bool:
+        """Whether every outlet is serialised."""
+        return not self._todo
+
+    def before_change(self, mns: Collection[str] | None) -> None:
+        """The engine is about to change ``mns`` (``None``: any outlet): serialise those not serialised yet."""
+        todo = self._todo
+        if not todo:
+            return
+        states = self._states
+        for mn in list(todo) if mns is None else mns:
+            state = todo.pop(mn, None)
+            if state is not None:
+                states[mn] = encode_state(state())
+
+    def step(self, n: int) -> bool:
+        """Serialise up to ``n`` outlets not serialised yet; whether all are now."""
+        todo, states = self._todo, self._states
+        for mn in list(itertools.islice(todo, n)):
+            states[mn] = encode_state(todo.pop(mn)())
+        return not todo
+
+    def encoded(self, grid: dict[str, str | None]) -> EncodedChanges:
+        """The commit's rows: every outlet's state (those left serialised now), the journals, marks and ``grid``
+        (already serialised)."""
+        self.before_change(None)
+        changes = self._changes
+        return EncodedChanges(
+            states=self._states,
+            journals={
+                mn: (max(map(_HOUR, journal)), encode_state(journal))
+                for mn, (_, journal, _) in changes.items()
+                if journal
+            },
+            closed_before={mn: closed_before for mn, (_, _, closed_before) in changes.items()},
+            grid=grid,
+        )
+
+
+def encode_grid(grid: Mapping[str, dict[str, Any] | None]) -> dict[str, str | None]:
+    """The grid rows as :class:`EncodedChanges` holds them."""
+    return {k: None if v is None else _COMPACT_JSON.encode(v) for k, v in grid.items()}
 
 
 def commit_state(
