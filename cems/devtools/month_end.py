@@ -22,8 +22,10 @@ counted hours of the end of the previous month (that month and the one before) o
 registry outlet (``cems bench --rss-month-end``: the whole
 service's memory at a month's end).
 
-``--restore``: also the service's start-up restore of those hours from the stored rate rows (``add`` of each row's
-record; ``RateCounter.add_rows`` when the checkout has it), µs per row.
+``--restore``: also the start-up restore of those hours from the rate rows of earlier versions (``add`` of each row's
+record; ``RateCounter.add_rows`` when the checkout has it), µs per row, and, when the checkout has it, the stored
+counter (``rate_runs``): rows, bytes, CPU seconds to write and to restore, and whether the restored counter is the
+same.
 
 Prints JSON, and a digest of every counter's :meth:`items` per profile: the same digest for two checkouts means
 the same counted hours.  Run as a file with ``PYTHONPATH`` at another checkout to measure the code there (it uses
@@ -154,6 +156,7 @@ def _size(roots: list[Any]) -> int:
 
 
 _SOURCES = {2: "das_2061", 1: "minutes", 0: "realtime"}
+_PAGES = ("page_count", "freelist_count", "page_size")
 
 
 def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
@@ -186,6 +189,47 @@ def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
         many.add_rows(rows)
         out["add_rows_us_per_row"] = round((time.process_time() - c0) / len(rows) * 1e6, 3)
         out["add_rows_same"] = many.snapshot()["seen"] == want["seen"]
+    if hasattr(RateCounter, "take_changes"):  # the stored counter itself (rate_runs): bytes and start-up CPU
+        import sqlite3
+
+        from cems.service.compliance import _state
+        from cems.service.outbox import transaction
+
+        def used(conn: sqlite3.Connection) -> int:
+            (pages,), (free,), (size,) = (conn.execute(f"PRAGMA {p}").fetchone() for p in _PAGES)
+            return int((pages - free) * size)
+
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.executescript(_state.STATE_SCHEMA)
+        empty = used(conn)
+        c0 = time.process_time()
+        with transaction(conn):
+            _state.write_rate_changes(conn, rates.take_changes(everything=True))
+        out["runs_write_s"] = round(time.process_time() - c0, 3)
+        out["runs_rows"] = conn.execute("SELECT count(*) FROM rate_runs").fetchone()[0]
+        out["runs_db_bytes"] = used(conn) - empty
+        back = RateCounter(reg)
+        gc.collect()
+        c0 = time.process_time()
+        _state.restore_rate_state(conn, back)
+        out["runs_restore_s"] = round(time.process_time() - c0, 3)
+        out["runs_same"] = back.snapshot()["seen"] == want["seen"]  # (fill() sets no bounds, restore widens them)
+        conn.close()
+        # the same hours as an earlier version stored them (a row per record), and their migration at start
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.executescript(_state.STATE_SCHEMA)
+        conn.execute(_state.RATE_RECORDS_SCHEMA)
+        with transaction(conn):
+            conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
+        out["records_db_bytes"] = used(conn) - empty
+        moved = RateCounter(reg)
+        gc.collect()
+        c0 = time.process_time()
+        _state.restore_rate_state(conn, moved)
+        _state.migrate_rate_records(conn, moved)
+        out["migrate_s"] = round(time.process_time() - c0, 3)
+        out["migrate_same"] = moved.snapshot()["seen"] == want["seen"]
+        conn.close()
     return out
 
 

@@ -124,10 +124,11 @@ def _sweep() -> None:
 _SPANS: Final[dict[tuple[bytes, int, int], bytes]] = {}
 
 
-def _encode(s: int, runs: Iterable[tuple[int, int]]) -> bytes:
+def _encode(s: int, runs: Iterable[tuple[int, int]], intern: bool = True) -> bytes:
     """The value of the hours from ``s`` (hour number) given as runs (hours ≥ 0, stored byte): zero runs at both
-    ends dropped, equal neighbours joined; run-length encoded (interned) unless that is longer than ``_SLACK`` and
-    a byte for four hours."""
+    ends dropped, equal neighbours joined; run-length encoded (interned unless ``intern`` is false: a value made
+    outside the event loop's thread, :func:`month_value`) unless that is longer than ``_SLACK`` and a byte for four
+    hours."""
     merged: list[list[int]] = []
     for c, v in runs:
         if not c:
@@ -152,7 +153,8 @@ def _encode(s: int, runs: Iterable[tuple[int, int]]) -> bytes:
         body += bytes((c, v))
     if len(body) > n // 4 + _SLACK:
         return _HEAD.pack(s, n | _DENSE) + b"".join(_FILL[v] * (c // 255) + _FILL[v][: c % 255] for c, v in merged)
-    return _intern(_HEAD.pack(s, n) + body)
+    value = _HEAD.pack(s, n) + body
+    return _intern(value) if intern else value
 
 
 def _runs_of(r: bytes) -> tuple[int, int, list[tuple[int, int]]]:
@@ -346,6 +348,100 @@ def _drop_before(r: bytes, cut: int) -> tuple[bytes, int]:
         return r, 0
     body = _dense(r)
     return _from_dense(s + k, body[k:]), k - body.count(0, 0, k)
+
+
+@lru_cache(maxsize=64)
+def _month_hours(month: int) -> tuple[int, int]:
+    """The hour numbers (epoch hours) [first, end) of Beijing month ``month`` (YYYYMM)."""
+    y, m = divmod(month, 100)
+    if not 1 <= m <= 12:
+        raise ValueError(f"not a month YYYYMM: {month}")
+    a = datetime(y, m, 1, tzinfo=BEIJING)
+    b = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=BEIJING)
+    return int(a.timestamp()) // 3600, int(b.timestamp()) // 3600
+
+
+@lru_cache(maxsize=1024)
+def _month_of_day(day: int) -> int:
+    """The Beijing month (YYYYMM) of a Beijing day index."""
+    d = _day_date(day)
+    return d.year * 100 + d.month
+
+
+def _value_months(r: bytes) -> list[int]:
+    """The Beijing months (YYYYMM) value ``r`` has hours in, ascending."""
+    if not r:
+        return []
+    s, n = _HEAD.unpack_from(r)
+    n &= ~_DENSE
+    first, last = _month_of_day(_day_index(s * 3600)), _month_of_day(_day_index((s + n - 1) * 3600))
+    out = [first]
+    while out[-1] < last:
+        y, m = divmod(out[-1], 100)
+        out.append(y * 100 + m + 1 if m < 12 else (y + 1) * 100 + 1)
+    return out
+
+
+def month_value(r: bytes, month: int) -> bytes:
+    """The hours of Beijing month ``month`` (YYYYMM) of value ``r`` as a value of their own (``b""``: none with a
+    record): what the state database keeps per outlet, factor and month (``rate_runs``).  Pure and not interned:
+    safe in the database thread while the counter goes on in the loop's."""
+    if not r:
+        return b""
+    a, b = _month_hours(month)
+    s, _n, runs = _runs_of(r)
+    out: list[tuple[int, int]] = []
+    pos = s
+    for c, v in runs:
+        lo, hi = max(pos, a), min(pos + c, b)
+        if hi > lo:
+            out.append((hi - lo, v))
+        pos += c
+        if pos >= b:
+            break
+    return _encode(max(s, a), out, intern=False) if out else b""
+
+
+def _joined(parts: Sequence[bytes]) -> bytes:
+    """One value of the hours of ``parts`` (values of disjoint spans, ascending: the months of ``rate_runs``)."""
+    parts = [p for p in parts if p]
+    if len(parts) == 1:
+        return _intern(parts[0]) if not _HEAD.unpack_from(parts[0])[1] & _DENSE else parts[0]
+    runs: list[tuple[int, int]] = []
+    start = pos = 0
+    for k, p in enumerate(parts):
+        s, n, rs = _runs_of(p)
+        if k == 0:
+            start = pos = s
+        elif s < pos:
+            raise ValueError("overlapping month values")
+        runs.append((s - pos, 0))
+        runs += rs
+        pos = s + n
+    return _encode(start, runs) if runs else b""
+
+
+@dataclass(frozen=True, slots=True)
+class RateChanges:
+    """What changed in a :class:`RateCounter` since its last :meth:`~RateCounter.take_changes` (issue 20: the state
+    database keeps the counter as it is in memory, per outlet, factor and Beijing month, not a row per record).
+
+    ``runs``: (MN, factor, month YYYYMM, the factor's whole value): the month's part is cut from it by
+    :func:`month_value` where it is written (values are immutable: taking them is taking references).
+    ``exceed``: (MN, pollutant, hour epoch, ``rank * 2 + exceeds``; ``None``: forgotten).  ``bounds``: first and
+    last hour counted and the records of unknown outlets, when any of them changed."""
+
+    runs: list[tuple[str, str, int, bytes]]
+    exceed: list[tuple[str, str, int, int | None]]
+    bounds: tuple[int | None, int | None, int] | None
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.exceed or self.bounds is not None)
+
+    def month_rows(self) -> Iterator[tuple[str, str, int, bytes]]:
+        """(MN, factor, month, the month's value; ``b""``: no hour of it counted any more)."""
+        for mn, f, month, r in self.runs:
+            yield mn, f, month, month_value(r, month)
 
 
 class _HourCodes:
@@ -636,6 +732,10 @@ class RateCounter:
         #: Marks and repairs (issue 14): hours removed, counted valid or not valid, repaired hours, marked
         #: exceedances (``None``: none).
         self.overlay: RateOverlay | None = None
+        # what changed since take_changes(): (mn, factor index, month YYYYMM), exceedance slots, the bounds
+        self._dirty: set[tuple[str, int, int]] = set()
+        self._exceed_dirty: set[tuple[str, str, int]] = set()
+        self._bounds_dirty = False
 
     # -- input
 
@@ -643,19 +743,25 @@ class RateCounter:
         info = self.registry.outlet(rec.mn)
         if info is None:
             self.unknown += 1
+            self._bounds_dirty = True
             return
         h = _ts(rec.hour_start)
         h -= h % 3600
         mn = rec.mn
         if self._min_hour is None or h < self._min_hour:
             self._min_hour = h
+            self._bounds_dirty = True
         if self._max_hour is None or h > self._max_hour:
             self._max_hour = h
+            self._bounds_dirty = True
         rank = _RANK.get(rec.source, 0)
         ekey = (mn, rec.pollutant, h)
         eold = self._exceed.get(ekey)
         if (eold is not None or rec.exceeds) and (eold is None or rank >= eold >> 1):
-            self._exceed[ekey] = rank * 2 + (1 if rec.exceeds else 0)
+            code = rank * 2 + (1 if rec.exceeds else 0)
+            if code != eold:
+                self._exceed[ekey] = code
+                self._exceed_dirty.add(ekey)
         if rec.pollutant not in self._factor_set:
             return
         vals = self._seen.get(mn)
@@ -666,7 +772,10 @@ class RateCounter:
         code = rank * 2 + (1 if rec.counts_valid else 0)
         old = _get(r, h)
         if old is None or code >> 1 >= old >> 1:
-            vals[i] = _set(r, h, code)
+            new = _set(r, h, code)
+            if new is not r and new != r:
+                vals[i] = new
+                self._dirty.add((mn, i, _month_of_day(_day_index(h))))
 
     def add_rows(self, rows: Iterable[tuple[str, str, int, str, bool, bool]]) -> None:
         """:meth:`add` of stored rate rows (mn, pollutant, hour epoch, source, valid, exceeds) in order, each as the
@@ -682,6 +791,7 @@ class RateCounter:
         for mn, p, hour, source, valid, exceeds in rows:
             if outlet(mn) is None:
                 self.unknown += 1
+                self._bounds_dirty = True
                 continue
             h = int(hour)
             h -= h % 3600
@@ -694,6 +804,7 @@ class RateCounter:
             eold = exceed.get(ekey)
             if (eold is not None or exceeds) and (eold is None or rank >= eold >> 1):
                 exceed[ekey] = rank * 2 + (1 if exceeds else 0)
+                self._exceed_dirty.add(ekey)
             if p not in factors:
                 continue
             got = pending.get((mn, p))
@@ -712,9 +823,101 @@ class RateCounter:
                 old = _get(vals[i] or b"", h)
             if old is None or code >> 1 >= old >> 1:
                 codes[h] = code
+                self._dirty.add((mn, i, _month_of_day(_day_index(h))))
+        if (lo, hi) != (self._min_hour, self._max_hour):
+            self._bounds_dirty = True
         self._min_hour, self._max_hour = lo, hi
         for vals, i, codes in pending.values():
             vals[i] = _set_many(vals[i] or b"", codes.items())
+
+    # -- the state database (issue 20: the counter as it is in memory, per outlet, factor and Beijing month)
+
+    def take_changes(self, everything: bool = False) -> RateChanges:
+        """What changed since the last call (``everything``: the whole counter, e.g. to write it afresh), and start
+        counting changes anew.  Cheap under the engine lock: the values are immutable, taken by reference; their
+        months are cut where they are written (:meth:`RateChanges.month_rows`)."""
+        if everything:
+            dirty = {
+                (mn, i, month)
+                for mn, vals in self._seen.items()
+                for i, r in enumerate(vals)
+                if r
+                for month in _value_months(r)
+            }
+            ekeys: set[tuple[str, str, int]] = set(self._exceed)
+        else:
+            dirty, ekeys = self._dirty, self._exceed_dirty
+        self._dirty, self._exceed_dirty = set(), set()
+        factors = self.factors
+        seen = self._seen
+        runs = []
+        for mn, i, month in sorted(dirty):
+            vals = seen.get(mn)
+            runs.append((mn, factors[i], month, (vals[i] or b"") if vals is not None else b""))
+        get = self._exceed.get
+        exceed = [(mn, p, h, get((mn, p, h))) for mn, p, h in sorted(ekeys)]
+        bounds = (self._min_hour, self._max_hour, self.unknown) if everything or self._bounds_dirty else None
+        self._bounds_dirty = False
+        return RateChanges(runs, exceed, bounds)
+
+    def restore_runs(self, rows: Iterable[tuple[str, str, int, bytes]]) -> int:
+        """Load stored month values (MN, factor, month YYYYMM, :func:`month_value`), each outlet and factor's
+        months together and ascending (the table's key order); outlets not in the registry and factors not
+        counted are left out.  The first and last hours counted widen to the hours loaded.  Returns the
+        outlet·factor values loaded."""
+        outlet = self.registry.outlet
+        fi = self._fi
+        n = 0
+        key: tuple[str, str] | None = None
+        parts: list[bytes] = []
+
+        def flush() -> None:
+            nonlocal n
+            if key is None or not parts:
+                return
+            mn, f = key
+            i = fi.get(f)
+            if i is None or outlet(mn) is None:
+                return
+            value = _joined(parts)
+            if not value:
+                return
+            vals = self._seen.get(mn)
+            if vals is None:
+                vals = self._seen[mn] = [None] * len(self.factors)
+            old = vals[i]
+            vals[i] = _set_many(old, _items(value)) if old else value
+            s, m = _HEAD.unpack_from(value)
+            self._widen(s * 3600, (s + (m & ~_DENSE) - 1) * 3600)
+            n += 1
+
+        for mn, f, _month, r in rows:
+            if (mn, f) != key:
+                flush()
+                key, parts = (mn, f), []
+            parts.append(bytes(r))
+        flush()
+        return n
+
+    def restore_exceed(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
+        """Load stored exceedance slots (MN, pollutant, hour epoch, ``rank * 2 + exceeds``) of known outlets."""
+        outlet = self.registry.outlet
+        for mn, p, h, code in rows:
+            if outlet(mn) is not None:
+                self._exceed[(mn, p, int(h))] = int(code)
+                self._widen(int(h), int(h))
+
+    def restore_bounds(self, min_hour: int | None, max_hour: int | None, unknown: int) -> None:
+        """Load the stored first and last hours counted (widened by what is loaded) and unknown records."""
+        if min_hour is not None:
+            self._widen(int(min_hour), int(max_hour if max_hour is not None else min_hour))
+        self.unknown += int(unknown)
+
+    def _widen(self, lo: int, hi: int) -> None:
+        if self._min_hour is None or lo < self._min_hour:
+            self._min_hour = lo
+        if self._max_hour is None or hi > self._max_hour:
+            self._max_hour = hi
 
     def newest_hour(self) -> datetime | None:
         """Start of the newest hour counted (``None`` before any)."""

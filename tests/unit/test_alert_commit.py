@@ -475,9 +475,9 @@ def test_a_bad_state_commit_aside_setting_is_a_config_error(tmp_path: Path) -> N
 async def test_a_restart_restores_the_counted_hours_from_the_stored_rate_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``open`` restores the transmission counter from ``rate_records`` a chunk at a time in the database thread
-    (issue 20): after a restart the counter is the one the runtime held when it stopped (chunks of 3 rows: an
-    outlet and factor's rows fall in several chunks)."""
+    """``open`` restores the transmission counter from ``rate_runs`` a chunk at a time in the database thread
+    (issue 20): after a restart the counter is the one the runtime held when it stopped (chunks of 1 row: an
+    outlet and factor's months fall in several chunks)."""
     rt = runtime(tmp_path)
     await rt.open()
     await feed(rt, list(range(len(BATCHES))), set())
@@ -486,20 +486,20 @@ async def test_a_restart_restores_the_counted_hours_from_the_stored_rate_rows(
     await rt.close()
     assert any(want["seen"].values())
     chunks: list[int] = []
-    real = _state.restore_rate_rows
+    real = _state.restore_rate_state
 
-    def restore(conn: sqlite3.Connection, add_rows: Any, chunk: int = 0) -> int:
-        def add(rows: list[tuple[Any, ...]]) -> None:
-            chunks.append(len(rows))
-            add_rows(rows)
+    def restore(conn: sqlite3.Connection, rates: Any, chunk: int = 0) -> int:
+        n = real(conn, rates, 1)
+        chunks.append(n)
+        return n
 
-        return real(conn, add, 3)
-
-    monkeypatch.setattr(runtime_mod, "restore_rate_rows", restore)
+    monkeypatch.setattr(runtime_mod, "restore_rate_state", restore)
+    with sqlite3.connect(tmp_path / _state.DB_FILE) as conn:
+        months = conn.execute("SELECT count(DISTINCT month), count(*) FROM rate_runs").fetchone()
     again = runtime(tmp_path)
     await again.open()
     assert again.engine.rates.snapshot() == want
-    assert len(chunks) > 1 and sum(chunks) > 3
+    assert chunks == [months[1]] and months[1] > 1
     await again.close()
 
 

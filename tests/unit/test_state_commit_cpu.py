@@ -73,7 +73,7 @@ def test_commit_with_the_known_rows_writes_the_same_database() -> None:
             if n == 20:  # a state row gone behind the runtime's back: written again (upserted)
                 conn.execute("DELETE FROM outlet_state WHERE mn = 'MN2'")
             extra = (stored,) if k == 1 else ()
-            commit_state(conn, changes, [], [], [], 1000.0 + n, (), archive.take(), None, (), *extra)
+            commit_state(conn, changes, None, [], [], 1000.0 + n, (), archive.take(), None, (), *extra)
         assert dump(sides[1][2]) == dump(sides[0][2]), f"after commit {n}"
     assert set(stored) == {"MN1", "MN2"}
     assert 0 < len(deletes) < plain_deletes / 4  # the clean-ups that could delete something, only

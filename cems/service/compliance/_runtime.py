@@ -60,7 +60,7 @@ from cems.rules import DEFAULT_HOLD, DEFAULT_LATENESS, REPAIR_WINDOW, day_bounds
 from cems.rules.district_parts import part_of
 from cems.rules.events import HOURLY_EXCEEDANCE, OPENED, RETRACTED_STATUS
 from cems.rules.grid import GridEngine, GridOutput
-from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED, SOURCE_REPAIR
+from cems.rules.marks import MARK_CAP_EXCEEDED, MARK_SUSPICIOUS, MARKED
 from cems.rules.ranking import RankPeriod
 from cems.rules.transmission import DistrictMonthRate
 from cems.service.commands import send_command
@@ -102,11 +102,12 @@ from cems.service.compliance._state import (
     load_marks,
     load_rank_due,
     load_state,
+    migrate_rate_records,
     prune_archive,
-    prune_rate_records,
+    prune_rate_state,
     record_ack,
     record_escalations,
-    restore_rate_rows,
+    restore_rate_state,
     transition_key,
     with_open_hours,
 )
@@ -341,9 +342,8 @@ class ComplianceRuntime:
         self._held: list[Callable[[], None]] = []  # acknowledgements waiting for the next commit
         self._held_messages = 0
         #: events whose update was committed ahead of the engine state (alerts_before_state) since the last state
-        #: commit, and the rate rows and ranking periods of those commits, stored with the next state commit
+        #: commit, and the ranking periods of those commits, stored with the next state commit
         self._ahead: set[str] = set()
-        self._ahead_rate_rows: list[tuple[Any, ...]] = []
         self._ahead_rank_due: list[tuple[str, str, str]] = []
         #: the state commit written aside (``state_commit_aside``) while it is under way, and its error once failed
         self._aside: asyncio.Task[None] | None = None
@@ -398,10 +398,14 @@ class ComplianceRuntime:
         except (ValueError, KeyError, TypeError) as e:
             log.warning("cannot restore the grid engine state (%s): starting it afresh", e)
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
-        # the stored rate rows, a chunk at a time in the database thread (as add(rate_record(row)) of each): the
-        # engine is not used on the loop before open() returns (issue 20: ≈ 450 M rows at a month's end)
+        # the stored transmission counter, a chunk at a time in the database thread (the engine is not used on the
+        # loop before open() returns); then the rows of a state of an earlier version, a row per hourly record
+        # (issue 20: ≈ 450 M rows at a month's end at 100 000 outlets, now a value per outlet, factor and month)
         rates = self.engine.rates
-        await self.db.call(lambda c: restore_rate_rows(c, rates.add_rows))
+        await self.db.call(lambda c: restore_rate_state(c, rates))
+        migrated = await self.db.call(lambda c: migrate_rate_records(c, rates))
+        if migrated:
+            log.info("transmission counter: %d rate records of an earlier version migrated to rate_runs", migrated)
         self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states
@@ -817,10 +821,10 @@ class ComplianceRuntime:
             if dropped:
                 cut = int(keep_from.timestamp())
                 if locked:
-                    await self.db.call(lambda c: prune_rate_records(c, cut))
+                    await self.db.call(lambda c: prune_rate_state(c, cut))
                 else:
                     async with self.lock:
-                        await self.db.call(lambda c: prune_rate_records(c, cut))
+                        await self.db.call(lambda c: prune_rate_state(c, cut))
         self.stats.rate_points += points + len(lines)
         return True
 
@@ -891,7 +895,7 @@ class ComplianceRuntime:
     ) -> bool:
         """Write ``out``'s points to InfluxDB, then commit its events and alerts with the engine state in SQLite.
         ``state=False`` (:meth:`_alerts_ahead`): the events and alerts only; the engine state, hour archive,
-        grid state, rate rows and ranking periods wait for the next commit with ``state=True``.
+        grid state, transmission counter and ranking periods wait for the next commit with ``state=True``.
 
         ``aside`` (the held batches' releases and when the commit began): with ``state_commit_aside``, the state
         is serialised here and written aside (:meth:`_write_aside`), which then releases the batches (``taken``)."""
@@ -899,13 +903,6 @@ class ComplianceRuntime:
             await self.settle()  # one state commit at a time, in order (and a failed one is raised)
         now_dt = self.config.clock()
         gout = gout if gout is not None else GridOutput()
-        factors = self.engine.rates.factors
-        # every record with a limit (a revision may turn an exceeding hour compliant) or of an assessed factor
-        rate_rows = [
-            (r.mn, r.pollutant, int(r.hour_start.timestamp()), r.source, int(r.counts_valid), int(r.exceeds))
-            for r in out.hourly
-            if (r.exceeds or r.limit is not None or r.pollutant in factors) and r.source != SOURCE_REPAIR
-        ]
         lines: list[str] = []
         for rec in out.hourly:
             info = self.registry.outlet(rec.mn)
@@ -991,15 +988,14 @@ class ComplianceRuntime:
             self._ahead |= event_ids
             if self._aside is not None and not self._aside.done():  # ahead of that commit's state too
                 self._ahead_next |= event_ids
-            self._ahead_rate_rows += rate_rows
             self._ahead_rank_due += rank_due
             self._committed(out, gout, new_unacked)
             return True
         changes = self.engine.take_changes()
+        rate_changes = self.engine.rates.take_changes()  # (what the batches since the last state commit counted)
         archived = self.archive.take()
         grid_changes = self.grid.take_changes()
-        if self._ahead_rate_rows or self._ahead_rank_due:
-            rate_rows = self._ahead_rate_rows + rate_rows
+        if self._ahead_rank_due:
             rank_due = self._ahead_rank_due + rank_due
         # a crash between the two transactions is safe while each event has at most one update in them and in
         # the commits ahead of the state since the last one (the first update redelivered must be the one its
@@ -1020,7 +1016,7 @@ class ComplianceRuntime:
             and self.config.state_commit_aside
             and not marks
             and len(changes) <= ASIDE_MAX_OUTLETS
-            and (changes or rate_rows or ups or rows or archived or grid_changes or rank_due)
+            and (changes or rate_changes or ups or rows or archived or grid_changes or rank_due)
         ):
             # taken now, under the lock (the engine's state of this moment), serialised after it is let go, a slice at
             # a time on the loop (copy on write: an outlet a batch changes meanwhile is serialised first), and written
@@ -1034,7 +1030,7 @@ class ComplianceRuntime:
             stored = self._stored
             write = self.db.submit(
                 lambda c: commit_state(
-                    c, ready.result(), rate_rows, ups, rows, ts, (), archived, None, rank_due, stored
+                    c, ready.result(), rate_changes, ups, rows, ts, (), archived, None, rank_due, stored
                 )
             )
             capturing = asyncio.create_task(self._serialise(capture, grid_rows, ready), name="cems-state-serialise")
@@ -1043,18 +1039,18 @@ class ComplianceRuntime:
             # until it is durable, its events (and those committed ahead before it) are ahead of the durable state
             self._ahead |= event_ids
             self._ahead_next = set()
-            self._ahead_rate_rows, self._ahead_rank_due = [], []
+            self._ahead_rank_due = []
             aside.taken = True
             self._aside = asyncio.create_task(
                 self._write_aside(write, aside.held, aside.t0, out, gout, new_unacked, bool(rows), capturing),
                 name="cems-state-commit",
             )
             return True
-        if changes or rate_rows or ups or rows or marks or archived or grid_changes or rank_due:
+        if changes or rate_changes or ups or rows or marks or archived or grid_changes or rank_due:
             try:
                 await self.db.call(
                     lambda c: commit_state(
-                        c, changes, rate_rows, ups, rows, ts, marks, archived, grid_changes, rank_due, self._stored
+                        c, changes, rate_changes, ups, rows, ts, marks, archived, grid_changes, rank_due, self._stored
                     )
                 )
             except BaseException:
@@ -1063,7 +1059,7 @@ class ComplianceRuntime:
             if rows:
                 self.dispatcher.kick()
         self._ahead.clear()
-        self._ahead_rate_rows, self._ahead_rank_due = [], []
+        self._ahead_rank_due = []
         self._committed(out, gout, new_unacked)
         return True
 

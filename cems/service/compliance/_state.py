@@ -25,6 +25,7 @@ from cems.model import BEIJING
 from cems.protocol.mark import MarkRecord
 from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, UPDATED, Event
 from cems.rules.hourly import HourlyRecord
+from cems.rules.transmission import RateChanges, RateCounter
 from cems.service.outbox import (
     OutboxRow,
     enqueue,
@@ -89,10 +90,22 @@ CREATE TABLE IF NOT EXISTS grid_state(
 """
     + ARCHIVE_SCHEMA
     + """
-CREATE TABLE IF NOT EXISTS rate_records(
-    mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
-    valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
-    PRIMARY KEY(mn, pollutant, hour, source)
+-- the transmission counter (cems.rules.transmission.RateCounter) as it is in memory (issue 20): per outlet,
+-- assessed factor and Beijing month (YYYYMM) its counted hours, run-length encoded (transmission.month_value:
+-- an hour's code is rank * 2 + valid, DAS 2061 over minute data over the rest); the exceedance slots (every
+-- hour that ever had an exceeding record: a revision may make it compliant again); the first and last hour
+-- counted and the records of unknown outlets ('min_hour', 'max_hour', 'unknown').  Replaced rate_records, a row
+-- per hourly record (≈ 440 MB at 2 000 outlets at a month's end; migrated at start, _migrate_rate_records)
+CREATE TABLE IF NOT EXISTS rate_runs(
+    mn TEXT NOT NULL, pollutant TEXT NOT NULL, month INTEGER NOT NULL, runs BLOB NOT NULL,
+    PRIMARY KEY(mn, pollutant, month)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_exceed(
+    mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, code INTEGER NOT NULL,
+    PRIMARY KEY(mn, pollutant, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_bounds(
+    name TEXT PRIMARY KEY, value INTEGER
 ) WITHOUT ROWID;
 -- township rankings due (cems.service.compliance._gridrank): written with the grid_daily days that make them
 -- due, deleted once ranked (or given up), so that a restart ranks what a stop left
@@ -277,8 +290,93 @@ def load_state(conn: sqlite3.Connection) -> Stored:
     return Stored(outlets, subs, das, unacked)
 
 
-#: The stored rate rows in the table's key order (mn, pollutant, hour, source: the WITHOUT ROWID table's own
-#: order, no sort; tests/unit/test_state_persistence.py), each outlet and factor's rows together.
+def write_rate_changes(conn: sqlite3.Connection, changes: RateChanges) -> None:
+    """Write a :meth:`RateCounter.take_changes` (inside the caller's transaction): each changed month's value (an
+    empty one deletes its row), the exceedance slots and the bounds."""
+    put: list[tuple[str, str, int, bytes]] = []
+    gone: list[tuple[str, str, int]] = []
+    for mn, f, month, value in changes.month_rows():
+        if value:
+            put.append((mn, f, month, value))
+        else:
+            gone.append((mn, f, month))
+    if put:
+        conn.executemany("INSERT OR REPLACE INTO rate_runs(mn, pollutant, month, runs) VALUES (?,?,?,?)", put)
+    if gone:
+        conn.executemany("DELETE FROM rate_runs WHERE mn = ? AND pollutant = ? AND month = ?", gone)
+    if changes.exceed:
+        conn.executemany(
+            "INSERT OR REPLACE INTO rate_exceed(mn, pollutant, hour, code) VALUES (?,?,?,?)",
+            [e for e in changes.exceed if e[3] is not None],
+        )
+        conn.executemany(
+            "DELETE FROM rate_exceed WHERE mn = ? AND pollutant = ? AND hour = ?",
+            [e[:3] for e in changes.exceed if e[3] is None],
+        )
+    if changes.bounds is not None:
+        lo, hi, unknown = changes.bounds
+        conn.executemany(
+            "INSERT OR REPLACE INTO rate_bounds(name, value) VALUES (?,?)",
+            [("min_hour", lo), ("max_hour", hi), ("unknown", unknown)],
+        )
+
+
+#: The stored month values in the table's key order (the WITHOUT ROWID table's own: no sort).
+RATE_RUNS_SQL: Final = "SELECT mn, pollutant, month, runs FROM rate_runs ORDER BY mn, pollutant, month"
+#: Month values per :func:`restore_rate_state` chunk.
+RATE_RUNS_CHUNK: Final = 16_384
+
+
+def restore_rate_state(conn: sqlite3.Connection, rates: RateCounter, chunk: int = RATE_RUNS_CHUNK) -> int:
+    """Load the stored counter (``rate_runs``, ``rate_exceed``, ``rate_bounds``) into ``rates`` (a new one), in the
+    calling (database) thread, ``chunk`` rows at a time in the table's key order (an outlet and factor's months
+    together; one falling in two chunks is carried over).  Returns the month values read."""
+    n = 0
+    carry: list[tuple[str, str, int, bytes]] = []
+    cur = conn.execute(RATE_RUNS_SQL)
+    try:
+        while rows := cur.fetchmany(chunk):
+            n += len(rows)
+            rows = carry + rows
+            last = rows[-1][:2]
+            k = len(rows)
+            while k and rows[k - 1][:2] == last:
+                k -= 1
+            carry = rows[k:]
+            rates.restore_runs(rows[:k])
+    finally:
+        cur.close()
+    rates.restore_runs(carry)
+    rates.restore_exceed(conn.execute("SELECT mn, pollutant, hour, code FROM rate_exceed"))
+    bounds = dict(conn.execute("SELECT name, value FROM rate_bounds"))
+    rates.restore_bounds(bounds.get("min_hour"), bounds.get("max_hour"), bounds.get("unknown") or 0)
+    return n
+
+
+def migrate_rate_records(conn: sqlite3.Connection, rates: RateCounter) -> int:
+    """A state written before ``rate_runs`` keeps a row per hourly record in ``rate_records`` (or an outlet
+    imported from an export of that version holds some): count them into ``rates`` (restored from ``rate_runs``
+    first) by the rank rule, as the start-up did, write the whole counter as ``rate_runs`` rows and drop the old
+    table, in one transaction (a crash leaves the old table: done again at the next start).  Returns the rows
+    migrated (0: nothing to do)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rate_records'").fetchone() is None:
+        return 0
+    n = restore_rate_rows(conn, rates.add_rows)
+    with transaction(conn):
+        write_rate_changes(conn, rates.take_changes(everything=True))
+        conn.execute("DROP TABLE rate_records")
+    return n
+
+
+#: The table of a state before ``rate_runs``: a row per hourly record (read by :func:`migrate_rate_records`).
+RATE_RECORDS_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS rate_records(
+    mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
+    valid INTEGER NOT NULL, exceeds INTEGER NOT NULL,
+    PRIMARY KEY(mn, pollutant, hour, source)
+) WITHOUT ROWID"""
+#: The stored rate rows of a state before ``rate_runs`` (:func:`migrate_rate_records`) in the table's key order
+#: (mn, pollutant, hour, source: the WITHOUT ROWID table's own order, no sort; tests/unit/test_state_persistence.py),
+#: each outlet and factor's rows together.
 RATE_ROWS_SQL: Final = (
     "SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records ORDER BY mn, pollutant, hour, source"
 )
@@ -361,9 +459,13 @@ def _log_rows(journals: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> Iterator
             yield mn, max(map(_HOUR, journal)), encode_state(journal)
 
 
-def prune_rate_records(conn: sqlite3.Connection, before: int) -> None:
+def prune_rate_state(conn: sqlite3.Connection, before: int) -> None:
+    """Forget the counted months before the Beijing month of ``before`` (the live cut is a month's start,
+    as :meth:`RateCounter.prune`'s) and the exceedance slots before ``before``."""
+    d = datetime.fromtimestamp(before, BEIJING)
     with transaction(conn):
-        conn.execute("DELETE FROM rate_records WHERE hour < ?", (before,))
+        conn.execute("DELETE FROM rate_runs WHERE month < ?", (d.year * 100 + d.month,))
+        conn.execute("DELETE FROM rate_exceed WHERE hour < ?", (before,))
 
 
 def prune_archive(conn: sqlite3.Connection, before: int) -> None:
@@ -520,7 +622,7 @@ def encode_grid(grid: Mapping[str, dict[str, Any] | None]) -> dict[str, str | No
 def commit_state(
     conn: sqlite3.Connection,
     changes: Changes | EncodedChanges,
-    rate_rows: Sequence[tuple[Any, ...]],
+    rates: RateChanges | None,
     upserts: Sequence[EventRow],
     rows: Sequence[OutboxRow],
     now_ts: float,
@@ -531,7 +633,8 @@ def commit_state(
     stored: StoredRows | None = None,
 ) -> None:
     """One transaction: the changed outlet states, their journals (and the journal rows no longer needed),
-    the hours evicted from memory into ``hour_archive`` (``archived``), rate rows, events and alerts, and the
+    the hours evicted from memory into ``hour_archive`` (``archived``), the transmission counter's changes
+    (``rates``), events and alerts, and the
     township rankings the grid days make due (``rank_due``: kind, first and last day).
 
     ``changes``: as :meth:`~cems.engine.ComplianceEngine.take_changes` gives them (serialised here, one outlet
@@ -603,8 +706,8 @@ def commit_state(
                 ((key, state, now_ts) for key, state in grid_list if state is not None),
             )
             conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid_list if v is None])
-        if rate_rows:
-            conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rate_rows)
+        if rates:
+            write_rate_changes(conn, rates)
         if rank_due:
             conn.executemany("INSERT OR REPLACE INTO grid_rank_due(kind, first, last) VALUES (?,?,?)", rank_due)
         _upsert_events(conn, upserts, rows, now_ts)

@@ -30,18 +30,23 @@ from typing import Any, Final
 
 from cems.errors import ConfigError, ServiceError
 from cems.service.compliance._actions import ACTIONS_SCHEMA
-from cems.service.compliance._state import DB_FILE, STATE_SCHEMA, _migrate_ack_note
+from cems.service.compliance._state import DB_FILE, RATE_RECORDS_SCHEMA, STATE_SCHEMA, _migrate_ack_note
 from cems.service.outbox import OUTBOX_SCHEMA, StateDB, transaction
 
-#: The export's format (``cems state export``); :func:`import_outlets` refuses any other.
-FORMAT: Final = "cems-outlet-state/1"
+#: The export's format (``cems state export``); :func:`import_outlets` refuses any other but ``FORMAT_1``.
+FORMAT: Final = "cems-outlet-state/2"
+#: Exports before the transmission counter was stored per outlet, factor and month: a row per hourly record in
+#: ``rate_records``, written to that table here and migrated when the ingester starts (``migrate_rate_records``).
+FORMAT_1: Final = "cems-outlet-state/1"
+_RATE_RECORDS_1: Final = ("mn", "pollutant", "hour", "source", "valid", "exceeds")
 
 #: Per table, the columns copied.  ``hour_archive`` also holds an outlet's closed days under ``{mn}#daily``.
 _TABLES: Final[dict[str, tuple[str, ...]]] = {
     "outlet_state": ("mn", "state", "updated_ts"),
     "hour_log": ("mn", "last_hour", "entries"),
     "hour_archive": ("mn", "hour", "data"),
-    "rate_records": ("mn", "pollutant", "hour", "source", "valid", "exceeds"),
+    "rate_runs": ("mn", "pollutant", "month", "runs"),
+    "rate_exceed": ("mn", "pollutant", "hour", "code"),
     "marks": ("record_id", "mn", "kind", "received_ts", "json"),
     "events": (
         "event_id", "type", "mn", "enterprise", "district", "status", "json", "alerted_status", "alerted_key",
@@ -94,8 +99,9 @@ def export_outlets(conn: sqlite3.Connection, mns: Sequence[str], *, remove: bool
 def import_outlets(conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, int]:
     """Write an :func:`export_outlets` document into ``conn`` (one transaction); the rows written per table.
     Refused (nothing written) when an outlet already has state here."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_1):
         raise ConfigError(f"not an outlet state export (expected format {FORMAT!r})")
+    legacy = doc["format"] == FORMAT_1
     mns: Iterable[str] = doc["outlets"]
     tables: dict[str, list[list[Any]]] = doc["tables"]
     counts: dict[str, int] = {}
@@ -107,7 +113,11 @@ def import_outlets(conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, i
                         f"outlet {mn} already has state here ({table}): import it before the ingester first sees "
                         "the outlet's data"
                     )
-        for table, cols in _TABLES.items():
+        tables_cols = dict(_TABLES)
+        if legacy:  # (its counted hours as they were exported: migrated at the ingester's next start)
+            conn.execute(RATE_RECORDS_SCHEMA)
+            tables_cols["rate_records"] = _RATE_RECORDS_1
+        for table, cols in tables_cols.items():
             rows = [tuple(_decode(v) for v in r) for r in tables.get(table, [])]
             conn.executemany(
                 f"INSERT INTO {table}({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
