@@ -162,25 +162,16 @@ class StateDB:
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
 
     async def close(self) -> None:
-        if self._alerts is not None:
-            aconn, self._aconn = self._aconn, None
-            if aconn is not None:
-                await asyncio.get_running_loop().run_in_executor(self._alerts, aconn.close)
-            self._alerts.shutdown(wait=True)
-            self._alerts = None
-        if self._reader is not None:
-            rconn, self._rconn = self._rconn, None
-            if rconn is not None:
-                await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
-            self._reader.shutdown(wait=True)
-            self._reader = None
-        if self._executor is None:
-            return
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        """Close the alerts' and the reading connections, then the writer (each in its own thread, after what was
+        queued there), and stop their threads."""
+        lanes = ((self._alerts, self._aconn), (self._reader, self._rconn), (self._executor, self._conn))
+        self._alerts = self._reader = self._executor = None
+        self._aconn = self._rconn = self._conn = None
+        for executor, conn in lanes:
+            if executor is not None:
+                if conn is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+                executor.shutdown(wait=True)
 
 
 @contextlib.contextmanager
