@@ -159,10 +159,14 @@ _SOURCES = {2: "das_2061", 1: "minutes", 0: "realtime"}
 _PAGES = ("page_count", "freelist_count", "page_size")
 
 
-def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
+def restore(reg: Any, rates: RateCounter, mns: list[str], legacy: bool = True) -> dict[str, Any]:
     """The service's start-up (``ComplianceRuntime.start``): the counted hours as the stored ``rate_records`` rows
     (hour after hour, as written), restored into a new counter by ``add`` of each row's record and, when the
-    checkout has it, by ``RateCounter.add_rows``; CPU µs per row, and whether both give the counter filled."""
+    checkout has it, by ``RateCounter.add_rows``; CPU µs per row, and whether both give the counter filled.  Then
+    (``rate_runs``) the counter as it is stored now: rows, bytes, write and restore CPU seconds, and the migration
+    of the rows.  ``legacy=False``: only the stored counter (no row list: at 100 000 outlets it would not fit)."""
+    if not legacy:
+        return _restore_runs(reg, rates, [])
     from cems.service.compliance._state import rate_record
 
     by_hour: dict[int, list[tuple[str, str, int, str, bool, bool]]] = {}
@@ -189,51 +193,74 @@ def restore(reg: Any, rates: RateCounter, mns: list[str]) -> dict[str, Any]:
         many.add_rows(rows)
         out["add_rows_us_per_row"] = round((time.process_time() - c0) / len(rows) * 1e6, 3)
         out["add_rows_same"] = many.snapshot()["seen"] == want["seen"]
-    if hasattr(RateCounter, "take_changes"):  # the stored counter itself (rate_runs): bytes and start-up CPU
-        import sqlite3
-
-        from cems.service.compliance import _state
-        from cems.service.outbox import transaction
-
-        def used(conn: sqlite3.Connection) -> int:
-            (pages,), (free,), (size,) = (conn.execute(f"PRAGMA {p}").fetchone() for p in _PAGES)
-            return int((pages - free) * size)
-
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        conn.executescript(_state.STATE_SCHEMA)
-        empty = used(conn)
-        c0 = time.process_time()
-        with transaction(conn):
-            _state.write_rate_changes(conn, rates.take_changes(everything=True))
-        out["runs_write_s"] = round(time.process_time() - c0, 3)
-        out["runs_rows"] = conn.execute("SELECT count(*) FROM rate_runs").fetchone()[0]
-        out["runs_db_bytes"] = used(conn) - empty
-        back = RateCounter(reg)
-        gc.collect()
-        c0 = time.process_time()
-        _state.restore_rate_state(conn, back)
-        out["runs_restore_s"] = round(time.process_time() - c0, 3)
-        out["runs_same"] = back.snapshot()["seen"] == want["seen"]  # (fill() sets no bounds, restore widens them)
-        conn.close()
-        # the same hours as an earlier version stored them (a row per record), and their migration at start
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        conn.executescript(_state.STATE_SCHEMA)
-        conn.execute(_state.RATE_RECORDS_SCHEMA)
-        with transaction(conn):
-            conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
-        out["records_db_bytes"] = used(conn) - empty
-        moved = RateCounter(reg)
-        gc.collect()
-        c0 = time.process_time()
-        _state.restore_rate_state(conn, moved)
-        _state.migrate_rate_records(conn, moved)
-        out["migrate_s"] = round(time.process_time() - c0, 3)
-        out["migrate_same"] = moved.snapshot()["seen"] == want["seen"]
-        conn.close()
+    if hasattr(RateCounter, "take_changes"):
+        out.update(_restore_runs(reg, rates, rows))
     return out
 
 
-def measure(n_outlets: int, profile: str, days: int, seed: int, with_restore: bool = False) -> dict[str, Any]:
+def _hours_of(rates: RateCounter) -> dict[tuple[str, int], tuple[int, bytes]]:
+    """Each outlet and factor's counted hours: (first hour, stored byte of every hour), whatever the encoding."""
+    out: dict[tuple[str, int], tuple[int, bytes]] = {}
+    for mn, vals in rates._seen.items():
+        for i, r in enumerate(vals):
+            if r:
+                out[(mn, i)] = (transmission._HEAD.unpack_from(r)[0], transmission._dense(r))
+    return out
+
+
+def _restore_runs(reg: Any, rates: RateCounter, rows: list[Any]) -> dict[str, Any]:
+    """The stored counter itself (rate_runs): bytes and start-up CPU; with ``rows``, their migration."""
+    import sqlite3
+
+    from cems.service.compliance import _state
+    from cems.service.outbox import transaction
+
+    out: dict[str, Any] = {}
+    want = _hours_of(rates)
+
+    def used(conn: sqlite3.Connection) -> int:
+        (pages,), (free,), (size,) = (conn.execute(f"PRAGMA {p}").fetchone() for p in _PAGES)
+        return int((pages - free) * size)
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(_state.STATE_SCHEMA)
+    empty = used(conn)
+    c0 = time.process_time()
+    with transaction(conn):
+        _state.write_rate_changes(conn, rates.take_changes(everything=True))
+    out["runs_write_s"] = round(time.process_time() - c0, 3)
+    out["runs_rows"] = conn.execute("SELECT count(*) FROM rate_runs").fetchone()[0]
+    out["runs_db_bytes"] = used(conn) - empty
+    back = RateCounter(reg)
+    gc.collect()
+    c0 = time.process_time()
+    _state.restore_rate_state(conn, back)
+    out["runs_restore_s"] = round(time.process_time() - c0, 3)
+    out["runs_same"] = _hours_of(back) == want
+    conn.close()
+    if not rows:
+        return out
+    # the same hours as an earlier version stored them (a row per record), and their migration at start
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(_state.STATE_SCHEMA)
+    conn.execute(_state.RATE_RECORDS_SCHEMA)
+    with transaction(conn):
+        conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
+    out["records_db_bytes"] = used(conn) - empty
+    moved = RateCounter(reg)
+    gc.collect()
+    c0 = time.process_time()
+    _state.restore_rate_state(conn, moved)
+    _state.migrate_rate_records(conn, moved)
+    out["migrate_s"] = round(time.process_time() - c0, 3)
+    out["migrate_same"] = _hours_of(moved) == want
+    conn.close()
+    return out
+
+
+def measure(
+    n_outlets: int, profile: str, days: int, seed: int, with_restore: bool = False, legacy: bool = True
+) -> dict[str, Any]:
     reg = parse_registry(_data.registry_toml(n_outlets))
     rates = RateCounter(reg)
     mns = sorted(i.outlet.mn for i in reg.outlets())
@@ -266,7 +293,7 @@ def measure(n_outlets: int, profile: str, days: int, seed: int, with_restore: bo
         "hours_set": n,
         "us_per_hour_set": round(cpu / n * 1e6, 3),
         "digest": h.hexdigest()[:16],
-        **(restore(reg, rates, mns) if with_restore else {}),
+        **(restore(reg, rates, mns, legacy) if with_restore else {}),
     }
 
 
@@ -338,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--restore", action="store_true", help="also time the start-up's restore of the stored rows")
     ap.add_argument(
+        "--runs-only", action="store_true", help="with --restore: only the stored counter (rate_runs), no row list"
+    )
+    ap.add_argument(
         "--serve",
         nargs=argparse.REMAINDER,
         default=None,
@@ -350,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in a.profiles.split(","):
         if p not in PROFILES:
             ap.error(f"unknown profile {p!r}")
-        print(json.dumps(measure(a.outlets, p, a.days, a.seed, a.restore)), flush=True)
+        print(json.dumps(measure(a.outlets, p, a.days, a.seed, a.restore, not a.runs_only)), flush=True)
 
 
 if __name__ == "__main__":
