@@ -250,8 +250,8 @@ def _restore_runs(reg: Any, rates: RateCounter, rows: list[Any]) -> dict[str, An
     moved = RateCounter(reg)
     gc.collect()
     c0 = time.process_time()
+    _state.migrate_rate_records(conn)
     _state.restore_rate_state(conn, moved)
-    _state.migrate_rate_records(conn, moved)
     out["migrate_s"] = round(time.process_time() - c0, 3)
     out["migrate_same"] = _hours_of(moved) == want
     conn.close()

@@ -165,8 +165,8 @@ def _runs_of(r: bytes) -> tuple[int, int, list[tuple[int, int]]]:
     return s, n, list(zip(r[8::2], r[9::2], strict=True))
 
 
-def _from_dense(s: int, raw: bytes | bytearray) -> bytes:
-    """The value of the stored bytes of the hours from ``s`` (hour number)."""
+def _from_dense(s: int, raw: bytes | bytearray, intern: bool = True) -> bytes:
+    """The value of the stored bytes of the hours from ``s`` (hour number) (``intern``: as :func:`_encode`)."""
     t = raw.lstrip(b"\0")
     s += len(raw) - len(t)
     t = bytes(t.rstrip(b"\0"))
@@ -175,7 +175,7 @@ def _from_dense(s: int, raw: bytes | bytearray) -> bytes:
         x = int.from_bytes(t[:-1], "little") ^ int.from_bytes(t[1:], "little")
         if 2 * (n - x.to_bytes(n - 1, "little").count(0)) > n // 4 + _SLACK:
             return _HEAD.pack(s, n | _DENSE) + t
-    return _encode(s, [(m.end() - m.start(), t[m.start()]) for m in _RUN_RE.finditer(t)])
+    return _encode(s, [(m.end() - m.start(), t[m.start()]) for m in _RUN_RE.finditer(t)], intern)
 
 
 def _dense(r: bytes) -> bytes:
@@ -400,6 +400,54 @@ def month_value(r: bytes, month: int) -> bytes:
         if pos >= b:
             break
     return _encode(max(s, a), out, intern=False) if out else b""
+
+
+def value_items(r: bytes) -> list[tuple[int, int]]:
+    """(hour start epoch, code) of a stored value, ascending."""
+    return _items(r)
+
+
+def month_values(codes: Mapping[int, int]) -> list[tuple[int, bytes]]:
+    """The month values (YYYYMM, :func:`month_value`) of an outlet·factor's codes (hour start epoch → code), not
+    interned: what the migration of an earlier version's rows writes (``migrate_rate_records``)."""
+    by_month: dict[int, dict[int, int]] = {}
+    for h, code in codes.items():
+        if h % 3600 or not 0 <= code < 255:
+            raise ValueError(f"not an hour start or a code: {h}, {code}")
+        by_month.setdefault(_month_of_day(_day_index(h)), {})[h // 3600] = code
+    out: list[tuple[int, bytes]] = []
+    for month in sorted(by_month):
+        hours = by_month[month]
+        a = min(hours)
+        dense = bytearray(max(hours) + 1 - a)
+        for k, code in hours.items():
+            dense[k - a] = code + 1
+        out.append((month, _from_dense(a, dense, intern=False)))
+    return out
+
+
+def rank_rows(
+    rows: Iterable[tuple[int, str, Any, Any]], codes: dict[int, int], exceed: dict[int, int]
+) -> tuple[int, int] | None:
+    """One outlet·pollutant's stored rows of an earlier version (hour epoch, source, valid, exceeds), in order, by
+    :meth:`RateCounter.add`'s rank rule: into ``codes`` (hour start → ``rank * 2 + valid``: a code replaces one of
+    the same or a lower rank) and ``exceed`` (hour start → ``rank * 2 + exceeds``, for hours that ever exceeded).
+    Returns the first and last hour (``None``: no row)."""
+    lo = hi = None
+    for hour, source, valid, exceeds in rows:
+        h = int(hour)
+        h -= h % 3600
+        lo = h if lo is None or h < lo else lo
+        hi = h if hi is None or h > hi else hi
+        rank = _RANK.get(source, 0)
+        eold = exceed.get(h)
+        if (eold is not None or exceeds) and (eold is None or rank >= eold >> 1):
+            exceed[h] = rank * 2 + (1 if exceeds else 0)
+        code = rank * 2 + (1 if valid else 0)
+        old = codes.get(h)
+        if old is None or code >> 1 >= old >> 1:
+            codes[h] = code
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def _joined(parts: Sequence[bytes]) -> bytes:
@@ -952,6 +1000,7 @@ class RateCounter:
             del self._exceed[key]
         if self._min_hour is not None and self._min_hour < cut:
             self._min_hour = int(cut)
+            self._bounds_dirty = True
         yield dropped
 
     def add_all(self, records: Iterable[HourlyRecord]) -> None:

@@ -165,38 +165,96 @@ def _rows(n: int) -> list[tuple[Any, ...]]:
     ]
 
 
-def test_a_state_of_an_earlier_version_is_migrated_once() -> None:
-    """``rate_records`` rows (a row per hourly record) are counted into the counter by the rank rule, written as
-    ``rate_runs`` and dropped, in one transaction; the next start restores the same counter from ``rate_runs``;
-    an earlier version's rows imported later (``cems state import`` of a version-1 export) join the rest."""
+def _counted(rc: RateCounter) -> tuple[object, ...]:
+    """The counted hours and exceedances (what a migration must keep; its bounds may be wider and it counts no
+    unknown records: the rows of outlets not in the registry are kept, not counted)."""
+    return (_hours(rc), rc._exceed)
+
+
+def _legacy(rows: list[tuple[Any, ...]]) -> sqlite3.Connection:
     conn = _db()
     conn.execute(RATE_RECORDS_SCHEMA)
-    rows = _rows(24 * 40)
     conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
+    return conn
+
+
+def test_a_state_of_an_earlier_version_is_migrated_once() -> None:
+    """``rate_records`` rows (a row per hourly record) become each outlet·pollutant's month values and exceedance
+    slots by the rank rule, the old table dropped, in one transaction: the restored counter is the one the old
+    start-up (``add_rows`` of every row) gave; a second migration does nothing; version-1 rows imported later join
+    the stored counter."""
+    rows = _rows(24 * 40)
+    conn = _legacy(rows)
     want = RateCounter(REG)
     want.add_rows(rows)
+    assert migrate_rate_records(conn, chunk=7) == len(rows)
     got = RateCounter(REG)
     restore_rate_state(conn, got)
-    assert migrate_rate_records(conn, got) == len(rows)
-    assert _state(got) == _state(want)
+    assert _counted(got) == _counted(want) and (got._min_hour, got._max_hour) == (want._min_hour, want._max_hour)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'rate_records'").fetchone() is None
-    runs = conn.execute("SELECT count(*), sum(length(runs)) FROM rate_runs").fetchone()
-    assert runs[0] == 2 * 2 * 2  # outlets A, B × assessed factors here × March, April
+    # outlets A, B, Z (kept: not counted until the registry lists it) × a21026, a21002, a19001 × March, April
+    assert conn.execute("SELECT count(*) FROM rate_runs").fetchone()[0] == 3 * 3 * 2
+    assert migrate_rate_records(conn) == 0
+    # version-1 rows of one more hour beside the stored counter: both kept, by the rank rule
+    conn.execute(RATE_RECORDS_SCHEMA)
+    late = [
+        ("B", "a21026", _H0 + 24 * 45 * 3600, SOURCE_DAS, True, True),
+        ("A", "a21026", _H0, SOURCE_REALTIME, False, True),  # (a lower rank than the stored DAS hour: ignored)
+    ]
+    conn.executemany("INSERT INTO rate_records VALUES (?,?,?,?,?,?)", late)
+    assert migrate_rate_records(conn) == 2
+    want.add_rows(late)
     again = RateCounter(REG)
     restore_rate_state(conn, again)
-    assert migrate_rate_records(conn, again) == 0
-    assert _state(again) == _state(want)
-    # version-1 rows of one more hour imported beside the stored counter: both kept
-    conn.execute(RATE_RECORDS_SCHEMA)
-    late = [("B", "a21026", _H0 + 24 * 45 * 3600, SOURCE_DAS, True, True)]
-    conn.executemany("INSERT INTO rate_records VALUES (?,?,?,?,?,?)", late)
-    third = RateCounter(REG)
-    restore_rate_state(conn, third)
-    assert migrate_rate_records(conn, third) == 1
-    want.add_rows(late)
-    fourth = RateCounter(REG)
-    restore_rate_state(conn, fourth)
-    assert _state(fourth) == _state(third) == _state(want)
+    assert _counted(again) == _counted(want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_record, max_size=150), st.integers(1, 40))
+def test_the_migration_gives_the_counter_the_old_start_up_gave(rows: list[Any], chunk: int) -> None:
+    """Whatever the rows (several sources of an hour, hours not on the hour, outlets not in the registry,
+    pollutants not assessed) and the chunk they are read in, the migrated state restores the counted hours and
+    exceedances that ``add_rows`` of every row (the old start-up) counted."""
+    conn = _legacy(rows)
+    want = RateCounter(REG)
+    want.add_rows(list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records")))
+    assert migrate_rate_records(conn, chunk) == len({r[:4] for r in rows})
+    got = RateCounter(REG)
+    restore_rate_state(conn, got)
+    assert _counted(got) == _counted(want)
+
+
+def test_the_rows_of_an_outlet_not_yet_in_the_registry_survive_the_migration() -> None:
+    """An outlet's rows imported before the registry lists it are kept and counted once it does (the migration
+    needs no registry)."""
+    conn = _legacy([("B", "a21026", _H0, SOURCE_DAS, True, False), ("A", "a21026", _H0, SOURCE_DAS, True, False)])
+    only_a = parse_registry(
+        '[city]\nname="c"\n[[district]]\ncode="D"\nname="d"\n[[enterprise]]\nid="E"\nname="e"\ndistrict="D"\n'
+        '[[enterprise.outlet]]\nmn="A"\nname="a"\nprofile="coal_power_ultra_low"\nrtd_interval_s=60\n'
+    )
+    migrate_rate_records(conn)
+    first = RateCounter(only_a)
+    restore_rate_state(conn, first)
+    assert set(first._seen) == {"A"}
+    later = RateCounter(REG)
+    restore_rate_state(conn, later)
+    assert set(later._seen) == {"A", "B"}
+
+
+def test_a_prune_moves_the_stored_first_hour() -> None:
+    """The counter's first hour after a prune is stored with the next commit: a restart restores it."""
+    conn = _db()
+    rc = RateCounter(REG)
+    for k in (0, 24 * 31, 24 * 62):
+        rc.add(rate_record("A", "a21026", _H0 + k * 3600, SOURCE_DAS, True, False))
+    _commit(conn, rc)
+    cut = datetime(2026, 4, 1, tzinfo=BEIJING)
+    rc.prune(cut)
+    prune_rate_state(conn, int(cut.timestamp()))
+    _commit(conn, rc)
+    back = RateCounter(REG)
+    restore_rate_state(conn, back)
+    assert back._min_hour == rc._min_hour == int(cut.timestamp()) and back._max_hour == rc._max_hour
 
 
 def test_an_export_of_the_earlier_version_is_imported_and_migrated(tmp_path: Any) -> None:
@@ -215,9 +273,9 @@ def test_an_export_of_the_earlier_version_is_imported_and_migrated(tmp_path: Any
     }
     with stopped_state(tmp_path / "s") as conn:
         assert import_outlets(conn, doc)["rate_records"] == 2
+        assert migrate_rate_records(conn) == 0  # (migrated by the import)
         rc = RateCounter(REG)
         restore_rate_state(conn, rc)
-        assert migrate_rate_records(conn, rc) == 2
         assert rc.snapshot()["seen"] == {"A": {"a21026": [[h, 5]]}}  # (DAS, valid: rank 2 × 2 + 1)
         out = export_outlets(conn, ["A"])
     assert out["format"] == FORMAT and "rate_records" not in out["tables"]
@@ -228,3 +286,20 @@ def test_an_export_of_the_earlier_version_is_imported_and_migrated(tmp_path: Any
         back = RateCounter(REG)
         restore_rate_state(conn, back)
         assert back.snapshot()["seen"] == rc.snapshot()["seen"] and back._exceed == rc._exceed
+
+
+def test_an_export_from_a_state_of_the_earlier_version_carries_its_counted_hours(tmp_path: Any) -> None:
+    """``cems state export`` (or ``adopt``) on a state directory of the earlier version that no ingester has
+    started since the upgrade: the rows are migrated when the state is opened, so the export carries them and
+    ``--remove`` leaves none behind."""
+    from cems.service.compliance._transfer import export_outlets, stopped_state
+
+    h = _H0 + 7 * 3600
+    with stopped_state(tmp_path / "old") as conn:
+        conn.execute("INSERT INTO outlet_state(mn, state, updated_ts) VALUES ('A', '{}', 0)")
+        conn.execute(RATE_RECORDS_SCHEMA)
+        conn.execute("INSERT INTO rate_records VALUES ('A', 'a21026', ?, ?, 1, 0)", (h, SOURCE_DAS))
+    with stopped_state(tmp_path / "old") as conn:
+        doc = export_outlets(conn, ["A"], remove=True)
+        assert conn.execute("SELECT count(*) FROM rate_runs").fetchone()[0] == 0
+    assert [r[:3] for r in doc["tables"]["rate_runs"]] == [["A", "a21026", 202603]]

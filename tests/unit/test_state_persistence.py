@@ -27,7 +27,7 @@ from cems.service.compliance._state import (
     commit_state,
     encode_state,
     load_state,
-    restore_rate_rows,
+    migrate_rate_records,
     restore_rate_state,
     with_open_hours,
 )
@@ -309,10 +309,6 @@ _rate_row = st.tuples(
 )
 
 
-def _counter_state(rc: RateCounter) -> tuple[object, ...]:
-    return (list(rc._seen.items()), list(rc._exceed.items()), rc._min_hour, rc._max_hour, rc.unknown)
-
-
 @settings(max_examples=120, deadline=None)
 @given(st.lists(_rate_row, max_size=150), st.integers(1, 40))
 @example(  # one outlet and factor's hours of two ranks, a chunk boundary between every row
@@ -322,26 +318,23 @@ def _counter_state(rc: RateCounter) -> tuple[object, ...]:
     ],
     1,
 )
-def test_the_rate_rows_restored_in_chunks_give_the_counter_of_one_list(rows: list[Any], chunk: int) -> None:
-    """The start-up's restore a chunk at a time (``restore_rate_rows``) gives the counter the old single list of
-    every stored row gave, byte for byte: the same counted hours (an outlet and factor's rows cut by a chunk
-    boundary or not), exceedances, first and last hours and unknown records."""
-    conn = sqlite3.connect(":memory:")
+def test_the_rate_rows_migrated_in_chunks_give_the_counter_of_one_list(rows: list[Any], chunk: int) -> None:
+    """A state of an earlier version (a row per hourly record in ``rate_records``) migrated a chunk at a time
+    (``migrate_rate_records``) restores the counter the old start-up's single list of every stored row gave: the
+    same counted hours (an outlet and factor's rows cut by a chunk boundary or not) and exceedances; its first and
+    last hours are those of every row (outlets not in the registry too: their rows are kept)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.executescript(STATE_SCHEMA)
-    conn.execute(RATE_RECORDS_SCHEMA)  # (a state of an earlier version: migrate_rate_records reads it so)
+    conn.execute(RATE_RECORDS_SCHEMA)
     conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
     old, new = RateCounter(REG), RateCounter(REG)
-    old.add_rows(list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records")))
-    calls: list[int] = []
-
-    def add_rows(part: list[tuple[Any, ...]]) -> None:
-        calls.append(len(part))
-        new.add_rows(part)
-
-    assert restore_rate_rows(conn, add_rows, chunk) == len(set(r[:4] for r in rows))
-    assert sum(calls) == len(set(r[:4] for r in rows)) and all(0 < n <= chunk for n in calls)
-    assert _counter_state(new) == _counter_state(old)
-    assert new.snapshot() == old.snapshot()
+    stored = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
+    old.add_rows(stored)
+    assert migrate_rate_records(conn, chunk) == len(set(r[:4] for r in rows))
+    restore_rate_state(conn, new)
+    assert new.snapshot()["seen"] == old.snapshot()["seen"] and new._exceed == old._exceed
+    hours = [int(r[2]) - int(r[2]) % 3600 for r in stored]
+    assert (new._min_hour, new._max_hour) == ((min(hours), max(hours)) if hours else (None, None))
 
 
 def test_the_rate_rows_are_read_in_key_order_without_a_sort() -> None:

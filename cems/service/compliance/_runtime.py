@@ -398,14 +398,14 @@ class ComplianceRuntime:
         except (ValueError, KeyError, TypeError) as e:
             log.warning("cannot restore the grid engine state (%s): starting it afresh", e)
             self.grid = GridEngine(self.registry, lateness=self.config.lateness, hold=self.config.hold)
-        # the stored transmission counter, a chunk at a time in the database thread (the engine is not used on the
-        # loop before open() returns); then the rows of a state of an earlier version, a row per hourly record
+        # a state of an earlier version (a row per hourly record) migrated first; then the stored transmission
+        # counter, a chunk at a time in the database thread (the engine is not used on the loop before open() returns)
         # (issue 20: ≈ 450 M rows at a month's end at 100 000 outlets, now a value per outlet, factor and month)
         rates = self.engine.rates
-        await self.db.call(lambda c: restore_rate_state(c, rates))
-        migrated = await self.db.call(lambda c: migrate_rate_records(c, rates))
+        migrated = await self.db.call(migrate_rate_records)
         if migrated:
             log.info("transmission counter: %d rate records of an earlier version migrated to rate_runs", migrated)
+        await self.db.call(lambda c: restore_rate_state(c, rates))
         self.engine.rates.outlets_by_mn()  # sorted once now, not on the loop at the first rate write (issue 20)
         marks = await self.db.call(load_marks)
         self.engine.load_marks(marks)  # their effects are in the restored outlet states

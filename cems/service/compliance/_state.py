@@ -25,7 +25,7 @@ from cems.model import BEIJING
 from cems.protocol.mark import MarkRecord
 from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, UPDATED, Event
 from cems.rules.hourly import HourlyRecord
-from cems.rules.transmission import RateChanges, RateCounter
+from cems.rules.transmission import RateChanges, RateCounter, month_values, rank_rows, value_items
 from cems.service.outbox import (
     OutboxRow,
     enqueue,
@@ -353,21 +353,6 @@ def restore_rate_state(conn: sqlite3.Connection, rates: RateCounter, chunk: int 
     return n
 
 
-def migrate_rate_records(conn: sqlite3.Connection, rates: RateCounter) -> int:
-    """A state written before ``rate_runs`` keeps a row per hourly record in ``rate_records`` (or an outlet
-    imported from an export of that version holds some): count them into ``rates`` (restored from ``rate_runs``
-    first) by the rank rule, as the start-up did, write the whole counter as ``rate_runs`` rows and drop the old
-    table, in one transaction (a crash leaves the old table: done again at the next start).  Returns the rows
-    migrated (0: nothing to do)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rate_records'").fetchone() is None:
-        return 0
-    n = restore_rate_rows(conn, rates.add_rows)
-    with transaction(conn):
-        write_rate_changes(conn, rates.take_changes(everything=True))
-        conn.execute("DROP TABLE rate_records")
-    return n
-
-
 #: The table of a state before ``rate_runs``: a row per hourly record (read by :func:`migrate_rate_records`).
 RATE_RECORDS_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS rate_records(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, hour INTEGER NOT NULL, source TEXT NOT NULL,
@@ -380,32 +365,64 @@ RATE_RECORDS_SCHEMA: Final = """CREATE TABLE IF NOT EXISTS rate_records(
 RATE_ROWS_SQL: Final = (
     "SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records ORDER BY mn, pollutant, hour, source"
 )
-#: Rows per :func:`restore_rate_rows` chunk: a few MB of row tuples at most, whatever the table holds.
+#: Rows per read of the migration (:func:`migrate_rate_records`): a few MB of row tuples at most, whatever the
+#: table holds (at a month's end ≈ 446 M rows at 100 000 outlets).
 RATE_ROWS_CHUNK: Final = 16_384
 
 
-def restore_rate_rows(
-    conn: sqlite3.Connection,
-    add_rows: Callable[[list[tuple[Any, ...]]], None],
-    chunk: int = RATE_ROWS_CHUNK,
-) -> int:
-    """Feed the stored rate rows to ``add_rows`` (``RateCounter.add_rows``) ``chunk`` rows at a time, in the
-    table's key order, in the calling (database) thread; returns how many rows.  The start-up's memory then no
-    longer grows with the table (at a month's end ≈ 1 400 hours × 3 factors per outlet: ≈ 450 M rows at
-    100 000 outlets, tens of GB as one list; issue 20).  An outlet and factor's rows may fall in two chunks:
-    ``add_rows`` merges them with the hours already counted by the same rank rule, so the counter is the one a
-    single call with every row gives (tests/unit/test_state_persistence.py)."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be at least 1, not {chunk}")
-    cur = conn.execute(RATE_ROWS_SQL)
+def migrate_rate_records(conn: sqlite3.Connection, chunk: int = RATE_ROWS_CHUNK) -> int:
+    """A state written before ``rate_runs`` keeps a row per hourly record in ``rate_records`` (so does a
+    ``cems-outlet-state/1`` export imported): turn each outlet·pollutant's rows into its month values and
+    exceedance slots by the counter's rank rule (:func:`~cems.rules.transmission.rank_rows`, merged with any it
+    already has here), widen the stored first and last hour, and drop the old table, in one transaction (a crash
+    leaves the old table: done again next time; the rank rule gives the same values again).  It needs no registry:
+    the rows of every outlet and pollutant are kept (the restore counts those of the registry's outlets and
+    assessed factors; an outlet added to the registry later is counted then).  Run at start
+    (``ComplianceRuntime.open``) and on a stopped state (``cems state export/import/adopt``).  Returns the rows
+    migrated (0: nothing to do)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rate_records'").fetchone() is None:
+        return 0
     n = 0
-    try:
-        while rows := cur.fetchmany(chunk):
-            n += len(rows)
-            add_rows(rows)
-            del rows
-    finally:
+    lo: int | None = None
+    hi: int | None = None
+    with transaction(conn):
+        cur = conn.execute(RATE_ROWS_SQL)
+        rows = itertools.chain.from_iterable(iter(lambda: cur.fetchmany(chunk), []))
+        for (mn, p), group in itertools.groupby(rows, key=operator.itemgetter(0, 1)):
+            codes: dict[int, int] = {}
+            for (runs,) in conn.execute(
+                "SELECT runs FROM rate_runs WHERE mn = ? AND pollutant = ? ORDER BY month", (mn, p)
+            ):
+                codes.update(value_items(runs))
+            exceed = dict(conn.execute("SELECT hour, code FROM rate_exceed WHERE mn = ? AND pollutant = ?", (mn, p)))
+            mine = [(r[2], r[3], r[4], r[5]) for r in group]
+            got = rank_rows(mine, codes, exceed)
+            if got is None:  # pragma: no cover - a group has a row
+                continue
+            n += len(mine)
+            conn.executemany(
+                "INSERT OR REPLACE INTO rate_runs(mn, pollutant, month, runs) VALUES (?,?,?,?)",
+                [(mn, p, month, value) for month, value in month_values(codes)],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO rate_exceed(mn, pollutant, hour, code) VALUES (?,?,?,?)",
+                [(mn, p, h, code) for h, code in exceed.items()],
+            )
+            lo = got[0] if lo is None else min(lo, got[0])
+            hi = got[1] if hi is None else max(hi, got[1])
         cur.close()
+        if lo is not None and hi is not None:
+            bounds = dict(conn.execute("SELECT name, value FROM rate_bounds"))
+            old_lo, old_hi = bounds.get("min_hour"), bounds.get("max_hour")
+            conn.executemany(
+                "INSERT OR REPLACE INTO rate_bounds(name, value) VALUES (?,?)",
+                [
+                    ("min_hour", lo if old_lo is None else min(lo, old_lo)),
+                    ("max_hour", hi if old_hi is None else max(hi, old_hi)),
+                    ("unknown", bounds.get("unknown") or 0),
+                ],
+            )
+        conn.execute("DROP TABLE rate_records")
     return n
 
 

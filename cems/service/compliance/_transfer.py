@@ -30,13 +30,19 @@ from typing import Any, Final
 
 from cems.errors import ConfigError, ServiceError
 from cems.service.compliance._actions import ACTIONS_SCHEMA
-from cems.service.compliance._state import DB_FILE, RATE_RECORDS_SCHEMA, STATE_SCHEMA, _migrate_ack_note
+from cems.service.compliance._state import (
+    DB_FILE,
+    RATE_RECORDS_SCHEMA,
+    STATE_SCHEMA,
+    _migrate_ack_note,
+    migrate_rate_records,
+)
 from cems.service.outbox import OUTBOX_SCHEMA, StateDB, transaction
 
 #: The export's format (``cems state export``); :func:`import_outlets` refuses any other but ``FORMAT_1``.
 FORMAT: Final = "cems-outlet-state/2"
 #: Exports before the transmission counter was stored per outlet, factor and month: a row per hourly record in
-#: ``rate_records``, written to that table here and migrated when the ingester starts (``migrate_rate_records``).
+#: ``rate_records``, written to that table here and migrated at once (``migrate_rate_records``).
 FORMAT_1: Final = "cems-outlet-state/1"
 _RATE_RECORDS_1: Final = ("mn", "pollutant", "hour", "source", "valid", "exceeds")
 
@@ -124,6 +130,8 @@ def import_outlets(conn: sqlite3.Connection, doc: dict[str, Any]) -> dict[str, i
                 rows,
             )
             counts[table] = len(rows)
+    if legacy:
+        migrate_rate_records(conn)
     return counts
 
 
@@ -196,6 +204,7 @@ def stopped_state(state_dir: Path) -> Iterator[sqlite3.Connection]:
         conn = StateDB(state_dir / DB_FILE, (OUTBOX_SCHEMA, STATE_SCHEMA, ACTIONS_SCHEMA))._connect()
         try:
             _migrate_ack_note(conn)
+            migrate_rate_records(conn)  # (an export must carry the counted hours of a state of an earlier version)
             yield conn
         finally:
             conn.close()
