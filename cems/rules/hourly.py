@@ -503,8 +503,8 @@ class _OpenHours(list[_HourAcc]):
 class HourArchive(Protocol):
     """Where an outlet's emitted hours go when they leave memory, until their repair deadline (late data of
     such an hour are merged exactly: :meth:`OutletHourly.feed`).  Live: the ingester's SQLite state (written
-    with the next commit); replay: a temporary SQLite file.  Keys: outlet MN and hour start (epoch s); values:
-    :func:`pack_hour` bytes."""
+    with the next commit); replay: a temporary SQLite file (the newest hours kept unpacked in memory, bounded).
+    Keys: outlet MN and hour start (epoch s); values: :func:`pack_hour` bytes."""
 
     def put(self, mn: str, hour: int, data: bytes) -> None: ...
 
