@@ -38,7 +38,7 @@ from cems.decode import decode_hj212, decode_hj212_text, decode_message
 from cems.engine import ComplianceEngine, EngineOutput, merge_parts
 from cems.errors import RejectedMessage
 from cems.hour_archive import TempHourArchive
-from cems.model import BEIJING, Reading, Stream
+from cems.model import Reading, Stream, beijing_ts
 from cems.protocol.mark import MarkRecord
 from cems.protocol.payload import decode_payload
 from cems.registry import GridSensor, OutletInfo, Registry
@@ -254,8 +254,7 @@ def _in_order(items: Iterable[tuple[Reading, OutletInfo]], window: int) -> Itera
         return merge_parts(out)
 
     for seq, (r, info) in enumerate(items):
-        dt = r.data_time
-        ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
+        ts = beijing_ts(r.data_time)  # (remembered: the trackers convert it again)
         if not fifo or ts >= fifo[-1][0]:
             append((ts, seq, r, info))
         else:

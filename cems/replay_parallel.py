@@ -49,7 +49,7 @@ from typing import Any, BinaryIO, Final
 from cems.engine import ComplianceEngine, merge_parts
 from cems.errors import RejectedMessage, ServiceError
 from cems.hour_archive import TempHourArchive
-from cems.model import BEIJING, Reading
+from cems.model import BEIJING, Reading, beijing_ts
 from cems.protocol.mark import MarkRecord
 from cems.registry import OutletInfo, Registry
 from cems.replay import (
@@ -498,8 +498,7 @@ class _Worker:
             if mine_mn(r.mn) != w:  # the MN read cheaply was wrong: the parent replays in one process
                 log.warning("replay worker %d: line %d: decoded MN %r is not the one read", w + 1, idx + 1, r.mn)
                 raise SystemExit(_MISROUTED)
-            dt = r.data_time
-            ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
+            ts = beijing_ts(r.data_time)  # (remembered: the trackers convert it again)
             own.append((ts, idx))
             self.mine[idx] = (r, info)
         return own
@@ -562,8 +561,7 @@ class _Worker:
             return
         if self.router.owner_of(r.mn.encode("utf-8")) == w:
             res.values_dropped += len(r.dropped)
-            dt = r.data_time
-            ts = dt.timestamp() if dt.tzinfo is not None else dt.replace(tzinfo=BEIJING).timestamp()
+            ts = beijing_ts(r.data_time)  # (remembered: the trackers convert it again)
             own.append((ts, idx))
             self.mine[idx] = (r, info)
 

@@ -106,8 +106,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env: En
         type=float,
         default=None,
         help="hours an emitted hour keeps its sub-values in memory (default 3; up to 240, the repair window); after "
-        "that they wait in an archive on disk until the repair deadline, so late data revise the hour exactly "
-        "either way: this only trades memory for disk reads [CEMS_LATE_HOLD_HOURS]",
+        "that they wait in an archive until the repair deadline (the newest ≈ 16 MB of them unpacked in memory, "
+        "the rest packed on disk), so late data revise the hour exactly either way: this only trades memory for "
+        "disk reads [CEMS_LATE_HOLD_HOURS]",
     )
     rp.add_argument(
         "--workers",

@@ -25,7 +25,7 @@ def measure(days: int, hold: timedelta, archived: bool) -> dict[str, Any]:
     items = load_readings(registry, replay_lines(days), "hj212")
     gc.collect()
     tracemalloc.start()
-    archive = TempHourArchive() if archived else None
+    archive = TempHourArchive(held=0) if archived else None  # every archived hour packed on disk (not in memory)
     engine = ComplianceEngine(registry, journal=False, hold=hold, archive=archive)
     base = tracemalloc.get_traced_memory()[0]
     for reading, info in items:

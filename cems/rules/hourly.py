@@ -319,6 +319,22 @@ class HourlyRecord:
 def repair_deadline(hour: int, window: timedelta = REPAIR_WINDOW) -> int:
     """When the hour starting at ``hour`` (epoch s) becomes final (epoch s): ``window`` after its end, and no
     later than the end of the ``MONTH_FINAL_DAY``-th of the next Beijing month (DOMAIN.md §5, §9)."""
+    key = (hour, window)
+    d = _deadlines.get(key)
+    if d is None:
+        if len(_deadlines) >= _DEADLINES_KEPT:
+            _deadlines.clear()
+        d = _deadlines[key] = _repair_deadline(hour, window)
+    return d
+
+
+#: :func:`repair_deadline` remembered (CPU, issue 20: the aggregators ask for the same few hours at every
+#: reading or hour closed, ≈ 2 µs a computation); cleared when full.
+_deadlines: dict[tuple[int, timedelta], int] = {}
+_DEADLINES_KEPT: Final = 1 << 14
+
+
+def _repair_deadline(hour: int, window: timedelta) -> int:
     d = datetime.fromtimestamp(hour, BEIJING)
     y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
     month_final = datetime(y, m, MONTH_FINAL_DAY, tzinfo=BEIJING) + timedelta(days=1)
@@ -487,10 +503,15 @@ class _OpenHours(list[_HourAcc]):
 class HourArchive(Protocol):
     """Where an outlet's emitted hours go when they leave memory, until their repair deadline (late data of
     such an hour are merged exactly: :meth:`OutletHourly.feed`).  Live: the ingester's SQLite state (written
-    with the next commit); replay: a temporary SQLite file.  Keys: outlet MN and hour start (epoch s); values:
-    :func:`pack_hour` bytes."""
+    with the next commit); replay: a temporary SQLite file (the newest hours kept unpacked in memory, bounded).
+    Keys: outlet MN and hour start (epoch s); values: :func:`pack_hour` bytes."""
 
     def put(self, mn: str, hour: int, data: bytes) -> None: ...
+
+    def put_hour(self, mn: str, hour: int, acc: _HourAcc) -> None:
+        """Keep hour ``acc`` (no longer referenced by the aggregator): as ``put(mn, hour, pack_hour(acc))``, the
+        packing left to the archive (replay packs only what it must write to disk)."""
+        ...
 
     def get(self, mn: str, hour: int) -> bytes | None: ...
 
@@ -906,7 +927,7 @@ class OutletHourly:
             for h in sorted(old):
                 acc = self._open.take(h)
                 if archive is not None:
-                    archive.put(self.mn, h, pack_hour(acc))
+                    archive.put_hour(self.mn, h, acc)
                 if touched:
                     touched.pop(h, None)
                 if self._was_evicted(h):

@@ -82,7 +82,7 @@ from cems.rules.hourly import (
     with_code,
 )
 from cems.rules.limits import LimitSchedule
-from cems.rules.o2 import DEFAULT_MAX_O2, correct, zs_agrees
+from cems.rules.o2 import DEFAULT_MAX_O2, O2_AIR, correct, zs_agrees
 
 #: The streams as module constants: ``Stream.RTD`` (an enum class attribute) costs ≈ 950 instructions a look-up,
 #: a module global ≈ 40 (callgrind; several per reading, issue 20)
@@ -615,6 +615,12 @@ class QualityTracker:
         factors = self._p.factors
         t = reading.data_time
         rel_tol, abs_tol, max_o2 = self._p.cfg.zs_rel_tol, self._p.cfg.zs_abs_tol, self._p.max_o2
+        # correct(c, o2, ref, max_o2=max_o2) and zs_agrees inline (CPU: three codes a reading), the same
+        # arithmetic: the reading's O2 checked once (out of range: no code has a corrected value)
+        if not (0.0 <= o2 < O2_AIR) or o2 > max_o2:
+            return
+        o2_div = O2_AIR - o2
+        isfinite, isclose = math.isfinite, math.isclose
         for code, m in reading.measurements.items():
             vals = m.values
             das = vals.get(zs_key)
@@ -625,12 +631,17 @@ class QualityTracker:
                 continue
             f = factors.get(code, 1.0)
             ref, limit = ref_and_limit(code, t)
-            computed = correct(rtd * f, o2, ref, max_o2=max_o2)
-            if computed is None or not math.isfinite(das):
+            c = rtd * f
+            if not (0.0 <= ref < O2_AIR) or not isfinite(c) or not isfinite(das):
                 continue
+            computed = c * (O2_AIR - ref) / o2_div
             das *= f
-            # as _agrees, inline (three codes a reading)
-            if zs_agrees(das, computed, rel_tol, abs_tol) and (limit is None or (das > limit) == (computed > limit)):
+            if (
+                isfinite(das)
+                and isfinite(computed)
+                and isclose(das, computed, rel_tol=rel_tol, abs_tol=abs_tol)
+                and (limit is None or (das > limit) == (computed > limit))
+            ):
                 continue
             diff = abs(das - computed)
             cur = st.zs_rt.get(code)

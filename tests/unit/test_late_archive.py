@@ -40,9 +40,9 @@ DAY = timedelta(days=1)
 class ArchivedLive(Live):
     """The live engine with an archive of emitted hours, as ``cems run`` and ``cems replay`` have."""
 
-    def __init__(self, hold: timedelta = DEFAULT_HOLD) -> None:
+    def __init__(self, hold: timedelta = DEFAULT_HOLD, held: int | None = None) -> None:
         super().__init__()
-        self.archive = TempHourArchive()
+        self.archive = TempHourArchive() if held is None else TempHourArchive(held=held)
         self.engine = ComplianceEngine(REG, hold=hold, archive=self.archive)
         self.daily: dict[tuple[str, object], DailyRecord] = {}
 
@@ -151,10 +151,13 @@ def test_an_hour_archived_by_an_older_version_unpacks_and_packs_to_the_same_byte
 # -- the cases of the issue -------------------------------------------------------------------------------
 
 
-def test_a_day_late_backfill_of_a_partly_received_hour_revises_it_exactly() -> None:
+@pytest.mark.parametrize("held", [None, 0, 200])
+def test_a_day_late_backfill_of_a_partly_received_hour_revises_it_exactly(held: int | None) -> None:
     """08:00 got 30 minutes on time; the other 30 are back-filled a day later.  Before the archive the hour
-    stayed invalid (late_unrevised); now it is rebuilt from the archived half plus the back-fill."""
-    live = ArchivedLive()
+    stayed invalid (late_unrevised); now it is rebuilt from the archived half plus the back-fill — whether
+    the archive kept the hour unpacked in memory (``None``: the default bound) or packed it to its file (0:
+    every hour; 200: all but the newest few)."""
+    live = ArchivedLive(held=held)
     on_time = [minute(H8 + i * MIN, 20.0) for i in range(30)]
     for i, line in enumerate(on_time):
         live.arrive(line, H8 + i * MIN)
@@ -235,6 +238,49 @@ def test_memory_holds_only_the_hold_whatever_the_delay() -> None:
     hourly = live.engine._outlets["MN1"].hourly
     assert len(hourly.held_hours) <= DEFAULT_HOLD / HOUR + 1
     assert live.archive.puts >= 24 - DEFAULT_HOLD / HOUR - 1
+
+
+def _acc(k: int) -> _HourAcc:
+    acc = _HourAcc()
+    for s in range(0, 3600, 60 * (1 + k % 3)):
+        acc.add("rtd", SO2, s, float(k * 1000 + s), _OK)
+        acc.add("rtd", "a19001", s, 10.0 + k, _BAD if s % 7 else _OK)
+    if k % 2:
+        acc.add("mins", SO2, 60, math.nan, _BAD)
+    return acc
+
+
+@pytest.mark.parametrize("held", [0, 300, 1000, 10_000])
+def test_the_temp_archive_packs_only_what_its_bound_leaves_out_and_gives_every_hour_back(held: int) -> None:
+    """TempHourArchive keeps put_hour's hours unpacked up to ``held`` sub-values (plus an overhead an hour),
+    the oldest first packed to its file beyond: whichever way, get gives the bytes pack_hour gives, a hour put
+    again (or put as bytes) replaces the former, and what is kept stays within the bound."""
+    archive = TempHourArchive(held=held)
+    expected: dict[tuple[str, int], bytes] = {}
+    for k in range(30):
+        key = (f"MN{k % 3}", 3600 * (k // 3))
+        acc = _acc(k)
+        expected[key] = pack_hour(acc)
+        archive.put_hour(*key, acc)
+        assert archive._held_cost <= held
+        assert archive._held_cost == sum(c for _, c in archive._held.values())
+    archive.put_hour("MN0", 0, _acc(99))  # the same hour again: the newer wins
+    expected[("MN0", 0)] = pack_hour(_acc(99))
+    archive.put("MN1", 3600, b"bytes")  # put as bytes over a kept (or written) hour
+    expected[("MN1", 3600)] = b"bytes"
+    assert archive.puts == 32
+    for (mn, hour), data in expected.items():
+        assert archive.get(mn, hour) == data
+    assert archive.get("MN9", 0) is None
+    assert archive.size_bytes() == sum(len(d) for d in expected.values())
+    n_written = 0 if archive._conn is None else archive._conn.execute("SELECT COUNT(*) FROM hour_archive").fetchone()[0]
+    if held == 10_000:
+        assert n_written == 1  # only the bytes
+    elif held == 0:
+        assert not archive._held and n_written == len(expected)
+    else:
+        assert archive._held and 1 < n_written < len(expected)
+    archive.close()
 
 
 def test_pending_archive_serves_evicted_hours_until_the_commit_and_then_from_sqlite() -> None:
