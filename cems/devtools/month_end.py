@@ -186,8 +186,8 @@ def restore(reg: Any, rates: RateCounter, mns: list[str], legacy: bool = True) -
     out["add_us_per_row"] = round((time.process_time() - c0) / len(rows) * 1e6, 3)
     out["add_same"] = one.snapshot()["seen"] == want["seen"]
     del one
-    if hasattr(RateCounter, "add_rows"):
-        many = RateCounter(reg)
+    if hasattr(RateCounter, "add_rows"):  # (older checkouts: their start-up's restore)
+        many: Any = RateCounter(reg)
         gc.collect()
         c0 = time.process_time()
         many.add_rows(rows)

@@ -259,7 +259,7 @@ def _set(r: bytes, h: int, code: int) -> bytes:
 
 def _set_many(r: bytes, rows: Iterable[tuple[int, int]]) -> bytes:
     """``_set`` of every (hour, code) in order (a later code of an hour replaces an earlier one), with one
-    new value (:meth:`RateCounter.restore`, :meth:`RateCounter.add_rows`)."""
+    new value (:meth:`RateCounter.restore`, :meth:`RateCounter.restore_runs`)."""
     rows = list(rows)
     if not rows:
         return r
@@ -824,59 +824,6 @@ class RateCounter:
             if new is not r and new != r:
                 vals[i] = new
                 self._dirty.add((mn, i, _month_of_day(_day_index(h))))
-
-    def add_rows(self, rows: Iterable[tuple[str, str, int, str, bool, bool]]) -> None:
-        """:meth:`add` of stored rate rows (mn, pollutant, hour epoch, source, valid, exceeds) in order, each as the
-        record :func:`cems.service.compliance._state.rate_record` makes of it (flag N when valid): the same counted
-        hours (``add``'s rank rule: a code replaces one of the same or a lower rank), exceedances, first and last
-        hours and unknown records, with one :meth:`_HourCodes.set_many` per outlet and factor instead of a record,
-        a lookup and a new value per row (the service's start-up, issue 20)."""
-        outlet = self.registry.outlet
-        factors = self._factor_set
-        exceed = self._exceed
-        pending: dict[tuple[str, str], tuple[list[bytes | None], int, dict[int, int]]] = {}
-        lo, hi = self._min_hour, self._max_hour
-        for mn, p, hour, source, valid, exceeds in rows:
-            if outlet(mn) is None:
-                self.unknown += 1
-                self._bounds_dirty = True
-                continue
-            h = int(hour)
-            h -= h % 3600
-            if lo is None or h < lo:
-                lo = h
-            if hi is None or h > hi:
-                hi = h
-            rank = _RANK.get(source, 0)
-            ekey = (mn, p, h)
-            eold = exceed.get(ekey)
-            if (eold is not None or exceeds) and (eold is None or rank >= eold >> 1):
-                exceed[ekey] = rank * 2 + (1 if exceeds else 0)
-                self._exceed_dirty.add(ekey)
-            if p not in factors:
-                continue
-            got = pending.get((mn, p))
-            if got is None:
-                vals = self._seen.get(mn)
-                if vals is None:
-                    vals = self._seen[mn] = [None] * len(self.factors)
-                i = self._fi[p]
-                if vals[i] is None:
-                    vals[i] = b""
-                got = pending[(mn, p)] = (vals, i, {})
-            vals, i, codes = got
-            code = rank * 2 + (1 if valid else 0)
-            old = codes.get(h)
-            if old is None and vals[i]:
-                old = _get(vals[i] or b"", h)
-            if old is None or code >> 1 >= old >> 1:
-                codes[h] = code
-                self._dirty.add((mn, i, _month_of_day(_day_index(h))))
-        if (lo, hi) != (self._min_hour, self._max_hour):
-            self._bounds_dirty = True
-        self._min_hour, self._max_hour = lo, hi
-        for vals, i, codes in pending.values():
-            vals[i] = _set_many(vals[i] or b"", codes.items())
 
     # -- the state database (issue 20: the counter as it is in memory, per outlet, factor and Beijing month)
 

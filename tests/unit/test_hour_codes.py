@@ -315,22 +315,37 @@ _row = st.tuples(
     [("M1", SO2, int(_M0.timestamp()), SOURCE_MINUTES, False, False)],
     1,
 )
-def test_add_rows_is_add_of_each_stored_row(before: list[Any], rows: list[Any], repeat: int) -> None:
-    """The start-up's restore of the stored rate rows (``add_rows``) counts as ``add`` of each row's record, hours
-    seen twice included (the rank rule), onto a counter that already holds hours or not."""
-    from cems.service.compliance._state import rate_record
+def test_migrated_rows_count_as_add_of_each_stored_row(before: list[Any], rows: list[Any], repeat: int) -> None:
+    """The migration of the rate rows of an earlier version (``migrate_rate_records``) counts as ``add`` of each
+    stored row's record, hours seen twice included (the rank rule), onto a stored counter that already holds hours
+    or not."""
+    import sqlite3
+
+    from cems.service.compliance._state import (
+        RATE_RECORDS_SCHEMA,
+        STATE_SCHEMA,
+        migrate_rate_records,
+        rate_record,
+        restore_rate_state,
+        write_rate_changes,
+    )
 
     rows = rows + rows[:repeat]  # some rows again
-    a, b = RateCounter(_reg()), RateCounter(_reg())  # type: ignore[arg-type]
-    for rc in (a, b):
-        for mn, p, h, src, ok, ex in before:
-            rc.add(rate_record(mn, p, h, src, ok, ex))
-    for mn, p, h, src, ok, ex in rows:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(STATE_SCHEMA)
+    a = RateCounter(_reg())  # type: ignore[arg-type]
+    for mn, p, h, src, ok, ex in before:
         a.add(rate_record(mn, p, h, src, ok, ex))
-    b.add_rows(rows)
-    assert b.snapshot() == a.snapshot()
-    assert list(b._seen) == list(a._seen)  # the same outlets, and factors with a record (None: none yet)
-    assert all([v is None for v in b._seen[mn]] == [v is None for v in a._seen[mn]] for mn in a._seen)
+    write_rate_changes(conn, a.take_changes())
+    conn.execute(RATE_RECORDS_SCHEMA)
+    conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
+    for mn, p, h, src, ok, ex in conn.execute("SELECT * FROM rate_records ORDER BY mn, pollutant, hour, source"):
+        a.add(rate_record(mn, p, h, src, ok, ex))  # (as the old start-up read them)
+    migrate_rate_records(conn)
+    b = RateCounter(_reg())  # type: ignore[arg-type]
+    restore_rate_state(conn, b)
+    assert b.snapshot()["seen"] == {mn: by for mn, by in a.snapshot()["seen"].items() if any(by.values())}
+    assert b._exceed == a._exceed
 
 
 def test_the_month_end_load_holds_the_two_months_before_and_shares_the_common_hours() -> None:

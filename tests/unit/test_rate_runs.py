@@ -171,6 +171,12 @@ def _counted(rc: RateCounter) -> tuple[object, ...]:
     return (_hours(rc), rc._exceed)
 
 
+def _add_each(rc: RateCounter, rows: list[tuple[Any, ...]]) -> None:
+    """What the start-up of the earlier version counted of its stored rows, in the table's order."""
+    for row in rows:
+        rc.add(rate_record(*row))
+
+
 def _legacy(rows: list[tuple[Any, ...]]) -> sqlite3.Connection:
     conn = _db()
     conn.execute(RATE_RECORDS_SCHEMA)
@@ -181,12 +187,12 @@ def _legacy(rows: list[tuple[Any, ...]]) -> sqlite3.Connection:
 def test_a_state_of_an_earlier_version_is_migrated_once() -> None:
     """``rate_records`` rows (a row per hourly record) become each outlet·pollutant's month values and exceedance
     slots by the rank rule, the old table dropped, in one transaction: the restored counter is the one the old
-    start-up (``add_rows`` of every row) gave; a second migration does nothing; version-1 rows imported later join
+    start-up gave (``add`` of every row's record); a second migration does nothing; version-1 rows imported later join
     the stored counter."""
     rows = _rows(24 * 40)
     conn = _legacy(rows)
     want = RateCounter(REG)
-    want.add_rows(rows)
+    _add_each(want, rows)
     assert migrate_rate_records(conn, chunk=7) == len(rows)
     got = RateCounter(REG)
     restore_rate_state(conn, got)
@@ -203,7 +209,7 @@ def test_a_state_of_an_earlier_version_is_migrated_once() -> None:
     ]
     conn.executemany("INSERT INTO rate_records VALUES (?,?,?,?,?,?)", late)
     assert migrate_rate_records(conn) == 2
-    want.add_rows(late)
+    _add_each(want, late)
     again = RateCounter(REG)
     restore_rate_state(conn, again)
     assert _counted(again) == _counted(want)
@@ -214,10 +220,10 @@ def test_a_state_of_an_earlier_version_is_migrated_once() -> None:
 def test_the_migration_gives_the_counter_the_old_start_up_gave(rows: list[Any], chunk: int) -> None:
     """Whatever the rows (several sources of an hour, hours not on the hour, outlets not in the registry,
     pollutants not assessed) and the chunk they are read in, the migrated state restores the counted hours and
-    exceedances that ``add_rows`` of every row (the old start-up) counted."""
+    exceedances that ``add`` of every row's record (the old start-up) counted."""
     conn = _legacy(rows)
     want = RateCounter(REG)
-    want.add_rows(list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records")))
+    _add_each(want, list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records")))
     assert migrate_rate_records(conn, chunk) == len({r[:4] for r in rows})
     got = RateCounter(REG)
     restore_rate_state(conn, got)

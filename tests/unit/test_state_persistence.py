@@ -28,6 +28,7 @@ from cems.service.compliance._state import (
     encode_state,
     load_state,
     migrate_rate_records,
+    rate_record,
     restore_rate_state,
     with_open_hours,
 )
@@ -329,7 +330,8 @@ def test_the_rate_rows_migrated_in_chunks_give_the_counter_of_one_list(rows: lis
     conn.executemany("INSERT OR REPLACE INTO rate_records VALUES (?,?,?,?,?,?)", rows)
     old, new = RateCounter(REG), RateCounter(REG)
     stored = list(conn.execute("SELECT mn, pollutant, hour, source, valid, exceeds FROM rate_records"))
-    old.add_rows(stored)
+    for row in stored:  # (the old start-up: add of each stored row's record)
+        old.add(rate_record(*row))
     assert migrate_rate_records(conn, chunk) == len(set(r[:4] for r in rows))
     restore_rate_state(conn, new)
     assert new.snapshot()["seen"] == old.snapshot()["seen"] and new._exceed == old._exceed

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS grid_state(
 -- an hour's code is rank * 2 + valid, DAS 2061 over minute data over the rest); the exceedance slots (every
 -- hour that ever had an exceeding record: a revision may make it compliant again); the first and last hour
 -- counted and the records of unknown outlets ('min_hour', 'max_hour', 'unknown').  Replaced rate_records, a row
--- per hourly record (≈ 440 MB at 2 000 outlets at a month's end; migrated at start, _migrate_rate_records)
+-- per hourly record (≈ 440 MB at 2 000 outlets at a month's end; migrated by migrate_rate_records)
 CREATE TABLE IF NOT EXISTS rate_runs(
     mn TEXT NOT NULL, pollutant TEXT NOT NULL, month INTEGER NOT NULL, runs BLOB NOT NULL,
     PRIMARY KEY(mn, pollutant, month)
