@@ -550,3 +550,62 @@ async def test_a_state_commit_serialised_after_the_lock_holds_each_outlet_as_it_
     await ref.shutdown()
     await ref.close()
     assert stored(tmp_path / "cow") == stored(tmp_path / "ref")
+
+
+async def test_an_alert_of_a_due_commit_leaves_while_the_state_commit_before_it_is_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, alert latency (measured in `cems bench`: a due state commit waited up to 0.5 s in ``settle`` for the
+    one before it, written aside, before its alerts were committed). A batch whose state commit is due while the
+    previous one is still being written commits its alerts (events not in that commit) ahead of both: they are
+    durable while the earlier write is held, and the run ends with the results of a run without any of this."""
+    exceeding = lambda i: 80.0 if i < 60 else 20.0  # noqa: E731 - each outlet's hour 0 exceeds
+    first = [minute("MN1", H8 + timedelta(minutes=i), exceeding(i)) for i in range(80)]
+    first += [minute("MN2", H8 + timedelta(minutes=i), exceeding(i)) for i in range(60)]
+    later = [minute(mn, H8 + timedelta(minutes=i), 20.0) for i in range(80, 150) for mn in ("MN1", "MN2")]
+    batches = [
+        load_readings(REG, first, "hj212"),  # closes MN1's hour 0: MN1's event opens; its state commit is held
+        load_readings(REG, [minute("MN2", H8 + timedelta(minutes=i), 20.0) for i in range(60, 80)], "hj212"),  # MN2's
+        load_readings(REG, later, "hj212"),
+    ]
+
+    def alerted(state_dir: Path, mn: str) -> list[tuple[str, str]]:
+        s = stored(state_dir)
+        return [a for e, alerts in s["per_event"].items() if s["events"][e]["mn"] == mn for a in alerts]
+
+    async def run(rt: ComplianceRuntime, hold: threading.Event | None = None) -> None:
+        await rt.open()
+        for i, batch in enumerate(batches):
+            task = asyncio.ensure_future(rt.on_batch(batch, [], None, release=lambda: None))
+            if i == 1 and hold is not None:
+                # MN2's alert is durable while MN1's state commit is still held in the database thread
+                for _ in range(100):
+                    if alerted(rt.config.state_dir, "MN2") or task.done():
+                        break
+                    await asyncio.sleep(0.05)
+                mn2 = alerted(rt.config.state_dir, "MN2")
+                hold.set()
+                assert mn2, "MN2's alert waited for MN1's state commit"
+            assert await task == []
+        await rt.shutdown()
+        await rt.close()
+
+    ref = runtime(tmp_path / "ref", alerts_before_state=False, state_commit_aside=False)
+    await run(ref)
+    want = stored(tmp_path / "ref")
+    assert alerted(tmp_path / "ref", "MN1") and alerted(tmp_path / "ref", "MN2")
+
+    gate, holding = threading.Event(), threading.Event()
+    real_state = _state.commit_state
+
+    def commit_state(conn: sqlite3.Connection, changes: Any, *a: Any) -> None:
+        if isinstance(changes, _state.EncodedChanges) and not holding.is_set():
+            holding.set()
+            assert gate.wait(30.0)
+        real_state(conn, changes, *a)
+
+    monkeypatch.setattr(runtime_mod, "commit_state", commit_state)
+    rt = runtime(tmp_path / "ahead", commit_interval_s=0.0)  # every batch's state commit is due
+    await run(rt, gate)
+    assert holding.is_set()
+    assert stored(tmp_path / "ahead") == want

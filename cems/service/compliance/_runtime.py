@@ -506,7 +506,8 @@ class ComplianceRuntime:
         ``release`` acknowledges the batch's messages; it is called once the engine state that includes them is
         committed: at once when the batch produced hourly records or events (alert latency) — unless its events may
         go ahead of the state (``alerts_before_state``): then the events and alerts are committed at once and the
-        state with the next group commit —, else at the next commit, at most ``commit_interval_s`` later or after
+        state with the next group commit (or this batch's, if due: a due state commit waits for the one before it
+        written aside, its alerts do not) —, else at the next commit, at most ``commit_interval_s`` later or after
         ``commit_max_messages`` (group commit: the per-outlet snapshots are the costly part and are taken once per
         interval, not once per batch); while ``behind()`` (a backlog), after ``commit_max_messages``, or at a clock
         tick when none came for ``clock_interval_s``: each outlet's snapshot then covers several of its readings.
@@ -540,11 +541,16 @@ class ComplianceRuntime:
                 due = False
             else:
                 due = time.monotonic() - self._last_commit >= self._commit_every
-            if not (due or commands) and self._alerts_ahead():
-                # alerts now, the engine state (and the acknowledgements) at the group commit
+            # a due state commit waits for the one before it, still being written aside (``settle``: up to a
+            # second under load, docs/benchmark.md): alerts that may go ahead leave first, not behind it
+            writing = self._aside is not None and not self._aside.done()
+            if not commands and (not due or writing) and self._alerts_ahead():
+                # alerts now, the engine state (and the acknowledgements) at the group commit: this one if due
                 out, self._pending = self._pending, EngineOutput()
                 gout, self._grid_pending = self._grid_pending, GridOutput()
                 if not await self._commit(out, stop, gout, state=False):
+                    return None
+                if due and not await self._flush(stop, aside=True):
                     return None
             elif (self._pending or self._grid_pending or commands or due) and not await self._flush(
                 stop, aside=not commands
