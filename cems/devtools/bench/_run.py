@@ -610,6 +610,21 @@ class Bench:
         if stats and stats.get("rejected"):
             self.res.notes.append(f"throughput: cems rejected {stats['rejected']}")
         self.log(f"cems: {stored}/{n} stored, {rate or 0:,.0f} msg/s, lost {lost}, cores {w['cems_cores']}")
+        drop_database(self.influx_url, db)  # counted: its compactions are not the alert phase's load
+
+    def _database_quiet(self, limit_s: float = 120.0, idle_cores: float = 0.1, run_s: int = 3) -> float:
+        """Wait until InfluxDB has used under ``idle_cores`` of a core for ``run_s`` seconds in a row (the flushes
+        and compactions of an earlier phase's burst are over), at most ``limit_s``; the seconds waited."""
+        t0 = time.monotonic()
+        quiet, last = 0, _cpu_s(self.influx_pid)
+        while last is not None and quiet < run_s and time.monotonic() - t0 < limit_s:
+            time.sleep(1.0)
+            now = _cpu_s(self.influx_pid)
+            if now is None:
+                break
+            quiet = quiet + 1 if now - last < idle_cores else 0
+            last = now
+        return time.monotonic() - t0
 
     def alert(self) -> None:
         cid, db = "bench-cems-alert", "bench_alert"
@@ -619,9 +634,13 @@ class Bench:
         step_s = 2.0
         rounds = int(max(8, min(100, math.ceil(self.cfg.duration * rate / n_out))))
         k = max(1, min(400, n_out // 4))
+        # the latency of the steady state at that rate, not of the throughput run's aftermath: InfluxDB compacting
+        # the burst before it took the cores for tens of seconds (docs/benchmark.md, seventh session)
+        settle = self._database_quiet()
         create_database(self.influx_url, db)
         self._create_session(cid, CEMS_TOPICS)
         proc = self._start_cems("alert", self.registry, db, cid)
+        db_cpu0 = _cpu_s(self.influx_pid)
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -648,8 +667,8 @@ class Bench:
             sub.loop_start()
             before = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=step_s * rounds + 60)
             warm = self._warm_up("alert", db, proc, before)
-            self.log(f"alert: ingester ready after {warm:.1f} s; {rounds} rounds × {n_out} outlets at {rate:,.0f} "
-                     f"msg/s, {k} outlets raise a real-time warning")  # fmt: skip
+            self.log(f"alert: InfluxDB quiet after {settle:.0f} s, ingester ready after {warm:.1f} s; {rounds} rounds "
+                     f"× {n_out} outlets at {rate:,.0f} msg/s, {k} outlets raise a real-time warning")  # fmt: skip
             pub = self._loadgen(
                 "loadgen-alert",
                 ["alert", "--outlets", str(n_out), "--rounds", str(rounds), "--alert-outlets", str(k),
@@ -664,6 +683,7 @@ class Bench:
                         break
                 time.sleep(0.1)
             w = self._watch_cems("alert", proc, db, 1 + int(pub["acked"]), 60.0)
+            db_cpu1 = _cpu_s(self.influx_pid)
         finally:
             sub.loop_stop()
             with contextlib.suppress(Exception):
@@ -677,6 +697,8 @@ class Bench:
             "outlets": n_out, "warnings_expected": len(sent),
             "warnings_received": len(lat), "alert_messages": n_msgs, "loadgen_msgs_per_s": pub.get("msgs_per_s"),
             "stored": w["stored"], "published": pub["acked"], "ingest_stats": stats,
+            "database_settle_s": round(settle, 1),
+            "database_cpu_s": None if db_cpu0 is None or db_cpu1 is None else round(db_cpu1 - db_cpu0, 2),
         }  # fmt: skip
         if lat:
             detail["latency_min_s"], detail["latency_max_s"] = lat[0], lat[-1]
