@@ -281,20 +281,31 @@ def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now_ts: float) 
 #: Rows a dispatcher pass delivers at most.
 DUE_LIMIT: Final = 200
 
+_DUE_SQL: Final = """SELECT o.id, o.channel, o.target, o.event_id, o.alert_id, o.body, o.attempts, o.created_ts
+           FROM outbox o
+           WHERE o.status = 'pending' AND o.next_ts <= ? AND o.id > ?
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.channel = o.channel AND p.target = o.target AND p.event_id = o.event_id
+                               AND p.status = 'pending' AND p.id < o.id)
+           ORDER BY o.id LIMIT ?"""
+
+
+def enqueue_due(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now_ts: float) -> list[OutboxItem]:
+    """:func:`enqueue`, then which of the rows just inserted are due at once (no earlier row of their event and
+    target pending, as :func:`due_rows` decides), read in the same transaction: the caller hands them to
+    :meth:`OutboxDispatcher.deliver` once committed, without a dispatcher pass reading them back (alert latency)."""
+    (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+    enqueue(conn, rows, now_ts)
+    return _items(conn.execute(_DUE_SQL, (now_ts, before, len(rows))))
+
 
 def due_rows(conn: sqlite3.Connection, now_ts: float, limit: int = DUE_LIMIT) -> list[OutboxItem]:
     """Pending rows due now, oldest first, skipping a row while an earlier row of the same event and target
     is still pending (per-event order)."""
-    cur = conn.execute(
-        """SELECT o.id, o.channel, o.target, o.event_id, o.alert_id, o.body, o.attempts, o.created_ts
-           FROM outbox o
-           WHERE o.status = 'pending' AND o.next_ts <= ?
-             AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.channel = o.channel AND p.target = o.target AND p.event_id = o.event_id
-                               AND p.status = 'pending' AND p.id < o.id)
-           ORDER BY o.id LIMIT ?""",
-        (now_ts, limit),
-    )
+    return _items(conn.execute(_DUE_SQL, (now_ts, 0, limit)))
+
+
+def _items(cur: sqlite3.Cursor) -> list[OutboxItem]:
     return [
         OutboxItem(int(a), str(b), str(c), str(d), str(e), bytes(f), int(g), float(h)) for a, b, c, d, e, f, g, h in cur
     ]
@@ -376,6 +387,10 @@ class OutboxDispatcher:
     row is let go only after its outcome is committed, and a pass ignores the rows held when its read began:
     the reading connection (WAL) may not see an outcome committed during the read, never one committed
     before it.  Rows of one event and target still leave in order (``due_rows``).
+
+    :meth:`deliver` takes rows a commit found due at once (:func:`enqueue_due`) straight into a pass of their own:
+    the alert leaves without waiting for the loop to wake this task and for a read of the outbox (alert latency,
+    docs/benchmark.md).
     """
 
     def __init__(
@@ -404,6 +419,7 @@ class OutboxDispatcher:
         #: rows taken by a pass whose outcome is not committed yet (ids)
         self._inflight: set[int] = set()
         self._passes: set[asyncio.Task[int]] = set()
+        self._running = False  # (run() is delivering: deliver() may start passes)
         self._last_prune = 0.0
         self.delivered = 0
         self.failures = 0
@@ -412,12 +428,28 @@ class OutboxDispatcher:
         """Deliver now (new rows were committed)."""
         self._kick.set()
 
+    def deliver(self, items: Sequence[OutboxItem]) -> None:
+        """Deliver these committed rows now, in a pass of their own, without a pass reading them back: the rows
+        :func:`enqueue_due` found due when they were committed (no earlier row of their event and target pending
+        then, nor since: a later row of it waits for theirs). Rows a pass holds already are left to it. While
+        :meth:`run` is not running, only :meth:`kick`."""
+        if not self._running:
+            self._kick.set()
+            return
+        rows = [r for r in items if r.id not in self._inflight]
+        if rows:
+            self._inflight.update(r.id for r in rows)
+            task = asyncio.create_task(self._deliver_rows(rows))
+            self._passes.add(task)
+            task.add_done_callback(self._pass_done)
+
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.webhooks.timeout_s)
         return self._client
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._running = True
         try:
             while not stop.is_set():
                 # cleared before the pass, not after: rows committed (and kicked) while a pass waits for its
@@ -438,6 +470,7 @@ class OutboxDispatcher:
                 kicker.cancel()
                 stopper.cancel()
         finally:
+            self._running = False
             # the passes under way end with their PUBACKs and outcomes (cancelled with this task: their rows
             # stay pending and are delivered again after a restart)
             passes = list(self._passes)

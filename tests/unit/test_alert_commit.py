@@ -27,7 +27,16 @@ from cems.model import BEIJING, Reading
 from cems.registry import OutletInfo, parse_registry
 from cems.replay import load_readings
 from cems.service.compliance import ComplianceConfig, ComplianceRuntime, _state
-from cems.service.outbox import MQTT, OutboxDispatcher, OutboxRow, StateDB, WebhookSettings, enqueue, transaction
+from cems.service.outbox import (
+    MQTT,
+    OutboxDispatcher,
+    OutboxItem,
+    OutboxRow,
+    StateDB,
+    WebhookSettings,
+    enqueue,
+    transaction,
+)
 
 REG = parse_registry(TWO_OUTLETS)
 H8 = datetime(2026, 5, 1, 8, 0, tzinfo=BEIJING)
@@ -114,9 +123,10 @@ async def test_a_crash_between_the_alerts_and_the_engine_state_loses_nothing_and
     real_events, real_state = _state.commit_events, _state.commit_state
     armed: list[bool] = []
 
-    def commit_events(*a: Any) -> None:
-        real_events(*a)
+    def commit_events(*a: Any) -> list[OutboxItem]:
+        due = real_events(*a)
         armed.append(True)
+        return due
 
     def commit_state(*a: Any) -> None:
         if len(armed) >= ahead:
@@ -375,10 +385,10 @@ async def test_a_crash_during_the_state_commit_written_aside_loses_nothing_ackno
                 raise sqlite3.OperationalError("the process is dead" if crashed.is_set() else "disk I/O error (late)")
         real_state(conn, changes, *a)
 
-    def commit_events(*a: Any) -> None:
+    def commit_events(*a: Any) -> list[OutboxItem]:
         if crashed.is_set():
             raise sqlite3.OperationalError("the process is dead")
-        real_events(*a)
+        return real_events(*a)
 
     encoded: list[int] = []  # the commits written aside so far (taken, their write queued at once)
 

@@ -117,6 +117,7 @@ from cems.service.outbox import (
     OUTBOX_SCHEMA,
     WEBHOOK,
     OutboxDispatcher,
+    OutboxItem,
     OutboxRow,
     Publish,
     StateDB,
@@ -985,12 +986,11 @@ class ComplianceRuntime:
             # the caller checked that each event has one update here and none committed ahead already
             if ups or rows:
                 try:
-                    await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
+                    due = await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
                 except BaseException:
                     self._broken = True
                     raise
-                if rows:
-                    self.dispatcher.kick()
+                self._dispatch(due, rows)
             self._ahead |= event_ids
             if self._aside is not None and not self._aside.done():  # ahead of that commit's state too
                 self._ahead_next |= event_ids
@@ -1011,11 +1011,11 @@ class ComplianceRuntime:
             # the alerts leave as soon as they and their events are durable (a small transaction), not after
             # the engine state (the large one, next): see commit_events for why a crash in between is safe
             try:
-                await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
+                due = await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
             except BaseException:
                 self._broken = True
                 raise
-            self.dispatcher.kick()
+            self._dispatch(due, rows)
             ups, rows = [], []
         if (
             aside is not None
@@ -1068,6 +1068,13 @@ class ComplianceRuntime:
         self._ahead_rank_due = []
         self._committed(out, gout, new_unacked)
         return True
+
+    def _dispatch(self, due: list[OutboxItem], rows: list[OutboxRow]) -> None:
+        """The alerts just committed: those due at once straight to the dispatcher, a pass for the others."""
+        if due:
+            self.dispatcher.deliver(due)
+        if len(due) < len(rows):
+            self.dispatcher.kick()
 
     async def _serialise(
         self, capture: StateCapture, grid: dict[str, str | None], ready: concurrent.futures.Future[EncodedChanges]

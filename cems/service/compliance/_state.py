@@ -27,8 +27,10 @@ from cems.rules.events import CLOSED, HOURLY_EXCEEDANCE, UPDATED, Event
 from cems.rules.hourly import HourlyRecord
 from cems.rules.transmission import RateChanges, RateCounter, month_values, rank_rows, value_items
 from cems.service.outbox import (
+    OutboxItem,
     OutboxRow,
     enqueue,
+    enqueue_due,
     transaction,
 )
 
@@ -737,20 +739,27 @@ def commit_state(
 
 def commit_events(
     conn: sqlite3.Connection, upserts: Sequence[EventRow], rows: Sequence[OutboxRow], now_ts: float
-) -> None:
+) -> list[OutboxItem]:
     """One transaction: the event updates and their alerts (outbox rows), committed before the engine state
     that produced them (:func:`commit_state`, given no events then) when a commit raises alerts, so that they
     leave without waiting for the snapshots. Crash in between: the readings are not acknowledged, the broker
     redelivers them, the engine (restored from its previous state) produces the same updates again and the
-    events table (``alerted_key``) suppresses them: each alert is still sent once."""
+    events table (``alerted_key``) suppresses them: each alert is still sent once.
+
+    Returns the rows due at once (:func:`~cems.service.outbox.enqueue_due`), for the dispatcher to deliver."""
     with transaction(conn):
-        _upsert_events(conn, upserts, rows, now_ts)
+        return _upsert_events(conn, upserts, rows, now_ts, due=True)
 
 
 def _upsert_events(
-    conn: sqlite3.Connection, upserts: Sequence[EventRow], rows: Sequence[OutboxRow], now_ts: float
-) -> None:
-    """Inside the caller's transaction."""
+    conn: sqlite3.Connection,
+    upserts: Sequence[EventRow],
+    rows: Sequence[OutboxRow],
+    now_ts: float,
+    *,
+    due: bool = False,
+) -> list[OutboxItem]:
+    """Inside the caller's transaction; ``due``: returns the rows due at once (else nothing)."""
     for r in upserts:
         conn.execute(
             f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -775,8 +784,11 @@ def _upsert_events(
                 now_ts,
             ),
         )
+    if rows and due:
+        return enqueue_due(conn, rows, now_ts)
     if rows:
         enqueue(conn, rows, now_ts)
+    return []
 
 
 def record_ack(
