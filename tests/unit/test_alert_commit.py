@@ -569,7 +569,10 @@ async def test_an_alert_of_a_due_commit_leaves_while_the_state_commit_before_it_
     one before it, written aside, before its alerts were committed). A batch whose state commit is due while the
     previous one is still being written commits its alerts (events not in that commit) ahead of both: they are
     durable while the earlier write is held, and the run ends with the results of a run without any of this."""
-    exceeding = lambda i: 80.0 if i < 60 else 20.0  # noqa: E731 - each outlet's hour 0 exceeds
+
+    def exceeding(i: int) -> float:  # each outlet's hour 0 exceeds
+        return 80.0 if i < 60 else 20.0
+
     first = [minute("MN1", H8 + timedelta(minutes=i), exceeding(i)) for i in range(80)]
     first += [minute("MN2", H8 + timedelta(minutes=i), exceeding(i)) for i in range(60)]
     later = [minute(mn, H8 + timedelta(minutes=i), 20.0) for i in range(80, 150) for mn in ("MN1", "MN2")]
