@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, Final, Protocol
 
 from cems.model import BEIJING, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet
@@ -261,7 +261,7 @@ class ExceedanceTracker:
     __slots__ = ("_clock", "_decided", "_events", "_hits", "_latest", "_latest_keys", "district", "enterprise", "mn")
 
     TYPE: str = HOURLY_EXCEEDANCE
-    KIND: ClassVar[str] = "exceedance"  # (read from the class: engine, untouched_snapshot)
+    KIND: str = "exceedance"
 
     def __init__(self, mn: str, enterprise: str, district: str) -> None:
         self.mn = mn

@@ -97,7 +97,6 @@ from operator import sub as _sub
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeAlias
 
-from cems._mypyc import mypyc_attr
 from cems.model import BEIJING, FLOW, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet
 from cems.rules._shared import SharedSettings, shared_hour
@@ -459,7 +458,6 @@ class _HourAcc:
         return _grouped(self.mins_codes, self.mins_log)
 
 
-@mypyc_attr(native_class=False)  # (mypyc compiles no subclass of list as a native class)
 class _OpenHours(list[_HourAcc]):
     """An outlet's hours in memory, ascending by hour (each :class:`_HourAcc` knows its own): a list, not a dict
     by hour (memory, issue 20: a dict of one to five hours is ≈ 220–350 bytes, the list ≈ 90–120).  A handful of

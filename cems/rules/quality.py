@@ -62,7 +62,6 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
-from cems._mypyc import mypyc_attr
 from cems.model import BEIJING, FLOW, O2, Reading, Stream, beijing_ts
 from cems.registry import Outlet, Quality
 from cems.rules._shared import SharedSettings, shared_hour
@@ -346,7 +345,6 @@ def _or(d: dict[str, list[float]], code: str, bit: int, value: float, lowest: bo
     return d
 
 
-@mypyc_attr(native_class=False)  # (mypyc compiles no subclass of list as a native class)
 class _Hours(list[_HourStats]):
     """An outlet's hour summaries, by hour (ascending; each knows its hour): a list, not a dict by hour (memory,
     issue 20: a dict of a few hours is ≈ 220–350 bytes, the list ≈ 90–120).  A handful of hours: looked up from
