@@ -1,4 +1,4 @@
-"""The optional mypyc build's housekeeping (``cems.devtools.compile``, ``scripts/compile``): which extension
+"""The mypyc build's housekeeping (``python -m cems.devtools.compile``, for measuring): which extension
 modules a tree holds, which are stale, and ``--clean``; the module list names existing pure modules.  (The build
 itself needs gcc and minutes: measured by hand, docs/benchmark.md "mypyc".)"""
 
@@ -37,4 +37,4 @@ def test_the_groups_name_pure_modules_of_the_tree() -> None:
     assert len(files) == len(set(files))
     for f in files:
         assert (compile_.ROOT / f).is_file(), f
-        assert f.startswith("cems/") and "service" not in f and "cli" not in f  # no adapters, no CLI
+        assert f.startswith("cems/") and "service" not in f and "rules" not in f  # not the rules: see the module
