@@ -71,7 +71,7 @@ def mark(label: str) -> None:
 
 
 def compiled_modules() -> list[str]:
-    """The ``cems`` modules loaded from extension modules (the optional mypyc build, ``scripts/compile``)."""
+    """The ``cems`` modules loaded from extension modules (:mod:`cems.devtools.compile`'s mypyc build)."""
     return sorted(
         name
         for name, m in list(sys.modules.items())

@@ -1,7 +1,7 @@
 """The ``cems.reading/1`` payload's schema classes (pydantic and msgspec), used by :mod:`cems.protocol.payload`.
 
-Kept apart from the decoding functions so that the optional mypyc build (``scripts/compile``,
-docs/benchmark.md) can compile :mod:`cems.protocol.payload` while these classes stay ordinary Python classes:
+Kept apart from the decoding functions so that the mypyc build measured in docs/benchmark.md
+(:mod:`cems.devtools.compile`) can compile :mod:`cems.protocol.payload` while these classes stay Python classes:
 a compiled module loses the class keywords of ``msgspec.Struct`` (``kw_only``, ``frozen``), and mypyc cannot
 name pydantic's ``BaseModel`` as a base class.
 """
