@@ -32,6 +32,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,10 +53,30 @@ END = datetime(2026, 11, 20, 1, 40, tzinfo=UTC)
 CLOCK = datetime(2026, 11, 20, 1, 41, tzinfo=UTC)
 
 
+#: CPU seconds (user + system, every thread: :func:`time.process_time`) per stage label, summed by :func:`mark`
+#: since the last :func:`run` started; the marks' own printing is left out.
+CPU: dict[str, float] = {}
+_current: list[Any] = [None, 0.0]  # the stage running since the last mark, and its start's CPU time
+
+
 def mark(label: str) -> None:
-    """A stage boundary: print its label and call ``os.getppid`` (callgrind's ``--dump-before`` marker)."""
+    """A stage boundary: print its label and call ``os.getppid`` (callgrind's ``--dump-before`` marker); the
+    CPU time since the previous mark goes to the previous label in :data:`CPU`."""
+    now = time.process_time()
+    if _current[0] is not None:
+        CPU[_current[0]] = CPU.get(_current[0], 0.0) + now - _current[1]
     print(f"stage {label}", flush=True)
     os.getppid()
+    _current[0], _current[1] = label, time.process_time()
+
+
+def compiled_modules() -> list[str]:
+    """The ``cems`` modules loaded from extension modules (:mod:`cems.devtools.compile`'s mypyc build)."""
+    return sorted(
+        name
+        for name, m in list(sys.modules.items())
+        if name.startswith("cems") and str(getattr(m, "__file__", "")).endswith((".so", ".pyd"))
+    )
 
 
 class _Sink:
@@ -153,6 +174,8 @@ def run(
     a batch, as latency mode does), archive, rules.  Returns the counts (and the digests)."""
     import cems.service.ingest as ingest
 
+    CPU.clear()
+    _current[0] = None
     mark("setup")
     msgs = messages(n_outlets, warm_rounds + rounds, messages_file)
     svc = build(directory, n_outlets, commit_interval_s=commit_interval_s)
@@ -195,6 +218,7 @@ def run(
                     evidence_h.update(repr(e[:7]).encode())
     stage[0] = "end"
     mark("end")
+    cpu = {k: round(v, 4) for k, v in CPU.items() if k.startswith("run.") and k != "run.digest"}  # (the service's)
     loop.run_until_complete(comp._flush(None))
     loop.run_until_complete(comp.close())
     svc.archive.close()
@@ -204,6 +228,9 @@ def run(
         "accepted": svc.stats.accepted,
         "derived_lines": sink.n,
         "rejected": dict(svc.stats.rejected),
+        "cpu_s": cpu,
+        "cpu_us_per_msg": round(sum(cpu.values()) / max(1, len(msgs) - n_warm) * 1e6, 2),
+        "compiled": compiled_modules(),
     }
     if digest:
         res["digest"] = {

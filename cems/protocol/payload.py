@@ -18,42 +18,19 @@ import json
 import sys
 from datetime import datetime
 from itertools import chain
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import ValidationError
 
 from cems.errors import Reason, RejectedMessage
 from cems.model import BEIJING, DATA_FLAGS, Measurement, Reading, Stream, new_reading
+from cems.protocol._payload_schema import FastPayload as _FastPayload
+from cems.protocol._payload_schema import PayloadModel as _Payload
 
 SCHEMA: Final = "cems.reading/1"
 #: Largest payload accepted, bytes (HJ 212 caps a data segment at 1024 bytes; JSON is wordier).
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-
-_Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    schema_: Annotated[str | None, Field(alias="schema")] = None
-    mn: Annotated[str | None, Field(max_length=24)] = None
-    stream: Stream | None = None
-    data_time: Annotated[str, Field(min_length=8, max_length=40)]
-    qn: Annotated[str | None, Field(max_length=20)] = None
-    values: Annotated[dict[str, dict[str, _Number | str]], Field(max_length=256)]
-
-
-class _FastPayload(msgspec.Struct, kw_only=True, frozen=True):
-    """:class:`_Payload` for msgspec, without the length and finiteness constraints (checked after decoding)."""
-
-    schema: str | None = None
-    mn: str | None = None
-    stream: str | None = None
-    data_time: str
-    qn: str | None = None
-    values: dict[str, dict[str, float | str]]
-
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_FastPayload)
 _STREAMS: Final = {s.value: s for s in Stream}

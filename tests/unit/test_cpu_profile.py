@@ -21,6 +21,9 @@ def test_driver_runs_the_stages_and_repeats_its_outputs(tmp_path: Path, capsys: 
     a, b = run("a"), run("b")
     assert a["messages"] == 40 and a["accepted"] == 60 and not a["rejected"]
     assert a["digest"] == b["digest"]
+    # CPU per stage of the measured rounds: the service's stages only (not the driver's digest)
+    assert set(a["cpu_s"]) == {"run.prepare", "run.archive", "run.rules", "run.judge", "run.commit"}
+    assert a["cpu_us_per_msg"] > 0 and isinstance(a["compiled"], list)
     labels = [ln.split(" ", 1)[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("stage ")]
     for stage in ("warm.prepare", "run.prepare", "run.archive", "run.judge", "run.commit", "run.rules"):
         assert stage in labels
