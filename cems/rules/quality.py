@@ -486,6 +486,11 @@ class QualityTracker:
         codes, lohi, masks = st.codes, st.lohi, st.masks
         k = 0  # where the next code usually is: a DAS lists its codes in the same order every time
         flow = vel = o2 = co2 = temp = None
+        # the codes that may have a ZsRtd (ZsAvg) to check, in the reading's order: those with one among the
+        # concentrations (the codes _is_conc accepts: CONC, CO2 and facility codes), for _zs_sub (CPU: its
+        # own pass over every code cost as much as the check); checked when a CONC code has one (has_zs)
+        zs_key = "Zs" + main
+        zs_codes: list[str] = []
         has_zs = False
         kinds, isfinite = _KINDS, math.isfinite
         for code, m in reading.measurements.items():
@@ -494,6 +499,8 @@ class QualityTracker:
             if kind is None:
                 kind = _kind(code)
             if kind == _FACILITY:
+                if zs_key in vals:
+                    zs_codes.append(code)
                 if vals.get("RS") == 0:
                     rs_off = st.rs_off
                     if rs_off is _NONE:
@@ -538,7 +545,8 @@ class QualityTracker:
                 if kind == _CONC:
                     if v < neg:
                         st.neg = _or(st.neg, code, bit, v, True)
-                    if not has_zs and "Zs" + main in vals:
+                    if zs_key in vals:
+                        zs_codes.append(code)
                         has_zs = True
                 else:
                     o2 = v
@@ -548,6 +556,8 @@ class QualityTracker:
                 vel = v
             elif kind == _CO2:
                 co2 = v
+                if zs_key in vals:
+                    zs_codes.append(code)
             elif code == TEMPERATURE:
                 temp = v
             if ranges:
@@ -585,7 +595,7 @@ class QualityTracker:
             if co2 is not None and co2 <= 100 and o2 + co2 > cfg.o2_co2_max and self._p.o2_co2:
                 st.o2co2 = [int(st.o2co2[0]) | bit, max(st.o2co2[1], o2 + co2)]
             if has_zs:
-                self._zs_sub(reading, st, bit, o2, main)
+                self._zs_sub(reading, zs_codes, st, bit, o2, main)
 
     def _min_max(self, code: str, vals: Mapping[str, float], v: float) -> tuple[float, float]:
         lo = hi = v
@@ -608,8 +618,9 @@ class QualityTracker:
             lo, hi = self._min_max(code, vals, v * self._p.factors.get(code, 1.0))
             st.widen(code, lo, hi, _FULL_HOUR)
 
-    def _zs_sub(self, reading: Reading, st: _HourStats, bit: int, o2: float, main: str) -> None:
-        """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's."""
+    def _zs_sub(self, reading: Reading, zs_codes: list[str], st: _HourStats, bit: int, o2: float, main: str) -> None:
+        """Real-time ``ZsRtd`` (minute ``ZsAvg``) against the formula on ``Rtd`` (``Avg``) and O2's, for
+        ``zs_codes`` (the reading's codes that :func:`_is_conc` accepts and that have one, in its order)."""
         zs_key = "Zs" + main
         ref_and_limit = self._p.schedule.ref_and_limit
         factors = self._p.factors
@@ -621,13 +632,15 @@ class QualityTracker:
             return
         o2_div = O2_AIR - o2
         isfinite, isclose = math.isfinite, math.isclose
-        for code, m in reading.measurements.items():
+        ms = reading.measurements
+        for code in zs_codes:
+            m = ms[code]
             vals = m.values
             das = vals.get(zs_key)
             if das is None:
                 continue
             rtd = vals.get(main)
-            if rtd is None or m.flag not in _N or not _is_conc(code):
+            if rtd is None or m.flag not in _N:
                 continue
             f = factors.get(code, 1.0)
             ref, limit = ref_and_limit(code, t)

@@ -110,3 +110,23 @@ def test_the_check_keeps_disagreements_and_ignores_agreements() -> None:
         tracker.on_reading(Reading("MN0001", Stream.RTD, T0 + timedelta(minutes=minute), ms))
     zs_rt = tracker._stats[0].zs_rt
     assert set(zs_rt) == {"a21026"} and zs_rt["a21026"][0] == 0b11
+
+
+def test_co2_and_facility_codes_are_checked_when_a_concentration_has_a_zs_rtd() -> None:
+    """The codes checked are those the check accepted before it was given them from the reading's pass (CPU):
+    a CO2 or facility code's ZsRtd is checked too, in the reading's order, when (and only when) a concentration
+    of the reading has one."""
+    engine = ComplianceEngine(REG, journal=False)
+    assert INFO is not None
+    tracker = engine._outlet(INFO).quality
+    for minute, conc_zs in enumerate([True, False]):
+        ms = {
+            "a19001": Measurement("a19001", {"Rtd": 8.0}, "N"),
+            "SB1": Measurement("SB1", {"Rtd": 5.0, "ZsRtd": 50.0, "RS": 1}, "N"),
+            "a21026": Measurement("a21026", {"Rtd": 10.0, **({"ZsRtd": 100.0} if conc_zs else {})}, "N"),
+            "a05001": Measurement("a05001", {"Rtd": 5.0, "ZsRtd": 50.0}, "N"),
+        }
+        tracker.on_reading(Reading("MN0001", Stream.RTD, T0 + timedelta(minutes=minute), ms))
+    zs_rt = tracker._stats[0].zs_rt
+    assert list(zs_rt) == ["SB1", "a21026", "a05001"]
+    assert all(v[0] == 0b1 for v in zs_rt.values())
