@@ -278,14 +278,20 @@ class _HourStats:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able; empty parts left out (most hours have only the flatline summary).  (CPU, issue 20: each
-        snapshot writes every hour kept; the arrays read once as lists, the parts tested one by one.)"""
+        snapshot writes every hour kept; the arrays read once as lists, the three dicts filled in one pass, ≈ half
+        the cost of three ``dict(zip(...))``, the parts tested one by one.)"""
         d: dict[str, Any] = {}
         codes = self.codes
         if codes:
-            lohi = self.lohi.tolist()
-            d["lo"] = dict(zip(codes, lohi[0::2], strict=True))
-            d["hi"] = dict(zip(codes, lohi[1::2], strict=True))
-            d["mask"] = dict(zip(codes, self.masks.tolist(), strict=True))
+            lohi = iter(self.lohi.tolist())  # lowest, highest of each code in turn
+            lo: dict[str, float] = {}
+            hi: dict[str, float] = {}
+            mask: dict[str, int] = {}
+            for code, minutes in zip(codes, self.masks.tolist(), strict=True):
+                lo[code] = next(lohi)
+                hi[code] = next(lohi)
+                mask[code] = minutes
+            d["lo"], d["hi"], d["mask"] = lo, hi, mask
         if self.neg:
             d["neg"] = self.neg
         if self.pinned:

@@ -27,6 +27,8 @@ from cems.rules.events import (
     RealtimeWarningTracker,
     _dt,
     _duration_h,
+    _idle_states,
+    _IdleStates,
     _ts,
     event_id,
 )
@@ -269,6 +271,21 @@ def test_warning_snapshot_of_an_idle_pollutant_is_the_idle_state() -> None:
     b = RealtimeWarningTracker(outlet(), "E1", "D1")
     b.restore(json.loads(json.dumps(tr.snapshot())))
     assert b.snapshot() == tr.snapshot()
+
+
+def test_warning_snapshot_of_idle_codes_is_in_code_order() -> None:
+    """The snapshot writes the shared idle states in their own order, unsorted (speed): they are made sorted, so
+    the stored text is the same as sorting gave (whatever order the codes came in)."""
+    codes = [f"a{n:05d}" for n in (34013, 21026, 21002, 5002, 24088, 21005, 34000, 21003, 21004, 24087)]
+    assert list(_idle_states(codes)) == sorted(codes)
+    tr = RealtimeWarningTracker(outlet(), "E1", "D1")
+    state = {
+        "version": 1, "kind": "realtime_warning", "mn": "M1", "last_t": None,
+        "states": {c: dict(_IDLE_JSON) for c in reversed(sorted(codes))},
+    }  # fmt: skip
+    tr.restore(state)
+    assert type(tr._states) is _IdleStates
+    assert list(tr.snapshot()["states"]) == sorted(codes)
 
 
 def test_warning_snapshot_restore() -> None:
