@@ -317,3 +317,22 @@ def test_minute_validity_property(flags: list[str | None]) -> None:
     assert r.valid is (n_ok >= 45)
     assert r.flag == ("N" if 4 * n_ok >= 3 * 60 else "D")  # share of the hour's 60 minutes
     assert r.exceeds is False  # 10 → 15 ≤ 35
+
+
+def test_snapshot_keeps_the_revised_and_touched_hours() -> None:
+    """The parts of the state that late data fill (hours to revise, hours revised) are in the snapshot (written
+    apart from the empty case, CPU) and restored: the restored aggregator's snapshot is the same."""
+    a = OutletHourly(outlet())
+    for r in [minute(H8 + i * MIN, 20.0) for i in range(50)] + [minute(H8 + timedelta(hours=2), 20.0)]:
+        a.feed(r)
+    assert a.closed_before_ts > H8.timestamp()  # hour 8 emitted
+    a.feed(minute(H8 + 55 * MIN, 20.0))  # late: hour 8 to revise
+    dirty = a.snapshot()
+    assert dirty["dirty"] == [int(H8.timestamp())]
+    assert a.revisions()
+    touched = a.snapshot()
+    assert touched["dirty"] == [] and [h for h, _ in touched["touched"]] == [int(H8.timestamp())]
+    for snap in (dirty, touched):
+        b = OutletHourly(outlet())
+        b.restore(json.loads(json.dumps(snap)))
+        assert b.snapshot() == snap
