@@ -725,6 +725,7 @@ class RealtimeWarningTracker:
         dt = reading.data_time if reading.data_time.tzinfo is not None else _dt(t)
         ms = reading.measurements
         o2m = ms.get(O2)
+        factors = self._p.factors  # (most outlets have none: no look-up per code)
         o2: float | None = None
         if o2m is not None and o2m.flag in _N_FLAGS:
             o2 = o2m.values.get("Rtd")
@@ -735,7 +736,7 @@ class RealtimeWarningTracker:
             m = ms[code]
             zs: float | None = None
             v = m.values.get("Rtd")
-            f = self._p.factors.get(code, 1.0)
+            f = factors.get(code, 1.0) if factors else 1.0
             # T (over range) values are lower bounds: above the limit, the true value is too (issue 12 item 8).
             if m.flag in self._p.ok_flags and v is not None and math.isfinite(v):
                 if o2 is not None:

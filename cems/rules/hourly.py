@@ -811,7 +811,7 @@ class OutletHourly:
                         if ok == _OK:
                             continue  # no number and no flag: nothing was sent for this code
                         v, ok = _NAN, _BAD
-                    else:
+                    elif factors:  # (most outlets have none: no look-up per code)
                         f = factors.get(code)
                         if f is not None:
                             v *= f

@@ -648,7 +648,7 @@ class QualityTracker:
             rtd = vals.get(main)
             if rtd is None or m.flag not in _N:
                 continue
-            f = factors.get(code, 1.0)
+            f = factors.get(code, 1.0) if factors else 1.0
             ref, limit = ref_and_limit(code, t)
             c = rtd * f
             if not (0.0 <= ref < O2_AIR) or not isfinite(c) or not isfinite(das):

@@ -8,6 +8,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from registries import one_outlet  # tests/registries.py
@@ -130,3 +131,21 @@ def test_co2_and_facility_codes_are_checked_when_a_concentration_has_a_zs_rtd() 
     zs_rt = tracker._stats[0].zs_rt
     assert list(zs_rt) == ["SB1", "a21026", "a05001"]
     assert all(v[0] == 0b1 for v in zs_rt.values())
+
+
+def test_the_check_converts_to_the_standard_units() -> None:
+    """An outlet sending SO2 in g/m³: a DAS value 0.05 g/m³ (50 mg/m³) off the formula is kept, in mg/m³ (unscaled,
+    0.05 would be within the absolute tolerance)."""
+    reg = parse_registry(one_outlet(outlet='units = { a21026 = "g/m3" }\n'))
+    info = reg.outlet("MN0001")
+    assert info is not None
+    tracker = ComplianceEngine(reg, journal=False)._outlet(info).quality
+    ref, _ = tracker._p.schedule.ref_and_limit("a21026", T0)
+    good = 0.01 * (21 - ref) / (21 - 8.0)  # g/m³
+    ms = {
+        "a19001": Measurement("a19001", {"Rtd": 8.0}, "N"),
+        "a21026": Measurement("a21026", {"Rtd": 0.01, "ZsRtd": good + 0.05}, "N"),
+    }
+    tracker.on_reading(Reading("MN0001", Stream.RTD, T0, ms))
+    kept = tracker._stats[0].zs_rt["a21026"]
+    assert kept[1] == pytest.approx(50.0) and kept[2] == pytest.approx((good + 0.05) * 1000)

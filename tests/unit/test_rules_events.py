@@ -506,3 +506,11 @@ def test_interruption_fast_path_equals_the_full_judgement(
         else:
             assert fast.on_data(t, stream) == slow.on_data(t, stream)
         assert fast.snapshot() == slow.snapshot()
+
+
+def test_warning_values_are_converted_to_the_standard_units() -> None:
+    """An outlet sending SO2 in g/m³: 0.1 g/m³ is 100 mg/m³, above the 35 mg/m³ limit (the look-up of the unit
+    factor is skipped only for outlets without units)."""
+    tr = RealtimeWarningTracker(outlet(units={SO2: "g/m3"}), "E1", "D1")
+    assert "opened" in kinds(warn_feed(tr, [0.1, 0.1, 0.1]))
+    assert kinds(warn_feed(RealtimeWarningTracker(outlet(), "E1", "D1"), [0.1, 0.1, 0.1])) == []

@@ -336,3 +336,14 @@ def test_snapshot_keeps_the_revised_and_touched_hours() -> None:
         b = OutletHourly(outlet())
         b.restore(json.loads(json.dumps(snap)))
         assert b.snapshot() == snap
+
+
+def test_unit_conversions_of_real_time_and_minute_values() -> None:
+    """Real-time and minute values are converted too (the look-up skipped only for outlets without units)."""
+    o = outlet(units={SO2: "g/m3"})
+    for stream, key in ((Stream.RTD, "Rtd"), (Stream.MIN, "Avg")):
+        step = timedelta(seconds=30) if stream is Stream.RTD else MIN
+        n = 120 if stream is Stream.RTD else 60
+        rs = [reading(stream, H8 + i * step, a21026=({key: 0.03}, "N"), a19001=({key: 6.0}, "N")) for i in range(n)]
+        recs = {x.pollutant: x for x in run(OutletHourly(o), rs)}
+        assert recs[SO2].avg == pytest.approx(30.0), stream  # mg/m³
