@@ -26,6 +26,7 @@ A worker that fails (an exception, a signal) ends the replay with an error and n
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
 import logging
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import compress, islice, repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
 
@@ -63,10 +65,11 @@ from cems.replay import (
     replay,
     sort_results,
 )
+from cems.rules.daily import DailyRecord, MonthResult
 from cems.rules.emergency import WarningHistory
 from cems.rules.emergency_tracker import line_plans
 from cems.rules.grid import GridEngine
-from cems.rules.hourly import DEFAULT_HOLD
+from cems.rules.hourly import DEFAULT_HOLD, HourlyRecord
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +360,28 @@ def _worker(job: _Job, w: int) -> None:
     part = _Worker(job, w).run()
     tmp = os.path.join(job.outdir, f"part-{w}.tmp")
     with open(tmp, "wb") as f:
-        pickle.dump(part, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = _RECORDS
+        pickler.dump(part)
     os.replace(tmp, os.path.join(job.outdir, f"part-{w}.pickle"))
+
+
+def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
+    """Pickle a frozen dataclass's instances as the class called with its fields: unpickled ≈ 2.5× faster
+    than by the dataclass's ``__setstate__`` (which looks its fields up and sets them one by one), and the
+    parent unpickles every worker's records."""
+    fs = dataclasses.fields(cls)
+    assert all(f.init for f in fs) and not hasattr(cls, "__post_init__"), cls
+    get = attrgetter(*(f.name for f in fs))
+
+    def reduce(obj: Any) -> tuple[type, tuple[Any, ...]]:
+        return cls, get(obj)
+
+    return reduce
+
+
+#: How a worker pickles the records of its results (:func:`_by_fields`).
+_RECORDS: Final[dict[type, Any]] = {cls: _by_fields(cls) for cls in (HourlyRecord, DailyRecord, MonthResult)}
 
 
 #: A reorder-buffer entry: (data time, line number); this worker's readings wait in ``_Worker.mine``.
