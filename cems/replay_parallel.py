@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import compress, islice, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
 
@@ -62,6 +62,7 @@ from cems.replay import (
     _check,
     _GridReplay,
     _mark_order,
+    _values_of,
     replay,
     sort_results,
 )
@@ -491,9 +492,10 @@ class _Worker:
         """Decode and validate this worker's lines of a chunk: its accepted outlet readings, in line order
         (grid readings go to the grid engine; rejections are counted)."""
         w, res, registry, fmt, sensors = self.w, self.res, self.job.registry, self.job.fmt, self.all_sensors
-        mine_mn = self._owner_of
+        owner_cache, mine = self.owner_cache, self.mine
         rejected = res.rejected
         own: list[_Entry] = []
+        n = 0
         for j, o in self._mine(lines, joined):
             s = lines[j]
             idx = first + j
@@ -503,7 +505,7 @@ class _Worker:
             if o == _AMBIGUOUS:
                 self._decode_any(idx, text, own)
                 continue
-            res.lines += 1
+            n += 1
             try:
                 r, info = _check(text, registry, fmt, sensors)
                 if r.dropped:
@@ -520,11 +522,12 @@ class _Worker:
                 log.exception("internal error on input line %d (counted as internal_error)", idx + 1)
                 rejected["internal_error"] += 1
                 continue
-            if mine_mn(r.mn) != w:
+            if owner_cache.get(r.mn) != w and self._owner_of(r.mn) != w:
                 self._misrouted(idx, r.mn)
             ts = beijing_ts(r.data_time)  # (remembered: the trackers convert it again)
             own.append((ts, idx))
-            self.mine[idx] = (r, info)
+            mine[idx] = (r, info)
+        res.lines += n
         return own
 
     def _misrouted(self, idx: int, mn: str) -> NoReturn:
@@ -625,7 +628,7 @@ class _Worker:
             ii.frombytes(keys_i)
             tt.frombytes(keys_t)
             entries += zip(tt, ii, strict=True)
-        entries.sort(key=_line_of)
+        entries.sort(key=_line_of)  # (merging sorted runs)
         heap, groups, window, push, release = self.heap, self.groups, self.job.window, heapq.heappush, self._release
         size = self.size
         for ts, idx in entries:
@@ -667,10 +670,9 @@ class _Worker:
             for reading, _ in group:
                 self.kept.append(((n_run, first[(reading.mn, reading.stream.value)]), reading))
         on_reading, take = self.engine.on_reading, self.results.take
+        self.n_readings += len(group)
         for reading, info in group:
-            self.n_readings += 1
-            for m in reading.measurements.values():
-                self.n_values += len(m.values)
+            self.n_values += sum(map(len, map(_values_of, reading.measurements.values())))
             try:
                 out = on_reading(reading, info)
             except Exception:  # a bug in the rules: as one process, counted and left unjudged
@@ -680,8 +682,7 @@ class _Worker:
             take(out)
 
 
-def _line_of(e: _Entry) -> int:
-    return e[1]
+_line_of: Final = itemgetter(1)
 
 
 def _ts(t: Any) -> float:
