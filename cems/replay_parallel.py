@@ -7,8 +7,11 @@ key of a JSON reading) and its owner: the registry's outlets are dealt out by MN
 (an MN not in the registry, whose lines are rejected, by its CRC-32 as :func:`cems.registry.shard.shard_of`).
 Outlets that are judged together stay together: the outlets and meters of a production line on the emergency
 lists (issue 16) go as one, and every grid sensor (issue 15: the neighbour evidence of hotspots compares
-sensors) goes to worker 0.  A line whose MN cannot be read so cheaply (two
-``MN=`` fields, an escaped JSON key, …) is decoded by every worker and kept by its owner.
+sensors) goes to worker 0.  A chunk with as many ``MN=`` fields as lines (a recording of HJ 212 packets) is
+dealt out by those fields, read with one regular expression; every worker deals a chunk out alike, so each
+line is decoded by one worker, and a decoded reading whose MN (or grid sensor) is not the decoding worker's
+makes the replay run in one process.  Otherwise a line goes by its own form, and a line whose MN cannot be
+read so cheaply (two ``MN=`` fields, an escaped JSON key, …) is decoded by every worker and kept by its owner.
 
 **The reorder buffer is the one-process buffer, exactly.**  Which readings the buffer of ``window`` readings
 releases, and when, depends on the data times of every accepted reading, not only of a worker's own.  So the
@@ -18,8 +21,9 @@ the whole buffer over every worker's keys, judging only its own readings as they
 gets its readings in the order, grouping and lateness of the one-process replay, and marks are applied at the
 same points of the data.  The figures that span outlets — transmission rates (the replay window runs from the
 input's first hour to its last, over every outlet) and the district figures (挂牌督办) — are computed once,
-by the parent, from the workers' rate counters merged.  The parent's other work is small: concatenating
-and sorting the records, summing the counters.
+by the parent, from the workers' rate counters merged.  The parent's other work is small: unpickling the
+workers' records (pickled as their class called with their fields: cheaper to load than the dataclasses'
+own state), concatenating and sorting them, summing the counters.
 
 A worker that fails (an exception, a signal) ends the replay with an error and nothing written.
 """
