@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import compress, islice, repeat
+from itertools import compress, groupby, islice, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NoReturn
@@ -634,17 +634,35 @@ class _Worker:
             entries += zip(tt, ii, strict=True)
         entries.sort(key=_line_of)  # (merging sorted runs)
         heap, groups, window, push, release = self.heap, self.groups, self.job.window, heapq.heappush, self._release
-        size = self.size
-        for ts, idx in entries:
-            g = groups.get(ts)
-            if g is None:
-                groups[ts] = [idx]
-                push(heap, ts)
-            else:
-                g.append(idx)
-            size += 1
-            if size > window:
-                size -= release()
+        size = self.size  # ≤ window between entries
+        # Consecutive entries of one data time (the outlets' readings of a minute) are put in together, up to
+        # the one that makes the buffer overflow: the buffer's states at every release are those of putting
+        # them in one by one.
+        for ts, same in groupby(entries, key=_time_of):
+            idxs = list(map(_line_of, same))
+            n = len(idxs)
+            if size + n <= window:
+                g = groups.get(ts)
+                if g is None:
+                    groups[ts] = idxs
+                    push(heap, ts)
+                else:
+                    g += idxs
+                size += n
+                continue
+            pos = 0
+            while pos < n:
+                part = idxs[pos : pos + window - size + 1]  # up to the first reading over the window
+                g = groups.get(ts)  # (again: a release may have taken this time's group)
+                if g is None:
+                    groups[ts] = part
+                    push(heap, ts)
+                else:
+                    g += part
+                size += len(part)
+                pos += len(part)
+                if size > window:
+                    size -= release()
         self.size = size
 
     def _release(self) -> int:
@@ -686,6 +704,7 @@ class _Worker:
             take(out)
 
 
+_time_of: Final = itemgetter(0)
 _line_of: Final = itemgetter(1)
 
 
