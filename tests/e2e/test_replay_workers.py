@@ -283,6 +283,31 @@ def test_a_recording_of_hj212_packets_only(tmp_path: Path, caplog: pytest.LogCap
     assert "replaying in one process" not in caplog.text
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_grid_reading_read_as_another_workers_falls_back_to_one_process(
+    tmp_path: Path, workers: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunk with as many ``MN=`` as lines is dealt out by those MNs: a grid sensor's reading (worker 0's)
+    whose JSON carries the ``MN=`` of another worker's outlet is caught when decoded, not rejected there."""
+    reg = parse_registry(REGISTRY)
+    router = Router(reg, "auto", workers)
+    other = next(mn for mn in OUTLETS if router.owner_of(mn.encode()) != 0)
+    out = [_packet(mn, DAY + timedelta(hours=8, minutes=m)) for m in range(60) for mn in ("MN0001", "MN2000")]
+    t = DAY + timedelta(hours=8, minutes=30)
+    out.insert(
+        100,
+        "grid/v1/G1 "
+        + json.dumps({"data_time": t.isoformat(), "values": {"a34004": {"Rtd": 40.0}}, "note": f"MN={other};"}),
+    )
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    with open(path, encoding="utf-8") as f:
+        one = replay(reg, f, keep_readings=True)
+    assert one.grid_readings == 1 and not one.rejected
+    assert _comparable(replay_parallel(reg, path, workers=workers, keep_readings=True)) == _comparable(one)
+    assert "replaying in one process" in caplog.text
+
+
 def test_the_cheap_owner_of_a_line_is_the_owner_of_its_decoded_mn() -> None:
     reg = parse_registry(REGISTRY)
     router = Router(reg, "auto", 3)
