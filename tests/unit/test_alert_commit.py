@@ -622,3 +622,122 @@ async def test_an_alert_of_a_due_commit_leaves_while_the_state_commit_before_it_
     await run(rt, gate)
     assert holding.is_set()
     assert stored(tmp_path / "ahead") == want
+
+
+def _runtime_writing(state_dir: Path, write: Any) -> ComplianceRuntime:
+    """Alerts ahead of the state (the group commit not due for an hour), lines written by ``write``."""
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    return ComplianceRuntime(
+        REG,
+        ComplianceConfig(
+            state_dir=state_dir,
+            clock=lambda: H8 + timedelta(minutes=1),
+            split_commit_outlets=0,
+            commit_interval_s=3600.0,
+        ),
+        write=write,
+        publish=publish,
+    )
+
+
+def _event_points(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ln.startswith("cems_event,")]
+
+
+async def test_the_alerts_are_committed_while_their_lines_are_written(tmp_path: Path) -> None:
+    """Issue 20, alert latency: the alerts' transaction does not wait for the InfluxDB write of the batch's lines
+    (hourly records, event points); the batch is acknowledged only once both are durable."""
+    gate = asyncio.Event()
+    held: list[list[str]] = []
+
+    async def write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        if _event_points(lines) and not held:
+            held.append(lines)
+            await asyncio.wait_for(gate.wait(), 10.0)
+        return True
+
+    rt = _runtime_writing(tmp_path, write)
+    await rt.open()
+    released: set[int] = set()
+    try:
+        for i, batch in enumerate(BATCHES):
+            task = asyncio.ensure_future(rt.on_batch(batch, [], None, release=lambda i=i: released.add(i)))  # type: ignore[misc]
+            while not task.done() and not held:
+                await asyncio.sleep(0.01)
+            if held:
+                for _ in range(500):
+                    if stored(tmp_path)["alerts"]:
+                        break
+                    await asyncio.sleep(0.01)
+                assert stored(tmp_path)["alerts"], "the alerts waited for the lines' write"
+                assert not task.done()  # the batch waits for its lines
+                gate.set()
+                assert await task == []
+                break
+            assert await task == []
+        assert held
+    finally:
+        gate.set()
+        await rt.shutdown()
+        await rt.close()
+    assert released == set(range(i + 1))  # (each batch released at the group commit, shutdown's here)
+
+
+async def test_a_crash_after_the_alerts_before_their_lines_are_durable_writes_the_points_on_redelivery(
+    tmp_path: Path,
+) -> None:
+    """The alerts' transaction commits, the lines' write never becomes durable (the process stops): nothing of the
+    batch is acknowledged; after the restart the redelivered batches give every alert once and every event point
+    (an update suppressed as already alerted writes its point again)."""
+    written: list[str] = []
+
+    async def reference_write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        written.extend(lines)
+        return True
+
+    ref = _runtime_writing(tmp_path / "ref", reference_write)
+    await ref.open()
+    await feed(ref, list(range(len(BATCHES))), set())
+    await ref.shutdown()
+    await ref.close()
+    want, want_points = stored(tmp_path / "ref"), set(_event_points(written))
+    assert want["alerts"] and want_points
+
+    lost: list[str] = []
+
+    async def failing_write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        if _event_points(lines):
+            lost.extend(_event_points(lines))
+            return False  # stopping while InfluxDB is unreachable: not durable
+        return True
+
+    released: set[int] = set()
+    rt = _runtime_writing(tmp_path / "crash", failing_write)
+    await rt.open()
+    for i, batch in enumerate(BATCHES):
+        res = await rt.on_batch(batch, [], None, release=lambda i=i: released.add(i))  # type: ignore[misc]
+        if res is None:
+            break
+    await rt.close()
+    assert lost and stored(tmp_path / "crash")["alerts"]  # the alerts are durable, their points are not
+    assert not released
+
+    after: list[str] = []
+
+    async def write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        after.extend(lines)
+        return True
+
+    rt = _runtime_writing(tmp_path / "crash", write)
+    await rt.open()
+    await feed(rt, [i for i in range(len(BATCHES)) if i not in released], released)
+    await rt.shutdown()
+    await rt.close()
+    assert rt.stats.duplicates_suppressed >= 1
+    assert set(lost) <= set(_event_points(after))  # the points lost are written on redelivery
+    got = stored(tmp_path / "crash")
+    assert got["alerts"] == want["alerts"] and got["events"] == want["events"] and got["states"] == want["states"]
+    assert want_points <= set(_event_points(after))  # every event's latest point among the lines written
