@@ -941,10 +941,6 @@ class ComplianceRuntime:
                     # already alerted (redelivery after a crash) or stale: never alert twice; only late data
                     # (a revision, issue 12 item 1) reopen, extend or retract an event already closed
                     self.stats.duplicates_suppressed += 1
-                    if row.alerted_key == key:
-                        # its point again (the same point, written twice at most): the alert may have been
-                        # committed while its lines were being written, and the process died before they were
-                        lines.append(event_line(ev, **row.ack_fields()))
                     continue
                 if row is None:
                     row = EventRow(
@@ -975,6 +971,10 @@ class ComplianceRuntime:
             info = self.registry.outlet(m.mn)
             ent, dist = (info.enterprise.id, info.district.code) if info is not None else ("", "")
             lines.append(mark_line(m, ent, dist))
+        if lines and not await self._write(lines, stop):
+            # the engine has advanced past what is durable: refuse everything until restarted
+            self._broken = True
+            return False
         rank_due: list[tuple[str, str, str]] = [
             (p.kind, p.first.isoformat(), p.last.isoformat())
             for p in (self.ranker.periods_for(d.day for d in gout.daily) if self.ranker is not None else ())
@@ -982,30 +982,15 @@ class ComplianceRuntime:
         ups = list(upserts.values())
         ts = time.time()
         event_ids = {u.event.event_id for u in events}
-        if not state and (ups or rows):
-            # the caller checked that each event has one update here and none committed ahead already.  The
-            # alerts' transaction and the write of the lines go on at once: the alerts leave without waiting for
-            # InfluxDB (issue 20, alert latency).  Nothing is acknowledged before both are durable; a crash in
-            # between is redelivered, and the updates suppressed as already alerted write their points again.
-            writing = asyncio.ensure_future(self._write(lines, stop)) if lines else None
-            try:
-                due = await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
-            except BaseException:
-                self._broken = True
-                if writing is not None:
-                    writing.cancel()
-                    with contextlib.suppress(BaseException):
-                        await writing
-                raise
-            self._dispatch(due, rows)
-            if writing is not None and not await writing:
-                self._broken = True  # (as below)
-                return False
-        elif lines and not await self._write(lines, stop):
-            # the engine has advanced past what is durable: refuse everything until restarted
-            self._broken = True
-            return False
         if not state:
+            # the caller checked that each event has one update here and none committed ahead already
+            if ups or rows:
+                try:
+                    due = await self.db.call_alerts(lambda c: commit_events(c, ups, rows, ts))
+                except BaseException:
+                    self._broken = True
+                    raise
+                self._dispatch(due, rows)
             self._ahead |= event_ids
             if self._aside is not None and not self._aside.done():  # ahead of that commit's state too
                 self._ahead_next |= event_ids
