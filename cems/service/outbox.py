@@ -439,9 +439,13 @@ class OutboxDispatcher:
         rows = [r for r in items if r.id not in self._inflight]
         if rows:
             self._inflight.update(r.id for r in rows)
-            task = asyncio.create_task(self._deliver_rows(rows))
-            self._passes.add(task)
-            task.add_done_callback(self._pass_done)
+            self._start_pass(rows)
+
+    def _start_pass(self, rows: list[OutboxItem]) -> None:
+        """Deliver ``rows`` (held in ``_inflight``) in a task of their own, awaited by :meth:`run` when it ends."""
+        task = asyncio.create_task(self._deliver_rows(rows))
+        self._passes.add(task)
+        task.add_done_callback(self._pass_done)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -461,9 +465,7 @@ class OutboxDispatcher:
                     log.exception("outbox pass failed")
                     rows = []
                 if rows:
-                    task = asyncio.create_task(self._deliver_rows(rows))
-                    self._passes.add(task)
-                    task.add_done_callback(self._pass_done)
+                    self._start_pass(rows)
                 kicker = asyncio.ensure_future(self._kick.wait())
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({kicker, stopper}, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
