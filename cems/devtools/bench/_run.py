@@ -583,9 +583,15 @@ class Bench:
         spy: list[subprocess.Popen[bytes]] = []
 
         def start_profile() -> None:
-            if self.cfg.profile and shutil.which("py-spy"):
-                spy.append(self.procs.spawn("py-spy", ["py-spy", "record", "--pid", str(proc.pid), "--rate", "100",
-                                                        "--format", "raw", "--output", self.cfg.profile]))  # fmt: skip
+            if not self.cfg.profile:
+                return
+            # the venv's own py-spy when its bin directory is not on PATH (`.venv/bin/cems bench --profile F`)
+            exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+            if exe is None:
+                self.res.notes.append("profile: py-spy not found (pip install py-spy): no profile taken")
+                return
+            spy.append(self.procs.spawn("py-spy", [exe, "record", "--pid", str(proc.pid), "--rate", "100",
+                                                    "--format", "raw", "--output", self.cfg.profile]))  # fmt: skip
 
         w = self._watch_cems("throughput", proc, db, n, 120.0 + n / 200.0, on_first=start_profile)
         for s in spy:
@@ -691,6 +697,10 @@ class Bench:
         stats = self._stop_cems("alert", proc)
         with lock:
             lat = sorted(got[mn] - t for mn, t in sent.items() if mn in got)
+            # each warning's latency by when its 3rd exceeding reading was sent (seconds from the first): shows
+            # whether the tail is spread over the run or a stretch of it (a compaction, a slow commit)
+            t_first = min(sent.values(), default=0.0)
+            timeline = sorted((round(t - t_first, 2), round(got[mn] - t, 3)) for mn, t in sent.items() if mn in got)
             n_msgs = seen["messages"]
         detail: dict[str, Any] = {
             "rate_msgs_per_s": rate, "rate_given": self.cfg.alert_rate is not None, "rounds": rounds,
@@ -702,6 +712,8 @@ class Bench:
         }  # fmt: skip
         if lat:
             detail["latency_min_s"], detail["latency_max_s"] = lat[0], lat[-1]
+            detail["latency_timeline"] = timeline
+            detail["latency_timeline_t0"] = t_first  # the first send's time.time(), to match other clocks' records
             self.res.figures["alert_latency_p50_s"] = _percentile(lat, 50)
             self.res.figures["alert_latency_p99_s"] = _percentile(lat, 99)
         else:
