@@ -16,6 +16,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Final
 
 from cems.rules.hourly import pack_hour
+from cems.sqlite_rows import write_rows
 
 if TYPE_CHECKING:
     from cems.rules.hourly import _HourAcc
@@ -162,8 +163,8 @@ def read_archived(conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> dict
 def write_archived(conn: sqlite3.Connection, rows: dict[tuple[str, int], bytes]) -> None:
     """Inside the caller's transaction."""
     if rows:
-        conn.executemany(
-            "INSERT OR REPLACE INTO hour_archive VALUES (?,?,?)", [(mn, h, d) for (mn, h), d in rows.items()]
+        write_rows(
+            conn, "INSERT OR REPLACE INTO hour_archive VALUES {rows}", [(mn, h, d) for (mn, h), d in rows.items()], 3
         )
 
 

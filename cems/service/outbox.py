@@ -35,6 +35,7 @@ import httpx
 
 from cems.config import private_dir, private_file
 from cems.errors import WebhookError as WebhookError  # declared in cems.errors, re-exported
+from cems.sqlite_rows import write_rows
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +273,11 @@ class OutboxItem:
 
 def enqueue(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now_ts: float) -> None:
     """Insert rows (call inside the caller's transaction so they commit with the state that caused them)."""
-    conn.executemany(
-        "INSERT INTO outbox(channel, target, event_id, alert_id, body, next_ts, created_ts) VALUES (?,?,?,?,?,?,?)",
+    write_rows(
+        conn,
+        "INSERT INTO outbox(channel, target, event_id, alert_id, body, next_ts, created_ts) VALUES {rows}",
         [(r.channel, r.target, r.event_id, r.alert_id, r.body, now_ts, now_ts) for r in rows],
+        7,
     )
 
 

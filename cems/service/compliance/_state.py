@@ -33,6 +33,7 @@ from cems.service.outbox import (
     enqueue_due,
     transaction,
 )
+from cems.sqlite_rows import write_rows
 
 log = logging.getLogger(__name__)
 
@@ -303,13 +304,15 @@ def write_rate_changes(conn: sqlite3.Connection, changes: RateChanges) -> None:
         else:
             gone.append((mn, f, month))
     if put:
-        conn.executemany("INSERT OR REPLACE INTO rate_runs(mn, pollutant, month, runs) VALUES (?,?,?,?)", put)
+        write_rows(conn, "INSERT OR REPLACE INTO rate_runs(mn, pollutant, month, runs) VALUES {rows}", put, 4)
     if gone:
         conn.executemany("DELETE FROM rate_runs WHERE mn = ? AND pollutant = ? AND month = ?", gone)
     if changes.exceed:
-        conn.executemany(
-            "INSERT OR REPLACE INTO rate_exceed(mn, pollutant, hour, code) VALUES (?,?,?,?)",
-            [e for e in changes.exceed if e[3] is not None],
+        write_rows(
+            conn,
+            "INSERT OR REPLACE INTO rate_exceed(mn, pollutant, hour, code) VALUES {rows}",
+            (e for e in changes.exceed if e[3] is not None),
+            4,
         )
         conn.executemany(
             "DELETE FROM rate_exceed WHERE mn = ? AND pollutant = ? AND hour = ?",
@@ -536,12 +539,10 @@ def load_grid_state(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     return {str(sensor): json.loads(state) for sensor, state in conn.execute("SELECT sensor, state FROM grid_state")}
 
 
-#: An outlet's state row rewritten in place (a row known to exist: 0.8× the upsert's CPU, docs/benchmark.md).
-_UPDATE_STATE: Final = "UPDATE outlet_state SET state = ?2, updated_ts = ?3 WHERE mn = ?1"
-#: ... or inserted (an upsert rewrites an existing row in place; INSERT OR REPLACE would delete it and insert
-#: it again).
+#: Outlets' state rows, inserted or rewritten in place (an upsert; INSERT OR REPLACE would delete a row and insert
+#: it again), in multi-row statements (:func:`cems.sqlite_rows.write_rows`).
 _UPSERT_STATE: Final = (
-    "INSERT INTO outlet_state(mn, state, updated_ts) VALUES (?,?,?)"
+    "INSERT INTO outlet_state(mn, state, updated_ts) VALUES {rows}"
     " ON CONFLICT(mn) DO UPDATE SET state = excluded.state, updated_ts = excluded.updated_ts"
 )
 #: ``stored`` of :func:`commit_state`: an outlet with a state row → the closed-hour mark of its last journal
@@ -661,10 +662,9 @@ def commit_state(
     grid rows: ``grid`` is then ``None``); the database ends up the same.
 
     ``stored`` (kept by the caller from one commit to the next, updated here once the transaction is
-    committed; the runtime starts it with the outlets that have a state row): the state rows it names are
-    updated in place rather than upserted, and a journal clean-up that can delete nothing (the outlet's mark
-    unchanged since its last clean-up, and no journal row written below it) is skipped. The database ends up
-    the same as without it."""
+    committed; the runtime starts it with the outlets that have a state row): a journal clean-up that can delete
+    nothing (the outlet's mark unchanged since its last clean-up, and no journal row written below it) is
+    skipped. The database ends up the same as without it."""
     grid_rows: Iterable[tuple[str, str | None]]
     if isinstance(changes, EncodedChanges):
         enc = changes
@@ -683,29 +683,16 @@ def commit_state(
         # docs/benchmark.md)
         log_rows = ((mn, tops[mn], encode_state(journal)) for mn, (_, journal, _) in lazy.items() if journal)
         grid_rows = ((k, None if v is None else _COMPACT_JSON.encode(v)) for k, v in (grid or {}).items())
-    known: list[str] = []
-    new = list(marks_before)
-    if stored is not None:
-        known = [mn for mn in marks_before if mn in stored]
-        new = [mn for mn in marks_before if mn not in stored] if len(known) < len(marks_before) else []
     closed: list[tuple[str, int]] = []
     for mn, closed_before in marks_before.items():
         if stored is None or stored.get(mn, _UNCLEANED) != closed_before or tops.get(mn, closed_before) < closed_before:
             closed.append((mn, closed_before))
     with transaction(conn):
         if marks_before:
-            if known:
-                # generators: states are serialised one outlet at a time as SQLite consumes them (bounded memory)
-                states = ((mn, state_text(mn), now_ts) for mn in known)
-                n = conn.executemany(_UPDATE_STATE, states).rowcount
-                if n != len(known):  # a row gone meanwhile (not by this process): write them all again
-                    log.warning(
-                        "engine state: %d of %d known outlet rows missing: upserted", len(known) - n, len(known)
-                    )
-                    new = list(marks_before)
-            if new:
-                conn.executemany(_UPSERT_STATE, ((mn, state_text(mn), now_ts) for mn in new))
-            conn.executemany("INSERT INTO hour_log(mn, last_hour, entries) VALUES (?,?,?)", log_rows)
+            # a generator: states are serialised a statement's rows at a time as SQLite consumes them (bounded
+            # memory); multi-row statements, not one per row: the GIL is taken back once per statement
+            write_rows(conn, _UPSERT_STATE, ((mn, state_text(mn), now_ts) for mn in marks_before), 3)
+            write_rows(conn, "INSERT INTO hour_log(mn, last_hour, entries) VALUES {rows}", log_rows, 3)
             if closed:
                 conn.executemany("DELETE FROM hour_log WHERE mn = ? AND last_hour < ?", closed)
         if marks:  # append-only: a record id stored twice (a redelivery) keeps the first
@@ -720,9 +707,11 @@ def commit_state(
             write_archived(conn, archived)
         grid_list = list(grid_rows)
         if grid_list:
-            conn.executemany(
-                "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES (?,?,?)",
+            write_rows(
+                conn,
+                "INSERT OR REPLACE INTO grid_state(sensor, state, updated_ts) VALUES {rows}",
                 ((key, state, now_ts) for key, state in grid_list if state is not None),
+                3,
             )
             conn.executemany("DELETE FROM grid_state WHERE sensor = ?", [(k,) for k, v in grid_list if v is None])
         if rates:
@@ -731,7 +720,7 @@ def commit_state(
             conn.executemany("INSERT OR REPLACE INTO grid_rank_due(kind, first, last) VALUES (?,?,?)", rank_due)
         _upsert_events(conn, upserts, rows, now_ts)
     if stored is not None:  # committed: the rows exist, and the clean-ups done hold
-        for mn in new:
+        for mn in marks_before:
             stored.setdefault(mn, None)
         for mn, closed_before in closed:
             stored[mn] = closed_before
@@ -760,12 +749,13 @@ def _upsert_events(
     due: bool = False,
 ) -> list[OutboxItem]:
     """Inside the caller's transaction; ``due``: returns the rows due at once (else nothing)."""
-    for r in upserts:
-        conn.execute(
-            f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
-                  alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
-                  updated_ts=excluded.updated_ts""",
+    write_rows(
+        conn,
+        f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES {{rows}}
+            ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
+              alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
+              updated_ts=excluded.updated_ts""",
+        (
             (
                 r.event_id,
                 r.type,
@@ -782,8 +772,11 @@ def _upsert_events(
                 r.acked_at,
                 r.escalated_at,
                 now_ts,
-            ),
-        )
+            )
+            for r in upserts
+        ),
+        15,
+    )
     if rows and due:
         return enqueue_due(conn, rows, now_ts)
     if rows:
