@@ -97,6 +97,12 @@ class IngestStats:
         }
 
 
+#: Latency mode: the messages decoded and validated between two turns of the event loop, at most (≈ 10–20 ms of
+#: CPU). Before, a backlog was prepared at once: in the alert phase's trace one prepare held the loop 108 ms while
+#: the alert path's read, write and publish waited behind it (docs/benchmark.md, eighth session).
+PREPARE_SLICE: Final = 256
+
+
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
     batch_max: int = 5000
@@ -435,12 +441,17 @@ class IngestService:
                         pending, taken, seen = None, 0, set()
                         continue
                     # new messages, or (latency mode, something prepared) the committer waiting for a batch
-                    batch = await self._next_batch(stop, batch_max - taken, idle if pending is not None else None)
+                    limit = min(batch_max - taken, PREPARE_SLICE) if latency else batch_max - taken
+                    batch = await self._next_batch(stop, limit, idle if pending is not None else None)
                     if batch or self._held:  # (held split parts time out even while nothing arrives)
                         p = self.prepare(batch, seen if latency else None)
                         if batch or p.rejects:
                             pending = p if pending is None else _merge(pending, p)
                             taken += len(batch)
+                        if latency and not self.conn.queue.empty():
+                            # a slice at a time: what waits on the loop (the rules stage's reads and writes, an
+                            # alert's publish) goes on between slices, not after a whole backlog's decoding
+                            await asyncio.sleep(0)
                 # graceful shutdown: what is already received is written and acknowledged
                 if pending is not None and not ctask.done():
                     await hand_over(pending)

@@ -7,6 +7,7 @@ when the service stops with messages prepared but not handed over yet, or the da
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import pytest
 from cems.devtools.bench import _data
 from cems.errors import InfluxWriteError
 from cems.registry import parse_registry
-from cems.service.ingest import IngestService, IngestSettings
+from cems.service.ingest import PREPARE_SLICE, IngestService, IngestSettings
 from cems.service.mqtt import InboundMessage, Inbox, MqttSettings
 from cems.sinks.influx import InfluxConfig
 
@@ -146,6 +147,52 @@ async def test_latency_mode_hands_what_arrived_meanwhile_over_as_one_batch() -> 
     assert written_mns(writer) == mns(msgs)
     assert conn.acked == [m.mid for m in msgs]
     assert svc.stats.batches == 2 and svc.stats.accepted == len(msgs)
+
+
+async def test_latency_mode_prepares_a_backlog_a_slice_at_a_time_with_the_loop_turning_between_slices() -> None:
+    """A backlog is decoded ``PREPARE_SLICE`` messages at a time, other tasks (the rules stage's reads, an alert's
+    publish) running between two slices, and still goes out as one batch when the committer is free."""
+    svc, conn, writer = service(latency_batches=True)
+    msgs = messages(3 * PREPARE_SLICE + 17)
+    sizes: list[int] = []
+    turns: list[int] = []  # the other task's turns seen at each prepare
+    ticks = [0]
+    prepare = svc.prepare
+
+    def recording_prepare(batch: list[InboundMessage], in_batch: set[int] | None = None) -> Any:
+        sizes.append(len(batch))
+        turns.append(ticks[0])
+        return prepare(batch, in_batch)
+
+    svc.prepare = recording_prepare  # type: ignore[method-assign]
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    async def body(stop: asyncio.Event) -> None:
+        writer.gate.clear()
+        conn.queue.put(msgs[0])
+        await until(writer.waiting.is_set, "the first write")
+        t = asyncio.create_task(ticker())
+        try:
+            for m in msgs[1:]:  # a backlog arrives at once while the committer is busy
+                conn.queue.put(m)
+            await until(lambda: conn.queue.empty(), "the inbox drained")
+            await asyncio.sleep(0.05)
+            writer.gate.set()
+            await until(lambda: len(conn.acked) == len(msgs), "every acknowledgement")
+        finally:
+            t.cancel()
+
+    await run(svc, body)
+    backlog = sizes[1:]
+    assert sum(backlog) == len(msgs) - 1 and max(backlog) == PREPARE_SLICE
+    assert all(b > a for a, b in itertools.pairwise(turns[1:]))  # the loop turned between slices
+    assert [len(w) for w in writer.writes] == [1, len(msgs) - 1]  # one batch, as when prepared at once
+    assert written_mns(writer) == mns(msgs)
+    assert conn.acked == [m.mid for m in msgs]
 
 
 async def test_without_latency_mode_each_drain_is_a_batch_queued_at_once() -> None:
