@@ -24,6 +24,7 @@ import hmac
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,8 @@ class StateDB:
 
     def __init__(self, path: Path, schema: Sequence[str] = (OUTBOX_SCHEMA,)) -> None:
         self.path = path
+        #: taken by each write transaction of its two writing connections (:func:`transaction`)
+        self._write_lock = threading.RLock()
         self._schema = tuple(schema)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -103,7 +106,9 @@ class StateDB:
     def _connect(self) -> sqlite3.Connection:
         private_dir(self.path.parent)
         private_file(self.path)  # 0600 before SQLite opens it (its -wal/-shm files get the same mode)
-        conn = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions (see transaction())
+        # explicit transactions (see transaction())
+        conn = sqlite3.connect(self.path, isolation_level=None, factory=_Connection)
+        conn.write_lock = self._write_lock
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed alert/event survives a power loss
         conn.execute("PRAGMA busy_timeout=10000")
@@ -113,7 +118,8 @@ class StateDB:
 
     def _connect_writer(self) -> sqlite3.Connection:
         """A second writing connection (the schema is made by the first)."""
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn = sqlite3.connect(self.path, isolation_level=None, factory=_Connection)
+        conn.write_lock = self._write_lock
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
@@ -175,16 +181,29 @@ class StateDB:
                 executor.shutdown(wait=True)
 
 
+class _Connection(sqlite3.Connection):
+    """A writing connection of a :class:`StateDB`: its transactions (:func:`transaction`) take the database's
+    writer lock, so that a writer waiting for the other one's transaction starts the moment it ends. SQLite lets
+    one transaction write at a time; a writer that finds the database locked polls it (``busy_timeout``: sleeps
+    of 1, 2, 5 … 100 ms), so the alerts committed ahead of a state commit started up to that much after it ended
+    (issue 20, alert latency; docs/benchmark.md, eighth session)."""
+
+    write_lock: threading.RLock | None = None
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception); on a :class:`StateDB`'s writing
+    connection, holding its writer lock."""
+    lock = getattr(conn, "write_lock", None)
+    with lock if lock is not None else contextlib.nullcontext():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 # ------------------------------------------------------------------------------------------------- signing
