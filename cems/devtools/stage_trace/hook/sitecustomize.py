@@ -1,9 +1,11 @@
 """Installs :mod:`cems.devtools.stage_trace` in a Python process started with ``CEMS_STAGE_TRACE`` set and this
-directory on ``PYTHONPATH`` (the process's start is its entry point: the only place it reads that variable)."""
+directory on ``PYTHONPATH`` (the process's start is its entry point: the only place it reads that variable,
+through :func:`cems.config.environ`)."""
 
-import os
+from cems.config import environ
 
-if os.environ.get("CEMS_STAGE_TRACE"):
+_prefix = environ().get("CEMS_STAGE_TRACE")
+if _prefix:
     from cems.devtools.stage_trace import install
 
-    install(os.environ["CEMS_STAGE_TRACE"])
+    install(_prefix)
