@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import logging
 import operator
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -34,8 +33,6 @@ from cems.service.outbox import (
     transaction,
 )
 from cems.sqlite_rows import write_rows
-
-log = logging.getLogger(__name__)
 
 ACKNOWLEDGED: Final = "acknowledged"
 ESCALATED: Final = "escalated"
@@ -162,6 +159,10 @@ _EVENT_COLS: Final = (
     "acked_by, acked_at, escalated_at"
 )
 _EVENT_READ_COLS: Final = _EVENT_COLS + ", ack_note"
+#: Event rows, inserted or updated (:func:`_upsert_events`, multi-row statements).
+_UPSERT_EVENTS: Final = f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES {{rows}}
+    ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
+      alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key, updated_ts=excluded.updated_ts"""
 
 
 def _row(t: Sequence[Any]) -> EventRow:
@@ -751,10 +752,7 @@ def _upsert_events(
     """Inside the caller's transaction; ``due``: returns the rows due at once (else nothing)."""
     write_rows(
         conn,
-        f"""INSERT INTO events({_EVENT_COLS}, updated_ts) VALUES {{rows}}
-            ON CONFLICT(event_id) DO UPDATE SET status=excluded.status, json=excluded.json,
-              alerted_status=excluded.alerted_status, alerted_key=excluded.alerted_key,
-              updated_ts=excluded.updated_ts""",
+        _UPSERT_EVENTS,
         (
             (
                 r.event_id,
