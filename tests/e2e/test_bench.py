@@ -41,6 +41,10 @@ def test_bench_smoke(tmp_path: Path, service_binaries: None) -> None:
         for key in ("alert_latency_p50_s", "alert_latency_p99_s"):
             assert _positive(doc[key]), (key, doc[key], doc["notes"])
         assert doc["alert_latency_p50_s"] <= doc["alert_latency_p99_s"]
+        alert = doc["details"]["alert"]  # each warning's latency by send time, in send order
+        timeline = alert["latency_timeline"]
+        assert len(timeline) == alert["warnings_received"] and timeline == sorted(timeline)
+        assert timeline[0][0] == 0.0 and max(lat for _, lat in timeline) == round(alert["latency_max_s"], 3)
     else:
         assert doc["alert_latency_p99_s"] is None or _positive(doc["alert_latency_p99_s"])
     assert doc["targets"]["lost"]["result"] == "PASS"
