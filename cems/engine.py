@@ -574,6 +574,11 @@ class ComplianceEngine:
                     want.add(day)
         return want
 
+    @property
+    def changed_outlets(self) -> int:
+        """How many outlets changed since :meth:`take_changes` was last called (the next commit's size, issue 20)."""
+        return len(self._dirty)
+
     def late_counts(self) -> dict[str, int]:
         """Readings that arrived after their hour was emitted, over every outlet: merged (``late_readings``),
         not merged because the hour had left memory (``late_unrevised``), after the repair deadline

@@ -139,3 +139,38 @@ async def test_under_a_backlog_the_runtime_commits_by_count_and_acknowledges_onl
         assert stored_values(tmp_path / str(behind)) == 2 * len(lines)
         await rt.shutdown()
         await rt.close()
+
+
+async def test_a_commit_is_due_once_enough_outlets_changed(tmp_path: Path) -> None:
+    """``commit_max_outlets`` (issue 20, alert latency with many outlets): the group commit comes as soon as that
+    many outlets changed, before its interval and message count, so that it stays small enough to be written
+    aside; batches of one outlet alone do not make it due."""
+
+    async def write(lines: list[str], stop: asyncio.Event | None) -> bool:
+        return True
+
+    async def publish(topic: str, body: bytes) -> None:
+        return None
+
+    config = ComplianceConfig(
+        state_dir=tmp_path,
+        clock=lambda: H8 + timedelta(minutes=1),
+        commit_interval_s=3600.0,
+        commit_max_messages=10**6,
+        commit_max_outlets=2,
+    )
+    rt = ComplianceRuntime(REG, config, write=write, publish=publish, behind=lambda: False)
+    await rt.open()
+    released: list[int] = []
+    for n, mn in enumerate(("MN1", "MN1", "MN1", "MN2", "MN2")):
+        batch = load_readings(REG, [minute_packet(mn, H8 + timedelta(minutes=n), 20.0)], "hj212")
+        await rt.on_batch(batch, [], None, release=lambda n=n: released.append(n))  # type: ignore[misc]
+        await rt.settle()
+        if n < 3:  # one outlet changed: not due
+            assert released == [] and stored_values(tmp_path) == 0
+    # the fourth batch made two outlets changed: its commit holds the four batches, the fifth waits for the next
+    assert released == [0, 1, 2, 3]
+    assert stored_values(tmp_path) == 2 * 4
+    await rt.shutdown()
+    await rt.close()
+    assert released == [0, 1, 2, 3, 4]

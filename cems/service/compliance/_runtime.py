@@ -207,6 +207,12 @@ class ComplianceConfig:
     #: (Mosquitto ``max_inflight_messages``, 20 000 in the project's configuration), or the broker stops
     #: sending while the ingester waits to commit (measured: docs/benchmark.md).
     commit_max_messages: int = 8000
+    #: ... and as soon as this many outlets changed since the last one: below :data:`ASIDE_MAX_OUTLETS` by a
+    #: batch's worth, so that with many outlets (a province: each outlet in a commit has one or two readings) the
+    #: commit is still written aside, not under the engine lock, where batches and their alerts waited behind it
+    #: (issue 20: 20 000 outlets at 3 000 msg/s, commits of ≈ 6 000 outlets held the rules up to 1.2 s;
+    #: docs/benchmark.md, ninth session).  A smaller registry never reaches it.
+    commit_max_outlets: int = 3000
     #: A commit that raises alerts and holds at least this many changed outlets commits the events and alerts
     #: first, in their own transaction, so that the alerts do not wait for the snapshots; a smaller one stays
     #: one transaction.  0 (every commit that raises alerts): at half the sustained rate a batch's snapshots
@@ -535,7 +541,10 @@ class ComplianceRuntime:
             if release is not None:
                 self._held.append(release)
                 self._held_messages += n_readings
-            if self._held_messages >= self.config.commit_max_messages:
+            if (
+                self._held_messages >= self.config.commit_max_messages
+                or self.engine.changed_outlets >= self.config.commit_max_outlets
+            ):
                 due = True
             elif self._behind():
                 # a backlog: full batches follow at once, so commit by count (or at a tick, if none came)
