@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cems.devtools import stage_trace
-from cems.devtools.stage_trace import LOOP_LAG, Span, report
+from cems.devtools.stage_trace import GC_PREFIX, LOOP_LAG, Span, report
 
 
 def test_the_hook_wraps_the_stages_of_a_process_started_with_the_variable(tmp_path: Path) -> None:
@@ -21,11 +21,17 @@ def test_the_hook_wraps_the_stages_of_a_process_started_with_the_variable(tmp_pa
         "from cems.service.compliance import _runtime\n"
         "assert IngestService.prepare.__wrapped__ and _runtime.commit_events.__wrapped__\n"
         "_runtime.commit_events.__wrapped__  # a module function too\n"
+        "import gc, time\n"
+        "junk = [[i] for i in range(300_000)]\n"  # a full collection of 1 ms or more
+        "gc.collect()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     files = list(tmp_path.glob("tr.*"))
-    assert len(files) == 1 and json.loads(files[0].read_text()) == []
+    assert len(files) == 1
+    spans = json.loads(files[0].read_text())
+    assert spans and {label for label, *_ in spans} == {f"{GC_PREFIX}2"}  # the collection, timed
+    assert all(0.001 <= end - start < 60 for _, start, end, _ in spans)
     # without the variable: nothing installed, nothing written
     env.pop("CEMS_STAGE_TRACE")
     code = "from cems.service.ingest import IngestService\nassert not hasattr(IngestService.prepare, '__wrapped__')\n"

@@ -3,9 +3,10 @@ latency; docs/benchmark.md, eighth session).
 
 ``install(prefix)`` wraps the stage methods named in :data:`SPANS` (the pipeline's prepare, write and rules
 stages, the compliance runtime's judge, commits and serialisation, the state database's lanes, the alert
-publish) with timers, adds a probe of the event loop's lag (a 5 ms sleep that wakes more than 20 ms late), and
-writes the spans as JSON to ``{prefix}.{pid}`` when the process exits. It costs a few µs a call: a tool for
-finding a wait, not for measuring CPU.
+publish) with timers, adds a probe of the event loop's lag (a 5 ms sleep that wakes more than 20 ms late) and the
+cyclic garbage collector's collections of 1 ms or more (``gc.gen0`` .. ``gc.gen2``), and writes the spans as JSON
+to ``{prefix}.{pid}`` when the process exits. It costs a few µs a call: a tool for finding a wait, not for
+measuring CPU.
 
 Used through the ``hook`` directory's ``sitecustomize``, which installs it in every Python process started with
 ``CEMS_STAGE_TRACE`` set and the directory on ``PYTHONPATH`` — e.g. the ``cems run`` of ``cems bench``'s alert
@@ -27,11 +28,13 @@ import argparse
 import asyncio
 import atexit
 import functools
+import gc
 import glob
 import inspect
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,8 +61,10 @@ SPANS: tuple[tuple[str, str | None, str], ...] = (
     ("cems.service.outbox", "StateDB", "read"),
 )
 LOOP_LAG = "loop_lag"
-#: One span: label, start and end (``time.time()``, the clock of the bench's send and arrival times), and the
-#: ``state`` keyword of the call if it had one (``_commit``'s).
+#: Label prefix of the cyclic collector's collections (``gc.gen2``: the oldest generation's, a full one).
+GC_PREFIX = "gc.gen"
+#: One span: label, start and end (``time.time()``, the clock of the bench's send and arrival times), and a note:
+#: the ``state`` keyword of the call if it had one (``_commit``'s), a collection's thread and objects freed.
 Span = tuple[str, float, float, str]
 
 
@@ -87,6 +92,7 @@ def install(prefix: str) -> list[Span]:
             probe.cancel()
 
     IngestService._run = probed_run  # type: ignore[method-assign]
+    gc.callbacks.append(_gc_timer(spans))
     atexit.register(_dump, f"{prefix}.{os.getpid()}", spans)
     return spans
 
@@ -113,6 +119,22 @@ def _timed(fn: Callable[..., Any], label: str, spans: list[Span]) -> Callable[..
             spans.append((label, t0, time.time(), ""))
 
     return timed
+
+
+def _gc_timer(spans: list[Span], min_s: float = 0.001) -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` entry: each collection of the cyclic collector of at least ``min_s`` as a span
+    ``gc.gen{N}`` (a pause of every thread: the collector holds the GIL), with the thread it ran in and the number
+    of objects it freed."""
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.time()
+        elif time.time() - started[0] >= min_s:
+            note = f"{threading.current_thread().name} freed={info['collected']}"
+            spans.append((f"{GC_PREFIX}{info['generation']}", started[0], time.time(), note))
+
+    return on_gc
 
 
 async def _probe_loop(spans: list[Span], step_s: float = 0.005, late_s: float = 0.02) -> None:
@@ -203,4 +225,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["LOOP_LAG", "SPANS", "Span", "install", "load", "main", "report"]
+__all__ = ["GC_PREFIX", "LOOP_LAG", "SPANS", "Span", "install", "load", "main", "report"]
