@@ -18,7 +18,7 @@ import gzip
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import httpx
 
@@ -82,6 +82,22 @@ class InfluxConfig:
         return (self.bucket or self.db) if self.api == "v2" else self.db
 
 
+#: What a read response's stream becomes (:func:`release`): an empty stream, shared.
+_READ: Final = httpx.ByteStream(b"")
+
+
+def release(r: httpx.Response) -> None:
+    """Let a response that has been read be freed as soon as it is dropped, not at the next run of the cyclic
+    garbage collector.  httpx (0.27–0.29) wraps the body of every response in a stream that refers back to the
+    response (``BoundAsyncStream._response``, to time the request), so each write left a cycle of ≈ 70 objects
+    (response, request, headers, URL, connection-pool request and events) to the collector: over a third of
+    what filled its youngest generation in ``cems run``, each collection pausing the event loop for 20–50 ms
+    (issue 20; docs/benchmark.md, ninth session; encode/httpx#3733).  The body is read (``content``) and the
+    stream closed by ``post``; only the back reference goes."""
+    if r.is_closed:
+        r.stream = _READ
+
+
 class InfluxWriter:
     """Writes batches of line-protocol lines.  One instance per service; reuses its HTTP connections."""
 
@@ -119,6 +135,7 @@ class InfluxWriter:
             r = await self._client.post(self._url, params=self._params, headers=self._headers, content=body)
         except httpx.HTTPError as e:
             raise InfluxWriteError(f"InfluxDB unreachable at {self.config.url}: {e!r}", retryable=True) from e
+        release(r)
         if r.status_code in (200, 204):
             return
         text = r.text[:500]
